@@ -1,0 +1,75 @@
+// Decodes Kafka message values into validated Trades.
+//
+// DESIGN
+// A message is one JSON trade object or an array of them. The decoder is a strict,
+// allocation-free JSON reader specialised for this shape: it copies nothing it does not need,
+// validates every field, and converts numbers exactly (no strtod, no locale). Field names
+// come from a mapping (Binance's `s t p q T m` by default), and the time may be an ISO-8601
+// string. Each bad element is rejected with a reason; good elements of an array are kept.
+// Not thread-safe per instance; use one decoder per thread.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "klined/trade.h"
+
+namespace klined {
+
+enum class RejectReason : uint8_t {
+  kMalformedJson,
+  kMissingField,
+  kBadType,
+  kBadSymbol,
+  kNonPositive,
+  kOutOfRange,
+  kTooPrecise,
+  kFutureTime,
+};
+inline constexpr int kRejectReasonCount = 8;
+// "malformed_json", "missing_field", ... (the metric label values).
+std::string_view RejectReasonName(RejectReason r);
+
+enum class TimeFormat : uint8_t {
+  kEpochMs,  // JSON integer, ms since the epoch
+  kIso8601,  // string such as 2024-11-21T00:00:00.123Z or ...+08:00
+  kAuto,     // either, by JSON type
+};
+
+// Which JSON member holds each trade field (`trade_fields` in the config).
+struct TradeFieldMap {
+  std::string symbol = "s";
+  std::string id = "t";
+  std::string price = "p";
+  std::string qty = "q";
+  std::string time = "T";
+  std::string buyer_maker = "m";  // optional field; empty name = never read
+  TimeFormat time_format = TimeFormat::kAuto;
+};
+
+struct DecodeResult {
+  uint32_t accepted = 0;
+  uint32_t rejected = 0;  // trades rejected; an undecodable message counts as one
+  RejectReason first_reason = RejectReason::kMalformedJson;  // valid when rejected > 0
+  std::array<uint32_t, kRejectReasonCount> by_reason = {};
+};
+
+class TradeDecoder {
+ public:
+  explicit TradeDecoder(TradeFieldMap fields = {}, int64_t max_future_skew_ms = 60000);
+
+  // Appends each good trade of `message` to *out (which is not cleared) and counts the bad
+  // ones. now_ms is the wall clock used for the future-time check.
+  DecodeResult Decode(std::string_view message, int64_t now_ms, std::vector<Trade>* out);
+
+  void set_max_future_skew_ms(int64_t ms) { max_future_skew_ms_ = ms; }
+
+ private:
+  TradeFieldMap fields_;
+  int64_t max_future_skew_ms_;
+};
+
+}  // namespace klined

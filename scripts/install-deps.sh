@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs every Debian package klined's build, tests, benchmarks and demo need.
+# Idempotent and fast when everything is present: apt is only called for what is missing.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential g++ meson ninja-build pkg-config git
+  librdkafka-dev libhiredis-dev libmariadb-dev libconcurrentqueue-dev libabsl-dev
+  libyaml-cpp-dev prometheus-cpp-dev doctest-dev libbenchmark-dev libsystemd-dev
+  redis-server redis-tools mariadb-server mariadb-client
+  clang libclang-rt-14-dev llvm
+  python3 curl procps iproute2 systemd
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if ((${#missing[@]} == 0)); then
+  echo "install-deps: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+# The packaged redis/mariadb services are not used (tests and the demo start their own servers
+# on loopback in temp dirs); policy-rc.d keeps apt from starting them where that is possible.
+$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"

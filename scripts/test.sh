@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Builds klined and runs every default test suite. Used by `make test` (and so by CI).
+#   BUILD=dir       build directory (default build)
+#   SANITIZE=list   meson b_sanitize value, e.g. address,undefined
+#   --unit-only     skip fuzz smoke and integration suites
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BUILD=${BUILD:-build}
+SANITIZE=${SANITIZE:-none}
+UNIT_ONLY=0
+[ "${1:-}" = "--unit-only" ] && UNIT_ONLY=1
+
+opts=(--buildtype=release --werror -Db_sanitize="$SANITIZE")
+if [ "$SANITIZE" != none ]; then
+  opts=(--buildtype=debugoptimized --werror -Db_sanitize="$SANITIZE" -Db_lundef=false)
+fi
+if [ -f "$BUILD/build.ninja" ]; then
+  meson configure "$BUILD" "${opts[@]}" >/dev/null
+else
+  meson setup "$BUILD" "${opts[@]}"
+fi
+ninja -C "$BUILD"
+
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+
+failed=0
+echo "== unit tests"
+"$BUILD/test/unit_tests" --no-colors || failed=1
+
+if [ "$UNIT_ONLY" = 0 ]; then
+  if [ -x scripts/fuzz.sh ]; then
+    echo "== fuzz smoke"
+    ./scripts/fuzz.sh "${FUZZ_SMOKE_SECONDS:-20}" || failed=1
+  fi
+  if [ -x "$BUILD/test/integration_tests" ]; then
+    echo "== integration tests"
+    KLINED_BUILD="$BUILD" "$BUILD/test/integration_tests" --no-colors || failed=1
+  fi
+fi
+
+if [ "$failed" != 0 ]; then
+  echo "test.sh: FAILED"
+  exit 1
+fi
+echo "test.sh: all suites passed"

@@ -1,0 +1,1 @@
+#include "klined/candle.h"

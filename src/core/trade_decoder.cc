@@ -1,0 +1,1 @@
+#include "klined/trade_decoder.h"
