@@ -60,8 +60,10 @@ class Decimal {
 
   // Checked a + b and a - b: false (and *out untouched) if |result| would exceed kMaxRaw.
   [[nodiscard]] static constexpr bool Add(Decimal a, Decimal b, Decimal* out) {
-    Int128 r = a.raw_ + b.raw_;  // cannot overflow Int128: both |operands| < 2^127 / 2
-    if (r > kMaxRaw || r < -kMaxRaw) return false;
+    // Two in-range operands can reach 2 * (10^38 - 1) > 2^127 - 1, so the sum itself must be
+    // checked: a plain `+` would be signed overflow (undefined behaviour) at the extremes.
+    Int128 r;
+    if (__builtin_add_overflow(a.raw_, b.raw_, &r) || r > kMaxRaw || r < -kMaxRaw) return false;
     *out = Decimal(r);
     return true;
   }

@@ -8,7 +8,14 @@ namespace {
 using decimal_internal::Pow10;
 
 constexpr int kMaxMantissaDigits = Decimal::kMaxIntDigits + Decimal::kScale;  // 38
-constexpr int64_t kExponentClamp = 1'000'000;  // far beyond any representable exponent
+// A JSON exponent is clamped to this magnitude while it is read, so it cannot overflow int64
+// (the accumulator stays below 10 * kExponentClamp + 9 < 2^63). The clamp must also exceed the
+// input's length by a wide margin, not just the representable exponents: the exponent is
+// offset by the digits written (value = mantissa * 10^(exponent - fraction digits + trailing
+// zeros)), and those counts grow with the input, e.g. "1" + a million zeros + "e-1000001" is
+// exactly 1. No input can approach 10^17 bytes, so a clamped exponent still lands far outside
+// the range and yields the same verdict as the true one.
+constexpr int64_t kExponentClamp = 100'000'000'000'000'000;  // 10^17
 
 constexpr bool IsDigit(char c) { return c >= '0' && c <= '9'; }
 
