@@ -1,0 +1,113 @@
+// The authoritative in-memory candles of one symbol across the configured intervals.
+//
+// DESIGN
+// A SymbolSeries is owned by exactly one shard (the one the symbol hashes to) and touched only
+// on that shard's thread. It holds, per interval, the current candle and the candles closed
+// since the last successful flush (oldest first, gap-filled, so they are contiguous buckets),
+// plus the symbol's watermark: the highest trade id applied. Trades at or below the
+// watermark are duplicates. A trade older than an interval's oldest held candle is "late"
+// for that interval: it is queued here and resolved against storage by the next flush, in
+// the same atomic write as the watermark that covers it (so a crash can neither lose it nor
+// count it twice).
+//
+// Flushing writes absolute candle values, so a retried flush is harmless: the series keeps
+// its closed candles, late trades and dirty flag until MarkFlushed() confirms the write.
+// Pure logic: no I/O, no threads, no allocation per trade once the vectors have grown.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "klined/candle.h"
+#include "klined/interval.h"
+#include "klined/trade.h"
+
+namespace klined {
+
+// Which intervals, in which time zone; fixed at startup, shared read-only by every shard.
+struct SeriesLayout {
+  std::vector<Interval> intervals;
+  UtcOffset tz;
+};
+
+class SymbolSeries {
+ public:
+  enum class Outcome : uint8_t {
+    kApplied,     // in every interval's candle (late_mask says which need the late path)
+    kDuplicate,   // id <= watermark: dropped
+    kOutOfRange,  // a candle sum would pass 20 integer digits: rejected, nothing changed
+  };
+  struct ApplyResult {
+    Outcome outcome = Outcome::kApplied;
+    uint32_t late_intervals = 0;  // intervals for which the trade was queued as late
+  };
+  // A trade whose bucket in interval `slot` is older than anything held in memory.
+  struct LateTrade {
+    uint32_t slot;
+    Trade trade;
+  };
+
+  SymbolSeries(const SeriesLayout* layout, Symbol symbol);
+
+  // Installs what storage holds for a symbol this shard sees for the first time (start,
+  // restart, rebalance). current[i] is the stored current candle of interval i, if any.
+  void Restore(TradeId watermark, std::span<const std::optional<Candle>> current);
+
+  // Folds a trade into every interval. All-or-nothing: on kOutOfRange nothing changed.
+  ApplyResult Apply(const Trade& t);
+
+  const Symbol& symbol() const { return symbol_; }
+  TradeId watermark() const { return watermark_; }
+  bool dirty() const { return dirty_; }
+  size_t interval_count() const { return slots_.size(); }
+  Interval interval(size_t i) const { return layout_->intervals[i]; }
+  // Null until the interval has a candle.
+  const Candle* current(size_t i) const {
+    return slots_[i].has_current ? &slots_[i].current : nullptr;
+  }
+  // Closed since the last flush, oldest first, contiguous buckets.
+  const std::vector<Candle>& closed(size_t i) const { return slots_[i].closed; }
+  size_t closed_count() const { return closed_count_; }
+  const std::vector<LateTrade>& late() const { return late_; }
+
+  // Storage re-carried `close` up to this interval's current candle (a late trade changed an
+  // earlier close): an empty current candle takes it too.
+  void CarryIntoEmptyCurrent(size_t i, Decimal close);
+
+  // The flush that carried the current state succeeded: forget closed candles and late
+  // trades, clear dirty.
+  void MarkFlushed();
+  // Marks the series for the next flush (e.g. after a rollover elsewhere changed storage).
+  void MarkDirty() { dirty_ = true; }
+
+ private:
+  struct Slot {
+    Candle current;
+    bool has_current = false;
+    std::vector<Candle> closed;
+  };
+
+  // Closes the current candle of slot and opens the bucket at open, gap-filling in between.
+  void RollTo(Slot* slot, Interval iv, int64_t open);
+  // A trade whose bucket is among the closed-but-unflushed candles: merge it there and
+  // re-carry its close into the empty candles that follow. False if not held in memory.
+  bool ApplyToClosed(Slot* slot, Interval iv, int64_t open, const Trade& t);
+  bool WouldOverflow(const Trade& t) const;
+
+  const SeriesLayout* layout_;
+  Symbol symbol_;
+  TradeId watermark_ = 0;
+  bool dirty_ = false;
+  size_t closed_count_ = 0;
+  std::vector<Slot> slots_;
+  std::vector<LateTrade> late_;
+};
+
+// Re-carries `close` into the empty candles of [first, last), stopping at the first
+// non-empty candle. Returns the number of candles changed. Shared by the series and the
+// storage late path.
+size_t RecarryClose(Decimal close, Candle* first, Candle* last);
+
+}  // namespace klined

@@ -1,0 +1,151 @@
+#include "app/metrics.h"
+
+#include <prometheus/collectable.h>
+#include <prometheus/exposer.h>
+#include <prometheus/metric_family.h>
+
+#include "io/kafka/consumer.h"
+#include "shard/shard.h"
+
+namespace klined {
+namespace {
+
+using prometheus::ClientMetric;
+using prometheus::MetricFamily;
+using prometheus::MetricType;
+
+MetricFamily Family(std::string name, std::string help, MetricType type) {
+  MetricFamily f;
+  f.name = std::move(name);
+  f.help = std::move(help);
+  f.type = type;
+  return f;
+}
+
+void AddSample(MetricFamily* f, double v, std::vector<ClientMetric::Label> labels = {}) {
+  ClientMetric m;
+  m.label = std::move(labels);
+  if (f->type == MetricType::Counter) {
+    m.counter.value = v;
+  } else {
+    m.gauge.value = v;
+  }
+  f->metric.push_back(std::move(m));
+}
+
+}  // namespace
+
+class Metrics::Collector : public prometheus::Collectable {
+ public:
+  Collector(std::vector<const Shard*> shards, const TradeConsumer* consumer, const Metrics* owner)
+      : shards_(std::move(shards)), consumer_(consumer), owner_(owner) {}
+
+  std::vector<MetricFamily> Collect() const override {
+    std::vector<MetricFamily> out;
+    const ConsumerStats& c = consumer_->stats();
+    auto counter = [&out](std::string name, std::string help, double v) {
+      out.push_back(Family(std::move(name), std::move(help), MetricType::Counter));
+      AddSample(&out.back(), v);
+    };
+    counter("klined_kafka_messages_total", "Kafka messages consumed", double(c.messages.Get()));
+    counter("klined_trades_consumed_total", "Trades decoded from Kafka",
+            double(c.trades_decoded.Get()));
+    MetricFamily rej = Family("klined_trades_rejected_total",
+                              "Trades rejected, by reason (an undecodable message counts as one)",
+                              MetricType::Counter);
+    for (int k = 0; k < kRejectReasonCount; ++k) {
+      double v = double(c.rejected[k].Get());
+      if (k == static_cast<int>(RejectReason::kOutOfRange)) {
+        for (const Shard* s : shards_) v += double(s->stats().trades_out_of_range.Get());
+      }
+      AddSample(&rej, v, {{"reason", std::string(RejectReasonName(static_cast<RejectReason>(k)))}});
+    }
+    out.push_back(std::move(rej));
+    counter("klined_dead_letter_produced_total", "Messages copied to the dead-letter topic",
+            double(c.dlq_produced.Get()));
+    counter("klined_dead_letter_failures_total", "Dead-letter produce failures",
+            double(c.dlq_failed.Get()));
+    counter("klined_kafka_commits_total", "Offset commits", double(c.commits.Get()));
+    counter("klined_kafka_commit_failures_total", "Offset commit failures",
+            double(c.commit_failures.Get()));
+    counter("klined_kafka_rebalances_total", "Rebalance events", double(c.rebalances.Get()));
+    counter("klined_kafka_errors_total", "Kafka consume errors", double(c.kafka_errors.Get()));
+    counter("klined_backpressure_waits_total", "Consumer waits for a free shard batch",
+            double(c.backpressure_waits.Get()));
+
+    struct PerShard {
+      const char* name;
+      const char* help;
+      MetricType type;
+      const OwnedCounter ShardStats::*field;
+    };
+    static const PerShard kPerShard[] = {
+        {"klined_trades_applied_total", "Trades applied to candles", MetricType::Counter,
+         &ShardStats::trades_applied},
+        {"klined_trades_duplicate_total", "Trades dropped as duplicates (id <= watermark)",
+         MetricType::Counter, &ShardStats::trades_duplicate},
+        {"klined_late_trades_queued_total", "Late trade x interval pairs resolved against storage",
+         MetricType::Counter, &ShardStats::late_queued},
+        {"klined_late_trades_applied_total", "Late trade x interval pairs written to Redis history",
+         MetricType::Counter, &ShardStats::late_applied},
+        {"klined_late_trades_not_in_redis_total", "Late trades whose bucket was trimmed from Redis",
+         MetricType::Counter, &ShardStats::late_not_in_redis},
+        {"klined_late_trade_conflicts_total", "Late-trade compare-and-set conflicts (retried)",
+         MetricType::Counter, &ShardStats::late_conflicts},
+        {"klined_flushes_total", "Successful shard flushes", MetricType::Counter,
+         &ShardStats::flushes},
+        {"klined_flush_failures_total", "Failed shard flushes (retried)", MetricType::Counter,
+         &ShardStats::flush_failures},
+        {"klined_flushed_symbols_total", "Symbol writes (one Lua call each)", MetricType::Counter,
+         &ShardStats::flushed_symbols},
+        {"klined_symbol_loads_total", "Symbols loaded from Redis on first sight",
+         MetricType::Counter, &ShardStats::loads},
+        {"klined_symbols", "Symbols held in memory", MetricType::Gauge, &ShardStats::symbols},
+        {"klined_dirty_symbols", "Dirty symbols at the last flush", MetricType::Gauge,
+         &ShardStats::dirty_symbols},
+        {"klined_shard_queue_depth", "Batches waiting for the shard", MetricType::Gauge,
+         &ShardStats::queue_depth},
+        {"klined_last_flush_seconds", "Duration of the last flush", MetricType::Gauge,
+         &ShardStats::last_flush_us},
+    };
+    for (const PerShard& p : kPerShard) {
+      MetricFamily f = Family(p.name, p.help, p.type);
+      for (const Shard* s : shards_) {
+        double v = double((s->stats().*p.field).Get());
+        if (p.field == &ShardStats::last_flush_us) v /= 1e6;
+        AddSample(&f, v, {{"shard", std::to_string(s->index())}});
+      }
+      out.push_back(std::move(f));
+    }
+    counter("klined_config_reloads_total", "Successful config reloads", double(owner_->reloads_));
+    counter("klined_config_reload_failures_total", "Rejected config reloads",
+            double(owner_->reload_failures_));
+    MetricFamily info = Family("klined_build_info", "Build information", MetricType::Gauge);
+    AddSample(&info, 1, {{"version", KLINED_VERSION}});
+    out.push_back(std::move(info));
+    return out;
+  }
+
+ private:
+  std::vector<const Shard*> shards_;
+  const TradeConsumer* consumer_;
+  const Metrics* owner_;
+};
+
+Metrics::Metrics(std::vector<const Shard*> shards, const TradeConsumer* consumer)
+    : collector_(std::make_shared<Collector>(std::move(shards), consumer, this)) {}
+
+Metrics::~Metrics() = default;
+
+bool Metrics::Serve(const std::string& listen, std::string* error) {
+  try {
+    exposer_ = std::make_unique<prometheus::Exposer>(listen, 2);
+    exposer_->RegisterCollectable(collector_);
+    return true;
+  } catch (const std::exception& e) {
+    *error = std::string("metrics.listen ") + listen + ": " + e.what();
+    return false;
+  }
+}
+
+}  // namespace klined

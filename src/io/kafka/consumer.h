@@ -1,0 +1,103 @@
+// The trade consumer: Kafka consumer group -> decode -> shards; offsets after Redis.
+//
+// DESIGN
+// One thread (the caller of Run) owns the librdkafka consumer and does all its calls
+// strictly sequentially, rebalance callbacks included (librdkafka 2.0.2's batch consume is
+// unsafe against a concurrent rebalance, seek or pause). It consumes in rounds: take a
+// batch of messages, decode each (TradeDecoder), route each trade to ShardOf(symbol) in a
+// ShardBatch, and end the round by submitting one batch to every shard tagged with the
+// round number. A shard publishes flushed_seq() after a successful flush, so once every
+// shard has flushed round r, every message consumed up to round r is in Redis and its
+// offset is committed. Bad messages are counted by reason, logged (rate-limited) and
+// copied to the dead-letter topic with a `klined-reject-reason` header.
+// On partition revocation the consumer submits an evict barrier to every shard, waits for
+// the flush, commits synchronously, and only then lets the rebalance proceed; a lost
+// assignment (session timed out) discards unflushed state instead: its offsets were never
+// committed, so the partitions' next owner replays it.
+// Back-pressure: when a shard has no free batch the round waits; nothing is dropped.
+#pragma once
+
+#include <librdkafka/rdkafka.h>
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "klined/trade_decoder.h"
+#include "shard/counter.h"
+#include "shard/shard.h"
+
+namespace klined {
+
+struct ConsumerOptions {
+  std::string brokers;
+  std::string topic = "trades";
+  std::string group = "klined";
+  std::string dead_letter_topic;  // empty = none
+  std::map<std::string, std::string> properties;
+  size_t batch_size = 2000;  // messages per consume call
+  TradeFieldMap fields;
+  int64_t max_future_skew_ms = 60000;
+};
+
+struct ConsumerStats {
+  OwnedCounter messages;
+  OwnedCounter trades_decoded;
+  std::array<OwnedCounter, kRejectReasonCount> rejected;
+  OwnedCounter dlq_produced;
+  OwnedCounter dlq_failed;
+  OwnedCounter commits;
+  OwnedCounter commit_failures;
+  OwnedCounter rebalances;
+  OwnedCounter backpressure_waits;
+  OwnedCounter kafka_errors;
+};
+
+class TradeConsumer {
+ public:
+  TradeConsumer(ConsumerOptions options, std::vector<Shard*> shards);
+  ~TradeConsumer();
+  TradeConsumer(const TradeConsumer&) = delete;
+  TradeConsumer& operator=(const TradeConsumer&) = delete;
+
+  // Creates the consumer (and DLQ producer) and subscribes. False with *error on failure.
+  bool Start(std::string* error);
+  // Consumes until `stop` is set, then drains: a final round barrier, waits (until
+  // deadline_ms, monotonic) for every shard to flush it, commits, closes the consumer.
+  void Run(const std::atomic<bool>& stop, const std::atomic<int64_t>& deadline_ms);
+
+  const ConsumerStats& stats() const { return stats_; }
+  void set_dead_letter_topic(std::string topic);  // consumer thread only (via reload flag)
+
+ private:
+  static void RebalanceCallback(rd_kafka_t* rk, rd_kafka_resp_err_t err,
+                                rd_kafka_topic_partition_list_t* parts, void* opaque);
+  void OnRevoke(bool lost);
+  bool AcquireRoundBatches(const std::atomic<bool>& stop);
+  void Route(const Trade& t);
+  void HandleMessage(const rd_kafka_message_t* m);
+  void EndRound();
+  bool WaitFlushed(uint64_t seq, const std::atomic<bool>* stop, int64_t deadline_ms);
+  void Commit(uint64_t up_to_seq, bool sync);
+  void DeadLetter(const rd_kafka_message_t* m, RejectReason reason);
+
+  ConsumerOptions options_;
+  std::vector<Shard*> shards_;
+  rd_kafka_t* rk_ = nullptr;
+  rd_kafka_queue_t* queue_ = nullptr;
+  rd_kafka_t* dlq_ = nullptr;
+  TradeDecoder decoder_;
+  std::vector<Trade> decoded_;
+  std::vector<ShardBatch*> open_;  // this round's batch per shard
+  uint64_t round_ = 0;
+  // Next offset per partition reached at the end of each round not yet committed.
+  std::deque<std::pair<uint64_t, std::map<int32_t, int64_t>>> pending_;
+  std::map<int32_t, int64_t> round_offsets_;
+  const std::atomic<bool>* stop_ = nullptr;
+  ConsumerStats stats_;
+};
+
+}  // namespace klined

@@ -1,0 +1,320 @@
+#include "io/redis/kline_store.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cstring>
+#include <optional>
+
+#include "io/redis/lua_scripts.h"
+
+namespace klined {
+namespace {
+
+std::string ToDec(int64_t v) {
+  char buf[24];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+  return std::string(buf, end);
+}
+
+bool ParseInt(std::string_view s, int64_t* out) {
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), *out);
+  return ec == std::errc() && end == s.data() + s.size();
+}
+
+std::string_view ReplyStr(const redisReply* r) { return {r->str, r->len}; }
+
+}  // namespace
+
+KlineStore::KlineStore(RedisConn* conn, std::string key_prefix, const SeriesLayout* layout)
+    : conn_(conn), prefix_(std::move(key_prefix)), layout_(layout) {
+  flush_script_ = conn_->AddScript(std::string(lua::kCommon) + lua::kFlush);
+}
+
+namespace {
+class OwningKlineStore final : public SeriesStore {
+ public:
+  OwningKlineStore(RedisOptions options, std::string prefix, const SeriesLayout* layout)
+      : conn_(std::move(options)), store_(&conn_, std::move(prefix), layout) {}
+  bool Load(std::span<SymbolSeries* const> series) override { return store_.Load(series); }
+  FlushReport Flush(std::span<SymbolSeries* const> series) override { return store_.Flush(series); }
+  std::string LastError() const override { return store_.LastError(); }
+
+ private:
+  RedisConn conn_;
+  KlineStore store_;
+};
+}  // namespace
+
+std::unique_ptr<SeriesStore> KlineStore::Create(RedisOptions options, std::string key_prefix,
+                                                const SeriesLayout* layout) {
+  return std::make_unique<OwningKlineStore>(std::move(options), std::move(key_prefix), layout);
+}
+
+std::string KlineStore::KeyBase(std::string_view symbol) const {
+  std::string base;
+  base.reserve(prefix_.size() + symbol.size() + 3);
+  base.append(prefix_).append(":{").append(symbol).append("}");
+  return base;
+}
+
+std::string_view KlineStore::Keep(std::string s) {
+  strings_.push_back(std::move(s));
+  return strings_.back();
+}
+
+void KlineStore::AppendFlushCommand(const SymbolSeries& s, const std::vector<LateUpdate>& late) {
+  strings_.clear();
+  args_.clear();
+  const std::string_view sym = s.symbol().view();
+  args_.insert(args_.end(), {"EVALSHA", conn_->Sha(flush_script_), "0", prefix_, sym});
+  args_.push_back(Keep(ToDec(s.watermark())));
+  size_t with_candle = 0;
+  for (size_t i = 0; i < s.interval_count(); ++i) with_candle += s.current(i) != nullptr;
+  args_.push_back(Keep(ToDec(static_cast<int64_t>(with_candle))));
+  for (size_t i = 0; i < s.interval_count(); ++i) {
+    const Candle* cur = s.current(i);
+    if (cur == nullptr) continue;
+    args_.push_back(IntervalName(s.interval(i)));
+    args_.push_back(Keep(ToDec(cur->open_time)));
+    args_.push_back(Keep(CandleJson(*cur, sym, /*closed=*/false)));
+    args_.push_back(Keep(ToDec(static_cast<int64_t>(s.closed(i).size()))));
+    for (const Candle& c : s.closed(i)) args_.push_back(Keep(CandleJson(c, sym, /*closed=*/true)));
+  }
+  args_.push_back(Keep(ToDec(static_cast<int64_t>(late.size()))));
+  for (const LateUpdate& u : late) {
+    args_.push_back(IntervalName(s.interval(u.slot)));
+    args_.push_back(Keep(ToDec(u.open)));
+    args_.push_back(u.expect);
+    args_.push_back(Keep(CandleJson(u.candle, sym, /*closed=*/true)));
+    args_.push_back(Keep(ToDec(static_cast<int64_t>(u.empties.size()))));
+    for (const std::string& e : u.empties) args_.push_back(e);
+  }
+  conn_->Append(args_);
+}
+
+// For every series with late trades: reads the stored candles their buckets name (plus what
+// is needed to tell "before the stored start" from "trimmed"), and merges the trades exactly.
+bool KlineStore::PlanLate(std::span<SymbolSeries* const> series, FlushReport* report) {
+  late_plans_.assign(series.size(), {});
+  const UtcOffset tz = layout_->tz;
+  // Distinct (slot, bucket) per series, ascending, so re-carries apply oldest first.
+  for (size_t k = 0; k < series.size(); ++k) {
+    std::vector<LateUpdate>& plan = late_plans_[k];
+    for (const SymbolSeries::LateTrade& lt : series[k]->late()) {
+      const int64_t open = BucketOpen(series[k]->interval(lt.slot), lt.trade.time_ms, tz);
+      bool seen = false;
+      for (const LateUpdate& u : plan) seen |= u.slot == lt.slot && u.open == open;
+      if (!seen) plan.push_back(LateUpdate{lt.slot, open, {}, {}, {}});
+    }
+    std::sort(plan.begin(), plan.end(), [](const LateUpdate& a, const LateUpdate& b) {
+      return a.slot != b.slot ? a.slot < b.slot : a.open < b.open;
+    });
+  }
+  size_t reads = 0;
+  for (size_t k = 0; k < series.size(); ++k) {
+    const std::string base = KeyBase(series[k]->symbol().view());
+    for (const LateUpdate& u : late_plans_[k]) {
+      const std::string iv(IntervalName(series[k]->interval(u.slot)));
+      const std::string hist = base + ":" + iv + ":hist";
+      const std::string open_s = ToDec(u.open);
+      conn_->Append({"ZRANGEBYSCORE", hist, open_s, open_s});
+      conn_->Append({"ZRANGE", hist, "0", "0", "WITHSCORES"});
+      conn_->Append({"GET", base + ":" + iv});
+      conn_->Append({"HGET", base + ":trimmed", iv});
+      ++reads;
+    }
+  }
+  if (reads == 0) return true;
+  for (size_t k = 0; k < series.size(); ++k) {
+    SymbolSeries* s = series[k];
+    const std::string_view sym = s->symbol().view();
+    std::vector<LateUpdate>& plan = late_plans_[k];
+    for (LateUpdate& u : plan) {
+      RedisReply at = conn_->GetReply();
+      RedisReply first = conn_->GetReply();
+      RedisReply cur = conn_->GetReply();
+      RedisReply trimmed = conn_->GetReply();
+      if (!at || !first || !cur || !trimmed) return false;
+      const Interval iv = s->interval(u.slot);
+      std::string_view stored_sym;
+      bool closed = false;
+      if (at->type == REDIS_REPLY_ARRAY && at->elements > 0) {
+        u.expect.assign(at->element[0]->str, at->element[0]->len);
+        if (!ParseCandleJson(u.expect, &u.candle, &stored_sym, &closed)) {
+          conn_->Disconnect("corrupt history candle for " + std::string(sym));
+          return false;
+        }
+        continue;
+      }
+      // Not in history: before the stored start of the series (which then starts earlier),
+      // or trimmed from Redis after reaching MySQL.
+      int64_t next_stored = -1;
+      if (first->type == REDIS_REPLY_ARRAY && first->elements == 2) {
+        ParseInt(ReplyStr(first->element[1]), &next_stored);
+      } else if (cur->type == REDIS_REPLY_STRING) {
+        Candle c;
+        if (ParseCandleJson(ReplyStr(cur.get()), &c, &stored_sym, &closed))
+          next_stored = c.open_time;
+      }
+      int64_t trimmed_to = -1;
+      if (trimmed->type == REDIS_REPLY_STRING) ParseInt(ReplyStr(trimmed.get()), &trimmed_to);
+      if ((next_stored >= 0 && next_stored < u.open) || trimmed_to >= u.open) {
+        u.open = -1;  // marks: not resolvable in Redis
+        continue;
+      }
+      u.candle = Candle::Empty(iv, u.open, tz, Decimal());
+      u.empties.clear();
+      if (next_stored > u.open) {
+        // Filled below, once the candle's close is known.
+        u.empties.emplace_back(ToDec(next_stored));
+      }
+    }
+    // Merge every late trade into its planned candle (exact, order-independent).
+    for (const SymbolSeries::LateTrade& lt : s->late()) {
+      const int64_t open = BucketOpen(s->interval(lt.slot), lt.trade.time_ms, tz);
+      for (LateUpdate& u : plan) {
+        if (u.slot != lt.slot || u.open != open) continue;
+        if (u.candle.Apply(lt.trade)) {
+          ++report->late_applied;
+        } else {
+          ++report->late_out_of_range;
+        }
+      }
+    }
+    for (const SymbolSeries::LateTrade& lt : s->late()) {
+      const int64_t open = BucketOpen(s->interval(lt.slot), lt.trade.time_ms, tz);
+      bool planned = false;
+      for (const LateUpdate& u : plan) planned |= u.slot == lt.slot && u.open == open;
+      if (!planned) ++report->late_not_in_redis;
+    }
+    std::erase_if(plan, [](const LateUpdate& u) { return u.open < 0; });
+    for (LateUpdate& u : plan) {
+      if (u.empties.empty() || !u.expect.empty()) continue;
+      int64_t next_stored = 0;
+      ParseInt(u.empties.front(), &next_stored);
+      u.empties.clear();
+      const Interval iv = s->interval(u.slot);
+      for (int64_t o = NextBucketOpen(iv, u.open, tz); o < next_stored;
+           o = NextBucketOpen(iv, o, tz)) {
+        u.empties.push_back(CandleJson(Candle::Empty(iv, o, tz, u.candle.close), sym, true));
+      }
+    }
+  }
+  return true;
+}
+
+FlushReport KlineStore::Flush(std::span<SymbolSeries* const> series) {
+  FlushReport report;
+  report.failed = series.size();
+  if (series.empty()) {
+    report.ok = true;
+    return report;
+  }
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    if (!conn_->EnsureConnected()) return report;
+    FlushReport plan_report;
+    if (!PlanLate(series, &plan_report)) return report;
+    for (size_t k = 0; k < series.size(); ++k) AppendFlushCommand(*series[k], late_plans_[k]);
+    bool noscript = false;
+    size_t written = 0;
+    size_t conflicts = 0;
+    std::vector<bool> done(series.size(), false);
+    for (size_t k = 0; k < series.size(); ++k) {
+      RedisReply r = conn_->GetReply();
+      if (r == nullptr) return report;  // connection dropped; everything retried next flush
+      if (IsNoScript(r.get())) {
+        noscript = true;
+        continue;
+      }
+      if (r->type == REDIS_REPLY_ERROR) {
+        conn_->Disconnect(std::string("FLUSH script: ") + r->str);
+        return report;
+      }
+      if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+          r->element[0]->type != REDIS_REPLY_INTEGER) {
+        conn_->Disconnect("FLUSH script: unexpected reply");
+        return report;
+      }
+      if (r->element[0]->integer == 0) {
+        ++conflicts;  // a stored candle changed since PlanLate read it
+        continue;
+      }
+      const std::vector<LateUpdate>& plan = late_plans_[k];
+      for (size_t u = 0; u < plan.size() && u + 1 < r->elements; ++u) {
+        if (r->element[u + 1]->integer == 1) {
+          series[k]->CarryIntoEmptyCurrent(plan[u].slot, plan[u].candle.close);
+        }
+      }
+      done[k] = true;
+      ++written;
+    }
+    if (noscript) {
+      if (!conn_->ReloadScripts()) return report;
+      if (written == 0) continue;  // nothing landed: retry the whole flush once
+    }
+    for (size_t k = 0; k < series.size(); ++k) {
+      if (done[k]) series[k]->MarkFlushed();
+    }
+    report.written = written;
+    report.failed = series.size() - written;
+    report.ok = report.failed == 0;
+    report.late_conflicts = conflicts;
+    if (written > 0) {
+      report.late_applied = plan_report.late_applied;
+      report.late_not_in_redis = plan_report.late_not_in_redis;
+      report.late_out_of_range = plan_report.late_out_of_range;
+    }
+    return report;
+  }
+  return report;
+}
+
+bool KlineStore::Load(std::span<SymbolSeries* const> series) {
+  if (series.empty()) return true;
+  if (!conn_->EnsureConnected()) return false;
+  std::vector<std::string> keys;
+  for (const SymbolSeries* s : series) {
+    const std::string base = KeyBase(s->symbol().view());
+    conn_->Append({"GET", base + ":wm"});
+    keys.clear();
+    args_.clear();
+    args_.push_back("MGET");
+    for (size_t i = 0; i < s->interval_count(); ++i) {
+      keys.push_back(base + ":" + std::string(IntervalName(s->interval(i))));
+    }
+    for (const std::string& k : keys) args_.push_back(k);
+    conn_->Append(args_);
+  }
+  std::vector<std::optional<Candle>> current;
+  for (SymbolSeries* s : series) {
+    RedisReply wm = conn_->GetReply();
+    RedisReply cur = conn_->GetReply();
+    if (wm == nullptr || cur == nullptr) return false;
+    int64_t watermark = 0;
+    if (wm->type == REDIS_REPLY_STRING && !ParseInt(ReplyStr(wm.get()), &watermark)) {
+      conn_->Disconnect("corrupt watermark for " + std::string(s->symbol().view()));
+      return false;
+    }
+    if (cur->type != REDIS_REPLY_ARRAY || cur->elements != s->interval_count()) {
+      conn_->Disconnect("unexpected MGET reply");
+      return false;
+    }
+    current.assign(s->interval_count(), std::nullopt);
+    for (size_t i = 0; i < s->interval_count(); ++i) {
+      const redisReply* e = cur->element[i];
+      if (e->type != REDIS_REPLY_STRING) continue;
+      Candle c;
+      std::string_view sym;
+      bool closed = false;
+      if (!ParseCandleJson(ReplyStr(e), &c, &sym, &closed) || c.interval != s->interval(i)) {
+        conn_->Disconnect("corrupt current candle for " + std::string(s->symbol().view()));
+        return false;
+      }
+      current[i] = c;
+    }
+    s->Restore(watermark, current);
+  }
+  return true;
+}
+
+}  // namespace klined

@@ -1,0 +1,138 @@
+#include "io/redis/redis_conn.h"
+
+#include <sys/time.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+
+namespace klined {
+namespace {
+
+constexpr int64_t kBackoffMinMs = 100;
+constexpr int64_t kBackoffMaxMs = 5000;
+
+int64_t MonotonicMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+timeval ToTimeval(int ms) { return timeval{.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000}; }
+
+}  // namespace
+
+bool IsNoScript(const redisReply* r) {
+  return r != nullptr && r->type == REDIS_REPLY_ERROR && r->len >= 8 &&
+         std::strncmp(r->str, "NOSCRIPT", 8) == 0;
+}
+
+RedisConn::RedisConn(RedisOptions options) : options_(std::move(options)) {}
+
+RedisConn::~RedisConn() {
+  if (ctx_ != nullptr) redisFree(ctx_);
+}
+
+size_t RedisConn::AddScript(std::string body) {
+  scripts_.push_back(Script{std::move(body), {}});
+  if (ctx_ != nullptr && !ReloadScripts()) Disconnect("script load failed");
+  return scripts_.size() - 1;
+}
+
+bool RedisConn::EnsureConnected() {
+  if (ctx_ != nullptr) return true;
+  const int64_t now = MonotonicMs();
+  if (now < next_attempt_ms_) return false;
+  if (Connect()) {
+    backoff_ms_ = 0;
+    if (ever_connected_) ++reconnects_;
+    ever_connected_ = true;
+    return true;
+  }
+  backoff_ms_ = std::clamp(backoff_ms_ * 2, kBackoffMinMs, kBackoffMaxMs);
+  next_attempt_ms_ = now + backoff_ms_;
+  return false;
+}
+
+bool RedisConn::Connect() {
+  const timeval connect_tv = ToTimeval(options_.connect_timeout_ms);
+  const std::string& addr = options_.address;
+  if (addr.rfind("unix:", 0) == 0) {
+    ctx_ = redisConnectUnixWithTimeout(addr.c_str() + 5, connect_tv);
+  } else {
+    const size_t colon = addr.rfind(':');
+    const std::string host = colon == std::string::npos ? addr : addr.substr(0, colon);
+    const int port = colon == std::string::npos ? 6379 : std::atoi(addr.c_str() + colon + 1);
+    ctx_ = redisConnectWithTimeout(host.c_str(), port, connect_tv);
+  }
+  if (ctx_ == nullptr || ctx_->err != 0) {
+    error_ = ctx_ != nullptr ? ctx_->errstr : "cannot allocate redis context";
+    if (ctx_ != nullptr) redisFree(ctx_);
+    ctx_ = nullptr;
+    ++errors_;
+    return false;
+  }
+  redisSetTimeout(ctx_, ToTimeval(options_.command_timeout_ms));
+  redisEnableKeepAlive(ctx_);
+  if (!options_.password.empty()) {
+    RedisReply r = Command({"AUTH", options_.password});
+    if (r == nullptr || r->type == REDIS_REPLY_ERROR) {
+      if (r != nullptr) Disconnect(std::string("AUTH failed: ") + r->str);
+      return false;
+    }
+  }
+  return ReloadScripts();
+}
+
+bool RedisConn::ReloadScripts() {
+  for (const Script& s : scripts_) Append({"SCRIPT", "LOAD", s.body});
+  bool ok = true;
+  for (Script& s : scripts_) {
+    RedisReply r = GetReply();
+    if (r == nullptr) return false;
+    if (r->type != REDIS_REPLY_STRING) {
+      ok = false;
+      error_ = std::string("SCRIPT LOAD: ") + (r->type == REDIS_REPLY_ERROR ? r->str : "bad reply");
+      continue;
+    }
+    s.sha.assign(r->str, r->len);
+  }
+  if (!ok) Disconnect(error_);
+  return ok;
+}
+
+void RedisConn::Append(std::span<const std::string_view> argv) {
+  if (ctx_ == nullptr) return;
+  argv_.clear();
+  argv_len_.clear();
+  for (std::string_view a : argv) {
+    argv_.push_back(a.data());
+    argv_len_.push_back(a.size());
+  }
+  redisAppendCommandArgv(ctx_, static_cast<int>(argv_.size()), argv_.data(), argv_len_.data());
+}
+
+RedisReply RedisConn::GetReply() {
+  if (ctx_ == nullptr) return nullptr;
+  void* reply = nullptr;
+  if (redisGetReply(ctx_, &reply) != REDIS_OK || reply == nullptr) {
+    Disconnect(ctx_->errstr[0] != '\0' ? ctx_->errstr : "connection lost");
+    return nullptr;
+  }
+  return RedisReply(static_cast<redisReply*>(reply));
+}
+
+RedisReply RedisConn::Command(std::initializer_list<std::string_view> argv) {
+  Append(argv);
+  return GetReply();
+}
+
+void RedisConn::Disconnect(std::string_view why) {
+  error_.assign(why);
+  ++errors_;
+  if (ctx_ != nullptr) redisFree(ctx_);
+  ctx_ = nullptr;
+  if (backoff_ms_ == 0) next_attempt_ms_ = 0;  // first failure: retry at once
+}
+
+}  // namespace klined

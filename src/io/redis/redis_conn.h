@@ -1,0 +1,94 @@
+// One Redis connection, owned by one thread (a shard, the timer thread, the loader).
+//
+// DESIGN
+// Blocking hiredis with connect and command timeouts; callers pipeline by appending many
+// commands and then reading every reply. A failed call drops the connection; the next
+// EnsureConnected() reconnects after an exponential backoff (100 ms doubling to 5 s), runs
+// AUTH, and loads the registered Lua scripts so EVALSHA can be used right away. A NOSCRIPT
+// reply (Redis restarted or SCRIPT FLUSH) is handled by the caller calling ReloadScripts()
+// and retrying: every klined write is absolute, so a retry is harmless.
+#pragma once
+
+#include <hiredis/hiredis.h>
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace klined {
+
+struct ReplyDeleter {
+  void operator()(redisReply* r) const { freeReplyObject(r); }
+};
+using RedisReply = std::unique_ptr<redisReply, ReplyDeleter>;
+
+struct RedisOptions {
+  std::string address = "127.0.0.1:6379";  // host:port or unix:/path
+  std::string password;
+  int connect_timeout_ms = 1000;
+  int command_timeout_ms = 5000;
+};
+
+class RedisConn {
+ public:
+  explicit RedisConn(RedisOptions options);
+  ~RedisConn();
+  RedisConn(const RedisConn&) = delete;
+  RedisConn& operator=(const RedisConn&) = delete;
+
+  // Registers a script before first use; returns its handle for Sha().
+  size_t AddScript(std::string body);
+  std::string_view Sha(size_t script) const { return scripts_[script].sha; }
+
+  // Connects if needed (honouring the backoff). False while Redis is unreachable.
+  bool EnsureConnected();
+  bool connected() const { return ctx_ != nullptr; }
+  // SCRIPT LOAD of every registered script (after NOSCRIPT). False drops the connection.
+  bool ReloadScripts();
+
+  // Pipelining: Append any number of commands, then GetReply once per command, in order.
+  void Append(std::span<const std::string_view> argv);
+  void Append(std::initializer_list<std::string_view> argv) {
+    Append(std::span<const std::string_view>(argv.begin(), argv.size()));
+  }
+  // Null on a connection error or timeout; the connection is then dropped and error() says
+  // why. Error *replies* (REDIS_REPLY_ERROR) are returned as replies.
+  RedisReply GetReply();
+  // One command, one reply.
+  RedisReply Command(std::initializer_list<std::string_view> argv);
+
+  // Drops the connection (after a protocol surprise); the next EnsureConnected reconnects.
+  void Disconnect(std::string_view why);
+
+  const std::string& error() const { return error_; }
+  uint64_t reconnects() const { return reconnects_; }
+  uint64_t errors() const { return errors_; }
+
+ private:
+  struct Script {
+    std::string body;
+    std::string sha;
+  };
+
+  bool Connect();
+
+  RedisOptions options_;
+  redisContext* ctx_ = nullptr;
+  std::vector<Script> scripts_;
+  std::vector<const char*> argv_;
+  std::vector<size_t> argv_len_;
+  std::string error_;
+  int64_t next_attempt_ms_ = 0;
+  int64_t backoff_ms_ = 0;
+  uint64_t reconnects_ = 0;
+  uint64_t errors_ = 0;
+  bool ever_connected_ = false;
+};
+
+// True if the reply is an error starting with "NOSCRIPT".
+bool IsNoScript(const redisReply* r);
+
+}  // namespace klined

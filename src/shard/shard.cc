@@ -1,0 +1,232 @@
+#include "shard/shard.h"
+
+#include <cassert>
+#include <chrono>
+
+#include "base/log.h"
+
+namespace klined {
+namespace {
+
+int64_t MonotonicMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+constexpr size_t kDequeueBulk = 16;
+
+// Debian's abseil is built with its own string_view type.
+absl::string_view Key(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+constexpr int64_t kIdleWaitMs = 20;
+
+}  // namespace
+
+Shard::Shard(size_t index, const SeriesLayout* layout, ShardOptions options,
+             std::unique_ptr<SeriesStore> store)
+    : index_(index),
+      layout_(layout),
+      options_(std::move(options)),
+      store_(std::move(store)),
+      flush_interval_ms_(options_.flush_interval_ms) {
+  for (size_t i = 0; i < options_.batch_pool; ++i) {
+    pool_.push_back(std::make_unique<ShardBatch>());
+    free_.enqueue(pool_.back().get());
+  }
+}
+
+Shard::~Shard() {
+  if (thread_.joinable()) Stop(MonotonicMs());
+}
+
+void Shard::Start() {
+  thread_ = std::thread([this] { Run(); });
+}
+
+void Shard::Stop(int64_t deadline_ms) {
+  stop_deadline_ms_.store(deadline_ms, std::memory_order_relaxed);
+  stop_.store(true, std::memory_order_release);
+  inbox_.enqueue(nullptr);  // wakes the loop
+  if (thread_.joinable()) thread_.join();
+}
+
+ShardBatch* Shard::AcquireBatch() {
+  ShardBatch* b = nullptr;
+  if (!free_.try_dequeue(b)) return nullptr;
+  b->trades.clear();
+  b->evict = false;
+  b->discard = false;
+  return b;
+}
+
+void Shard::Submit(ShardBatch* batch) { inbox_.enqueue(batch); }
+
+void Shard::Release(ShardBatch* batch) { free_.enqueue(batch); }
+
+bool Shard::LoadNewSymbols(const ShardBatch& batch) {
+  loading_.clear();
+  std::vector<SymbolSeries*> raw;
+  for (const Trade& t : batch.trades) {
+    const std::string_view sym = t.symbol.view();
+    if (series_.contains(Key(sym))) continue;
+    bool queued = false;
+    for (const auto& s : loading_) queued |= s->symbol().view() == sym;
+    if (queued) continue;
+    loading_.push_back(std::make_unique<SymbolSeries>(layout_, t.symbol));
+    raw.push_back(loading_.back().get());
+  }
+  if (loading_.empty()) return true;
+  if (!store_->Load(raw)) {
+    LOG_RATE(kWarn, "shard.load_failed",
+             "shard=" << index_ << " symbols=" << raw.size() << " error=\"" << store_->LastError()
+                      << "\"");
+    return false;
+  }
+  stats_.loads.Add(loading_.size());
+  for (auto& s : loading_) {
+    std::string key(s->symbol().view());
+    series_.emplace(std::move(key), std::move(s));
+  }
+  stats_.symbols.Set(series_.size());
+  loading_.clear();
+  return true;
+}
+
+void Shard::ApplyTrade(SymbolSeries* s, const Trade& t) {
+  const bool was_dirty = s->dirty();
+  const SymbolSeries::ApplyResult r = s->Apply(t);
+  switch (r.outcome) {
+    case SymbolSeries::Outcome::kApplied:
+      stats_.trades_applied.Add();
+      if (r.late_intervals != 0) stats_.late_queued.Add(r.late_intervals);
+      break;
+    case SymbolSeries::Outcome::kDuplicate:
+      stats_.trades_duplicate.Add();
+      break;
+    case SymbolSeries::Outcome::kOutOfRange:
+      stats_.trades_out_of_range.Add();
+      LOG_RATE(
+          kWarn, "trade.out_of_range",
+          "symbol=" << t.symbol.view() << " id=" << t.id
+                    << " reason=out_of_range detail=\"candle sum would pass 20 integer digits\"");
+      break;
+  }
+  if (!was_dirty && s->dirty()) dirty_.push_back(s);
+}
+
+bool Shard::Process(ShardBatch* batch) {
+  assert(IsShardThread());
+  if (!LoadNewSymbols(*batch)) return false;
+  for (const Trade& t : batch->trades) {
+    auto it = series_.find(Key(t.symbol.view()));
+    assert(it != series_.end());
+    ApplyTrade(it->second.get(), t);
+  }
+  processed_seq_ = batch->seq;
+  if (batch->evict && batch->discard) {
+    // The assignment was lost: what is not in Redis was never committed either, so the
+    // partitions' next owner replays it. Forget it all.
+    for (SymbolSeries* s : dirty_) s->MarkFlushed();
+    dirty_.clear();
+    series_.clear();
+    stats_.symbols.Set(0);
+    flushed_seq_.store(processed_seq_, std::memory_order_release);
+  } else if (batch->evict) {
+    evict_pending_ = true;
+  }
+  return true;
+}
+
+bool Shard::Flush() {
+  assert(IsShardThread());
+  const auto start = std::chrono::steady_clock::now();
+  stats_.dirty_symbols.Set(dirty_.size());
+  const FlushReport report = store_->Flush(dirty_);
+  stats_.late_applied.Add(report.late_applied);
+  stats_.late_not_in_redis.Add(report.late_not_in_redis);
+  stats_.late_conflicts.Add(report.late_conflicts);
+  stats_.flushed_symbols.Add(report.written);
+  if (report.late_not_in_redis > 0) {
+    LOG_RATE(kWarn, "trade.late_not_in_redis",
+             "shard=" << index_ << " count=" << report.late_not_in_redis
+                      << " detail=\"bucket already trimmed from Redis\"");
+  }
+  if (!report.ok) {
+    stats_.flush_failures.Add();
+    std::erase_if(dirty_, [](const SymbolSeries* s) { return !s->dirty(); });
+    LOG_RATE(kWarn, "shard.flush_failed",
+             "shard=" << index_ << " pending=" << dirty_.size() << " error=\""
+                      << store_->LastError() << "\"");
+    return false;
+  }
+  dirty_.clear();
+  stats_.flushes.Add();
+  stats_.last_flush_us.Set(
+      static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                std::chrono::steady_clock::now() - start)
+                                .count()));
+  // Everything applied so far is in Redis; batches still in the backlog are not.
+  flushed_seq_.store(processed_seq_, std::memory_order_release);
+  if (evict_pending_) {
+    series_.clear();
+    stats_.symbols.Set(0);
+    evict_pending_ = false;
+  }
+  return true;
+}
+
+void Shard::Run() {
+  int64_t next_flush = MonotonicMs() + flush_interval_ms_.load(std::memory_order_relaxed);
+  ShardBatch* got[kDequeueBulk];
+  size_t closed_total = 0;
+  while (true) {
+    stats_.loop_heartbeat.Add();
+    const bool stopping = stop_.load(std::memory_order_acquire);
+    bool progressed = false;
+
+    // Intake, unless an eviction barrier waits for its flush or memory is at its bound.
+    const bool paused = evict_pending_ || closed_total > options_.max_closed_candles;
+    if (backlog_.empty() && !paused) {
+      const size_t n = inbox_.try_dequeue_bulk(got, kDequeueBulk);
+      for (size_t i = 0; i < n; ++i) {
+        if (got[i] != nullptr) backlog_.push_back(got[i]);
+      }
+    }
+    while (!backlog_.empty() && !evict_pending_) {
+      ShardBatch* b = backlog_.front();
+      if (!Process(b)) break;  // Redis down while loading: retry after the backoff
+      backlog_.pop_front();
+      Release(b);
+      progressed = true;
+    }
+    closed_total = 0;
+    for (const SymbolSeries* s : dirty_) closed_total += s->closed_count();
+    stats_.queue_depth.Set(inbox_.size_approx() + backlog_.size());
+
+    const int64_t now = MonotonicMs();
+    const bool drained = backlog_.empty() && inbox_.size_approx() == 0;
+    if (now >= next_flush || evict_pending_ || (stopping && drained)) {
+      if (!Flush() && !evict_pending_) {
+        // Keep merging in memory; Redis is retried with the connection's backoff.
+      }
+      next_flush = MonotonicMs() + flush_interval_ms_.load(std::memory_order_relaxed);
+    }
+    if (stopping) {
+      const bool done = drained && dirty_.empty() && !evict_pending_;
+      if (done || MonotonicMs() >= stop_deadline_ms_.load(std::memory_order_relaxed)) break;
+    }
+    if (!progressed) {
+      const int64_t wait_ms = std::clamp<int64_t>(next_flush - MonotonicMs(), 0, kIdleWaitMs);
+      if (backlog_.empty() && !paused) {
+        const size_t n = inbox_.wait_dequeue_bulk_timed(got, kDequeueBulk, wait_ms * 1000);
+        for (size_t i = 0; i < n; ++i) {
+          if (got[i] != nullptr) backlog_.push_back(got[i]);
+        }
+      } else if (wait_ms > 0) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(wait_ms));
+      }
+    }
+  }
+}
+
+}  // namespace klined
