@@ -1,0 +1,88 @@
+// A real redis-server on 127.0.0.1 for integration tests.
+#pragma once
+
+#include <hiredis/hiredis.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "subprocess.h"
+#include "temp_dir.h"
+
+namespace klined::test {
+
+struct RedisReplyFree {
+  void operator()(redisReply* r) const { freeReplyObject(r); }
+};
+using RedisReplyPtr = std::unique_ptr<redisReply, RedisReplyFree>;
+
+// A blocking hiredis connection. Commands throw std::runtime_error on I/O errors;
+// Redis error replies are returned as REDIS_REPLY_ERROR replies.
+class RedisClient {
+ public:
+  RedisClient(const std::string& host, int port, milliseconds timeout = milliseconds(5000));
+  redisContext* get() const { return ctx_.get(); }
+
+  // Binary-safe: every argument is sent as one bulk string.
+  RedisReplyPtr Command(const std::vector<std::string>& argv);
+  // GET; nullopt for a missing key.
+  std::optional<std::string> Get(const std::string& key);
+  // Runs a command whose reply is an array of strings (KEYS, SMEMBERS, ZRANGE ...).
+  std::vector<std::string> Strings(const std::vector<std::string>& argv);
+  // Runs a command whose reply is an integer.
+  long long Integer(const std::vector<std::string>& argv);
+
+ private:
+  struct Free {
+    void operator()(redisContext* c) const { redisFree(c); }
+  };
+  std::unique_ptr<redisContext, Free> ctx_;
+};
+
+struct RedisOptions {
+  // appendonly yes with appendfsync always, so data survives Restart() and
+  // even a SIGKILL. Off by default: no persistence at all (save "").
+  bool appendonly = false;
+  // Extra redis.conf lines, e.g. "maxmemory 10mb".
+  std::vector<std::string> extra_config;
+};
+
+class RedisServer {
+ public:
+  // Starts the server and waits until PING answers (throws on failure).
+  explicit RedisServer(RedisOptions options = {});
+  ~RedisServer() = default;  // the Subprocess kills the server, the TempDir goes away
+
+  const std::string& host() const { return host_; }
+  int port() const { return port_; }
+  std::string address() const { return host_ + ":" + std::to_string(port_); }  // host:port
+  std::filesystem::path unix_socket() const { return dir_ / "redis.sock"; }
+  const std::filesystem::path& dir() const { return dir_.path(); }
+
+  RedisClient Connect() const { return RedisClient(host_, port_); }
+
+  // Start after Stop: same port, same data dir.
+  void Start();
+  // Graceful SHUTDOWN via SIGTERM (AOF flushed when enabled).
+  void Stop();
+  void Restart() {
+    Stop();
+    Start();
+  }
+  bool running() const { return proc_.has_value(); }
+  Subprocess& process() { return *proc_; }
+
+ private:
+  void WriteConfig();
+  bool TryStart();
+
+  RedisOptions options_;
+  TempDir dir_{"klined-redis"};
+  std::string host_ = "127.0.0.1";
+  int port_ = 0;
+  std::optional<Subprocess> proc_;
+};
+
+}  // namespace klined::test
