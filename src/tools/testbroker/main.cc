@@ -11,9 +11,9 @@
 // exit 0; the handler only sets a flag, the main loop does the work.
 //
 // Limits of the mock in librdkafka 2.0.2 (see test/integration/README.md):
-// partitions keep about 5 MiB / 100k messages each, older messages are dropped
-// (log start offset moves); unknown topics are auto-created with 4 partitions on
-// first metadata/produce request unless created here first.
+// each partition keeps about 5 MiB, older segments are dropped (the low watermark
+// moves); a topic not created here is auto-created with 4 partitions by the first
+// request naming it; a group's first join takes 3 s.
 
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
