@@ -1,1 +1,935 @@
+// Trade decoding: a strict single-pass JSON reader specialised for trade messages.
+//
+// DESIGN
+// The reader walks the message once with a pointer, never copies it and never allocates
+// (beyond growth of the caller's output vector). A trade object's members are scanned into
+// one Slot per mapped field (a view of the raw token plus its JSON type); every other member
+// is validated and skipped. Only after the whole object has been read are the slots judged,
+// so one bad field never hides a JSON syntax error later in the message.
+//
+// Decisions the contract leaves to us (tests in test/unit/core/trade_decoder_test.cc):
+// - Syntax is RFC 8259, strictly: whitespace is space/tab/LF/CR only, strings must be valid
+//   UTF-8 with valid escapes (a \uD800-\uDBFF must be followed by a \uDC00-\uDFFF, a lone
+//   low surrogate is an error), numbers follow JSON's grammar, no BOM, nothing but whitespace
+//   after the top-level value. Containers nest at most kMaxDepth deep. Any violation, a
+//   top-level value that is not an object or array, or truncated input makes the whole
+//   message malformed_json: it counts as ONE rejected trade and nothing from it is appended,
+//   even elements of an array that were good before the error.
+// - An empty array is a valid message with no trades: accepted 0, rejected 0.
+// - In an array, a non-object element is bad_type; each object element is judged alone.
+// - A trade object's reason is the first failing check in this order:
+//     1. a mapped member appearing twice in one object       -> malformed_json
+//     2. a required member (s t p q T) absent                -> missing_field
+//     3. a member of the wrong JSON type, checked s t p q T m -> bad_type
+//        (null is a wrong type for required members; only m accepts it, as false)
+//        including lexical form: t and epoch-ms T must be integer tokens (1.0 and 1e3 are
+//        not), a price/qty string must match the decimal grammar, and an ISO-8601 T must
+//        parse as below
+//     4. symbol length or characters                         -> bad_symbol
+//     5. values, in order t, p, q, p*q, T: t outside 1..2^63-1 -> out_of_range; p or q
+//        negative or zero -> non_positive (a negative value is non_positive whatever its
+//        magnitude), more than 20 integer digits -> out_of_range, more than 18 fractional
+//        digits -> too_precise; p and q together more than 18 fractional digits ->
+//        too_precise, p*q past 20 integer digits -> out_of_range; T < 0 or beyond int64 ->
+//        out_of_range, T > now_ms + max_future_skew_ms -> future_time.
+// - Member names are compared after decoding escapes ("\u0073" matches "s"); names without
+//   a backslash are compared in place. String values are likewise unescaped before they are
+//   judged; an escaped value string longer than kMaxUnescaped bytes after decoding is
+//   bad_type (bad_symbol for the symbol, which cannot be valid at that length anyway).
+// - ISO-8601 time (kIso8601, or a string under kAuto): YYYY-MM-DD, then 'T', 't' or ' ',
+//   then HH:MM:SS, an optional fraction of 1 to 9 digits, then 'Z', 'z' or +HH:MM / -HH:MM.
+//   Digits past milliseconds are truncated (floored): the floor lies in the same millisecond
+//   and so in the same bucket, since every bucket boundary is a whole millisecond. Ranges
+//   are checked (month 1-12, day within its month incl. leap years, hour 0-23, minute and
+//   second 0-59; no leap second 60, offsets up to 23:59). A time without a zone designator
+//   is ambiguous and bad_type.
 #include "klined/trade_decoder.h"
+
+#include <array>
+#include <bit>
+#include <cstring>
+#include <limits>
+#include <utility>
+
+namespace klined {
+
+std::string_view RejectReasonName(RejectReason r) {
+  switch (r) {
+    case RejectReason::kMalformedJson:
+      return "malformed_json";
+    case RejectReason::kMissingField:
+      return "missing_field";
+    case RejectReason::kBadType:
+      return "bad_type";
+    case RejectReason::kBadSymbol:
+      return "bad_symbol";
+    case RejectReason::kNonPositive:
+      return "non_positive";
+    case RejectReason::kOutOfRange:
+      return "out_of_range";
+    case RejectReason::kTooPrecise:
+      return "too_precise";
+    case RejectReason::kFutureTime:
+      return "future_time";
+  }
+  return "unknown";
+}
+
+namespace {
+
+// Deep enough for any real payload, shallow enough that recursion stays a few KiB of stack.
+constexpr int kMaxDepth = 64;
+// Escaped value strings are decoded into a stack buffer of this size. Real values are far
+// shorter (a symbol is at most 32 bytes, a decimal at most 39 significant characters).
+constexpr size_t kMaxUnescaped = 256;
+
+constexpr std::array<bool, 256> MakeSymbolTable() {
+  std::array<bool, 256> t = {};
+  for (int c = 'A'; c <= 'Z'; ++c) t[static_cast<size_t>(c)] = true;
+  for (int c = 'a'; c <= 'z'; ++c) t[static_cast<size_t>(c)] = true;
+  for (int c = '0'; c <= '9'; ++c) t[static_cast<size_t>(c)] = true;
+  t['.'] = t['_'] = t['-'] = true;
+  return t;
+}
+constexpr std::array<bool, 256> kSymbolChar = MakeSymbolTable();
+
+// Bytes a string can hold as they are: printable ASCII other than '"' and '\\'.
+constexpr std::array<bool, 256> MakePlainStringTable() {
+  std::array<bool, 256> t = {};
+  for (int c = 0x20; c < 0x80; ++c) t[static_cast<size_t>(c)] = true;
+  t['"'] = t['\\'] = false;
+  return t;
+}
+constexpr std::array<bool, 256> kPlainStringByte = MakePlainStringTable();
+
+constexpr bool IsDigit(char c) { return c >= '0' && c <= '9'; }
+constexpr bool IsWhitespace(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
+constexpr uint8_t Byte(char c) { return static_cast<uint8_t>(c); }
+
+// Eight-digit steps for numbers (timestamps and ids are 9-19 digits), on little-endian
+// targets where a memcpy'd word holds the first byte lowest.
+constexpr bool kSwar = std::endian::native == std::endian::little;
+
+uint64_t Load8(const char* p) {
+  uint64_t w;
+  std::memcpy(&w, p, 8);
+  return w;
+}
+
+// All 8 bytes of w are ASCII digits: high nibble 3 and low nibble + 6 not carrying into it.
+// (A byte >= 0xFA may carry into its neighbour, but then its own high nibble already fails.)
+constexpr bool AllDigits(uint64_t w) {
+  constexpr uint64_t kHighNibbles = 0xF0F0F0F0F0F0F0F0ULL;
+  return ((w & kHighNibbles) | (((w + 0x0606060606060606ULL) & kHighNibbles) >> 4)) ==
+         0x3333333333333333ULL;
+}
+
+// The value of 8 ASCII digits loaded by Load8 (first digit most significant).
+constexpr uint32_t Parse8Digits(uint64_t w) {
+  w = (w & 0x0F0F0F0F0F0F0F0FULL) * 2561 >> 8;
+  w = (w & 0x00FF00FF00FF00FFULL) * 6553601 >> 16;
+  return static_cast<uint32_t>((w & 0x0000FFFF0000FFFFULL) * 42949672960001ULL >> 32);
+}
+
+// The end of the run of digits starting at p.
+const char* SkipDigitRun(const char* p, const char* end) {
+  if constexpr (kSwar) {
+    while (end - p >= 8 && AllDigits(Load8(p))) p += 8;
+  }
+  while (p < end && IsDigit(*p)) ++p;
+  return p;
+}
+
+// Value of 4 hex digits at p (which must hold 4 bytes), or -1.
+int Hex4(const char* p) {
+  int v = 0;
+  for (int i = 0; i < 4; ++i) {
+    const char c = p[i];
+    int d;
+    if (c >= '0' && c <= '9') {
+      d = c - '0';
+    } else if (c >= 'a' && c <= 'f') {
+      d = c - 'a' + 10;
+    } else if (c >= 'A' && c <= 'F') {
+      d = c - 'A' + 10;
+    } else {
+      return -1;
+    }
+    v = v * 16 + d;
+  }
+  return v;
+}
+
+constexpr std::array<UInt128, Decimal::kScale + 1> kPow10 = [] {
+  std::array<UInt128, Decimal::kScale + 1> t = {};
+  for (int i = 0; i <= Decimal::kScale; ++i) t[static_cast<size_t>(i)] = decimal_internal::Pow10(i);
+  return t;
+}();
+
+// kMaxProduct[f]: the largest product of mantissas with f fractional digits in total whose
+// value stays within kMaxRaw once scaled to 18 places.
+constexpr std::array<UInt128, Decimal::kScale + 1> kMaxProduct = [] {
+  std::array<UInt128, Decimal::kScale + 1> t = {};
+  for (int f = 0; f <= Decimal::kScale; ++f) {
+    t[static_cast<size_t>(f)] =
+        static_cast<UInt128>(Decimal::kMaxRaw) / decimal_internal::Pow10(Decimal::kScale - f);
+  }
+  return t;
+}();
+
+// Fast path for the decimals real feeds send: `digits` or `digits.digits` with at most 19
+// digits in all, so the mantissa fits 64 bits and no limit can be exceeded. Gives exactly
+// ParseDecimalString's result (and ParseJsonNumber's, for a non-negative JSON number without
+// exponent). False: not of this shape; the caller falls back to the general parser, which
+// also produces every error.
+bool ParseShortDecimal(const char* p, size_t n, ParsedDecimal* out) {
+  if (n == 0 || n > 20) return false;
+  const char* const end = p + n;
+  const char* q = p;
+  uint64_t v = 0;  // may wrap for 20 digits; such input is refused below
+  while (q < end && IsDigit(*q)) v = v * 10 + static_cast<uint64_t>(*q++ - '0');
+  const long int_digits = q - p;
+  long frac = 0;
+  if (q < end) {
+    if (*q++ != '.') return false;
+    const char* const frac_begin = q;
+    while (q < end && IsDigit(*q)) v = v * 10 + static_cast<uint64_t>(*q++ - '0');
+    frac = q - frac_begin;
+    if (frac == 0 || q != end) return false;
+  }
+  if (int_digits == 0 || int_digits + frac > 19) return false;
+  while (frac > 0 && v % 10 == 0) {  // trailing fractional zeros are not significant
+    v /= 10;
+    --frac;
+  }
+  if (v == 0) {
+    *out = ParsedDecimal{};
+    return true;
+  }
+  out->mantissa = v;
+  out->frac_digits = static_cast<int>(frac);
+  out->value = Decimal::FromRaw(
+      static_cast<Int128>(static_cast<UInt128>(v) * kPow10[static_cast<size_t>(18 - frac)]));
+  return true;
+}
+
+// MultiplyExact for non-negative operands, without its runtime power-of-ten loop when both
+// mantissas fit 64 bits (their product then fits 128). Same results.
+DecimalError Multiply(const ParsedDecimal& a, const ParsedDecimal& b, Decimal* out) {
+  if ((a.mantissa >> 64) != 0 || (b.mantissa >> 64) != 0) return MultiplyExact(a, b, out);
+  const int frac = a.frac_digits + b.frac_digits;
+  if (frac > Decimal::kScale) return DecimalError::kTooPrecise;
+  const UInt128 product =
+      static_cast<UInt128>(static_cast<uint64_t>(a.mantissa)) * static_cast<uint64_t>(b.mantissa);
+  if (product > kMaxProduct[static_cast<size_t>(frac)]) return DecimalError::kOutOfRange;
+  *out = Decimal::FromRaw(
+      static_cast<Int128>(product * kPow10[static_cast<size_t>(Decimal::kScale - frac)]));
+  return DecimalError::kOk;
+}
+
+// The JSON type of a scanned token.
+enum class Tok : uint8_t { kNone, kString, kNumber, kTrue, kFalse, kNull, kObject, kArray };
+
+// One mapped member's value as it appears in the message.
+struct Slot {
+  const char* begin = nullptr;  // string: bytes between the quotes; number: the token
+  size_t len = 0;
+  Tok tok = Tok::kNone;  // kNone: member absent
+  bool escaped = false;  // string holds at least one backslash escape
+  bool integer = false;  // number has neither fraction nor exponent
+};
+
+enum Field : int { kSymbolF, kIdF, kPriceF, kQtyF, kTimeF, kMakerF, kFieldCount };
+
+// Decodes the escapes of a string already validated by Reader::ScanString into buf.
+// False if the decoded string would exceed cap bytes.
+bool Unescape(const char* p, size_t n, char* buf, size_t cap, size_t* out_len) {
+  const char* const end = p + n;
+  size_t o = 0;
+  while (p < end) {
+    const char c = *p++;
+    if (c != '\\') {
+      if (o == cap) return false;
+      buf[o++] = c;
+      continue;
+    }
+    const char e = *p++;
+    uint32_t cp;
+    switch (e) {
+      case 'b':
+        cp = '\b';
+        break;
+      case 'f':
+        cp = '\f';
+        break;
+      case 'n':
+        cp = '\n';
+        break;
+      case 'r':
+        cp = '\r';
+        break;
+      case 't':
+        cp = '\t';
+        break;
+      case 'u': {
+        cp = static_cast<uint32_t>(Hex4(p));
+        p += 4;
+        if (cp >= 0xD800 && cp <= 0xDBFF) {  // validated: "\uDC00-\uDFFF" follows
+          const uint32_t lo = static_cast<uint32_t>(Hex4(p + 2));
+          p += 6;
+          cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+        }
+        break;
+      }
+      default:  // '"', '\\', '/'
+        cp = static_cast<uint8_t>(e);
+        break;
+    }
+    char enc[4];
+    size_t k;
+    if (cp < 0x80) {
+      enc[0] = static_cast<char>(cp);
+      k = 1;
+    } else if (cp < 0x800) {
+      enc[0] = static_cast<char>(0xC0 | (cp >> 6));
+      enc[1] = static_cast<char>(0x80 | (cp & 0x3F));
+      k = 2;
+    } else if (cp < 0x10000) {
+      enc[0] = static_cast<char>(0xE0 | (cp >> 12));
+      enc[1] = static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+      enc[2] = static_cast<char>(0x80 | (cp & 0x3F));
+      k = 3;
+    } else {
+      enc[0] = static_cast<char>(0xF0 | (cp >> 18));
+      enc[1] = static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+      enc[2] = static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+      enc[3] = static_cast<char>(0x80 | (cp & 0x3F));
+      k = 4;
+    }
+    if (cap - o < k) return false;
+    std::memcpy(buf + o, enc, k);
+    o += k;
+  }
+  *out_len = o;
+  return true;
+}
+
+// A string slot's value with escapes decoded: in place when it has none, else into buf
+// (kMaxUnescaped bytes). False if it does not fit.
+bool StringValue(const Slot& s, char* buf, std::string_view* out) {
+  if (!s.escaped) {
+    *out = std::string_view(s.begin, s.len);
+    return true;
+  }
+  size_t n;
+  if (!Unescape(s.begin, s.len, buf, kMaxUnescaped, &n)) return false;
+  *out = std::string_view(buf, n);
+  return true;
+}
+
+// Strict RFC 8259 scanner over [p, end). Every Scan/Skip function expects p_ at the first
+// byte of its token and returns false on a syntax error (including running out of input).
+class Reader {
+ public:
+  Reader(const char* p, const char* end) : p_(p), end_(end) {}
+
+  void SkipWhitespace() {
+    // Every byte that may start or end a token is above ' ', so one compare usually decides.
+    while (p_ < end_ && Byte(*p_) <= ' ' && IsWhitespace(*p_)) ++p_;
+  }
+  bool AtEnd() const { return p_ == end_; }
+  bool Peek(char c) const { return p_ < end_ && *p_ == c; }
+  bool Consume(char c) {
+    if (!Peek(c)) return false;
+    ++p_;
+    return true;
+  }
+
+  bool ScanString(const char** begin, size_t* len, bool* escaped) {
+    ++p_;  // opening quote
+    const char* const start = p_;
+    bool esc = false;
+    for (;;) {
+      while (p_ < end_ && kPlainStringByte[Byte(*p_)]) ++p_;
+      if (p_ >= end_) return false;
+      const uint8_t c = Byte(*p_);
+      if (c == '"') break;
+      if (c == '\\') {
+        esc = true;
+        if (!ScanEscape()) return false;
+      } else if (c < 0x20) {
+        return false;  // control characters must be escaped
+      } else if (!ScanUtf8()) {
+        return false;
+      }
+    }
+    *begin = start;
+    *len = static_cast<size_t>(p_ - start);
+    *escaped = esc;
+    ++p_;  // closing quote
+    return true;
+  }
+
+  // -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+  bool ScanNumber(const char** begin, size_t* len, bool* integer) {
+    const char* const start = p_;
+    if (p_ < end_ && *p_ == '-') ++p_;
+    if (p_ >= end_) return false;
+    if (*p_ == '0') {
+      ++p_;
+    } else if (*p_ >= '1' && *p_ <= '9') {
+      p_ = SkipDigitRun(p_ + 1, end_);
+    } else {
+      return false;
+    }
+    bool is_int = true;
+    if (p_ < end_ && *p_ == '.') {
+      ++p_;
+      is_int = false;
+      if (!SkipDigits()) return false;
+    }
+    if (p_ < end_ && (*p_ == 'e' || *p_ == 'E')) {
+      ++p_;
+      is_int = false;
+      if (p_ < end_ && (*p_ == '+' || *p_ == '-')) ++p_;
+      if (!SkipDigits()) return false;
+    }
+    *begin = start;
+    *len = static_cast<size_t>(p_ - start);
+    *integer = is_int;
+    return true;
+  }
+
+  // Scans one value into *slot; containers are validated and skipped. depth: containers
+  // enclosing this value.
+  bool ScanValue(int depth, Slot* slot) {
+    if (p_ >= end_) return false;
+    switch (*p_) {
+      case '"':
+        slot->tok = Tok::kString;
+        return ScanString(&slot->begin, &slot->len, &slot->escaped);
+      case '{':
+        slot->tok = Tok::kObject;
+        return SkipObject(depth);
+      case '[':
+        slot->tok = Tok::kArray;
+        return SkipArray(depth);
+      case 't':
+        slot->tok = Tok::kTrue;
+        return ScanLiteral("true", 4);
+      case 'f':
+        slot->tok = Tok::kFalse;
+        return ScanLiteral("false", 5);
+      case 'n':
+        slot->tok = Tok::kNull;
+        return ScanLiteral("null", 4);
+      default:
+        slot->tok = Tok::kNumber;
+        return ScanNumber(&slot->begin, &slot->len, &slot->integer);
+    }
+  }
+
+  bool SkipValue(int depth) {
+    Slot ignored;
+    return ScanValue(depth, &ignored);
+  }
+
+ private:
+  bool SkipDigits() {
+    const char* const start = p_;
+    p_ = SkipDigitRun(p_, end_);
+    return p_ > start;
+  }
+
+  bool ScanLiteral(const char* word, size_t n) {
+    if (static_cast<size_t>(end_ - p_) < n || std::memcmp(p_, word, n) != 0) return false;
+    p_ += n;
+    return true;
+  }
+
+  // At a backslash inside a string.
+  bool ScanEscape() {
+    if (end_ - p_ < 2) return false;
+    switch (p_[1]) {
+      case '"':
+      case '\\':
+      case '/':
+      case 'b':
+      case 'f':
+      case 'n':
+      case 'r':
+      case 't':
+        p_ += 2;
+        return true;
+      case 'u':
+        break;
+      default:
+        return false;
+    }
+    if (end_ - p_ < 6) return false;
+    const int cp = Hex4(p_ + 2);
+    if (cp < 0 || (cp >= 0xDC00 && cp <= 0xDFFF)) return false;  // lone low surrogate
+    p_ += 6;
+    if (cp < 0xD800 || cp > 0xDBFF) return true;
+    // A high surrogate must be followed by an escaped low one.
+    if (end_ - p_ < 6 || p_[0] != '\\' || p_[1] != 'u') return false;
+    const int lo = Hex4(p_ + 2);
+    if (lo < 0xDC00 || lo > 0xDFFF) return false;
+    p_ += 6;
+    return true;
+  }
+
+  // At a byte >= 0x80 inside a string: one well-formed UTF-8 sequence (RFC 3629 table 3-7:
+  // no overlongs, no surrogates, nothing past U+10FFFF).
+  bool ScanUtf8() {
+    const uint8_t c = Byte(*p_);
+    size_t n;
+    uint8_t lo = 0x80, hi = 0xBF;  // bounds of the second byte
+    if (c >= 0xC2 && c <= 0xDF) {
+      n = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      n = 3;
+      if (c == 0xE0) lo = 0xA0;
+      if (c == 0xED) hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      n = 4;
+      if (c == 0xF0) lo = 0x90;
+      if (c == 0xF4) hi = 0x8F;
+    } else {
+      return false;
+    }
+    if (static_cast<size_t>(end_ - p_) < n) return false;
+    const uint8_t c1 = Byte(p_[1]);
+    if (c1 < lo || c1 > hi) return false;
+    for (size_t i = 2; i < n; ++i) {
+      if ((Byte(p_[i]) & 0xC0) != 0x80) return false;
+    }
+    p_ += n;
+    return true;
+  }
+
+  bool SkipObject(int depth) {
+    if (depth >= kMaxDepth) return false;
+    ++p_;
+    SkipWhitespace();
+    if (Consume('}')) return true;
+    for (;;) {
+      const char* name;
+      size_t name_len;
+      bool escaped;
+      if (!Peek('"') || !ScanString(&name, &name_len, &escaped)) return false;
+      SkipWhitespace();
+      if (!Consume(':')) return false;
+      SkipWhitespace();
+      if (!SkipValue(depth + 1)) return false;
+      SkipWhitespace();
+      if (Consume('}')) return true;
+      if (!Consume(',')) return false;
+      SkipWhitespace();
+    }
+  }
+
+  bool SkipArray(int depth) {
+    if (depth >= kMaxDepth) return false;
+    ++p_;
+    SkipWhitespace();
+    if (Consume(']')) return true;
+    for (;;) {
+      if (!SkipValue(depth + 1)) return false;
+      SkipWhitespace();
+      if (Consume(']')) return true;
+      if (!Consume(',')) return false;
+      SkipWhitespace();
+    }
+  }
+
+  const char* p_;
+  const char* const end_;
+};
+
+// A validated JSON integer token as sign and magnitude; false if |value| > INT64_MAX.
+bool ParseJsonInt(const Slot& s, bool* negative, int64_t* magnitude) {
+  const char* p = s.begin;
+  const char* const end = s.begin + s.len;
+  *negative = *p == '-';
+  if (*negative) ++p;
+  if (end - p > 19) return false;  // no leading zeros in JSON: 20+ digits is >= 10^19
+  uint64_t v = 0;                  // 19 digits < 2^64: cannot wrap
+  if constexpr (kSwar) {
+    for (; end - p >= 8; p += 8) v = v * 100'000'000 + Parse8Digits(Load8(p));
+  }
+  for (; p < end; ++p) v = v * 10 + static_cast<uint64_t>(*p - '0');
+  if (v > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) return false;
+  *magnitude = static_cast<int64_t>(v);
+  return true;
+}
+
+constexpr bool IsLeapYear(int y) { return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0; }
+
+constexpr int DaysInMonth(int y, int m) {
+  constexpr int kDays[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  return m == 2 && IsLeapYear(y) ? 29 : kDays[m - 1];
+}
+
+// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
+constexpr int64_t DaysFromCivil(int64_t y, int m, int d) {
+  y -= m <= 2;
+  const int64_t era = (y >= 0 ? y : y - 399) / 400;
+  const int64_t yoe = y - era * 400;
+  const int64_t doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+  const int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + doe - 719468;
+}
+
+// The ISO-8601 profile documented at the top of this file. Years 0000-9999 give
+// |ms| < 2^48, so nothing here can overflow.
+bool ParseIso8601(std::string_view s, int64_t* out_ms) {
+  const char* const p = s.data();
+  const size_t n = s.size();
+  if (n < 20) return false;  // shortest: YYYY-MM-DDTHH:MM:SSZ
+  auto two = [p](size_t i, int* v) {
+    if (!IsDigit(p[i]) || !IsDigit(p[i + 1])) return false;
+    *v = (p[i] - '0') * 10 + (p[i + 1] - '0');
+    return true;
+  };
+  int yh, yl, mo, d, h, mi, sec;
+  if (!two(0, &yh) || !two(2, &yl) || p[4] != '-' || !two(5, &mo) || p[7] != '-' || !two(8, &d) ||
+      (p[10] != 'T' && p[10] != 't' && p[10] != ' ') || !two(11, &h) || p[13] != ':' ||
+      !two(14, &mi) || p[16] != ':' || !two(17, &sec)) {
+    return false;
+  }
+  const int y = yh * 100 + yl;
+  if (mo < 1 || mo > 12 || d < 1 || d > DaysInMonth(y, mo) || h > 23 || mi > 59 || sec > 59) {
+    return false;
+  }
+  size_t i = 19;
+  int64_t frac_ms = 0;
+  if (p[i] == '.') {
+    ++i;
+    int digits = 0;
+    for (; i < n && IsDigit(p[i]); ++i, ++digits) {
+      if (digits < 3) frac_ms = frac_ms * 10 + (p[i] - '0');  // later digits: floored away
+    }
+    if (digits == 0 || digits > 9) return false;
+    for (int k = digits; k < 3; ++k) frac_ms *= 10;
+  }
+  if (i >= n) return false;
+  int64_t offset_min = 0;
+  if (p[i] == 'Z' || p[i] == 'z') {
+    ++i;
+  } else if (p[i] == '+' || p[i] == '-') {
+    int oh, om;
+    if (n - i < 6 || !two(i + 1, &oh) || p[i + 3] != ':' || !two(i + 4, &om) || oh > 23 ||
+        om > 59) {
+      return false;
+    }
+    offset_min = oh * 60 + om;
+    if (p[i] == '-') offset_min = -offset_min;
+    i += 6;
+  } else {
+    return false;
+  }
+  if (i != n) return false;
+  const int64_t seconds = ((DaysFromCivil(y, mo, d) * 24 + h) * 60 + mi) * 60 + sec;
+  *out_ms = seconds * 1000 + frac_ms - offset_min * 60'000;
+  return true;
+}
+
+// Field names for one Decode call, as views so matching does not touch std::string.
+struct Names {
+  std::array<std::string_view, kFieldCount> name;
+  size_t max_len = 0;
+  // Byte f of `first` and `len` hold field f's first byte and its length (capped at 254;
+  // 255 for a field never read): one XOR finds the candidate fields of a member name.
+  uint64_t first = 0;
+  uint64_t len = 0;
+};
+
+constexpr uint8_t LenByte(size_t n) { return static_cast<uint8_t>(n < 254 ? n : 254); }
+
+Names MakeNames(const TradeFieldMap& fields) {
+  Names n;
+  n.name = {fields.symbol, fields.id, fields.price, fields.qty, fields.time, fields.buyer_maker};
+  for (int f = 0; f < kFieldCount; ++f) {
+    const std::string_view name = n.name[static_cast<size_t>(f)];
+    if (name.size() > n.max_len) n.max_len = name.size();
+    const bool never = f == kMakerF && name.empty();  // empty name: never read
+    n.first |= static_cast<uint64_t>(name.empty() ? 0 : Byte(name[0])) << (8 * f);
+    n.len |= static_cast<uint64_t>(never ? 255 : LenByte(name.size())) << (8 * f);
+  }
+  return n;
+}
+
+// Bitmask of the fields named by this member name (raw bytes between the quotes).
+unsigned MatchFields(const Names& names, const char* raw, size_t raw_len, bool escaped) {
+  std::string_view member(raw, raw_len);
+  char buf[kMaxUnescaped];
+  if (escaped) {
+    size_t n;
+    // Decoded longer than any configured name (or than buf): matches nothing.
+    if (!Unescape(raw, raw_len, buf, sizeof buf, &n) || n > names.max_len) return 0;
+    member = std::string_view(buf, n);
+  } else if (raw_len > names.max_len) {
+    return 0;
+  }
+  constexpr uint64_t kOnes = 0x0101010101010101ULL;
+  constexpr uint64_t kLow7 = 0x7F * kOnes;
+  const uint64_t first = member.empty() ? 0 : Byte(member[0]);
+  const uint64_t diff =
+      (names.first ^ (first * kOnes)) | (names.len ^ (LenByte(member.size()) * kOnes));
+  // 0x80 in byte f when field f's first byte and length both match (exact, no carries).
+  uint64_t candidates = ~(((diff & kLow7) + kLow7) | diff | kLow7) & ((1ULL << 48) - 1);
+  unsigned mask = 0;
+  while (candidates != 0) {
+    const int f = __builtin_ctzll(candidates) / 8;
+    candidates &= candidates - 1;
+    const std::string_view name = names.name[static_cast<size_t>(f)];
+    if (name.size() == member.size() &&
+        (name.size() <= 1 || std::memcmp(name.data(), member.data(), name.size()) == 0)) {
+      mask |= 1u << f;
+    }
+  }
+  return mask;
+}
+
+void Count(RejectReason reason, DecodeResult* r) {
+  if (r->rejected == 0) r->first_reason = reason;
+  ++r->rejected;
+  ++r->by_reason[static_cast<size_t>(reason)];
+}
+
+RejectReason DecimalReason(DecimalError e) {
+  return e == DecimalError::kTooPrecise ? RejectReason::kTooPrecise : RejectReason::kOutOfRange;
+}
+
+// A price or quantity slot, parsed. `err` keeps the parser's verdict for the value phase.
+struct DecimalField {
+  ParsedDecimal parsed;
+  DecimalError err = DecimalError::kOk;
+  bool negative = false;
+};
+
+// Type phase for a price or quantity: false means bad_type.
+bool ParseDecimalSlot(const Slot& s, DecimalField* out) {
+  if (s.tok == Tok::kNumber) {
+    // The scanner already checked the grammar, and a negative value is non_positive whatever
+    // its digits, so it needs no parsing.
+    out->negative = s.begin[0] == '-';
+    if (out->negative || ParseShortDecimal(s.begin, s.len, &out->parsed)) return true;
+    out->err = ParseJsonNumber(std::string_view(s.begin, s.len), &out->parsed);
+    return out->err != DecimalError::kSyntax;
+  }
+  if (s.tok != Tok::kString) return false;
+  if (!s.escaped && ParseShortDecimal(s.begin, s.len, &out->parsed)) return true;
+  char buf[kMaxUnescaped];
+  std::string_view v;
+  if (!StringValue(s, buf, &v)) return false;
+  out->err = ParseDecimalString(v, &out->parsed);
+  return out->err != DecimalError::kSyntax;
+}
+
+// Value phase for a price or quantity.
+bool CheckDecimal(const DecimalField& d, RejectReason* reason) {
+  if (d.negative) {
+    *reason = RejectReason::kNonPositive;
+    return false;
+  }
+  if (d.err != DecimalError::kOk) {
+    *reason = DecimalReason(d.err);
+    return false;
+  }
+  if (!d.parsed.value.IsPositive()) {
+    *reason = RejectReason::kNonPositive;
+    return false;
+  }
+  return true;
+}
+
+struct Context {
+  Names names;
+  TimeFormat time_format;
+  int64_t now_ms;
+  int64_t max_future_skew_ms;
+};
+
+// Judges one trade object's slots; on success fills *t.
+bool Judge(const Context& ctx, const std::array<Slot, kFieldCount>& slot, Trade* t,
+           RejectReason* reason) {
+  auto fail = [reason](RejectReason r) {
+    *reason = r;
+    return false;
+  };
+  // 2. presence
+  for (int f = kSymbolF; f <= kTimeF; ++f) {
+    if (slot[f].tok == Tok::kNone) return fail(RejectReason::kMissingField);
+  }
+  // 3. types and lexical forms
+  const Slot& sym = slot[kSymbolF];
+  const Slot& id = slot[kIdF];
+  const Slot& time = slot[kTimeF];
+  if (sym.tok != Tok::kString) return fail(RejectReason::kBadType);
+  if (id.tok != Tok::kNumber || !id.integer) return fail(RejectReason::kBadType);
+  DecimalField price, qty;
+  if (!ParseDecimalSlot(slot[kPriceF], &price)) return fail(RejectReason::kBadType);
+  if (!ParseDecimalSlot(slot[kQtyF], &qty)) return fail(RejectReason::kBadType);
+  const bool epoch_time = time.tok == Tok::kNumber && time.integer;
+  bool iso_time = false;
+  int64_t iso_ms = 0;
+  if (time.tok == Tok::kString && ctx.time_format != TimeFormat::kEpochMs) {
+    char buf[kMaxUnescaped];
+    std::string_view v;
+    iso_time = StringValue(time, buf, &v) && ParseIso8601(v, &iso_ms);
+  }
+  if (ctx.time_format == TimeFormat::kIso8601 ? !iso_time : !(epoch_time || iso_time)) {
+    return fail(RejectReason::kBadType);
+  }
+  switch (slot[kMakerF].tok) {
+    case Tok::kNone:
+    case Tok::kNull:
+    case Tok::kFalse:
+      t->buyer_maker = false;
+      break;
+    case Tok::kTrue:
+      t->buyer_maker = true;
+      break;
+    default:
+      return fail(RejectReason::kBadType);
+  }
+  // 4. symbol
+  {
+    char buf[kMaxUnescaped];
+    std::string_view v;
+    if (!StringValue(sym, buf, &v) || !IsValidSymbol(v)) return fail(RejectReason::kBadSymbol);
+    t->symbol = Symbol(v);
+  }
+  // 5. values
+  bool negative;
+  int64_t magnitude;
+  if (!ParseJsonInt(id, &negative, &magnitude) || negative || magnitude == 0) {
+    return fail(RejectReason::kOutOfRange);
+  }
+  t->id = magnitude;
+  if (!CheckDecimal(price, reason) || !CheckDecimal(qty, reason)) return false;
+  const DecimalError product = Multiply(price.parsed, qty.parsed, &t->quote);
+  if (product != DecimalError::kOk) return fail(DecimalReason(product));
+  t->price = price.parsed.value;
+  t->qty = qty.parsed.value;
+  if (iso_time) {
+    t->time_ms = iso_ms;
+  } else {
+    if (!ParseJsonInt(time, &negative, &magnitude)) return fail(RejectReason::kOutOfRange);
+    t->time_ms = negative ? -magnitude : magnitude;
+  }
+  if (t->time_ms < 0) return fail(RejectReason::kOutOfRange);
+  int64_t latest;
+  if (__builtin_add_overflow(ctx.now_ms, ctx.max_future_skew_ms, &latest)) {
+    latest = ctx.max_future_skew_ms > 0 ? std::numeric_limits<int64_t>::max()
+                                        : std::numeric_limits<int64_t>::min();
+  }
+  if (t->time_ms > latest) return fail(RejectReason::kFutureTime);
+  return true;
+}
+
+// Reads the trade object at the reader (at its '{') and judges it: appends the trade or
+// counts its reason. False only on a JSON syntax error.
+bool DecodeObject(const Context& ctx, int depth, Reader* rd, std::vector<Trade>* out,
+                  DecodeResult* result) {
+  std::array<Slot, kFieldCount> slot;
+  bool duplicate = false;
+  rd->Consume('{');
+  rd->SkipWhitespace();
+  if (!rd->Consume('}')) {
+    for (;;) {
+      const char* name;
+      size_t name_len;
+      bool escaped;
+      if (!rd->Peek('"') || !rd->ScanString(&name, &name_len, &escaped)) return false;
+      rd->SkipWhitespace();
+      if (!rd->Consume(':')) return false;
+      rd->SkipWhitespace();
+      const unsigned mask = MatchFields(ctx.names, name, name_len, escaped);
+      if (mask == 0) {
+        if (!rd->SkipValue(depth + 1)) return false;
+      } else {
+        Slot value;
+        if (!rd->ScanValue(depth + 1, &value)) return false;
+        for (unsigned m = mask; m != 0; m &= m - 1) {
+          const int f = __builtin_ctz(m);
+          if (slot[f].tok != Tok::kNone) duplicate = true;
+          slot[f] = value;
+        }
+      }
+      rd->SkipWhitespace();
+      if (rd->Consume('}')) break;
+      if (!rd->Consume(',')) return false;
+      rd->SkipWhitespace();
+    }
+  }
+  Trade t;
+  RejectReason reason = RejectReason::kMalformedJson;  // 1. duplicate member
+  if (!duplicate && Judge(ctx, slot, &t, &reason)) {
+    out->push_back(t);
+    ++result->accepted;
+  } else {
+    Count(reason, result);
+  }
+  return true;
+}
+
+// The message body: one object or an array. False on a JSON syntax error.
+bool DecodeMessage(const Context& ctx, Reader* rd, std::vector<Trade>* out, DecodeResult* result) {
+  rd->SkipWhitespace();
+  if (rd->Peek('{')) {
+    if (!DecodeObject(ctx, 0, rd, out, result)) return false;
+  } else if (rd->Consume('[')) {
+    rd->SkipWhitespace();
+    if (!rd->Consume(']')) {
+      for (;;) {
+        if (rd->Peek('{')) {
+          if (!DecodeObject(ctx, 1, rd, out, result)) return false;
+        } else {
+          if (!rd->SkipValue(1)) return false;
+          Count(RejectReason::kBadType, result);
+        }
+        rd->SkipWhitespace();
+        if (rd->Consume(']')) break;
+        if (!rd->Consume(',')) return false;
+        rd->SkipWhitespace();
+      }
+    }
+  } else {
+    return false;
+  }
+  rd->SkipWhitespace();
+  return rd->AtEnd();
+}
+
+}  // namespace
+
+bool IsValidSymbol(std::string_view s) {
+  if (s.empty() || s.size() > Symbol::kMaxLen) return false;
+  for (const char c : s) {
+    if (!kSymbolChar[Byte(c)]) return false;
+  }
+  return true;
+}
+
+TradeDecoder::TradeDecoder(TradeFieldMap fields, int64_t max_future_skew_ms)
+    : fields_(std::move(fields)), max_future_skew_ms_(max_future_skew_ms) {}
+
+DecodeResult TradeDecoder::Decode(std::string_view message, int64_t now_ms,
+                                  std::vector<Trade>* out) {
+  const Context ctx{MakeNames(fields_), fields_.time_format, now_ms, max_future_skew_ms_};
+  const size_t base = out->size();
+  DecodeResult result;
+  Reader rd(message.data(), message.data() + message.size());
+  if (!DecodeMessage(ctx, &rd, out, &result)) {
+    // Undecodable: one rejected trade, and nothing of it reaches the engine.
+    out->erase(out->begin() + static_cast<std::ptrdiff_t>(base), out->end());
+    result = DecodeResult{};
+    Count(RejectReason::kMalformedJson, &result);
+  }
+  return result;
+}
+
+}  // namespace klined
