@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 
 SECONDS_PER_TARGET=${1:-60}
 BUILD=${FUZZ_BUILD:-build-fuzz}
-TARGETS=(decoder)
+TARGETS=(decoder candle)
 
 fail() {
   echo "fuzz.sh: FAILED: $*"
