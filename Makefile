@@ -5,7 +5,7 @@ TSAN_BUILD ?= build-tsan
 FUZZ_BUILD ?= build-fuzz
 MESON_OPTS ?=
 
-.PHONY: all deps build test unit integration asan tsan fuzz bench demo soak format install clean
+.PHONY: all deps build test unit asan tsan fuzz bench demo format clean
 
 all: build
 
@@ -44,15 +44,8 @@ bench: deps build
 demo: deps build
 	./scripts/demo.sh
 
-# Long soak and chaos runs (not part of `make test`).
-soak: deps build
-	./scripts/soak.sh
-
 format:
 	clang-format -i $$(git ls-files '*.h' '*.cc')
-
-install: build
-	./scripts/install.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) $(FUZZ_BUILD)
