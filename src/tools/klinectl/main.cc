@@ -1,0 +1,523 @@
+// klinectl: reads what klined wrote. `klinectl --help` lists the commands.
+//
+// DESIGN
+// A one-shot client: blocking hiredis to Redis (the newest candles: the current one and the
+// history zset), optionally libmariadb to MySQL for older candles that Redis has trimmed. For
+// one open time Redis wins over MySQL (Redis is ahead: MySQL gets closed candles within
+// mysql.persist_interval_ms), and the current candle wins over history. Candle JSON is read
+// with the core's ParseCandleJson, MySQL DECIMALs with ParseStoredDecimal: no floating point.
+// Exit codes: 0 done, 1 nothing found, 2 usage or connection error.
+#include <hiredis/hiredis.h>
+#include <mysql.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "klined/candle.h"
+#include "klined/decimal.h"
+#include "klined/interval.h"
+#include "klined/trade.h"
+
+namespace {
+
+using klined::Candle;
+
+constexpr const char* kUsage = R"(usage: klinectl [options] COMMAND
+Commands:
+  candles SYMBOL INTERVAL [--limit N]   the newest N candles (default 10), oldest first:
+                                        history and the current one (x=false) from Redis,
+                                        older ones from MySQL with --mysql
+  ticker SYMBOL                         the 24h ticker (ticker:{SYMBOL})
+  symbols                               every symbol klined has seen (PREFIX:symbols)
+Options:
+  --redis ADDR            host:port or unix:/path (default 127.0.0.1:6379)
+  --redis-password PW     or $KLINED_REDIS_PASSWORD
+  --prefix P              redis.key_prefix (default kline)
+  --ticker-prefix P       redis.ticker_prefix (default ticker)
+  --mysql H:PORT:USER:PASSWORD:DB
+                          also read the kline table (password may be empty: then
+                          $KLINED_MYSQL_PASSWORD)
+  --json                  print stored JSON, one object per line, instead of a table
+  --help
+Exit status: 0 ok, 1 not found, 2 usage or connection error.
+)";
+
+struct Options {
+  std::string redis = "127.0.0.1:6379";
+  std::string redis_password;
+  std::string prefix = "kline";
+  std::string ticker_prefix = "ticker";
+  std::string mysql;
+  bool json = false;
+  int limit = 10;
+  std::vector<std::string> args;  // command and its operands
+};
+
+[[noreturn]] void Die(int code, const std::string& msg) {
+  std::fprintf(stderr, "klinectl: %s\n", msg.c_str());
+  std::exit(code);
+}
+
+Options ParseArgs(int argc, char** argv) {
+  Options o;
+  if (const char* pw = std::getenv("KLINED_REDIS_PASSWORD")) o.redis_password = pw;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i], value;
+    bool has_value = false;
+    if (auto eq = arg.find('='); arg.rfind("--", 0) == 0 && eq != std::string::npos) {
+      value = arg.substr(eq + 1);
+      arg = arg.substr(0, eq);
+      has_value = true;
+    }
+    auto next = [&]() -> std::string {
+      if (has_value) return value;
+      if (i + 1 >= argc) Die(2, arg + " needs a value (see --help)");
+      return argv[++i];
+    };
+    if (arg == "--help" || arg == "-h") {
+      std::fputs(kUsage, stdout);
+      std::exit(0);
+    } else if (arg == "--redis") {
+      o.redis = next();
+    } else if (arg == "--redis-password") {
+      o.redis_password = next();
+    } else if (arg == "--prefix") {
+      o.prefix = next();
+    } else if (arg == "--ticker-prefix") {
+      o.ticker_prefix = next();
+    } else if (arg == "--mysql") {
+      o.mysql = next();
+    } else if (arg == "--json") {
+      o.json = true;
+    } else if (arg == "--limit" || arg == "-n") {
+      const std::string v = next();
+      char* end = nullptr;
+      const long n = std::strtol(v.c_str(), &end, 10);
+      if (v.empty() || *end != '\0' || n < 1 || n > 1000000) {
+        Die(2, "--limit: expected an integer in [1, 1000000], got '" + v + "'");
+      }
+      o.limit = static_cast<int>(n);
+    } else if (arg.size() > 1 && arg[0] == '-') {
+      Die(2, "unknown option '" + arg + "' (see --help)");
+    } else {
+      o.args.push_back(arg);
+    }
+  }
+  if (o.args.empty()) Die(2, "missing command (see --help)");
+  return o;
+}
+
+// ---- Redis -----------------------------------------------------------------------------
+
+struct ReplyFree {
+  void operator()(redisReply* r) const { freeReplyObject(r); }
+};
+using Reply = std::unique_ptr<redisReply, ReplyFree>;
+
+class Redis {
+ public:
+  // nullopt-like: ok() false with error() set when the connection failed.
+  explicit Redis(const Options& o) : address_(o.redis) {
+    const timeval timeout{5, 0};
+    if (o.redis.rfind("unix:", 0) == 0) {
+      ctx_ = redisConnectUnixWithTimeout(o.redis.substr(5).c_str(), timeout);
+    } else {
+      const auto colon = o.redis.rfind(':');
+      if (colon == std::string::npos) Die(2, "--redis: expected host:port or unix:/path");
+      const std::string host = o.redis.substr(0, colon);
+      const int port = std::atoi(o.redis.c_str() + colon + 1);
+      if (port <= 0 || port > 65535) Die(2, "--redis: bad port in '" + o.redis + "'");
+      ctx_ = redisConnectWithTimeout(host.c_str(), port, timeout);
+    }
+    if (ctx_ == nullptr || ctx_->err != 0) {
+      error_ = "cannot connect to Redis at " + address_ + ": " +
+               (ctx_ != nullptr ? ctx_->errstr : "out of memory");
+      return;
+    }
+    redisSetTimeout(ctx_, timeout);
+    if (!o.redis_password.empty()) {
+      Reply r = Command({"AUTH", o.redis_password});
+      if (r == nullptr) return;
+    }
+  }
+  ~Redis() {
+    if (ctx_ != nullptr) redisFree(ctx_);
+  }
+  bool ok() const { return error_.empty(); }
+  const std::string& error() const { return error_; }
+
+  // nullptr on an I/O error or an error reply (error() says which).
+  Reply Command(const std::vector<std::string>& argv) {
+    std::vector<const char*> ptrs;
+    std::vector<size_t> lens;
+    for (const std::string& a : argv) {
+      ptrs.push_back(a.data());
+      lens.push_back(a.size());
+    }
+    Reply r(static_cast<redisReply*>(
+        redisCommandArgv(ctx_, static_cast<int>(argv.size()), ptrs.data(), lens.data())));
+    if (r == nullptr) {
+      error_ = "Redis " + address_ + ": " + ctx_->errstr;
+      return nullptr;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+      error_ = "Redis " + argv[0] + ": " + std::string(r->str, r->len);
+      return nullptr;
+    }
+    return r;
+  }
+
+ private:
+  std::string address_;
+  redisContext* ctx_ = nullptr;
+  std::string error_;
+};
+
+// ---- MySQL -----------------------------------------------------------------------------
+
+struct MysqlSpec {
+  std::string host, user, password, db;
+  unsigned port = 3306;
+};
+
+MysqlSpec ParseMysqlSpec(const std::string& spec) {
+  std::vector<std::string> parts;
+  size_t start = 0;
+  for (;;) {
+    const size_t c = spec.find(':', start);
+    parts.push_back(spec.substr(start, c - start));
+    if (c == std::string::npos) break;
+    start = c + 1;
+  }
+  if (parts.size() < 5) Die(2, "--mysql: expected host:port:user:password:db");
+  MysqlSpec m;
+  m.host = parts[0];
+  m.port = static_cast<unsigned>(std::atoi(parts[1].c_str()));
+  if (m.port == 0 || m.port > 65535) Die(2, "--mysql: bad port '" + parts[1] + "'");
+  m.user = parts[2];
+  m.db = parts.back();
+  // The password is everything between user and db, so it may contain ':'.
+  for (size_t i = 3; i + 1 < parts.size(); ++i) m.password += (i > 3 ? ":" : "") + parts[i];
+  if (m.password.empty()) {
+    if (const char* pw = std::getenv("KLINED_MYSQL_PASSWORD")) m.password = pw;
+  }
+  return m;
+}
+
+struct Row {
+  Candle candle;
+  bool closed = true;
+  std::string json;    // as stored in Redis ("" for MySQL rows)
+  const char* source;  // "redis" or "mysql"
+};
+
+// Reads the newest `limit` candles of (symbol, interval) from the kline table into *rows
+// (without replacing open times already present). False with *error on failure.
+bool ReadMysql(const Options& o, const std::string& symbol, klined::Interval iv,
+               std::map<int64_t, Row>* rows, std::string* error) {
+  const MysqlSpec m = ParseMysqlSpec(o.mysql);
+  MYSQL* db = mysql_init(nullptr);
+  std::unique_ptr<MYSQL, void (*)(MYSQL*)> guard(db, mysql_close);
+  unsigned timeout = 5;
+  mysql_options(db, MYSQL_OPT_CONNECT_TIMEOUT, &timeout);
+  mysql_options(db, MYSQL_OPT_READ_TIMEOUT, &timeout);
+  if (mysql_real_connect(db, m.host.c_str(), m.user.c_str(), m.password.c_str(), m.db.c_str(),
+                         m.port, nullptr, 0) == nullptr) {
+    *error = "cannot connect to MySQL at " + m.host + ":" + std::to_string(m.port) + ": " +
+             mysql_error(db);
+    return false;
+  }
+  std::string esc(symbol.size() * 2 + 1, '\0');
+  esc.resize(mysql_real_escape_string(db, esc.data(), symbol.data(), symbol.size()));
+  const std::string sql =
+      "SELECT open_time, close_time, open, high, low, close, volume, quote_volume, "
+      "taker_buy_volume, taker_buy_quote_volume, trades, first_trade_id, last_trade_id "
+      "FROM kline WHERE symbol = '" +
+      esc + "' AND `interval` = '" + std::string(klined::IntervalName(iv)) +
+      "' ORDER BY open_time DESC LIMIT " + std::to_string(o.limit);
+  if (mysql_query(db, sql.c_str()) != 0) {
+    *error = std::string("MySQL query failed: ") + mysql_error(db);
+    return false;
+  }
+  MYSQL_RES* res = mysql_store_result(db);
+  if (res == nullptr) {
+    *error = std::string("MySQL result: ") + mysql_error(db);
+    return false;
+  }
+  std::unique_ptr<MYSQL_RES, void (*)(MYSQL_RES*)> res_guard(res, mysql_free_result);
+  while (MYSQL_ROW r = mysql_fetch_row(res)) {
+    Row row;
+    row.source = "mysql";
+    Candle& c = row.candle;
+    c.interval = iv;
+    bool good = true;
+    auto integer = [&](int i) -> int64_t {
+      if (r[i] == nullptr) good = false;
+      return r[i] != nullptr ? std::strtoll(r[i], nullptr, 10) : 0;
+    };
+    auto decimal = [&](int i) -> klined::Decimal {
+      klined::Decimal d;
+      if (r[i] == nullptr || klined::ParseStoredDecimal(r[i], &d) != klined::DecimalError::kOk) {
+        good = false;
+      }
+      return d;
+    };
+    c.open_time = integer(0);
+    c.close_time = integer(1);
+    c.open = decimal(2);
+    c.high = decimal(3);
+    c.low = decimal(4);
+    c.close = decimal(5);
+    c.volume = decimal(6);
+    c.quote_volume = decimal(7);
+    c.taker_volume = decimal(8);
+    c.taker_quote_volume = decimal(9);
+    c.count = integer(10);
+    c.first_id = integer(11);
+    c.last_id = integer(12);
+    if (!good) {
+      std::fprintf(stderr, "klinectl: skipping unreadable MySQL row at open_time %s\n",
+                   r[0] != nullptr ? r[0] : "NULL");
+      continue;
+    }
+    rows->emplace(c.open_time, std::move(row));
+  }
+  return true;
+}
+
+// ---- output ----------------------------------------------------------------------------
+
+std::string IsoTime(int64_t ms) {
+  const time_t secs = static_cast<time_t>(ms >= 0 ? ms / 1000 : (ms - 999) / 1000);
+  tm t{};
+  gmtime_r(&secs, &t);
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02dZ", t.tm_year + 1900, t.tm_mon + 1,
+                t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec);
+  return buf;
+}
+
+void PrintTable(const std::vector<std::vector<std::string>>& table) {
+  std::vector<size_t> width;
+  for (const auto& row : table) {
+    width.resize(std::max(width.size(), row.size()));
+    for (size_t i = 0; i < row.size(); ++i) width[i] = std::max(width[i], row[i].size());
+  }
+  for (const auto& row : table) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); ++i) {
+      if (i > 0) line += "  ";
+      // First column left-aligned, numbers right-aligned.
+      const std::string pad(width[i] - row[i].size(), ' ');
+      line += i == 0 ? row[i] + pad : pad + row[i];
+    }
+    while (!line.empty() && line.back() == ' ') line.pop_back();
+    std::puts(line.c_str());
+  }
+}
+
+// ---- commands --------------------------------------------------------------------------
+
+std::string KeyBase(const Options& o, const std::string& symbol) {
+  return o.prefix + ":{" + symbol + "}";
+}
+
+int Candles(const Options& o) {
+  if (o.args.size() != 3) Die(2, "usage: klinectl candles SYMBOL INTERVAL [--limit N]");
+  const std::string& symbol = o.args[1];
+  if (!klined::IsValidSymbol(symbol)) Die(2, "bad symbol '" + symbol + "'");
+  const auto iv = klined::ParseInterval(o.args[2]);
+  if (!iv) Die(2, "unknown interval '" + o.args[2] + "' (1s 1m 3m 5m ... 1d 3d 1w 1M)");
+  const std::string base = KeyBase(o, symbol) + ":" + o.args[2];
+
+  std::map<int64_t, Row> rows;  // by open time
+  Redis redis(o);
+  bool redis_ok = redis.ok();
+  auto add_redis = [&](std::string json) {
+    Row row;
+    row.source = "redis";
+    std::string_view sym;
+    if (!klined::ParseCandleJson(json, &row.candle, &sym, &row.closed)) {
+      std::fprintf(stderr, "klinectl: skipping unreadable candle in %s: %s\n", base.c_str(),
+                   json.c_str());
+      return;
+    }
+    row.json = std::move(json);
+    rows[row.candle.open_time] = std::move(row);  // Redis replaces MySQL; current replaces hist
+  };
+  if (redis_ok) {
+    Reply hist = redis.Command({"ZREVRANGE", base + ":hist", "0", std::to_string(o.limit - 1)});
+    Reply cur = hist ? redis.Command({"GET", base}) : nullptr;
+    if (!hist || !cur) {
+      redis_ok = false;
+    } else {
+      for (size_t i = 0; i < hist->elements; ++i) {
+        const redisReply* e = hist->element[i];
+        if (e->type == REDIS_REPLY_STRING) add_redis(std::string(e->str, e->len));
+      }
+      if (cur->type == REDIS_REPLY_STRING) add_redis(std::string(cur->str, cur->len));
+    }
+  }
+  if (!redis_ok) {
+    if (o.mysql.empty()) Die(2, redis.error());
+    std::fprintf(stderr, "klinectl: %s; reading MySQL only\n", redis.error().c_str());
+  }
+  if (!o.mysql.empty()) {
+    std::map<int64_t, Row> from_mysql;
+    std::string error;
+    if (!ReadMysql(o, symbol, *iv, &from_mysql, &error)) {
+      if (!redis_ok) Die(2, error);
+      std::fprintf(stderr, "klinectl: %s; showing Redis only\n", error.c_str());
+    }
+    for (auto& [t, row] : from_mysql) rows.emplace(t, std::move(row));  // keeps Redis rows
+  }
+  if (rows.empty()) {
+    std::fprintf(stderr, "klinectl: no %s candles for %s (%s, %s:hist%s)\n", o.args[2].c_str(),
+                 symbol.c_str(), base.c_str(), base.c_str(), o.mysql.empty() ? "" : ", MySQL");
+    return 1;
+  }
+  while (rows.size() > static_cast<size_t>(o.limit)) rows.erase(rows.begin());
+
+  if (o.json) {
+    for (const auto& [t, row] : rows) {
+      const std::string json =
+          row.json.empty() ? klined::CandleJson(row.candle, symbol, row.closed) : row.json;
+      std::puts(json.c_str());
+    }
+    return 0;
+  }
+  std::vector<std::vector<std::string>> table;
+  table.push_back({"open_time", "open", "high", "low", "close", "volume", "trades", "x", "src"});
+  for (const auto& [t, row] : rows) {
+    const Candle& c = row.candle;
+    table.push_back({IsoTime(c.open_time), c.open.ToString(), c.high.ToString(), c.low.ToString(),
+                     c.close.ToString(), c.volume.ToString(), std::to_string(c.count),
+                     row.closed ? "true" : "false", row.source});
+  }
+  std::printf("%s %s\n", symbol.c_str(), o.args[2].c_str());
+  PrintTable(table);
+  return 0;
+}
+
+// Splits a flat JSON object into (name, value) pairs, values without quotes. nullopt if the
+// text is not a flat object of strings and scalars.
+std::optional<std::vector<std::pair<std::string, std::string>>> FlatJson(std::string_view s) {
+  std::vector<std::pair<std::string, std::string>> out;
+  size_t i = 0;
+  auto ws = [&] {
+    while (i < s.size() && (s[i] == ' ' || s[i] == '\n' || s[i] == '\t' || s[i] == '\r')) ++i;
+  };
+  auto str = [&](std::string* v) {
+    if (i >= s.size() || s[i] != '"') return false;
+    for (++i; i < s.size() && s[i] != '"'; ++i) {
+      if (s[i] == '\\') {
+        if (++i >= s.size()) return false;
+      }
+      v->push_back(s[i]);
+    }
+    if (i >= s.size()) return false;
+    ++i;
+    return true;
+  };
+  ws();
+  if (i >= s.size() || s[i++] != '{') return std::nullopt;
+  ws();
+  if (i < s.size() && s[i] == '}') return out;
+  for (;;) {
+    std::string name, value;
+    ws();
+    if (!str(&name)) return std::nullopt;
+    ws();
+    if (i >= s.size() || s[i++] != ':') return std::nullopt;
+    ws();
+    if (i < s.size() && s[i] == '"') {
+      if (!str(&value)) return std::nullopt;
+    } else {
+      while (i < s.size() && s[i] != ',' && s[i] != '}') value.push_back(s[i++]);
+      while (!value.empty() && value.back() == ' ') value.pop_back();
+      if (value.empty() || value[0] == '{' || value[0] == '[') return std::nullopt;
+    }
+    out.emplace_back(std::move(name), std::move(value));
+    ws();
+    if (i >= s.size()) return std::nullopt;
+    if (s[i] == '}') return out;
+    if (s[i++] != ',') return std::nullopt;
+  }
+}
+
+int Ticker(const Options& o) {
+  if (o.args.size() != 2) Die(2, "usage: klinectl ticker SYMBOL");
+  const std::string& symbol = o.args[1];
+  if (!klined::IsValidSymbol(symbol)) Die(2, "bad symbol '" + symbol + "'");
+  Redis redis(o);
+  if (!redis.ok()) Die(2, redis.error());
+  const std::string key = o.ticker_prefix + ":{" + symbol + "}";
+  Reply r = redis.Command({"GET", key});
+  if (!r) Die(2, redis.error());
+  if (r->type != REDIS_REPLY_STRING) {
+    std::fprintf(stderr, "klinectl: no ticker for %s (%s does not exist)\n", symbol.c_str(),
+                 key.c_str());
+    return 1;
+  }
+  const std::string json(r->str, r->len);
+  auto fields = o.json ? std::nullopt : FlatJson(json);
+  if (!fields) {
+    std::puts(json.c_str());
+    return 0;
+  }
+  std::vector<std::vector<std::string>> table;
+  for (auto& [name, value] : *fields) {
+    if (name == "openTime" || name == "closeTime") {
+      char* end = nullptr;
+      const long long ms = std::strtoll(value.c_str(), &end, 10);
+      if (*end == '\0') value += " (" + IsoTime(ms) + ")";
+    }
+    table.push_back({name, value});
+  }
+  std::printf("%s\n", key.c_str());
+  // Values left-aligned too: they are of mixed kinds.
+  size_t w = 0;
+  for (const auto& row : table) w = std::max(w, row[0].size());
+  for (const auto& row : table) {
+    std::printf("  %-*s  %s\n", static_cast<int>(w), row[0].c_str(), row[1].c_str());
+  }
+  return 0;
+}
+
+int Symbols(const Options& o) {
+  if (o.args.size() != 1) Die(2, "usage: klinectl symbols");
+  Redis redis(o);
+  if (!redis.ok()) Die(2, redis.error());
+  Reply r = redis.Command({"SMEMBERS", o.prefix + ":symbols"});
+  if (!r) Die(2, redis.error());
+  std::vector<std::string> names;
+  for (size_t i = 0; i < r->elements; ++i) {
+    names.emplace_back(r->element[i]->str, r->element[i]->len);
+  }
+  if (names.empty()) {
+    std::fprintf(stderr, "klinectl: no symbols in %s:symbols\n", o.prefix.c_str());
+    return 1;
+  }
+  std::sort(names.begin(), names.end());
+  for (const std::string& n : names) std::puts(n.c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Options o = ParseArgs(argc, argv);
+  const std::string& cmd = o.args[0];
+  if (cmd == "candles") return Candles(o);
+  if (cmd == "ticker") return Ticker(o);
+  if (cmd == "symbols") return Symbols(o);
+  Die(2, "unknown command '" + cmd + "' (candles, ticker, symbols; see --help)");
+}
