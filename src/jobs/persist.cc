@@ -1,1 +1,476 @@
-// placeholder: being written
+#include "jobs/persist.h"
+
+#include <algorithm>
+#include <charconv>
+#include <chrono>
+#include <deque>
+#include <limits>
+
+#include "base/log.h"
+#include "io/redis/lua_scripts.h"
+#include "klined/candle.h"
+
+namespace klined {
+namespace {
+
+// PENDING_DONE: compare-and-delete of persisted candles, one symbol.
+// KEYS: B:pending, PREFIX:pending. ARGV: symbol, then field, json pairs as read.
+// A field is deleted only if it still holds the JSON that reached MySQL: a later write of the
+// same candle (late trade, re-carry) stays pending. Returns the number of fields deleted.
+constexpr const char kPendingDone[] = R"LUA(
+local n = 0
+for i = 2, #ARGV, 2 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+    n = n + 1
+  end
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[1]) end
+return n
+)LUA";
+
+// LATE_DONE: after late trades were committed to MySQL, one symbol.
+// KEYS: B:late, PREFIX:late, PREFIX:pending. ARGV: symbol, base B, then per record: field
+// ("INTERVAL|open_time|trade_id"), json as read, close to re-carry ('' = none), score bound
+// of the re-carry ('+inf', or '(T' with T the open time of MySQL's first candle with trades
+// after the bucket).
+// Deletes each record if unchanged and re-carries the close into the empty history candles
+// that follow the bucket (the bucket itself is no longer in Redis), stopping at the first
+// candle with trades; the current candle only when nothing bounds the carry. Idempotent.
+constexpr const char kLateDone[] = R"LUA(
+local function recarry_until(base, iv, t, bound, close)
+  local hist = base .. ':' .. iv .. ':hist'
+  local from = '(' .. ms(t)
+  while true do
+    local later = redis.call('ZRANGEBYSCORE', hist, from, bound, 'LIMIT', 0, 256)
+    for _, m in ipairs(later) do
+      if not is_empty(m) then return end
+      local nm = with_close(m, close)
+      if nm == m then return end  -- already carried: so are the ones after it
+      put_hist(base, iv, open_time(m), nm)
+    end
+    if #later < 256 then break end
+    from = '(' .. ms(open_time(later[#later]))
+  end
+  if bound ~= '+inf' then return end
+  local cur_key = base .. ':' .. iv
+  local cur = redis.call('GET', cur_key)
+  if cur and is_empty(cur) and open_time(cur) > t then
+    redis.call('SET', cur_key, with_close(cur, close))
+  end
+end
+
+local sym, base = ARGV[1], ARGV[2]
+for i = 3, #ARGV, 4 do
+  local field, json, close, bound = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  if redis.call('HGET', KEYS[1], field) == json then redis.call('HDEL', KEYS[1], field) end
+  if close ~= '' then
+    local iv, t = string.match(field, '^([^|]+)|(%-?%d+)|')
+    if iv then recarry_until(base, iv, tonumber(t), bound, close) end
+  end
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], sym) end
+if redis.call('EXISTS', base .. ':pending') == 1 then redis.call('SADD', KEYS[3], sym) end
+return 1
+)LUA";
+
+constexpr size_t kScanCount = 1000;
+constexpr size_t kLateChunkSymbols = 100;
+// Stored late trades were validated by their shard; their time is in the past. A decoder
+// clock this far ahead never rejects one as "future".
+constexpr int64_t kFarFutureMs = std::numeric_limits<int64_t>::max() / 4;
+
+int64_t MonotonicMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string_view View(const redisReply* r) { return {r->str, r->len}; }
+
+bool IsStringish(const redisReply* r) {
+  return r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS;
+}
+
+// HGETALL replies (RESP2, which klined's connections speak): a flat field, value, ... array.
+bool IsPairs(const redisReply* r) { return r->type == REDIS_REPLY_ARRAY && r->elements % 2 == 0; }
+
+// "INTERVAL|open_time|trade_id"
+bool ParseLateField(std::string_view f, Interval* iv, int64_t* open, TradeId* id) {
+  const size_t a = f.find('|');
+  if (a == std::string_view::npos) return false;
+  const size_t b = f.find('|', a + 1);
+  if (b == std::string_view::npos) return false;
+  auto parsed = ParseInterval(f.substr(0, a));
+  if (!parsed) return false;
+  *iv = *parsed;
+  const char* end = f.data() + f.size();
+  auto r1 = std::from_chars(f.data() + a + 1, f.data() + b, *open);
+  auto r2 = std::from_chars(f.data() + b + 1, end, *id);
+  return r1.ec == std::errc() && r1.ptr == f.data() + b && r2.ec == std::errc() && r2.ptr == end;
+}
+
+std::string ScoreBound(const std::optional<int64_t>& next_traded) {
+  return next_traded ? "(" + std::to_string(*next_traded) : std::string("+inf");
+}
+
+}  // namespace
+
+struct PersistWorker::Entry {
+  std::string_view field;
+  std::string_view json;
+};
+
+PersistWorker::PersistWorker(PersistOptions options)
+    : options_(std::move(options)),
+      redis_(options_.redis),
+      mysql_(options_.mysql),
+      table_(&mysql_, options_.batch_rows, options_.tz),
+      interval_ms_(options_.persist_interval_ms) {
+  pending_script_ = redis_.AddScript(kPendingDone);
+  late_script_ = redis_.AddScript(std::string(lua::kCommon) + kLateDone);
+}
+
+PersistWorker::~PersistWorker() { Stop(); }
+
+void PersistWorker::Start() {
+  if (thread_.joinable()) return;
+  {
+    std::lock_guard lock(mu_);
+    stop_ = false;
+  }
+  thread_ = std::thread([this] { Loop(); });
+}
+
+void PersistWorker::Stop() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  wake_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void PersistWorker::SetActive(bool active) {
+  const bool was = active_.exchange(active, std::memory_order_acq_rel);
+  if (active && !was) {
+    {
+      std::lock_guard lock(mu_);
+      poke_ = true;
+    }
+    wake_.notify_all();
+  }
+}
+
+void PersistWorker::set_persist_interval_ms(int64_t ms) {
+  interval_ms_.store(std::max<int64_t>(ms, 1), std::memory_order_relaxed);
+  wake_.notify_all();  // re-arm the wait with the new interval
+}
+
+void PersistWorker::Loop() {
+  auto next = std::chrono::steady_clock::now();
+  for (;;) {
+    {
+      std::unique_lock lock(mu_);
+      for (;;) {
+        if (stop_) return;
+        if (poke_) break;
+        next = std::min(
+            next, std::chrono::steady_clock::now() +
+                      std::chrono::milliseconds(interval_ms_.load(std::memory_order_relaxed)));
+        if (wake_.wait_until(lock, next) == std::cv_status::timeout) break;
+      }
+      poke_ = false;
+    }
+    next = std::chrono::steady_clock::now() +
+           std::chrono::milliseconds(interval_ms_.load(std::memory_order_relaxed));
+    if (active()) RunOnce();
+  }
+}
+
+std::string PersistWorker::KeyBase(std::string_view symbol) const {
+  std::string base;
+  base.reserve(options_.key_prefix.size() + symbol.size() + 3);
+  base.append(options_.key_prefix).append(":{").append(symbol).append("}");
+  return base;
+}
+
+bool PersistWorker::FailRedis(PersistRunReport* report) {
+  report->error = "redis: " + redis_.error();
+  return false;
+}
+
+bool PersistWorker::FailMysql(PersistRunReport* report) {
+  report->error =
+      "mysql: " + mysql_.error() + " (errno " + std::to_string(mysql_.error_number()) + ")";
+  if (!mysql_.connected()) schema_ready_ = false;  // re-check after reconnecting
+  return false;
+}
+
+bool PersistWorker::Connect(PersistRunReport* report) {
+  if (!redis_.EnsureConnected()) return FailRedis(report);
+  if (!mysql_.EnsureConnected()) return FailMysql(report);
+  if (!schema_ready_) {
+    if (!table_.EnsureSchema()) return FailMysql(report);
+    schema_ready_ = true;
+  }
+  return true;
+}
+
+PersistRunReport PersistWorker::RunOnce() {
+  const int64_t start = MonotonicMs();
+  PersistRunReport report;
+  std::vector<std::string> symbols;
+  report.ok = Connect(&report) && ScanSet(options_.key_prefix + ":pending", &symbols, &report) &&
+              PersistPending(symbols, &report) &&
+              ScanSet(options_.key_prefix + ":late", &symbols, &report) &&
+              DrainLate(symbols, &report);
+  stats_.runs.Add();
+  stats_.last_run_ms.Set(static_cast<uint64_t>(MonotonicMs() - start));
+  if (report.ok) {
+    stats_.backlog.Set(report.pending_seen);
+  } else {
+    stats_.failures.Add();
+    LOG_RATE(kWarn, "persist.failed",
+             "error=\"" << report.error << "\" upserted=" << report.upserted << " mysql_errors="
+                        << mysql_.errors() << " redis_errors=" << redis_.errors());
+  }
+  return report;
+}
+
+bool PersistWorker::ScanSet(const std::string& key, std::vector<std::string>* members,
+                            PersistRunReport* report) {
+  members->clear();
+  std::string cursor = "0";
+  const std::string count = std::to_string(kScanCount);
+  do {
+    RedisReply r = redis_.Command({"SSCAN", key, cursor, "COUNT", count});
+    if (r == nullptr) return FailRedis(report);
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || !IsStringish(r->element[0]) ||
+        r->element[1]->type != REDIS_REPLY_ARRAY) {
+      redis_.Disconnect("unexpected SSCAN reply");
+      return FailRedis(report);
+    }
+    cursor.assign(View(r->element[0]));
+    for (size_t i = 0; i < r->element[1]->elements; ++i) {
+      const redisReply* m = r->element[1]->element[i];
+      if (IsStringish(m)) members->emplace_back(View(m));
+    }
+  } while (cursor != "0");
+  // SSCAN may return a member twice.
+  std::sort(members->begin(), members->end());
+  members->erase(std::unique(members->begin(), members->end()), members->end());
+  return true;
+}
+
+bool PersistWorker::EvalAll(const std::vector<std::vector<std::string_view>>& calls,
+                            PersistRunReport* report) {
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    for (const auto& argv : calls) redis_.Append(std::span<const std::string_view>(argv));
+    bool noscript = false;
+    for (size_t i = 0; i < calls.size(); ++i) {
+      RedisReply r = redis_.GetReply();
+      if (r == nullptr) return FailRedis(report);
+      if (IsNoScript(r.get())) {
+        noscript = true;
+      } else if (r->type == REDIS_REPLY_ERROR) {
+        report->error = "redis script: " + std::string(View(r.get()));
+        return false;
+      } else if (r->type == REDIS_REPLY_INTEGER && calls[i][0] == "EVALSHA" &&
+                 calls[i][1] == redis_.Sha(pending_script_)) {
+        report->deleted += static_cast<uint64_t>(r->integer);
+      }
+    }
+    if (!noscript) return true;
+    if (!redis_.ReloadScripts()) return FailRedis(report);
+    // The SHA is a hash of the body: it did not change, so the argv views are still right.
+  }
+  report->error = "redis: NOSCRIPT after reloading the scripts";
+  return false;
+}
+
+bool PersistWorker::PersistPending(const std::vector<std::string>& symbols,
+                                   PersistRunReport* report) {
+  std::vector<RedisReply> replies;
+  std::vector<StoredCandle> candles;
+  std::vector<std::vector<std::string_view>> calls;
+  std::deque<std::string> keys;  // stable storage for the views in calls
+  const std::string set_key = options_.key_prefix + ":pending";
+  size_t chunk = std::min(options_.max_chunk_symbols, std::max<size_t>(symbols.size(), 1));
+  for (size_t begin = 0; begin < symbols.size();) {
+    const size_t end = std::min(symbols.size(), begin + chunk);
+    keys.clear();
+    for (size_t i = begin; i < end; ++i) {
+      keys.push_back(KeyBase(symbols[i]) + ":pending");
+      redis_.Append({"HGETALL", keys.back()});
+    }
+    replies.clear();
+    for (size_t i = begin; i < end; ++i) {
+      RedisReply r = redis_.GetReply();
+      if (r == nullptr) return FailRedis(report);
+      replies.push_back(std::move(r));
+    }
+
+    candles.clear();
+    calls.clear();
+    size_t seen = 0;
+    for (size_t k = 0; k < replies.size(); ++k) {
+      const redisReply* r = replies[k].get();
+      const std::string& symbol = symbols[begin + k];
+      std::vector<std::string_view>& argv = calls.emplace_back();
+      argv = {"EVALSHA", redis_.Sha(pending_script_), "2", keys[k], set_key, symbol};
+      if (!IsPairs(r)) {
+        stats_.bad_entries.Add();
+        LOG_RATE(kError, "persist.bad_reply", "symbol=" << symbol << " type=" << r->type);
+        calls.pop_back();
+        continue;
+      }
+      for (size_t e = 0; e + 1 < r->elements; e += 2) {
+        const redisReply* f = r->element[e];
+        const redisReply* v = r->element[e + 1];
+        if (!IsStringish(f) || !IsStringish(v)) continue;
+        ++seen;
+        StoredCandle sc;
+        std::string_view json_symbol;
+        bool closed = false;
+        if (!ParseCandleJson(View(v), &sc.candle, &json_symbol, &closed) || json_symbol != symbol) {
+          // Our own data, so a bug somewhere: keep it (never delete what MySQL lacks), count
+          // it, and go on with the rest.
+          stats_.bad_entries.Add();
+          LOG_RATE(kError, "persist.bad_entry",
+                   "symbol=" << symbol << " field=" << View(f) << " json=" << View(v));
+          continue;
+        }
+        sc.symbol = symbol;
+        candles.push_back(std::move(sc));
+        argv.push_back(View(f));
+        argv.push_back(View(v));
+      }
+    }
+    report->pending_seen += seen;
+
+    size_t batches = 0;
+    const bool upserted = table_.Upsert(candles, &batches);
+    stats_.batches.Add(batches);
+    if (!upserted) return FailMysql(report);
+    stats_.candles_upserted.Add(candles.size());
+    report->upserted += candles.size();
+    // MySQL committed every candle read: now, and only now, they may leave B:pending.
+    if (!EvalAll(calls, report)) return false;
+
+    // Aim the next chunk at about chunk_candles candles.
+    const size_t per_symbol = std::max<size_t>(1, seen / (end - begin));
+    chunk = std::clamp<size_t>(options_.chunk_candles / per_symbol, 1, options_.max_chunk_symbols);
+    begin = end;
+  }
+  return true;
+}
+
+bool PersistWorker::DrainLate(const std::vector<std::string>& symbols, PersistRunReport* report) {
+  std::vector<RedisReply> replies;
+  std::vector<std::vector<std::string_view>> calls;
+  std::deque<std::string> strings;  // stable storage for the views in calls
+  std::vector<Trade> trades;
+  const std::string set_key = options_.key_prefix + ":late";
+  const std::string pending_key = options_.key_prefix + ":pending";
+  for (size_t begin = 0; begin < symbols.size(); begin += kLateChunkSymbols) {
+    const size_t end = std::min(symbols.size(), begin + kLateChunkSymbols);
+    strings.clear();
+    std::vector<std::string_view> bases;
+    for (size_t i = begin; i < end; ++i) {
+      bases.push_back(strings.emplace_back(KeyBase(symbols[i])));
+      redis_.Append({"HGETALL", strings.emplace_back(KeyBase(symbols[i]) + ":late")});
+    }
+    replies.clear();
+    for (size_t i = begin; i < end; ++i) {
+      RedisReply r = redis_.GetReply();
+      if (r == nullptr) return FailRedis(report);
+      replies.push_back(std::move(r));
+    }
+
+    calls.clear();
+    bool mysql_failed = false;
+    for (size_t k = 0; k < replies.size() && !mysql_failed; ++k) {
+      const redisReply* r = replies[k].get();
+      const std::string& symbol = symbols[begin + k];
+      const std::string_view base = bases[k];
+      if (!IsPairs(r)) continue;
+      std::vector<std::string_view>& argv = calls.emplace_back();
+      argv = {"EVALSHA", redis_.Sha(late_script_),
+              "3",       strings.emplace_back(std::string(base) + ":late"),
+              set_key,   pending_key,
+              symbol,    base};
+      for (size_t e = 0; e + 1 < r->elements; e += 2) {
+        const redisReply* f = r->element[e];
+        const redisReply* v = r->element[e + 1];
+        if (!IsStringish(f) || !IsStringish(v)) continue;
+        ++report->late_seen;
+        Interval iv;
+        int64_t open = 0;
+        TradeId id = 0;
+        trades.clear();
+        const bool field_ok = ParseLateField(View(f), &iv, &open, &id);
+        const DecodeResult d = decoder_.Decode(View(v), kFarFutureMs, &trades);
+        if (!field_ok || d.accepted != 1 || d.rejected != 0 || trades[0].id != id ||
+            trades[0].symbol.view() != symbol ||
+            BucketOpen(iv, trades[0].time_ms, options_.tz) != open) {
+          // Written by our own shard, so a bug: it can never apply; drop it, counted.
+          stats_.late_rejected.Add();
+          LOG_RATE(kError, "persist.late_bad_record",
+                   "symbol=" << symbol << " field=" << View(f) << " json=" << View(v));
+          argv.insert(argv.end(), {View(f), View(v), "", ""});
+          continue;
+        }
+        const LateResult lr = table_.ApplyLateTrade(symbol, iv, open, trades[0]);
+        std::string_view close = "";
+        std::optional<int64_t> bound;
+        switch (lr.outcome) {
+          case LateOutcome::kApplied:
+            stats_.late_applied.Add();
+            ++report->late_applied;
+            LOG(kInfo, "persist.late_applied",
+                "symbol=" << symbol << " interval=" << IntervalName(iv) << " open_time=" << open
+                          << " trade_id=" << id << " created=" << lr.created
+                          << " recarried=" << lr.recarried_rows << " gap_rows=" << lr.gap_rows);
+            if (lr.close_changed) {
+              close = strings.emplace_back(lr.candle.close.ToString());
+              bound = lr.next_traded;
+            }
+            break;
+          case LateOutcome::kDuplicate: {
+            // Applied by an earlier run that crashed before deleting the record. Its Redis
+            // re-carry may be missing too: redo it from what MySQL holds (idempotent).
+            stats_.late_duplicates.Add();
+            ++report->late_duplicates;
+            Decimal c;
+            if (table_.ReadCarry(symbol, iv, open, &c, &bound)) {
+              close = strings.emplace_back(c.ToString());
+            } else if (!mysql_.connected()) {
+              mysql_failed = true;
+            }
+            break;
+          }
+          case LateOutcome::kOutOfRange:
+            stats_.late_rejected.Add();
+            LOG_RATE(kWarn, "persist.late_out_of_range",
+                     "symbol=" << symbol << " interval=" << IntervalName(iv)
+                               << " open_time=" << open << " trade_id=" << id);
+            break;
+          case LateOutcome::kFailed:
+            mysql_failed = true;
+            break;
+        }
+        if (mysql_failed) break;  // this record stays; the ones before it are done
+        argv.insert(argv.end(),
+                    {View(f), View(v), close,
+                     close.empty() ? std::string_view() : strings.emplace_back(ScoreBound(bound))});
+      }
+    }
+    // Clean up what MySQL committed, even when a later record failed.
+    if (!EvalAll(calls, report)) return false;
+    if (mysql_failed) return FailMysql(report);
+  }
+  return true;
+}
+
+}  // namespace klined

@@ -1,0 +1,126 @@
+// The contract's `kline` table: schema, batched upserts, reads, and the late-trade merge.
+//
+// DESIGN
+// Used on the thread that owns the MysqlConn (the persistence worker). Values go to SQL as
+// canonical Decimal text written as unquoted exact-value literals, which DECIMAL(38,18)
+// stores exactly; they come back as DECIMAL text ("1.500000000000000000") parsed by
+// ParseStoredDecimal. No double ever touches a price or a volume.
+// Upserts are multi-row `INSERT ... ON DUPLICATE KEY UPDATE` of at most batch_rows rows; each
+// statement runs under autocommit, so each batch is one transaction. An upsert writes
+// absolute values, so repeating one (after a crash, or by two lease holders overlapping) is
+// harmless.
+// A late trade whose bucket is no longer in Redis is merged here (ApplyLateTrade): one
+// transaction that records the trade in `kline_late_applied` (primary key = the trade), so a
+// retry after a crash between COMMIT and the Redis cleanup counts it once.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "io/mysql/mysql_conn.h"
+#include "klined/candle.h"
+#include "klined/interval.h"
+#include "klined/trade.h"
+
+namespace klined {
+
+// A candle with the symbol it belongs to (Candle itself does not carry one).
+struct StoredCandle {
+  std::string symbol;
+  Candle candle;
+};
+
+// CONTRACT.md section 5, verbatim.
+inline constexpr const char kCreateKlineTable[] = R"SQL(CREATE TABLE IF NOT EXISTS kline (
+  symbol VARCHAR(32) NOT NULL, `interval` VARCHAR(4) NOT NULL,
+  open_time BIGINT NOT NULL, close_time BIGINT NOT NULL,
+  open DECIMAL(38,18) NOT NULL, high DECIMAL(38,18) NOT NULL,
+  low DECIMAL(38,18) NOT NULL, close DECIMAL(38,18) NOT NULL,
+  volume DECIMAL(38,18) NOT NULL, quote_volume DECIMAL(38,18) NOT NULL,
+  taker_buy_volume DECIMAL(38,18) NOT NULL, taker_buy_quote_volume DECIMAL(38,18) NOT NULL,
+  trades BIGINT NOT NULL, first_trade_id BIGINT NOT NULL, last_trade_id BIGINT NOT NULL,
+  PRIMARY KEY (symbol, `interval`, open_time)
+) ENGINE=InnoDB)SQL";
+
+// Bookkeeping of late trades merged into MySQL (klined's own table): one row per trade.
+inline constexpr const char kCreateLateAppliedTable[] =
+    R"SQL(CREATE TABLE IF NOT EXISTS kline_late_applied (
+  symbol VARCHAR(32) NOT NULL, `interval` VARCHAR(4) NOT NULL,
+  open_time BIGINT NOT NULL, trade_id BIGINT NOT NULL,
+  PRIMARY KEY (symbol, `interval`, open_time, trade_id)
+) ENGINE=InnoDB)SQL";
+
+enum class LateOutcome : uint8_t {
+  kApplied,     // merged and committed
+  kDuplicate,   // kline_late_applied already had the trade: nothing changed
+  kOutOfRange,  // the merged candle would pass 20 integer digits: nothing changed
+  kFailed,      // MySQL error: nothing changed, retry later
+};
+
+struct LateResult {
+  LateOutcome outcome = LateOutcome::kFailed;
+  Candle candle;                // the candle after the merge (kApplied)
+  bool close_changed = false;   // its close moved (following empty candles were re-carried)
+  bool created = false;         // MySQL had no row for the bucket: the series starts there
+  uint64_t recarried_rows = 0;  // empty rows after it that took the new close
+  uint64_t gap_rows = 0;        // empty rows created between it and the next stored row
+  // Open time of the first row with trades after it, if any: the re-carry stopped there.
+  std::optional<int64_t> next_traded;
+};
+
+class KlineTable {
+ public:
+  // tz aligns the buckets of empty candles created by the late path.
+  KlineTable(MysqlConn* conn, size_t batch_rows, UtcOffset tz);
+
+  // Creates `kline` (the contract's exact statement) and `kline_late_applied` if missing.
+  [[nodiscard]] bool EnsureSchema();
+
+  // Upserts every candle, batch_rows per statement (one transaction each). False at the first
+  // failing batch: batches before it are committed (harmless: upserts are absolute), the rest
+  // are not. *batches (if given) counts the statements committed.
+  [[nodiscard]] bool Upsert(std::span<const StoredCandle> candles, size_t* batches = nullptr);
+
+  // The stored candle, or nullopt when there is no such row or on an error (*ok, if given,
+  // says which).
+  std::optional<Candle> Read(std::string_view symbol, Interval iv, int64_t open_time,
+                             bool* ok = nullptr);
+
+  // Merges a trade into the stored candle of bucket (iv, open_time) exactly once, in one
+  // transaction: lock the row, record the trade in kline_late_applied (a duplicate key means
+  // it was applied before: stop), merge with Candle::Apply, upsert, re-carry the new close
+  // into the empty rows that follow (up to the first row with trades), commit.
+  // No row for the bucket: the series starts there: the row is created from the trade, and
+  // the buckets between it and the next stored row are filled with empty candles carrying
+  // its close (gapless series).
+  LateResult ApplyLateTrade(std::string_view symbol, Interval iv, int64_t open_time,
+                            const Trade& trade);
+
+  // The stored close of bucket (iv, open_time) and the open time of the first row with trades
+  // after it (what ApplyLateTrade reports), read without a transaction. False if the row is
+  // missing or on an error.
+  bool ReadCarry(std::string_view symbol, Interval iv, int64_t open_time, Decimal* close,
+                 std::optional<int64_t>* next_traded);
+
+ private:
+  void AppendRow(std::string_view symbol, const Candle& c, std::string* sql);
+  bool UpsertRows(std::span<const Candle> rows, std::string_view symbol);
+  // SELECT of the columns ParseRow reads, with a WHERE for one (symbol, interval).
+  void AppendSelect(std::string_view symbol, Interval iv, std::string* sql);
+  std::optional<Candle> FetchOne(Interval iv, bool* ok);
+  // MIN(open_time) of the rows after open_time (only those with trades if `traded`): false
+  // on an error, *out nullopt when there is none.
+  bool NextOpen(std::string_view symbol, Interval iv, int64_t open_time, bool traded,
+                std::optional<int64_t>* out);
+
+  MysqlConn* conn_;
+  size_t batch_rows_;
+  UtcOffset tz_;
+  std::string sql_;  // scratch, reused
+};
+
+}  // namespace klined

@@ -1,0 +1,151 @@
+// Persistence of closed candles from Redis to MySQL/MariaDB, on the lease holder.
+//
+// DESIGN
+// Redis tracks what MySQL still lacks: every Lua call that writes history also writes the
+// candle into B:pending (hash "INTERVAL|open_time" -> candle JSON) and the symbol into
+// PREFIX:pending, atomically with the history write. So a crash or a failover can lose
+// nothing: whatever is pending stays pending until a worker has seen MySQL commit it.
+//
+// One PersistWorker per process, with a thread of its own and its own RedisConn and
+// MysqlConn: blocking MySQL calls never run on a shard. While active (the timer loop holds
+// the lease and calls SetActive from its thread), every mysql.persist_interval_ms it runs
+// RunOnce():
+//   1. SSCAN PREFIX:pending; per chunk of symbols, pipelined HGETALL B:pending;
+//   2. parse every candle JSON, upsert them all (multi-row, batch_rows per transaction);
+//   3. only after MySQL committed: per symbol one Lua call that HDELs each field only if it
+//      still holds the JSON that was read (compare-and-delete: a candle re-written meanwhile,
+//      e.g. by a late trade, stays pending for the next run) and SREMs the symbol from
+//      PREFIX:pending once B:pending is empty.
+// Chunks adapt so that about chunk_candles candles are held at once, which bounds memory
+// after a long MySQL outage (a 500-symbol chunk with thousands of candles each would not be).
+// MySQL down: the run fails before deleting anything, is counted and logged (rate-limited);
+// the connection reconnects with backoff and the next run catches up.
+//
+// Late trades beyond Redis: a trade whose bucket was already trimmed from Redis is written by
+// its shard's FLUSH into B:late ("INTERVAL|open_time|trade_id" -> the trade as Binance JSON)
+// and PREFIX:late. The worker drains them: per record one MySQL transaction
+// (KlineTable::ApplyLateTrade: lock the row, record the trade in kline_late_applied, merge
+// exactly, re-carry following empty rows, commit), then one Lua call per symbol that deletes
+// the records (compare-and-delete), re-carries the new close into the empty candles of Redis
+// history that follow the bucket (bounded by the first MySQL row with trades), and SREMs
+// the symbol from PREFIX:late when B:late is empty. A crash between COMMIT and the delete
+// re-runs the record: kline_late_applied turns it into a duplicate, counted once.
+//
+// Idempotent: two workers overlapping during a lease hand-over write the same absolute values.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "io/mysql/kline_table.h"
+#include "io/mysql/mysql_conn.h"
+#include "io/redis/redis_conn.h"
+#include "klined/interval.h"
+#include "klined/trade_decoder.h"
+#include "shard/counter.h"
+
+namespace klined {
+
+struct PersistOptions {
+  RedisOptions redis;
+  std::string key_prefix = "kline";
+  MysqlOptions mysql;
+  int64_t persist_interval_ms = 5000;
+  size_t batch_rows = 500;        // rows per upsert statement (mysql.batch_rows)
+  size_t chunk_candles = 50'000;  // pending candles held in memory at once, about
+  size_t max_chunk_symbols = 500;
+  UtcOffset tz;  // aligns empty candles the late path creates
+};
+
+// Written by the worker's thread (or whoever calls RunOnce), read by the metrics scraper.
+struct PersistStats {
+  OwnedCounter runs;
+  OwnedCounter failures;          // runs that stopped on a Redis or MySQL error
+  OwnedCounter candles_upserted;  // rows sent in committed upserts
+  OwnedCounter batches;           // upsert statements committed
+  OwnedCounter backlog;           // gauge: pending candles seen by the last run
+  OwnedCounter last_run_ms;       // gauge: duration of the last run
+  OwnedCounter bad_entries;       // pending entries that do not parse (left in place)
+  OwnedCounter late_applied;      // late trades merged into MySQL
+  OwnedCounter late_duplicates;   // late records already applied (retry after a crash)
+  OwnedCounter late_rejected;     // late records that cannot be applied (bad, out of range)
+};
+
+struct PersistRunReport {
+  bool ok = false;
+  std::string error;  // when !ok
+  uint64_t pending_seen = 0;
+  uint64_t upserted = 0;
+  uint64_t deleted = 0;  // pending fields confirmed and removed
+  uint64_t late_seen = 0;
+  uint64_t late_applied = 0;
+  uint64_t late_duplicates = 0;
+};
+
+class PersistWorker {
+ public:
+  explicit PersistWorker(PersistOptions options);
+  ~PersistWorker();  // stops the thread
+  PersistWorker(const PersistWorker&) = delete;
+  PersistWorker& operator=(const PersistWorker&) = delete;
+
+  // Starts / stops the worker's thread. RunOnce must not be called while it runs.
+  void Start();
+  void Stop();
+
+  // Any thread (the lease holder's timer loop): run the job or not. Activation runs a pass
+  // promptly, so a new lease holder catches up at once.
+  void SetActive(bool active);
+  bool active() const { return active_.load(std::memory_order_acquire); }
+  // Any thread (SIGHUP reload): takes effect at the next wait.
+  void set_persist_interval_ms(int64_t ms);
+
+  // One pass, on the calling thread: the worker's own thread, or a test with no thread
+  // started. Owns the connections while it runs.
+  PersistRunReport RunOnce();
+
+  const PersistStats& stats() const { return stats_; }
+  uint64_t mysql_errors() const { return mysql_.errors(); }
+  uint64_t mysql_reconnects() const { return mysql_.reconnects(); }
+
+ private:
+  struct Entry;  // one B:pending or B:late field as read, views into the Redis replies
+
+  void Loop();
+  bool Connect(PersistRunReport* report);
+  bool ScanSet(const std::string& key, std::vector<std::string>* members, PersistRunReport* report);
+  bool PersistPending(const std::vector<std::string>& symbols, PersistRunReport* report);
+  bool DrainLate(const std::vector<std::string>& symbols, PersistRunReport* report);
+  // Sends pipelined EVALSHA calls (argv per call) and reads the replies; reloads the scripts
+  // and resends once on NOSCRIPT (the calls are idempotent).
+  bool EvalAll(const std::vector<std::vector<std::string_view>>& calls, PersistRunReport* report);
+  bool FailRedis(PersistRunReport* report);
+  bool FailMysql(PersistRunReport* report);
+  std::string KeyBase(std::string_view symbol) const;
+
+  PersistOptions options_;
+  RedisConn redis_;
+  MysqlConn mysql_;
+  KlineTable table_;
+  TradeDecoder decoder_;
+  size_t pending_script_ = 0;
+  size_t late_script_ = 0;
+  bool schema_ready_ = false;
+  PersistStats stats_;
+
+  std::atomic<bool> active_{false};
+  std::atomic<int64_t> interval_ms_;
+  std::mutex mu_;  // guards the waits below (never held while working)
+  std::condition_variable wake_;
+  bool stop_ = false;
+  bool poke_ = false;
+  std::thread thread_;
+};
+
+}  // namespace klined
