@@ -1,1 +1,174 @@
-// placeholder: being written
+#include "jobs/lease.h"
+
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <random>
+
+#include "base/log.h"
+#include "io/redis/job_scripts.h"
+
+namespace klined {
+namespace {
+
+RedisOptions LeaseConnOptions(RedisOptions o, int64_t ttl_ms) {
+  // A call must not outlive the renewal period by much: the deadline keeps running meanwhile.
+  const int64_t bound = std::max<int64_t>(ttl_ms / 3, 50);
+  o.command_timeout_ms = static_cast<int>(std::min<int64_t>(o.command_timeout_ms, bound));
+  o.connect_timeout_ms = static_cast<int>(std::min<int64_t>(o.connect_timeout_ms, bound));
+  return o;
+}
+
+std::string MakeStem() {
+  char host[256] = {};
+  if (gethostname(host, sizeof host - 1) != 0) std::snprintf(host, sizeof host, "unknown");
+  std::random_device rd;
+  const uint64_t r = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+  char buf[400];
+  std::snprintf(buf, sizeof buf, "%s:%d:%016llx", host, static_cast<int>(getpid()),
+                static_cast<unsigned long long>(r));
+  return buf;
+}
+
+}  // namespace
+
+int64_t Lease::NowMs() {
+  timespec ts;
+  clock_gettime(CLOCK_BOOTTIME, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+Lease::Lease(RedisOptions options, std::string key_prefix, int64_t ttl_ms, LeaseStats* stats)
+    : conn_(LeaseConnOptions(std::move(options), ttl_ms)),
+      prefix_(std::move(key_prefix)),
+      stem_(MakeStem()),
+      ttl_ms_(ttl_ms),
+      margin_ms_(std::max<int64_t>(ttl_ms / 5, 200)),
+      stats_(stats) {
+  acquire_script_ = conn_.AddScript(lua::kLeaseAcquire);
+  renew_script_ = conn_.AddScript(lua::kLeaseRenew);
+  release_script_ = conn_.AddScript(lua::kLeaseRelease);
+}
+
+Lease::~Lease() { stats_->held.Set(0); }
+
+void Lease::SetDeadline(int64_t ms) {
+  deadline_ms_ = ms;
+  published_deadline_ms_.store(ms, std::memory_order_release);
+}
+
+bool Lease::Holding() const { return !token_.empty() && NowMs() < deadline_ms_; }
+
+int64_t Lease::MsUntilNextPoll() const {
+  const int64_t now = NowMs();
+  int64_t at = next_poll_ms_;
+  if (!token_.empty()) at = std::min(at, deadline_ms_);
+  return std::max<int64_t>(0, at - now);
+}
+
+bool Lease::Poll() {
+  if (!token_.empty() && NowMs() >= deadline_ms_) {
+    // Paused, or renewals failed for too long: the key may expire (or have expired) and a
+    // standby may hold it now. Stop, hand back what may still be ours, acquire anew.
+    Lose("deadline passed");
+    next_poll_ms_ = 0;
+  }
+  if (NowMs() < next_poll_ms_) return Holding();
+  if (token_.empty()) {
+    TryAcquire();
+  } else {
+    TryRenew();
+  }
+  return Holding();
+}
+
+bool Lease::TryAcquire() {
+  const int64_t start = NowMs();
+  next_poll_ms_ = start + std::max<int64_t>(ttl_ms_ / 4, 10);
+  if (!conn_.EnsureConnected()) return false;
+  const std::string ttl = std::to_string(ttl_ms_);
+  const std::string epoch_key = key() + ":epoch";
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    RedisReply r =
+        conn_.Command({"EVALSHA", conn_.Sha(acquire_script_), "2", key(), epoch_key, stem_, ttl});
+    if (r == nullptr) return false;
+    if (IsNoScript(r.get())) {
+      if (!conn_.ReloadScripts()) return false;
+      continue;
+    }
+    if (r->type == REDIS_REPLY_NIL) return false;  // held by someone else
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_INTEGER) {
+      LOG_RATE(kWarn, "lease.acquire_failed", "reply_type=" << r->type);
+      return false;
+    }
+    token_.assign(r->element[0]->str, r->element[0]->len);
+    epoch_ = r->element[1]->integer;
+    SetDeadline(start + ttl_ms_ - margin_ms_);
+    next_poll_ms_ = start + ttl_ms_ / 3;
+    stats_->held.Set(1);
+    stats_->takeovers.Add();
+    LOG(kInfo, "lease.acquired",
+        "token=" << token_ << " epoch=" << epoch_ << " ttl_ms=" << ttl_ms_);
+    return true;
+  }
+  return false;
+}
+
+bool Lease::TryRenew() {
+  const int64_t start = NowMs();
+  // On failure retry soon: the deadline, not the retry, decides when we stop holding.
+  next_poll_ms_ = start + std::max<int64_t>(std::min<int64_t>(ttl_ms_ / 10, 100), 10);
+  if (conn_.EnsureConnected()) {
+    const std::string ttl = std::to_string(ttl_ms_);
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      RedisReply r = conn_.Command({"EVALSHA", conn_.Sha(renew_script_), "1", key(), token_, ttl});
+      if (r == nullptr) break;
+      if (IsNoScript(r.get())) {
+        if (!conn_.ReloadScripts()) break;
+        continue;
+      }
+      if (r->type == REDIS_REPLY_INTEGER && r->integer == 1) {
+        SetDeadline(start + ttl_ms_ - margin_ms_);
+        next_poll_ms_ = start + ttl_ms_ / 3;
+        return true;
+      }
+      if (r->type == REDIS_REPLY_INTEGER) {
+        stats_->renew_failures.Add();
+        Lose("taken over or expired");
+        next_poll_ms_ = 0;
+        return false;
+      }
+      break;
+    }
+  }
+  stats_->renew_failures.Add();
+  LOG_RATE(kWarn, "lease.renew_failed",
+           "error=\"" << conn_.error() << "\" ms_left=" << (deadline_ms_ - NowMs()));
+  if (NowMs() >= deadline_ms_) Lose("renewals failed until the deadline");
+  return false;
+}
+
+void Lease::Lose(const char* why) {
+  LOG(kWarn, "lease.lost", "token=" << token_ << " reason=\"" << why << "\"");
+  Release();
+}
+
+void Lease::Release() {
+  if (token_.empty()) return;
+  const std::string token = std::move(token_);
+  token_.clear();
+  SetDeadline(0);
+  stats_->held.Set(0);
+  if (!conn_.EnsureConnected()) return;
+  RedisReply r = conn_.Command({"EVALSHA", conn_.Sha(release_script_), "1", key(), token});
+  if (r != nullptr && IsNoScript(r.get()) && conn_.ReloadScripts()) {
+    r = conn_.Command({"EVALSHA", conn_.Sha(release_script_), "1", key(), token});
+  }
+  const bool deleted = r != nullptr && r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+  LOG(kInfo, "lease.released", "token=" << token << " deleted=" << deleted);
+}
+
+}  // namespace klined

@@ -1,1 +1,239 @@
-// placeholder: being written
+#include "jobs/rollover.h"
+
+#include <charconv>
+#include <chrono>
+
+#include "base/log.h"
+#include "io/redis/job_scripts.h"
+#include "io/redis/lua_scripts.h"
+#include "klined/candle.h"
+
+namespace klined {
+namespace {
+
+constexpr int kMaxAttempts = 4;  // per chunk: the first try plus re-reads after conflicts
+
+std::string ToDec(int64_t v) {
+  char buf[24];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+  return std::string(buf, end);
+}
+
+int64_t SteadyMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+bool PlanRollover(std::string_view stored_json, std::string_view symbol, Interval iv,
+                  int64_t now_ms, UtcOffset tz, IntervalRoll* out, bool* bad) {
+  *bad = false;
+  Candle cur;
+  std::string_view stored_sym;
+  bool closed = false;
+  if (!ParseCandleJson(stored_json, &cur, &stored_sym, &closed) || cur.interval != iv ||
+      stored_sym != symbol) {
+    *bad = true;
+    return false;
+  }
+  const int64_t now_open = BucketOpen(iv, now_ms, tz);
+  if (cur.open_time >= now_open) return false;
+  out->closed.clear();
+  out->closed.push_back(CandleJson(cur, symbol, /*closed=*/true));
+  const Decimal carry = cur.close;
+  for (int64_t o = NextBucketOpen(iv, cur.open_time, tz); o < now_open;
+       o = NextBucketOpen(iv, o, tz)) {
+    out->closed.push_back(CandleJson(Candle::Empty(iv, o, tz, carry), symbol, /*closed=*/true));
+  }
+  out->next_current = CandleJson(Candle::Empty(iv, now_open, tz, carry), symbol, false);
+  return true;
+}
+
+RolloverJob::RolloverJob(RedisConn* conn, std::string key_prefix, const SeriesLayout* layout,
+                         RolloverStats* stats)
+    : conn_(conn), prefix_(std::move(key_prefix)), layout_(layout), stats_(stats) {
+  script_ = conn_->AddScript(std::string(lua::kCommon) + lua::kRollover);
+}
+
+bool RolloverJob::RollChunk(const std::vector<std::string>& symbols, int64_t now_ms,
+                            std::string_view fence, RolloverResult* result) {
+  const size_t n_iv = layout_->intervals.size();
+  std::vector<size_t> pending(symbols.size());  // indexes into symbols
+  for (size_t k = 0; k < pending.size(); ++k) pending[k] = k;
+  std::vector<size_t> retry;
+  std::vector<std::string> keys(n_iv);
+  std::vector<RedisReply> reads;
+  std::vector<IntervalRoll> rolls(n_iv);
+  std::vector<std::string> nums;  // decimal strings referenced by args_ (reserved: no realloc)
+  std::vector<char> rolled_once(symbols.size(), 0);
+  uint64_t left = 0;
+  for (int attempt = 0; attempt < kMaxAttempts && !pending.empty(); ++attempt) {
+    // 1. Read every symbol's current candles, pipelined.
+    for (size_t idx : pending) {
+      const std::string& sym = symbols[idx];
+      args_.clear();
+      args_.push_back("MGET");
+      const std::string base = prefix_ + ":{" + sym + "}:";
+      for (size_t i = 0; i < n_iv; ++i) {
+        keys[i] = base;
+        keys[i].append(IntervalName(layout_->intervals[i]));
+        args_.push_back(keys[i]);
+      }
+      conn_->Append(args_);
+    }
+    reads.clear();
+    for (size_t k = 0; k < pending.size(); ++k) {
+      RedisReply r = conn_->GetReply();
+      if (r == nullptr) return false;
+      if (r->type != REDIS_REPLY_ARRAY || r->elements != n_iv) {
+        conn_->Disconnect("rollover: unexpected MGET reply");
+        return false;
+      }
+      reads.push_back(std::move(r));
+    }
+    // 2. Plan in C++ and send one ROLLOVER per symbol that has something due.
+    std::vector<size_t> sent;  // index into pending, per command sent
+    for (size_t k = 0; k < pending.size(); ++k) {
+      const std::string& sym = symbols[pending[k]];
+      args_.clear();
+      nums.clear();
+      nums.reserve(2 * n_iv + 1);
+      args_.insert(args_.end(), {"EVALSHA", conn_->Sha(script_), "0", prefix_, sym, fence, ""});
+      size_t n_roll = 0;
+      for (size_t i = 0; i < n_iv; ++i) {
+        const redisReply* e = reads[k]->element[i];
+        if (e->type != REDIS_REPLY_STRING) continue;  // no candle yet for this interval
+        const std::string_view stored(e->str, e->len);
+        bool bad = false;
+        if (!PlanRollover(stored, sym, layout_->intervals[i], now_ms, layout_->tz, &rolls[i],
+                          &bad)) {
+          if (bad) {
+            ++result->bad_candles;
+            LOG_RATE(kError, "rollover.bad_candle",
+                     "symbol=" << sym << " interval=" << IntervalName(layout_->intervals[i]));
+          }
+          continue;
+        }
+        ++n_roll;
+        args_.push_back(IntervalName(layout_->intervals[i]));
+        args_.push_back(stored);
+        args_.push_back(rolls[i].next_current);
+        nums.push_back(ToDec(static_cast<int64_t>(rolls[i].closed.size())));
+        args_.push_back(nums.back());
+        for (const std::string& c : rolls[i].closed) args_.push_back(c);
+      }
+      if (n_roll == 0) continue;
+      nums.push_back(ToDec(static_cast<int64_t>(n_roll)));
+      args_[6] = nums.back();
+      conn_->Append(args_);  // hiredis copies the arguments
+      sent.push_back(k);
+    }
+    // 3. Replies: count, and collect conflicting symbols for a re-read.
+    retry.clear();
+    bool noscript = false;
+    left = 0;
+    for (size_t k : sent) {
+      RedisReply r = conn_->GetReply();
+      if (r == nullptr) return false;
+      if (IsNoScript(r.get())) {
+        noscript = true;
+        retry.push_back(pending[k]);
+        continue;
+      }
+      if (r->type == REDIS_REPLY_ERROR) {
+        conn_->Disconnect(std::string("ROLLOVER script: ") + r->str);
+        return false;
+      }
+      if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+          r->element[0]->type != REDIS_REPLY_INTEGER) {
+        conn_->Disconnect("ROLLOVER script: unexpected reply");
+        return false;
+      }
+      if (r->element[0]->integer < 0) {
+        LOG_RATE(kWarn, "rollover.fenced", "token=" << fence);
+        return false;
+      }
+      if (r->elements != 3) {
+        conn_->Disconnect("ROLLOVER script: unexpected reply");
+        return false;
+      }
+      const int64_t rolled = r->element[0]->integer;
+      const int64_t written = r->element[1]->integer;
+      const int64_t conflicts = r->element[2]->integer;
+      result->candles_closed += static_cast<uint64_t>(written);
+      if (rolled > 0 && !rolled_once[pending[k]]) {
+        rolled_once[pending[k]] = 1;
+        ++result->symbols_rolled;
+      }
+      if (conflicts > 0) {
+        result->conflicts += static_cast<uint64_t>(conflicts);
+        left += static_cast<uint64_t>(conflicts);
+        retry.push_back(pending[k]);
+      }
+    }
+    if (noscript && !conn_->ReloadScripts()) return false;
+    pending.swap(retry);
+  }
+  result->unresolved += left;
+  return true;
+}
+
+RolloverResult RolloverJob::RunOnce(int64_t now_ms, std::string_view fence,
+                                    const std::function<bool()>& may_continue) {
+  RolloverResult result;
+  const int64_t start = SteadyMs();
+  const std::string symbols_key = prefix_ + ":symbols";
+  const std::string count = ToDec(static_cast<int64_t>(chunk_));
+  std::string cursor = "0";
+  std::vector<std::string> chunk;
+  bool ok = conn_->EnsureConnected();
+  while (ok) {
+    RedisReply r = conn_->Command({"SSCAN", symbols_key, cursor, "COUNT", count});
+    if (r == nullptr) {
+      ok = false;
+      break;
+    }
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY) {
+      conn_->Disconnect("rollover: unexpected SSCAN reply");
+      ok = false;
+      break;
+    }
+    cursor.assign(r->element[0]->str, r->element[0]->len);
+    const redisReply* members = r->element[1];
+    for (size_t k = 0; k < members->elements; ++k) {
+      chunk.emplace_back(members->element[k]->str, members->element[k]->len);
+    }
+    const bool last = cursor == "0";
+    if (chunk.size() >= chunk_ || (last && !chunk.empty())) {
+      if (may_continue && !may_continue()) {
+        ok = false;
+        break;
+      }
+      result.symbols += chunk.size();
+      if (!RollChunk(chunk, now_ms, fence, &result)) {
+        ok = false;
+        break;
+      }
+      chunk.clear();
+    }
+    if (last) break;
+  }
+  result.complete = ok;
+  stats_->candles_closed.Add(result.candles_closed);
+  stats_->symbols_rolled.Add(result.symbols_rolled);
+  stats_->cas_conflicts.Add(result.conflicts);
+  if (ok) {
+    stats_->runs.Add();
+    stats_->last_run_ms.Set(static_cast<uint64_t>(SteadyMs() - start));
+  } else {
+    stats_->failures.Add();
+    LOG_RATE(kWarn, "rollover.incomplete",
+             "error=\"" << conn_->error() << "\" symbols=" << result.symbols);
+  }
+  return result;
+}
+
+}  // namespace klined

@@ -1,1 +1,120 @@
-// placeholder: being written
+#include "jobs/timer_loop.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "base/log.h"
+
+namespace klined {
+namespace {
+
+constexpr int64_t kRetryMs = 50;      // an incomplete or conflicting rollover is retried this soon
+constexpr int64_t kMaxSleepMs = 100;  // upper bound on one wait, keeps Stop() and clocks honest
+
+int64_t WallMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+int64_t TimerLoop::NextBoundary(const SeriesLayout& layout, int64_t now_ms) {
+  int64_t next = INT64_MAX;
+  for (Interval iv : layout.intervals) {
+    next = std::min(next, NextBucketOpen(iv, BucketOpen(iv, now_ms, layout.tz), layout.tz));
+  }
+  return next;
+}
+
+TimerLoop::TimerLoop(TimerLoopOptions options, std::function<void(bool)> on_active)
+    : options_(std::move(options)),
+      on_active_(std::move(on_active)),
+      lease_(options_.redis, options_.key_prefix, options_.lease_ttl_ms, &lease_stats_),
+      conn_(options_.redis),
+      rollover_(&conn_, options_.key_prefix, options_.layout, &rollover_stats_),
+      trim_(&conn_, options_.key_prefix, options_.layout, options_.history_limit, &trim_stats_) {}
+
+TimerLoop::~TimerLoop() { Stop(); }
+
+void TimerLoop::Start() {
+  stop_.store(false);
+  thread_ = std::thread([this] { Run(); });
+}
+
+void TimerLoop::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_.store(true);
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void TimerLoop::SleepMs(int64_t ms) {
+  if (ms <= 0) return;
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait_for(lock, std::chrono::milliseconds(ms), [this] { return stop_.load(); });
+}
+
+void TimerLoop::SetActive(bool holding) {
+  if (holding == active_.load(std::memory_order_relaxed)) return;
+  active_.store(holding, std::memory_order_relaxed);
+  LOG(kInfo, holding ? "timer.active" : "timer.standby", "epoch=" << lease_.epoch());
+  if (on_active_) on_active_(holding);
+}
+
+bool TimerLoop::StillHolding(const std::string& fence) {
+  if (stop_.load(std::memory_order_relaxed)) return false;
+  const bool holding = lease_.Poll();
+  if (!holding) SetActive(false);
+  return holding && lease_.token() == fence;
+}
+
+void TimerLoop::Run() {
+  int64_t next_rollover = 0;  // wall ms; 0 = at once
+  int64_t next_trim = 0;      // monotonic ms
+  while (!stop_.load()) {
+    const bool holding = lease_.Poll();
+    if (holding != active_.load(std::memory_order_relaxed)) {
+      SetActive(holding);
+      if (holding) {
+        next_rollover = 0;  // catch up on whatever the previous holder left
+        next_trim = Lease::NowMs() + options_.trim_interval_ms / 2;
+      }
+    }
+    if (holding && lease_.Holding()) {
+      const std::string fence = lease_.token();
+      auto still_holding = [this, &fence] { return StillHolding(fence); };
+      const int64_t now = WallMs();
+      if (now >= next_rollover) {
+        const RolloverResult r = rollover_.RunOnce(now, fence, still_holding);
+        const int64_t boundary = NextBoundary(*options_.layout, now);
+        next_rollover = boundary + options_.rollover_delay_ms;
+        if (!r.complete || r.unresolved > 0) {
+          next_rollover = std::min(next_rollover, WallMs() + kRetryMs);
+        }
+        if (r.symbols_rolled > 0 || !r.complete) {
+          LOG(kDebug, "rollover.run",
+              "complete=" << r.complete << " symbols=" << r.symbols
+                          << " rolled=" << r.symbols_rolled << " closed=" << r.candles_closed
+                          << " conflicts=" << r.conflicts << " unresolved=" << r.unresolved);
+        }
+      }
+      if (lease_.Holding() && lease_.token() == fence && Lease::NowMs() >= next_trim) {
+        const TrimResult t = trim_.RunOnce(fence, still_holding);
+        next_trim = Lease::NowMs() + (t.complete ? options_.trim_interval_ms : 1000);
+      }
+    }
+    int64_t wait = std::min(kMaxSleepMs, lease_.MsUntilNextPoll());
+    if (lease_.Holding()) {
+      wait = std::min(wait, next_rollover - WallMs());
+      wait = std::min(wait, next_trim - Lease::NowMs());
+    }
+    SleepMs(std::max<int64_t>(wait, 1));
+  }
+  SetActive(false);
+  lease_.Release();
+}
+
+}  // namespace klined

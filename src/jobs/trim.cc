@@ -1,1 +1,115 @@
-// placeholder: being written
+#include "jobs/trim.h"
+
+#include <chrono>
+#include <vector>
+
+#include "base/log.h"
+#include "io/redis/job_scripts.h"
+#include "io/redis/lua_scripts.h"
+
+namespace klined {
+namespace {
+
+// Older-than-limit members examined per interval per call: bounds how long one script holds
+// Redis when MySQL has been down for long and much history is pending.
+constexpr const char kMaxScan[] = "20000";
+
+int64_t SteadyMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+TrimJob::TrimJob(RedisConn* conn, std::string key_prefix, const SeriesLayout* layout,
+                 int64_t history_limit, TrimStats* stats)
+    : conn_(conn),
+      prefix_(std::move(key_prefix)),
+      layout_(layout),
+      limit_(history_limit),
+      stats_(stats) {
+  script_ = conn_->AddScript(std::string(lua::kCommon) + lua::kTrim);
+}
+
+TrimResult TrimJob::RunOnce(std::string_view fence, const std::function<bool()>& may_continue) {
+  TrimResult result;
+  const int64_t start = SteadyMs();
+  const std::string symbols_key = prefix_ + ":symbols";
+  const std::string count = std::to_string(chunk_);
+  const std::string limit = std::to_string(history_limit());
+  std::string cursor = "0";
+  std::vector<std::string_view> args;
+  bool ok = conn_->EnsureConnected();
+  while (ok) {
+    RedisReply r = conn_->Command({"SSCAN", symbols_key, cursor, "COUNT", count});
+    if (r == nullptr) {
+      ok = false;
+      break;
+    }
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY) {
+      conn_->Disconnect("trim: unexpected SSCAN reply");
+      ok = false;
+      break;
+    }
+    cursor.assign(r->element[0]->str, r->element[0]->len);
+    const redisReply* members = r->element[1];
+    if (members->elements > 0 && may_continue && !may_continue()) {
+      ok = false;
+      break;
+    }
+    bool noscript = false;
+    for (int attempt = 0; attempt < 2 && ok; ++attempt) {
+      for (size_t k = 0; k < members->elements; ++k) {
+        args.clear();
+        args.insert(args.end(),
+                    {"EVALSHA", conn_->Sha(script_), "0", prefix_,
+                     std::string_view(members->element[k]->str, members->element[k]->len), fence,
+                     limit, kMaxScan});
+        for (Interval iv : layout_->intervals) args.push_back(IntervalName(iv));
+        conn_->Append(args);
+      }
+      noscript = false;
+      for (size_t k = 0; k < members->elements; ++k) {
+        RedisReply t = conn_->GetReply();
+        if (t == nullptr) {
+          ok = false;
+          break;
+        }
+        if (IsNoScript(t.get())) {
+          noscript = true;
+        } else if (t->type != REDIS_REPLY_INTEGER) {
+          conn_->Disconnect(std::string("TRIM script: ") +
+                            (t->type == REDIS_REPLY_ERROR ? t->str : "unexpected reply"));
+          ok = false;
+          break;
+        } else if (t->integer < 0) {
+          LOG_RATE(kWarn, "trim.fenced", "token=" << fence);
+          ok = false;
+        } else {
+          result.removed += static_cast<uint64_t>(t->integer);
+        }
+      }
+      if (!ok) break;
+      if (!noscript) break;
+      if (!conn_->ReloadScripts()) ok = false;  // then the whole chunk again (idempotent)
+    }
+    if (noscript) ok = false;
+    if (!ok) break;
+    result.symbols += members->elements;
+    if (cursor == "0") break;
+  }
+  result.complete = ok;
+  stats_->removed.Add(result.removed);
+  if (ok) {
+    stats_->runs.Add();
+    stats_->last_run_ms.Set(static_cast<uint64_t>(SteadyMs() - start));
+  } else {
+    stats_->failures.Add();
+    LOG_RATE(kWarn, "trim.incomplete", "error=\"" << conn_->error() << "\"");
+  }
+  return result;
+}
+
+}  // namespace klined

@@ -1,0 +1,92 @@
+// Rollover: closes every known symbol's stale current candles at bucket boundaries, so idle
+// symbols get their gapless empty candles whether or not trades flow.
+//
+// DESIGN
+// Runs on the timer thread of the lease holder, over the jobs' own RedisConn. A run walks
+// PREFIX:symbols with SSCAN in chunks; per chunk one pipelined MGET of every symbol's current
+// candles, then planning in C++ (PlanRollover: exact JSON from Candle, no Lua arithmetic),
+// then one pipelined EVALSHA of ROLLOVER per symbol that needs it. The script is a
+// compare-and-set per interval: if a shard flushed that interval in between, the shard's
+// write wins and the symbol is re-read and re-planned (a few times within the run; anything
+// still conflicting is left to the next run). Writing absolute candles under CAS makes the
+// job idempotent: a second run finds nothing older than the current bucket. A shard flush
+// racing a rollover is handled by the FLUSH script (storage ahead of the shard: its candle
+// goes to history and its close is re-carried), so neither undoes the other.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "io/redis/redis_conn.h"
+#include "klined/series.h"
+#include "shard/counter.h"
+
+namespace klined {
+
+struct RolloverStats {
+  OwnedCounter last_run_ms;     // gauge: duration of the last completed run
+  OwnedCounter runs;            // completed runs
+  OwnedCounter candles_closed;  // closed candles written to history (old current + empties)
+  OwnedCounter symbols_rolled;  // symbol rollovers written (a symbol counts once per run)
+  OwnedCounter cas_conflicts;   // intervals a shard flush changed between read and write
+  OwnedCounter failures;        // runs cut short (Redis error, lease lost)
+};
+
+// What a rollover writes for one interval of one symbol.
+struct IntervalRoll {
+  std::vector<std::string> closed;  // x=true JSON, oldest first: the old current, then empties
+  std::string next_current;         // x=false JSON of the (empty) candle opening at now's bucket
+};
+
+// Pure planning: given the stored current candle JSON of `iv`, returns true and fills *out if
+// its bucket is older than BucketOpen(iv, now_ms): the stored candle closed, an empty candle
+// (carrying its close) for every bucket after it up to now's, and the new current. False if
+// nothing is due (current bucket, or a candle from the future) or the JSON does not parse
+// (*bad set; storage is left alone).
+bool PlanRollover(std::string_view stored_json, std::string_view symbol, Interval iv,
+                  int64_t now_ms, UtcOffset tz, IntervalRoll* out, bool* bad);
+
+struct RolloverResult {
+  bool complete = false;  // every symbol read and handled (conflicts may remain)
+  uint64_t symbols = 0;   // symbols examined
+  uint64_t symbols_rolled = 0;
+  uint64_t candles_closed = 0;
+  uint64_t conflicts = 0;    // CAS conflicts seen (each retried)
+  uint64_t unresolved = 0;   // intervals still conflicting at the end (next run retries)
+  uint64_t bad_candles = 0;  // unparsable stored candles, skipped
+};
+
+class RolloverJob {
+ public:
+  // conn: the timer thread's connection (not owned). layout: the configured intervals.
+  RolloverJob(RedisConn* conn, std::string key_prefix, const SeriesLayout* layout,
+              RolloverStats* stats);
+
+  // Rolls every known symbol to the bucket of now_ms (wall clock, ms UTC). `fence` is the
+  // lease token the scripts require to still be the lease's value ("" = unfenced, for tests
+  // and tools). `may_continue` is asked before each chunk's writes (the timer loop renews the
+  // lease there and answers Holding()); false stops the run (complete = false).
+  RolloverResult RunOnce(int64_t now_ms, std::string_view fence = {},
+                         const std::function<bool()>& may_continue = {});
+
+  // Symbols per SSCAN chunk (and per pipeline).
+  void set_chunk(size_t n) { chunk_ = n; }
+
+ private:
+  // One chunk: read, plan, write, retry conflicts. False on a Redis error or when fenced.
+  bool RollChunk(const std::vector<std::string>& symbols, int64_t now_ms, std::string_view fence,
+                 RolloverResult* result);
+
+  RedisConn* conn_;
+  std::string prefix_;
+  const SeriesLayout* layout_;
+  RolloverStats* stats_;
+  size_t script_;
+  size_t chunk_ = 1000;
+  std::vector<std::string_view> args_;
+};
+
+}  // namespace klined

@@ -1,0 +1,64 @@
+// Trimming: bounds each history key to redis.history_limit newest candles, never removing a
+// candle MySQL does not have yet.
+//
+// DESIGN
+// Runs on the timer thread of the lease holder (every ~10 s), over the jobs' RedisConn: SSCAN
+// of PREFIX:symbols in chunks, one pipelined EVALSHA of TRIM per symbol. The script keeps the
+// `limit` newest members of each B:INTERVAL:hist and, of the older ones, removes only those
+// whose "INTERVAL|open_time" field is absent from B:pending (the persistence worker deletes a
+// field once MySQL has that candle). It records the newest open time removed in B:trimmed,
+// which the shards' late-trade path reads to send older late trades to MySQL instead.
+// A pending candle therefore stays in Redis as long as MySQL is behind, and is trimmed by a
+// later run once persisted.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+
+#include "io/redis/redis_conn.h"
+#include "klined/series.h"
+#include "shard/counter.h"
+
+namespace klined {
+
+struct TrimStats {
+  OwnedCounter runs;         // completed runs
+  OwnedCounter removed;      // history members removed
+  OwnedCounter last_run_ms;  // gauge: duration of the last completed run
+  OwnedCounter failures;     // runs cut short (Redis error, lease lost)
+};
+
+struct TrimResult {
+  bool complete = false;
+  uint64_t symbols = 0;
+  uint64_t removed = 0;
+};
+
+class TrimJob {
+ public:
+  // conn: the timer thread's connection (not owned). history_limit: redis.history_limit.
+  TrimJob(RedisConn* conn, std::string key_prefix, const SeriesLayout* layout,
+          int64_t history_limit, TrimStats* stats);
+
+  // Trims every known symbol's history keys. fence/may_continue as in RolloverJob::RunOnce.
+  TrimResult RunOnce(std::string_view fence = {}, const std::function<bool()>& may_continue = {});
+
+  // SIGHUP reload: any thread; the next run uses the new limit.
+  void set_history_limit(int64_t limit) { limit_.store(limit, std::memory_order_relaxed); }
+  int64_t history_limit() const { return limit_.load(std::memory_order_relaxed); }
+  void set_chunk(size_t n) { chunk_ = n; }
+
+ private:
+  RedisConn* conn_;
+  std::string prefix_;
+  const SeriesLayout* layout_;
+  std::atomic<int64_t> limit_;
+  TrimStats* stats_;
+  size_t script_;
+  size_t chunk_ = 500;
+};
+
+}  // namespace klined
