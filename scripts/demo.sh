@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # The main job: a local stack on loopback in a temp dir — redis-server, the Kafka test broker
-# (librdkafka's mock cluster), klined — fed by a small trade generator, with live candles
-# shown in the terminal. Ctrl-C stops and cleans up everything it started.
+# (librdkafka's mock cluster), klined — fed by klined-tradegen, with live candles shown in the
+# terminal through klinectl. Ctrl-C stops and cleans up everything it started.
 #   DEMO_SECONDS=N   stop by itself after N seconds (default: run until Ctrl-C)
-# MariaDB is not started yet: MySQL persistence is the "Timer jobs" issue, not built yet.
+#   DEMO_SYMBOLS=N   symbols to generate (default 20)
+#   DEMO_RATE=R      trades per second (default 2000; bursts and quiet periods around it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
-[ -x "$BUILD/src/app/klined" ] || { echo "demo: build first (make)"; exit 1; }
+for bin in src/app/klined src/tools/testbroker/klined-testbroker \
+           src/tools/tradegen/klined-tradegen src/tools/klinectl/klinectl; do
+  [ -x "$BUILD/$bin" ] || { echo "demo: $BUILD/$bin missing: build first (make)"; exit 1; }
+done
+KLINECTL="$BUILD/src/tools/klinectl/klinectl"
 
 TMP=$(mktemp -d /tmp/klined-demo.XXXXXX)
 PIDS=()
@@ -53,36 +58,28 @@ YAML
 "$BUILD/src/app/klined" --config "$TMP/klined.yaml" 2>"$TMP/klined.log" &
 PIDS+=($!)
 
-# Trade generator: 5 symbols, random-walk prices, increasing ids, keyed by symbol.
-(
-  declare -A price=([BTCUSDT]=4321050 [ETHUSDT]=312025 [SOLUSDT]=24510 [XRPUSDT]=61 [DOGEUSDT]=38)
-  declare -A id=([BTCUSDT]=0 [ETHUSDT]=0 [SOLUSDT]=0 [XRPUSDT]=0 [DOGEUSDT]=0)
-  while true; do
-    now=$(date +%s%3N)
-    for s in "${!price[@]}"; do
-      for _ in 1 2 3 4; do
-        id[$s]=$((id[$s] + 1))
-        p=$((price[$s] + RANDOM % 21 - 10)); ((p < 1)) && p=1; price[$s]=$p
-        printf '%s:{"e":"trade","s":"%s","t":%d,"p":"%d.%02d","q":"0.%03d","T":%d,"m":%s}\n' \
-          "$s" "$s" "${id[$s]}" $((p / 100)) $((p % 100)) $((RANDOM % 999 + 1)) "$now" \
-          "$([ $((RANDOM % 2)) = 0 ] && echo true || echo false)"
-      done
-    done
-    sleep 0.2
-  done | kcat -P -b "$BOOTSTRAP" -t trades -K: 2>"$TMP/kcat.log"
-) &
+# Realistic trades: Zipf popularity over the symbols (BTCUSDT busiest), random-walk prices
+# with each symbol's tick size, bursts and quiet periods, keyed by symbol.
+"$BUILD/src/tools/tradegen/klined-tradegen" --brokers "$BOOTSTRAP" --topic trades \
+  --symbols "${DEMO_SYMBOLS:-20}" --rate "${DEMO_RATE:-2000}" --seed "$RANDOM" \
+  2>"$TMP/tradegen.log" &
 PIDS+=($!)
 
 echo "demo: redis 127.0.0.1:$REDIS_PORT, kafka $BOOTSTRAP, metrics http://127.0.0.1:$METRICS_PORT/metrics"
 echo "demo: logs in $TMP; Ctrl-C to stop"
+echo "demo: try: $KLINECTL --redis 127.0.0.1:$REDIS_PORT candles ETHUSDT 1s --limit 10"
 start=$(date +%s)
 while true; do
   sleep 2
-  echo "---- $(date -u +%H:%M:%S) current 1m candles (kline:{SYMBOL}:1m)"
-  for s in BTCUSDT ETHUSDT SOLUSDT; do
-    redis-cli -p "$REDIS_PORT" --raw GET "kline:{$s}:1m"
+  echo
+  echo "==== $(date -u +%H:%M:%S) ========================================================"
+  "$KLINECTL" --redis "127.0.0.1:$REDIS_PORT" candles BTCUSDT 1m --limit 5 2>&1 || true
+  echo "current 1m candles:"
+  for s in ETHUSDT SOLUSDT XRPUSDT; do
+    "$KLINECTL" --redis "127.0.0.1:$REDIS_PORT" candles "$s" 1m --limit 1 2>&1 | tail -n 1 \
+      | sed "s/^/  $s  /" || true
   done
-  echo "closed 1s candles of BTCUSDT: $(redis-cli -p "$REDIS_PORT" ZCARD 'kline:{BTCUSDT}:1s:hist')," \
+  echo "symbols: $("$KLINECTL" --redis "127.0.0.1:$REDIS_PORT" symbols 2>/dev/null | wc -l)," \
        "trades applied: $(curl -s "127.0.0.1:$METRICS_PORT/metrics" | awk '/^klined_trades_applied_total/ {s+=$2} END {print s+0}')"
   if [ -n "${DEMO_SECONDS:-}" ] && (( $(date +%s) - start >= DEMO_SECONDS )); then break; fi
 done
