@@ -30,14 +30,19 @@ namespace klined {
 struct SeriesLayout {
   std::vector<Interval> intervals;
   UtcOffset tz;
+  // Operational bound: a trade that would gap-fill more empty candles than this in one
+  // interval (e.g. a series starting in 1970 followed by a trade today) is rejected as
+  // out_of_range instead of stalling the shard and flooding storage.
+  int64_t max_gap_candles = 1'000'000;
 };
 
 class SymbolSeries {
  public:
   enum class Outcome : uint8_t {
-    kApplied,     // in every interval's candle (late_mask says which need the late path)
-    kDuplicate,   // id <= watermark: dropped
-    kOutOfRange,  // a candle sum would pass 20 integer digits: rejected, nothing changed
+    kApplied,      // in every interval's candle (late_mask says which need the late path)
+    kDuplicate,    // id <= watermark: dropped
+    kOutOfRange,   // a candle sum would pass 20 integer digits: rejected, nothing changed
+    kGapTooLarge,  // the trade would gap-fill more than max_gap_candles: rejected, unchanged
   };
   struct ApplyResult {
     Outcome outcome = Outcome::kApplied;
@@ -95,6 +100,7 @@ class SymbolSeries {
   // re-carry its close into the empty candles that follow. False if not held in memory.
   bool ApplyToClosed(Slot* slot, Interval iv, int64_t open, const Trade& t);
   bool WouldOverflow(const Trade& t) const;
+  bool GapTooLarge(const Trade& t) const;
 
   const SeriesLayout* layout_;
   Symbol symbol_;

@@ -71,6 +71,7 @@ struct Config {
   };
   struct Limits {
     int64_t max_pending_trades = 0;  // per shard, before consumption pauses
+    int64_t max_gap_candles = 0;     // empty candles one trade may gap-fill per interval
   };
 
   Kafka kafka;

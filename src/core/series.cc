@@ -45,6 +45,19 @@ bool SymbolSeries::WouldOverflow(const Trade& t) const {
   return false;
 }
 
+bool SymbolSeries::GapTooLarge(const Trade& t) const {
+  for (size_t i = 0; i < slots_.size(); ++i) {
+    const Slot& s = slots_[i];
+    if (!s.has_current || t.time_ms <= s.current.close_time) continue;
+    const Interval iv = layout_->intervals[i];
+    const int64_t open = BucketOpen(iv, t.time_ms, layout_->tz);
+    if (BucketsBetween(iv, s.current.open_time, open, layout_->tz) - 1 > layout_->max_gap_candles) {
+      return true;
+    }
+  }
+  return false;
+}
+
 void SymbolSeries::RollTo(Slot* slot, Interval iv, int64_t open) {
   const UtcOffset tz = layout_->tz;
   const Decimal carry = slot->current.close;  // an empty candle's close is its carry
@@ -79,6 +92,7 @@ bool SymbolSeries::ApplyToClosed(Slot* slot, Interval iv, int64_t open, const Tr
 SymbolSeries::ApplyResult SymbolSeries::Apply(const Trade& t) {
   if (t.id <= watermark_) return {Outcome::kDuplicate, 0};
   if (WouldOverflow(t)) return {Outcome::kOutOfRange, 0};
+  if (GapTooLarge(t)) return {Outcome::kGapTooLarge, 0};
   const UtcOffset tz = layout_->tz;
   uint32_t late_intervals = 0;
   for (size_t i = 0; i < slots_.size(); ++i) {

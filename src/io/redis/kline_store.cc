@@ -23,6 +23,20 @@ bool ParseInt(std::string_view s, int64_t* out) {
 
 std::string_view ReplyStr(const redisReply* r) { return {r->str, r->len}; }
 
+// A trade in the Binance shape the decoder reads, for the MySQL worker's B:late records.
+std::string TradeJson(const Trade& t) {
+  std::string j;
+  j.reserve(128);
+  j.append("{\"s\":\"").append(t.symbol.view()).append("\",\"t\":").append(ToDec(t.id));
+  j.append(",\"p\":\"");
+  t.price.AppendTo(&j);
+  j.append("\",\"q\":\"");
+  t.qty.AppendTo(&j);
+  j.append("\",\"T\":").append(ToDec(t.time_ms));
+  j.append(",\"m\":").append(t.buyer_maker ? "true" : "false").append("}");
+  return j;
+}
+
 }  // namespace
 
 KlineStore::KlineStore(RedisConn* conn, std::string key_prefix, const SeriesLayout* layout)
@@ -62,7 +76,8 @@ std::string_view KlineStore::Keep(std::string s) {
   return strings_.back();
 }
 
-void KlineStore::AppendFlushCommand(const SymbolSeries& s, const std::vector<LateUpdate>& late) {
+void KlineStore::AppendFlushCommand(const SymbolSeries& s, const std::vector<LateUpdate>& late,
+                                    const std::vector<MysqlLate>& mysql_late) {
   strings_.clear();
   args_.clear();
   const std::string_view sym = s.symbol().view();
@@ -89,6 +104,11 @@ void KlineStore::AppendFlushCommand(const SymbolSeries& s, const std::vector<Lat
     args_.push_back(Keep(ToDec(static_cast<int64_t>(u.empties.size()))));
     for (const std::string& e : u.empties) args_.push_back(e);
   }
+  args_.push_back(Keep(ToDec(static_cast<int64_t>(mysql_late.size()))));
+  for (const MysqlLate& m : mysql_late) {
+    args_.push_back(m.field);
+    args_.push_back(m.trade_json);
+  }
   conn_->Append(args_);
 }
 
@@ -96,6 +116,7 @@ void KlineStore::AppendFlushCommand(const SymbolSeries& s, const std::vector<Lat
 // is needed to tell "before the stored start" from "trimmed"), and merges the trades exactly.
 bool KlineStore::PlanLate(std::span<SymbolSeries* const> series, FlushReport* report) {
   late_plans_.assign(series.size(), {});
+  mysql_late_.assign(series.size(), {});
   const UtcOffset tz = layout_->tz;
   // Distinct (slot, bucket) per series, ascending, so re-carries apply oldest first.
   for (size_t k = 0; k < series.size(); ++k) {
@@ -124,7 +145,7 @@ bool KlineStore::PlanLate(std::span<SymbolSeries* const> series, FlushReport* re
       ++reads;
     }
   }
-  if (reads == 0) return true;
+  if (reads == 0) return true;  // no series has late trades
   for (size_t k = 0; k < series.size(); ++k) {
     SymbolSeries* s = series[k];
     const std::string_view sym = s->symbol().view();
@@ -159,7 +180,13 @@ bool KlineStore::PlanLate(std::span<SymbolSeries* const> series, FlushReport* re
       int64_t trimmed_to = -1;
       if (trimmed->type == REDIS_REPLY_STRING) ParseInt(ReplyStr(trimmed.get()), &trimmed_to);
       if ((next_stored >= 0 && next_stored < u.open) || trimmed_to >= u.open) {
-        u.open = -1;  // marks: not resolvable in Redis
+        u.open = -1;  // marks: not resolvable in Redis, MySQL holds the bucket
+        continue;
+      }
+      if (next_stored > u.open &&
+          BucketsBetween(iv, u.open, next_stored, tz) - 1 > layout_->max_gap_candles) {
+        u.candle.open_time = u.open;
+        u.open = -2;  // marks: would extend the series by too many empty candles
         continue;
       }
       u.candle = Candle::Empty(iv, u.open, tz, Decimal());
@@ -182,10 +209,22 @@ bool KlineStore::PlanLate(std::span<SymbolSeries* const> series, FlushReport* re
       }
     }
     for (const SymbolSeries::LateTrade& lt : s->late()) {
-      const int64_t open = BucketOpen(s->interval(lt.slot), lt.trade.time_ms, tz);
+      const Interval iv = s->interval(lt.slot);
+      const int64_t open = BucketOpen(iv, lt.trade.time_ms, tz);
       bool planned = false;
       for (const LateUpdate& u : plan) planned |= u.slot == lt.slot && u.open == open;
-      if (!planned) ++report->late_not_in_redis;
+      if (planned) continue;
+      bool too_far = false;
+      for (const LateUpdate& u : plan)
+        too_far |= u.slot == lt.slot && u.open == -2 && u.candle.open_time == open;
+      if (too_far) {
+        ++report->late_out_of_range;
+        continue;
+      }
+      ++report->late_not_in_redis;
+      mysql_late_[k].push_back(
+          MysqlLate{std::string(IntervalName(iv)) + "|" + ToDec(open) + "|" + ToDec(lt.trade.id),
+                    TradeJson(lt.trade)});
     }
     std::erase_if(plan, [](const LateUpdate& u) { return u.open < 0; });
     for (LateUpdate& u : plan) {
@@ -214,7 +253,9 @@ FlushReport KlineStore::Flush(std::span<SymbolSeries* const> series) {
     if (!conn_->EnsureConnected()) return report;
     FlushReport plan_report;
     if (!PlanLate(series, &plan_report)) return report;
-    for (size_t k = 0; k < series.size(); ++k) AppendFlushCommand(*series[k], late_plans_[k]);
+    for (size_t k = 0; k < series.size(); ++k) {
+      AppendFlushCommand(*series[k], late_plans_[k], mysql_late_[k]);
+    }
     bool noscript = false;
     size_t written = 0;
     size_t conflicts = 0;

@@ -50,8 +50,15 @@ class KlineStore final : public SeriesStore {
     Candle candle;                     // stored candle + the late trades
     std::vector<std::string> empties;  // JSON of empty candles extending the series
   };
+  // A late trade whose bucket is no longer in Redis: handed to the MySQL worker through
+  // B:late ("INTERVAL|open_time|trade_id" -> trade JSON), written in the same FLUSH call.
+  struct MysqlLate {
+    std::string field;
+    std::string trade_json;
+  };
   bool PlanLate(std::span<SymbolSeries* const> series, FlushReport* report);
-  void AppendFlushCommand(const SymbolSeries& s, const std::vector<LateUpdate>& late);
+  void AppendFlushCommand(const SymbolSeries& s, const std::vector<LateUpdate>& late,
+                          const std::vector<MysqlLate>& mysql_late);
   std::string_view Keep(std::string s);
 
   RedisConn* conn_;
@@ -59,6 +66,7 @@ class KlineStore final : public SeriesStore {
   const SeriesLayout* layout_;
   size_t flush_script_;
   std::vector<std::vector<LateUpdate>> late_plans_;  // per series of the current flush
+  std::vector<std::vector<MysqlLate>> mysql_late_;   // per series of the current flush
   // Scratch reused across calls: the arguments of one command (hiredis copies on Append).
   // A deque, so the views in args_ stay valid while strings are added.
   std::deque<std::string> strings_;

@@ -79,7 +79,9 @@ end
 //     closed count, closed JSONs (x=true, oldest first, contiguous);
 //   late count, then per late update (ascending open time per interval): name, open time,
 //     expected stored JSON ("" = no member), new JSON (x=true), count and JSONs of empty
-//     candles to create after it (the series now starts earlier than it was stored).
+//     candles to create after it (the series now starts earlier than it was stored);
+//   MySQL-late count, then per record: field "INTERVAL|open_time|trade_id", trade JSON (a late
+//     trade whose bucket left Redis: B:late, drained into MySQL by the persistence worker).
 // Late updates are compare-and-set: if any stored candle differs from what the shard read,
 // nothing at all is written and {0} is returned (the shard re-reads and retries). Otherwise
 // returns {1, r1, r2, ...} where rk = 1 if late update k re-carried its close all the way
@@ -139,6 +141,14 @@ for k, l in ipairs(lates) do
   end
   result[k + 1] = recarry_after(base, l.iv, last_t, close_of(l.json)) and 1 or 0
 end
+
+local nmysql = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, nmysql do
+  redis.call('HSET', base .. ':late', ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+if nmysql > 0 then redis.call('SADD', prefix .. ':late', sym) end
 
 local old = redis.call('GET', base .. ':wm')
 if not old or id_gt(wm, old) then redis.call('SET', base .. ':wm', wm) end
