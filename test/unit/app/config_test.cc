@@ -87,6 +87,7 @@ TEST_CASE("config: an empty file, comments only, or null keys give the defaults"
   CHECK(c.log.level == LogLevel::kInfo);
   CHECK(c.log.rate_limit_per_s == 10);
   CHECK(c.limits.max_pending_trades == 1000000);
+  CHECK(c.limits.max_gap_candles == 1000000);
   // The config's trade field defaults are the decoder's (Binance's).
   const TradeFieldMap binance;
   CHECK(c.trade_fields.symbol == binance.symbol);
@@ -150,6 +151,7 @@ log:
   rate_limit_per_s: 0
 limits:
   max_pending_trades: 5000
+  max_gap_candles: 2000
 )");
   CHECK(c.kafka.brokers == "k1:9092,k2:9093");
   CHECK(c.kafka.topic == "spot.trades");
@@ -189,6 +191,7 @@ limits:
   CHECK(c.log.level == LogLevel::kDebug);
   CHECK(c.log.rate_limit_per_s == 0);
   CHECK(c.limits.max_pending_trades == 5000);
+  CHECK(c.limits.max_gap_candles == 2000);
   // Every key was set to something other than its default.
   CHECK(ChangedKeys(c, Config()).size() == ConfigKeys().size());
 }
