@@ -1,1 +1,571 @@
-// placeholder: being written
+// Persistence of closed candles to MySQL/MariaDB (src/jobs/persist.h), against a real
+// redis-server and a real mariadbd. Invariants checked:
+//  - every candle the shard path (KlineStore::Flush) marks pending reaches the contract's
+//    `kline` table with exactly its values (every column compared as text, DECIMALs exact),
+//    empty candles with first/last trade id -1; what reached MySQL leaves B:pending;
+//  - a candle re-written after persistence is upserted again, and an entry re-written while
+//    a run is in flight stays pending (compare-and-delete);
+//  - MySQL down: nothing is deleted from Redis, and after it comes back everything lands;
+//  - late trades beyond Redis are merged into MySQL exactly once, even when a run repeats a
+//    record after a crash between COMMIT and the Redis delete; the following empty candles
+//    (MySQL and Redis) take the new close.
+// KLINED_PERSIST_BENCH=1 also runs "persist bench": upsert and end-to-end throughput.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "io/mysql/kline_table.h"
+#include "io/mysql/mysql_conn.h"
+#include "io/redis/kline_store.h"
+#include "io/redis/redis_conn.h"
+#include "jobs/persist.h"
+#include "klined/candle.h"
+#include "klined/series.h"
+#include "klined/trade_decoder.h"
+#include "mariadb_server.h"
+#include "redis_server.h"
+
+namespace kt = klined::test;
+using klined::Candle;
+using klined::Interval;
+
+namespace {
+
+constexpr int64_t kT0 = 1732147200000;  // a 1m and 5m boundary
+constexpr int64_t kMin = 60'000;
+const char* const kSym = "BTCUSDT";
+
+struct Servers {
+  kt::RedisServer redis;
+  kt::MariaDbServer db;
+
+  klined::PersistOptions Options() const {
+    klined::PersistOptions o;
+    o.redis.address = redis.address();
+    o.key_prefix = "kline";
+    o.mysql.host = db.host();
+    o.mysql.port = db.port();
+    o.mysql.user = db.user();
+    o.mysql.password = db.password();
+    o.mysql.database = db.database();
+    o.persist_interval_ms = 50;
+    return o;
+  }
+  klined::MysqlOptions Mysql() const { return Options().mysql; }
+};
+
+klined::Trade MakeTrade(const std::string& sym, int64_t id, const std::string& p,
+                        const std::string& q, int64_t time, bool maker) {
+  klined::TradeDecoder dec;
+  std::vector<klined::Trade> out;
+  const std::string json = "{\"s\":\"" + sym + "\",\"t\":" + std::to_string(id) + ",\"p\":\"" + p +
+                           "\",\"q\":\"" + q + "\",\"T\":" + std::to_string(time) +
+                           ",\"m\":" + (maker ? "true" : "false") + "}";
+  auto r = dec.Decode(json, time, &out);
+  REQUIRE(r.accepted == 1);
+  return out[0];
+}
+
+klined::RedisOptions RedisAt(const kt::RedisServer& redis) {
+  klined::RedisOptions o;
+  o.address = redis.address();
+  return o;
+}
+
+// The shard's write path: a SymbolSeries flushed by the real KlineStore (FLUSH script).
+struct Shard {
+  klined::SeriesLayout layout{{Interval::k1m, Interval::k5m}, {}};
+  klined::RedisConn conn;
+  klined::KlineStore store;
+  klined::SymbolSeries series;
+
+  explicit Shard(const kt::RedisServer& redis, const std::string& sym = kSym)
+      : conn(RedisAt(redis)), store(&conn, "kline", &layout), series(&layout, klined::Symbol(sym)) {
+    std::vector<std::optional<Candle>> none(layout.intervals.size());
+    series.Restore(0, none);
+  }
+  void Apply(const klined::Trade& t) {
+    REQUIRE(series.Apply(t).outcome == klined::SymbolSeries::Outcome::kApplied);
+  }
+  void Flush() {
+    REQUIRE(conn.EnsureConnected());
+    klined::SymbolSeries* s = &series;
+    auto report = store.Flush({&s, 1});
+    REQUIRE(report.ok);
+  }
+};
+
+// MySQL's text for a DECIMAL(38,18): the canonical decimal with 18 fractional digits.
+std::string Dec18(klined::Decimal d) {
+  std::string s = d.ToString();
+  size_t dot = s.find('.');
+  if (dot == std::string::npos) {
+    s += ".";
+    dot = s.size() - 1;
+  }
+  s.append(18 - (s.size() - dot - 1), '0');
+  return s;
+}
+
+klined::Decimal Dec(std::string_view text) {
+  klined::Decimal d;
+  REQUIRE(klined::ParseStoredDecimal(text, &d) == klined::DecimalError::kOk);
+  return d;
+}
+
+kt::Row ExpectedRow(const Candle& c) {
+  return {std::string(klined::IntervalName(c.interval)),
+          std::to_string(c.open_time),
+          std::to_string(c.close_time),
+          Dec18(c.open),
+          Dec18(c.high),
+          Dec18(c.low),
+          Dec18(c.close),
+          Dec18(c.volume),
+          Dec18(c.quote_volume),
+          Dec18(c.taker_volume),
+          Dec18(c.taker_quote_volume),
+          std::to_string(c.count),
+          std::to_string(c.empty() ? -1 : c.first_id),
+          std::to_string(c.empty() ? -1 : c.last_id)};
+}
+
+std::vector<kt::Row> MysqlRows(const kt::MariaDbServer& db, const std::string& sym) {
+  return db.Query(
+      "SELECT `interval`,open_time,close_time,open,high,low,close,volume,quote_volume,"
+      "taker_buy_volume,taker_buy_quote_volume,trades,first_trade_id,last_trade_id FROM kline "
+      "WHERE symbol='" +
+      sym + "' ORDER BY `interval`, open_time");
+}
+
+// Every closed candle Redis holds for the symbol, as MySQL should show it (same order).
+std::vector<kt::Row> RedisHistoryRows(kt::RedisClient& r, const std::string& sym,
+                                      std::vector<Candle>* candles = nullptr) {
+  std::vector<kt::Row> rows;
+  for (const char* iv : {"1m", "5m"}) {  // the ORDER BY `interval` order
+    for (const std::string& json :
+         r.Strings({"ZRANGE", "kline:{" + sym + "}:" + iv + ":hist", "0", "-1"})) {
+      Candle c;
+      std::string_view s;
+      bool closed = false;
+      REQUIRE(klined::ParseCandleJson(json, &c, &s, &closed));
+      CHECK(closed);
+      rows.push_back(ExpectedRow(c));
+      if (candles) candles->push_back(c);
+    }
+  }
+  return rows;
+}
+
+template <typename F>
+bool WaitFor(F f, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (f()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return f();
+}
+
+}  // namespace
+
+TEST_CASE("persist: flushed candles reach MySQL exactly; empty candles have -1 ids") {
+  Servers s;
+  Shard shard(s.redis);
+  // Minute 0: two trades whose sums need all 18 fractional digits.
+  shard.Apply(MakeTrade(kSym, 1, "43210.123456789012345678", "3", kT0 + 1000, false));
+  shard.Apply(MakeTrade(kSym, 2, "0.000000000000000001", "7", kT0 + 2000, true));
+  // Minutes 1 and 2 empty; minute 3 traded; minute 6 closes them (and 5m bucket 0).
+  shard.Apply(MakeTrade(kSym, 3, "99999999999999999999", "0.5", kT0 + 3 * kMin, false));
+  shard.Apply(MakeTrade(kSym, 4, "1.5", "2", kT0 + 6 * kMin + 5, false));
+  shard.Flush();
+
+  auto r = s.redis.Connect();
+  CHECK(r.Strings({"SMEMBERS", "kline:pending"}) == std::vector<std::string>{kSym});
+  CHECK(r.Integer({"HLEN", "kline:{BTCUSDT}:pending"}) == 7);  // 6 x 1m + 1 x 5m
+
+  klined::PersistWorker worker(s.Options());
+  auto report = worker.RunOnce();
+  REQUIRE_MESSAGE(report.ok, report.error);
+  CHECK(report.pending_seen == 7);
+  CHECK(report.upserted == 7);
+  CHECK(report.deleted == 7);
+  CHECK(worker.stats().candles_upserted.Get() == 7);
+  CHECK(worker.stats().batches.Get() == 1);
+  CHECK(r.Integer({"EXISTS", "kline:{BTCUSDT}:pending"}) == 0);
+  CHECK(r.Strings({"SMEMBERS", "kline:pending"}).empty());
+
+  // The schema is the contract's.
+  auto cols = s.db.Query(
+      "SELECT COLUMN_NAME, COLUMN_TYPE FROM information_schema.COLUMNS WHERE "
+      "TABLE_SCHEMA='klined' AND TABLE_NAME='kline' ORDER BY ORDINAL_POSITION");
+  REQUIRE(cols.size() == 15);
+  CHECK(cols[4] == kt::Row{"open", "decimal(38,18)"});
+  CHECK(cols[12] == kt::Row{"trades", "bigint(20)"});
+
+  auto rows = MysqlRows(s.db, kSym);
+  CHECK(rows == RedisHistoryRows(r, kSym));
+  REQUIRE(rows.size() == 7);
+  // Hand-computed, independent of Decimal: minute 0, minute 1 (empty), minute 3.
+  CHECK(rows[0] == kt::Row{"1m", std::to_string(kT0), std::to_string(kT0 + kMin - 1),
+                           "43210.123456789012345678", "43210.123456789012345678",
+                           "0.000000000000000001", "0.000000000000000001", "10.000000000000000000",
+                           "129630.370370367037037041", "3.000000000000000000",
+                           "129630.370370367037037034", "2", "1", "2"});
+  CHECK(rows[1] == kt::Row{"1m", std::to_string(kT0 + kMin), std::to_string(kT0 + 2 * kMin - 1),
+                           "0.000000000000000001", "0.000000000000000001", "0.000000000000000001",
+                           "0.000000000000000001", "0.000000000000000000", "0.000000000000000000",
+                           "0.000000000000000000", "0.000000000000000000", "0", "-1", "-1"});
+  CHECK(rows[3][3] == "99999999999999999999.000000000000000000");
+  CHECK(rows[3][8] == "49999999999999999999.500000000000000000");
+  CHECK(rows[6][0] == "5m");
+  CHECK(rows[6][11] == "3");
+
+  // KlineTable::Read parses the DECIMAL text back exactly.
+  klined::MysqlConn conn(s.Mysql());
+  REQUIRE(conn.EnsureConnected());
+  klined::KlineTable table(&conn, 500, {});
+  bool ok = false;
+  auto c0 = table.Read(kSym, Interval::k1m, kT0, &ok);
+  REQUIRE(ok);
+  REQUIRE(c0);
+  CHECK(klined::CandleJson(*c0, kSym, true) ==
+        r.Strings({"ZRANGEBYSCORE", "kline:{BTCUSDT}:1m:hist", std::to_string(kT0),
+                   std::to_string(kT0)})[0]);
+  CHECK_FALSE(table.Read(kSym, Interval::k1m, kT0 - kMin, &ok));
+  CHECK(ok);
+
+  // A second run finds nothing to do.
+  report = worker.RunOnce();
+  CHECK(report.ok);
+  CHECK(report.upserted == 0);
+}
+
+TEST_CASE("persist: a re-written candle is upserted again; compare-and-delete keeps changes") {
+  Servers s;
+  Shard shard(s.redis);
+  shard.Apply(MakeTrade(kSym, 10, "100", "1", kT0 + 10, false));
+  shard.Apply(MakeTrade(kSym, 20, "101", "1", kT0 + kMin + 10, false));
+  shard.Apply(MakeTrade(kSym, 30, "102", "1", kT0 + 2 * kMin + 10, false));
+  shard.Flush();
+  klined::PersistWorker worker(s.Options());
+  REQUIRE(worker.RunOnce().ok);
+  auto r = s.redis.Connect();
+
+  SUBCASE("late trade after persistence: the candle is pending again and re-upserted") {
+    // Trade 35 falls in minute 0, which the shard no longer holds: resolved against Redis
+    // history by the FLUSH (put_hist marks it pending again).
+    shard.Apply(MakeTrade(kSym, 35, "99.5", "2", kT0 + 20, true));
+    shard.Flush();
+    CHECK(r.Integer({"HLEN", "kline:{BTCUSDT}:pending"}) == 1);
+    auto report = worker.RunOnce();
+    REQUIRE(report.ok);
+    CHECK(report.upserted == 1);
+    auto rows = MysqlRows(s.db, kSym);
+    CHECK(rows == RedisHistoryRows(r, kSym));
+    CHECK(rows[0][5] == "99.500000000000000000");  // low
+    CHECK(rows[0][6] == "99.500000000000000000");  // close: trade 35 is the last id
+    CHECK(rows[0][7] == "3.000000000000000000");   // volume
+    CHECK(rows[0][11] == "2");
+    CHECK(rows[0][13] == "35");
+    CHECK(r.Integer({"EXISTS", "kline:{BTCUSDT}:pending"}) == 0);
+  }
+
+  SUBCASE("an entry re-written while the run is in flight stays pending") {
+    shard.Apply(MakeTrade(kSym, 40, "103", "1", kT0 + 3 * kMin + 10, false));
+    shard.Flush();  // closes minute 2: pending
+    const std::string field = "1m|" + std::to_string(kT0 + 2 * kMin);
+    const std::string first = r.Strings({"HGETALL", "kline:{BTCUSDT}:pending"})[1];
+    // Hold minute 2's row locked so the worker's upsert waits, then change the entry.
+    auto blocker = s.db.Connect();
+    kt::RunQuery(blocker.get(), "START TRANSACTION");
+    kt::RunQuery(blocker.get(), "INSERT INTO kline VALUES ('BTCUSDT','1m'," +
+                                    std::to_string(kT0 + 2 * kMin) + ",0,1,1,1,1,0,0,0,0,0,-1,-1)");
+    klined::PersistRunReport report;
+    std::thread run([&] { report = worker.RunOnce(); });
+    // The worker's upsert is waiting for the row lock.
+    const bool waiting = WaitFor(
+        [&] {
+          return s.db.Query(
+                     "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE "
+                     "INFO LIKE 'INSERT INTO kline (%'")[0][0] == "1";
+        },
+        std::chrono::seconds(10));
+    Candle changed_candle;
+    std::string_view json_symbol;
+    bool closed = false;
+    REQUIRE(klined::ParseCandleJson(first, &changed_candle, &json_symbol, &closed));
+    changed_candle.volume = klined::Decimal::FromInt(5);  // as if re-written meanwhile
+    const std::string changed = klined::CandleJson(changed_candle, kSym, true);
+    r.Command({"HSET", "kline:{BTCUSDT}:pending", field, changed});
+    kt::RunQuery(blocker.get(), "ROLLBACK");
+    run.join();
+    REQUIRE(waiting);
+    REQUIRE_MESSAGE(report.ok, report.error);
+    CHECK(report.upserted == 1);
+    CHECK(report.deleted == 0);
+    CHECK(r.Strings({"HGETALL", "kline:{BTCUSDT}:pending"}) ==
+          std::vector<std::string>{field, changed});
+    CHECK(r.Strings({"SMEMBERS", "kline:pending"}) == std::vector<std::string>{kSym});
+    CHECK(MysqlRows(s.db, kSym)[2][7] == "1.000000000000000000");
+    // The next run carries the newer value and then clears it.
+    report = worker.RunOnce();
+    REQUIRE(report.ok);
+    CHECK(report.deleted == 1);
+    CHECK(MysqlRows(s.db, kSym)[2][7] == "5.000000000000000000");
+    CHECK(r.Strings({"SMEMBERS", "kline:pending"}).empty());
+  }
+}
+
+TEST_CASE("persist: MySQL down while candles keep arriving: nothing deleted, all lands later") {
+  Servers s;
+  Shard shard(s.redis);
+  klined::PersistWorker worker(s.Options());
+  int64_t id = 1;
+  auto trade_minute = [&](int m) {
+    shard.Apply(MakeTrade(kSym, id, std::to_string(100 + id) + ".25", "0.1", kT0 + m * kMin + id,
+                          id % 2 == 0));
+    ++id;
+    shard.Flush();
+  };
+  for (int m = 0; m < 3; ++m) trade_minute(m);
+  REQUIRE(worker.RunOnce().ok);
+
+  s.db.Stop();
+  auto r = s.redis.Connect();
+  for (int m = 3; m < 12; m += 2) trade_minute(m);  // empty minutes between
+  const long long pending = r.Integer({"HLEN", "kline:{BTCUSDT}:pending"});
+  CHECK(pending > 0);
+  for (int i = 0; i < 3; ++i) {
+    auto report = worker.RunOnce();
+    CHECK_FALSE(report.ok);
+    CHECK(r.Integer({"HLEN", "kline:{BTCUSDT}:pending"}) == pending);
+    CHECK(r.Strings({"SMEMBERS", "kline:pending"}) == std::vector<std::string>{kSym});
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  CHECK(worker.stats().failures.Get() >= 3);
+  CHECK(worker.mysql_errors() >= 1);
+
+  s.db.Start();
+  // The worker's own thread catches up (reconnect after its backoff).
+  worker.Start();
+  worker.SetActive(true);
+  trade_minute(13);
+  CHECK(WaitFor(
+      [&] {
+        return r.Strings({"SMEMBERS", "kline:pending"}).empty();
+      },
+      std::chrono::seconds(15)));
+  worker.Stop();
+  CHECK(worker.mysql_reconnects() >= 1);
+  CHECK(MysqlRows(s.db, kSym) == RedisHistoryRows(r, kSym));
+  CHECK(MysqlRows(s.db, kSym).size() == 13 + 2);  // minutes 0..12 and 5m buckets 0, 1
+}
+
+TEST_CASE("persist: late trades beyond Redis are merged into MySQL exactly once") {
+  Servers s;
+  auto r = s.redis.Connect();
+  klined::MysqlConn conn(s.Mysql());
+  REQUIRE(conn.EnsureConnected());
+  klined::KlineTable table(&conn, 500, {});
+  REQUIRE(table.EnsureSchema());
+  const klined::UtcOffset utc{};
+  auto at = [](int m) { return kT0 + m * kMin; };
+
+  // In MySQL, trimmed from Redis: minute 0 traded (close 10), minute 1 empty, minute 2 traded
+  // (close 20), minute 3 empty. Redis holds later candles only where a subcase says so.
+  Candle m0 = Candle::Empty(Interval::k1m, at(0), utc, {});
+  REQUIRE(m0.Apply(MakeTrade(kSym, 100, "10", "1", at(0) + 1, false)));
+  Candle m2 = Candle::Empty(Interval::k1m, at(2), utc, {});
+  REQUIRE(m2.Apply(MakeTrade(kSym, 200, "20", "1", at(2) + 1, false)));
+  std::vector<klined::StoredCandle> stored = {
+      {kSym, m0},
+      {kSym, Candle::Empty(Interval::k1m, at(1), utc, m0.close)},
+      {kSym, m2},
+      {kSym, Candle::Empty(Interval::k1m, at(3), utc, m2.close)},
+  };
+  REQUIRE(table.Upsert(stored));
+
+  auto add_record = [&](int m, int64_t tid, const std::string& p, int64_t time) {
+    const std::string field = "1m|" + std::to_string(at(m)) + "|" + std::to_string(tid);
+    const std::string json = "{\"s\":\"BTCUSDT\",\"t\":" + std::to_string(tid) + ",\"p\":\"" + p +
+                             "\",\"q\":\"2\",\"T\":" + std::to_string(time) + ",\"m\":false}";
+    r.Command({"HSET", "kline:{BTCUSDT}:late", field, json});
+    r.Command({"SADD", "kline:late", kSym});
+    return MakeTrade(kSym, tid, p, "2", time, false);
+  };
+  klined::PersistWorker worker(s.Options());
+
+  SUBCASE("applied once, and repeated after a crash between COMMIT and HDEL: counted once") {
+    const klined::Trade t = add_record(0, 150, "12", at(0) + 30);
+    // The crash: an earlier run committed the merge but died before deleting the record.
+    auto first = table.ApplyLateTrade(kSym, Interval::k1m, at(0), t);
+    REQUIRE(first.outcome == klined::LateOutcome::kApplied);
+    CHECK(first.close_changed);
+    CHECK(first.recarried_rows == 1);  // minute 1; minute 2 has trades
+    REQUIRE(first.next_traded);
+    CHECK(*first.next_traded == at(2));
+    // Applying it again directly is refused too.
+    CHECK(table.ApplyLateTrade(kSym, Interval::k1m, at(0), t).outcome ==
+          klined::LateOutcome::kDuplicate);
+
+    auto report = worker.RunOnce();
+    REQUIRE_MESSAGE(report.ok, report.error);
+    CHECK(report.late_seen == 1);
+    CHECK(report.late_applied == 0);
+    CHECK(report.late_duplicates == 1);
+    CHECK(r.Integer({"EXISTS", "kline:{BTCUSDT}:late"}) == 0);
+    CHECK(r.Strings({"SMEMBERS", "kline:late"}).empty());
+
+    auto rows = MysqlRows(s.db, kSym);
+    REQUIRE(rows.size() == 4);
+    CHECK(rows[0] == kt::Row{"1m", std::to_string(at(0)), std::to_string(at(1) - 1),
+                             "10.000000000000000000", "12.000000000000000000",
+                             "10.000000000000000000", "12.000000000000000000",
+                             "3.000000000000000000", "34.000000000000000000",
+                             "3.000000000000000000", "34.000000000000000000", "2", "100", "150"});
+    CHECK(rows[1][3] == "12.000000000000000000");  // re-carried: o h l c
+    CHECK(rows[1][6] == "12.000000000000000000");
+    CHECK(rows[1][11] == "0");
+    CHECK(rows[2][6] == "20.000000000000000000");  // traded: unchanged
+    CHECK(rows[3][6] == "20.000000000000000000");  // after a traded candle: unchanged
+    CHECK(s.db.Query("SELECT COUNT(*) FROM kline_late_applied")[0][0] == "1");
+
+    // A second record for the same candle is applied by the run itself; an older trade id
+    // moves only the open, not the close.
+    add_record(0, 99, "9", at(0) + 40);
+    report = worker.RunOnce();
+    REQUIRE(report.ok);
+    CHECK(report.late_applied == 1);
+    CHECK(worker.stats().late_applied.Get() == 1);
+    CHECK(worker.stats().late_duplicates.Get() == 1);
+    rows = MysqlRows(s.db, kSym);
+    CHECK(rows[0][3] == "9.000000000000000000");  // open: trade 99 is now the first id
+    CHECK(rows[0][5] == "9.000000000000000000");  // low
+    CHECK(rows[0][6] == "12.000000000000000000");
+    CHECK(rows[0][11] == "3");
+    CHECK(rows[0][12] == "99");
+    // Nothing left; a further run changes nothing.
+    report = worker.RunOnce();
+    CHECK(report.ok);
+    CHECK(report.late_seen == 0);
+    CHECK(MysqlRows(s.db, kSym) == rows);
+  }
+
+  SUBCASE("the new close is re-carried into Redis history that follows, and persisted") {
+    // Minute 3 onwards still in Redis: minute 3 empty in history, minute 4 the current
+    // candle, empty. A late trade into minute 2 (MySQL only) changes its close.
+    Candle m3 = Candle::Empty(Interval::k1m, at(3), utc, m2.close);
+    Candle m4 = Candle::Empty(Interval::k1m, at(4), utc, m2.close);
+    r.Command({"ZADD", "kline:{BTCUSDT}:1m:hist", std::to_string(at(3)),
+               klined::CandleJson(m3, kSym, true)});
+    r.Command({"SET", "kline:{BTCUSDT}:1m", klined::CandleJson(m4, kSym, false)});
+    add_record(2, 250, "21.5", at(2) + 50);
+    auto report = worker.RunOnce();
+    REQUIRE_MESSAGE(report.ok, report.error);
+    CHECK(report.late_applied == 1);
+    m3.open = m3.high = m3.low = m3.close = Dec("21.5");
+    m4.open = m4.high = m4.low = m4.close = m3.close;
+    CHECK(r.Strings({"ZRANGE", "kline:{BTCUSDT}:1m:hist", "0", "-1"}) ==
+          std::vector<std::string>{klined::CandleJson(m3, kSym, true)});
+    CHECK(r.Get("kline:{BTCUSDT}:1m") == klined::CandleJson(m4, kSym, false));
+    // Minute 3 is pending again with the new close, and the next run persists it.
+    CHECK(r.Strings({"SMEMBERS", "kline:pending"}) == std::vector<std::string>{kSym});
+    report = worker.RunOnce();
+    REQUIRE(report.ok);
+    CHECK(report.upserted == 1);
+    auto rows = MysqlRows(s.db, kSym);
+    CHECK(rows[2][6] == "21.500000000000000000");
+    CHECK(rows[3] == ExpectedRow(m3));
+  }
+
+  SUBCASE("no row in MySQL: the series starts there, gap filled up to the stored series") {
+    add_record(-3, 50, "8", at(-3) + 5);
+    auto report = worker.RunOnce();
+    REQUIRE_MESSAGE(report.ok, report.error);
+    CHECK(report.late_applied == 1);
+    auto rows = MysqlRows(s.db, kSym);
+    REQUIRE(rows.size() == 7);
+    CHECK(rows[0] == kt::Row{"1m", std::to_string(at(-3)), std::to_string(at(-2) - 1),
+                             "8.000000000000000000", "8.000000000000000000", "8.000000000000000000",
+                             "8.000000000000000000", "2.000000000000000000",
+                             "16.000000000000000000", "2.000000000000000000",
+                             "16.000000000000000000", "1", "50", "50"});
+    for (int i = 1; i <= 2; ++i) {
+      CHECK(rows[i] == ExpectedRow(Candle::Empty(Interval::k1m, at(-3 + i), utc,
+                                                 klined::Decimal::FromInt(8))));
+    }
+    CHECK(rows[3][6] == "10.000000000000000000");  // the old series start: unchanged
+  }
+
+  SUBCASE("a bad record is counted and dropped, never applied") {
+    r.Command({"HSET", "kline:{BTCUSDT}:late", "1m|" + std::to_string(at(0)) + "|7",
+               "{\"s\":\"BTCUSDT\",\"t\":8,\"p\":\"1\",\"q\":\"1\",\"T\":1,\"m\":false}"});
+    r.Command({"SADD", "kline:late", kSym});
+    auto report = worker.RunOnce();
+    REQUIRE(report.ok);
+    CHECK(worker.stats().late_rejected.Get() == 1);
+    CHECK(r.Strings({"SMEMBERS", "kline:late"}).empty());
+    CHECK(MysqlRows(s.db, kSym)[0][11] == "1");
+  }
+}
+
+TEST_CASE("persist bench" * doctest::skip(std::getenv("KLINED_PERSIST_BENCH") == nullptr)) {
+  Servers s;
+  const int symbols = 1000, minutes = 100;  // 100,000 candles
+  std::vector<klined::StoredCandle> candles;
+  candles.reserve(symbols * minutes);
+  for (int k = 0; k < symbols; ++k) {
+    const std::string sym = "SYM" + std::to_string(k) + "USDT";
+    for (int m = 0; m < minutes; ++m) {
+      Candle c = Candle::Empty(Interval::k1m, kT0 + m * kMin, {}, {});
+      REQUIRE(
+          c.Apply(MakeTrade(sym, m * 2 + 1, "43210.12345678", "0.0123", c.open_time + 1, false)));
+      REQUIRE(c.Apply(MakeTrade(sym, m * 2 + 2, "43211.5", "1.75", c.open_time + 2, true)));
+      candles.push_back({sym, c});
+    }
+  }
+  klined::MysqlConn conn(s.Mysql());
+  REQUIRE(conn.EnsureConnected());
+  klined::KlineTable table(&conn, 500, {});
+  REQUIRE(table.EnsureSchema());
+  for (const char* phase : {"insert", "update"}) {
+    auto t0 = std::chrono::steady_clock::now();
+    REQUIRE(table.Upsert(candles));
+    const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    MESSAGE("KlineTable::Upsert (" << phase << ", batch 500): " << candles.size() << " rows in "
+                                   << sec << " s = " << candles.size() / sec << " rows/s");
+  }
+
+  // End to end: the same candles pending in Redis (minutes shifted so they are new rows).
+  auto r = s.redis.Connect();
+  for (const auto& sc : candles) {
+    Candle c = sc.candle;
+    c.open_time += minutes * kMin;
+    c.close_time += minutes * kMin;
+    redisAppendCommand(r.get(), "HSET kline:{%s}:pending %s|%lld %s", sc.symbol.c_str(), "1m",
+                       static_cast<long long>(c.open_time),
+                       klined::CandleJson(c, sc.symbol, true).c_str());
+    redisAppendCommand(r.get(), "SADD kline:pending %s", sc.symbol.c_str());
+  }
+  for (size_t i = 0; i < candles.size() * 2; ++i) {
+    void* reply = nullptr;
+    REQUIRE(redisGetReply(r.get(), &reply) == REDIS_OK);
+    freeReplyObject(reply);
+  }
+  klined::PersistWorker worker(s.Options());
+  auto t0 = std::chrono::steady_clock::now();
+  auto report = worker.RunOnce();
+  const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  REQUIRE(report.ok);
+  CHECK(report.upserted == candles.size());
+  CHECK(r.Strings({"SMEMBERS", "kline:pending"}).empty());
+  MESSAGE("PersistWorker::RunOnce (Redis pending -> MySQL -> compare-and-delete): "
+          << report.upserted << " candles in " << sec << " s = " << report.upserted / sec
+          << " candles/s");
+}
