@@ -240,6 +240,13 @@ TEST_CASE("persist: flushed candles reach MySQL exactly; empty candles have -1 i
   CHECK_FALSE(table.Read(kSym, Interval::k1m, kT0 - kMin, &ok));
   CHECK(ok);
 
+  // A stale version (fewer trades, e.g. from a worker that lost the lease) never overwrites.
+  Candle stale = *c0;
+  stale.count = 1;
+  stale.close = klined::Decimal::FromInt(1);
+  REQUIRE(table.Upsert(std::vector<klined::StoredCandle>{{kSym, stale}}));
+  CHECK(MysqlRows(s.db, kSym) == rows);
+
   // A second run finds nothing to do.
   report = worker.RunOnce();
   CHECK(report.ok);

@@ -11,12 +11,25 @@ constexpr std::string_view kInsertHead =
     "INSERT INTO kline (symbol,`interval`,open_time,close_time,open,high,low,close,volume,"
     "quote_volume,taker_buy_volume,taker_buy_quote_volume,trades,first_trade_id,"
     "last_trade_id) VALUES ";
+// A stored row is replaced only by a version with at least as many trades: a candle only
+// gains trades, so a stale version (a worker still running after losing the lease, racing the
+// new holder) can never undo a newer one. MySQL evaluates the assignments left to right, so
+// `trades` is compared before it is updated, last.
 constexpr std::string_view kInsertTail =
-    " ON DUPLICATE KEY UPDATE close_time=VALUES(close_time),open=VALUES(open),"
-    "high=VALUES(high),low=VALUES(low),close=VALUES(close),volume=VALUES(volume),"
-    "quote_volume=VALUES(quote_volume),taker_buy_volume=VALUES(taker_buy_volume),"
-    "taker_buy_quote_volume=VALUES(taker_buy_quote_volume),trades=VALUES(trades),"
-    "first_trade_id=VALUES(first_trade_id),last_trade_id=VALUES(last_trade_id)";
+    " ON DUPLICATE KEY UPDATE"
+    " close_time=IF(VALUES(trades)>=trades,VALUES(close_time),close_time),"
+    "open=IF(VALUES(trades)>=trades,VALUES(open),open),"
+    "high=IF(VALUES(trades)>=trades,VALUES(high),high),"
+    "low=IF(VALUES(trades)>=trades,VALUES(low),low),"
+    "close=IF(VALUES(trades)>=trades,VALUES(close),close),"
+    "volume=IF(VALUES(trades)>=trades,VALUES(volume),volume),"
+    "quote_volume=IF(VALUES(trades)>=trades,VALUES(quote_volume),quote_volume),"
+    "taker_buy_volume=IF(VALUES(trades)>=trades,VALUES(taker_buy_volume),taker_buy_volume),"
+    "taker_buy_quote_volume=IF(VALUES(trades)>=trades,VALUES(taker_buy_quote_volume),"
+    "taker_buy_quote_volume),"
+    "first_trade_id=IF(VALUES(trades)>=trades,VALUES(first_trade_id),first_trade_id),"
+    "last_trade_id=IF(VALUES(trades)>=trades,VALUES(last_trade_id),last_trade_id),"
+    "trades=GREATEST(trades,VALUES(trades))";
 // The columns ParseRow reads, in its order.
 constexpr std::string_view kSelectColumns =
     "SELECT open_time,close_time,open,high,low,close,volume,quote_volume,taker_buy_volume,"

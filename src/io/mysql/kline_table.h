@@ -7,8 +7,9 @@
 // ParseStoredDecimal. No double ever touches a price or a volume.
 // Upserts are multi-row `INSERT ... ON DUPLICATE KEY UPDATE` of at most batch_rows rows; each
 // statement runs under autocommit, so each batch is one transaction. An upsert writes
-// absolute values, so repeating one (after a crash, or by two lease holders overlapping) is
-// harmless.
+// absolute values, so repeating one (after a crash) is harmless; and it replaces a stored row
+// only with a version holding at least as many trades (a candle only gains trades), so a
+// stale version written late (two lease holders overlapping) cannot undo a newer one.
 // A late trade whose bucket is no longer in Redis is merged here (ApplyLateTrade): one
 // transaction that records the trade in `kline_late_applied` (primary key = the trade), so a
 // retry after a crash between COMMIT and the Redis cleanup counts it once.

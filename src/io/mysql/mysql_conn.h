@@ -53,7 +53,9 @@ class MysqlConn {
   bool connected() const { return conn_ != nullptr; }
 
   // Runs one statement. False on any error (error()/error_number() say which); a client-side
-  // error also drops the connection. A result set, if any, must be taken with StoreResult().
+  // error also drops the connection. Never reconnects by itself (a COMMIT on a fresh
+  // connection would "succeed" with nothing in it): call EnsureConnected() before a unit of
+  // work. A result set, if any, must be taken with StoreResult().
   [[nodiscard]] bool Query(std::string_view sql);
   // The result set of the last Query (null if none or on error).
   MysqlResult StoreResult();
