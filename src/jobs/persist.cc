@@ -405,7 +405,7 @@ bool PersistWorker::DrainLate(const std::vector<std::string>& symbols, PersistRu
         const redisReply* v = r->element[e + 1];
         if (!IsStringish(f) || !IsStringish(v)) continue;
         ++report->late_seen;
-        Interval iv;
+        Interval iv = Interval::k1m;
         int64_t open = 0;
         TradeId id = 0;
         trades.clear();

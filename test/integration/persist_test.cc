@@ -541,7 +541,7 @@ TEST_CASE("persist bench" * doctest::skip(std::getenv("KLINED_PERSIST_BENCH") ==
   REQUIRE(conn.EnsureConnected());
   klined::KlineTable table(&conn, 500, {});
   REQUIRE(table.EnsureSchema());
-  for (const char* phase : {"insert", "update"}) {
+  for (std::string phase : {"insert", "update"}) {
     auto t0 = std::chrono::steady_clock::now();
     REQUIRE(table.Upsert(candles));
     const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
