@@ -1,5 +1,6 @@
 #include "jobs/rollover.h"
 
+#include <cassert>
 #include <charconv>
 #include <chrono>
 
@@ -41,11 +42,14 @@ bool PlanRollover(std::string_view stored_json, std::string_view symbol, Interva
   const int64_t now_open = BucketOpen(iv, now_ms, tz);
   if (cur.open_time >= now_open) return false;
   out->closed.clear();
+  out->closed_open.clear();
   out->closed.push_back(CandleJson(cur, symbol, /*closed=*/true));
+  out->closed_open.push_back(cur.open_time);
   const Decimal carry = cur.close;
   for (int64_t o = NextBucketOpen(iv, cur.open_time, tz); o < now_open;
        o = NextBucketOpen(iv, o, tz)) {
     out->closed.push_back(CandleJson(Candle::Empty(iv, o, tz, carry), symbol, /*closed=*/true));
+    out->closed_open.push_back(o);
   }
   out->next_current = CandleJson(Candle::Empty(iv, now_open, tz, carry), symbol, false);
   return true;
@@ -55,6 +59,81 @@ RolloverJob::RolloverJob(RedisConn* conn, std::string key_prefix, const SeriesLa
                          RolloverStats* stats)
     : conn_(conn), prefix_(std::move(key_prefix)), layout_(layout), stats_(stats) {
   script_ = conn_->AddScript(std::string(lua::kCommon) + lua::kRollover);
+  step_script_ = conn_->AddScript(std::string(lua::kCommon) + lua::kRolloverStep);
+}
+
+bool RolloverJob::StepChunk(const std::vector<std::string>& symbols, int64_t now_ms,
+                            std::string_view fence, RolloverResult* result,
+                            std::vector<std::string>* planned) {
+  const size_t n_iv = layout_->intervals.size();
+  const UtcOffset tz = layout_->tz;
+  // Per interval: the bucket before now's and now's, as decimal strings.
+  std::vector<std::string> prev(n_iv), now(n_iv);
+  std::vector<int64_t> now_open(n_iv);
+  for (size_t i = 0; i < n_iv; ++i) {
+    const Interval iv = layout_->intervals[i];
+    now_open[i] = BucketOpen(iv, now_ms, tz);
+    prev[i] = ToDec(BucketOpen(iv, now_open[i] - 1, tz));
+    now[i] = ToDec(now_open[i]);
+  }
+  const std::string count = ToDec(static_cast<int64_t>(n_iv));
+  std::vector<std::string> templates(n_iv);
+  std::vector<std::string_view> head(n_iv), tail(n_iv);
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    for (const std::string& sym : symbols) {
+      args_.clear();
+      args_.insert(args_.end(),
+                   {"EVALSHA", conn_->Sha(step_script_), "0", prefix_, sym, fence, count});
+      for (size_t i = 0; i < n_iv; ++i) {
+        const Interval iv = layout_->intervals[i];
+        // Now's empty candle, cut around its o/h/l/c (the script puts the carried close there).
+        templates[i] = CandleJson(Candle::Empty(iv, now_open[i], tz, Decimal()), sym, false);
+        constexpr std::string_view kOhlc = R"("o":"0","h":"0","l":"0","c":"0")";
+        const size_t at = templates[i].find(kOhlc);
+        assert(at != std::string::npos);
+        head[i] = std::string_view(templates[i]).substr(0, at);
+        tail[i] = std::string_view(templates[i]).substr(at + kOhlc.size());
+        args_.insert(args_.end(), {IntervalName(iv), prev[i], now[i], head[i], tail[i]});
+      }
+      conn_->Append(args_);
+    }
+    bool noscript = false;
+    bool fenced = false;
+    planned->clear();
+    for (const std::string& sym : symbols) {
+      RedisReply r = conn_->GetReply();
+      if (r == nullptr) return false;
+      if (IsNoScript(r.get())) {
+        noscript = true;
+        continue;
+      }
+      if (r->type == REDIS_REPLY_ERROR) {
+        conn_->Disconnect(std::string("ROLLOVER_STEP script: ") + r->str);
+        return false;
+      }
+      if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+          r->element[0]->type != REDIS_REPLY_INTEGER) {
+        conn_->Disconnect("ROLLOVER_STEP script: unexpected reply");
+        return false;
+      }
+      const int64_t rolled = r->element[0]->integer;
+      if (rolled < 0) {
+        fenced = true;
+        continue;
+      }
+      result->candles_closed += static_cast<uint64_t>(rolled);
+      if (rolled > 0) ++result->symbols_rolled;
+      if (r->elements > 1) planned->push_back(sym);
+    }
+    if (fenced) {
+      LOG_RATE(kWarn, "rollover.fenced", "token=" << fence);
+      return false;
+    }
+    if (!noscript) return true;
+    // Redis lost its scripts (restart, SCRIPT FLUSH): nothing of this attempt was written.
+    if (!conn_->ReloadScripts()) return false;
+  }
+  return false;
 }
 
 bool RolloverJob::RollChunk(const std::vector<std::string>& symbols, int64_t now_ms,
@@ -66,7 +145,6 @@ bool RolloverJob::RollChunk(const std::vector<std::string>& symbols, int64_t now
   std::vector<std::string> keys(n_iv);
   std::vector<RedisReply> reads;
   std::vector<IntervalRoll> rolls(n_iv);
-  std::vector<std::string> nums;  // decimal strings referenced by args_ (reserved: no realloc)
   std::vector<char> rolled_once(symbols.size(), 0);
   uint64_t left = 0;
   for (int attempt = 0; attempt < kMaxAttempts && !pending.empty(); ++attempt) {
@@ -98,8 +176,7 @@ bool RolloverJob::RollChunk(const std::vector<std::string>& symbols, int64_t now
     for (size_t k = 0; k < pending.size(); ++k) {
       const std::string& sym = symbols[pending[k]];
       args_.clear();
-      nums.clear();
-      nums.reserve(2 * n_iv + 1);
+      nums_.clear();
       args_.insert(args_.end(), {"EVALSHA", conn_->Sha(script_), "0", prefix_, sym, fence, ""});
       size_t n_roll = 0;
       for (size_t i = 0; i < n_iv; ++i) {
@@ -120,13 +197,17 @@ bool RolloverJob::RollChunk(const std::vector<std::string>& symbols, int64_t now
         args_.push_back(IntervalName(layout_->intervals[i]));
         args_.push_back(stored);
         args_.push_back(rolls[i].next_current);
-        nums.push_back(ToDec(static_cast<int64_t>(rolls[i].closed.size())));
-        args_.push_back(nums.back());
-        for (const std::string& c : rolls[i].closed) args_.push_back(c);
+        nums_.push_back(ToDec(static_cast<int64_t>(rolls[i].closed.size())));
+        args_.push_back(nums_.back());
+        for (size_t c = 0; c < rolls[i].closed.size(); ++c) {
+          nums_.push_back(ToDec(rolls[i].closed_open[c]));
+          args_.push_back(nums_.back());
+          args_.push_back(rolls[i].closed[c]);
+        }
       }
       if (n_roll == 0) continue;
-      nums.push_back(ToDec(static_cast<int64_t>(n_roll)));
-      args_[6] = nums.back();
+      nums_.push_back(ToDec(static_cast<int64_t>(n_roll)));
+      args_[6] = nums_.back();
       conn_->Append(args_);  // hiredis copies the arguments
       sent.push_back(k);
     }
@@ -187,7 +268,7 @@ RolloverResult RolloverJob::RunOnce(int64_t now_ms, std::string_view fence,
   const std::string symbols_key = prefix_ + ":symbols";
   const std::string count = ToDec(static_cast<int64_t>(chunk_));
   std::string cursor = "0";
-  std::vector<std::string> chunk;
+  std::vector<std::string> chunk, planned;
   bool ok = conn_->EnsureConnected();
   while (ok) {
     RedisReply r = conn_->Command({"SSCAN", symbols_key, cursor, "COUNT", count});
@@ -213,7 +294,8 @@ RolloverResult RolloverJob::RunOnce(int64_t now_ms, std::string_view fence,
         break;
       }
       result.symbols += chunk.size();
-      if (!RollChunk(chunk, now_ms, fence, &result)) {
+      if (!StepChunk(chunk, now_ms, fence, &result, &planned) ||
+          (!planned.empty() && !RollChunk(planned, now_ms, fence, &result))) {
         ok = false;
         break;
       }

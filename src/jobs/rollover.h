@@ -3,18 +3,28 @@
 //
 // DESIGN
 // Runs on the timer thread of the lease holder, over the jobs' own RedisConn. A run walks
-// PREFIX:symbols with SSCAN in chunks; per chunk one pipelined MGET of every symbol's current
-// candles, then planning in C++ (PlanRollover: exact JSON from Candle, no Lua arithmetic),
-// then one pipelined EVALSHA of ROLLOVER per symbol that needs it. The script is a
-// compare-and-set per interval: if a shard flushed that interval in between, the shard's
-// write wins and the symbol is re-read and re-planned (a few times within the run; anything
-// still conflicting is left to the next run). Writing absolute candles under CAS makes the
-// job idempotent: a second run finds nothing older than the current bucket. A shard flush
+// PREFIX:symbols with SSCAN in chunks. Per chunk, two paths:
+//  - Step (the common case, every boundary): one pipelined EVALSHA of ROLLOVER_STEP per
+//    symbol, no prior read. For each interval whose stored current candle is exactly one
+//    bucket behind now, the script closes it textually (x=true) and sets now's empty candle
+//    from a C++-built template carrying its close textually. No arithmetic in Lua, no read
+//    round trip, and a few hundred bytes per symbol instead of every candle twice: this is
+//    what makes 10k symbols x 15 intervals fit in well under a second. Atomic per symbol,
+//    so there is no window for a shard flush to race.
+//  - Planned (gaps: the current candle is more than one bucket behind, e.g. after downtime;
+//    only the symbols the step reported): one pipelined MGET of their current candles,
+//    planning in C++ (PlanRollover: exact JSON from Candle), one pipelined EVALSHA of
+//    ROLLOVER per symbol. That script is a compare-and-set per interval: if a shard flushed
+//    that interval in between, the shard's write wins and the symbol is re-read and re-planned
+//    (a few times within the run; anything still conflicting is left to the next run).
+// Both write absolute candles conditioned on what is stored, so the job is idempotent: a
+// second run finds nothing older than the current bucket. A shard flush
 // racing a rollover is handled by the FLUSH script (storage ahead of the shard: its candle
 // goes to history and its close is re-carried), so neither undoes the other.
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -30,15 +40,16 @@ struct RolloverStats {
   OwnedCounter last_run_ms;     // gauge: duration of the last completed run
   OwnedCounter runs;            // completed runs
   OwnedCounter candles_closed;  // closed candles written to history (old current + empties)
-  OwnedCounter symbols_rolled;  // symbol rollovers written (a symbol counts once per run)
+  OwnedCounter symbols_rolled;  // symbol rollovers written (counted once per path and run)
   OwnedCounter cas_conflicts;   // intervals a shard flush changed between read and write
   OwnedCounter failures;        // runs cut short (Redis error, lease lost)
 };
 
 // What a rollover writes for one interval of one symbol.
 struct IntervalRoll {
-  std::vector<std::string> closed;  // x=true JSON, oldest first: the old current, then empties
-  std::string next_current;         // x=false JSON of the (empty) candle opening at now's bucket
+  std::vector<std::string> closed;   // x=true JSON, oldest first: the old current, then empties
+  std::vector<int64_t> closed_open;  // their open times
+  std::string next_current;          // x=false JSON of the (empty) candle opening at now's bucket
 };
 
 // Pure planning: given the stored current candle JSON of `iv`, returns true and fills *out if
@@ -76,7 +87,11 @@ class RolloverJob {
   void set_chunk(size_t n) { chunk_ = n; }
 
  private:
-  // One chunk: read, plan, write, retry conflicts. False on a Redis error or when fenced.
+  // One chunk, step path. Fills *planned with the symbols that need the planned path.
+  // False on a Redis error or when fenced.
+  bool StepChunk(const std::vector<std::string>& symbols, int64_t now_ms, std::string_view fence,
+                 RolloverResult* result, std::vector<std::string>* planned);
+  // Planned path: read, plan, write, retry conflicts. False on a Redis error or when fenced.
   bool RollChunk(const std::vector<std::string>& symbols, int64_t now_ms, std::string_view fence,
                  RolloverResult* result);
 
@@ -84,9 +99,11 @@ class RolloverJob {
   std::string prefix_;
   const SeriesLayout* layout_;
   RolloverStats* stats_;
-  size_t script_;
+  size_t script_;       // ROLLOVER
+  size_t step_script_;  // ROLLOVER_STEP
   size_t chunk_ = 1000;
   std::vector<std::string_view> args_;
+  std::deque<std::string> nums_;  // decimal strings args_ points into (stable addresses)
 };
 
 }  // namespace klined

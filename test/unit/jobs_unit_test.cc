@@ -39,7 +39,7 @@ TEST_CASE("jobs plan: rollover closes the current candle, fills the gap, opens n
   CHECK_FALSE(bad);
   REQUIRE(roll.closed.size() == 3);  // 23:57 (closed), 23:58 and 23:59 (empty)
   std::string closed = stored;
-  closed.replace(closed.size() - 7, 7, "\"x\":true}");
+  closed.replace(closed.size() - 6, 6, "true}");
   CHECK(roll.closed[0] == closed);
   CHECK(roll.closed[1] ==
         "{\"t\":1704067080000,\"T\":1704067139999,\"s\":\"BTCUSDT\",\"i\":\"1m\",\"f\":-1,"

@@ -38,34 +38,122 @@ return redis.call('DEL', KEYS[1])
 // ROLLOVER (prepend kCommon): closes one symbol's stale current candles, planned in C++.
 // KEYS: none. ARGV: prefix, symbol, fencing token ("" = unfenced), interval count, then per
 //   interval: name, expected current JSON (exactly as read), new current JSON (x=false),
-//   closed count, closed JSONs (x=true, oldest first: the old current, then empty fillers).
+//   closed count, then per closed candle (oldest first: the old current, then the empty
+//   fillers): open time, JSON (x=true).
 // Per interval compare-and-set: only if B:INTERVAL still equals the JSON read are the closed
-// candles written to history (put_hist: so they are pending for MySQL) and the new current
-// set. Otherwise that interval is left alone (a shard flush won; the caller re-reads).
+// candles written to history and marked pending for MySQL, and the new current set.
+// Otherwise that interval is left alone (a shard flush won; the caller re-reads).
+// History holds only scores below the current candle's open time, so the closed candles are
+// new scores: one ZADD per interval and one HSET of B:pending per symbol. Should any score
+// at or after the old current exist anyway, put_hist keeps one member per score.
 // Returns {intervals rolled, closed candles written, conflicts}, or {-1} if fenced out.
 inline constexpr const char kRollover[] = R"LUA(
 local prefix, sym, token = ARGV[1], ARGV[2], ARGV[3]
 if token ~= '' and redis.call('GET', prefix .. ':lease') ~= token then return {-1} end
 local base = prefix .. ':{' .. sym .. '}'
+local function bulk(cmd, key, list)  -- unpack() has a stack limit: 1000 arguments at a time
+  for s = 1, #list, 1000 do redis.call(cmd, key, unpack(list, s, math.min(s + 999, #list))) end
+end
 local n = tonumber(ARGV[4])
+local ivs, keys = {}, {}
 local i = 5
+for k = 1, n do
+  local e = {iv = ARGV[i], expect = ARGV[i + 1], new = ARGV[i + 2],
+             nclosed = tonumber(ARGV[i + 3]), first = i + 4}
+  ivs[k] = e
+  keys[k] = base .. ':' .. e.iv
+  i = i + 4 + 2 * e.nclosed
+end
+local cur = redis.call('MGET', unpack(keys))
 local rolled, written, conflicts = 0, 0, 0
-for _ = 1, n do
-  local iv, expect, new, nclosed = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
-  local cur_key = base .. ':' .. iv
-  if redis.call('GET', cur_key) == expect then
-    for e = i + 4, i + 3 + nclosed do
-      if put_hist(base, iv, open_time(ARGV[e]), ARGV[e]) then written = written + 1 end
+local mset, pend = {}, {}
+for k, e in ipairs(ivs) do
+  if cur[k] == e.expect then
+    local hist = keys[k] .. ':hist'
+    local last = e.first + 2 * e.nclosed - 2
+    if #redis.call('ZRANGEBYSCORE', hist, ARGV[e.first], '+inf', 'LIMIT', 0, 1) == 0 then
+      local z = {}
+      for a = e.first, last, 2 do
+        z[#z + 1] = ARGV[a]
+        z[#z + 1] = ARGV[a + 1]
+        pend[#pend + 1] = e.iv .. '|' .. ARGV[a]
+        pend[#pend + 1] = ARGV[a + 1]
+      end
+      if #z > 0 then bulk('ZADD', hist, z) end
+      written = written + e.nclosed
+    else
+      for a = e.first, last, 2 do
+        if put_hist(base, e.iv, tonumber(ARGV[a]), ARGV[a + 1]) then written = written + 1 end
+      end
     end
-    redis.call('SET', cur_key, new)
+    mset[#mset + 1] = keys[k]
+    mset[#mset + 1] = e.new
     rolled = rolled + 1
   else
     conflicts = conflicts + 1
   end
-  i = i + 4 + nclosed
 end
+if #mset > 0 then redis.call('MSET', unpack(mset)) end
+if #pend > 0 then bulk('HSET', base .. ':pending', pend) end
 if written > 0 then redis.call('SADD', prefix .. ':pending', sym) end
 return {rolled, written, conflicts}
+)LUA";
+
+// ROLLOVER_STEP (prepend kCommon): the common case of a rollover, one bucket step, without a
+// prior read. KEYS: none. ARGV: prefix, symbol, fencing token ("" = unfenced), interval
+// count, then per interval: name, open time of the bucket before now's, open time of now's
+// bucket, and now's empty current candle (x=false, built in C++ by CandleJson) cut around its
+// o/h/l/c: the JSON before `"o":` and the JSON after the `"c":"..."` member.
+// Per interval, atomically: if the stored current candle opens in the bucket before now's,
+// it is closed textually (x=true) into history, marked pending, and replaced by now's empty
+// candle carrying its close (copied textually into o/h/l/c). If it is in now's bucket or
+// later, or missing, nothing happens. If it is older (a gap to fill), the interval is
+// reported back for the planned ROLLOVER path.
+// History holds only scores below the current candle's open time, so the closed candle is
+// a new score: no ZRANGEBYSCORE check is needed (one member per score holds).
+// Plain string.find/sub only: Lua patterns scanning ~300-byte candles 140k times per run
+// would cost most of a second.
+// Returns {intervals rolled, 0-based indexes of intervals needing ROLLOVER...}, or {-1}.
+inline constexpr const char kRolloverStep[] = R"LUA(
+local prefix, sym, token = ARGV[1], ARGV[2], ARGV[3]
+if token ~= '' and redis.call('GET', prefix .. ':lease') ~= token then return {-1} end
+local base = prefix .. ':{' .. sym .. '}'
+local n = tonumber(ARGV[4])
+local keys = {}
+for k = 1, n do keys[k] = base .. ':' .. ARGV[5 * k] end
+local cur = redis.call('MGET', unpack(keys))
+local result = {0}
+local mset, pend = {}, {}
+for k = 1, n do
+  local c = cur[k]
+  if c then
+    local a = 5 * k
+    local t = open_time(c)
+    if t < tonumber(ARGV[a + 2]) then
+      local at = string.find(c, '"c":"', 1, true)
+      local to = at and string.find(c, '"', at + 5, true)
+      if t == tonumber(ARGV[a + 1]) and to and string.sub(c, -10) == '"x":false}' then
+        local close = string.sub(c, at + 5, to - 1)
+        local closed = string.sub(c, 1, -11) .. '"x":true}'
+        redis.call('ZADD', keys[k] .. ':hist', ARGV[a + 1], closed)
+        pend[#pend + 1] = ARGV[a] .. '|' .. ARGV[a + 1]
+        pend[#pend + 1] = closed
+        mset[#mset + 1] = keys[k]
+        mset[#mset + 1] = ARGV[a + 3] .. '"o":"' .. close .. '","h":"' .. close .. '","l":"' ..
+                          close .. '","c":"' .. close .. '"' .. ARGV[a + 4]
+        result[1] = result[1] + 1
+      else
+        result[#result + 1] = k - 1
+      end
+    end
+  end
+end
+if #mset > 0 then
+  redis.call('MSET', unpack(mset))
+  redis.call('HSET', base .. ':pending', unpack(pend))
+  redis.call('SADD', prefix .. ':pending', sym)
+end
+return result
 )LUA";
 
 // TRIM (prepend kCommon): bounds one symbol's history keys.
