@@ -18,22 +18,33 @@ TMP=$(mktemp -d /tmp/klined-demo.XXXXXX)
 PIDS=()
 cleanup() {
   trap - EXIT INT TERM
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  # Newest first, each waited for (at most 10 s): the generator delivers and klined drains
+  # (flush to Redis, commit offsets) while the broker and Redis are still up.
+  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+    kill "${PIDS[i]}" 2>/dev/null || continue
+    for _ in $(seq 100); do kill -0 "${PIDS[i]}" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "${PIDS[i]}" 2>/dev/null || true
+  done
   wait 2>/dev/null || true
   rm -rf "$TMP"
   echo "demo: stopped and cleaned up"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'cleanup; exit 130' INT
+trap 'cleanup; exit 143' TERM
+# Children run in sessions of their own (setsid): Ctrl-C reaches only this script, which
+# then stops them in order; a terminal SIGINT to all at once would kill the broker before
+# klined could drain into it.
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 REDIS_PORT=$(free_port)
 METRICS_PORT=$(free_port)
 
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$TMP" --save "" --appendonly no \
+setsid redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$TMP" --save "" --appendonly no \
   --daemonize no >"$TMP/redis.log" 2>&1 &
 PIDS+=($!)
 
-"$BUILD/src/tools/testbroker/klined-testbroker" --topic trades:4 --topic trades-dlq:1 \
+setsid "$BUILD/src/tools/testbroker/klined-testbroker" --topic trades:4 --topic trades-dlq:1 \
   >"$TMP/broker.out" 2>"$TMP/broker.log" &
 PIDS+=($!)
 for _ in $(seq 100); do grep -q BOOTSTRAP= "$TMP/broker.out" 2>/dev/null && break; sleep 0.1; done
@@ -55,12 +66,12 @@ intervals: [1s, 1m, 5m, 1h, 1d]
 metrics:
   listen: "127.0.0.1:$METRICS_PORT"
 YAML
-"$BUILD/src/app/klined" --config "$TMP/klined.yaml" 2>"$TMP/klined.log" &
+setsid "$BUILD/src/app/klined" --config "$TMP/klined.yaml" 2>"$TMP/klined.log" &
 PIDS+=($!)
 
 # Realistic trades: Zipf popularity over the symbols (BTCUSDT busiest), random-walk prices
 # with each symbol's tick size, bursts and quiet periods, keyed by symbol.
-"$BUILD/src/tools/tradegen/klined-tradegen" --brokers "$BOOTSTRAP" --topic trades \
+setsid "$BUILD/src/tools/tradegen/klined-tradegen" --brokers "$BOOTSTRAP" --topic trades \
   --symbols "${DEMO_SYMBOLS:-20}" --rate "${DEMO_RATE:-2000}" --seed "$RANDOM" \
   2>"$TMP/tradegen.log" &
 PIDS+=($!)
@@ -74,11 +85,11 @@ while true; do
   echo
   echo "==== $(date -u +%H:%M:%S) ========================================================"
   "$KLINECTL" --redis "127.0.0.1:$REDIS_PORT" candles BTCUSDT 1m --limit 5 2>&1 || true
-  echo "current 1m candles:"
-  for s in ETHUSDT SOLUSDT XRPUSDT; do
-    "$KLINECTL" --redis "127.0.0.1:$REDIS_PORT" candles "$s" 1m --limit 1 2>&1 | tail -n 1 \
-      | sed "s/^/  $s  /" || true
-  done
+  echo "current 1m candles of the next busiest symbols:"
+  for s in ETHUSDT BNBUSDT SOLUSDT XRPUSDT; do
+    "$KLINECTL" --redis "127.0.0.1:$REDIS_PORT" candles "$s" 1m --limit 1 2>/dev/null \
+      | sed -n "2s/^/symbol  /p;3s/^/$s  /p" || true
+  done | awk 'NR == 1 || $1 != "symbol"' | column -t | sed 's/^/  /'
   echo "symbols: $("$KLINECTL" --redis "127.0.0.1:$REDIS_PORT" symbols 2>/dev/null | wc -l)," \
        "trades applied: $(curl -s "127.0.0.1:$METRICS_PORT/metrics" | awk '/^klined_trades_applied_total/ {s+=$2} END {print s+0}')"
   if [ -n "${DEMO_SECONDS:-}" ] && (( $(date +%s) - start >= DEMO_SECONDS )); then break; fi

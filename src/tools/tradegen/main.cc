@@ -32,8 +32,13 @@ namespace tg = klined::tradegen;
 
 namespace {
 
-std::atomic<bool> g_stop{false};
-void OnSignal(int) { g_stop.store(true, std::memory_order_relaxed); }
+// SIGINT/SIGTERM count: the first stops generation, the second gives up on deliveries.
+std::atomic<int> g_signals{0};
+void OnSignal(int) { g_signals.fetch_add(1, std::memory_order_relaxed); }
+bool Stopped() { return g_signals.load(std::memory_order_relaxed) > 0; }
+// After a stop signal, queued messages get this long to be delivered (a demo's Ctrl-C must
+// not hang on a broker that is already gone).
+constexpr auto kStopFlushTimeout = std::chrono::seconds(5);
 
 constexpr const char* kUsage = R"(usage: klined-tradegen [options]
 Generates trades ({"e":"trade","E":..,"s":..,"t":..,"p":"..","q":"..","T":..,"m":..}).
@@ -220,6 +225,8 @@ class KafkaSink final : public Sink {
         {"compression.codec", o.compression},
         // Like the Java client: a symbol lands on the same partition as with other producers.
         {"partitioner", "murmur2_random"},
+        // A broker that is gone fails the queued messages within 30 s (default 300 s).
+        {"message.timeout.ms", "30000"},
     };
     for (const auto& [k, v] : o.properties) props[k] = v;
     for (const auto& [k, v] : props) {
@@ -275,6 +282,10 @@ class KafkaSink final : public Sink {
       }
       for (size_t j = i; j < msgs_.size(); ++j) msgs_[j].err = RD_KAFKA_RESP_ERR_NO_ERROR;
       first = i;
+      if (g_signals.load() > 1) {  // asked twice to stop: drop what the queue cannot take
+        failed_ += static_cast<int64_t>(msgs_.size() - first);
+        break;
+      }
       rd_kafka_poll(rk_, 5);  // queue full: let deliveries drain
     }
     since_poll_ += pending_.size();
@@ -288,9 +299,14 @@ class KafkaSink final : public Sink {
 
   int64_t Finish() override {
     Submit();
+    const auto stop_deadline = std::chrono::steady_clock::now() + kStopFlushTimeout;
     while (rd_kafka_outq_len(rk_) > 0) {
       if (rd_kafka_flush(rk_, 1000) == RD_KAFKA_RESP_ERR_NO_ERROR) break;
-      if (g_stop_twice_.load()) break;
+      if (g_signals.load() > 1 || (Stopped() && std::chrono::steady_clock::now() > stop_deadline)) {
+        std::fprintf(stderr, "klined-tradegen: stopped: %d messages not delivered\n",
+                     rd_kafka_outq_len(rk_));
+        break;
+      }
       std::fprintf(stderr, "klined-tradegen: waiting for %d messages to be delivered\n",
                    rd_kafka_outq_len(rk_));
     }
@@ -301,8 +317,6 @@ class KafkaSink final : public Sink {
     }
     return failed_ + left;
   }
-
-  static std::atomic<bool> g_stop_twice_;
 
  private:
   static void OnDelivery(rd_kafka_t*, const rd_kafka_message_t* m, void* opaque) {
@@ -326,7 +340,6 @@ class KafkaSink final : public Sink {
   int64_t failed_ = 0;  // delivery callbacks run on this thread (inside poll/flush)
   std::string first_error_;
 };
-std::atomic<bool> KafkaSink::g_stop_twice_{false};
 
 // Per-symbol JSON arrays of up to K trades: one symbol per message keeps the key (and so the
 // partition and id order) right. A batch older than kMaxBatchAgeMs of trade-generation time
@@ -442,7 +455,7 @@ int main(int argc, char** argv) {
   uint64_t events = 0;
   const bool paced = o.rate > 0;
 
-  while (!g_stop.load(std::memory_order_relaxed)) {
+  while (!Stopped()) {
     if (o.count >= 0 && trades >= o.count) break;
     // Clock reads are amortised when flat out; paced runs read them per trade.
     if (paced || (events & 15) == 0) {
@@ -496,11 +509,6 @@ int main(int argc, char** argv) {
   }
   batcher.SendAll(&messages);
   const double gen_s = std::chrono::duration<double>(Clock::now() - start).count();
-  if (g_stop.load()) {
-    // A second Ctrl-C while waiting for deliveries gives up on them.
-    g_stop.store(false);
-    std::signal(SIGINT, [](int) { KafkaSink::g_stop_twice_.store(true); });
-  }
   const int64_t failed = sink->Finish();
   int rc = failed == 0 ? 0 : 1;
   if (expected != nullptr && std::fclose(expected) != 0) {
