@@ -76,12 +76,16 @@ void TimerLoop::Run() {
   int64_t next_trim = 0;      // monotonic ms
   while (!stop_.load()) {
     const bool holding = lease_.Poll();
-    if (holding != active_.load(std::memory_order_relaxed)) {
-      SetActive(holding);
-      if (holding) {
-        next_rollover = 0;  // catch up on whatever the previous holder left
-        next_trim = Lease::NowMs() + options_.trim_interval_ms / 2;
-      }
+    // A new epoch while active means the lease was lost and re-acquired in between (e.g. the
+    // process was paused past its deadline): step down and up again, so on_active sees it.
+    if (active_.load(std::memory_order_relaxed) && (!holding || lease_.epoch() != active_epoch_)) {
+      SetActive(false);
+    }
+    if (holding && !active_.load(std::memory_order_relaxed)) {
+      active_epoch_ = lease_.epoch();
+      SetActive(true);
+      next_rollover = 0;  // catch up on whatever the previous holder left
+      next_trim = Lease::NowMs() + options_.trim_interval_ms / 2;
     }
     if (holding && lease_.Holding()) {
       const std::string fence = lease_.token();

@@ -89,6 +89,7 @@ class TimerLoop {
   RolloverJob rollover_;
   TrimJob trim_;
   std::atomic<bool> active_{false};
+  int64_t active_epoch_ = 0;  // lease epoch of the current active period (timer thread)
   std::atomic<bool> stop_{false};
   std::mutex mu_;
   std::condition_variable cv_;

@@ -390,7 +390,10 @@ TEST_CASE("jobs rollover: concurrent shard flushes (with late trades) and rollov
       ++id;
       if (rng() % 2 == 0) shards[k]->Flush();
     }
-    sim_now.fetch_add(61 + static_cast<int64_t>(rng() % 200));
+    // Mostly small steps (the one-bucket step path); now and then a jump of a few buckets,
+    // so the planned compare-and-set path races the flushes too.
+    sim_now.fetch_add(step % 7 == 0 ? 1500 + static_cast<int64_t>(rng() % 2000)
+                                    : 61 + static_cast<int64_t>(rng() % 200));
     if (step % 50 == 0) std::this_thread::sleep_for(milliseconds(1));
   }
   done.store(true);
