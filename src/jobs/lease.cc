@@ -86,7 +86,9 @@ bool Lease::Poll() {
 
 bool Lease::TryAcquire() {
   const int64_t start = NowMs();
-  next_poll_ms_ = start + std::max<int64_t>(ttl_ms_ / 4, 10);
+  // A standby retries often enough that a released lease is taken at once (<= 250 ms) and an
+  // expired one well within the 2 x ttl takeover bound.
+  next_poll_ms_ = start + std::clamp<int64_t>(ttl_ms_ / 4, 10, 250);
   if (!conn_.EnsureConnected()) return false;
   const std::string ttl = std::to_string(ttl_ms_);
   const std::string epoch_key = key() + ":epoch";

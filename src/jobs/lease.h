@@ -14,7 +14,8 @@
 // Redis started its TTL after we read the clock. So a holder that is paused, or whose
 // renewals fail or are delayed, sees Holding() turn false before another instance can take
 // over, and callers check Holding() right before any job work. A standby retries the acquire
-// every ttl/4, so it takes over at most ttl + ttl/4 after the holder's last renewal.
+// every min(ttl/4, 250 ms), so it takes over at most ttl + ttl/4 after the holder's last
+// renewal, and within 250 ms of a release.
 //
 // Threads: one thread (the timer thread) calls everything except the stats, which the
 // metrics scraper reads. The lease has its own RedisConn, with a command timeout of ttl/3 so a

@@ -1,5 +1,6 @@
 #include "jobs/rollover.h"
 
+#include <algorithm>
 #include <cassert>
 #include <charconv>
 #include <chrono>
@@ -12,7 +13,8 @@
 namespace klined {
 namespace {
 
-constexpr int kMaxAttempts = 4;  // per chunk: the first try plus re-reads after conflicts
+constexpr int kMaxAttempts = 4;        // per chunk: the first try plus re-reads after conflicts
+constexpr size_t kPlannedWindow = 16;  // symbols per pipeline on the planned path
 
 std::string ToDec(int64_t v) {
   char buf[24];
@@ -29,8 +31,10 @@ int64_t SteadyMs() {
 }  // namespace
 
 bool PlanRollover(std::string_view stored_json, std::string_view symbol, Interval iv,
-                  int64_t now_ms, UtcOffset tz, IntervalRoll* out, bool* bad) {
+                  int64_t now_ms, UtcOffset tz, IntervalRoll* out, bool* bad, int64_t max_closed,
+                  bool* truncated) {
   *bad = false;
+  if (truncated != nullptr) *truncated = false;
   Candle cur;
   std::string_view stored_sym;
   bool closed = false;
@@ -46,12 +50,16 @@ bool PlanRollover(std::string_view stored_json, std::string_view symbol, Interva
   out->closed.push_back(CandleJson(cur, symbol, /*closed=*/true));
   out->closed_open.push_back(cur.open_time);
   const Decimal carry = cur.close;
-  for (int64_t o = NextBucketOpen(iv, cur.open_time, tz); o < now_open;
-       o = NextBucketOpen(iv, o, tz)) {
+  int64_t o = NextBucketOpen(iv, cur.open_time, tz);
+  for (; o < now_open; o = NextBucketOpen(iv, o, tz)) {
+    if (static_cast<int64_t>(out->closed.size()) >= max_closed) {
+      if (truncated != nullptr) *truncated = true;
+      break;
+    }
     out->closed.push_back(CandleJson(Candle::Empty(iv, o, tz, carry), symbol, /*closed=*/true));
     out->closed_open.push_back(o);
   }
-  out->next_current = CandleJson(Candle::Empty(iv, now_open, tz, carry), symbol, false);
+  out->next_current = CandleJson(Candle::Empty(iv, o, tz, carry), symbol, false);
   return true;
 }
 
@@ -184,8 +192,9 @@ bool RolloverJob::RollChunk(const std::vector<std::string>& symbols, int64_t now
         if (e->type != REDIS_REPLY_STRING) continue;  // no candle yet for this interval
         const std::string_view stored(e->str, e->len);
         bool bad = false;
-        if (!PlanRollover(stored, sym, layout_->intervals[i], now_ms, layout_->tz, &rolls[i],
-                          &bad)) {
+        bool truncated = false;
+        if (!PlanRollover(stored, sym, layout_->intervals[i], now_ms, layout_->tz, &rolls[i], &bad,
+                          kMaxClosedPerRun, &truncated)) {
           if (bad) {
             ++result->bad_candles;
             LOG_RATE(kError, "rollover.bad_candle",
@@ -194,6 +203,7 @@ bool RolloverJob::RollChunk(const std::vector<std::string>& symbols, int64_t now
           continue;
         }
         ++n_roll;
+        if (truncated) ++result->truncated;
         args_.push_back(IntervalName(layout_->intervals[i]));
         args_.push_back(stored);
         args_.push_back(rolls[i].next_current);
@@ -268,7 +278,7 @@ RolloverResult RolloverJob::RunOnce(int64_t now_ms, std::string_view fence,
   const std::string symbols_key = prefix_ + ":symbols";
   const std::string count = ToDec(static_cast<int64_t>(chunk_));
   std::string cursor = "0";
-  std::vector<std::string> chunk, planned;
+  std::vector<std::string> chunk, planned, window;
   bool ok = conn_->EnsureConnected();
   while (ok) {
     RedisReply r = conn_->Command({"SSCAN", symbols_key, cursor, "COUNT", count});
@@ -294,11 +304,16 @@ RolloverResult RolloverJob::RunOnce(int64_t now_ms, std::string_view fence,
         break;
       }
       result.symbols += chunk.size();
-      if (!StepChunk(chunk, now_ms, fence, &result, &planned) ||
-          (!planned.empty() && !RollChunk(planned, now_ms, fence, &result))) {
-        ok = false;
-        break;
+      ok = StepChunk(chunk, now_ms, fence, &result, &planned);
+      // Symbols with gaps, a few at a time: what one pipeline holds stays bounded (each
+      // interval may carry up to kMaxClosedPerRun candles).
+      for (size_t w = 0; ok && w < planned.size(); w += kPlannedWindow) {
+        window.assign(
+            planned.begin() + static_cast<ptrdiff_t>(w),
+            planned.begin() + static_cast<ptrdiff_t>(std::min(planned.size(), w + kPlannedWindow)));
+        ok = RollChunk(window, now_ms, fence, &result);
       }
+      if (!ok) break;
       chunk.clear();
     }
     if (last) break;

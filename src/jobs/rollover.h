@@ -45,6 +45,10 @@ struct RolloverStats {
   OwnedCounter failures;        // runs cut short (Redis error, lease lost)
 };
 
+// Closed candles one run writes per (symbol, interval), bounding the memory and the Lua call
+// of a symbol that has to catch up after a long outage (1,000 x ~250 bytes).
+inline constexpr int64_t kMaxClosedPerRun = 1000;
+
 // What a rollover writes for one interval of one symbol.
 struct IntervalRoll {
   std::vector<std::string> closed;   // x=true JSON, oldest first: the old current, then empties
@@ -57,8 +61,12 @@ struct IntervalRoll {
 // (carrying its close) for every bucket after it up to now's, and the new current. False if
 // nothing is due (current bucket, or a candle from the future) or the JSON does not parse
 // (*bad set; storage is left alone).
+// At most max_closed candles are planned: after a long outage (1s candles, days) the series
+// is filled over several runs, the new current being the bucket after the last one filled
+// (still gapless); *truncated says so.
 bool PlanRollover(std::string_view stored_json, std::string_view symbol, Interval iv,
-                  int64_t now_ms, UtcOffset tz, IntervalRoll* out, bool* bad);
+                  int64_t now_ms, UtcOffset tz, IntervalRoll* out, bool* bad,
+                  int64_t max_closed = kMaxClosedPerRun, bool* truncated = nullptr);
 
 struct RolloverResult {
   bool complete = false;  // every symbol read and handled (conflicts may remain)
@@ -67,6 +75,7 @@ struct RolloverResult {
   uint64_t candles_closed = 0;
   uint64_t conflicts = 0;    // CAS conflicts seen (each retried)
   uint64_t unresolved = 0;   // intervals still conflicting at the end (next run retries)
+  uint64_t truncated = 0;    // intervals filled only part of the way (next run goes on)
   uint64_t bad_candles = 0;  // unparsable stored candles, skipped
 };
 

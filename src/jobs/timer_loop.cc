@@ -95,14 +95,15 @@ void TimerLoop::Run() {
         const RolloverResult r = rollover_.RunOnce(now, fence, still_holding);
         const int64_t boundary = NextBoundary(*options_.layout, now);
         next_rollover = boundary + options_.rollover_delay_ms;
-        if (!r.complete || r.unresolved > 0) {
+        if (!r.complete || r.unresolved > 0 || r.truncated > 0) {
           next_rollover = std::min(next_rollover, WallMs() + kRetryMs);
         }
         if (r.symbols_rolled > 0 || !r.complete) {
           LOG(kDebug, "rollover.run",
               "complete=" << r.complete << " symbols=" << r.symbols
                           << " rolled=" << r.symbols_rolled << " closed=" << r.candles_closed
-                          << " conflicts=" << r.conflicts << " unresolved=" << r.unresolved);
+                          << " conflicts=" << r.conflicts << " unresolved=" << r.unresolved
+                          << " truncated=" << r.truncated);
         }
       }
       if (lease_.Holding() && lease_.token() == fence && Lease::NowMs() >= next_trim) {

@@ -192,7 +192,7 @@ TEST_CASE("jobs lease: one holder at a time; renewals keep it; release hands ove
     std::this_thread::sleep_for(milliseconds(20));
   }
   CHECK(sa.renew_failures.Get() == 0);
-  // Release: compare-and-delete; b acquires on its next retry (ttl/4), not after the ttl.
+  // Release: compare-and-delete; b acquires on its next retry (<= 250 ms), not after the ttl.
   a.Release();
   CHECK_FALSE(a.Holding());
   CHECK_FALSE(c.Get("kline:lease").has_value());
@@ -419,6 +419,34 @@ TEST_CASE("jobs rollover: concurrent shard flushes (with late trades) and rollov
       CHECK(c.Get(Base(s) + ":" + iv) == want.current);
     }
   }
+}
+
+TEST_CASE("jobs rollover: a long gap is filled over several runs, gapless and complete") {
+  kt::RedisServer redis;
+  auto c = redis.Connect();
+  Shard shard(redis, &kLayout, "LONG");
+  shard.Apply(MakeTrade("LONG", 1, kT0 + 5, 9));
+  shard.Flush();
+  klined::RedisConn conn(Opts(redis));
+  klined::RolloverStats stats;
+  klined::RolloverJob job(&conn, "kline", &kLayout, &stats);
+  const int64_t now = kT0 + 2500 * 1000 + 1;  // 2,500 1s buckets later
+  klined::RolloverResult r = job.RunOnce(now);
+  CHECK(r.complete);
+  CHECK(r.truncated == 1);  // the 1s interval, capped at kMaxClosedPerRun
+  CHECK(Hist(c, "LONG", "1s").size() == static_cast<size_t>(klined::kMaxClosedPerRun));
+  int runs = 1;
+  while (r.truncated > 0 && runs < 10) {
+    r = job.RunOnce(now);
+    ++runs;
+  }
+  CHECK(runs == 3);
+  for (const char* iv : {"1s", "1m"}) {
+    const RefSeries want = Reference("LONG", iv, {{1, kT0 + 5, 9}}, now);
+    CHECK(Hist(c, "LONG", iv) == want.hist);
+    CHECK(c.Get(Base("LONG") + ":" + iv) == want.current);
+  }
+  CHECK(c.Integer({"HLEN", Base("LONG") + ":pending"}) == 2500 + 41);
 }
 
 // ---- trimming ----------------------------------------------------------------------------

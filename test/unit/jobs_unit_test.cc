@@ -73,6 +73,29 @@ TEST_CASE("jobs plan: nothing due in the current bucket or for a candle from the
   CHECK(bad);
 }
 
+TEST_CASE("jobs plan: a long gap is filled over several runs, gapless") {
+  const std::string stored = Current(Interval::k1s, kNewYear, "7", 1);
+  IntervalRoll roll;
+  bool bad = true, truncated = false;
+  // 1 day of 1s candles due: this run closes the stored one and 9 empties, and the new
+  // current is the bucket right after them (not now's), so the next run goes on from there.
+  REQUIRE(PlanRollover(stored, "BTCUSDT", Interval::k1s, kNewYear + 86400000, {}, &roll, &bad, 10,
+                       &truncated));
+  CHECK(truncated);
+  REQUIRE(roll.closed.size() == 10);
+  CHECK(roll.closed_open.front() == kNewYear);
+  CHECK(roll.closed_open.back() == kNewYear + 9000);
+  CHECK(roll.next_current.starts_with("{\"t\":1704067210000,"));
+  CHECK(roll.next_current.ends_with(
+      "\"c\":\"7\",\"v\":\"0\",\"q\":\"0\",\"V\":\"0\",\"Q\":\"0\",\"n\":0,\"x\":false}"));
+  // Exactly at the bound: not truncated.
+  REQUIRE(PlanRollover(stored, "BTCUSDT", Interval::k1s, kNewYear + 10000, {}, &roll, &bad, 10,
+                       &truncated));
+  CHECK_FALSE(truncated);
+  CHECK(roll.closed.size() == 10);
+  CHECK(roll.next_current.starts_with("{\"t\":1704067210000,"));
+}
+
 TEST_CASE("jobs plan: the next boundary is the earliest of every configured interval") {
   const SeriesLayout minutes{{Interval::k1m, Interval::k1h, Interval::k1M}, {}};
   CHECK(TimerLoop::NextBoundary(minutes, kNewYear) == kNewYear + 60000);
