@@ -9,7 +9,6 @@
 #include <chrono>
 #include <map>
 #include <optional>
-#include <regex>
 #include <set>
 #include <sstream>
 #include <string>
@@ -123,6 +122,23 @@ size_t FracDigitsWritten(const std::string& d) {
   return dot == std::string::npos ? 0 : d.size() - dot - 1;
 }
 
+// Drops the wall-clock fields ("E":digits and "T":digits) from generator output.
+std::string StripTimes(const std::string& text) {
+  std::string out;
+  for (size_t i = 0; i < text.size();) {
+    if (text.compare(i, 4, "\"E\":") == 0 || text.compare(i, 4, "\"T\":") == 0) {
+      size_t j = i + 4;
+      while (j < text.size() && isdigit(static_cast<unsigned char>(text[j]))) ++j;
+      if (j > i + 4) {
+        i = j;
+        continue;
+      }
+    }
+    out.push_back(text[i++]);
+  }
+  return out;
+}
+
 constexpr int64_t kT0 = 1700000000000;  // 2023-11-14T22:13:20Z
 
 }  // namespace
@@ -156,10 +172,10 @@ TEST_CASE("tools: tradegen output is a function of --seed (and --time-start)") {
   const RunResult e = Run(dir, TradegenPath(), with({"--seed", "42"}), "e");
   REQUIRE(d.code == 0);
   REQUIRE(e.code == 0);
-  const std::regex times("\"[ET]\":[0-9]+");
-  const std::string d_stripped = std::regex_replace(d.out, times, "");
-  CHECK(d_stripped == std::regex_replace(e.out, times, ""));
-  CHECK(d_stripped == std::regex_replace(a.out, times, ""));
+  const std::string d_stripped = StripTimes(d.out);
+  CHECK(d_stripped == StripTimes(e.out));
+  CHECK(d_stripped == StripTimes(a.out));
+  CHECK(d_stripped.find("\"T\":") == std::string::npos);
 
   // Batches (JSON arrays of one symbol) are deterministic too.
   const RunResult f =
