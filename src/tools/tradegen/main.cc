@@ -54,7 +54,9 @@ Load:
   --duration S          stop after S seconds (may be fractional)
   --count N             stop after N good trades
   --batch K             K trades of one symbol per message, as a JSON array (default 1)
-  --no-bursts           constant rate (default: bursts and quiet periods around the rate)
+  --no-bursts           constant rate. Default: regimes of normal (0.93x), burst (3.7x) and
+                        quiet (0.14x) rate lasting seconds each; --rate is their long-run
+                        mean, so a run of a few seconds may be well off it
 Determinism:
   --seed N              RNG seed (default 1): the same seed gives the same trades, apart from
                         the wall-clock fields E and T
