@@ -71,19 +71,25 @@ RolloverJob::RolloverJob(RedisConn* conn, std::string key_prefix, const SeriesLa
 }
 
 bool RolloverJob::StepChunk(const std::vector<std::string>& symbols, int64_t now_ms,
-                            std::string_view fence, RolloverResult* result,
+                            int64_t since_ms, std::string_view fence, RolloverResult* result,
                             std::vector<std::string>* planned) {
-  const size_t n_iv = layout_->intervals.size();
   const UtcOffset tz = layout_->tz;
-  // Per interval: the bucket before now's and now's, as decimal strings.
-  std::vector<std::string> prev(n_iv), now(n_iv);
-  std::vector<int64_t> now_open(n_iv);
-  for (size_t i = 0; i < n_iv; ++i) {
-    const Interval iv = layout_->intervals[i];
-    now_open[i] = BucketOpen(iv, now_ms, tz);
-    prev[i] = ToDec(BucketOpen(iv, now_open[i] - 1, tz));
-    now[i] = ToDec(now_open[i]);
+  // The intervals checked (all, or those with a boundary since since_ms), and per interval
+  // the bucket before now's and now's, as decimal strings.
+  std::vector<Interval> ivs;
+  std::vector<std::string> prev, now;
+  std::vector<int64_t> now_open;
+  for (Interval iv : layout_->intervals) {
+    const int64_t open = BucketOpen(iv, now_ms, tz);
+    if (since_ms >= 0 && open <= since_ms) continue;
+    ivs.push_back(iv);
+    now_open.push_back(open);
+    prev.push_back(ToDec(BucketOpen(iv, open - 1, tz)));
+    now.push_back(ToDec(open));
   }
+  const size_t n_iv = ivs.size();
+  planned->clear();
+  if (n_iv == 0) return true;
   const std::string count = ToDec(static_cast<int64_t>(n_iv));
   std::vector<std::string> templates(n_iv);
   std::vector<std::string_view> head(n_iv), tail(n_iv);
@@ -93,7 +99,7 @@ bool RolloverJob::StepChunk(const std::vector<std::string>& symbols, int64_t now
       args_.insert(args_.end(),
                    {"EVALSHA", conn_->Sha(step_script_), "0", prefix_, sym, fence, count});
       for (size_t i = 0; i < n_iv; ++i) {
-        const Interval iv = layout_->intervals[i];
+        const Interval iv = ivs[i];
         // Now's empty candle, cut around its o/h/l/c (the script puts the carried close there).
         templates[i] = CandleJson(Candle::Empty(iv, now_open[i], tz, Decimal()), sym, false);
         constexpr std::string_view kOhlc = R"("o":"0","h":"0","l":"0","c":"0")";
@@ -272,7 +278,7 @@ bool RolloverJob::RollChunk(const std::vector<std::string>& symbols, int64_t now
 }
 
 RolloverResult RolloverJob::RunOnce(int64_t now_ms, std::string_view fence,
-                                    const std::function<bool()>& may_continue) {
+                                    const std::function<bool()>& may_continue, int64_t since_ms) {
   RolloverResult result;
   const int64_t start = SteadyMs();
   const std::string symbols_key = prefix_ + ":symbols";
@@ -304,7 +310,7 @@ RolloverResult RolloverJob::RunOnce(int64_t now_ms, std::string_view fence,
         break;
       }
       result.symbols += chunk.size();
-      ok = StepChunk(chunk, now_ms, fence, &result, &planned);
+      ok = StepChunk(chunk, now_ms, since_ms, fence, &result, &planned);
       // Symbols with gaps, a few at a time: what one pipeline holds stays bounded (each
       // interval may carry up to kMaxClosedPerRun candles).
       for (size_t w = 0; ok && w < planned.size(); w += kPlannedWindow) {

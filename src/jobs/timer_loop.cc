@@ -19,6 +19,12 @@ int64_t WallMs() {
 
 }  // namespace
 
+int64_t TimerLoop::LatestBoundary(const SeriesLayout& layout, int64_t now_ms) {
+  int64_t latest = INT64_MIN;
+  for (Interval iv : layout.intervals) latest = std::max(latest, BucketOpen(iv, now_ms, layout.tz));
+  return latest;
+}
+
 int64_t TimerLoop::NextBoundary(const SeriesLayout& layout, int64_t now_ms) {
   int64_t next = INT64_MAX;
   for (Interval iv : layout.intervals) {
@@ -72,8 +78,10 @@ bool TimerLoop::StillHolding(const std::string& fence) {
 }
 
 void TimerLoop::Run() {
-  int64_t next_rollover = 0;  // wall ms; 0 = at once
-  int64_t next_trim = 0;      // monotonic ms
+  int64_t next_rollover = 0;    // wall ms; 0 = at once
+  int64_t last_complete = -1;   // wall `now` of the last complete rollover; -1: sweep all
+  int64_t next_full_sweep = 0;  // monotonic ms
+  int64_t next_trim = 0;        // monotonic ms
   while (!stop_.load()) {
     const bool holding = lease_.Poll();
     // A new epoch while active means the lease was lost and re-acquired in between (e.g. the
@@ -84,7 +92,8 @@ void TimerLoop::Run() {
     if (holding && !active_.load(std::memory_order_relaxed)) {
       active_epoch_ = lease_.epoch();
       SetActive(true);
-      next_rollover = 0;  // catch up on whatever the previous holder left
+      next_rollover = 0;   // catch up on whatever the previous holder left:
+      last_complete = -1;  // a full sweep first
       next_trim = Lease::NowMs() + options_.trim_interval_ms / 2;
     }
     if (holding && lease_.Holding()) {
@@ -92,18 +101,34 @@ void TimerLoop::Run() {
       auto still_holding = [this, &fence] { return StillHolding(fence); };
       const int64_t now = WallMs();
       if (now >= next_rollover) {
-        const RolloverResult r = rollover_.RunOnce(now, fence, still_holding);
-        const int64_t boundary = NextBoundary(*options_.layout, now);
-        next_rollover = boundary + options_.rollover_delay_ms;
-        if (!r.complete || r.unresolved > 0 || r.truncated > 0) {
-          next_rollover = std::min(next_rollover, WallMs() + kRetryMs);
+        // Steady state checks only the intervals with a boundary since the last complete run
+        // (at the latest the boundary just passed, so the follow-up run re-checks them); a
+        // full sweep of every interval runs after acquiring the lease, after failures, and
+        // every full_sweep_interval_ms (a symbol first flushed with a trade from an older
+        // bucket of a long interval, e.g. consumer lag).
+        const bool full = last_complete < 0 || Lease::NowMs() >= next_full_sweep;
+        const int64_t latest = LatestBoundary(*options_.layout, now);
+        const int64_t since = full ? -1 : std::min(last_complete, latest - 1);
+        const RolloverResult r = rollover_.RunOnce(now, fence, still_holding, since);
+        const bool done = r.complete && r.unresolved == 0 && r.truncated == 0;
+        if (done) {
+          last_complete = now;
+          if (full) next_full_sweep = Lease::NowMs() + options_.full_sweep_interval_ms;
         }
+        // A follow-up at latest + grace/2 catches shard flushes that landed after this run
+        // with a candle of the bucket before the boundary (a symbol new to Redis); then the
+        // next boundary.
+        const int64_t follow_up = latest + options_.rollover_grace_ms / 2;
+        next_rollover = now < follow_up
+                            ? follow_up
+                            : NextBoundary(*options_.layout, now) + options_.rollover_delay_ms;
+        if (!done) next_rollover = std::min(next_rollover, WallMs() + kRetryMs);
         if (r.symbols_rolled > 0 || !r.complete) {
           LOG(kDebug, "rollover.run",
-              "complete=" << r.complete << " symbols=" << r.symbols
-                          << " rolled=" << r.symbols_rolled << " closed=" << r.candles_closed
-                          << " conflicts=" << r.conflicts << " unresolved=" << r.unresolved
-                          << " truncated=" << r.truncated);
+              "full=" << full << " complete=" << r.complete << " symbols=" << r.symbols
+                      << " rolled=" << r.symbols_rolled << " closed=" << r.candles_closed
+                      << " conflicts=" << r.conflicts << " unresolved=" << r.unresolved
+                      << " truncated=" << r.truncated);
         }
       }
       if (lease_.Holding() && lease_.token() == fence && Lease::NowMs() >= next_trim) {

@@ -9,11 +9,13 @@
 // before each chunk of a job (the check also renews the lease when due, so a long rollover
 // cannot starve renewals), and the job scripts are fenced with the lease token.
 // Rollover runs at the next bucket boundary of any configured interval (wall clock) plus
-// kRolloverDelayMs, at once after acquiring the lease, and again within ~50 ms while a run
-// is incomplete or left CAS conflicts, so every (symbol, interval) is rolled well within
-// rollover_grace_ms. Lease deadlines use the monotonic CLOCK_BOOTTIME (Lease::NowMs).
-// Stop() ends the thread: jobs stop, on_active(false), the lease is released
-// (compare-and-delete) so a standby takes over at once.
+// rollover_delay_ms, checking the intervals with that boundary; again at boundary +
+// rollover_grace_ms/2 (shard flushes that landed after the first run); at once after acquiring
+// the lease, and every full_sweep_interval_ms, checking every interval; and again within
+// ~50 ms while a run is incomplete, left CAS conflicts or a long gap, so every (symbol,
+// interval) is rolled well within rollover_grace_ms. Lease deadlines use the monotonic
+// CLOCK_BOOTTIME (Lease::NowMs). Stop() ends the thread: jobs stop, on_active(false), the lease is
+// released (compare-and-delete) so a standby takes over at once.
 #pragma once
 
 #include <atomic>
@@ -40,7 +42,9 @@ struct TimerLoopOptions {
   int64_t lease_ttl_ms = 3000;
   int64_t history_limit = 1000;
   int64_t trim_interval_ms = 10000;
-  int64_t rollover_delay_ms = 5;  // after the boundary: lets shards flush first
+  int64_t rollover_delay_ms = 5;     // after the boundary
+  int64_t rollover_grace_ms = 1000;  // rollover_grace_ms: a follow-up run at boundary + grace/2
+  int64_t full_sweep_interval_ms = 10000;  // a rollover checking every interval of every symbol
 };
 
 class TimerLoop {
@@ -70,6 +74,8 @@ class TimerLoop {
 
   // The wall-clock time (ms UTC) of the next bucket boundary of any interval after now_ms.
   static int64_t NextBoundary(const SeriesLayout& layout, int64_t now_ms);
+  // The latest bucket boundary of any interval at or before now_ms.
+  static int64_t LatestBoundary(const SeriesLayout& layout, int64_t now_ms);
 
  private:
   void Run();

@@ -103,6 +103,8 @@ TEST_CASE("jobs plan: the next boundary is the earliest of every configured inte
   const SeriesLayout monthly{{Interval::k1w, Interval::k1M}, {}};
   // Monday Jan 1: the next week starts Jan 8, before February.
   CHECK(TimerLoop::NextBoundary(monthly, kNewYear) == kNewYear + 7 * 86400000LL);
+  CHECK(TimerLoop::LatestBoundary(minutes, kNewYear + 61000) == kNewYear + 60000);
+  CHECK(TimerLoop::LatestBoundary(monthly, kNewYear + 1) == kNewYear);
   const SeriesLayout tz{{Interval::k1d}, UtcOffset{8 * 3600000}};
   // In +08:00 a day starts at 16:00 UTC.
   CHECK(TimerLoop::NextBoundary(tz, kNewYear) == kNewYear + 16 * 3600000LL);
