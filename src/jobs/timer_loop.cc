@@ -132,8 +132,14 @@ void TimerLoop::Run() {
         }
       }
       if (lease_.Holding() && lease_.token() == fence && Lease::NowMs() >= next_trim) {
-        const TrimResult t = trim_.RunOnce(fence, still_holding);
-        next_trim = Lease::NowMs() + (t.complete ? options_.trim_interval_ms : 1000);
+        // Trimming yields to the next rollover (a pass may take a while with many symbols):
+        // interrupted, it resumes after the rollover where it stopped.
+        const TrimResult t = trim_.RunOnce(fence, [&] {
+          return StillHolding(fence) && WallMs() < next_rollover - options_.rollover_delay_ms;
+        });
+        next_trim = Lease::NowMs() + (t.complete      ? options_.trim_interval_ms
+                                      : t.interrupted ? 0
+                                                      : 1000);
       }
     }
     int64_t wait = std::min(kMaxSleepMs, lease_.MsUntilNextPoll());

@@ -38,10 +38,16 @@ TrimResult TrimJob::RunOnce(std::string_view fence, const std::function<bool()>&
   const std::string symbols_key = prefix_ + ":symbols";
   const std::string count = std::to_string(chunk_);
   const std::string limit = std::to_string(history_limit());
-  std::string cursor = "0";
+  std::string cursor = cursor_;  // resumes an interrupted pass
   std::vector<std::string_view> args;
   bool ok = conn_->EnsureConnected();
+  bool interrupted = false;
   while (ok) {
+    if (may_continue && !may_continue()) {
+      ok = false;
+      interrupted = true;
+      break;
+    }
     RedisReply r = conn_->Command({"SSCAN", symbols_key, cursor, "COUNT", count});
     if (r == nullptr) {
       ok = false;
@@ -55,10 +61,6 @@ TrimResult TrimJob::RunOnce(std::string_view fence, const std::function<bool()>&
     }
     cursor.assign(r->element[0]->str, r->element[0]->len);
     const redisReply* members = r->element[1];
-    if (members->elements > 0 && may_continue && !may_continue()) {
-      ok = false;
-      break;
-    }
     bool noscript = false;
     for (int attempt = 0; attempt < 2 && ok; ++attempt) {
       for (size_t k = 0; k < members->elements; ++k) {
@@ -98,14 +100,16 @@ TrimResult TrimJob::RunOnce(std::string_view fence, const std::function<bool()>&
     if (noscript) ok = false;
     if (!ok) break;
     result.symbols += members->elements;
+    cursor_ = cursor;  // this chunk is done: an interrupted pass resumes after it
     if (cursor == "0") break;
   }
   result.complete = ok;
+  result.interrupted = interrupted;
   stats_->removed.Add(result.removed);
   if (ok) {
     stats_->runs.Add();
     stats_->last_run_ms.Set(static_cast<uint64_t>(SteadyMs() - start));
-  } else {
+  } else if (!interrupted) {
     stats_->failures.Add();
     LOG_RATE(kWarn, "trim.incomplete", "error=\"" << conn_->error() << "\"");
   }

@@ -25,14 +25,15 @@
 namespace klined {
 
 struct TrimStats {
-  OwnedCounter runs;         // completed runs
+  OwnedCounter runs;         // completed passes
   OwnedCounter removed;      // history members removed
-  OwnedCounter last_run_ms;  // gauge: duration of the last completed run
+  OwnedCounter last_run_ms;  // gauge: duration of the call that completed the last pass
   OwnedCounter failures;     // runs cut short (Redis error, lease lost)
 };
 
 struct TrimResult {
-  bool complete = false;
+  bool complete = false;     // the pass reached its end
+  bool interrupted = false;  // may_continue said stop (else incomplete means a Redis error)
   uint64_t symbols = 0;
   uint64_t removed = 0;
 };
@@ -43,7 +44,10 @@ class TrimJob {
   TrimJob(RedisConn* conn, std::string key_prefix, const SeriesLayout* layout,
           int64_t history_limit, TrimStats* stats);
 
-  // Trims every known symbol's history keys. fence/may_continue as in RolloverJob::RunOnce.
+  // Trims every known symbol's history keys. fence as in RolloverJob::RunOnce. may_continue
+  // is asked before each chunk; false interrupts the pass (complete = false), and the next
+  // call resumes it where it stopped (the SSCAN cursor is kept), so a pass interrupted before
+  // every rollover still finishes.
   TrimResult RunOnce(std::string_view fence = {}, const std::function<bool()>& may_continue = {});
 
   // SIGHUP reload: any thread; the next run uses the new limit.
@@ -59,6 +63,7 @@ class TrimJob {
   TrimStats* stats_;
   size_t script_;
   size_t chunk_ = 500;
+  std::string cursor_ = "0";  // SSCAN cursor of the pass in progress (timer thread)
 };
 
 }  // namespace klined

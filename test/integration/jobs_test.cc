@@ -502,6 +502,47 @@ TEST_CASE("jobs trim: keeps exactly the limit once persisted, never an unpersist
   trimmed = c.Command({"HGET", Base("TRIM") + ":trimmed", "1s"});
   CHECK(std::string(trimmed->str) == std::to_string(kT0 + 25000));
   CHECK(stats.removed.Get() == 26);
+  // Interrupted before the first chunk: nothing done, and the pass resumes on the next call.
+  trim.set_history_limit(2);
+  const klined::TrimResult cut = trim.RunOnce({}, [] { return false; });
+  CHECK_FALSE(cut.complete);
+  CHECK(cut.interrupted);
+  CHECK(Hist(c, "TRIM", "1s").size() == 4);
+  CHECK(trim.RunOnce().removed == 2);
+  CHECK(stats.failures.Get() == 0);
+}
+
+TEST_CASE("jobs trim: an interrupted pass resumes where it stopped") {
+  kt::RedisServer redis;
+  auto c = redis.Connect();
+  klined::RedisConn conn(Opts(redis));
+  klined::RolloverStats rstats;
+  klined::RolloverJob rollover(&conn, "kline", &kLayout, &rstats);
+  std::vector<std::unique_ptr<Shard>> shards;
+  for (int k = 0; k < 40; ++k) {
+    const std::string sym = "S" + std::to_string(k);
+    shards.push_back(std::make_unique<Shard>(redis, &kLayout, sym));
+    shards.back()->Apply(MakeTrade(sym, 1, kT0 + 10, 3));
+    shards.back()->Flush();
+  }
+  REQUIRE(rollover.RunOnce(kT0 + 5000).complete);  // 5 closed 1s candles each
+  for (int k = 0; k < 40; ++k) c.Command({"DEL", Base("S" + std::to_string(k)) + ":pending"});
+  klined::TrimStats stats;
+  klined::TrimJob trim(&conn, "kline", &kLayout, 1, &stats);
+  trim.set_chunk(4);
+  // Allow two chunks per call: the pass needs several calls, and covers every symbol once.
+  int calls = 0;
+  klined::TrimResult r;
+  do {
+    int budget = 2;
+    r = trim.RunOnce({}, [&] { return budget-- > 0; });
+    ++calls;
+  } while (!r.complete && calls < 100);
+  CHECK(r.complete);
+  CHECK(calls > 2);
+  for (int k = 0; k < 40; ++k) CHECK(Hist(c, "S" + std::to_string(k), "1s").size() == 1);
+  CHECK(stats.removed.Get() == 40 * 4);
+  CHECK(stats.runs.Get() == 1);
 }
 
 // ---- the loop ------------------------------------------------------------------------------
