@@ -10,8 +10,12 @@
 // the same atomic write as the watermark that covers it (so a crash can neither lose it nor
 // count it twice).
 //
-// Flushing writes absolute candle values, so a retried flush is harmless: the series keeps
-// its closed candles, late trades and dirty flag until MarkFlushed() confirms the write.
+// Flushing writes absolute candle values, so a retried flush is harmless. A flush is
+// asynchronous: BeginFlush() snapshots what is being sent (the shard keeps applying trades
+// meanwhile), and CommitFlush() forgets exactly what that write carried once it is
+// confirmed: closed candles and late trades added, or closed candles changed, after the
+// snapshot stay for the next flush, and the series stays dirty if it changed at all.
+// AbortFlush() keeps everything for a retry.
 // Pure logic: no I/O, no threads, no allocation per trade once the vectors have grown.
 #pragma once
 
@@ -81,9 +85,19 @@ class SymbolSeries {
   // earlier close): an empty current candle takes it too.
   void CarryIntoEmptyCurrent(size_t i, Decimal close);
 
-  // The flush that carried the current state succeeded: forget closed candles and late
-  // trades, clear dirty.
-  void MarkFlushed();
+  // What one in-flight flush carried (see BeginFlush).
+  struct FlushTicket {
+    uint64_t version = 0;
+  };
+  // Snapshots the state about to be encoded for a write. One flush in flight at a time.
+  FlushTicket BeginFlush();
+  // The write carrying the snapshot succeeded.
+  void CommitFlush(const FlushTicket& ticket);
+  // The write failed or was refused: everything is kept and sent again next time.
+  void AbortFlush();
+  bool in_flight() const { return in_flight_; }
+  // Synchronous shorthand: BeginFlush + CommitFlush (tests, and writes done inline).
+  void MarkFlushed() { CommitFlush(BeginFlush()); }
   // Marks the series for the next flush (e.g. after a rollover elsewhere changed storage).
   void MarkDirty() { dirty_ = true; }
 
@@ -92,6 +106,8 @@ class SymbolSeries {
     Candle current;
     bool has_current = false;
     std::vector<Candle> closed;
+    size_t closed_in_flight = 0;     // closed[0, n) were in the snapshot
+    size_t changed_from = SIZE_MAX;  // closed[i >= this] changed after the snapshot
   };
 
   // Closes the current candle of slot and opens the bucket at open, gap-filling in between.
@@ -106,6 +122,9 @@ class SymbolSeries {
   Symbol symbol_;
   TradeId watermark_ = 0;
   bool dirty_ = false;
+  bool in_flight_ = false;
+  uint64_t version_ = 0;  // bumped by every change
+  size_t late_in_flight_ = 0;
   size_t closed_count_ = 0;
   std::vector<Slot> slots_;
   std::vector<LateTrade> late_;

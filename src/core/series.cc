@@ -1,5 +1,6 @@
 #include "klined/series.h"
 
+#include <algorithm>
 #include <cassert>
 
 namespace klined {
@@ -78,6 +79,8 @@ bool SymbolSeries::ApplyToClosed(Slot* slot, Interval iv, int64_t open, const Tr
       static_cast<size_t>(BucketsBetween(iv, closed.front().open_time, open, layout_->tz));
   assert(idx < closed.size() && closed[idx].open_time == open);  // closed is contiguous
   Candle& c = closed[idx];
+  // It (and the empty candles re-carried after it) changed after a snapshot: resend them.
+  slot->changed_from = std::min(slot->changed_from, idx);
   const bool applied = c.Apply(t);  // WouldOverflow ran first
   assert(applied);
   (void)applied;
@@ -124,19 +127,49 @@ SymbolSeries::ApplyResult SymbolSeries::Apply(const Trade& t) {
   }
   watermark_ = t.id;
   dirty_ = true;
+  ++version_;
   return {Outcome::kApplied, late_intervals};
 }
 
 void SymbolSeries::CarryIntoEmptyCurrent(size_t i, Decimal close) {
   Slot& s = slots_[i];
-  if (s.has_current) RecarryClose(close, &s.current, &s.current + 1);
+  if (s.has_current && RecarryClose(close, &s.current, &s.current + 1) > 0) ++version_;
 }
 
-void SymbolSeries::MarkFlushed() {
-  for (Slot& s : slots_) s.closed.clear();
-  late_.clear();
-  closed_count_ = 0;
-  dirty_ = false;
+SymbolSeries::FlushTicket SymbolSeries::BeginFlush() {
+  assert(!in_flight_);
+  in_flight_ = true;
+  for (Slot& s : slots_) {
+    s.closed_in_flight = s.closed.size();
+    s.changed_from = SIZE_MAX;
+  }
+  late_in_flight_ = late_.size();
+  return FlushTicket{version_};
+}
+
+void SymbolSeries::CommitFlush(const FlushTicket& ticket) {
+  assert(in_flight_);
+  in_flight_ = false;
+  for (Slot& s : slots_) {
+    const size_t done = std::min(s.closed_in_flight, s.changed_from);
+    s.closed.erase(s.closed.begin(), s.closed.begin() + static_cast<ptrdiff_t>(done));
+    closed_count_ -= done;
+    s.closed_in_flight = 0;
+    s.changed_from = SIZE_MAX;
+  }
+  late_.erase(late_.begin(), late_.begin() + static_cast<ptrdiff_t>(late_in_flight_));
+  late_in_flight_ = 0;
+  if (version_ == ticket.version) dirty_ = false;
+}
+
+void SymbolSeries::AbortFlush() {
+  assert(in_flight_);
+  in_flight_ = false;
+  for (Slot& s : slots_) {
+    s.closed_in_flight = 0;
+    s.changed_from = SIZE_MAX;
+  }
+  late_in_flight_ = 0;
 }
 
 }  // namespace klined

@@ -1,9 +1,13 @@
 // What a shard needs from storage; implemented by io/redis (KlineStore).
 //
-// One instance per shard, used only on that shard's thread (it owns its connection).
+// One instance per shard. Load, PrepareFlush and FinishFlush run on the shard's thread;
+// ExecuteFlush runs on the shard's flusher thread and touches no SymbolSeries, so the shard
+// keeps applying trades while a write is in flight. The store keeps one connection for each
+// of the two threads.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 
@@ -21,15 +25,41 @@ struct FlushReport {
   uint64_t late_conflicts = 0;
 };
 
+// One write in flight: what PrepareFlush encoded, and what ExecuteFlush learned. The store's
+// own subclass holds the details.
+struct FlushJob {
+  virtual ~FlushJob() = default;
+  uint64_t seq = 0;   // the shard's processed routing sequence when the snapshot was taken
+  std::string error;  // why the write failed, if it did
+};
+
 class SeriesStore {
  public:
   virtual ~SeriesStore() = default;
   // Reads the stored watermark and current candles of each series and Restores it. False
   // (nothing restored) if storage is unreachable.
   virtual bool Load(std::span<SymbolSeries* const> series) = 0;
-  // Writes every series and calls MarkFlushed() on each one written. A series not written
-  // keeps its state and is retried by the next flush (writes are absolute).
-  virtual FlushReport Flush(std::span<SymbolSeries* const> series) = 0;
+  // Shard thread: snapshots (BeginFlush) and encodes every series; may read storage first
+  // for late trades. Null, with nothing begun, if storage is unreachable.
+  virtual std::unique_ptr<FlushJob> PrepareFlush(std::span<SymbolSeries* const> series) = 0;
+  // Flusher thread: performs the write.
+  virtual void ExecuteFlush(FlushJob* job) = 0;
+  // Shard thread: commits (CommitFlush) each series written and aborts the others, which
+  // stay dirty and are retried by the next flush (writes are absolute).
+  virtual FlushReport FinishFlush(FlushJob* job) = 0;
+  // Synchronous flush, for tests and tools: Prepare + Execute + Finish on one thread.
+  FlushReport Flush(std::span<SymbolSeries* const> series) {
+    std::unique_ptr<FlushJob> job = PrepareFlush(series);
+    if (job == nullptr) {
+      FlushReport r;
+      r.failed = series.size();
+      r.ok = series.empty();
+      return r;
+    }
+    ExecuteFlush(job.get());
+    return FinishFlush(job.get());
+  }
+  // The shard-thread connection's last error (loads, late-trade reads).
   virtual std::string LastError() const = 0;
 };
 

@@ -40,6 +40,7 @@ Shard::~Shard() {
 }
 
 void Shard::Start() {
+  flusher_ = std::thread([this] { RunFlusher(); });
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -48,6 +49,13 @@ void Shard::Stop(int64_t deadline_ms) {
   stop_.store(true, std::memory_order_release);
   inbox_.enqueue(nullptr);  // wakes the loop
   if (thread_.joinable()) thread_.join();
+  flusher_stop_.store(true, std::memory_order_release);
+  if (flusher_.joinable()) flusher_.join();
+  // A write still unanswered at the deadline: its series are gone with us; drop the job.
+  FlushJob* job = nullptr;
+  while (from_flusher_.try_dequeue(job)) delete job;
+  while (to_flusher_.try_dequeue(job)) delete job;
+  in_flight_ = nullptr;
 }
 
 ShardBatch* Shard::AcquireBatch() {
@@ -110,12 +118,21 @@ void Shard::ApplyTrade(SymbolSeries* s, const Trade& t) {
           "symbol=" << t.symbol.view() << " id=" << t.id
                     << " reason=out_of_range detail=\"candle sum would pass 20 integer digits\"");
       break;
+    case SymbolSeries::Outcome::kGapTooLarge:
+      stats_.trades_out_of_range.Add();
+      LOG_RATE(kWarn, "trade.out_of_range",
+               "symbol=" << t.symbol.view() << " id=" << t.id << " time=" << t.time_ms
+                         << " reason=out_of_range detail=\"would gap-fill more than "
+                            "limits.max_gap_candles empty candles\"");
+      break;
   }
   if (!was_dirty && s->dirty()) dirty_.push_back(s);
 }
 
 bool Shard::Process(ShardBatch* batch) {
   assert(IsShardThread());
+  // A discard barrier frees the series: not while a write still references them.
+  if (batch->evict && batch->discard && in_flight_ != nullptr) return false;
   if (!LoadNewSymbols(*batch)) return false;
   for (const Trade& t : batch->trades) {
     auto it = series_.find(Key(t.symbol.view()));
@@ -126,7 +143,6 @@ bool Shard::Process(ShardBatch* batch) {
   if (batch->evict && batch->discard) {
     // The assignment was lost: what is not in Redis was never committed either, so the
     // partitions' next owner replays it. Forget it all.
-    for (SymbolSeries* s : dirty_) s->MarkFlushed();
     dirty_.clear();
     series_.clear();
     stats_.symbols.Set(0);
@@ -137,55 +153,94 @@ bool Shard::Process(ShardBatch* batch) {
   return true;
 }
 
-bool Shard::Flush() {
-  assert(IsShardThread());
-  const auto start = std::chrono::steady_clock::now();
-  stats_.dirty_symbols.Set(dirty_.size());
-  const FlushReport report = store_->Flush(dirty_);
-  stats_.late_applied.Add(report.late_applied);
-  stats_.late_not_in_redis.Add(report.late_not_in_redis);
-  stats_.late_conflicts.Add(report.late_conflicts);
-  stats_.flushed_symbols.Add(report.written);
-  if (report.late_not_in_redis > 0) {
-    LOG_RATE(kWarn, "trade.late_not_in_redis",
-             "shard=" << index_ << " count=" << report.late_not_in_redis
-                      << " detail=\"bucket already trimmed from Redis\"");
+void Shard::StartFlush() {
+  assert(IsShardThread() && in_flight_ == nullptr);
+  if (dirty_.empty()) {
+    // Nothing unwritten: everything applied so far is in Redis.
+    flushed_seq_.store(processed_seq_, std::memory_order_release);
+    if (evict_pending_) {
+      series_.clear();
+      stats_.symbols.Set(0);
+      evict_pending_ = false;
+    }
+    return;
   }
-  if (!report.ok) {
+  stats_.dirty_symbols.Set(dirty_.size());
+  closed_total_ = 0;
+  for (const SymbolSeries* s : dirty_) closed_total_ += s->closed_count();
+  std::unique_ptr<FlushJob> job = store_->PrepareFlush(dirty_);
+  if (job == nullptr) {
     stats_.flush_failures.Add();
-    std::erase_if(dirty_, [](const SymbolSeries* s) { return !s->dirty(); });
     LOG_RATE(kWarn, "shard.flush_failed",
              "shard=" << index_ << " pending=" << dirty_.size() << " error=\""
                       << store_->LastError() << "\"");
-    return false;
+    return;
   }
-  dirty_.clear();
+  job->seq = processed_seq_;
+  flush_started_us_ = std::chrono::duration_cast<std::chrono::microseconds>(
+                          std::chrono::steady_clock::now().time_since_epoch())
+                          .count();
+  in_flight_ = job.release();
+  to_flusher_.enqueue(in_flight_);
+}
+
+void Shard::FinishFlush(FlushJob* job) {
+  assert(IsShardThread() && job == in_flight_);
+  in_flight_ = nullptr;
+  const FlushReport report = store_->FinishFlush(job);
+  std::unique_ptr<FlushJob> owned(job);
+  stats_.late_applied.Add(report.late_applied);
+  stats_.late_not_in_redis.Add(report.late_not_in_redis);
+  stats_.late_conflicts.Add(report.late_conflicts);
+  stats_.trades_out_of_range.Add(report.late_out_of_range);
+  stats_.flushed_symbols.Add(report.written);
+  std::erase_if(dirty_, [](const SymbolSeries* s) { return !s->dirty(); });
+  if (!report.ok) {
+    stats_.flush_failures.Add();
+    LOG_RATE(kWarn, "shard.flush_failed",
+             "shard=" << index_ << " written=" << report.written << " failed=" << report.failed
+                      << " conflicts=" << report.late_conflicts << " error=\"" << job->error
+                      << "\"");
+    return;
+  }
   stats_.flushes.Add();
-  stats_.last_flush_us.Set(
-      static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
-                                std::chrono::steady_clock::now() - start)
-                                .count()));
-  // Everything applied so far is in Redis; batches still in the backlog are not.
-  flushed_seq_.store(processed_seq_, std::memory_order_release);
-  if (evict_pending_) {
+  const int64_t now_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                             std::chrono::steady_clock::now().time_since_epoch())
+                             .count();
+  stats_.last_flush_us.Set(static_cast<uint64_t>(now_us - flush_started_us_));
+  // Every trade applied before the snapshot is in Redis.
+  flushed_seq_.store(job->seq, std::memory_order_release);
+  if (evict_pending_ && dirty_.empty()) {
     series_.clear();
     stats_.symbols.Set(0);
     evict_pending_ = false;
   }
-  return true;
+}
+
+// The flusher thread: performs writes the shard prepared, and wakes the shard when done.
+void Shard::RunFlusher() {
+  FlushJob* job = nullptr;
+  while (!flusher_stop_.load(std::memory_order_acquire)) {
+    if (!to_flusher_.wait_dequeue_timed(job, 50'000)) continue;
+    store_->ExecuteFlush(job);
+    from_flusher_.enqueue(job);
+    inbox_.enqueue(nullptr);  // wake the shard
+  }
 }
 
 void Shard::Run() {
   int64_t next_flush = MonotonicMs() + flush_interval_ms_.load(std::memory_order_relaxed);
   ShardBatch* got[kDequeueBulk];
-  size_t closed_total = 0;
   while (true) {
     stats_.loop_heartbeat.Add();
     const bool stopping = stop_.load(std::memory_order_acquire);
     bool progressed = false;
 
+    FlushJob* done_job = nullptr;
+    if (from_flusher_.try_dequeue(done_job)) FinishFlush(done_job);
+
     // Intake, unless an eviction barrier waits for its flush or memory is at its bound.
-    const bool paused = evict_pending_ || closed_total > options_.max_closed_candles;
+    const bool paused = evict_pending_ || closed_total_ > options_.max_closed_candles;
     if (backlog_.empty() && !paused) {
       const size_t n = inbox_.try_dequeue_bulk(got, kDequeueBulk);
       for (size_t i = 0; i < n; ++i) {
@@ -199,25 +254,24 @@ void Shard::Run() {
       Release(b);
       progressed = true;
     }
-    closed_total = 0;
-    for (const SymbolSeries* s : dirty_) closed_total += s->closed_count();
     stats_.queue_depth.Set(inbox_.size_approx() + backlog_.size());
 
     const int64_t now = MonotonicMs();
     const bool drained = backlog_.empty() && inbox_.size_approx() == 0;
-    if (now >= next_flush || evict_pending_ || (stopping && drained)) {
-      if (!Flush() && !evict_pending_) {
-        // Keep merging in memory; Redis is retried with the connection's backoff.
-      }
+    if (in_flight_ == nullptr && (now >= next_flush || evict_pending_ || (stopping && drained))) {
+      // On failure the shard keeps merging in memory; Redis is retried with the connection's
+      // backoff at the next interval.
+      StartFlush();
       next_flush = MonotonicMs() + flush_interval_ms_.load(std::memory_order_relaxed);
     }
     if (stopping) {
-      const bool done = drained && dirty_.empty() && !evict_pending_;
+      const bool done = drained && dirty_.empty() && !evict_pending_ && in_flight_ == nullptr;
       if (done || MonotonicMs() >= stop_deadline_ms_.load(std::memory_order_relaxed)) break;
     }
     if (!progressed) {
       const int64_t wait_ms = std::clamp<int64_t>(next_flush - MonotonicMs(), 0, kIdleWaitMs);
-      if (backlog_.empty() && !paused) {
+      if (backlog_.empty() && (!paused || in_flight_ != nullptr)) {
+        // The flusher's completion also arrives here (a null wake-up).
         const size_t n = inbox_.wait_dequeue_bulk_timed(got, kDequeueBulk, wait_ms * 1000);
         for (size_t i = 0; i < n; ++i) {
           if (got[i] != nullptr) backlog_.push_back(got[i]);

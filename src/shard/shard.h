@@ -8,7 +8,10 @@
 // consuming (back-pressure) rather than dropping. Every batch carries the consumer's routing
 // sequence number; after a successful flush the shard publishes flushed_seq(): every trade of
 // every batch up to it is in Redis, which is what lets the consumer commit Kafka offsets.
-// Flushes run every flush_interval_ms: one pipelined Lua call per dirty symbol.
+// Flushes run every flush_interval_ms: one pipelined Lua call per dirty symbol, encoded on
+// the shard thread and written by the shard's flusher thread, so the shard keeps applying
+// trades while Redis works. One flush is in flight at a time; the flusher's completion wakes
+// the shard, which commits (or, on failure, keeps) exactly what the write carried.
 // A batch with `evict` set is a rebalance barrier: flush, then forget every symbol (the next
 // owner, here or elsewhere, reloads from Redis).
 #pragma once
@@ -97,7 +100,10 @@ class Shard {
   bool Process(ShardBatch* batch);
   bool LoadNewSymbols(const ShardBatch& batch);
   void ApplyTrade(SymbolSeries* s, const Trade& t);
-  bool Flush();
+  // Starts a flush of every dirty symbol (or publishes progress when nothing is dirty).
+  void StartFlush();
+  void FinishFlush(FlushJob* job);
+  void RunFlusher();
   void Release(ShardBatch* batch);
 
   const size_t index_;
@@ -105,6 +111,13 @@ class Shard {
   ShardOptions options_;
   std::unique_ptr<SeriesStore> store_;
   std::thread thread_;
+  std::thread flusher_;
+  std::atomic<bool> flusher_stop_{false};
+  moodycamel::BlockingConcurrentQueue<FlushJob*> to_flusher_;
+  moodycamel::ConcurrentQueue<FlushJob*> from_flusher_;
+  FlushJob* in_flight_ = nullptr;  // shard thread: the flush the flusher is writing
+  int64_t flush_started_us_ = 0;
+  size_t closed_total_ = 0;  // unflushed closed candles at the last flush start
   std::atomic<bool> stop_{false};
   std::atomic<int64_t> stop_deadline_ms_{0};
   std::atomic<int> flush_interval_ms_;

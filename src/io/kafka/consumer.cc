@@ -10,7 +10,8 @@ namespace klined {
 namespace {
 
 constexpr size_t kMaxTradesPerBatch = 4096;
-constexpr int kConsumeTimeoutMs = 50;
+// Bounds how long a round waits for messages: part of the trade-to-Redis latency.
+constexpr int kConsumeTimeoutMs = 10;
 
 int64_t MonotonicMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -63,7 +64,7 @@ bool TradeConsumer::Start(std::string* error) {
       // when the queue threshold is hit.
       {"queued.min.messages", "1000000"},
       {"queued.max.messages.kbytes", "262144"},
-      {"fetch.wait.max.ms", "50"},
+      {"fetch.wait.max.ms", "10"},
   };
   for (const auto& [k, v] : fixed) {
     if (!SetConf(conf, k, v, error)) return rd_kafka_conf_destroy(conf), false;

@@ -1,10 +1,13 @@
 #include "io/redis/kline_store.h"
 
 #include <algorithm>
+#include <cassert>
 #include <charconv>
 #include <cstring>
 #include <optional>
 
+#include <chrono>
+#include "base/log.h"
 #include "io/redis/lua_scripts.h"
 
 namespace klined {
@@ -39,22 +42,34 @@ std::string TradeJson(const Trade& t) {
 
 }  // namespace
 
-KlineStore::KlineStore(RedisConn* conn, std::string key_prefix, const SeriesLayout* layout)
-    : conn_(conn), prefix_(std::move(key_prefix)), layout_(layout) {
+KlineStore::KlineStore(RedisConn* conn, std::string key_prefix, const SeriesLayout* layout,
+                       RedisConn* write_conn)
+    : conn_(conn),
+      write_conn_(write_conn != nullptr ? write_conn : conn),
+      prefix_(std::move(key_prefix)),
+      layout_(layout) {
   flush_script_ = conn_->AddScript(std::string(lua::kCommon) + lua::kFlush);
+  if (write_conn_ != conn_) write_conn_->AddScript(std::string(lua::kCommon) + lua::kFlush);
 }
 
 namespace {
 class OwningKlineStore final : public SeriesStore {
  public:
   OwningKlineStore(RedisOptions options, std::string prefix, const SeriesLayout* layout)
-      : conn_(std::move(options)), store_(&conn_, std::move(prefix), layout) {}
+      : conn_(options),
+        write_conn_(options),
+        store_(&conn_, std::move(prefix), layout, &write_conn_) {}
   bool Load(std::span<SymbolSeries* const> series) override { return store_.Load(series); }
-  FlushReport Flush(std::span<SymbolSeries* const> series) override { return store_.Flush(series); }
+  std::unique_ptr<FlushJob> PrepareFlush(std::span<SymbolSeries* const> series) override {
+    return store_.PrepareFlush(series);
+  }
+  void ExecuteFlush(FlushJob* job) override { store_.ExecuteFlush(job); }
+  FlushReport FinishFlush(FlushJob* job) override { return store_.FinishFlush(job); }
   std::string LastError() const override { return store_.LastError(); }
 
  private:
-  RedisConn conn_;
+  RedisConn conn_;        // shard thread
+  RedisConn write_conn_;  // flusher thread
   KlineStore store_;
 };
 }  // namespace
@@ -76,8 +91,9 @@ std::string_view KlineStore::Keep(std::string s) {
   return strings_.back();
 }
 
-void KlineStore::AppendFlushCommand(const SymbolSeries& s, const std::vector<LateUpdate>& late,
-                                    const std::vector<MysqlLate>& mysql_late) {
+void KlineStore::EncodeFlushCommand(const SymbolSeries& s, const std::vector<LateUpdate>& late,
+                                    const std::vector<MysqlLate>& mysql_late,
+                                    std::string* payload) {
   strings_.clear();
   args_.clear();
   const std::string_view sym = s.symbol().view();
@@ -109,7 +125,18 @@ void KlineStore::AppendFlushCommand(const SymbolSeries& s, const std::vector<Lat
     args_.push_back(m.field);
     args_.push_back(m.trade_json);
   }
-  conn_->Append(args_);
+  argv_.clear();
+  argv_len_.clear();
+  for (std::string_view a : args_) {
+    argv_.push_back(a.data());
+    argv_len_.push_back(a.size());
+  }
+  char* cmd = nullptr;
+  const int len =
+      redisFormatCommandArgv(&cmd, static_cast<int>(argv_.size()), argv_.data(), argv_len_.data());
+  assert(len > 0);
+  payload->append(cmd, static_cast<size_t>(len));
+  redisFreeCommand(cmd);
 }
 
 // For every series with late trades: reads the stored candles their buckets name (plus what
@@ -242,70 +269,109 @@ bool KlineStore::PlanLate(std::span<SymbolSeries* const> series, FlushReport* re
   return true;
 }
 
-FlushReport KlineStore::Flush(std::span<SymbolSeries* const> series) {
-  FlushReport report;
-  report.failed = series.size();
-  if (series.empty()) {
-    report.ok = true;
-    return report;
+struct KlineStore::Job : FlushJob {
+  enum class Result : uint8_t { kFailed, kOk, kConflict };
+  std::vector<SymbolSeries*> series;
+  std::vector<SymbolSeries::FlushTicket> tickets;
+  // Per series: (slot, close) of each late update, in the order the script reports them.
+  std::vector<std::vector<std::pair<uint32_t, Decimal>>> carries;
+  std::string payload;  // every FLUSH call, RESP-encoded
+  FlushReport plan;     // late-trade counts from planning
+  // Written by ExecuteFlush.
+  std::vector<Result> results;
+  std::vector<std::vector<bool>> reached;  // per series, per late update
+};
+
+std::unique_ptr<FlushJob> KlineStore::PrepareFlush(std::span<SymbolSeries* const> series) {
+  auto job = std::make_unique<Job>();
+  if (!series.empty()) {
+    if (!conn_->EnsureConnected()) return nullptr;
+    if (!PlanLate(series, &job->plan)) return nullptr;
   }
+  job->series.assign(series.begin(), series.end());
+  job->payload.reserve(series.size() * 4096);
+  for (size_t k = 0; k < series.size(); ++k) {
+    job->tickets.push_back(series[k]->BeginFlush());
+    EncodeFlushCommand(*series[k], late_plans_[k], mysql_late_[k], &job->payload);
+    auto& carries = job->carries.emplace_back();
+    for (const LateUpdate& u : late_plans_[k]) carries.emplace_back(u.slot, u.candle.close);
+  }
+  job->results.assign(series.size(), Job::Result::kFailed);
+  job->reached.assign(series.size(), {});
+  return job;
+}
+
+void KlineStore::ExecuteFlush(FlushJob* base) {
+  Job* job = static_cast<Job*>(base);
+  if (job->series.empty()) return;
   for (int attempt = 0; attempt < 2; ++attempt) {
-    if (!conn_->EnsureConnected()) return report;
-    FlushReport plan_report;
-    if (!PlanLate(series, &plan_report)) return report;
-    for (size_t k = 0; k < series.size(); ++k) {
-      AppendFlushCommand(*series[k], late_plans_[k], mysql_late_[k]);
+    if (!write_conn_->EnsureConnected()) {
+      job->error = write_conn_->error();
+      return;
     }
+    write_conn_->AppendFormatted(job->payload);
     bool noscript = false;
-    size_t written = 0;
-    size_t conflicts = 0;
-    std::vector<bool> done(series.size(), false);
-    for (size_t k = 0; k < series.size(); ++k) {
-      RedisReply r = conn_->GetReply();
-      if (r == nullptr) return report;  // connection dropped; everything retried next flush
+    for (size_t k = 0; k < job->series.size(); ++k) {
+      RedisReply r = write_conn_->GetReply();
+      if (r == nullptr) {  // connection dropped: what was not answered counts as failed
+        job->error = write_conn_->error();
+        return;
+      }
       if (IsNoScript(r.get())) {
         noscript = true;
         continue;
       }
-      if (r->type == REDIS_REPLY_ERROR) {
-        conn_->Disconnect(std::string("FLUSH script: ") + r->str);
-        return report;
-      }
-      if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+      if (r->type == REDIS_REPLY_ERROR || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
           r->element[0]->type != REDIS_REPLY_INTEGER) {
-        conn_->Disconnect("FLUSH script: unexpected reply");
-        return report;
+        job->error = std::string("FLUSH script: ") +
+                     (r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+        write_conn_->Disconnect(job->error);
+        return;
       }
       if (r->element[0]->integer == 0) {
-        ++conflicts;  // a stored candle changed since PlanLate read it
+        job->results[k] = Job::Result::kConflict;  // a stored candle changed since planning
         continue;
       }
-      const std::vector<LateUpdate>& plan = late_plans_[k];
-      for (size_t u = 0; u < plan.size() && u + 1 < r->elements; ++u) {
-        if (r->element[u + 1]->integer == 1) {
-          series[k]->CarryIntoEmptyCurrent(plan[u].slot, plan[u].candle.close);
-        }
+      job->results[k] = Job::Result::kOk;
+      for (size_t u = 1; u < r->elements; ++u) {
+        job->reached[k].push_back(r->element[u]->integer == 1);
       }
-      done[k] = true;
-      ++written;
     }
-    if (noscript) {
-      if (!conn_->ReloadScripts()) return report;
-      if (written == 0) continue;  // nothing landed: retry the whole flush once
+    if (!noscript) return;
+    // Redis lost its scripts (restart, SCRIPT FLUSH): load them and send everything again;
+    // the writes are absolute, so what already landed is written once more, harmlessly.
+    if (!write_conn_->ReloadScripts()) {
+      job->error = write_conn_->error();
+      return;
     }
-    for (size_t k = 0; k < series.size(); ++k) {
-      if (done[k]) series[k]->MarkFlushed();
+  }
+}
+
+FlushReport KlineStore::FinishFlush(FlushJob* base) {
+  Job* job = static_cast<Job*>(base);
+  FlushReport report;
+  size_t conflicts = 0;
+  for (size_t k = 0; k < job->series.size(); ++k) {
+    SymbolSeries* s = job->series[k];
+    if (job->results[k] != Job::Result::kOk) {
+      conflicts += job->results[k] == Job::Result::kConflict;
+      s->AbortFlush();
+      continue;
     }
-    report.written = written;
-    report.failed = series.size() - written;
-    report.ok = report.failed == 0;
-    report.late_conflicts = conflicts;
-    if (written > 0) {
-      report.late_applied = plan_report.late_applied;
-      report.late_not_in_redis = plan_report.late_not_in_redis;
-      report.late_out_of_range = plan_report.late_out_of_range;
+    s->CommitFlush(job->tickets[k]);
+    const auto& carries = job->carries[k];
+    for (size_t u = 0; u < carries.size() && u < job->reached[k].size(); ++u) {
+      if (job->reached[k][u]) s->CarryIntoEmptyCurrent(carries[u].first, carries[u].second);
     }
-    return report;
+    ++report.written;
+  }
+  report.failed = job->series.size() - report.written;
+  report.ok = report.failed == 0;
+  report.late_conflicts = conflicts;
+  if (report.written > 0) {
+    report.late_applied = job->plan.late_applied;
+    report.late_not_in_redis = job->plan.late_not_in_redis;
+    report.late_out_of_range = job->plan.late_out_of_range;
   }
   return report;
 }

@@ -1,9 +1,12 @@
 // Reads and writes one shard's symbols in Redis: flush, first-sight load, late trades.
 //
 // DESIGN
-// Used only on the owning shard's thread, over that shard's own RedisConn. A flush is one
-// EVALSHA of the FLUSH script per dirty symbol, all pipelined, then every reply read: a
-// handful of round trips per flush however many trades were merged. Loads are pipelined the
+// Each shard has its own store with two connections: `conn` for the shard thread (loads,
+// late-trade reads) and `write_conn` for its flusher thread. A flush is one EVALSHA of the
+// FLUSH script per dirty symbol, encoded on the shard thread into one RESP buffer
+// (PrepareFlush), written and answered on the flusher thread (ExecuteFlush) while the shard
+// keeps applying trades, and committed back on the shard thread (FinishFlush): a handful of
+// round trips per flush however many trades were merged. Loads are pipelined the
 // same way (GET watermark + MGET of the current candles per symbol). Late trades whose
 // bucket the shard no longer holds are resolved in the flush: one pipelined read of the
 // stored candles they touch, exact merge in C++, and compare-and-set inside the symbol's
@@ -27,14 +30,16 @@ namespace klined {
 
 class KlineStore final : public SeriesStore {
  public:
-  KlineStore(RedisConn* conn, std::string key_prefix, const SeriesLayout* layout);
+  // write_conn defaults to conn (then every call must come from one thread).
+  KlineStore(RedisConn* conn, std::string key_prefix, const SeriesLayout* layout,
+             RedisConn* write_conn = nullptr);
   // A store with a connection of its own: what each shard gets.
   static std::unique_ptr<SeriesStore> Create(RedisOptions options, std::string key_prefix,
                                              const SeriesLayout* layout);
 
-  // Writes every series (pipelined) and calls MarkFlushed() on each one written. A series not
-  // written keeps its state and is retried by the next flush (writes are absolute).
-  FlushReport Flush(std::span<SymbolSeries* const> series) override;
+  std::unique_ptr<FlushJob> PrepareFlush(std::span<SymbolSeries* const> series) override;
+  void ExecuteFlush(FlushJob* job) override;
+  FlushReport FinishFlush(FlushJob* job) override;
 
   bool Load(std::span<SymbolSeries* const> series) override;
   std::string LastError() const override { return conn_->error(); }
@@ -56,12 +61,15 @@ class KlineStore final : public SeriesStore {
     std::string field;
     std::string trade_json;
   };
+  struct Job;
   bool PlanLate(std::span<SymbolSeries* const> series, FlushReport* report);
-  void AppendFlushCommand(const SymbolSeries& s, const std::vector<LateUpdate>& late,
-                          const std::vector<MysqlLate>& mysql_late);
+  // Appends the FLUSH call of one series, RESP-encoded, to *payload.
+  void EncodeFlushCommand(const SymbolSeries& s, const std::vector<LateUpdate>& late,
+                          const std::vector<MysqlLate>& mysql_late, std::string* payload);
   std::string_view Keep(std::string s);
 
   RedisConn* conn_;
+  RedisConn* write_conn_;
   std::string prefix_;
   const SeriesLayout* layout_;
   size_t flush_script_;
@@ -71,6 +79,8 @@ class KlineStore final : public SeriesStore {
   // A deque, so the views in args_ stay valid while strings are added.
   std::deque<std::string> strings_;
   std::vector<std::string_view> args_;
+  std::vector<const char*> argv_;
+  std::vector<size_t> argv_len_;
 };
 
 }  // namespace klined

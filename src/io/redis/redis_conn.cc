@@ -112,6 +112,11 @@ void RedisConn::Append(std::span<const std::string_view> argv) {
   redisAppendCommandArgv(ctx_, static_cast<int>(argv_.size()), argv_.data(), argv_len_.data());
 }
 
+void RedisConn::AppendFormatted(std::string_view resp) {
+  if (ctx_ == nullptr) return;
+  redisAppendFormattedCommand(ctx_, resp.data(), resp.size());
+}
+
 RedisReply RedisConn::GetReply() {
   if (ctx_ == nullptr) return nullptr;
   void* reply = nullptr;

@@ -54,6 +54,8 @@ class RedisConn {
   void Append(std::initializer_list<std::string_view> argv) {
     Append(std::span<const std::string_view>(argv.begin(), argv.size()));
   }
+  // Appends commands already RESP-encoded (e.g. by redisFormatCommandArgv).
+  void AppendFormatted(std::string_view resp);
   // Null on a connection error or timeout; the connection is then dropped and error() says
   // why. Error *replies* (REDIS_REPLY_ERROR) are returned as replies.
   RedisReply GetReply();
