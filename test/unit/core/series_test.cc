@@ -134,3 +134,53 @@ TEST_CASE("series: a sum past 20 integer digits rejects the trade in every inter
 }
 
 }  // namespace klined
+
+namespace klined {
+
+TEST_CASE("series: an async flush commits exactly its snapshot; later changes stay for the next") {
+  const SeriesLayout layout = OneMinute();
+  SymbolSeries s(&layout, Symbol("BTCUSDT"));
+  (void)s.Apply(MakeTrade(1, kT0 + 1000, "100", "1"));
+  (void)s.Apply(MakeTrade(2, kT0 + 60000 + 1, "101", "1"));  // closes minute 0
+  (void)s.Apply(MakeTrade(3, kT0 + 120000 + 1, "102", "1"));  // closes minute 1
+  REQUIRE(s.closed(0).size() == 2);
+  const SymbolSeries::FlushTicket ticket = s.BeginFlush();
+  CHECK(s.in_flight());
+  // While the write is in flight: a new bucket closes, and an in-memory late trade changes
+  // minute 1 (already in the snapshot) and re-carries nothing (minute 2 has trades).
+  (void)s.Apply(MakeTrade(4, kT0 + 180000 + 1, "103", "1"));  // closes minute 2
+  (void)s.Apply(MakeTrade(5, kT0 + 60000 + 2, "99", "1"));    // into closed minute 1
+  s.CommitFlush(ticket);
+  CHECK_FALSE(s.in_flight());
+  CHECK(s.dirty());  // changed after the snapshot
+  // Minute 0 was written and is forgotten; minute 1 changed after the snapshot and is kept
+  // (with everything after it); minute 2 closed after the snapshot and is kept.
+  REQUIRE(s.closed(0).size() == 2);
+  CHECK(s.closed(0)[0].open_time == kT0 + 60000);
+  CHECK(s.closed(0)[0].count == 2);
+  CHECK(s.closed(0)[1].open_time == kT0 + 120000);
+  CHECK(s.closed_count() == 2);
+}
+
+TEST_CASE("series: an aborted flush keeps everything; an unchanged one clears dirty") {
+  const SeriesLayout layout{{Interval::k1m, Interval::k1h}, UtcOffset{}};
+  SymbolSeries s(&layout, Symbol("BTCUSDT"));
+  (void)s.Apply(MakeTrade(1, kT0 + 5 * 60000, "100", "1"));
+  (void)s.Apply(MakeTrade(2, kT0 + 6 * 60000, "100", "1"));
+  s.MarkFlushed();
+  (void)s.Apply(MakeTrade(3, kT0 + 1000, "101", "1"));  // late for 1m
+  (void)s.Apply(MakeTrade(4, kT0 + 7 * 60000, "100", "1"));
+  auto ticket = s.BeginFlush();
+  (void)s.Apply(MakeTrade(5, kT0 + 2000, "101", "1"));  // another late one, after the snapshot
+  s.AbortFlush();
+  CHECK(s.late().size() == 2);
+  CHECK(s.closed(0).size() == 1);
+  CHECK(s.dirty());
+  ticket = s.BeginFlush();
+  s.CommitFlush(ticket);
+  CHECK(s.late().empty());
+  CHECK(s.closed(0).empty());
+  CHECK_FALSE(s.dirty());
+}
+
+}  // namespace klined
