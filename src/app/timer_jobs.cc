@@ -1,0 +1,135 @@
+#include "app/timer_jobs.h"
+
+#include <prometheus/collectable.h>
+#include <prometheus/metric_family.h>
+
+namespace klined {
+namespace {
+
+RedisOptions RedisFrom(const Config& c) {
+  return RedisOptions{c.redis.address, c.redis.password,
+                      static_cast<int>(c.redis.connect_timeout_ms), 5000};
+}
+
+PersistOptions PersistFrom(const Config& c) {
+  PersistOptions o;
+  o.redis = RedisFrom(c);
+  o.key_prefix = c.redis.key_prefix;
+  o.mysql.host = c.mysql.host;
+  o.mysql.port = c.mysql.port;
+  o.mysql.user = c.mysql.user;
+  o.mysql.password = c.mysql.password;
+  o.mysql.database = c.mysql.database;
+  o.persist_interval_ms = c.mysql.persist_interval_ms;
+  o.batch_rows = static_cast<size_t>(c.mysql.batch_rows);
+  o.tz = c.time_zone;
+  return o;
+}
+
+TimerLoopOptions LoopFrom(const Config& c, const SeriesLayout* layout) {
+  TimerLoopOptions o;
+  o.redis = RedisFrom(c);
+  o.key_prefix = c.redis.key_prefix;
+  o.layout = layout;
+  o.lease_ttl_ms = c.lease.ttl_ms;
+  o.history_limit = c.redis.history_limit;
+  o.rollover_grace_ms = c.rollover_grace_ms;
+  return o;
+}
+
+using prometheus::ClientMetric;
+using prometheus::MetricFamily;
+using prometheus::MetricType;
+
+class JobsCollector : public prometheus::Collectable {
+ public:
+  JobsCollector(const TimerLoop* loop, const PersistWorker* persist)
+      : loop_(loop), persist_(persist) {}
+
+  std::vector<MetricFamily> Collect() const override {
+    std::vector<MetricFamily> out;
+    auto add = [&out](const char* name, const char* help, MetricType type, double v) {
+      MetricFamily f;
+      f.name = name;
+      f.help = help;
+      f.type = type;
+      ClientMetric m;
+      if (type == MetricType::Counter) {
+        m.counter.value = v;
+      } else {
+        m.gauge.value = v;
+      }
+      f.metric.push_back(m);
+      out.push_back(std::move(f));
+    };
+    const auto C = MetricType::Counter;
+    const auto G = MetricType::Gauge;
+    const LeaseStats& l = loop_->lease_stats();
+    add("klined_lease_held", "1 while this instance holds the timer-job lease", G,
+        double(l.held.Get()));
+    add("klined_lease_takeovers_total", "Lease acquisitions", C, double(l.takeovers.Get()));
+    add("klined_lease_renew_failures_total", "Lease renewals refused or failed", C,
+        double(l.renew_failures.Get()));
+    const RolloverStats& r = loop_->rollover_stats();
+    add("klined_rollover_duration_seconds", "Duration of the last rollover run", G,
+        double(r.last_run_ms.Get()) / 1000);
+    add("klined_rollover_runs_total", "Completed rollover runs", C, double(r.runs.Get()));
+    add("klined_rollover_candles_closed_total", "Candles closed into history by rollovers", C,
+        double(r.candles_closed.Get()));
+    add("klined_rollover_conflicts_total", "Rollover compare-and-set conflicts with flushes", C,
+        double(r.cas_conflicts.Get()));
+    add("klined_rollover_failures_total", "Rollover runs cut short", C, double(r.failures.Get()));
+    const TrimStats& t = loop_->trim_stats();
+    add("klined_trim_removed_total", "History members trimmed (already in MySQL)", C,
+        double(t.removed.Get()));
+    add("klined_trim_failures_total", "Trim runs cut short", C, double(t.failures.Get()));
+    const PersistStats& p = persist_->stats();
+    add("klined_persist_candles_total", "Candles upserted into MySQL", C,
+        double(p.candles_upserted.Get()));
+    add("klined_persist_failures_total", "Persistence runs stopped by a Redis or MySQL error", C,
+        double(p.failures.Get()));
+    add("klined_persist_backlog", "Pending candles seen by the last persistence run", G,
+        double(p.backlog.Get()));
+    add("klined_persist_duration_seconds", "Duration of the last persistence run", G,
+        double(p.last_run_ms.Get()) / 1000);
+    add("klined_persist_late_applied_total", "Late trades merged into MySQL", C,
+        double(p.late_applied.Get()));
+    add("klined_mysql_errors_total", "MySQL call errors", C, double(persist_->mysql_errors()));
+    add("klined_mysql_reconnects_total", "MySQL reconnects", C,
+        double(persist_->mysql_reconnects()));
+    return out;
+  }
+
+ private:
+  const TimerLoop* loop_;
+  const PersistWorker* persist_;
+};
+
+}  // namespace
+
+TimerJobs::TimerJobs(const Config& config, const SeriesLayout* layout)
+    : persist_(PersistFrom(config)),
+      loop_(LoopFrom(config, layout), [this](bool active) { persist_.SetActive(active); }) {}
+
+TimerJobs::~TimerJobs() { Stop(); }
+
+void TimerJobs::Start() {
+  persist_.Start();
+  loop_.Start();
+}
+
+void TimerJobs::Stop() {
+  loop_.Stop();  // on_active(false) first, then the lease is released
+  persist_.Stop();
+}
+
+void TimerJobs::Reload(const Config& config) {
+  loop_.SetHistoryLimit(config.redis.history_limit);
+  persist_.set_persist_interval_ms(config.mysql.persist_interval_ms);
+}
+
+std::shared_ptr<prometheus::Collectable> TimerJobs::Collector() const {
+  return std::make_shared<JobsCollector>(&loop_, &persist_);
+}
+
+}  // namespace klined
