@@ -1,0 +1,278 @@
+// The end-to-end test stack (real redis-server, mariadbd, the Kafka test broker and the real
+// klined binary) and the independent candle computation the tests compare Redis against.
+// Shared by the integration suites; it shares no code with klined itself.
+#pragma once
+
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <random>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "kafka_broker.h"
+#include "mariadb_server.h"
+#include "redis_server.h"
+#include "subprocess.h"
+#include "temp_dir.h"
+
+namespace kt = klined::test;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+namespace klined_it {
+
+__extension__ typedef __int128 I128;
+
+// ---- the independent reference -------------------------------------------------------
+// Prices have 2 decimals (cents), quantities 3: price*qty has 5. Sums in 128-bit integers.
+struct RefTrade {
+  std::string symbol;
+  int64_t id;
+  int64_t time_ms;
+  int64_t price_cents;
+  int64_t qty_milli;
+  bool maker;
+};
+
+inline std::string Scaled(I128 v, int scale) {
+  std::string digits;
+  I128 x = v;
+  do {
+    digits.insert(digits.begin(), static_cast<char>('0' + static_cast<int>(x % 10)));
+    x /= 10;
+  } while (x != 0);
+  while (static_cast<int>(digits.size()) <= scale) digits.insert(digits.begin(), '0');
+  std::string out = digits.substr(0, digits.size() - scale);
+  std::string frac = digits.substr(digits.size() - scale);
+  while (!frac.empty() && frac.back() == '0') frac.pop_back();
+  if (!frac.empty()) out += "." + frac;
+  return out;
+}
+
+struct RefCandle {
+  int64_t open = 0;
+  std::vector<const RefTrade*> trades;
+};
+
+inline std::string RefJson(const std::string& sym, const std::string& iv, int64_t open, int64_t len,
+                    const std::vector<const RefTrade*>& trades, int64_t carry_cents, bool closed) {
+  I128 v = 0, q = 0, tv = 0, tq = 0;
+  int64_t hi = 0, lo = INT64_MAX, first = -1, last = -1, o = carry_cents, c = carry_cents;
+  for (const RefTrade* t : trades) {
+    v += t->qty_milli;
+    q += static_cast<I128>(t->price_cents) * t->qty_milli;
+    if (!t->maker) {
+      tv += t->qty_milli;
+      tq += static_cast<I128>(t->price_cents) * t->qty_milli;
+    }
+    hi = std::max(hi, t->price_cents);
+    lo = std::min(lo, t->price_cents);
+    if (first < 0 || t->id < first) first = t->id, o = t->price_cents;
+    if (t->id > last) last = t->id, c = t->price_cents;
+  }
+  if (trades.empty()) hi = lo = carry_cents;
+  char head[256];
+  std::snprintf(head, sizeof head,
+                "{\"t\":%lld,\"T\":%lld,\"s\":\"%s\",\"i\":\"%s\",\"f\":%lld,\"L\":%lld,",
+                static_cast<long long>(open), static_cast<long long>(open + len - 1), sym.c_str(),
+                iv.c_str(), static_cast<long long>(first), static_cast<long long>(last));
+  return std::string(head) + "\"o\":\"" + Scaled(o, 2) + "\",\"h\":\"" + Scaled(hi, 2) +
+         "\",\"l\":\"" + Scaled(lo, 2) + "\",\"c\":\"" + Scaled(c, 2) + "\",\"v\":\"" +
+         Scaled(v, 3) + "\",\"q\":\"" + Scaled(q, 5) + "\",\"V\":\"" + Scaled(tv, 3) +
+         "\",\"Q\":\"" + Scaled(tq, 5) + "\",\"n\":" + std::to_string(trades.size()) +
+         ",\"x\":" + (closed ? "true" : "false") + "}";
+}
+
+// Expected (history members oldest first, current) for one symbol and fixed-length interval.
+inline std::pair<std::vector<std::string>, std::string> Expected(const std::vector<RefTrade>& all,
+                                                          const std::string& sym,
+                                                          const std::string& iv, int64_t len) {
+  std::map<int64_t, std::vector<const RefTrade*>> buckets;
+  for (const RefTrade& t : all) {
+    if (t.symbol == sym) buckets[t.time_ms - t.time_ms % len].push_back(&t);
+  }
+  std::vector<std::string> hist;
+  std::string current;
+  const int64_t first = buckets.begin()->first, last = buckets.rbegin()->first;
+  int64_t carry = 0;
+  for (int64_t open = first; open <= last; open += len) {
+    auto it = buckets.find(open);
+    std::vector<const RefTrade*> ts =
+        it == buckets.end() ? std::vector<const RefTrade*>{} : it->second;
+    std::string json = RefJson(sym, iv, open, len, ts, carry, open != last);
+    if (!ts.empty()) {
+      const RefTrade* hi = ts[0];
+      for (const RefTrade* t : ts)
+        if (t->id > hi->id) hi = t;
+      carry = hi->price_cents;
+    }
+    (open == last ? current : hist.emplace_back()) = json;
+  }
+  return {hist, current};
+}
+
+inline std::string TradeJson(const RefTrade& t) {
+  return "{\"e\":\"trade\",\"s\":\"" + t.symbol + "\",\"t\":" + std::to_string(t.id) + ",\"p\":\"" +
+         Scaled(t.price_cents, 2) + "\",\"q\":\"" + Scaled(t.qty_milli, 3) +
+         "\",\"T\":" + std::to_string(t.time_ms) + ",\"m\":" + (t.maker ? "true" : "false") + "}";
+}
+
+// ---- the stack -------------------------------------------------------------------------
+inline const std::vector<std::pair<std::string, int64_t>> kIntervals = {
+    {"1m", 60000}, {"5m", 300000}, {"1h", 3600000}};
+
+struct Stack {
+  // `tail` is appended to every config (later keys override: yaml-cpp keeps the last), e.g.
+  // "intervals: [1s, 1m]\nlease:\n  ttl_ms: 1000\n".
+  // redis_extra: more keys of the redis section, e.g. "  history_limit: 3\n".
+  explicit Stack(bool redis_aof = false, std::string tail = "", std::string redis_extra = "")
+      : redis(kt::RedisOptions{.appendonly = redis_aof, .extra_config = {}}),
+        config_tail(std::move(tail)),
+        redis_extra(std::move(redis_extra)) {
+    kt::WriteFile(config, ConfigYaml(metrics_port));
+  }
+
+  kt::TempDir dir{"klined-pipeline"};
+  kt::RedisServer redis;
+  kt::MariaDbServer mysql;
+  kt::KafkaBroker broker{kt::KafkaBrokerOptions{1, {{"trades", 4}, {"trades-dlq", 1}}}};
+  std::string config_tail;
+  std::string redis_extra;
+  int metrics_port = kt::FreePort();
+  std::filesystem::path config = dir / "klined.yaml";
+
+  std::string ConfigYaml(int port) const {
+    std::string y =
+        "kafka:\n  brokers: \"" + broker.bootstrap() +
+        "\"\n  topic: trades\n  group: klined-it\n  dead_letter_topic: trades-dlq\n"
+        "  properties:\n    session.timeout.ms: \"6000\"\n    heartbeat.interval.ms: \"500\"\n"
+        "redis:\n  address: \"" + redis.address() + "\"\n" + redis_extra +
+        "mysql:\n  host: 127.0.0.1\n  port: " + std::to_string(mysql.port()) + "\n  user: " +
+        mysql.user() + "\n  password: \"" + mysql.password() + "\"\n  database: " +
+        mysql.database() + "\n  persist_interval_ms: 500\n"
+        "metrics:\n  listen: \"127.0.0.1:" + std::to_string(port) + "\"\n";
+    if (config_tail.find("intervals:") == std::string::npos) y += "intervals: [1m, 5m, 1h]\n";
+    if (config_tail.find("flush_interval_ms:") == std::string::npos) y += "flush_interval_ms: 100\n";
+    if (config_tail.find("shards:") == std::string::npos) y += "shards: 2\n";
+    return y + config_tail;
+  }
+
+  // A second (third...) instance: its own config file and metrics port.
+  std::unique_ptr<kt::Subprocess> StartInstance(const std::string& name, int* port) {
+    *port = kt::FreePort();
+    const auto path = dir / (name + ".yaml");
+    kt::WriteFile(path, ConfigYaml(*port));
+    return StartKlinedWith(name, path);
+  }
+
+  std::unique_ptr<kt::Subprocess> StartKlinedWith(const std::string& name,
+                                                  const std::filesystem::path& cfg) {
+    const char* build = std::getenv("KLINED_BUILD");
+    const std::string bin = std::string(build ? build : "build") + "/src/app/klined";
+    return std::make_unique<kt::Subprocess>(
+        bin, std::vector<std::string>{"--config", cfg.string()},
+        kt::SubprocessOptions{.log_dir = dir.path(), .name = name, .env = {}, .cwd = {}});
+  }
+
+  std::unique_ptr<kt::Subprocess> StartKlined(const std::string& name) {
+    return StartKlinedWith(name, config);
+  }
+
+  // Waits until every symbol's watermark reached its last trade id.
+  bool WaitForWatermarks(const std::map<std::string, int64_t>& last_id, seconds timeout) {
+    kt::RedisClient rc = redis.Connect();
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      bool all = true;
+      for (const auto& [sym, id] : last_id) {
+        auto wm = rc.Get("kline:{" + sym + "}:wm");
+        all &= wm.has_value() && *wm == std::to_string(id);
+      }
+      if (all) return true;
+      std::this_thread::sleep_for(milliseconds(100));
+    }
+    for (const auto& [sym, id] : last_id) {
+      MESSAGE(sym << " want " << id << " have "
+                  << rc.Get("kline:{" + sym + "}:wm").value_or("none"));
+    }
+    return false;
+  }
+
+  void CheckCandles(const std::vector<RefTrade>& trades, const std::vector<std::string>& symbols) {
+    kt::RedisClient rc = redis.Connect();
+    for (const std::string& sym : symbols) {
+      for (const auto& [iv, len] : kIntervals) {
+        auto [hist, current] = Expected(trades, sym, iv, len);
+        const std::string base = "kline:{" + sym + "}:" + iv;
+        CAPTURE(base);
+        CHECK(rc.Get(base) == current);
+        CHECK(rc.Strings({"ZRANGE", base + ":hist", "0", "-1"}) == hist);
+      }
+      CHECK(rc.Integer({"SISMEMBER", "kline:symbols", sym}) == 1);
+    }
+  }
+
+  std::string Metrics(int port = 0) const {
+    std::string out;
+    const std::string cmd =
+        "curl -s http://127.0.0.1:" + std::to_string(port ? port : metrics_port) + "/metrics";
+    FILE* f = popen(cmd.c_str(), "r");
+    char buf[4096];
+    size_t n;
+    while (f && (n = fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
+    if (f) pclose(f);
+    return out;
+  }
+};
+
+inline std::vector<RefTrade> MakeTrades(const std::vector<std::string>& symbols, int per_symbol,
+                                 uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+  std::vector<RefTrade> out;
+  for (const std::string& sym : symbols) {
+    int64_t price = 10000 + static_cast<int64_t>(rng() % 90000);
+    int64_t t = now - 20 * 60000;  // the last 20 minutes: several closed 1m/5m buckets
+    for (int i = 1; i <= per_symbol; ++i) {
+      price = std::max<int64_t>(1, price + static_cast<int64_t>(rng() % 201) - 100);
+      t += static_cast<int64_t>(rng() % (18 * 60000 / per_symbol + 1));
+      // Now and then a long pause, so some 1m buckets stay empty (gap filling).
+      if (rng() % 50 == 0) t += 3 * 60000;
+      t = std::min(t, now - 1000);
+      out.push_back(RefTrade{sym, 1000 + i, t, price, 1 + static_cast<int64_t>(rng() % 5000),
+                             rng() % 2 == 0});
+    }
+  }
+  return out;
+}
+
+inline std::map<std::string, int64_t> LastIds(const std::vector<RefTrade>& trades) {
+  std::map<std::string, int64_t> last;
+  for (const RefTrade& t : trades) last[t.symbol] = std::max(last[t.symbol], t.id);
+  return last;
+}
+
+inline double MetricValue(const std::string& text, const std::string& series) {
+  double sum = 0;
+  size_t pos = 0;
+  while ((pos = text.find(series, pos)) != std::string::npos) {
+    if (pos == 0 || text[pos - 1] == '\n') {
+      const size_t sp = text.find(' ', pos + series.size());
+      if (text.compare(pos + series.size(), 1, " ") == 0 || text[pos + series.size()] == '{') {
+        sum += std::stod(text.substr(sp + 1, text.find('\n', sp) - sp - 1));
+      }
+    }
+    pos += series.size();
+  }
+  return sum;
+}
+
+}  // namespace klined_it
+
