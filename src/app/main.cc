@@ -1,28 +1,46 @@
 // klined: trades from Kafka -> K-lines in Redis and MySQL.
 //
 // DESIGN
-// Threads: this control thread (signals, reload, supervision), one consumer thread
-// (io/kafka), one thread per shard (shard/), and prometheus-cpp's HTTP threads which only
-// read counters. Signal handlers only set flags; this loop does the work. Shutdown order:
-// stop the consumer (which drains: final round, flush, commit, leave the group), then the
-// shards, then exit 0. A second SIGTERM/SIGINT exits at once.
+// Threads: this control thread (signals, startup probes, reload, watchdog, supervision), one
+// consumer thread (io/kafka), one thread per shard (shard/), and prometheus-cpp's HTTP threads
+// which only read counters. Signal handlers only set flags; this loop does the work.
+//
+// Startup: the metrics endpoint comes up first (klined_ready 0); then the control thread
+// probes Redis (PING), MySQL (a login) and Kafka (broker metadata) with exponential backoff,
+// logging `startup.waiting` and sending STATUS= for each one down; a SIGTERM meanwhile exits 0.
+// Once all three answered it subscribes, starts the shards and the consumer thread, and only
+// then sends READY=1.
+//
+// systemd: STATUS= every few seconds with the trade rate; RELOADING=1 ... READY=1 around a
+// SIGHUP reload; STOPPING=1 when the drain begins; WATCHDOG=1 only while every shard's event
+// loop keeps turning (ShardWatchdog), so a wedged shard gets the process restarted.
+//
+// Shutdown order: stop the consumer (which drains: final round, flush, commit, leave the
+// group), then the shards, then exit 0, all within kDrainTimeoutMs. A second SIGTERM/SIGINT
+// exits at once.
+#include <librdkafka/rdkafka.h>
+#include <mysql.h>
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "app/config.h"
 #include "app/metrics.h"
+#include "app/notify.h"
 #include "base/log.h"
 #include "io/kafka/consumer.h"
 #include "io/redis/kline_store.h"
+#include "io/redis/redis_conn.h"
 #include "shard/shard.h"
 
 namespace klined {
@@ -55,7 +73,36 @@ int64_t MonotonicMs() {
       .count();
 }
 
+int64_t UnixSeconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Sleeps up to ms in short slices; false if a stop signal arrived meanwhile.
+bool SleepUnlessStopped(int64_t ms) {
+  const int64_t until = MonotonicMs() + ms;
+  while (!g_stop.load()) {
+    const int64_t left = until - MonotonicMs();
+    if (left <= 0) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::min<int64_t>(left, 50)));
+  }
+  return false;
+}
+
+// A value safe inside a log field's double quotes.
+std::string Quoted(std::string s) {
+  std::replace(s.begin(), s.end(), '"', '\'');
+  std::replace(s.begin(), s.end(), '\n', ' ');
+  return s;
+}
+
 constexpr int64_t kDrainTimeoutMs = 20000;
+constexpr int64_t kTickMs = 50;
+constexpr int64_t kStatusEveryMs = 5000;
+constexpr int64_t kStartupBackoffMinMs = 200;
+constexpr int64_t kStartupBackoffMaxMs = 5000;
+constexpr int kProbeTimeoutMs = 2000;
 
 void PrintUsage() {
   std::printf(
@@ -71,12 +118,223 @@ void ApplyLogConfig(const Config& c) {
   SetLogRateLimit(static_cast<uint32_t>(c.log.rate_limit_per_s));
 }
 
+// ---- startup probes: each returns "" when the dependency answered, else why not -------------
+
+std::string ProbeRedis(const Config& c) {
+  RedisConn conn(RedisOptions{c.redis.address, c.redis.password,
+                              static_cast<int>(c.redis.connect_timeout_ms), kProbeTimeoutMs});
+  if (!conn.EnsureConnected()) return conn.error();
+  RedisReply r = conn.Command({"PING"});
+  if (r == nullptr) return conn.error();
+  if (r->type == REDIS_REPLY_ERROR) return std::string(r->str, r->len);
+  return "";
+}
+
+std::string ProbeMysql(const Config& c) {
+  MYSQL* m = mysql_init(nullptr);
+  if (m == nullptr) return "mysql_init: out of memory";
+  const unsigned int timeout_s = (kProbeTimeoutMs + 999) / 1000;
+  mysql_options(m, MYSQL_OPT_CONNECT_TIMEOUT, &timeout_s);
+  mysql_options(m, MYSQL_OPT_READ_TIMEOUT, &timeout_s);
+  mysql_options(m, MYSQL_OPT_WRITE_TIMEOUT, &timeout_s);
+  std::string error;
+  if (mysql_real_connect(m, c.mysql.host.c_str(), c.mysql.user.c_str(), c.mysql.password.c_str(),
+                         c.mysql.database.c_str(), static_cast<unsigned int>(c.mysql.port), nullptr,
+                         0) == nullptr) {
+    error = mysql_error(m);
+  }
+  mysql_close(m);
+  return error;
+}
+
+extern "C" void SilentKafkaLog(const rd_kafka_t*, int, const char*, const char*) {}
+
+// A throwaway client asks any broker for cluster metadata (no topics, so nothing is
+// auto-created). Only the connection-related pass-through properties are copied: the rest are
+// consumer settings a producer handle would warn about.
+std::string ProbeKafka(const Config& c) {
+  char err[512];
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  if (rd_kafka_conf_set(conf, "bootstrap.servers", c.kafka.brokers.c_str(), err, sizeof err) !=
+      RD_KAFKA_CONF_OK) {
+    rd_kafka_conf_destroy(conf);
+    return err;
+  }
+  for (const auto& [k, v] : c.kafka.properties) {
+    for (const char* prefix : {"security.", "sasl.", "ssl.", "socket.", "broker.", "client."}) {
+      if (k.rfind(prefix, 0) == 0) {
+        if (rd_kafka_conf_set(conf, k.c_str(), v.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK) {
+          rd_kafka_conf_destroy(conf);
+          return err;
+        }
+      }
+    }
+  }
+  rd_kafka_conf_set_log_cb(conf, SilentKafkaLog);
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+  if (rk == nullptr) return err;
+  // Short slices, so a stop signal is noticed while no broker answers.
+  const rd_kafka_metadata_t* md = nullptr;
+  rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR__TRANSPORT;
+  for (int waited = 0; waited < kProbeTimeoutMs && !g_stop.load(); waited += kTickMs * 5) {
+    e = rd_kafka_metadata(rk, 0, nullptr, &md, static_cast<int>(kTickMs * 5));
+    if (e == RD_KAFKA_RESP_ERR_NO_ERROR) break;
+  }
+  std::string error;
+  if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    error = rd_kafka_err2str(e);
+  } else if (md->broker_cnt == 0) {
+    error = "no brokers in metadata";
+  }
+  if (md != nullptr) rd_kafka_metadata_destroy(md);
+  rd_kafka_destroy(rk);
+  return error;
+}
+
+// Probes every dependency until all answer, backing off exponentially between rounds. False if
+// a stop signal came first.
+bool WaitForDependencies(const Config& c, Notifier* notifier, Metrics* metrics) {
+  struct Probe {
+    Dependency dependency;
+    std::string address;
+    std::string (*run)(const Config&);
+  };
+  const Probe probes[] = {
+      {Dependency::kRedis, c.redis.address, ProbeRedis},
+      {Dependency::kMysql, c.mysql.host + ":" + std::to_string(c.mysql.port), ProbeMysql},
+      {Dependency::kKafka, c.kafka.brokers, ProbeKafka}};
+  int64_t backoff_ms = kStartupBackoffMinMs;
+  for (int attempt = 1;; ++attempt) {
+    std::string status;
+    for (const Probe& p : probes) {
+      if (g_stop.load()) return false;
+      const std::string error = p.run(c);
+      if (error.empty()) continue;
+      metrics->DependencyProbeFailed(p.dependency);
+      LOG(kWarn, "startup.waiting",
+          "dependency=" << DependencyName(p.dependency) << " address=" << p.address << " error=\""
+                        << Quoted(error) << "\" attempt=" << attempt
+                        << " retry_in_ms=" << backoff_ms);
+      status += std::string(status.empty() ? "waiting for " : "; ") + DependencyName(p.dependency) +
+                ": " + error;
+    }
+    if (status.empty()) {
+      LOG(kInfo, "startup.dependencies_up", "attempts=" << attempt);
+      return true;
+    }
+    notifier->Status(status);
+    if (!SleepUnlessStopped(backoff_ms)) return false;
+    backoff_ms = std::min(backoff_ms * 2, kStartupBackoffMaxMs);
+  }
+}
+
+// ---- running ----------------------------------------------------------------------------------
+
+// Sends WATCHDOG=1 every timeout/2, but only once every shard's event loop turned since the
+// previous ping (its loop_heartbeat advanced): a wedged shard withholds the pings and systemd
+// restarts the process after WatchdogSec. A ping overdue because of a slow shard is sent as
+// soon as the shard moves again, so a stall shorter than timeout/2 costs nothing.
+class ShardWatchdog {
+ public:
+  ShardWatchdog(std::vector<const Shard*> shards, std::chrono::microseconds timeout)
+      : shards_(std::move(shards)), period_ms_(timeout.count() / 2000), beats_(shards_.size(), 0) {}
+
+  bool enabled() const { return period_ms_ > 0; }
+  int64_t period_ms() const { return period_ms_; }
+
+  // Control thread, every tick.
+  void Tick(int64_t now_ms, Notifier* notifier, Metrics* metrics) {
+    if (!enabled() || now_ms < next_due_ms_) return;
+    std::string stalled;
+    for (size_t i = 0; i < shards_.size(); ++i) {
+      if (shards_[i]->stats().loop_heartbeat.Get() == beats_[i]) {
+        stalled += (stalled.empty() ? "" : ",") + std::to_string(shards_[i]->index());
+      }
+    }
+    if (!stalled.empty()) {
+      if (!withheld_) {
+        withheld_ = true;
+        metrics->WatchdogWithheld();
+        LOG(kWarn, "watchdog.withheld",
+            "stalled_shards=" << stalled << " detail=\"shard loop not advancing\"");
+      }
+      return;
+    }
+    for (size_t i = 0; i < shards_.size(); ++i)
+      beats_[i] = shards_[i]->stats().loop_heartbeat.Get();
+    if (withheld_) LOG(kInfo, "watchdog.resumed", "");
+    withheld_ = false;
+    notifier->Watchdog();
+    metrics->WatchdogPinged();
+    LOG(kDebug, "watchdog.ping", "shards=" << shards_.size());
+    next_due_ms_ = now_ms + period_ms_;
+  }
+
+ private:
+  std::vector<const Shard*> shards_;
+  const int64_t period_ms_;
+  std::vector<uint64_t> beats_;  // loop_heartbeat at the last ping
+  int64_t next_due_ms_ = 0;
+  bool withheld_ = false;
+};
+
+// STATUS= line: the trade rate since the previous call.
+class StatusReporter {
+ public:
+  explicit StatusReporter(std::vector<const Shard*> shards) : shards_(std::move(shards)) {}
+
+  std::string Line(int64_t now_ms) {
+    uint64_t applied = 0, symbols = 0;
+    for (const Shard* s : shards_) {
+      applied += s->stats().trades_applied.Get();
+      symbols += s->stats().symbols.Get();
+    }
+    const int64_t dt = now_ms - last_ms_;
+    const double rate = last_ms_ == 0 || dt <= 0 ? 0 : double(applied - last_applied_) * 1000 / dt;
+    last_ms_ = now_ms;
+    last_applied_ = applied;
+    std::ostringstream os;
+    os.precision(0);
+    os << std::fixed << "running: " << rate << " trades/s, " << applied << " applied, " << symbols
+       << " symbols, " << shards_.size() << " shards";
+    return os.str();
+  }
+
+ private:
+  std::vector<const Shard*> shards_;
+  int64_t last_ms_ = 0;
+  uint64_t last_applied_ = 0;
+};
+
+// SIGHUP: re-reads the file; applies what may change, keeps the rest. False (running config
+// untouched) if the file is invalid.
+bool Reload(const std::string& config_path, Config* config,
+            const std::vector<std::unique_ptr<Shard>>& shards, std::string* error) {
+  ConfigResult next = LoadConfigFile(config_path);
+  if (const ConfigError* e = std::get_if<ConfigError>(&next)) {
+    *error = e->message;
+    return false;
+  }
+  const Config& nc = std::get<Config>(next);
+  for (const std::string& key : RestartOnlyChanges(*config, nc)) {
+    LOG(kWarn, "config.restart_required",
+        "key=" << key << " detail=\"change ignored until restart\"");
+  }
+  ApplyReloadable(nc, config);
+  // Push the reloadable values to the threads that use them.
+  ApplyLogConfig(*config);
+  for (const auto& s : shards)
+    s->set_flush_interval_ms(static_cast<int>(config->flush_interval_ms));
+  return true;
+}
+
 int Run(const std::string& config_path, Config config) {
   InstallSignals();
   ApplyLogConfig(config);
   LOG(kInfo, "start", "version=" << KLINED_VERSION << " " << DescribeConfig(config));
+  Notifier notifier;
 
-  SeriesLayout layout{config.intervals, config.time_zone};
+  SeriesLayout layout{config.intervals, config.time_zone, config.limits.max_gap_candles};
   size_t shard_count = config.shards > 0 ? static_cast<size_t>(config.shards)
                                          : std::max(1u, std::thread::hardware_concurrency());
   RedisOptions redis{config.redis.address, config.redis.password,
@@ -108,45 +366,74 @@ int Run(const std::string& config_path, Config config) {
   Metrics metrics(shard_views, &consumer);
   std::string error;
   if (!metrics.Serve(config.metrics.listen, &error)) {
-    LOG(kError, "metrics.failed", "error=\"" << error << "\"");
+    LOG(kError, "metrics.failed", "error=\"" << Quoted(error) << "\"");
     return 1;
   }
+  LOG(kInfo, "metrics.listening", "listen=" << config.metrics.listen << " port=" << metrics.port());
+
+  notifier.Status("starting: probing redis, mysql, kafka");
+  if (!WaitForDependencies(config, &notifier, &metrics)) {
+    notifier.Stopping();
+    LOG(kInfo, "startup.aborted", "detail=\"stop signal while waiting for dependencies\"");
+    return 0;
+  }
   if (!consumer.Start(&error)) {
-    LOG(kError, "kafka.failed", "error=\"" << error << "\"");
+    LOG(kError, "kafka.failed", "error=\"" << Quoted(error) << "\"");
     return 1;
   }
   for (auto& s : shards) s->Start();
 
   std::atomic<int64_t> drain_deadline{INT64_MAX};
-  std::thread consumer_thread([&] { consumer.Run(g_stop, drain_deadline); });
-  LOG(kInfo, "ready", "shards=" << shard_count << " topic=" << co.topic << " group=" << co.group);
+  std::atomic<bool> consumer_done{false};
+  std::thread consumer_thread([&] {
+    consumer.Run(g_stop, drain_deadline);
+    consumer_done.store(true);
+  });
 
-  uint64_t reloads = 0, reload_failures = 0;
+  ShardWatchdog watchdog(shard_views, Notifier::WatchdogInterval());
+  StatusReporter status(shard_views);
+  metrics.set_ready(true);
+  notifier.Ready("consuming " + co.topic + " as group " + co.group + " on " +
+                 std::to_string(shard_count) + " shards");
+  LOG(kInfo, "ready",
+      "shards=" << shard_count << " topic=" << co.topic << " group=" << co.group
+                << " watchdog_ms=" << watchdog.period_ms() * 2);
+
+  status.Line(MonotonicMs());
+  int64_t next_status_ms = MonotonicMs() + kStatusEveryMs;
   while (!g_stop.load()) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    std::this_thread::sleep_for(std::chrono::milliseconds(kTickMs));
+    const int64_t now = MonotonicMs();
+    watchdog.Tick(now, &notifier, &metrics);
+    if (now >= next_status_ms) {
+      notifier.Status(status.Line(now));
+      next_status_ms = now + kStatusEveryMs;
+    }
     if (g_reload.exchange(false)) {
-      ConfigResult next = LoadConfigFile(config_path);
-      if (const ConfigError* e = std::get_if<ConfigError>(&next)) {
-        metrics.set_config_reload_failures(++reload_failures);
+      notifier.Reloading();
+      if (Reload(config_path, &config, shards, &error)) {
+        metrics.ConfigReloaded(true, UnixSeconds());
+        LOG(kInfo, "config.reloaded", DescribeConfig(config));
+        notifier.ReadyAfterReload("reloaded; " + status.Line(MonotonicMs()));
+      } else {
+        metrics.ConfigReloaded(false, UnixSeconds());
         LOG(kError, "config.reload_failed",
-            "error=\"" << e->message << "\" detail=\"kept the running config\"");
-        continue;
+            "error=\"" << Quoted(error) << "\" detail=\"kept the running config\"");
+        notifier.ReadyAfterReload("reload failed, running config kept: " + error);
       }
-      const Config& nc = std::get<Config>(next);
-      for (const std::string& key : RestartOnlyChanges(config, nc)) {
-        LOG(kWarn, "config.restart_required",
-            "key=" << key << " detail=\"change ignored until restart\"");
-      }
-      ApplyReloadable(nc, &config);
-      ApplyLogConfig(config);
-      for (auto& s : shards) s->set_flush_interval_ms(static_cast<int>(config.flush_interval_ms));
-      metrics.set_config_reloads(++reloads);
-      LOG(kInfo, "config.reloaded", DescribeConfig(config));
     }
   }
+
+  notifier.Stopping();
+  metrics.set_ready(false);
   LOG(kInfo, "drain.start", "timeout_ms=" << kDrainTimeoutMs);
   const int64_t deadline = MonotonicMs() + kDrainTimeoutMs;
   drain_deadline.store(deadline);
+  // The drain is bounded by its deadline, so the watchdog is fed while it runs.
+  while (!consumer_done.load()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(kTickMs));
+    if (watchdog.enabled() && MonotonicMs() <= deadline) notifier.Watchdog();
+  }
   consumer_thread.join();
   for (auto& s : shards) s->Stop(deadline);
   LOG(kInfo, "drain.done", "");
@@ -189,5 +476,9 @@ int main(int argc, char** argv) {
     std::printf("klined: %s: configuration OK\n", config_path.c_str());
     return 0;
   }
-  return klined::Run(config_path, std::get<klined::Config>(std::move(r)));
+  // Before any thread exists: libmariadb's global init is not thread-safe.
+  mysql_library_init(0, nullptr, nullptr);
+  const int rc = klined::Run(config_path, std::get<klined::Config>(std::move(r)));
+  mysql_library_end();
+  return rc;
 }

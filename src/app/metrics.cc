@@ -4,6 +4,8 @@
 #include <prometheus/exposer.h>
 #include <prometheus/metric_family.h>
 
+#include <chrono>
+
 #include "io/kafka/consumer.h"
 #include "shard/shard.h"
 
@@ -34,6 +36,18 @@ void AddSample(MetricFamily* f, double v, std::vector<ClientMetric::Label> label
 }
 
 }  // namespace
+
+const char* DependencyName(Dependency d) {
+  switch (d) {
+    case Dependency::kRedis:
+      return "redis";
+    case Dependency::kMysql:
+      return "mysql";
+    case Dependency::kKafka:
+      return "kafka";
+  }
+  return "unknown";
+}
 
 class Metrics::Collector : public prometheus::Collectable {
  public:
@@ -107,6 +121,9 @@ class Metrics::Collector : public prometheus::Collectable {
          &ShardStats::queue_depth},
         {"klined_last_flush_seconds", "Duration of the last flush", MetricType::Gauge,
          &ShardStats::last_flush_us},
+        {"klined_shard_loop_iterations_total",
+         "Shard event-loop iterations (stalls when flat; the watchdog checks it)",
+         MetricType::Counter, &ShardStats::loop_heartbeat},
     };
     for (const PerShard& p : kPerShard) {
       MetricFamily f = Family(p.name, p.help, p.type);
@@ -117,9 +134,41 @@ class Metrics::Collector : public prometheus::Collectable {
       }
       out.push_back(std::move(f));
     }
-    counter("klined_config_reloads_total", "Successful config reloads", double(owner_->reloads_));
-    counter("klined_config_reload_failures_total", "Rejected config reloads",
-            double(owner_->reload_failures_));
+    auto gauge = [&out](std::string name, std::string help, double v) {
+      out.push_back(Family(std::move(name), std::move(help), MetricType::Gauge));
+      AddSample(&out.back(), v);
+    };
+    const auto relaxed = std::memory_order_relaxed;
+    gauge("klined_shards", "Shard threads", double(shards_.size()));
+    counter("klined_config_reloads_total", "Successful config reloads (SIGHUP)",
+            double(owner_->reloads_.load(relaxed)));
+    counter("klined_config_reload_failures_total",
+            "Rejected config reloads (invalid file; the running config was kept)",
+            double(owner_->reload_failures_.load(relaxed)));
+    gauge("klined_config_last_reload_successful", "1 if the last reload succeeded (or none yet)",
+          owner_->last_reload_ok_.load(relaxed) ? 1 : 0);
+    gauge("klined_config_last_reload_success_timestamp_seconds",
+          "Unix time of the last successful config load (startup or reload)",
+          double(owner_->last_reload_success_s_.load(relaxed)));
+    gauge("klined_ready",
+          "1 once Kafka, Redis and MySQL answered and consumption started; 0 while starting "
+          "or draining",
+          owner_->ready_.load(relaxed) ? 1 : 0);
+    counter("klined_watchdog_pings_total", "systemd watchdog pings sent (WATCHDOG=1)",
+            double(owner_->watchdog_pings_.load(relaxed)));
+    counter("klined_watchdog_withheld_total",
+            "Watchdog pings withheld because a shard loop had not advanced",
+            double(owner_->watchdog_withheld_.load(relaxed)));
+    MetricFamily probes = Family("klined_startup_probe_failures_total",
+                                 "Failed dependency probes while waiting to start, by dependency",
+                                 MetricType::Counter);
+    for (int d = 0; d < kDependencyCount; ++d) {
+      AddSample(&probes, double(owner_->probe_failures_[d].load(relaxed)),
+                {{"dependency", DependencyName(static_cast<Dependency>(d))}});
+    }
+    out.push_back(std::move(probes));
+    gauge("klined_start_time_seconds", "Unix time the process started",
+          double(owner_->start_time_s_));
     MetricFamily info = Family("klined_build_info", "Build information", MetricType::Gauge);
     AddSample(&info, 1, {{"version", KLINED_VERSION}});
     out.push_back(std::move(info));
@@ -133,9 +182,15 @@ class Metrics::Collector : public prometheus::Collectable {
 };
 
 Metrics::Metrics(std::vector<const Shard*> shards, const TradeConsumer* consumer)
-    : collector_(std::make_shared<Collector>(std::move(shards), consumer, this)) {}
+    : collector_(std::make_shared<Collector>(std::move(shards), consumer, this)),
+      start_time_s_(std::chrono::duration_cast<std::chrono::seconds>(
+                        std::chrono::system_clock::now().time_since_epoch())
+                        .count()) {
+  last_reload_success_s_.store(start_time_s_, std::memory_order_relaxed);
+}
 
-Metrics::~Metrics() = default;
+// The HTTP threads stop first: a scrape must not read members being destroyed.
+Metrics::~Metrics() { exposer_.reset(); }
 
 bool Metrics::Serve(const std::string& listen, std::string* error) {
   try {
@@ -145,6 +200,23 @@ bool Metrics::Serve(const std::string& listen, std::string* error) {
   } catch (const std::exception& e) {
     *error = std::string("metrics.listen ") + listen + ": " + e.what();
     return false;
+  }
+}
+
+int Metrics::port() const {
+  if (exposer_ == nullptr) return 0;
+  const std::vector<int> ports = exposer_->GetListeningPorts();
+  return ports.empty() ? 0 : ports.front();
+}
+
+void Metrics::ConfigReloaded(bool ok, int64_t unix_time_s) {
+  const auto relaxed = std::memory_order_relaxed;
+  last_reload_ok_.store(ok, relaxed);
+  if (ok) {
+    reloads_.store(reloads_.load(relaxed) + 1, relaxed);
+    last_reload_success_s_.store(unix_time_s, relaxed);
+  } else {
+    reload_failures_.store(reload_failures_.load(relaxed) + 1, relaxed);
   }
 }
 
