@@ -37,6 +37,7 @@
 #include "app/config.h"
 #include "app/metrics.h"
 #include "app/notify.h"
+#include "app/timer_jobs.h"
 #include "base/log.h"
 #include "io/kafka/consumer.h"
 #include "io/redis/kline_store.h"
@@ -309,7 +310,8 @@ class StatusReporter {
 // SIGHUP: re-reads the file; applies what may change, keeps the rest. False (running config
 // untouched) if the file is invalid.
 bool Reload(const std::string& config_path, Config* config,
-            const std::vector<std::unique_ptr<Shard>>& shards, std::string* error) {
+            const std::vector<std::unique_ptr<Shard>>& shards, TimerJobs* jobs,
+            std::string* error) {
   ConfigResult next = LoadConfigFile(config_path);
   if (const ConfigError* e = std::get_if<ConfigError>(&next)) {
     *error = e->message;
@@ -325,6 +327,7 @@ bool Reload(const std::string& config_path, Config* config,
   ApplyLogConfig(*config);
   for (const auto& s : shards)
     s->set_flush_interval_ms(static_cast<int>(config->flush_interval_ms));
+  jobs->Reload(*config);
   return true;
 }
 
@@ -382,6 +385,10 @@ int Run(const std::string& config_path, Config config) {
     return 1;
   }
   for (auto& s : shards) s->Start();
+  // Rollover, persistence and trimming run only while this instance holds the lease.
+  TimerJobs jobs(config, &layout);
+  jobs.Start();
+  metrics.AddCollectable(jobs.Collector());
 
   std::atomic<int64_t> drain_deadline{INT64_MAX};
   std::atomic<bool> consumer_done{false};
@@ -411,7 +418,7 @@ int Run(const std::string& config_path, Config config) {
     }
     if (g_reload.exchange(false)) {
       notifier.Reloading();
-      if (Reload(config_path, &config, shards, &error)) {
+      if (Reload(config_path, &config, shards, &jobs, &error)) {
         metrics.ConfigReloaded(true, UnixSeconds());
         LOG(kInfo, "config.reloaded", DescribeConfig(config));
         notifier.ReadyAfterReload("reloaded; " + status.Line(MonotonicMs()));
@@ -427,6 +434,9 @@ int Run(const std::string& config_path, Config config) {
   notifier.Stopping();
   metrics.set_ready(false);
   LOG(kInfo, "drain.start", "timeout_ms=" << kDrainTimeoutMs);
+  // Release the lease first, so a standby takes over the timer jobs at once; closed candles
+  // not yet in MySQL stay tracked in Redis for it.
+  jobs.Stop();
   const int64_t deadline = MonotonicMs() + kDrainTimeoutMs;
   drain_deadline.store(deadline);
   // The drain is bounded by its deadline, so the watchdog is fed while it runs.

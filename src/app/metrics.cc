@@ -203,6 +203,10 @@ bool Metrics::Serve(const std::string& listen, std::string* error) {
   }
 }
 
+void Metrics::AddCollectable(std::shared_ptr<prometheus::Collectable> collectable) {
+  if (exposer_ != nullptr) exposer_->RegisterCollectable(collectable);
+}
+
 int Metrics::port() const {
   if (exposer_ == nullptr) return 0;
   const std::vector<int> ports = exposer_->GetListeningPorts();

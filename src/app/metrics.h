@@ -15,8 +15,9 @@
 #include <vector>
 
 namespace prometheus {
+class Collectable;
 class Exposer;
-}
+}  // namespace prometheus
 
 namespace klined {
 
@@ -38,6 +39,8 @@ class Metrics {
   bool Serve(const std::string& listen, std::string* error);
   // The port actually bound (useful with port 0); 0 before Serve.
   int port() const;
+  // More metrics, e.g. the timer jobs' (after Serve). Control thread.
+  void AddCollectable(std::shared_ptr<prometheus::Collectable> collectable);
 
   // Control thread only (single writer); any thread may read through a scrape.
   void ConfigReloaded(bool ok, int64_t unix_time_s);

@@ -109,7 +109,8 @@ class JobsCollector : public prometheus::Collectable {
 
 TimerJobs::TimerJobs(const Config& config, const SeriesLayout* layout)
     : persist_(PersistFrom(config)),
-      loop_(LoopFrom(config, layout), [this](bool active) { persist_.SetActive(active); }) {}
+      loop_(LoopFrom(config, layout), [this](bool active) { persist_.SetActive(active); }),
+      collector_(std::make_shared<JobsCollector>(&loop_, &persist_)) {}
 
 TimerJobs::~TimerJobs() { Stop(); }
 
@@ -126,10 +127,6 @@ void TimerJobs::Stop() {
 void TimerJobs::Reload(const Config& config) {
   loop_.SetHistoryLimit(config.redis.history_limit);
   persist_.set_persist_interval_ms(config.mysql.persist_interval_ms);
-}
-
-std::shared_ptr<prometheus::Collectable> TimerJobs::Collector() const {
-  return std::make_shared<JobsCollector>(&loop_, &persist_);
 }
 
 }  // namespace klined

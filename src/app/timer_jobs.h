@@ -30,12 +30,14 @@ class TimerJobs {
   void Reload(const Config& config);
 
   bool holding() const { return loop_.active(); }
-  // Prometheus collector for lease, rollover, trim and persistence metrics.
-  std::shared_ptr<prometheus::Collectable> Collector() const;
+  // Prometheus collector for lease, rollover, trim and persistence metrics. Owned here:
+  // prometheus-cpp's Exposer only keeps a weak_ptr.
+  std::shared_ptr<prometheus::Collectable> Collector() const { return collector_; }
 
  private:
   PersistWorker persist_;
   TimerLoop loop_;
+  std::shared_ptr<prometheus::Collectable> collector_;
 };
 
 }  // namespace klined
