@@ -51,6 +51,21 @@ for _ in $(seq 100); do grep -q BOOTSTRAP= "$TMP/broker.out" 2>/dev/null && brea
 BOOTSTRAP=$(sed -n 's/^BOOTSTRAP=//p' "$TMP/broker.out")
 for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
 
+# MariaDB in a temp datadir, on loopback: all history lands in its `kline` table.
+MYSQL_PORT=$(free_port)
+mkdir -p "$TMP/mysql"
+mariadb-install-db --no-defaults --datadir="$TMP/mysql" --user=root \
+  --auth-root-authentication-method=normal >"$TMP/mysql-install.log" 2>&1
+setsid mariadbd --no-defaults --datadir="$TMP/mysql" --user=root --bind-address=127.0.0.1 \
+  --port="$MYSQL_PORT" --socket="$TMP/mysql.sock" --skip-name-resolve \
+  >"$TMP/mysql.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 100); do mariadb --no-defaults -S "$TMP/mysql.sock" -uroot -e 'SELECT 1' >/dev/null 2>&1 && break; sleep 0.1; done
+mariadb --no-defaults -S "$TMP/mysql.sock" -uroot -e "
+  CREATE DATABASE IF NOT EXISTS klined;
+  CREATE USER IF NOT EXISTS 'klined'@'127.0.0.1' IDENTIFIED BY 'demo';
+  GRANT ALL ON klined.* TO 'klined'@'127.0.0.1';"
+
 cat >"$TMP/klined.yaml" <<YAML
 kafka:
   brokers: "$BOOTSTRAP"
@@ -62,6 +77,13 @@ kafka:
     heartbeat.interval.ms: "500"
 redis:
   address: "127.0.0.1:$REDIS_PORT"
+mysql:
+  host: 127.0.0.1
+  port: $MYSQL_PORT
+  user: klined
+  password: demo
+  database: klined
+  persist_interval_ms: 2000
 intervals: [1s, 1m, 5m, 1h, 1d]
 metrics:
   listen: "127.0.0.1:$METRICS_PORT"
@@ -76,7 +98,7 @@ setsid "$BUILD/src/tools/tradegen/klined-tradegen" --brokers "$BOOTSTRAP" --topi
   2>"$TMP/tradegen.log" &
 PIDS+=($!)
 
-echo "demo: redis 127.0.0.1:$REDIS_PORT, kafka $BOOTSTRAP, metrics http://127.0.0.1:$METRICS_PORT/metrics"
+echo "demo: redis 127.0.0.1:$REDIS_PORT, mariadb 127.0.0.1:$MYSQL_PORT, kafka $BOOTSTRAP, metrics http://127.0.0.1:$METRICS_PORT/metrics"
 echo "demo: logs in $TMP; Ctrl-C to stop"
 echo "demo: try: $KLINECTL --redis 127.0.0.1:$REDIS_PORT candles ETHUSDT 1s --limit 10"
 start=$(date +%s)
@@ -85,6 +107,9 @@ while true; do
   echo
   echo "==== $(date -u +%H:%M:%S) ========================================================"
   "$KLINECTL" --redis "127.0.0.1:$REDIS_PORT" candles BTCUSDT 1m --limit 5 2>&1 || true
+  echo "candles in MySQL: $(mariadb --no-defaults -S "$TMP/mysql.sock" -uroot -N -e \
+    'SELECT COUNT(*) FROM klined.kline' 2>/dev/null || echo '?'), lease held: $(curl -s \
+    "127.0.0.1:$METRICS_PORT/metrics" | awk '/^klined_lease_held/ {print $2}')"
   echo "current 1m candles of the next busiest symbols:"
   for s in ETHUSDT BNBUSDT SOLUSDT XRPUSDT; do
     "$KLINECTL" --redis "127.0.0.1:$REDIS_PORT" candles "$s" 1m --limit 1 2>/dev/null \
