@@ -1,0 +1,622 @@
+// TickerWindow: see include/klined/ticker.h for the design and the rendering choices.
+#include "klined/ticker.h"
+
+#include <algorithm>
+#include <cassert>
+#include <charconv>
+#include <cstring>
+
+namespace klined {
+namespace {
+
+using decimal_internal::Pow10;
+
+// Compact decimal: bits 63..59 hold e (0..30), bits 58..0 a mantissa m, value raw = m * 10^e.
+// e == 31 marks a value kept exactly in the side pool; the low 32 bits index it.
+constexpr int kExpShift = 59;
+constexpr uint64_t kMantissaMask = (uint64_t{1} << kExpShift) - 1;
+constexpr uint64_t kWideTag = uint64_t{31} << kExpShift;
+constexpr int kMaxExp = 30;
+
+constexpr std::array<UInt128, kMaxExp + 1> MakePow10Table() {
+  std::array<UInt128, kMaxExp + 1> t{};
+  for (int i = 0; i <= kMaxExp; ++i) t[i] = Pow10(i);
+  return t;
+}
+constexpr std::array<UInt128, kMaxExp + 1> kPow10 = MakePow10Table();
+
+bool IsWide(uint64_t c) { return (c & kWideTag) == kWideTag; }
+
+int64_t MinuteOf(int64_t ms) { return ms >= 0 ? ms / 60000 : -((-ms + 59999) / 60000); }
+
+// Appends the decimal digits of v (no sign).
+void AppendUInt128(UInt128 v, std::string* out) {
+  char buf[40];
+  char* end = buf + sizeof(buf);
+  char* p = end;
+  constexpr uint64_t k19 = 10'000'000'000'000'000'000ull;
+  while (v > UINT64_MAX) {  // peel base-10^19 chunks so the rest is 64-bit arithmetic
+    uint64_t chunk = static_cast<uint64_t>(v % k19);
+    v /= k19;
+    for (int i = 0; i < 19; ++i) {
+      *--p = static_cast<char>('0' + chunk % 10);
+      chunk /= 10;
+    }
+  }
+  char tmp[20];
+  char* t_end = std::to_chars(tmp, tmp + sizeof(tmp), static_cast<uint64_t>(v)).ptr;
+  out->append(tmp, t_end);
+  out->append(p, end);
+}
+
+char* PutLiteral(char* p, std::string_view s) {
+  std::memcpy(p, s.data(), s.size());
+  return p + s.size();
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Ring
+
+template <class E>
+void TickerWindow::Ring<E>::Insert(size_t pos, const E& e) {
+  assert(pos <= size_);
+  if (size_ == buf_.size()) {  // grow, linearized
+    std::vector<E> bigger(std::min<size_t>(std::max<size_t>(8, 2 * buf_.size()), kMinutes + 1));
+    for (size_t i = 0; i < size_; ++i) bigger[i] = (*this)[i];
+    buf_.swap(bigger);
+    head_ = 0;
+  }
+  ++size_;
+  for (size_t i = size_ - 1; i > pos; --i) (*this)[i] = (*this)[i - 1];
+  (*this)[pos] = e;
+}
+
+template <class E>
+void TickerWindow::Ring<E>::Erase(size_t pos, size_t count) {
+  assert(pos + count <= size_);
+  for (size_t i = pos; i + count < size_; ++i) (*this)[i] = (*this)[i + count];
+  size_ -= count;
+}
+
+// Inserts e (for `minute`) into a monotonic deque ordered by minute, whose values get strictly
+// worse from front to back. at_least(a, b): a's value is at least as good as b's. An entry
+// whose value is matched or beaten by an entry of a later-or-equal minute can never be the
+// window's extreme again, so it is dropped (or e is, returning false: the caller frees it).
+template <class Deque, class E, class MinuteFn, class AtLeast, class ReleaseFn>
+static bool InsertMonotone(Deque* d, const E& e, int64_t minute, MinuteFn minute_of,
+                           AtLeast at_least, ReleaseFn release) {
+  size_t j = d->size();  // first index whose minute >= minute (searching from the back: the
+  while (j > 0 && minute_of((*d)[j - 1]) >= minute) --j;  // common insert is at the back)
+  if (j < d->size() && at_least((*d)[j], e)) return false;
+  size_t end = j;
+  if (end < d->size() && minute_of((*d)[end]) == minute) ++end;  // this minute's old value
+  size_t begin = j;
+  while (begin > 0 && at_least(e, (*d)[begin - 1])) --begin;
+  for (size_t i = begin; i < end; ++i) release((*d)[i]);
+  d->Erase(begin, end - begin);
+  d->Insert(begin, e);
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Compact values
+
+uint64_t TickerWindow::Encode(Decimal d) {
+  assert(!d.IsNegative());
+  UInt128 m = static_cast<UInt128>(d.raw());
+  if (m == 0) return 0;
+  int e = 0;
+  for (int k : {16, 8, 4, 2, 1}) {  // strips up to 31 trailing zeros, capped at kMaxExp
+    if (e + k <= kMaxExp && m % kPow10[k] == 0) {
+      m /= kPow10[k];
+      e += k;
+    }
+  }
+  if (m <= kMantissaMask) return (static_cast<uint64_t>(e) << kExpShift) | static_cast<uint64_t>(m);
+  uint32_t idx;
+  if (!pool_free_.empty()) {
+    idx = pool_free_.back();
+    pool_free_.pop_back();
+    pool_[idx] = d;
+  } else {
+    idx = static_cast<uint32_t>(pool_.size());
+    pool_.push_back(d);
+  }
+  return kWideTag | idx;
+}
+
+Decimal TickerWindow::Decode(uint64_t c) const {
+  if (IsWide(c)) return pool_[static_cast<uint32_t>(c)];
+  const int e = static_cast<int>(c >> kExpShift);
+  return Decimal::FromRaw(static_cast<Int128>((c & kMantissaMask) * kPow10[e]));
+}
+
+void TickerWindow::Release(uint64_t c) {
+  if (IsWide(c)) pool_free_.push_back(static_cast<uint32_t>(c));
+}
+
+void TickerWindow::StoreFirstId(int slot, TradeId f) {
+  auto fits = [&](TradeId base, TradeId id) {
+    return id >= base && static_cast<uint64_t>(id - base) < kWideId;
+  };
+  if (id_base_ == kNoTradeId) id_base_ = f > (int64_t{1} << 31) ? f - (int64_t{1} << 31) : 0;
+  if (!fits(id_base_, f)) {
+    // Rebase on the lowest first id of the window if every first id then fits (ids grow
+    // over time: this runs once per ~2^31 ids).
+    TradeId lo = f, hi = f;
+    for (int s = 0; s < kMinutes; ++s) {
+      if (n_[s] == 0 || s == slot) continue;
+      const TradeId x = LoadFirstId(s);
+      lo = std::min(lo, x);
+      hi = std::max(hi, x);
+    }
+    if (static_cast<uint64_t>(hi - lo) < kWideId) {
+      std::array<TradeId, kMinutes> ids;
+      for (int s = 0; s < kMinutes; ++s) ids[s] = n_[s] != 0 && s != slot ? LoadFirstId(s) : 0;
+      wide_ids_.clear();
+      id_base_ = lo;
+      for (int s = 0; s < kMinutes; ++s) {
+        if (n_[s] != 0 && s != slot) f_[s] = static_cast<uint32_t>(ids[s] - lo);
+      }
+    }
+  }
+  if (fits(id_base_, f)) {
+    f_[slot] = static_cast<uint32_t>(f - id_base_);
+  } else {
+    f_[slot] = kWideId;
+    wide_ids_.emplace_back(static_cast<uint16_t>(slot), f);
+  }
+}
+
+TradeId TickerWindow::LoadFirstId(int slot) const {
+  if (f_[slot] != kWideId) return id_base_ + f_[slot];
+  for (const auto& [s, id] : wide_ids_) {
+    if (s == slot) return id;
+  }
+  assert(false);
+  return kNoTradeId;
+}
+
+void TickerWindow::ClearFirstId(int slot) {
+  if (f_[slot] == kWideId) {
+    std::erase_if(wide_ids_, [slot](const auto& p) { return p.first == slot; });
+  }
+  f_[slot] = 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Window
+
+TickerWindow::TickerWindow() = default;
+
+int64_t TickerWindow::SlotMinute(uint16_t slot) const {
+  const int64_t s = start();
+  return s + (static_cast<int64_t>(slot) - Slot(s) + kMinutes) % kMinutes;
+}
+
+void TickerWindow::NoteLastKnown(TradeId id, Decimal price, Decimal qty) {
+  if (id > last_known_id_) {
+    last_known_id_ = id;
+    last_known_price_ = price;
+    last_known_qty_ = qty;
+  }
+}
+
+bool TickerWindow::Apply(const Trade& t) {
+  const int64_t minute = MinuteOf(t.time_ms);
+  if (minute == end_ && hot_.n != 0) [[likely]] {
+    Decimal v, q;
+    if (!Decimal::Add(volume_, t.qty, &v) || !Decimal::Add(quote_volume_, t.quote, &q) ||
+        hot_.n == UINT32_MAX) [[unlikely]] {
+      return false;
+    }
+    volume_ = v;
+    quote_volume_ = q;
+    ++count_;
+    // The hot minute's sums are parts of the window sums that just fit, so they fit too.
+    (void)Decimal::Add(hot_.v, t.qty, &hot_.v);
+    (void)Decimal::Add(hot_.q, t.quote, &hot_.q);
+    ++hot_.n;
+    if (t.id < hot_.f) {
+      hot_.f = t.id;
+      hot_.open = t.price;
+      if (t.id < first_id_) first_id_ = t.id;
+    }
+    if (t.id > hot_.l) {
+      hot_.l = t.id;
+      hot_.close = t.price;
+      hot_.last_qty = t.qty;
+      NoteLastKnown(t.id, t.price, t.qty);
+    }
+    if (t.price > hot_.high) hot_.high = t.price;
+    if (t.price < hot_.low) hot_.low = t.price;
+    return true;
+  }
+  Minute m;
+  m.v = t.qty;
+  m.q = t.quote;
+  m.open = m.high = m.low = m.close = t.price;
+  m.last_qty = t.qty;
+  m.f = m.l = t.id;
+  m.n = 1;
+  return MergeIntoWindow(minute, m);
+}
+
+bool TickerWindow::MergeIntoWindow(int64_t minute, const Minute& m) {
+  if (end_ == kNoMinute || minute > end_) Expire(minute);
+  if (minute < start()) return true;  // older than the window: not part of the ticker
+  const int slot = Slot(minute);
+  const bool hot = minute == end_;
+  const uint64_t n_before = hot ? static_cast<uint64_t>(hot_.n) : n_[slot];
+  Decimal v, q;
+  if (!Decimal::Add(volume_, m.v, &v) || !Decimal::Add(quote_volume_, m.q, &q) ||
+      n_before + static_cast<uint64_t>(m.n) > UINT32_MAX) {
+    return false;
+  }
+  volume_ = v;
+  quote_volume_ = q;
+  count_ += m.n;
+  if (first_id_ == kNoTradeId || m.f < first_id_) first_id_ = m.f;
+  NoteLastKnown(m.l, m.close, m.last_qty);
+
+  if (hot) {
+    if (hot_.n == 0) {
+      hot_ = m;
+      return true;
+    }
+    (void)Decimal::Add(hot_.v, m.v, &hot_.v);
+    (void)Decimal::Add(hot_.q, m.q, &hot_.q);
+    hot_.n += m.n;
+    if (m.f < hot_.f) {
+      hot_.f = m.f;
+      hot_.open = m.open;
+    }
+    if (m.l > hot_.l) {
+      hot_.l = m.l;
+      hot_.close = m.close;
+      hot_.last_qty = m.last_qty;
+    }
+    hot_.high = std::max(hot_.high, m.high);
+    hot_.low = std::min(hot_.low, m.low);
+    return true;
+  }
+
+  // A minute before the current one: update its compact slot (slow path, late data).
+  if (n_[slot] == 0) {
+    v_[slot] = Encode(m.v);
+    q_[slot] = Encode(m.q);
+    open_[slot] = Encode(m.open);
+    StoreFirstId(slot, m.f);
+    n_[slot] = static_cast<uint32_t>(m.n);
+    if (first_committed_ == kNoMinute || minute < first_committed_) first_committed_ = minute;
+  } else {
+    Decimal sv, sq;
+    (void)Decimal::Add(Decode(v_[slot]), m.v, &sv);
+    (void)Decimal::Add(Decode(q_[slot]), m.q, &sq);
+    v_[slot] = EncodeFreeing(v_[slot], sv);
+    q_[slot] = EncodeFreeing(q_[slot], sq);
+    if (m.f < LoadFirstId(slot)) {
+      open_[slot] = EncodeFreeing(open_[slot], m.open);
+      ClearFirstId(slot);
+      StoreFirstId(slot, m.f);
+    }
+    n_[slot] += static_cast<uint32_t>(m.n);
+  }
+  InsertExtremes(minute, m);
+  return true;
+}
+
+void TickerWindow::InsertExtremes(int64_t minute, const Minute& m) {
+  const auto slot_minute = [this](const PriceEntry& e) { return SlotMinute(e.slot); };
+  const auto release = [this](const PriceEntry& e) { Release(e.price); };
+  const uint16_t slot = static_cast<uint16_t>(Slot(minute));
+  const PriceEntry hi{Encode(m.high), slot};
+  if (!InsertMonotone(
+          &highs_, hi, minute, slot_minute,
+          [this](const PriceEntry& a, const PriceEntry& b) {
+            return Decode(a.price) >= Decode(b.price);
+          },
+          release)) {
+    Release(hi.price);
+  }
+  const PriceEntry lo{Encode(m.low), slot};
+  if (!InsertMonotone(
+          &lows_, lo, minute, slot_minute,
+          [this](const PriceEntry& a, const PriceEntry& b) {
+            return Decode(a.price) <= Decode(b.price);
+          },
+          release)) {
+    Release(lo.price);
+  }
+  (void)InsertMonotone(
+      &lasts_, LastEntry{minute, m.l, m.close, m.last_qty}, minute,
+      [](const LastEntry& e) { return e.minute; },
+      [](const LastEntry& a, const LastEntry& b) { return a.id >= b.id; }, [](const LastEntry&) {});
+}
+
+void TickerWindow::CommitHot() {
+  if (hot_.n == 0) return;
+  const int slot = Slot(end_);
+  assert(n_[slot] == 0);  // the current minute's slot is never committed before it ends
+  v_[slot] = Encode(hot_.v);
+  q_[slot] = Encode(hot_.q);
+  open_[slot] = Encode(hot_.open);
+  StoreFirstId(slot, hot_.f);
+  n_[slot] = static_cast<uint32_t>(hot_.n);
+  if (first_committed_ == kNoMinute || end_ < first_committed_) first_committed_ = end_;
+  InsertExtremes(end_, hot_);
+  hot_ = Minute{};
+}
+
+void TickerWindow::Advance(int64_t now_ms) {
+  const int64_t minute = MinuteOf(now_ms);
+  if (end_ == kNoMinute || minute > end_) Expire(minute);
+}
+
+void TickerWindow::Expire(int64_t new_end) {
+  if (end_ == kNoMinute) {
+    end_ = new_end;
+    return;
+  }
+  if (new_end <= end_) return;
+  CommitHot();
+  const int64_t new_start = new_end - (kMinutes - 1);
+  if (new_start > end_) {  // the whole window left
+    ClearAll();
+    end_ = new_end;
+    return;
+  }
+  // Deque minutes are recovered against the old window, so pop before moving end_.
+  while (highs_.size() != 0 && SlotMinute(highs_[0].slot) < new_start) {
+    Release(highs_[0].price);
+    highs_.PopFront();
+  }
+  while (lows_.size() != 0 && SlotMinute(lows_[0].slot) < new_start) {
+    Release(lows_[0].price);
+    lows_.PopFront();
+  }
+  while (lasts_.size() != 0 && lasts_[0].minute < new_start) lasts_.PopFront();
+  bool rescan = false;
+  for (int64_t mm = start(); mm < new_start; ++mm) {
+    const int s = Slot(mm);
+    if (n_[s] == 0) continue;
+    // Exact: these values were added when the minute entered the window.
+    (void)Decimal::Sub(volume_, Decode(v_[s]), &volume_);
+    (void)Decimal::Sub(quote_volume_, Decode(q_[s]), &quote_volume_);
+    count_ -= n_[s];
+    if (LoadFirstId(s) == first_id_) rescan = true;
+    Release(v_[s]);
+    Release(q_[s]);
+    Release(open_[s]);
+    v_[s] = q_[s] = open_[s] = 0;
+    ClearFirstId(s);
+    n_[s] = 0;
+  }
+  end_ = new_end;
+  if (first_committed_ != kNoMinute && first_committed_ < new_start) SeekFirstCommitted(new_start);
+  if (rescan) RescanFirstId();
+}
+
+void TickerWindow::SeekFirstCommitted(int64_t from) {
+  first_committed_ = kNoMinute;
+  for (int64_t mm = from; mm < end_; ++mm) {
+    if (n_[Slot(mm)] != 0) {
+      first_committed_ = mm;
+      return;
+    }
+  }
+}
+
+void TickerWindow::RescanFirstId() {
+  first_id_ = hot_.n != 0 ? hot_.f : kNoTradeId;
+  for (int s = 0; s < kMinutes; ++s) {
+    if (n_[s] == 0) continue;
+    const TradeId f = LoadFirstId(s);
+    if (first_id_ == kNoTradeId || f < first_id_) first_id_ = f;
+  }
+}
+
+void TickerWindow::ClearAll() {
+  v_.fill(0);
+  q_.fill(0);
+  open_.fill(0);
+  n_.fill(0);
+  f_.fill(0);
+  pool_.clear();
+  pool_free_.clear();
+  wide_ids_.clear();
+  highs_.Clear();
+  lows_.Clear();
+  lasts_.Clear();
+  hot_ = Minute{};
+  volume_ = quote_volume_ = Decimal();
+  count_ = 0;
+  first_id_ = kNoTradeId;
+  first_committed_ = kNoMinute;
+}
+
+bool TickerWindow::Rebuild(std::span<const Candle> one_minute_candles, int64_t now_ms) {
+  ClearAll();
+  end_ = kNoMinute;
+  id_base_ = kNoTradeId;
+  last_known_id_ = kNoTradeId;
+  last_known_price_ = last_known_qty_ = Decimal();
+  Advance(now_ms);
+  bool ok = true;
+  for (const Candle& c : one_minute_candles) {
+    if (c.count == 0) continue;
+    Minute m;
+    m.v = c.volume;
+    m.q = c.quote_volume;
+    m.open = c.open;
+    m.high = c.high;
+    m.low = c.low;
+    m.close = c.close;
+    m.f = c.first_id;
+    m.l = c.last_id;
+    m.n = c.count;  // last_qty stays 0: a candle does not carry it
+    const int64_t minute = MinuteOf(c.open_time);
+    if (minute < start()) {
+      NoteLastKnown(m.l, m.close, m.last_qty);
+      continue;
+    }
+    if (!MergeIntoWindow(minute, m)) ok = false;
+  }
+  return ok;
+}
+
+TickerWindow::Stats TickerWindow::GetStats() const {
+  Stats s;
+  s.open_time = end_ == kNoMinute ? 0 : start() * kMinuteMs;
+  if (count_ == 0) {
+    s.open = s.high = s.low = s.last = last_known_price_;
+    s.last_qty = last_known_qty_;
+    return s;
+  }
+  const bool hot = hot_.n != 0;
+  s.open = first_committed_ != kNoMinute ? Decode(open_[Slot(first_committed_)]) : hot_.open;
+  bool have = hot;
+  s.high = hot_.high;
+  s.low = hot_.low;
+  if (highs_.size() != 0) {
+    const Decimal h = Decode(highs_[0].price);
+    s.high = have ? std::max(s.high, h) : h;
+  }
+  if (lows_.size() != 0) {
+    const Decimal l = Decode(lows_[0].price);
+    s.low = have ? std::min(s.low, l) : l;
+  }
+  if (lasts_.size() != 0 && (!hot || lasts_[0].id > hot_.l)) {
+    s.last = lasts_[0].price;
+    s.last_qty = lasts_[0].qty;
+    s.last_id = lasts_[0].id;
+  } else {
+    s.last = hot_.close;
+    s.last_qty = hot_.last_qty;
+    s.last_id = hot_.l;
+  }
+  s.volume = volume_;
+  s.quote_volume = quote_volume_;
+  s.first_id = first_id_;
+  s.count = count_;
+  return s;
+}
+
+size_t TickerWindow::MemoryBytes() const {
+  return sizeof(*this) + highs_.capacity() * sizeof(PriceEntry) +
+         lows_.capacity() * sizeof(PriceEntry) + lasts_.capacity() * sizeof(LastEntry) +
+         pool_.capacity() * sizeof(Decimal) + pool_free_.capacity() * sizeof(uint32_t) +
+         wide_ids_.capacity() * sizeof(wide_ids_[0]);
+}
+
+// Long division producing one decimal digit per step: with r < Y < 2^127, floor(10r / Y) and
+// 10r mod Y are found by adding r ten times modulo Y, so no intermediate passes 2Y < 2^128 and
+// the quotient's integer part may be as long as it likes (it is written as digits).
+void TickerWindow::AppendQuotient(Decimal value, Decimal divisor, int shift, int places,
+                                  std::string* out) {
+  assert(!divisor.IsZero());
+  const bool negative = value.IsNegative() != divisor.IsNegative();
+  const UInt128 x = static_cast<UInt128>(value.IsNegative() ? -value.raw() : value.raw());
+  const UInt128 y = static_cast<UInt128>(divisor.IsNegative() ? -divisor.raw() : divisor.raw());
+  std::string digits;
+  AppendUInt128(x / y, &digits);
+  UInt128 r = x % y;
+  for (int i = 0; i < shift + places; ++i) {
+    UInt128 acc = 0;
+    int d = 0;
+    for (int k = 0; k < 10; ++k) {
+      acc += r;
+      if (acc >= y) {
+        acc -= y;
+        ++d;
+      }
+    }
+    r = acc;
+    digits.push_back(static_cast<char>('0' + d));
+  }
+  // Half-to-even on the remainder r / y.
+  const UInt128 rest = y - r;
+  const bool up = r > rest || (r == rest && (digits.back() - '0') % 2 == 1);
+  if (up) {
+    size_t i = digits.size();
+    while (i > 0 && digits[i - 1] == '9') digits[--i] = '0';
+    if (i == 0) {
+      digits.insert(digits.begin(), '1');
+    } else {
+      ++digits[i - 1];
+    }
+  }
+  const size_t int_len = digits.size() - static_cast<size_t>(places);
+  size_t lead = 0;
+  while (lead + 1 < int_len && digits[lead] == '0') ++lead;
+  size_t frac_end = digits.size();
+  while (frac_end > int_len && digits[frac_end - 1] == '0') --frac_end;
+  const bool zero = frac_end == int_len && int_len - lead == 1 && digits[lead] == '0';
+  if (zero) {
+    out->push_back('0');
+    return;
+  }
+  if (negative) out->push_back('-');
+  out->append(digits, lead, int_len - lead);
+  if (frac_end > int_len) {
+    out->push_back('.');
+    out->append(digits, int_len, frac_end - int_len);
+  }
+}
+
+void TickerWindow::AppendJson(std::string_view symbol, int64_t now_ms, std::string* out) {
+  Advance(now_ms);
+  const Stats s = GetStats();
+  const bool seen = last_known_id_ != kNoTradeId || count_ != 0;
+  Decimal change;
+  (void)Decimal::Sub(s.last, s.open, &change);  // both in [0, kMaxRaw]: cannot overflow
+  int64_t close_time = now_ms;
+  if (end_ != kNoMinute && MinuteOf(now_ms) < end_) close_time = end_ * kMinuteMs + kMinuteMs - 1;
+
+  out->reserve(out->size() + 512 + symbol.size());
+  out->append(R"({"symbol":")");
+  out->append(symbol);
+  out->append(R"(","priceChange":")");
+  change.AppendTo(out);
+  out->append(R"(","priceChangePercent":")");
+  if (s.count == 0 || s.open.IsZero()) {
+    out->push_back('0');
+  } else {
+    AppendQuotient(change, s.open, 2, 3, out);
+  }
+  out->append(R"(","weightedAvgPrice":")");
+  if (s.count == 0 || s.volume.IsZero()) {
+    (seen ? s.last : Decimal()).AppendTo(out);
+  } else {
+    AppendQuotient(s.quote_volume, s.volume, 0, 8, out);
+  }
+  const std::pair<std::string_view, Decimal> decimals[] = {
+      {R"(","openPrice":")", s.open},
+      {R"(","highPrice":")", s.high},
+      {R"(","lowPrice":")", s.low},
+      {R"(","lastPrice":")", s.last},
+      {R"(","lastQty":")", s.last_qty},
+      {R"(","volume":")", s.volume},
+      {R"(","quoteVolume":")", s.quote_volume},
+  };
+  char buf[Decimal::kMaxChars + 32];
+  for (const auto& [key, d] : decimals) {
+    out->append(key);
+    out->append(buf, d.Format(buf));
+  }
+  const std::pair<std::string_view, int64_t> ints[] = {
+      {R"(","openTime":)", s.open_time}, {R"(,"closeTime":)", close_time},
+      {R"(,"firstId":)", s.first_id},    {R"(,"lastId":)", s.last_id},
+      {R"(,"count":)", s.count},
+  };
+  for (const auto& [key, v] : ints) {
+    char* p = PutLiteral(buf, key);
+    p = std::to_chars(p, buf + sizeof(buf), v).ptr;
+    out->append(buf, p);
+  }
+  out->push_back('}');
+}
+
+}  // namespace klined
