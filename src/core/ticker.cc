@@ -29,24 +29,26 @@ bool IsWide(uint64_t c) { return (c & kWideTag) == kWideTag; }
 
 int64_t MinuteOf(int64_t ms) { return ms >= 0 ? ms / 60000 : -((-ms + 59999) / 60000); }
 
-// Appends the decimal digits of v (no sign).
-void AppendUInt128(UInt128 v, std::string* out) {
-  char buf[40];
-  char* end = buf + sizeof(buf);
+// Writes the decimal digits of v (no sign) ending at buf + 40; returns them.
+std::string_view FormatUInt128(UInt128 v, char* buf) {
+  char* end = buf + 40;
   char* p = end;
-  constexpr uint64_t k19 = 10'000'000'000'000'000'000ull;
-  while (v > UINT64_MAX) {  // peel base-10^19 chunks so the rest is 64-bit arithmetic
-    uint64_t chunk = static_cast<uint64_t>(v % k19);
-    v /= k19;
-    for (int i = 0; i < 19; ++i) {
-      *--p = static_cast<char>('0' + chunk % 10);
-      chunk /= 10;
+  do {
+    if (v > UINT64_MAX) {  // peel base-10^19 chunks so the rest is 64-bit arithmetic
+      constexpr uint64_t k19 = 10'000'000'000'000'000'000ull;
+      uint64_t chunk = static_cast<uint64_t>(v % k19);
+      v /= k19;
+      for (int i = 0; i < 19; ++i, chunk /= 10) *--p = static_cast<char>('0' + chunk % 10);
+      continue;
     }
-  }
-  char tmp[20];
-  char* t_end = std::to_chars(tmp, tmp + sizeof(tmp), static_cast<uint64_t>(v)).ptr;
-  out->append(tmp, t_end);
-  out->append(p, end);
+    uint64_t w = static_cast<uint64_t>(v);
+    do {
+      *--p = static_cast<char>('0' + w % 10);
+      w /= 10;
+    } while (w != 0);
+    v = 0;
+  } while (v != 0);
+  return {p, static_cast<size_t>(end - p)};
 }
 
 char* PutLiteral(char* p, std::string_view s) {
@@ -520,8 +522,16 @@ void TickerWindow::AppendQuotient(Decimal value, Decimal divisor, int shift, int
   const bool negative = value.IsNegative() != divisor.IsNegative();
   const UInt128 x = static_cast<UInt128>(value.IsNegative() ? -value.raw() : value.raw());
   const UInt128 y = static_cast<UInt128>(divisor.IsNegative() ? -divisor.raw() : divisor.raw());
-  std::string digits;
-  AppendUInt128(x / y, &digits);
+  // At most 39 integer digits (x / y < 2^127), shift + places more, one carry: a stack buffer.
+  assert(shift + places <= 20);
+  char digits[64];
+  size_t len = 0;
+  {
+    std::string_view q = FormatUInt128(x / y, digits + 1);
+    std::memmove(digits + 1, q.data(), q.size());
+    len = q.size() + 1;
+    digits[0] = '0';  // room for a carry out of the top digit
+  }
   UInt128 r = x % y;
   for (int i = 0; i < shift + places; ++i) {
     UInt128 acc = 0;
@@ -534,24 +544,20 @@ void TickerWindow::AppendQuotient(Decimal value, Decimal divisor, int shift, int
       }
     }
     r = acc;
-    digits.push_back(static_cast<char>('0' + d));
+    digits[len++] = static_cast<char>('0' + d);
   }
   // Half-to-even on the remainder r / y.
   const UInt128 rest = y - r;
-  const bool up = r > rest || (r == rest && (digits.back() - '0') % 2 == 1);
+  const bool up = r > rest || (r == rest && (digits[len - 1] - '0') % 2 == 1);
   if (up) {
-    size_t i = digits.size();
-    while (i > 0 && digits[i - 1] == '9') digits[--i] = '0';
-    if (i == 0) {
-      digits.insert(digits.begin(), '1');
-    } else {
-      ++digits[i - 1];
-    }
+    size_t i = len;
+    while (digits[i - 1] == '9') digits[--i] = '0';  // stops at digits[0] == '0' at the latest
+    ++digits[i - 1];
   }
-  const size_t int_len = digits.size() - static_cast<size_t>(places);
+  const size_t int_len = len - static_cast<size_t>(places);
   size_t lead = 0;
   while (lead + 1 < int_len && digits[lead] == '0') ++lead;
-  size_t frac_end = digits.size();
+  size_t frac_end = len;
   while (frac_end > int_len && digits[frac_end - 1] == '0') --frac_end;
   const bool zero = frac_end == int_len && int_len - lead == 1 && digits[lead] == '0';
   if (zero) {
@@ -559,10 +565,10 @@ void TickerWindow::AppendQuotient(Decimal value, Decimal divisor, int shift, int
     return;
   }
   if (negative) out->push_back('-');
-  out->append(digits, lead, int_len - lead);
+  out->append(digits + lead, int_len - lead);
   if (frac_end > int_len) {
     out->push_back('.');
-    out->append(digits, int_len, frac_end - int_len);
+    out->append(digits + int_len, frac_end - int_len);
   }
 }
 
