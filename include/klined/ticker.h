@@ -70,7 +70,8 @@ class TickerWindow {
   // Folds a trade into its minute. A trade in a minute past the window's end advances the
   // window first; one older than the window is ignored (returns true). Returns false, leaving
   // the state unchanged, if a sum would pass 20 integer digits (the trade is refused for the
-  // ticker only) or a minute would hold more than 2^32 - 1 trades.
+  // ticker only) or a minute would hold more than 2^32 - 1 trades. A refused trade from a later
+  // minute still moves the window's end there (time has passed either way).
   [[nodiscard]] bool Apply(const Trade& t);
 
   // Moves the window's end to minute(now_ms) if that is later, expiring minutes that left it.
