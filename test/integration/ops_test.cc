@@ -299,10 +299,16 @@ int64_t WallMs() {
       .count();
 }
 
-// Flushes counted over `window` (every flush counts, dirty or not: the flush clock).
-double FlushesDuring(const OpsStack& s, milliseconds window) {
+// Flushes counted over `window` while a trade arrives every 20 ms: the flush clock (a shard
+// with nothing dirty need not flush at all).
+double FlushesWhileTrading(const OpsStack& s, kt::Producer* producer, int64_t* next_id,
+                           milliseconds window) {
   const double before = Sum(s.Metrics(), "klined_flushes_total");
-  std::this_thread::sleep_for(window);
+  const auto until = Clock::now() + window;
+  while (Clock::now() < until) {
+    producer->Produce("trades", std::string("XRPUSDT"), Trade("XRPUSDT", (*next_id)++, WallMs()));
+    std::this_thread::sleep_for(milliseconds(20));
+  }
   return Sum(s.Metrics(), "klined_flushes_total") - before;
 }
 
@@ -517,7 +523,8 @@ TEST_CASE("ops: SIGHUP applies reloadable keys, keeps an invalid file out; metri
 
   // Before the reload: info level (no debug lines), 100 ms flushes.
   CHECK(klined->Stderr().find("level=debug") == std::string::npos);
-  CHECK(FlushesDuring(s, milliseconds(1500)) >= 7);
+  int64_t xrp_id = 1;
+  CHECK(FlushesWhileTrading(s, &producer, &xrp_id, milliseconds(1500)) >= 7);
 
   // Reload: log.level and flush_interval_ms change; shards (restart-only) is reported, kept.
   s.WriteConfig("shards: 3\nflush_interval_ms: 1000\nlog:\n  level: debug\n");
@@ -530,8 +537,9 @@ TEST_CASE("ops: SIGHUP applies reloadable keys, keeps an invalid file out; metri
   CHECK(Get(m, "klined_config_reloads_total") == 1);
   CHECK(Get(m, "klined_config_last_reload_successful") == 1);
   CHECK(Get(m, "klined_shards") == 1);
-  std::this_thread::sleep_for(milliseconds(1100));  // the flush scheduled at 100 ms has run
-  const double slow = FlushesDuring(s, milliseconds(3000));
+  // The flush scheduled at 100 ms has run by now.
+  FlushesWhileTrading(s, &producer, &xrp_id, milliseconds(1100));
+  const double slow = FlushesWhileTrading(s, &producer, &xrp_id, milliseconds(3000));
   CHECK(slow >= 2);
   CHECK(slow <= 4);
 
@@ -549,7 +557,7 @@ TEST_CASE("ops: SIGHUP applies reloadable keys, keeps an invalid file out; metri
   CHECK(Get(m, "klined_config_reloads_total") == 1);
   CHECK(Get(m, "klined_config_last_reload_successful") == 0);
   const size_t debug_lines = Count(klined->Stderr(), "level=debug");
-  const double still_slow = FlushesDuring(s, milliseconds(2000));
+  const double still_slow = FlushesWhileTrading(s, &producer, &xrp_id, milliseconds(2000));
   CHECK(still_slow <= 3);
   CHECK(Count(klined->Stderr(), "level=debug") > debug_lines);
 
