@@ -156,7 +156,8 @@ bool Shard::Process(ShardBatch* batch) {
 void Shard::StartFlush() {
   assert(IsShardThread() && in_flight_ == nullptr);
   if (dirty_.empty()) {
-    // Nothing unwritten: everything applied so far is in Redis.
+    // Nothing unwritten: everything applied so far is in Redis (an empty flush, counted).
+    stats_.flushes.Add();
     flushed_seq_.store(processed_seq_, std::memory_order_release);
     if (evict_pending_) {
       series_.clear();

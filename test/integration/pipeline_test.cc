@@ -161,8 +161,10 @@ TEST_CASE(
   CHECK(rc.Integer({"SISMEMBER", "kline:late", "BTCUSDT"}) == 1);
   for (const auto& [iv, len] : kIntervals) {
     if (iv == "1m") continue;
-    auto [hist, current] = Expected(all, "BTCUSDT", iv, len);
-    CHECK(rc.Get("kline:{BTCUSDT}:" + iv) == current);
+    const auto cur = rc.Get("kline:{BTCUSDT}:" + iv);
+    REQUIRE(cur.has_value());
+    auto [hist, current] = Expected(all, "BTCUSDT", iv, len, std::stoll(cur->substr(5, cur->find(',') - 5)));
+    CHECK(cur == current);
     CHECK(rc.Strings({"ZRANGE", "kline:{BTCUSDT}:" + iv + ":hist", "0", "-1"}) == hist);
   }
   klined->Terminate();

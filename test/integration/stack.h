@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdio>
 #include <map>
+#include <optional>
 #include <random>
 #include <set>
 #include <string>
@@ -89,16 +90,21 @@ inline std::string RefJson(const std::string& sym, const std::string& iv, int64_
 }
 
 // Expected (history members oldest first, current) for one symbol and fixed-length interval.
+// The series runs gapless from the first trade's bucket to end_open (the bucket storage's
+// current candle is in: the lease holder rolls idle series forward to now), or to the last
+// trade's bucket when end_open is 0.
 inline std::pair<std::vector<std::string>, std::string> Expected(const std::vector<RefTrade>& all,
-                                                          const std::string& sym,
-                                                          const std::string& iv, int64_t len) {
+                                                                 const std::string& sym,
+                                                                 const std::string& iv, int64_t len,
+                                                                 int64_t end_open = 0) {
   std::map<int64_t, std::vector<const RefTrade*>> buckets;
   for (const RefTrade& t : all) {
     if (t.symbol == sym) buckets[t.time_ms - t.time_ms % len].push_back(&t);
   }
   std::vector<std::string> hist;
   std::string current;
-  const int64_t first = buckets.begin()->first, last = buckets.rbegin()->first;
+  const int64_t first = buckets.begin()->first;
+  const int64_t last = std::max(buckets.rbegin()->first, end_open);
   int64_t carry = 0;
   for (int64_t open = first; open <= last; open += len) {
     auto it = buckets.find(open);
@@ -207,15 +213,26 @@ struct Stack {
     kt::RedisClient rc = redis.Connect();
     for (const std::string& sym : symbols) {
       for (const auto& [iv, len] : kIntervals) {
-        auto [hist, current] = Expected(trades, sym, iv, len);
         const std::string base = "kline:{" + sym + "}:" + iv;
         CAPTURE(base);
-        CHECK(rc.Get(base) == current);
-        CHECK(rc.Strings({"ZRANGE", base + ":hist", "0", "-1"}) == hist);
+        // Read current, history, current: equal currents mean no rollover ran in between.
+        std::optional<std::string> cur;
+        std::vector<std::string> hist;
+        for (int attempt = 0; attempt < 10; ++attempt) {
+          cur = rc.Get(base);
+          hist = rc.Strings({"ZRANGE", base + ":hist", "0", "-1"});
+          if (rc.Get(base) == cur) break;
+        }
+        REQUIRE(cur.has_value());
+        const int64_t end_open = std::stoll(cur->substr(5, cur->find(',') - 5));
+        auto [want_hist, want_current] = Expected(trades, sym, iv, len, end_open);
+        CHECK(*cur == want_current);
+        CHECK(hist == want_hist);
       }
       CHECK(rc.Integer({"SISMEMBER", "kline:symbols", sym}) == 1);
     }
   }
+
 
   std::string Metrics(int port = 0) const {
     std::string out;
