@@ -26,6 +26,7 @@
 
 #include "klined/candle.h"
 #include "klined/interval.h"
+#include "klined/ticker.h"
 #include "klined/trade.h"
 
 namespace klined {
@@ -81,6 +82,10 @@ class SymbolSeries {
   size_t closed_count() const { return closed_count_; }
   const std::vector<LateTrade>& late() const { return late_; }
 
+  // The symbol's 24h rolling ticker (ticker:{SYMBOL}), fed by every applied trade. Rendering
+  // advances its window, hence mutable.
+  TickerWindow* ticker() { return &ticker_; }
+
   // Storage re-carried `close` up to this interval's current candle (a late trade changed an
   // earlier close): an empty current candle takes it too.
   void CarryIntoEmptyCurrent(size_t i, Decimal close);
@@ -128,6 +133,7 @@ class SymbolSeries {
   size_t closed_count_ = 0;
   std::vector<Slot> slots_;
   std::vector<LateTrade> late_;
+  TickerWindow ticker_;
 };
 
 // Re-carries `close` into the empty candles of [first, last), stopping at the first

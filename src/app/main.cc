@@ -350,7 +350,8 @@ int Run(const std::string& config_path, Config config) {
     ShardOptions so;
     so.flush_interval_ms = static_cast<int>(config.flush_interval_ms);
     shards.push_back(std::make_unique<Shard>(
-        i, &layout, so, KlineStore::Create(redis, config.redis.key_prefix, &layout)));
+        i, &layout, so, KlineStore::Create(redis, config.redis.key_prefix, &layout,
+                                           config.redis.ticker_prefix)));
     shard_ptrs.push_back(shards.back().get());
     shard_views.push_back(shards.back().get());
   }

@@ -128,6 +128,8 @@ SymbolSeries::ApplyResult SymbolSeries::Apply(const Trade& t) {
   watermark_ = t.id;
   dirty_ = true;
   ++version_;
+  // A sum the ticker cannot hold (far beyond any candle's) only leaves the ticker behind.
+  (void)ticker_.Apply(t);
   return {Outcome::kApplied, late_intervals};
 }
 

@@ -16,6 +16,12 @@ int64_t MonotonicMs() {
 
 constexpr size_t kDequeueBulk = 16;
 
+int64_t WallMinute() {
+  return std::chrono::duration_cast<std::chrono::minutes>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
 // Debian's abseil is built with its own string_view type.
 absl::string_view Key(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 constexpr int64_t kIdleWaitMs = 20;
@@ -259,6 +265,17 @@ void Shard::Run() {
 
     const int64_t now = MonotonicMs();
     const bool drained = backlog_.empty() && inbox_.size_approx() == 0;
+    // Each minute the 24h ticker window slides for every symbol, traded or not: idle symbols
+    // join the next flush so ticker:{SYMBOL} stays current (one call per symbol a minute).
+    const int64_t minute = WallMinute();
+    if (minute != ticker_minute_) {
+      ticker_minute_ = minute;
+      for (auto& [sym, series] : series_) {
+        if (series->dirty()) continue;
+        series->MarkDirty();
+        dirty_.push_back(series.get());
+      }
+    }
     if (in_flight_ == nullptr && (now >= next_flush || evict_pending_ || (stopping && drained))) {
       // On failure the shard keeps merging in memory; Redis is retried with the connection's
       // backoff at the next interval.

@@ -117,7 +117,8 @@ class Shard {
   moodycamel::ConcurrentQueue<FlushJob*> from_flusher_;
   FlushJob* in_flight_ = nullptr;  // shard thread: the flush the flusher is writing
   int64_t flush_started_us_ = 0;
-  size_t closed_total_ = 0;  // unflushed closed candles at the last flush start
+  size_t closed_total_ = 0;    // unflushed closed candles at the last flush start
+  int64_t ticker_minute_ = 0;  // wall-clock minute of the last idle-ticker refresh
   std::atomic<bool> stop_{false};
   std::atomic<int64_t> stop_deadline_ms_{0};
   std::atomic<int> flush_interval_ms_;

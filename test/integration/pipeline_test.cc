@@ -163,7 +163,8 @@ TEST_CASE(
     if (iv == "1m") continue;
     const auto cur = rc.Get("kline:{BTCUSDT}:" + iv);
     REQUIRE(cur.has_value());
-    auto [hist, current] = Expected(all, "BTCUSDT", iv, len, std::stoll(cur->substr(5, cur->find(',') - 5)));
+    auto [hist, current] =
+        Expected(all, "BTCUSDT", iv, len, std::stoll(cur->substr(5, cur->find(',') - 5)));
     CHECK(cur == current);
     CHECK(rc.Strings({"ZRANGE", "kline:{BTCUSDT}:" + iv + ":hist", "0", "-1"}) == hist);
   }
@@ -228,4 +229,84 @@ TEST_CASE("pipeline: one symbol's trades split across partitions reach one owner
   stack.CheckCandles(trades, symbols);
   klined->Terminate();
   CHECK(klined->Wait(seconds(30)).has_value());
+}
+
+namespace {
+
+std::string JsonField(const std::string& json, const std::string& name) {
+  const std::string key = "\"" + name + "\":";
+  size_t b = json.find(key);
+  REQUIRE(b != std::string::npos);
+  b += key.size();
+  if (json[b] == '"') ++b;
+  size_t e = b;
+  while (json[e] != '"' && json[e] != ',' && json[e] != '}') ++e;
+  return json.substr(b, e - b);
+}
+
+std::string SignedScaled(I128 v, int scale) {
+  return v < 0 ? "-" + Scaled(-v, scale) : Scaled(v, scale);
+}
+
+// The ticker fields that need no division, computed from the trades alone.
+void CheckTicker(const std::string& json, const std::vector<RefTrade>& trades) {
+  I128 v = 0, q = 0;
+  int64_t hi = 0, lo = INT64_MAX;
+  const RefTrade* first = nullptr;
+  const RefTrade* last = nullptr;
+  for (const RefTrade& t : trades) {
+    v += t.qty_milli;
+    q += static_cast<I128>(t.price_cents) * t.qty_milli;
+    hi = std::max(hi, t.price_cents);
+    lo = std::min(lo, t.price_cents);
+    if (first == nullptr || t.id < first->id) first = &t;
+    if (last == nullptr || t.id > last->id) last = &t;
+  }
+  CAPTURE(json);
+  CHECK(json.rfind("{\"symbol\":\"" + trades[0].symbol + "\",\"priceChange\":", 0) == 0);
+  CHECK(JsonField(json, "volume") == Scaled(v, 3));
+  CHECK(JsonField(json, "quoteVolume") == Scaled(q, 5));
+  CHECK(JsonField(json, "count") == std::to_string(trades.size()));
+  CHECK(JsonField(json, "firstId") == std::to_string(first->id));
+  CHECK(JsonField(json, "lastId") == std::to_string(last->id));
+  CHECK(JsonField(json, "openPrice") == Scaled(first->price_cents, 2));
+  CHECK(JsonField(json, "highPrice") == Scaled(hi, 2));
+  CHECK(JsonField(json, "lowPrice") == Scaled(lo, 2));
+  CHECK(JsonField(json, "lastPrice") == Scaled(last->price_cents, 2));
+  CHECK(JsonField(json, "priceChange") ==
+        SignedScaled(static_cast<I128>(last->price_cents) - first->price_cents, 2));
+}
+
+}  // namespace
+
+TEST_CASE("pipeline: the 24h ticker equals an independent computation and survives kill -9") {
+  Stack stack;
+  std::vector<RefTrade> trades = MakeTrades({"BTCUSDT"}, 400, 3);
+  auto klined = stack.StartKlined("klined-1");
+  kt::Producer producer(stack.broker.bootstrap());
+  for (const RefTrade& t : trades) producer.Produce("trades", t.symbol, TradeJson(t));
+  producer.Flush();
+  REQUIRE_MESSAGE(stack.WaitForWatermarks(LastIds(trades), seconds(60)), klined->OutputTail());
+  kt::RedisClient rc = stack.redis.Connect();
+  auto ticker = rc.Get("ticker:{BTCUSDT}");
+  REQUIRE(ticker.has_value());
+  CheckTicker(*ticker, trades);
+  CHECK(JsonField(*ticker, "lastQty") == Scaled(trades.back().qty_milli, 3));
+
+  // Restart without a drain: the new process rebuilds the window from the 1m history.
+  klined->Kill();
+  klined->Wait(seconds(10));
+  auto klined2 = stack.StartKlined("klined-2");
+  const RefTrade next{"BTCUSDT", trades.back().id + 1, trades.back().time_ms + 1, 4242424, 777,
+                      false};
+  producer.Produce("trades", next.symbol, TradeJson(next));
+  producer.Flush();
+  trades.push_back(next);
+  REQUIRE_MESSAGE(stack.WaitForWatermarks(LastIds(trades), seconds(60)), klined2->OutputTail());
+  ticker = rc.Get("ticker:{BTCUSDT}");
+  REQUIRE(ticker.has_value());
+  CheckTicker(*ticker, trades);
+  CHECK(JsonField(*ticker, "lastQty") == "0.777");
+  klined2->Terminate();
+  CHECK(klined2->Wait(seconds(30)).has_value());
 }

@@ -26,6 +26,14 @@ bool ParseInt(std::string_view s, int64_t* out) {
 
 std::string_view ReplyStr(const redisReply* r) { return {r->str, r->len}; }
 
+int64_t WallMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+constexpr int64_t kTickerWindowMs = 24 * 3600 * 1000;
+
 // A trade in the Binance shape the decoder reads, for the MySQL worker's B:late records.
 std::string TradeJson(const Trade& t) {
   std::string j;
@@ -43,11 +51,15 @@ std::string TradeJson(const Trade& t) {
 }  // namespace
 
 KlineStore::KlineStore(RedisConn* conn, std::string key_prefix, const SeriesLayout* layout,
-                       RedisConn* write_conn)
+                       RedisConn* write_conn, std::string ticker_prefix)
     : conn_(conn),
       write_conn_(write_conn != nullptr ? write_conn : conn),
       prefix_(std::move(key_prefix)),
+      ticker_prefix_(std::move(ticker_prefix)),
       layout_(layout) {
+  for (size_t i = 0; i < layout_->intervals.size(); ++i) {
+    if (layout_->intervals[i] == Interval::k1m) one_minute_slot_ = static_cast<int>(i);
+  }
   flush_script_ = conn_->AddScript(std::string(lua::kCommon) + lua::kFlush);
   if (write_conn_ != conn_) write_conn_->AddScript(std::string(lua::kCommon) + lua::kFlush);
 }
@@ -55,10 +67,11 @@ KlineStore::KlineStore(RedisConn* conn, std::string key_prefix, const SeriesLayo
 namespace {
 class OwningKlineStore final : public SeriesStore {
  public:
-  OwningKlineStore(RedisOptions options, std::string prefix, const SeriesLayout* layout)
+  OwningKlineStore(RedisOptions options, std::string prefix, const SeriesLayout* layout,
+                   std::string ticker_prefix)
       : conn_(options),
         write_conn_(options),
-        store_(&conn_, std::move(prefix), layout, &write_conn_) {}
+        store_(&conn_, std::move(prefix), layout, &write_conn_, std::move(ticker_prefix)) {}
   bool Load(std::span<SymbolSeries* const> series) override { return store_.Load(series); }
   std::unique_ptr<FlushJob> PrepareFlush(std::span<SymbolSeries* const> series) override {
     return store_.PrepareFlush(series);
@@ -75,8 +88,10 @@ class OwningKlineStore final : public SeriesStore {
 }  // namespace
 
 std::unique_ptr<SeriesStore> KlineStore::Create(RedisOptions options, std::string key_prefix,
-                                                const SeriesLayout* layout) {
-  return std::make_unique<OwningKlineStore>(std::move(options), std::move(key_prefix), layout);
+                                                const SeriesLayout* layout,
+                                                std::string ticker_prefix) {
+  return std::make_unique<OwningKlineStore>(std::move(options), std::move(key_prefix), layout,
+                                            std::move(ticker_prefix));
 }
 
 std::string KlineStore::KeyBase(std::string_view symbol) const {
@@ -91,7 +106,7 @@ std::string_view KlineStore::Keep(std::string s) {
   return strings_.back();
 }
 
-void KlineStore::EncodeFlushCommand(const SymbolSeries& s, const std::vector<LateUpdate>& late,
+void KlineStore::EncodeFlushCommand(SymbolSeries& s, const std::vector<LateUpdate>& late,
                                     const std::vector<MysqlLate>& mysql_late,
                                     std::string* payload) {
   strings_.clear();
@@ -124,6 +139,16 @@ void KlineStore::EncodeFlushCommand(const SymbolSeries& s, const std::vector<Lat
   for (const MysqlLate& m : mysql_late) {
     args_.push_back(m.field);
     args_.push_back(m.trade_json);
+  }
+  // The 24h ticker, current as of this flush (only when 1m candles feed it).
+  if (one_minute_slot_ >= 0) {
+    args_.push_back(Keep(ticker_prefix_ + ":{" + std::string(sym) + "}"));
+    std::string json;
+    s.ticker()->AppendJson(sym, WallMs(), &json);
+    args_.push_back(Keep(std::move(json)));
+  } else {
+    args_.push_back("");
+    args_.push_back("");
   }
   argv_.clear();
   argv_len_.clear();
@@ -420,6 +445,35 @@ bool KlineStore::Load(std::span<SymbolSeries* const> series) {
       current[i] = c;
     }
     s->Restore(watermark, current);
+  }
+  return RebuildTickers(series);
+}
+
+// After a restart or rebalance: the ticker window from the last 24 h of 1m candles.
+bool KlineStore::RebuildTickers(std::span<SymbolSeries* const> series) {
+  if (one_minute_slot_ < 0) return true;
+  const int64_t now = WallMs();
+  const std::string from = ToDec(now - now % 60000 - kTickerWindowMs);
+  for (const SymbolSeries* s : series) {
+    conn_->Append({"ZRANGEBYSCORE", KeyBase(s->symbol().view()) + ":1m:hist", from, "+inf"});
+  }
+  std::vector<Candle> candles;
+  for (SymbolSeries* s : series) {
+    RedisReply r = conn_->GetReply();
+    if (r == nullptr) return false;
+    candles.clear();
+    if (r->type == REDIS_REPLY_ARRAY) {
+      for (size_t k = 0; k < r->elements; ++k) {
+        Candle c;
+        std::string_view sym;
+        bool closed = false;
+        if (ParseCandleJson(ReplyStr(r->element[k]), &c, &sym, &closed)) candles.push_back(c);
+      }
+    }
+    if (const Candle* cur = s->current(static_cast<size_t>(one_minute_slot_))) {
+      candles.push_back(*cur);
+    }
+    (void)s->ticker()->Rebuild(candles, now);
   }
   return true;
 }

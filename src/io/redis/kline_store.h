@@ -32,10 +32,11 @@ class KlineStore final : public SeriesStore {
  public:
   // write_conn defaults to conn (then every call must come from one thread).
   KlineStore(RedisConn* conn, std::string key_prefix, const SeriesLayout* layout,
-             RedisConn* write_conn = nullptr);
+             RedisConn* write_conn = nullptr, std::string ticker_prefix = "ticker");
   // A store with a connection of its own: what each shard gets.
   static std::unique_ptr<SeriesStore> Create(RedisOptions options, std::string key_prefix,
-                                             const SeriesLayout* layout);
+                                             const SeriesLayout* layout,
+                                             std::string ticker_prefix = "ticker");
 
   std::unique_ptr<FlushJob> PrepareFlush(std::span<SymbolSeries* const> series) override;
   void ExecuteFlush(FlushJob* job) override;
@@ -64,14 +65,17 @@ class KlineStore final : public SeriesStore {
   struct Job;
   bool PlanLate(std::span<SymbolSeries* const> series, FlushReport* report);
   // Appends the FLUSH call of one series, RESP-encoded, to *payload.
-  void EncodeFlushCommand(const SymbolSeries& s, const std::vector<LateUpdate>& late,
+  bool RebuildTickers(std::span<SymbolSeries* const> series);
+  void EncodeFlushCommand(SymbolSeries& s, const std::vector<LateUpdate>& late,
                           const std::vector<MysqlLate>& mysql_late, std::string* payload);
   std::string_view Keep(std::string s);
 
   RedisConn* conn_;
   RedisConn* write_conn_;
   std::string prefix_;
+  std::string ticker_prefix_;
   const SeriesLayout* layout_;
+  int one_minute_slot_ = -1;  // index of 1m in the layout (the ticker's source), -1 if none
   size_t flush_script_;
   std::vector<std::vector<LateUpdate>> late_plans_;  // per series of the current flush
   std::vector<std::vector<MysqlLate>> mysql_late_;   // per series of the current flush

@@ -81,7 +81,8 @@ end
 //     expected stored JSON ("" = no member), new JSON (x=true), count and JSONs of empty
 //     candles to create after it (the series now starts earlier than it was stored);
 //   MySQL-late count, then per record: field "INTERVAL|open_time|trade_id", trade JSON (a late
-//     trade whose bucket left Redis: B:late, drained into MySQL by the persistence worker).
+//     trade whose bucket left Redis: B:late, drained into MySQL by the persistence worker);
+//   ticker key and JSON ("" "" = none): the symbol's 24h ticker, written as is.
 // Late updates are compare-and-set: if any stored candle differs from what the shard read,
 // nothing at all is written and {0} is returned (the shard re-reads and retries). Otherwise
 // returns {1, r1, r2, ...} where rk = 1 if late update k re-carried its close all the way
@@ -149,6 +150,8 @@ for _ = 1, nmysql do
   i = i + 2
 end
 if nmysql > 0 then redis.call('SADD', prefix .. ':late', sym) end
+local ticker_key, ticker_json = ARGV[i], ARGV[i + 1]
+if ticker_key ~= '' then redis.call('SET', ticker_key, ticker_json) end
 
 local old = redis.call('GET', base .. ':wm')
 if not old or id_gt(wm, old) then redis.call('SET', base .. ':wm', wm) end
