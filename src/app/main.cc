@@ -311,7 +311,7 @@ class StatusReporter {
 // untouched) if the file is invalid.
 bool Reload(const std::string& config_path, Config* config,
             const std::vector<std::unique_ptr<Shard>>& shards, TimerJobs* jobs,
-            std::string* error) {
+            TradeConsumer* consumer, std::string* error) {
   ConfigResult next = LoadConfigFile(config_path);
   if (const ConfigError* e = std::get_if<ConfigError>(&next)) {
     *error = e->message;
@@ -328,6 +328,8 @@ bool Reload(const std::string& config_path, Config* config,
   for (const auto& s : shards)
     s->set_flush_interval_ms(static_cast<int>(config->flush_interval_ms));
   jobs->Reload(*config);
+  consumer->SetDeadLetterTopic(config->kafka.dead_letter_topic);
+  consumer->SetMaxFutureSkewMs(config->max_future_skew_ms);
   return true;
 }
 
@@ -350,8 +352,8 @@ int Run(const std::string& config_path, Config config) {
     ShardOptions so;
     so.flush_interval_ms = static_cast<int>(config.flush_interval_ms);
     shards.push_back(std::make_unique<Shard>(
-        i, &layout, so, KlineStore::Create(redis, config.redis.key_prefix, &layout,
-                                           config.redis.ticker_prefix)));
+        i, &layout, so,
+        KlineStore::Create(redis, config.redis.key_prefix, &layout, config.redis.ticker_prefix)));
     shard_ptrs.push_back(shards.back().get());
     shard_views.push_back(shards.back().get());
   }
@@ -419,7 +421,7 @@ int Run(const std::string& config_path, Config config) {
     }
     if (g_reload.exchange(false)) {
       notifier.Reloading();
-      if (Reload(config_path, &config, shards, &jobs, &error)) {
+      if (Reload(config_path, &config, shards, &jobs, &consumer, &error)) {
         metrics.ConfigReloaded(true, UnixSeconds());
         LOG(kInfo, "config.reloaded", DescribeConfig(config));
         notifier.ReadyAfterReload("reloaded; " + status.Line(MonotonicMs()));

@@ -1,5 +1,7 @@
 #include "app/metrics.h"
 
+#include <limits>
+
 #include <prometheus/collectable.h>
 #include <prometheus/exposer.h>
 #include <prometheus/metric_family.h>
@@ -134,6 +136,58 @@ class Metrics::Collector : public prometheus::Collectable {
       }
       out.push_back(std::move(f));
     }
+    // Histograms summed at scrape time from each shard's single-writer buckets.
+    auto histogram = [&](const char* name, const char* help,
+                         const OwnedLatencyHistogram ShardStats::*field) {
+      MetricFamily f = Family(name, help, MetricType::Histogram);
+      for (const Shard* s : shards_) {
+        const OwnedLatencyHistogram& h = s->stats().*field;
+        ClientMetric m;
+        m.label = {{"shard", std::to_string(s->index())}};
+        uint64_t cumulative = 0;
+        for (size_t i = 0; i < OwnedLatencyHistogram::kBoundsMs.size(); ++i) {
+          cumulative += h.Bucket(i);
+          ClientMetric::Bucket b;
+          b.upper_bound = double(OwnedLatencyHistogram::kBoundsMs[i]) / 1000;
+          b.cumulative_count = cumulative;
+          m.histogram.bucket.push_back(b);
+        }
+        cumulative += h.Bucket(OwnedLatencyHistogram::kBoundsMs.size());
+        ClientMetric::Bucket inf;
+        inf.upper_bound = std::numeric_limits<double>::infinity();
+        inf.cumulative_count = cumulative;
+        m.histogram.bucket.push_back(inf);
+        m.histogram.sample_count = cumulative;
+        m.histogram.sample_sum = h.SumSeconds();
+        f.metric.push_back(std::move(m));
+      }
+      out.push_back(std::move(f));
+    };
+    histogram("klined_flush_duration_seconds",
+              "Flush latency: snapshot taken to every FLUSH call answered",
+              &ShardStats::flush_latency);
+    histogram("klined_shard_loop_busy_seconds",
+              "Work done by one shard event-loop iteration (a stall shows as a long one)",
+              &ShardStats::loop_busy);
+    MetricFamily redis_errors = Family(
+        "klined_redis_errors_total",
+        "Failed Redis calls (connection dropped, timeout, error reply)", MetricType::Counter);
+    MetricFamily redis_reconnects =
+        Family("klined_redis_reconnects_total", "Redis reconnections", MetricType::Counter);
+    for (const Shard* s : shards_) {
+      AddSample(&redis_errors, double(s->redis_errors()), {{"shard", std::to_string(s->index())}});
+      AddSample(&redis_reconnects, double(s->redis_reconnects()),
+                {{"shard", std::to_string(s->index())}});
+    }
+    out.push_back(std::move(redis_errors));
+    out.push_back(std::move(redis_reconnects));
+    MetricFamily lag =
+        Family("klined_consumer_lag_messages",
+               "Messages behind the high watermark, per assigned partition", MetricType::Gauge);
+    for (const auto& [partition, behind] : consumer_->Lag()) {
+      AddSample(&lag, double(behind), {{"partition", std::to_string(partition)}});
+    }
+    out.push_back(std::move(lag));
     auto gauge = [&out](std::string name, std::string help, double v) {
       out.push_back(Family(std::move(name), std::move(help), MetricType::Gauge));
       AddSample(&out.back(), v);

@@ -61,6 +61,9 @@ class SeriesStore {
   }
   // The shard-thread connection's last error (loads, late-trade reads).
   virtual std::string LastError() const = 0;
+  // Any thread (metrics): failed calls and reconnects over the store's connections.
+  virtual uint64_t Errors() const = 0;
+  virtual uint64_t Reconnects() const = 0;
 };
 
 }  // namespace klined

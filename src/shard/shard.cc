@@ -215,6 +215,7 @@ void Shard::FinishFlush(FlushJob* job) {
                              std::chrono::steady_clock::now().time_since_epoch())
                              .count();
   stats_.last_flush_us.Set(static_cast<uint64_t>(now_us - flush_started_us_));
+  stats_.flush_latency.ObserveUs(now_us - flush_started_us_);
   // Every trade applied before the snapshot is in Redis.
   flushed_seq_.store(job->seq, std::memory_order_release);
   if (evict_pending_ && dirty_.empty()) {
@@ -236,10 +237,12 @@ void Shard::RunFlusher() {
 }
 
 void Shard::Run() {
-  int64_t next_flush = MonotonicMs() + flush_interval_ms_.load(std::memory_order_relaxed);
+  int64_t last_flush_start = MonotonicMs();
+  int64_t next_flush = last_flush_start + flush_interval_ms_.load(std::memory_order_relaxed);
   ShardBatch* got[kDequeueBulk];
   while (true) {
     stats_.loop_heartbeat.Add();
+    const auto busy_start = std::chrono::steady_clock::now();
     const bool stopping = stop_.load(std::memory_order_acquire);
     bool progressed = false;
 
@@ -267,6 +270,9 @@ void Shard::Run() {
     const bool drained = backlog_.empty() && inbox_.size_approx() == 0;
     // Each minute the 24h ticker window slides for every symbol, traded or not: idle symbols
     // join the next flush so ticker:{SYMBOL} stays current (one call per symbol a minute).
+    // A reload that shortens flush_interval_ms takes effect now, not after the old interval.
+    next_flush =
+        std::min(next_flush, last_flush_start + flush_interval_ms_.load(std::memory_order_relaxed));
     const int64_t minute = WallMinute();
     if (minute != ticker_minute_) {
       ticker_minute_ = minute;
@@ -280,12 +286,16 @@ void Shard::Run() {
       // On failure the shard keeps merging in memory; Redis is retried with the connection's
       // backoff at the next interval.
       StartFlush();
-      next_flush = MonotonicMs() + flush_interval_ms_.load(std::memory_order_relaxed);
+      last_flush_start = MonotonicMs();
+      next_flush = last_flush_start + flush_interval_ms_.load(std::memory_order_relaxed);
     }
     if (stopping) {
       const bool done = drained && dirty_.empty() && !evict_pending_ && in_flight_ == nullptr;
       if (done || MonotonicMs() >= stop_deadline_ms_.load(std::memory_order_relaxed)) break;
     }
+    stats_.loop_busy.ObserveUs(std::chrono::duration_cast<std::chrono::microseconds>(
+                                   std::chrono::steady_clock::now() - busy_start)
+                                   .count());
     if (!progressed) {
       const int64_t wait_ms = std::clamp<int64_t>(next_flush - MonotonicMs(), 0, kIdleWaitMs);
       if (backlog_.empty() && (!paused || in_flight_ != nullptr)) {

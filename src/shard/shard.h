@@ -67,7 +67,9 @@ struct ShardStats {
   OwnedCounter loads;
   OwnedCounter last_flush_us;
   OwnedCounter queue_depth;
-  OwnedCounter loop_heartbeat;  // bumped every loop iteration (watchdog)
+  OwnedCounter loop_heartbeat;          // bumped every loop iteration (watchdog)
+  OwnedLatencyHistogram flush_latency;  // snapshot taken -> write confirmed
+  OwnedLatencyHistogram loop_busy;      // work done by one loop iteration (stalls show here)
 };
 
 class Shard {
@@ -90,6 +92,9 @@ class Shard {
   // Any thread. Every trade of every batch with seq <= flushed_seq() is in Redis.
   uint64_t flushed_seq() const { return flushed_seq_.load(std::memory_order_acquire); }
   const ShardStats& stats() const { return stats_; }
+  // Any thread (metrics).
+  uint64_t redis_errors() const { return store_->Errors(); }
+  uint64_t redis_reconnects() const { return store_->Reconnects(); }
   size_t index() const { return index_; }
   void set_flush_interval_ms(int ms) { flush_interval_ms_.store(ms, std::memory_order_relaxed); }
 

@@ -105,8 +105,36 @@ bool TradeConsumer::Start(std::string* error) {
   return true;
 }
 
-void TradeConsumer::set_dead_letter_topic(std::string topic) {
-  options_.dead_letter_topic = std::move(topic);
+void TradeConsumer::SetDeadLetterTopic(std::string topic) {
+  std::lock_guard lock(side_mu_);
+  pending_dlq_ = std::move(topic);
+  dlq_changed_.store(true, std::memory_order_release);
+}
+
+std::vector<std::pair<int32_t, int64_t>> TradeConsumer::Lag() const {
+  std::lock_guard lock(side_mu_);
+  return lag_;
+}
+
+void TradeConsumer::SampleLag() {
+  rd_kafka_topic_partition_list_t* parts = nullptr;
+  if (rd_kafka_assignment(rk_, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR || parts == nullptr) return;
+  rd_kafka_position(rk_, parts);
+  std::vector<std::pair<int32_t, int64_t>> lag;
+  for (int i = 0; i < parts->cnt; ++i) {
+    const rd_kafka_topic_partition_t& p = parts->elems[i];
+    int64_t lo = 0, hi = 0;
+    if (rd_kafka_get_watermark_offsets(rk_, p.topic, p.partition, &lo, &hi) !=
+            RD_KAFKA_RESP_ERR_NO_ERROR ||
+        hi < 0) {
+      continue;
+    }
+    const int64_t pos = p.offset >= 0 ? p.offset : lo;
+    lag.emplace_back(p.partition, std::max<int64_t>(0, hi - pos));
+  }
+  rd_kafka_topic_partition_list_destroy(parts);
+  std::lock_guard lock(side_mu_);
+  lag_ = std::move(lag);
 }
 
 void TradeConsumer::RebalanceCallback(rd_kafka_t* rk, rd_kafka_resp_err_t err,
@@ -277,6 +305,18 @@ void TradeConsumer::Run(const std::atomic<bool>& stop, const std::atomic<int64_t
     for (const Shard* s : shards_) flushed = std::min(flushed, s->flushed_seq());
     Commit(flushed, /*sync=*/false);
     if (dlq_ != nullptr) rd_kafka_poll(dlq_, 0);
+    if (dlq_changed_.exchange(false, std::memory_order_acq_rel)) {
+      std::lock_guard lock(side_mu_);
+      options_.dead_letter_topic = pending_dlq_;
+      LOG(kInfo, "kafka.dead_letter_topic", "topic=\"" << options_.dead_letter_topic << "\"");
+    }
+    if (const int64_t skew = skew_ms_.exchange(-1, std::memory_order_relaxed); skew >= 0) {
+      decoder_.set_max_future_skew_ms(skew);
+    }
+    if (const int64_t now = MonotonicMs(); now >= next_lag_sample_ms_) {
+      SampleLag();
+      next_lag_sample_ms_ = now + 1000;
+    }
     if (!AcquireRoundBatches(stop)) break;
     const ssize_t n =
         rd_kafka_consume_batch_queue(queue_, kConsumeTimeoutMs, msgs.data(), msgs.size());

@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -70,7 +71,13 @@ class TradeConsumer {
   void Run(const std::atomic<bool>& stop, const std::atomic<int64_t>& deadline_ms);
 
   const ConsumerStats& stats() const { return stats_; }
-  void set_dead_letter_topic(std::string topic);  // consumer thread only (via reload flag)
+  // Any thread (SIGHUP): the consumer thread picks the new topic up before its next round.
+  void SetDeadLetterTopic(std::string topic);
+  // Any thread (SIGHUP): applied to the decoder before the next round.
+  void SetMaxFutureSkewMs(int64_t ms) { skew_ms_.store(ms, std::memory_order_relaxed); }
+  // Any thread (metrics): (partition, messages behind the partition's high watermark) for
+  // the assigned partitions, sampled about once a second by the consumer thread.
+  std::vector<std::pair<int32_t, int64_t>> Lag() const;
 
  private:
   static void RebalanceCallback(rd_kafka_t* rk, rd_kafka_resp_err_t err,
@@ -83,6 +90,7 @@ class TradeConsumer {
   bool WaitFlushed(uint64_t seq, const std::atomic<bool>* stop, int64_t deadline_ms);
   void Commit(uint64_t up_to_seq, bool sync);
   void DeadLetter(const rd_kafka_message_t* m, RejectReason reason);
+  void SampleLag();
 
   ConsumerOptions options_;
   std::vector<Shard*> shards_;
@@ -98,6 +106,13 @@ class TradeConsumer {
   std::map<int32_t, int64_t> round_offsets_;
   const std::atomic<bool>* stop_ = nullptr;
   ConsumerStats stats_;
+  // Written once a second or on SIGHUP, not per message: a mutex is fine here.
+  mutable std::mutex side_mu_;
+  std::vector<std::pair<int32_t, int64_t>> lag_;
+  std::string pending_dlq_;
+  std::atomic<bool> dlq_changed_{false};
+  std::atomic<int64_t> skew_ms_{-1};  // -1: unchanged since start
+  int64_t next_lag_sample_ms_ = 0;
 };
 
 }  // namespace klined

@@ -79,6 +79,8 @@ class OwningKlineStore final : public SeriesStore {
   void ExecuteFlush(FlushJob* job) override { store_.ExecuteFlush(job); }
   FlushReport FinishFlush(FlushJob* job) override { return store_.FinishFlush(job); }
   std::string LastError() const override { return store_.LastError(); }
+  uint64_t Errors() const override { return store_.Errors(); }
+  uint64_t Reconnects() const override { return store_.Reconnects(); }
 
  private:
   RedisConn conn_;        // shard thread

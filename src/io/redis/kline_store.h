@@ -44,6 +44,12 @@ class KlineStore final : public SeriesStore {
 
   bool Load(std::span<SymbolSeries* const> series) override;
   std::string LastError() const override { return conn_->error(); }
+  uint64_t Errors() const override {
+    return conn_->errors() + (write_conn_ != conn_ ? write_conn_->errors() : 0);
+  }
+  uint64_t Reconnects() const override {
+    return conn_->reconnects() + (write_conn_ != conn_ ? write_conn_->reconnects() : 0);
+  }
 
   std::string KeyBase(std::string_view symbol) const;
 

@@ -45,7 +45,7 @@ bool RedisConn::EnsureConnected() {
   if (now < next_attempt_ms_) return false;
   if (Connect()) {
     backoff_ms_ = 0;
-    if (ever_connected_) ++reconnects_;
+    if (ever_connected_) reconnects_.Add();
     ever_connected_ = true;
     return true;
   }
@@ -69,7 +69,7 @@ bool RedisConn::Connect() {
     error_ = ctx_ != nullptr ? ctx_->errstr : "cannot allocate redis context";
     if (ctx_ != nullptr) redisFree(ctx_);
     ctx_ = nullptr;
-    ++errors_;
+    errors_.Add();
     return false;
   }
   redisSetTimeout(ctx_, ToTimeval(options_.command_timeout_ms));
@@ -134,7 +134,7 @@ RedisReply RedisConn::Command(std::initializer_list<std::string_view> argv) {
 
 void RedisConn::Disconnect(std::string_view why) {
   error_.assign(why);
-  ++errors_;
+  errors_.Add();
   if (ctx_ != nullptr) redisFree(ctx_);
   ctx_ = nullptr;
   if (backoff_ms_ == 0) next_attempt_ms_ = 0;  // first failure: retry at once

@@ -11,6 +11,8 @@
 
 #include <hiredis/hiredis.h>
 
+#include "shard/counter.h"
+
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -66,8 +68,9 @@ class RedisConn {
   void Disconnect(std::string_view why);
 
   const std::string& error() const { return error_; }
-  uint64_t reconnects() const { return reconnects_; }
-  uint64_t errors() const { return errors_; }
+  // Any thread (metrics).
+  uint64_t reconnects() const { return reconnects_.Get(); }
+  uint64_t errors() const { return errors_.Get(); }
 
  private:
   struct Script {
@@ -85,8 +88,8 @@ class RedisConn {
   std::string error_;
   int64_t next_attempt_ms_ = 0;
   int64_t backoff_ms_ = 0;
-  uint64_t reconnects_ = 0;
-  uint64_t errors_ = 0;
+  OwnedCounter reconnects_;
+  OwnedCounter errors_;
   bool ever_connected_ = false;
 };
 
