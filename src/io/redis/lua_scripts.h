@@ -35,6 +35,7 @@ local function with_close(json, c)
 end
 
 -- Writes a closed candle into history (one member per score) and marks it for MySQL.
+local wrote_pending = false  -- set by put_hist: this call added MySQL work
 -- Times go to Redis as exact integer strings (a Lua number would print as %.14g).
 local function ms(t) return string.format('%d', t) end
 
@@ -45,6 +46,7 @@ local function put_hist(base, iv, t, json)
   if #old > 0 then redis.call('ZREMRANGEBYSCORE', hist, ts, ts) end
   redis.call('ZADD', hist, ts, json)
   redis.call('HSET', base .. ':pending', iv .. '|' .. ts, json)
+  wrote_pending = true
   return true
 end
 
@@ -116,19 +118,19 @@ end
 for _, c in ipairs(currents) do
   for e = c.first, c.first + c.nclosed - 1 do put_hist(base, c.iv, open_time(ARGV[e]), ARGV[e]) end
   local cur_key = base .. ':' .. c.iv
-  local existing = redis.call('GET', cur_key)
+  -- One command for the common case: write ours, get what was there.
+  local existing = redis.call('SET', cur_key, c.json, 'GET')
   local ex_t = existing and open_time(existing)
   if ex_t and ex_t > c.t then
-    -- A rollover moved storage past the shard's current bucket: that bucket is closed.
+    -- A rollover moved storage past the shard's current bucket: storage's current stays,
+    -- and the shard's bucket is a closed one.
+    redis.call('SET', cur_key, existing)
     if put_hist(base, c.iv, c.t, as_closed(c.json)) then
       recarry_after(base, c.iv, c.t, close_of(c.json))
     end
-  else
-    if ex_t and ex_t < c.t and
-       redis.call('ZCOUNT', base .. ':' .. c.iv .. ':hist', ms(ex_t), ms(ex_t)) == 0 then
-      put_hist(base, c.iv, ex_t, as_closed(existing))
-    end
-    if existing ~= c.json then redis.call('SET', cur_key, c.json) end
+  elseif ex_t and ex_t < c.t and
+         redis.call('ZCOUNT', base .. ':' .. c.iv .. ':hist', ms(ex_t), ms(ex_t)) == 0 then
+    put_hist(base, c.iv, ex_t, as_closed(existing))
   end
 end
 
@@ -156,7 +158,7 @@ if ticker_key ~= '' then redis.call('SET', ticker_key, ticker_json) end
 local old = redis.call('GET', base .. ':wm')
 if not old or id_gt(wm, old) then redis.call('SET', base .. ':wm', wm) end
 redis.call('SADD', prefix .. ':symbols', sym)
-if redis.call('EXISTS', base .. ':pending') == 1 then redis.call('SADD', prefix .. ':pending', sym) end
+if wrote_pending then redis.call('SADD', prefix .. ':pending', sym) end
 return result
 )LUA";
 
