@@ -281,6 +281,7 @@ TEST_CASE("tools: tradegen fault mix and --emit-expected") {
 TEST_CASE("tools: tradegen -> Kafka -> klined -> klinectl shows what Redis holds") {
   kt::TempDir dir("klined-tools");
   kt::RedisServer redis;
+  kt::MariaDbServer mysql;  // klined starts only once Kafka, Redis and MySQL answer
   kt::KafkaBroker broker{kt::KafkaBrokerOptions{1, {{"trades", 4}, {"trades-dlq", 1}}}};
   const std::filesystem::path config = dir / "klined.yaml";
   kt::WriteFile(config, "kafka:\n  brokers: \"" + broker.bootstrap() +
@@ -291,6 +292,9 @@ TEST_CASE("tools: tradegen -> Kafka -> klined -> klinectl shows what Redis holds
                             "redis:\n  address: \"" +
                             redis.address() +
                             "\"\n"
+                            "mysql:\n  port: " + std::to_string(mysql.port()) + "\n  user: " +
+                            mysql.user() + "\n  password: \"" + mysql.password() +
+                            "\"\n  database: " + mysql.database() + "\n"
                             "intervals: [1m, 5m]\nflush_interval_ms: 100\nshards: 2\n"
                             "metrics:\n  listen: \"127.0.0.1:" +
                             std::to_string(kt::FreePort()) + "\"\n");
