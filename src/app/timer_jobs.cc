@@ -126,6 +126,7 @@ void TimerJobs::Stop() {
 
 void TimerJobs::Reload(const Config& config) {
   loop_.SetHistoryLimit(config.redis.history_limit);
+  loop_.SetRolloverGraceMs(config.rollover_grace_ms);
   persist_.set_persist_interval_ms(config.mysql.persist_interval_ms);
 }
 

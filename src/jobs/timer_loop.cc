@@ -35,6 +35,7 @@ int64_t TimerLoop::NextBoundary(const SeriesLayout& layout, int64_t now_ms) {
 
 TimerLoop::TimerLoop(TimerLoopOptions options, std::function<void(bool)> on_active)
     : options_(std::move(options)),
+      grace_ms_(options_.rollover_grace_ms),
       on_active_(std::move(on_active)),
       lease_(options_.redis, options_.key_prefix, options_.lease_ttl_ms, &lease_stats_),
       conn_(options_.redis),
@@ -118,7 +119,7 @@ void TimerLoop::Run() {
         // A follow-up at latest + grace/2 catches shard flushes that landed after this run
         // with a candle of the bucket before the boundary (a symbol new to Redis); then the
         // next boundary.
-        const int64_t follow_up = latest + options_.rollover_grace_ms / 2;
+        const int64_t follow_up = latest + grace_ms_.load(std::memory_order_relaxed) / 2;
         next_rollover = now < follow_up
                             ? follow_up
                             : NextBoundary(*options_.layout, now) + options_.rollover_delay_ms;

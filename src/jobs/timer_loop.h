@@ -62,6 +62,7 @@ class TimerLoop {
 
   // SIGHUP: any thread.
   void SetHistoryLimit(int64_t limit) { trim_.set_history_limit(limit); }
+  void SetRolloverGraceMs(int64_t ms) { grace_ms_.store(ms, std::memory_order_relaxed); }
 
   bool active() const { return active_.load(std::memory_order_relaxed); }
   // Any thread: true while the lease deadline has not passed (see Lease::HoldingFromAnyThread).
@@ -86,6 +87,7 @@ class TimerLoop {
   void SleepMs(int64_t ms);
 
   TimerLoopOptions options_;
+  std::atomic<int64_t> grace_ms_;  // rollover_grace_ms, reloadable
   std::function<void(bool)> on_active_;
   LeaseStats lease_stats_;
   RolloverStats rollover_stats_;
