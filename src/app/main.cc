@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "app/config.h"
+#include "base/clock.h"
 #include "app/metrics.h"
 #include "app/notify.h"
 #include "app/timer_jobs.h"
@@ -68,11 +69,6 @@ void InstallSignals() {
   signal(SIGPIPE, SIG_IGN);
 }
 
-int64_t MonotonicMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
 
 int64_t UnixSeconds() {
   return std::chrono::duration_cast<std::chrono::seconds>(

@@ -1,4 +1,5 @@
 #include "jobs/persist.h"
+#include "base/clock.h"
 
 #include <algorithm>
 #include <charconv>
@@ -80,11 +81,6 @@ constexpr size_t kLateChunkSymbols = 100;
 // clock this far ahead never rejects one as "future".
 constexpr int64_t kFarFutureMs = std::numeric_limits<int64_t>::max() / 4;
 
-int64_t MonotonicMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
 
 std::string_view View(const redisReply* r) { return {r->str, r->len}; }
 

@@ -1,4 +1,5 @@
 #include "jobs/rollover.h"
+#include "base/clock.h"
 
 #include <algorithm>
 #include <cassert>
@@ -20,12 +21,6 @@ std::string ToDec(int64_t v) {
   char buf[24];
   auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
   return std::string(buf, end);
-}
-
-int64_t SteadyMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
 }
 
 }  // namespace
@@ -280,7 +275,7 @@ bool RolloverJob::RollChunk(const std::vector<std::string>& symbols, int64_t now
 RolloverResult RolloverJob::RunOnce(int64_t now_ms, std::string_view fence,
                                     const std::function<bool()>& may_continue, int64_t since_ms) {
   RolloverResult result;
-  const int64_t start = SteadyMs();
+  const int64_t start = MonotonicMs();
   const std::string symbols_key = prefix_ + ":symbols";
   const std::string count = ToDec(static_cast<int64_t>(chunk_));
   std::string cursor = "0";
@@ -330,7 +325,7 @@ RolloverResult RolloverJob::RunOnce(int64_t now_ms, std::string_view fence,
   stats_->cas_conflicts.Add(result.conflicts);
   if (ok) {
     stats_->runs.Add();
-    stats_->last_run_ms.Set(static_cast<uint64_t>(SteadyMs() - start));
+    stats_->last_run_ms.Set(static_cast<uint64_t>(MonotonicMs() - start));
   } else {
     stats_->failures.Add();
     LOG_RATE(kWarn, "rollover.incomplete",

@@ -1,5 +1,7 @@
 #include "jobs/timer_loop.h"
 
+#include "base/clock.h"
+
 #include <algorithm>
 #include <chrono>
 
@@ -10,12 +12,6 @@ namespace {
 
 constexpr int64_t kRetryMs = 50;      // an incomplete or conflicting rollover is retried this soon
 constexpr int64_t kMaxSleepMs = 100;  // upper bound on one wait, keeps Stop() and clocks honest
-
-int64_t WallMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 }  // namespace
 

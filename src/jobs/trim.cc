@@ -1,4 +1,5 @@
 #include "jobs/trim.h"
+#include "base/clock.h"
 
 #include <chrono>
 #include <vector>
@@ -14,12 +15,6 @@ namespace {
 // Redis when MySQL has been down for long and much history is pending.
 constexpr const char kMaxScan[] = "20000";
 
-int64_t SteadyMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
 }  // namespace
 
 TrimJob::TrimJob(RedisConn* conn, std::string key_prefix, const SeriesLayout* layout,
@@ -34,7 +29,7 @@ TrimJob::TrimJob(RedisConn* conn, std::string key_prefix, const SeriesLayout* la
 
 TrimResult TrimJob::RunOnce(std::string_view fence, const std::function<bool()>& may_continue) {
   TrimResult result;
-  const int64_t start = SteadyMs();
+  const int64_t start = MonotonicMs();
   const std::string symbols_key = prefix_ + ":symbols";
   const std::string count = std::to_string(chunk_);
   const std::string limit = std::to_string(history_limit());
@@ -108,7 +103,7 @@ TrimResult TrimJob::RunOnce(std::string_view fence, const std::function<bool()>&
   stats_->removed.Add(result.removed);
   if (ok) {
     stats_->runs.Add();
-    stats_->last_run_ms.Set(static_cast<uint64_t>(SteadyMs() - start));
+    stats_->last_run_ms.Set(static_cast<uint64_t>(MonotonicMs() - start));
   } else if (!interrupted) {
     stats_->failures.Add();
     LOG_RATE(kWarn, "trim.incomplete", "error=\"" << conn_->error() << "\"");

@@ -1,4 +1,5 @@
 #include "shard/shard.h"
+#include "base/clock.h"
 
 #include <cassert>
 #include <chrono>
@@ -8,11 +9,6 @@
 namespace klined {
 namespace {
 
-int64_t MonotonicMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
 
 constexpr size_t kDequeueBulk = 16;
 

@@ -1,4 +1,5 @@
 #include "io/kafka/consumer.h"
+#include "base/clock.h"
 
 #include <chrono>
 #include <thread>
@@ -13,17 +14,7 @@ constexpr size_t kMaxTradesPerBatch = 4096;
 // Bounds how long a round waits for messages: part of the trade-to-Redis latency.
 constexpr int kConsumeTimeoutMs = 10;
 
-int64_t MonotonicMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
 
-int64_t WallMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 bool SetConf(rd_kafka_conf_t* conf, const std::string& k, const std::string& v,
              std::string* error) {

@@ -9,16 +9,8 @@
 namespace klined {
 namespace {
 
-constexpr int64_t kBackoffMinMs = 100;
-constexpr int64_t kBackoffMaxMs = 5000;
 // Client error numbers (CR_*) start here; below are server errors (ER_*).
 constexpr unsigned kFirstClientError = 2000;
-
-int64_t MonotonicMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
 
 // mysql_library_init is not thread-safe; mysql_init would call it implicitly, racing when two
 // threads open their first connection at once.
@@ -37,16 +29,12 @@ MysqlConn::~MysqlConn() {
 
 bool MysqlConn::EnsureConnected() {
   if (conn_ != nullptr) return true;
-  const int64_t now = MonotonicMs();
-  if (now < next_attempt_ms_) return false;
+  if (!backoff_.MayAttempt()) return false;
   if (Connect()) {
-    backoff_ms_ = 0;
-    if (ever_connected_) reconnects_.Add();
-    ever_connected_ = true;
+    if (backoff_.Succeeded()) reconnects_.Add();
     return true;
   }
-  backoff_ms_ = std::clamp(backoff_ms_ * 2, kBackoffMinMs, kBackoffMaxMs);
-  next_attempt_ms_ = now + backoff_ms_;
+  backoff_.Failed();
   return false;
 }
 
@@ -141,7 +129,7 @@ void MysqlConn::Fail() {
   if (errno_ >= kFirstClientError) {
     mysql_close(conn_);
     conn_ = nullptr;
-    if (backoff_ms_ == 0) next_attempt_ms_ = 0;  // first failure: retry at once
+    backoff_.Dropped();
   }
 }
 
@@ -150,7 +138,7 @@ void MysqlConn::Disconnect(std::string_view why) {
   errors_.Add();
   if (conn_ != nullptr) mysql_close(conn_);
   conn_ = nullptr;
-  if (backoff_ms_ == 0) next_attempt_ms_ = 0;  // first failure: retry at once
+  backoff_.Dropped();
 }
 
 }  // namespace klined

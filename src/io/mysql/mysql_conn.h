@@ -20,6 +20,7 @@
 #include <string_view>
 #include <vector>
 
+#include "base/backoff.h"
 #include "shard/counter.h"
 
 namespace klined {
@@ -87,9 +88,7 @@ class MysqlConn {
   MYSQL* conn_ = nullptr;
   std::string error_;
   unsigned errno_ = 0;
-  int64_t next_attempt_ms_ = 0;
-  int64_t backoff_ms_ = 0;
-  bool ever_connected_ = false;
+  ReconnectBackoff backoff_;
   std::vector<char> escape_buf_;
   OwnedCounter errors_;
   OwnedCounter reconnects_;

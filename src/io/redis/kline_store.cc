@@ -1,4 +1,5 @@
 #include "io/redis/kline_store.h"
+#include "base/clock.h"
 
 #include <algorithm>
 #include <cassert>
@@ -26,11 +27,6 @@ bool ParseInt(std::string_view s, int64_t* out) {
 
 std::string_view ReplyStr(const redisReply* r) { return {r->str, r->len}; }
 
-int64_t WallMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 constexpr int64_t kTickerWindowMs = 24 * 3600 * 1000;
 

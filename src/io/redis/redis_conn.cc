@@ -9,15 +9,6 @@
 namespace klined {
 namespace {
 
-constexpr int64_t kBackoffMinMs = 100;
-constexpr int64_t kBackoffMaxMs = 5000;
-
-int64_t MonotonicMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
 timeval ToTimeval(int ms) { return timeval{.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000}; }
 
 }  // namespace
@@ -41,16 +32,12 @@ size_t RedisConn::AddScript(std::string body) {
 
 bool RedisConn::EnsureConnected() {
   if (ctx_ != nullptr) return true;
-  const int64_t now = MonotonicMs();
-  if (now < next_attempt_ms_) return false;
+  if (!backoff_.MayAttempt()) return false;
   if (Connect()) {
-    backoff_ms_ = 0;
-    if (ever_connected_) reconnects_.Add();
-    ever_connected_ = true;
+    if (backoff_.Succeeded()) reconnects_.Add();
     return true;
   }
-  backoff_ms_ = std::clamp(backoff_ms_ * 2, kBackoffMinMs, kBackoffMaxMs);
-  next_attempt_ms_ = now + backoff_ms_;
+  backoff_.Failed();
   return false;
 }
 
@@ -137,7 +124,7 @@ void RedisConn::Disconnect(std::string_view why) {
   errors_.Add();
   if (ctx_ != nullptr) redisFree(ctx_);
   ctx_ = nullptr;
-  if (backoff_ms_ == 0) next_attempt_ms_ = 0;  // first failure: retry at once
+  backoff_.Dropped();
 }
 
 }  // namespace klined

@@ -11,6 +11,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include "base/backoff.h"
 #include "shard/counter.h"
 
 #include <cstdint>
@@ -86,11 +87,9 @@ class RedisConn {
   std::vector<const char*> argv_;
   std::vector<size_t> argv_len_;
   std::string error_;
-  int64_t next_attempt_ms_ = 0;
-  int64_t backoff_ms_ = 0;
+  ReconnectBackoff backoff_;
   OwnedCounter reconnects_;
   OwnedCounter errors_;
-  bool ever_connected_ = false;
 };
 
 // True if the reply is an error starting with "NOSCRIPT".
