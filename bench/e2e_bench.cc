@@ -441,6 +441,8 @@ int main(int argc, char** argv) {
     std::array<std::atomic<int64_t>, kSampled> sent_id{};  // ids 1..sent_id[s] have sent_at
     std::atomic<bool> producing{true};
     std::vector<double> lat_ms;
+    std::vector<std::vector<double>> lat_by_second(static_cast<size_t>(o.latency_seconds) + 1);
+    const auto lat_start = Clock::now();
     std::thread sampler([&] {
       redisContext* sc = redisConnect("127.0.0.1", redis.port());
       std::array<int64_t, kSampled> seen{};
@@ -454,9 +456,11 @@ int main(int argc, char** argv) {
           if (r) freeReplyObject(r);
           const int64_t upto = std::min<int64_t>(wm, sent_id[s].load(std::memory_order_acquire));
           for (; seen[s] < upto; ++seen[s]) {
-            lat_ms.push_back(std::chrono::duration<double, std::milli>(
-                                 now - sent_at[s][static_cast<size_t>(seen[s])])
-                                 .count());
+            const auto sent = sent_at[s][static_cast<size_t>(seen[s])];
+            lat_ms.push_back(std::chrono::duration<double, std::milli>(now - sent).count());
+            const size_t sec = std::min(lat_by_second.size() - 1,
+                                        static_cast<size_t>(std::max(0.0, Secs(sent - lat_start))));
+            lat_by_second[sec].push_back(lat_ms.back());
           }
           pending |= seen[s] < sent_id[s].load();
         }
@@ -494,6 +498,15 @@ int main(int argc, char** argv) {
     producing.store(false);
     sampler.join();
     std::sort(lat_ms.begin(), lat_ms.end());
+    if (std::getenv("KLINED_BENCH_LATENCY_SERIES") != nullptr) {
+      for (size_t i = 0; i < lat_by_second.size(); ++i) {
+        auto& v = lat_by_second[i];
+        if (v.empty()) continue;
+        std::sort(v.begin(), v.end());
+        std::printf("  second %zu: n=%zu p50 %.0f ms p99 %.0f ms\n", i, v.size(), v[v.size() / 2],
+                    v[v.size() * 99 / 100]);
+      }
+    }
     if (!lat_ms.empty()) {
       std::printf(
           "\nlatency at %lld trades/s for %d s (%zu samples, 2 ms sampling): p50 %.1f ms, "
