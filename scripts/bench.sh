@@ -42,6 +42,16 @@ echo "CONFIG latency" >>"$out"
 cat "$out.run" >>"$out"
 rm -f "$out.run"
 
+# Timer jobs: rollover of 10,000 symbols x 15 intervals and MySQL upserts (env-gated cases of
+# the integration suite, which print their own figures).
+echo
+echo "command: KLINED_ROLLOVER_BENCH=1 $BUILD/test/integration_tests -tc='jobs rollover throughput*'"
+KLINED_ROLLOVER_BENCH=1 "$BUILD/test/integration_tests" -tc='jobs rollover throughput*' 2>&1 |
+  grep -E "MESSAGE|rollover|symbols" | grep -v "^\[doctest\]" || true
+echo "command: KLINED_PERSIST_BENCH=1 $BUILD/test/integration_tests -tc='persist bench*'"
+KLINED_PERSIST_BENCH=1 "$BUILD/test/integration_tests" -tc='persist bench*' 2>&1 |
+  grep -E "MESSAGE|rows|candles" | grep -v "^\[doctest\]" || true
+
 python3 - "$out" <<'PY'
 import re, statistics, sys
 runs = {}
