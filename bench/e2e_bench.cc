@@ -490,10 +490,10 @@ int main(int argc, char** argv) {
     }
     const auto flush_start = Clock::now();
     rd_kafka_flush(lat_prod, 30000);
-    std::printf("producer: %lld trades in %d s, final flush %.0f ms (a long one means the "
-                "producer, not klined, fell behind)\n",
-                static_cast<long long>(n), o.latency_seconds,
-                Secs(Clock::now() - flush_start) * 1000);
+    std::printf(
+        "producer: %lld trades in %d s, final flush %.0f ms (a long one means the "
+        "producer, not klined, fell behind)\n",
+        static_cast<long long>(n), o.latency_seconds, Secs(Clock::now() - flush_start) * 1000);
     rd_kafka_destroy(lat_prod);
     producing.store(false);
     sampler.join();

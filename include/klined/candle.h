@@ -28,11 +28,11 @@ struct Candle {
   TradeId first_id = kNoTradeId;  // f; -1 when empty
   TradeId last_id = kNoTradeId;   // L; -1 when empty
   Decimal open, high, low, close;
-  Decimal volume;            // v: sum qty
-  Decimal quote_volume;      // q: sum price x qty
-  Decimal taker_volume;      // V: sum qty over trades with buyer_maker false
+  Decimal volume;              // v: sum qty
+  Decimal quote_volume;        // q: sum price x qty
+  Decimal taker_volume;        // V: sum qty over trades with buyer_maker false
   Decimal taker_quote_volume;  // Q: the same for price x qty
-  int64_t count = 0;         // n
+  int64_t count = 0;           // n
 
   bool empty() const { return count == 0; }
 

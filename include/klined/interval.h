@@ -15,14 +15,29 @@
 namespace klined {
 
 enum class Interval : uint8_t {
-  k1s, k1m, k3m, k5m, k15m, k30m, k1h, k2h, k4h, k6h, k8h, k12h, k1d, k3d, k1w, k1M,
+  k1s,
+  k1m,
+  k3m,
+  k5m,
+  k15m,
+  k30m,
+  k1h,
+  k2h,
+  k4h,
+  k6h,
+  k8h,
+  k12h,
+  k1d,
+  k3d,
+  k1w,
+  k1M,
 };
 inline constexpr int kIntervalCount = 16;
 
 inline constexpr std::array<Interval, kIntervalCount> kAllIntervals = {
-    Interval::k1s,  Interval::k1m, Interval::k3m,  Interval::k5m, Interval::k15m, Interval::k30m,
-    Interval::k1h,  Interval::k2h, Interval::k4h,  Interval::k6h, Interval::k8h,  Interval::k12h,
-    Interval::k1d,  Interval::k3d, Interval::k1w,  Interval::k1M,
+    Interval::k1s, Interval::k1m, Interval::k3m, Interval::k5m, Interval::k15m, Interval::k30m,
+    Interval::k1h, Interval::k2h, Interval::k4h, Interval::k6h, Interval::k8h,  Interval::k12h,
+    Interval::k1d, Interval::k3d, Interval::k1w, Interval::k1M,
 };
 
 // "1s", "1m", ... "1w", "1M" (case-sensitive: "1m" is a minute, "1M" a month).

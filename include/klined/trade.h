@@ -34,11 +34,11 @@ class Symbol {
 bool IsValidSymbol(std::string_view s);
 
 struct Trade {
-  Decimal price;         // > 0
-  Decimal qty;           // > 0, base quantity
-  Decimal quote;         // price x qty, exact
-  TradeId id = 0;        // 1 .. 2^63-1, increasing per symbol
-  int64_t time_ms = 0;   // trade time, ms since the Unix epoch (UTC), >= 0
+  Decimal price;             // > 0
+  Decimal qty;               // > 0, base quantity
+  Decimal quote;             // price x qty, exact
+  TradeId id = 0;            // 1 .. 2^63-1, increasing per symbol
+  int64_t time_ms = 0;       // trade time, ms since the Unix epoch (UTC), >= 0
   bool buyer_maker = false;  // true: the seller was the taker (not counted in V/Q)
   Symbol symbol;
 };

@@ -572,9 +572,10 @@ const std::vector<KeySpec>& Keys() {
     k.push_back(IntKey("limits.max_pending_trades", KLINED_FIELD(limits.max_pending_trades),
                        1000000, 1000, 1000000000, kRestart,
                        "trades queued per shard before consumption pauses"));
-    k.push_back(IntKey("limits.max_gap_candles", KLINED_FIELD(limits.max_gap_candles), 1000000,
-                       1000, 1000000000, kRestart,
-                       "empty candles one trade may gap-fill per interval; more rejects it (out_of_range)"));
+    k.push_back(IntKey(
+        "limits.max_gap_candles", KLINED_FIELD(limits.max_gap_candles), 1000000, 1000, 1000000000,
+        kRestart,
+        "empty candles one trade may gap-fill per interval; more rejects it (out_of_range)"));
     return k;
   }();
   return keys;

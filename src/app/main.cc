@@ -35,10 +35,10 @@
 #include <vector>
 
 #include "app/config.h"
-#include "base/clock.h"
 #include "app/metrics.h"
 #include "app/notify.h"
 #include "app/timer_jobs.h"
+#include "base/clock.h"
 #include "base/log.h"
 #include "io/kafka/consumer.h"
 #include "io/redis/kline_store.h"
@@ -68,7 +68,6 @@ void InstallSignals() {
   sigaction(SIGHUP, &sa, nullptr);
   signal(SIGPIPE, SIG_IGN);
 }
-
 
 int64_t UnixSeconds() {
   return std::chrono::duration_cast<std::chrono::seconds>(

@@ -81,7 +81,6 @@ constexpr size_t kLateChunkSymbols = 100;
 // clock this far ahead never rejects one as "future".
 constexpr int64_t kFarFutureMs = std::numeric_limits<int64_t>::max() / 4;
 
-
 std::string_view View(const redisReply* r) { return {r->str, r->len}; }
 
 bool IsStringish(const redisReply* r) {

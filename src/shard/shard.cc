@@ -9,7 +9,6 @@
 namespace klined {
 namespace {
 
-
 constexpr size_t kDequeueBulk = 16;
 
 int64_t WallMinute() {

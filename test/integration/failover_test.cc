@@ -25,9 +25,7 @@ int64_t NowMs() {
 }
 
 // "t" and the given string field of a candle JSON.
-int64_t OpenTime(const std::string& json) {
-  return std::stoll(json.substr(5, json.find(',') - 5));
-}
+int64_t OpenTime(const std::string& json) { return std::stoll(json.substr(5, json.find(',') - 5)); }
 std::string Field(const std::string& json, const std::string& name) {
   const std::string key = "\"" + name + "\":";
   size_t b = json.find(key) + key.size();
@@ -51,7 +49,8 @@ bool Held(const Stack& stack, int port) {
 
 // Waits until `pred` holds, up to `timeout`; returns how long it took.
 template <class Pred>
-std::optional<milliseconds> WaitFor(Pred pred, milliseconds timeout, milliseconds step = milliseconds(20)) {
+std::optional<milliseconds> WaitFor(Pred pred, milliseconds timeout,
+                                    milliseconds step = milliseconds(20)) {
   const auto start = Clock::now();
   while (Clock::now() - start < timeout) {
     if (pred()) return std::chrono::duration_cast<milliseconds>(Clock::now() - start);
@@ -83,7 +82,8 @@ size_t CheckGaplessAndPersisted(Stack* stack, const std::string& sym) {
   CHECK(OpenTime(*cur) == OpenTime(hist.back()) + 1000);
   const auto rows = stack->mysql.Query(
       "SELECT open_time, open, high, low, close, volume, trades, first_trade_id FROM kline "
-      "WHERE symbol='" + sym + "' AND `interval`='1s' ORDER BY open_time");
+      "WHERE symbol='" +
+      sym + "' AND `interval`='1s' ORDER BY open_time");
   std::map<int64_t, std::vector<std::string>> by_time;
   for (const auto& r : rows) by_time[std::stoll(r[0])] = r;
   for (const std::string& h : hist) {
@@ -221,7 +221,8 @@ TEST_CASE("failover: MySQL down for a while under load; everything reaches it af
   while (Clock::now() - start < seconds(4)) {  // trades keep arriving while MySQL is down
     std::vector<RefTrade> batch;
     for (int k = 0; k < 20; ++k) {
-      batch.push_back(RefTrade{"BTCUSDT", ++id, NowMs(), 4000000 + id % 50, 10 + id % 7, id % 2 == 0});
+      batch.push_back(
+          RefTrade{"BTCUSDT", ++id, NowMs(), 4000000 + id % 50, 10 + id % 7, id % 2 == 0});
     }
     ProduceTrades(&stack, batch);
     trades.insert(trades.end(), batch.begin(), batch.end());
@@ -233,8 +234,11 @@ TEST_CASE("failover: MySQL down for a while under load; everything reaches it af
   kt::RedisClient rc = stack.redis.Connect();
   CHECK(rc.Integer({"ZCARD", "kline:{BTCUSDT}:1s:hist"}) > 3);
   stack.mysql.Start();
-  REQUIRE(WaitFor([&] { return rc.Integer({"HLEN", "kline:{BTCUSDT}:pending"}) == 0; },
-                  seconds(20)));
+  REQUIRE(WaitFor(
+      [&] {
+        return rc.Integer({"HLEN", "kline:{BTCUSDT}:pending"}) == 0;
+      },
+      seconds(20)));
   // MySQL has every closed 1s candle from the first trade's second on, gapless.
   const auto rows = stack.mysql.Query(
       "SELECT open_time, trades FROM kline WHERE symbol='BTCUSDT' AND `interval`='1s' "

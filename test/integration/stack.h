@@ -61,7 +61,8 @@ struct RefCandle {
 };
 
 inline std::string RefJson(const std::string& sym, const std::string& iv, int64_t open, int64_t len,
-                    const std::vector<const RefTrade*>& trades, int64_t carry_cents, bool closed) {
+                           const std::vector<const RefTrade*>& trades, int64_t carry_cents,
+                           bool closed) {
   I128 v = 0, q = 0, tv = 0, tq = 0;
   int64_t hi = 0, lo = INT64_MAX, first = -1, last = -1, o = carry_cents, c = carry_cents;
   for (const RefTrade* t : trades) {
@@ -157,13 +158,17 @@ struct Stack {
         "kafka:\n  brokers: \"" + broker.bootstrap() +
         "\"\n  topic: trades\n  group: klined-it\n  dead_letter_topic: trades-dlq\n"
         "  properties:\n    session.timeout.ms: \"6000\"\n    heartbeat.interval.ms: \"500\"\n"
-        "redis:\n  address: \"" + redis.address() + "\"\n" + redis_extra +
-        "mysql:\n  host: 127.0.0.1\n  port: " + std::to_string(mysql.port()) + "\n  user: " +
-        mysql.user() + "\n  password: \"" + mysql.password() + "\"\n  database: " +
-        mysql.database() + "\n  persist_interval_ms: 500\n"
-        "metrics:\n  listen: \"127.0.0.1:" + std::to_string(port) + "\"\n";
+        "redis:\n  address: \"" +
+        redis.address() + "\"\n" + redis_extra +
+        "mysql:\n  host: 127.0.0.1\n  port: " + std::to_string(mysql.port()) +
+        "\n  user: " + mysql.user() + "\n  password: \"" + mysql.password() +
+        "\"\n  database: " + mysql.database() +
+        "\n  persist_interval_ms: 500\n"
+        "metrics:\n  listen: \"127.0.0.1:" +
+        std::to_string(port) + "\"\n";
     if (config_tail.find("intervals:") == std::string::npos) y += "intervals: [1m, 5m, 1h]\n";
-    if (config_tail.find("flush_interval_ms:") == std::string::npos) y += "flush_interval_ms: 100\n";
+    if (config_tail.find("flush_interval_ms:") == std::string::npos)
+      y += "flush_interval_ms: 100\n";
     if (config_tail.find("shards:") == std::string::npos) y += "shards: 2\n";
     return y + config_tail;
   }
@@ -233,7 +238,6 @@ struct Stack {
     }
   }
 
-
   std::string Metrics(int port = 0) const {
     std::string out;
     const std::string cmd =
@@ -248,7 +252,7 @@ struct Stack {
 };
 
 inline std::vector<RefTrade> MakeTrades(const std::vector<std::string>& symbols, int per_symbol,
-                                 uint64_t seed) {
+                                        uint64_t seed) {
   std::mt19937_64 rng(seed);
   const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
                           std::chrono::system_clock::now().time_since_epoch())
@@ -292,4 +296,3 @@ inline double MetricValue(const std::string& text, const std::string& series) {
 }
 
 }  // namespace klined_it
-

@@ -292,9 +292,11 @@ TEST_CASE("tools: tradegen -> Kafka -> klined -> klinectl shows what Redis holds
                             "redis:\n  address: \"" +
                             redis.address() +
                             "\"\n"
-                            "mysql:\n  port: " + std::to_string(mysql.port()) + "\n  user: " +
-                            mysql.user() + "\n  password: \"" + mysql.password() +
-                            "\"\n  database: " + mysql.database() + "\n"
+                            "mysql:\n  port: " +
+                            std::to_string(mysql.port()) + "\n  user: " + mysql.user() +
+                            "\n  password: \"" + mysql.password() +
+                            "\"\n  database: " + mysql.database() +
+                            "\n"
                             "intervals: [1m, 5m]\nflush_interval_ms: 100\nshards: 2\n"
                             "metrics:\n  listen: \"127.0.0.1:" +
                             std::to_string(kt::FreePort()) + "\"\n");

@@ -14,8 +14,6 @@ constexpr size_t kMaxTradesPerBatch = 4096;
 // Bounds how long a round waits for messages: part of the trade-to-Redis latency.
 constexpr int kConsumeTimeoutMs = 10;
 
-
-
 bool SetConf(rd_kafka_conf_t* conf, const std::string& k, const std::string& v,
              std::string* error) {
   char err[512];

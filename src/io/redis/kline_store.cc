@@ -27,7 +27,6 @@ bool ParseInt(std::string_view s, int64_t* out) {
 
 std::string_view ReplyStr(const redisReply* r) { return {r->str, r->len}; }
 
-
 constexpr int64_t kTickerWindowMs = 24 * 3600 * 1000;
 
 // A trade in the Binance shape the decoder reads, for the MySQL worker's B:late records.

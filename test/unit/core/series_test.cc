@@ -109,7 +109,8 @@ TEST_CASE("series: a trade older than anything held is queued as late") {
 TEST_CASE("series: restore installs stored state and an empty current takes carried closes") {
   const SeriesLayout layout = OneMinute();
   SymbolSeries s(&layout, Symbol("BTCUSDT"));
-  std::optional<Candle> stored = Candle::Empty(Interval::k1m, kT0, UtcOffset{}, Decimal::FromInt(7));
+  std::optional<Candle> stored =
+      Candle::Empty(Interval::k1m, kT0, UtcOffset{}, Decimal::FromInt(7));
   s.Restore(41, std::span<const std::optional<Candle>>(&stored, 1));
   CHECK(s.watermark() == 41);
   CHECK(s.Apply(MakeTrade(41, kT0 + 1, "1", "1")).outcome == SymbolSeries::Outcome::kDuplicate);
@@ -141,7 +142,7 @@ TEST_CASE("series: an async flush commits exactly its snapshot; later changes st
   const SeriesLayout layout = OneMinute();
   SymbolSeries s(&layout, Symbol("BTCUSDT"));
   (void)s.Apply(MakeTrade(1, kT0 + 1000, "100", "1"));
-  (void)s.Apply(MakeTrade(2, kT0 + 60000 + 1, "101", "1"));  // closes minute 0
+  (void)s.Apply(MakeTrade(2, kT0 + 60000 + 1, "101", "1"));   // closes minute 0
   (void)s.Apply(MakeTrade(3, kT0 + 120000 + 1, "102", "1"));  // closes minute 1
   REQUIRE(s.closed(0).size() == 2);
   const SymbolSeries::FlushTicket ticket = s.BeginFlush();
