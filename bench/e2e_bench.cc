@@ -469,6 +469,59 @@ int main(int argc, char** argv) {
       }
       redisFree(sc);
     });
+    // The baseline: a bare consumer assigned every partition at its end (no group, no join)
+    // that only notes when each sampled trade arrives from the broker. If it falls behind
+    // too, the broker (not klined) limits the rate.
+    std::vector<double> base_ms;
+    std::atomic<bool> base_ready{false};
+    std::thread baseline([&] {
+      rd_kafka_conf_t* c = rd_kafka_conf_new();
+      char err[256];
+      for (auto [k, v] : std::vector<std::pair<const char*, const char*>>{
+               {"bootstrap.servers", broker.bootstrap().c_str()}, {"group.id", "lat-baseline"},
+               {"enable.auto.commit", "false"}, {"fetch.wait.max.ms", "10"}}) {
+        rd_kafka_conf_set(c, k, v, err, sizeof err);
+      }
+      rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, err, sizeof err);
+      rd_kafka_topic_partition_list_t* parts = rd_kafka_topic_partition_list_new(o.partitions);
+      for (int p = 0; p < o.partitions; ++p) {
+        rd_kafka_topic_partition_list_add(parts, "trades", p)->offset = RD_KAFKA_OFFSET_END;
+      }
+      rd_kafka_assign(rk, parts);
+      rd_kafka_topic_partition_list_destroy(parts);
+      base_ready.store(true);
+      std::array<int64_t, kSampled> got{};
+      while (true) {
+        rd_kafka_message_t* m = rd_kafka_consumer_poll(rk, 10);
+        const auto now = Clock::now();
+        if (m != nullptr) {
+          if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR && m->key_len == 9 &&
+              static_cast<const char*>(m->key)[0] == 'L') {
+            const int s = std::atoi(static_cast<const char*>(m->key) + 1);
+            const std::string v(static_cast<const char*>(m->payload), m->len);
+            const size_t t = v.find("\"t\":");
+            const int64_t id = std::atoll(v.c_str() + t + 4);
+            if (s < kSampled && id >= 1 && id <= sent_id[s].load(std::memory_order_acquire)) {
+              base_ms.push_back(std::chrono::duration<double, std::milli>(
+                                    now - sent_at[s][static_cast<size_t>(id - 1)])
+                                    .count());
+              got[s] = id;
+            }
+          }
+          rd_kafka_message_destroy(m);
+          continue;
+        }
+        if (!producing.load()) {
+          bool all = true;
+          for (int s = 0; s < kSampled; ++s) all &= got[s] >= sent_id[s].load();
+          if (all) break;
+        }
+      }
+      rd_kafka_consumer_close(rk);
+      rd_kafka_destroy(rk);
+    });
+    while (!base_ready.load()) std::this_thread::sleep_for(milliseconds(10));
+    std::this_thread::sleep_for(seconds(1));  // let it reach the partitions' ends
     const auto start = Clock::now();
     int64_t n = 0;
     while (Clock::now() - start < seconds(o.latency_seconds)) {
@@ -497,6 +550,13 @@ int main(int argc, char** argv) {
     rd_kafka_destroy(lat_prod);
     producing.store(false);
     sampler.join();
+    baseline.join();
+    std::sort(base_ms.begin(), base_ms.end());
+    if (!base_ms.empty()) {
+      std::printf("baseline (bare consumer, produce -> received, same trades): p50 %.1f ms, "
+                  "p99 %.1f ms, max %.1f ms\n",
+                  base_ms[base_ms.size() / 2], base_ms[base_ms.size() * 99 / 100], base_ms.back());
+    }
     std::sort(lat_ms.begin(), lat_ms.end());
     if (std::getenv("KLINED_BENCH_LATENCY_SERIES") != nullptr) {
       for (size_t i = 0; i < lat_by_second.size(); ++i) {
