@@ -239,18 +239,7 @@ bool PersistWorker::ScanSet(const std::string& key, std::vector<std::string>* me
   std::string cursor = "0";
   const std::string count = std::to_string(kScanCount);
   do {
-    RedisReply r = redis_.Command({"SSCAN", key, cursor, "COUNT", count});
-    if (r == nullptr) return FailRedis(report);
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || !IsStringish(r->element[0]) ||
-        r->element[1]->type != REDIS_REPLY_ARRAY) {
-      redis_.Disconnect("unexpected SSCAN reply");
-      return FailRedis(report);
-    }
-    cursor.assign(View(r->element[0]));
-    for (size_t i = 0; i < r->element[1]->elements; ++i) {
-      const redisReply* m = r->element[1]->element[i];
-      if (IsStringish(m)) members->emplace_back(View(m));
-    }
+    if (!redis_.SscanStep(key, &cursor, count, members)) return FailRedis(report);
   } while (cursor != "0");
   // SSCAN may return a member twice.
   std::sort(members->begin(), members->end());

@@ -282,21 +282,9 @@ RolloverResult RolloverJob::RunOnce(int64_t now_ms, std::string_view fence,
   std::vector<std::string> chunk, planned, window;
   bool ok = conn_->EnsureConnected();
   while (ok) {
-    RedisReply r = conn_->Command({"SSCAN", symbols_key, cursor, "COUNT", count});
-    if (r == nullptr) {
+    if (!conn_->SscanStep(symbols_key, &cursor, count, &chunk)) {
       ok = false;
       break;
-    }
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-        r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY) {
-      conn_->Disconnect("rollover: unexpected SSCAN reply");
-      ok = false;
-      break;
-    }
-    cursor.assign(r->element[0]->str, r->element[0]->len);
-    const redisReply* members = r->element[1];
-    for (size_t k = 0; k < members->elements; ++k) {
-      chunk.emplace_back(members->element[k]->str, members->element[k]->len);
     }
     const bool last = cursor == "0";
     if (chunk.size() >= chunk_ || (last && !chunk.empty())) {

@@ -35,6 +35,7 @@ TrimResult TrimJob::RunOnce(std::string_view fence, const std::function<bool()>&
   const std::string limit = std::to_string(history_limit());
   std::string cursor = cursor_;  // resumes an interrupted pass
   std::vector<std::string_view> args;
+  std::vector<std::string> members;
   bool ok = conn_->EnsureConnected();
   bool interrupted = false;
   while (ok) {
@@ -43,32 +44,22 @@ TrimResult TrimJob::RunOnce(std::string_view fence, const std::function<bool()>&
       interrupted = true;
       break;
     }
-    RedisReply r = conn_->Command({"SSCAN", symbols_key, cursor, "COUNT", count});
-    if (r == nullptr) {
+    members.clear();
+    if (!conn_->SscanStep(symbols_key, &cursor, count, &members)) {
       ok = false;
       break;
     }
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-        r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY) {
-      conn_->Disconnect("trim: unexpected SSCAN reply");
-      ok = false;
-      break;
-    }
-    cursor.assign(r->element[0]->str, r->element[0]->len);
-    const redisReply* members = r->element[1];
     bool noscript = false;
     for (int attempt = 0; attempt < 2 && ok; ++attempt) {
-      for (size_t k = 0; k < members->elements; ++k) {
+      for (const std::string& symbol : members) {
         args.clear();
         args.insert(args.end(),
-                    {"EVALSHA", conn_->Sha(script_), "0", prefix_,
-                     std::string_view(members->element[k]->str, members->element[k]->len), fence,
-                     limit, kMaxScan});
+                    {"EVALSHA", conn_->Sha(script_), "0", prefix_, symbol, fence, limit, kMaxScan});
         for (Interval iv : layout_->intervals) args.push_back(IntervalName(iv));
         conn_->Append(args);
       }
       noscript = false;
-      for (size_t k = 0; k < members->elements; ++k) {
+      for (size_t k = 0; k < members.size(); ++k) {
         RedisReply t = conn_->GetReply();
         if (t == nullptr) {
           ok = false;
@@ -94,7 +85,7 @@ TrimResult TrimJob::RunOnce(std::string_view fence, const std::function<bool()>&
     }
     if (noscript) ok = false;
     if (!ok) break;
-    result.symbols += members->elements;
+    result.symbols += members.size();
     cursor_ = cursor;  // this chunk is done: an interrupted pass resumes after it
     if (cursor == "0") break;
   }

@@ -114,6 +114,25 @@ RedisReply RedisConn::GetReply() {
   return RedisReply(static_cast<redisReply*>(reply));
 }
 
+bool RedisConn::SscanStep(std::string_view key, std::string* cursor, std::string_view count,
+                          std::vector<std::string>* members) {
+  RedisReply r = Command({"SSCAN", key, *cursor, "COUNT", count});
+  if (r == nullptr) return false;
+  if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+      r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY) {
+    Disconnect("unexpected SSCAN reply for " + std::string(key));
+    return false;
+  }
+  cursor->assign(r->element[0]->str, r->element[0]->len);
+  const redisReply* m = r->element[1];
+  for (size_t k = 0; k < m->elements; ++k) {
+    if (m->element[k]->type == REDIS_REPLY_STRING) {
+      members->emplace_back(m->element[k]->str, m->element[k]->len);
+    }
+  }
+  return true;
+}
+
 RedisReply RedisConn::Command(std::initializer_list<std::string_view> argv) {
   Append(argv);
   return GetReply();

@@ -62,6 +62,11 @@ class RedisConn {
   // Null on a connection error or timeout; the connection is then dropped and error() says
   // why. Error *replies* (REDIS_REPLY_ERROR) are returned as replies.
   RedisReply GetReply();
+  // One SSCAN step over a set: appends this step's members to *members and advances *cursor
+  // ("0" once the scan is complete). False on a connection error or a malformed reply (the
+  // connection is then dropped and error() says why). A member may come back twice.
+  bool SscanStep(std::string_view key, std::string* cursor, std::string_view count,
+                 std::vector<std::string>* members);
   // One command, one reply.
   RedisReply Command(std::initializer_list<std::string_view> argv);
 
