@@ -110,19 +110,32 @@ class Generator {
   std::vector<int64_t> price_;
 };
 
-rd_kafka_t* MakeProducer(const std::string& bootstrap, const char* linger_ms) {
+using KafkaProps = std::vector<std::pair<const char*, const char*>>;
+
+// A librdkafka client with the given properties (the bench's own fixed settings).
+rd_kafka_t* MakeClient(rd_kafka_type_t type, const KafkaProps& props) {
   rd_kafka_conf_t* c = rd_kafka_conf_new();
   char err[256];
-  for (auto [k, v] :
-       std::vector<std::pair<const char*, const char*>>{{"bootstrap.servers", bootstrap.c_str()},
-                                                        {"linger.ms", linger_ms},
-                                                        {"batch.num.messages", "10000"},
-                                                        {"queue.buffering.max.messages", "2000000"},
-                                                        {"queue.buffering.max.kbytes", "1048576"},
-                                                        {"compression.type", "none"}}) {
-    rd_kafka_conf_set(c, k, v, err, sizeof err);
-  }
-  return rd_kafka_new(RD_KAFKA_PRODUCER, c, err, sizeof err);
+  for (const auto& [k, v] : props) rd_kafka_conf_set(c, k, v, err, sizeof err);
+  rd_kafka_t* rk = rd_kafka_new(type, c, err, sizeof err);
+  if (type == RD_KAFKA_CONSUMER) rd_kafka_poll_set_consumer(rk);
+  return rk;
+}
+
+void Subscribe(rd_kafka_t* rk, const std::string& topic) {
+  rd_kafka_topic_partition_list_t* t = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(t, topic.c_str(), RD_KAFKA_PARTITION_UA);
+  rd_kafka_subscribe(rk, t);
+  rd_kafka_topic_partition_list_destroy(t);
+}
+
+rd_kafka_t* MakeProducer(const std::string& bootstrap, const char* linger_ms) {
+  return MakeClient(RD_KAFKA_PRODUCER, {{"bootstrap.servers", bootstrap.c_str()},
+                                        {"linger.ms", linger_ms},
+                                        {"batch.num.messages", "10000"},
+                                        {"queue.buffering.max.messages", "2000000"},
+                                        {"queue.buffering.max.kbytes", "1048576"},
+                                        {"compression.type", "none"}});
 }
 
 void Produce(rd_kafka_t* p, const std::string& topic, const std::string& key,
@@ -138,26 +151,16 @@ void Produce(rd_kafka_t* p, const std::string& topic, const std::string& key,
 
 // The ceiling: a consumer group member that reads every message and does nothing else.
 double BareConsumerSeconds(const std::string& bootstrap, const std::string& topic, int64_t expect) {
-  rd_kafka_conf_t* c = rd_kafka_conf_new();
-  char err[256];
-  for (auto [k, v] :
-       std::vector<std::pair<const char*, const char*>>{{"bootstrap.servers", bootstrap.c_str()},
-                                                        {"group.id", "bare-ceiling"},
-                                                        {"auto.offset.reset", "earliest"},
-                                                        {"enable.auto.commit", "false"},
-                                                        {"queued.min.messages", "1000000"},
-                                                        {"queued.max.messages.kbytes", "262144"},
-                                                        {"fetch.wait.max.ms", "50"},
-                                                        {"session.timeout.ms", "6000"},
-                                                        {"heartbeat.interval.ms", "500"}}) {
-    rd_kafka_conf_set(c, k, v, err, sizeof err);
-  }
-  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, err, sizeof err);
-  rd_kafka_poll_set_consumer(rk);
-  rd_kafka_topic_partition_list_t* t = rd_kafka_topic_partition_list_new(1);
-  rd_kafka_topic_partition_list_add(t, topic.c_str(), RD_KAFKA_PARTITION_UA);
-  rd_kafka_subscribe(rk, t);
-  rd_kafka_topic_partition_list_destroy(t);
+  rd_kafka_t* rk = MakeClient(RD_KAFKA_CONSUMER, {{"bootstrap.servers", bootstrap.c_str()},
+                                                  {"group.id", "bare-ceiling"},
+                                                  {"auto.offset.reset", "earliest"},
+                                                  {"enable.auto.commit", "false"},
+                                                  {"queued.min.messages", "1000000"},
+                                                  {"queued.max.messages.kbytes", "262144"},
+                                                  {"fetch.wait.max.ms", "50"},
+                                                  {"session.timeout.ms", "6000"},
+                                                  {"heartbeat.interval.ms", "500"}});
+  Subscribe(rk, topic);
   rd_kafka_queue_t* q = rd_kafka_queue_get_consumer(rk);
   std::vector<rd_kafka_message_t*> msgs(2000);
   int64_t got = 0;
@@ -203,22 +206,12 @@ return 1
   redisReply* r = static_cast<redisReply*>(redisCommand(rc, "SCRIPT LOAD %s", kScript));
   const std::string sha(r->str, r->len);
   freeReplyObject(r);
-  rd_kafka_conf_t* c = rd_kafka_conf_new();
-  char err[256];
-  for (auto [k, v] :
-       std::vector<std::pair<const char*, const char*>>{{"bootstrap.servers", bootstrap.c_str()},
-                                                        {"group.id", "per-trade-baseline"},
-                                                        {"auto.offset.reset", "earliest"},
-                                                        {"session.timeout.ms", "6000"},
-                                                        {"heartbeat.interval.ms", "500"}}) {
-    rd_kafka_conf_set(c, k, v, err, sizeof err);
-  }
-  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, err, sizeof err);
-  rd_kafka_poll_set_consumer(rk);
-  rd_kafka_topic_partition_list_t* t = rd_kafka_topic_partition_list_new(1);
-  rd_kafka_topic_partition_list_add(t, topic.c_str(), RD_KAFKA_PARTITION_UA);
-  rd_kafka_subscribe(rk, t);
-  rd_kafka_topic_partition_list_destroy(t);
+  rd_kafka_t* rk = MakeClient(RD_KAFKA_CONSUMER, {{"bootstrap.servers", bootstrap.c_str()},
+                                                  {"group.id", "per-trade-baseline"},
+                                                  {"auto.offset.reset", "earliest"},
+                                                  {"session.timeout.ms", "6000"},
+                                                  {"heartbeat.interval.ms", "500"}});
+  Subscribe(rk, topic);
   static const int64_t kLens[] = {60000,    180000,   300000,    900000,    1800000,
                                   3600000,  7200000,  14400000,  21600000,  28800000,
                                   43200000, 86400000, 259200000, 604800000, 2592000000};
@@ -475,14 +468,11 @@ int main(int argc, char** argv) {
     std::vector<double> base_ms;
     std::atomic<bool> base_ready{false};
     std::thread baseline([&] {
-      rd_kafka_conf_t* c = rd_kafka_conf_new();
-      char err[256];
-      for (auto [k, v] : std::vector<std::pair<const char*, const char*>>{
-               {"bootstrap.servers", broker.bootstrap().c_str()}, {"group.id", "lat-baseline"},
-               {"enable.auto.commit", "false"}, {"fetch.wait.max.ms", "10"}}) {
-        rd_kafka_conf_set(c, k, v, err, sizeof err);
-      }
-      rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_CONSUMER, c, err, sizeof err);
+      const std::string bootstrap = broker.bootstrap();
+      rd_kafka_t* rk = MakeClient(RD_KAFKA_CONSUMER, {{"bootstrap.servers", bootstrap.c_str()},
+                                                      {"group.id", "lat-baseline"},
+                                                      {"enable.auto.commit", "false"},
+                                                      {"fetch.wait.max.ms", "10"}});
       rd_kafka_topic_partition_list_t* parts = rd_kafka_topic_partition_list_new(o.partitions);
       for (int p = 0; p < o.partitions; ++p) {
         rd_kafka_topic_partition_list_add(parts, "trades", p)->offset = RD_KAFKA_OFFSET_END;
@@ -553,9 +543,10 @@ int main(int argc, char** argv) {
     baseline.join();
     std::sort(base_ms.begin(), base_ms.end());
     if (!base_ms.empty()) {
-      std::printf("baseline (bare consumer, produce -> received, same trades): p50 %.1f ms, "
-                  "p99 %.1f ms, max %.1f ms\n",
-                  base_ms[base_ms.size() / 2], base_ms[base_ms.size() * 99 / 100], base_ms.back());
+      std::printf(
+          "baseline (bare consumer, produce -> received, same trades): p50 %.1f ms, "
+          "p99 %.1f ms, max %.1f ms\n",
+          base_ms[base_ms.size() / 2], base_ms[base_ms.size() * 99 / 100], base_ms.back());
     }
     std::sort(lat_ms.begin(), lat_ms.end());
     if (std::getenv("KLINED_BENCH_LATENCY_SERIES") != nullptr) {
