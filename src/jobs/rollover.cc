@@ -86,25 +86,41 @@ bool RolloverJob::StepChunk(const std::vector<std::string>& symbols, int64_t now
   planned->clear();
   if (n_iv == 0) return true;
   const std::string count = ToDec(static_cast<int64_t>(n_iv));
-  std::vector<std::string> templates(n_iv);
-  std::vector<std::string_view> head(n_iv), tail(n_iv);
+  // The script assembles now's empty candle from these parts; they must give CandleJson's
+  // text exactly. Checked for every symbol (its name is part of the text): a format change
+  // that forgot the script fails here, loudly, instead of writing different JSON.
+  constexpr std::string_view kOhlc = R"("o":"0","h":"0","l":"0","c":"0")";
+  std::vector<std::string> close_time(n_iv);
+  for (size_t i = 0; i < n_iv; ++i) {
+    close_time[i] = ToDec(NextBucketOpen(ivs[i], now_open[i], tz) - 1);
+  }
+  std::string tail, expected;
   for (int attempt = 0; attempt < 2; ++attempt) {
+    size_t appended = 0;
     for (const std::string& sym : symbols) {
       args_.clear();
       args_.insert(args_.end(),
-                   {"EVALSHA", conn_->Sha(step_script_), "0", prefix_, sym, fence, count});
+                   {"EVALSHA", conn_->Sha(step_script_), "0", prefix_, sym, fence, count, ""});
       for (size_t i = 0; i < n_iv; ++i) {
-        const Interval iv = ivs[i];
-        // Now's empty candle, cut around its o/h/l/c (the script puts the carried close there).
-        templates[i] = CandleJson(Candle::Empty(iv, now_open[i], tz, Decimal()), sym, false);
-        constexpr std::string_view kOhlc = R"("o":"0","h":"0","l":"0","c":"0")";
-        const size_t at = templates[i].find(kOhlc);
-        assert(at != std::string::npos);
-        head[i] = std::string_view(templates[i]).substr(0, at);
-        tail[i] = std::string_view(templates[i]).substr(at + kOhlc.size());
-        args_.insert(args_.end(), {IntervalName(iv), prev[i], now[i], head[i], tail[i]});
+        const std::string json = CandleJson(Candle::Empty(ivs[i], now_open[i], tz, Decimal()), sym,
+                                            /*closed=*/false);
+        const size_t at = json.find(kOhlc);
+        if (i == 0) tail = at == std::string::npos ? "" : json.substr(at + kOhlc.size());
+        expected.assign(R"({"t":)").append(now[i]).append(R"(,"T":)").append(close_time[i]);
+        expected.append(R"(,"s":")").append(sym).append(R"(","i":")");
+        expected.append(IntervalName(ivs[i])).append(R"(","f":-1,"L":-1,)");
+        expected.append(kOhlc).append(tail);
+        if (json != expected) {
+          LOG(kError, "rollover.step_template",
+              "the step script's candle differs from CandleJson's: " << json);
+          return false;
+        }
+        args_.insert(args_.end(), {IntervalName(ivs[i]), prev[i], now[i], close_time[i]});
       }
+      args_[7] = tail;
       conn_->Append(args_);
+      // Let Redis start on the pipeline while the rest of the chunk is encoded.
+      if (++appended % 64 == 0 && !conn_->FlushWrites()) return false;
     }
     bool noscript = false;
     bool fenced = false;

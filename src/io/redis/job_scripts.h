@@ -101,56 +101,64 @@ return {rolled, written, conflicts}
 
 // ROLLOVER_STEP (prepend kCommon): the common case of a rollover, one bucket step, without a
 // prior read. KEYS: none. ARGV: prefix, symbol, fencing token ("" = unfenced), interval
-// count, then per interval: name, open time of the bucket before now's, open time of now's
-// bucket, and now's empty current candle (x=false, built in C++ by CandleJson) cut around its
-// o/h/l/c: the JSON before `"o":` and the JSON after the `"c":"..."` member.
+// count, the JSON of an empty current candle after its "c" member (`,"v":"0",...,"x":false}`,
+// the same for every interval), then per interval: name, open time of the bucket before
+// now's, open time of now's bucket, close time of now's bucket.
 // Per interval, atomically: if the stored current candle opens in the bucket before now's,
 // it is closed textually (x=true) into history, marked pending, and replaced by now's empty
-// candle carrying its close (copied textually into o/h/l/c). If it is in now's bucket or
-// later, or missing, nothing happens. If it is older (a gap to fill), the interval is
-// reported back for the planned ROLLOVER path.
+// candle carrying its close. If it is in now's bucket or later, or missing, nothing happens.
+// If it is older (a gap to fill) or not in the expected shape, the interval is reported back
+// for the planned ROLLOVER path. The caller checks that the empty candle assembled here is
+// byte for byte CandleJson's (RolloverJob::StepChunk).
 // History holds only scores below the current candle's open time, so the closed candle is
 // a new score: no ZRANGEBYSCORE check is needed (one member per score holds).
-// Plain string.find/sub only: Lua patterns scanning ~300-byte candles 140k times per run
-// would cost most of a second.
+// Cost: Redis hashes every byte of every Lua string it creates, so the script creates few
+// and small ones: open times are compared as text (a candle starts `{"t":<open time>,`),
+// plain string.find only, and each new candle is built by a single concatenation.
 // Returns {intervals rolled, 0-based indexes of intervals needing ROLLOVER...}, or {-1}.
 inline constexpr const char kRolloverStep[] = R"LUA(
 local prefix, sym, token = ARGV[1], ARGV[2], ARGV[3]
 if token ~= '' and redis.call('GET', prefix .. ':lease') ~= token then return {-1} end
-local base = prefix .. ':{' .. sym .. '}'
-local n = tonumber(ARGV[4])
+local base = prefix .. ':{' .. sym .. '}:'
+local n, tail = tonumber(ARGV[4]), ARGV[5]
+local find, sub, byte = string.find, string.sub, string.byte
 local keys = {}
-for k = 1, n do keys[k] = base .. ':' .. ARGV[5 * k] end
+for k = 1, n do keys[k] = base .. ARGV[2 + 4 * k] end
 local cur = redis.call('MGET', unpack(keys))
 local result = {0}
 local mset, pend = {}, {}
+local head = ',"s":"' .. sym .. '","i":"'
 for k = 1, n do
   local c = cur[k]
   if c then
-    local a = 5 * k
-    local t = open_time(c)
-    if t < tonumber(ARGV[a + 2]) then
-      local at = string.find(c, '"c":"', 1, true)
-      local to = at and string.find(c, '"', at + 5, true)
-      if t == tonumber(ARGV[a + 1]) and to and string.sub(c, -10) == '"x":false}' then
-        local close = string.sub(c, at + 5, to - 1)
-        local closed = string.sub(c, 1, -11) .. '"x":true}'
-        redis.call('ZADD', keys[k] .. ':hist', ARGV[a + 1], closed)
-        pend[#pend + 1] = ARGV[a] .. '|' .. ARGV[a + 1]
+    local a = 2 + 4 * k
+    local prev, now = ARGV[a + 1], ARGV[a + 2]
+    if sub(c, 6, 5 + #prev) == prev and byte(c, 6 + #prev) == 44 then
+      local at = find(c, '"c":"', 1, true)
+      local to = at and find(c, '"', at + 5, true)
+      if to and find(c, '"x":false}', -10, true) then
+        local close = sub(c, at + 5, to - 1)
+        local closed = sub(c, 1, -11) .. '"x":true}'
+        redis.call('ZADD', keys[k] .. ':hist', prev, closed)
+        pend[#pend + 1] = ARGV[a] .. '|' .. prev
         pend[#pend + 1] = closed
         mset[#mset + 1] = keys[k]
-        mset[#mset + 1] = ARGV[a + 3] .. '"o":"' .. close .. '","h":"' .. close .. '","l":"' ..
-                          close .. '","c":"' .. close .. '"' .. ARGV[a + 4]
+        mset[#mset + 1] = '{"t":' .. now .. ',"T":' .. ARGV[a + 3] .. head .. ARGV[a] ..
+                          '","f":-1,"L":-1,"o":"' .. close .. '","h":"' .. close .. '","l":"' ..
+                          close .. '","c":"' .. close .. '"' .. tail
         result[1] = result[1] + 1
       else
         result[#result + 1] = k - 1
       end
+    elseif not (sub(c, 6, 5 + #now) == now and byte(c, 6 + #now) == 44) then
+      local t = open_time(c)
+      if t == nil or t < tonumber(now) then result[#result + 1] = k - 1 end
     end
   end
 end
 if #mset > 0 then
   redis.call('MSET', unpack(mset))
-  redis.call('HSET', base .. ':pending', unpack(pend))
+  redis.call('HSET', base .. 'pending', unpack(pend))
   redis.call('SADD', prefix .. ':pending', sym)
 end
 return result

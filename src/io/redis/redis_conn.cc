@@ -104,6 +104,18 @@ void RedisConn::AppendFormatted(std::string_view resp) {
   redisAppendFormattedCommand(ctx_, resp.data(), resp.size());
 }
 
+bool RedisConn::FlushWrites() {
+  if (ctx_ == nullptr) return false;
+  int done = 0;
+  while (done == 0) {
+    if (redisBufferWrite(ctx_, &done) != REDIS_OK) {
+      Disconnect(ctx_->errstr[0] != '\0' ? ctx_->errstr : "write failed");
+      return false;
+    }
+  }
+  return true;
+}
+
 RedisReply RedisConn::GetReply() {
   if (ctx_ == nullptr) return nullptr;
   void* reply = nullptr;

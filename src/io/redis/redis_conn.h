@@ -57,6 +57,9 @@ class RedisConn {
   void Append(std::initializer_list<std::string_view> argv) {
     Append(std::span<const std::string_view>(argv.begin(), argv.size()));
   }
+  // Writes what was appended so far without waiting for replies, so Redis starts on a long
+  // pipeline while the caller encodes the rest. False (connection dropped) on a write error.
+  bool FlushWrites();
   // Appends commands already RESP-encoded (e.g. by redisFormatCommandArgv).
   void AppendFormatted(std::string_view resp);
   // Null on a connection error or timeout; the connection is then dropped and error() says
