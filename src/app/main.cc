@@ -40,6 +40,7 @@
 #include "app/timer_jobs.h"
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/thread_name.h"
 #include "io/kafka/consumer.h"
 #include "io/redis/kline_store.h"
 #include "io/redis/redis_conn.h"
@@ -391,6 +392,7 @@ int Run(const std::string& config_path, Config config) {
   std::atomic<int64_t> drain_deadline{INT64_MAX};
   std::atomic<bool> consumer_done{false};
   std::thread consumer_thread([&] {
+    NameThisThread("consumer");
     consumer.Run(g_stop, drain_deadline);
     consumer_done.store(true);
   });

@@ -1,5 +1,6 @@
 #include "jobs/persist.h"
 #include "base/clock.h"
+#include "base/thread_name.h"
 
 #include <algorithm>
 #include <charconv>
@@ -134,7 +135,10 @@ void PersistWorker::Start() {
     std::lock_guard lock(mu_);
     stop_ = false;
   }
-  thread_ = std::thread([this] { Loop(); });
+  thread_ = std::thread([this] {
+    NameThisThread("persist");
+    Loop();
+  });
 }
 
 void PersistWorker::Stop() {

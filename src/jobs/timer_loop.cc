@@ -1,6 +1,7 @@
 #include "jobs/timer_loop.h"
 
 #include "base/clock.h"
+#include "base/thread_name.h"
 
 #include <algorithm>
 #include <chrono>
@@ -42,7 +43,10 @@ TimerLoop::~TimerLoop() { Stop(); }
 
 void TimerLoop::Start() {
   stop_.store(false);
-  thread_ = std::thread([this] { Run(); });
+  thread_ = std::thread([this] {
+    NameThisThread("timer");
+    Run();
+  });
 }
 
 void TimerLoop::Stop() {

@@ -1,5 +1,6 @@
 #include "shard/shard.h"
 #include "base/clock.h"
+#include "base/thread_name.h"
 
 #include <cassert>
 #include <chrono>
@@ -41,8 +42,14 @@ Shard::~Shard() {
 }
 
 void Shard::Start() {
-  flusher_ = std::thread([this] { RunFlusher(); });
-  thread_ = std::thread([this] { Run(); });
+  flusher_ = std::thread([this] {
+    NameThisThread("flush-" + std::to_string(index_));
+    RunFlusher();
+  });
+  thread_ = std::thread([this] {
+    NameThisThread("shard-" + std::to_string(index_));
+    Run();
+  });
 }
 
 void Shard::Stop(int64_t deadline_ms) {
