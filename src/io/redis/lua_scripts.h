@@ -94,14 +94,14 @@ end
 inline constexpr const char kFlush[] = R"LUA(
 local prefix, sym, wm = ARGV[1], ARGV[2], ARGV[3]
 local base = prefix .. ':{' .. sym .. '}'
+local sub, byte = string.sub, string.byte
+-- Positions only (no table per interval): Redis hashes every Lua string and table it makes.
 local n = tonumber(ARGV[4])
 local i = 5
 local currents = {}
 for k = 1, n do
-  local c = {iv = ARGV[i], t = tonumber(ARGV[i + 1]), json = ARGV[i + 2],
-             nclosed = tonumber(ARGV[i + 3]), first = i + 4}
-  currents[k] = c
-  i = i + 4 + c.nclosed
+  currents[k] = i
+  i = i + 4 + tonumber(ARGV[i + 3])
 end
 local nlate = tonumber(ARGV[i])
 i = i + 1
@@ -115,22 +115,28 @@ for k = 1, nlate do
   if (old[1] or '') ~= l.expect then return {0} end
 end
 
-for _, c in ipairs(currents) do
-  for e = c.first, c.first + c.nclosed - 1 do put_hist(base, c.iv, open_time(ARGV[e]), ARGV[e]) end
-  local cur_key = base .. ':' .. c.iv
+for _, a in ipairs(currents) do
+  local iv, ts, json = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+  for e = a + 4, a + 3 + tonumber(ARGV[a + 3]) do
+    put_hist(base, iv, open_time(ARGV[e]), ARGV[e])
+  end
+  local cur_key = base .. ':' .. iv
   -- One command for the common case: write ours, get what was there.
-  local existing = redis.call('SET', cur_key, c.json, 'GET')
-  local ex_t = existing and open_time(existing)
-  if ex_t and ex_t > c.t then
-    -- A rollover moved storage past the shard's current bucket: storage's current stays,
-    -- and the shard's bucket is a closed one.
-    redis.call('SET', cur_key, existing)
-    if put_hist(base, c.iv, c.t, as_closed(c.json)) then
-      recarry_after(base, c.iv, c.t, close_of(c.json))
+  local existing = redis.call('SET', cur_key, json, 'GET')
+  -- The common case needs no number: storage held this very bucket (`{"t":<ts>,...`).
+  if existing and not (sub(existing, 6, 5 + #ts) == ts and byte(existing, 6 + #ts) == 44) then
+    local t, ex_t = tonumber(ts), open_time(existing)
+    if ex_t and ex_t > t then
+      -- A rollover moved storage past the shard's current bucket: storage's current stays,
+      -- and the shard's bucket is a closed one.
+      redis.call('SET', cur_key, existing)
+      if put_hist(base, iv, t, as_closed(json)) then
+        recarry_after(base, iv, t, close_of(json))
+      end
+    elseif ex_t and ex_t < t and
+           redis.call('ZCOUNT', base .. ':' .. iv .. ':hist', ms(ex_t), ms(ex_t)) == 0 then
+      put_hist(base, iv, ex_t, as_closed(existing))
     end
-  elseif ex_t and ex_t < c.t and
-         redis.call('ZCOUNT', base .. ':' .. c.iv .. ':hist', ms(ex_t), ms(ex_t)) == 0 then
-    put_hist(base, c.iv, ex_t, as_closed(existing))
   end
 end
 
