@@ -495,7 +495,7 @@ const std::vector<KeySpec>& Keys() {
                           "rejected messages are copied here; empty = none"));
     k.push_back(PropertiesKey("kafka.properties", KLINED_FIELD(kafka.properties), kRestart,
                               "librdkafka properties passed through, e.g. session.timeout.ms"));
-    k.push_back(IntKey("kafka.batch_size", KLINED_FIELD(kafka.batch_size), 1000, 1, 100000,
+    k.push_back(IntKey("kafka.batch_size", KLINED_FIELD(kafka.batch_size), 10000, 1, 100000,
                        kRestart, "messages taken per consume call"));
 
     k.push_back(StringKey("redis.address", KLINED_FIELD(redis.address), "127.0.0.1:6379",

@@ -219,7 +219,7 @@ void TradeConsumer::HandleMessage(const rd_kafka_message_t* m) {
   stats_.messages.Add();
   const std::string_view value(static_cast<const char*>(m->payload), m->len);
   decoded_.clear();
-  const DecodeResult r = decoder_.Decode(value, WallMs(), &decoded_);
+  const DecodeResult r = decoder_.Decode(value, round_wall_ms_, &decoded_);
   stats_.trades_decoded.Add(r.accepted);
   if (r.rejected > 0) {
     for (int k = 0; k < kRejectReasonCount; ++k) stats_.rejected[k].Add(r.by_reason[k]);
@@ -316,7 +316,9 @@ void TradeConsumer::Run(const std::atomic<bool>& stop, const std::atomic<int64_t
       continue;
     }
     // The rebalance callback may have run inside the call and submitted barriers; open_
-    // batches are still ours and untouched.
+    // batches are still ours and untouched. One clock read per round: the future-skew
+    // check is in seconds, a round in milliseconds.
+    round_wall_ms_ = WallMs();
     for (ssize_t i = 0; i < n; ++i) {
       HandleMessage(msgs[i]);
       rd_kafka_message_destroy(msgs[i]);

@@ -39,7 +39,7 @@ struct ConsumerOptions {
   std::string group = "klined";
   std::string dead_letter_topic;  // empty = none
   std::map<std::string, std::string> properties;
-  size_t batch_size = 2000;  // messages per consume call
+  size_t batch_size = 10000;  // messages per consume call
   TradeFieldMap fields;
   int64_t max_future_skew_ms = 60000;
 };
@@ -100,6 +100,7 @@ class TradeConsumer {
   TradeDecoder decoder_;
   std::vector<Trade> decoded_;
   std::vector<ShardBatch*> open_;  // this round's batch per shard
+  int64_t round_wall_ms_ = 0;      // wall clock at the start of the current round
   uint64_t round_ = 0;
   // Next offset per partition reached at the end of each round not yet committed.
   std::deque<std::pair<uint64_t, std::map<int32_t, int64_t>>> pending_;

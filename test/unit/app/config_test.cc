@@ -60,7 +60,7 @@ TEST_CASE("config: an empty file, comments only, or null keys give the defaults"
   CHECK(c.kafka.group == "klined");
   CHECK(c.kafka.dead_letter_topic.empty());
   CHECK(c.kafka.properties.empty());
-  CHECK(c.kafka.batch_size == 1000);
+  CHECK(c.kafka.batch_size == 10000);
   CHECK(c.redis.address == "127.0.0.1:6379");
   CHECK(c.redis.password.empty());
   CHECK(c.redis.key_prefix == "kline");
