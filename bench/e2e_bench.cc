@@ -23,6 +23,7 @@
 #include <cstring>
 #include <map>
 #include <random>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -283,6 +284,22 @@ std::string Scrape(int port) {
 }
 
 // True once every symbol's watermark in Redis reached last_ids (pipelined GETs).
+// Extra YAML lines from an environment variable "key=value,key=value" (for experiments
+// with consumer settings), each indented by `indent`.
+std::string ExtraYaml(const char* env, const std::string& indent, bool quote = false) {
+  const char* v = std::getenv(env);
+  std::string out;
+  std::string item;
+  std::istringstream in(v != nullptr ? v : "");
+  while (std::getline(in, item, ',')) {
+    const size_t eq = item.find('=');
+    if (eq == std::string::npos) continue;
+    const std::string q = quote ? "\"" : "";
+    out += indent + item.substr(0, eq) + ": " + q + item.substr(eq + 1) + q + "\n";
+  }
+  return out;
+}
+
 bool AllInRedis(redisContext* rc, const std::vector<int64_t>& last_ids) {
   for (size_t i = 0; i < last_ids.size(); ++i) {
     if (last_ids[i] == 0) continue;
@@ -375,16 +392,18 @@ int main(int argc, char** argv) {
   const int metrics_port = kt::FreePort();
   const auto config = dir / "klined.yaml";
   kt::WriteFile(
-      config, "kafka:\n  brokers: \"" + broker.bootstrap() +
-                  "\"\n  group: bench\n  properties:\n    session.timeout.ms: \"6000\"\n"
-                  "    heartbeat.interval.ms: \"500\"\nredis:\n  address: \"" +
-                  redis.address() + "\"\nmysql:\n  port: " + std::to_string(mysql.port()) +
-                  "\n  user: " + mysql.user() + "\n  password: \"" + mysql.password() +
-                  "\"\n  database: " + mysql.database() + "\nshards: " + std::to_string(o.shards) +
-                  "\nmetrics:\n  listen: \"127.0.0.1:" + std::to_string(metrics_port) +
-                  "\"\nlog:\n  level: " +
-                  (std::getenv("KLINED_BENCH_LOG") ? std::getenv("KLINED_BENCH_LOG") : "warn") +
-                  "\n");
+      config,
+      "kafka:\n  brokers: \"" + broker.bootstrap() + "\"\n  group: bench\n" +
+          ExtraYaml("KLINED_BENCH_KAFKA", "  ") +
+          "  properties:\n    session.timeout.ms: \"6000\"\n"
+          "    heartbeat.interval.ms: \"500\"\n" +
+          ExtraYaml("KLINED_BENCH_KAFKA_PROPS", "    ", true) + "redis:\n  address: \"" +
+          redis.address() + "\"\nmysql:\n  port: " + std::to_string(mysql.port()) +
+          "\n  user: " + mysql.user() + "\n  password: \"" + mysql.password() +
+          "\"\n  database: " + mysql.database() + "\nshards: " + std::to_string(o.shards) + "\n" +
+          ExtraYaml("KLINED_BENCH_CONFIG", "") + "\nmetrics:\n  listen: \"127.0.0.1:" +
+          std::to_string(metrics_port) + "\"\nlog:\n  level: " +
+          (std::getenv("KLINED_BENCH_LOG") ? std::getenv("KLINED_BENCH_LOG") : "warn") + "\n");
   const char* build = std::getenv("KLINED_BUILD");
   kt::Subprocess klined(std::string(build ? build : "build") + "/src/app/klined",
                         {"--config", config.string()},
@@ -403,8 +422,16 @@ int main(int argc, char** argv) {
     std::this_thread::sleep_for(milliseconds(5));
   }
   const auto deadline = Clock::now() + seconds(600);
+  // Polling every symbol's watermark in Redis is itself load on Redis and on this machine's
+  // two cores (10,000 GETs per poll at 10k symbols), so first wait, on klined's cheap
+  // counter, until every trade is applied in memory; only then poll Redis, until every
+  // trade is there.
+  while (MetricSum(Scrape(metrics_port), "klined_trades_applied_total") < o.trades &&
+         Clock::now() < deadline && klined.Running()) {
+    std::this_thread::sleep_for(milliseconds(20));
+  }
   while (!AllInRedis(rc, gen.last_ids()) && Clock::now() < deadline) {
-    std::this_thread::sleep_for(milliseconds(10));
+    std::this_thread::sleep_for(milliseconds(5));
   }
   const double catchup = Secs(Clock::now() - first);
   const std::string metrics = Scrape(metrics_port);
@@ -420,6 +447,17 @@ int main(int argc, char** argv) {
               o.trades / catchup, bare / catchup);
   std::printf("\nRedis calls per trade (catch-up): %.5f (%.0f flush calls for %.0f trades)\n",
               calls / applied, calls, applied);
+  if (auto* info = static_cast<redisReply*>(redisCommand(rc, "INFO commandstats"))) {
+    // Redis's own time in klined's Lua calls (FLUSH, the first-sight loads, rollover).
+    const std::string s = info->type == REDIS_REPLY_STRING ? info->str : "";
+    const size_t at = s.find("cmdstat_evalsha:");
+    if (at != std::string::npos) {
+      std::printf("Redis EVALSHA: %s\n", s.substr(at + 16, s.find('\r', at) - at - 16).c_str());
+    }
+    freeReplyObject(info);
+  }
+  std::printf("consumer waits for a free shard batch (back-pressure): %.0f\n",
+              MetricSum(metrics, "klined_backpressure_waits_total"));
 
   // 3. latency at a steady rate: the produce time of every trade of 8 sampled symbols
   //    (their own names, prefix L), and when the sampler first sees its id in Redis.
