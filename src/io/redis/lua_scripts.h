@@ -115,21 +115,26 @@ for k = 1, nlate do
   if (old[1] or '') ~= l.expect then return {0} end
 end
 
-for _, a in ipairs(currents) do
+-- Two commands for all current candles in the common case: read what is stored (MGET), then
+-- write ours (MSET); a command costs Redis far more than the Lua around it.
+local cur_keys = {}
+for k, a in ipairs(currents) do cur_keys[k] = base .. ':' .. ARGV[a] end
+local stored = n > 0 and redis.call('MGET', unpack(cur_keys)) or {}
+local mset = {}
+for k, a in ipairs(currents) do
   local iv, ts, json = ARGV[a], ARGV[a + 1], ARGV[a + 2]
   for e = a + 4, a + 3 + tonumber(ARGV[a + 3]) do
     put_hist(base, iv, open_time(ARGV[e]), ARGV[e])
   end
-  local cur_key = base .. ':' .. iv
-  -- One command for the common case: write ours, get what was there.
-  local existing = redis.call('SET', cur_key, json, 'GET')
-  -- The common case needs no number: storage held this very bucket (`{"t":<ts>,...`).
+  local existing = stored[k]
+  local write = true
+  -- The common case needs no number: storage holds this very bucket (`{"t":<ts>,...`).
   if existing and not (sub(existing, 6, 5 + #ts) == ts and byte(existing, 6 + #ts) == 44) then
     local t, ex_t = tonumber(ts), open_time(existing)
     if ex_t and ex_t > t then
       -- A rollover moved storage past the shard's current bucket: storage's current stays,
       -- and the shard's bucket is a closed one.
-      redis.call('SET', cur_key, existing)
+      write = false
       if put_hist(base, iv, t, as_closed(json)) then
         recarry_after(base, iv, t, close_of(json))
       end
@@ -138,7 +143,12 @@ for _, a in ipairs(currents) do
       put_hist(base, iv, ex_t, as_closed(existing))
     end
   end
+  if write then
+    mset[#mset + 1] = cur_keys[k]
+    mset[#mset + 1] = json
+  end
 end
+if #mset > 0 then redis.call('MSET', unpack(mset)) end
 
 local result = {1}
 for k, l in ipairs(lates) do
