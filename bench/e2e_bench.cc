@@ -28,6 +28,7 @@
 #include <thread>
 #include <vector>
 
+#include "http_get.h"
 #include "kafka_broker.h"
 #include "mariadb_server.h"
 #include "redis_server.h"
@@ -271,17 +272,7 @@ double MetricSum(const std::string& text, const std::string& name) {
   return sum;
 }
 
-std::string Scrape(int port) {
-  std::string out;
-  const std::string cmd = "curl -s http://127.0.0.1:" + std::to_string(port) + "/metrics";
-  FILE* f = popen(cmd.c_str(), "r");
-  char buf[65536];
-  size_t n;
-  out = "\n";
-  while (f && (n = fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
-  if (f) pclose(f);
-  return out;
-}
+std::string Scrape(int port) { return "\n" + kt::HttpGet(port, "/metrics"); }
 
 // True once every symbol's watermark in Redis reached last_ids (pipelined GETs).
 // Extra YAML lines from an environment variable "key=value,key=value" (for experiments

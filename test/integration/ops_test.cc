@@ -33,6 +33,7 @@
 #include <thread>
 #include <vector>
 
+#include "http_get.h"
 #include "kafka_broker.h"
 #include "mariadb_server.h"
 #include "redis_server.h"
@@ -123,9 +124,7 @@ size_t Count(const std::string& haystack, const std::string& needle) {
 
 // ---- Prometheus text format ----------------------------------------------------------------
 
-std::string Scrape(int port) {
-  return Shell("curl -s --max-time 5 http://127.0.0.1:" + std::to_string(port) + "/metrics").second;
-}
+std::string Scrape(int port) { return kt::HttpGet(port, "/metrics"); }
 
 // series ("name" or "name{labels}") -> value, for every sample line.
 std::map<std::string, double> ParseMetrics(const std::string& text) {

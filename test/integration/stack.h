@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "http_get.h"
 #include "kafka_broker.h"
 #include "mariadb_server.h"
 #include "redis_server.h"
@@ -239,15 +240,7 @@ struct Stack {
   }
 
   std::string Metrics(int port = 0) const {
-    std::string out;
-    const std::string cmd =
-        "curl -s http://127.0.0.1:" + std::to_string(port ? port : metrics_port) + "/metrics";
-    FILE* f = popen(cmd.c_str(), "r");
-    char buf[4096];
-    size_t n;
-    while (f && (n = fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
-    if (f) pclose(f);
-    return out;
+    return kt::HttpGet(port ? port : metrics_port, "/metrics");
   }
 };
 
