@@ -312,6 +312,45 @@ TEST_CASE("jobs rollover: idle symbols get gapless empty candles, pending, idemp
   CHECK(Snapshot(c, "IDLE") == before);
 }
 
+TEST_CASE("jobs rollover: hundreds of symbols in chunks and long pipelines, each exact") {
+  // More symbols than the step path writes per pipeline part (64) and than one chunk holds,
+  // each with its own close: every one rolled, none mixed up with another.
+  kt::RedisServer redis;
+  auto c = redis.Connect();
+  klined::RedisConn flush_conn(Opts(redis));
+  klined::KlineStore store(&flush_conn, "kline", &kLayout);
+  constexpr int kSymbols = 300;
+  std::vector<std::unique_ptr<klined::SymbolSeries>> series;
+  std::vector<klined::SymbolSeries*> ptrs;
+  std::vector<std::vector<RefTrade>> refs(kSymbols);
+  for (int k = 0; k < kSymbols; ++k) {
+    const std::string sym = "MANY" + std::to_string(k);
+    series.push_back(std::make_unique<klined::SymbolSeries>(&kLayout, klined::Symbol(sym)));
+    refs[k].push_back({1, kT0 + 59000 + k, 100 + k});
+    REQUIRE(series.back()->Apply(MakeTrade(sym, 1, kT0 + 59000 + k, 100 + k)).outcome ==
+            klined::SymbolSeries::Outcome::kApplied);
+    ptrs.push_back(series.back().get());
+  }
+  REQUIRE(store.Flush(std::span<klined::SymbolSeries* const>(ptrs)).ok);
+  klined::RedisConn conn(Opts(redis));
+  klined::RolloverStats stats;
+  klined::RolloverJob job(&conn, "kline", &kLayout, &stats);
+  job.set_chunk(128);
+  const int64_t now = kT0 + 60500;  // one step for 1s (at +59 s) and for 1m
+  const klined::RolloverResult r = job.RunOnce(now);
+  REQUIRE(r.complete);
+  CHECK(r.symbols_rolled == kSymbols);
+  CHECK(r.candles_closed == 2 * kSymbols);
+  for (int k = 0; k < kSymbols; ++k) {
+    const std::string sym = "MANY" + std::to_string(k);
+    for (const char* iv : {"1s", "1m"}) {
+      const RefSeries want = Reference(sym, iv, refs[k], now);
+      CHECK(Hist(c, sym, iv) == want.hist);
+      CHECK(c.Get(Base(sym) + ":" + iv) == want.current);
+    }
+  }
+}
+
 TEST_CASE("jobs rollover: a shard flush after a rollover neither loses trades nor undoes it") {
   kt::RedisServer redis;
   auto c = redis.Connect();
