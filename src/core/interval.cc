@@ -14,6 +14,7 @@
 // representable as an int64: all t >= 0, up to INT64_MAX, and any negative t not within one
 // bucket of INT64_MIN. NextBucketOpen is open + length and so needs the next open to fit.
 #include "klined/interval.h"
+#include "core/civil_date.h"
 
 namespace klined {
 namespace {
@@ -60,34 +61,9 @@ int64_t FixedOpen(int64_t t, int64_t tz, int64_t anchor) {
   return t - into;
 }
 
-// Hinnant's days_from_civil: days since 1970-01-01 of the proleptic Gregorian date y-m-d.
-constexpr int64_t DaysFromCivil(int64_t y, unsigned m, unsigned d) {
-  y -= m <= 2;
-  const int64_t era = (y >= 0 ? y : y - 399) / 400;
-  const auto yoe = static_cast<unsigned>(y - era * 400);                 // [0, 399]
-  const unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;  // [0, 365]
-  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;            // [0, 146096]
-  return era * 146097 + static_cast<int64_t>(doe) - 719468;
-}
-
-struct CivilDate {
-  int64_t year;
-  unsigned month;  // [1, 12]
-  unsigned day;    // [1, 31]
-};
-
-// Hinnant's civil_from_days: the proleptic Gregorian date of day z since 1970-01-01.
-constexpr CivilDate CivilFromDays(int64_t z) {
-  z += 719468;
-  const int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-  const auto doe = static_cast<unsigned>(z - era * 146097);                    // [0, 146096]
-  const unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;  // [0, 399]
-  const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);                // [0, 365]
-  const unsigned mp = (5 * doy + 2) / 153;                                     // [0, 11]
-  const unsigned day = doy - (153 * mp + 2) / 5 + 1;
-  const unsigned month = mp < 10 ? mp + 3 : mp - 9;
-  return {static_cast<int64_t>(yoe) + era * 400 + (month <= 2), month, day};
-}
+using civil::CivilDate;
+using civil::CivilFromDays;
+using civil::DaysFromCivil;
 
 // The local calendar day holding t and how far into it t lies, without forming t + tz.
 struct LocalDay {

@@ -36,14 +36,10 @@
 //   a backslash are compared in place. String values are likewise unescaped before they are
 //   judged; an escaped value string longer than kMaxUnescaped bytes after decoding is
 //   bad_type (bad_symbol for the symbol, which cannot be valid at that length anyway).
-// - ISO-8601 time (kIso8601, or a string under kAuto): YYYY-MM-DD, then 'T', 't' or ' ',
-//   then HH:MM:SS, an optional fraction of 1 to 9 digits, then 'Z', 'z' or +HH:MM / -HH:MM.
-//   Digits past milliseconds are truncated (floored): the floor lies in the same millisecond
-//   and so in the same bucket, since every bucket boundary is a whole millisecond. Ranges
-//   are checked (month 1-12, day within its month incl. leap years, hour 0-23, minute and
-//   second 0-59; no leap second 60, offsets up to 23:59). A time without a zone designator
-//   is ambiguous and bad_type.
+// - ISO-8601 time (kIso8601, or a string under kAuto): the profile in core/iso8601.h; a
+//   string outside it (a time without a zone designator included) is bad_type.
 #include "klined/trade_decoder.h"
+#include "core/iso8601.h"
 
 #include <array>
 #include <bit>
@@ -561,77 +557,6 @@ bool ParseJsonInt(const Slot& s, bool* negative, int64_t* magnitude) {
   for (; p < end; ++p) v = v * 10 + static_cast<uint64_t>(*p - '0');
   if (v > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) return false;
   *magnitude = static_cast<int64_t>(v);
-  return true;
-}
-
-constexpr bool IsLeapYear(int y) { return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0; }
-
-constexpr int DaysInMonth(int y, int m) {
-  constexpr int kDays[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-  return m == 2 && IsLeapYear(y) ? 29 : kDays[m - 1];
-}
-
-// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
-constexpr int64_t DaysFromCivil(int64_t y, int m, int d) {
-  y -= m <= 2;
-  const int64_t era = (y >= 0 ? y : y - 399) / 400;
-  const int64_t yoe = y - era * 400;
-  const int64_t doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
-  const int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-  return era * 146097 + doe - 719468;
-}
-
-// The ISO-8601 profile documented at the top of this file. Years 0000-9999 give
-// |ms| < 2^48, so nothing here can overflow.
-bool ParseIso8601(std::string_view s, int64_t* out_ms) {
-  const char* const p = s.data();
-  const size_t n = s.size();
-  if (n < 20) return false;  // shortest: YYYY-MM-DDTHH:MM:SSZ
-  auto two = [p](size_t i, int* v) {
-    if (!IsDigit(p[i]) || !IsDigit(p[i + 1])) return false;
-    *v = (p[i] - '0') * 10 + (p[i + 1] - '0');
-    return true;
-  };
-  int yh, yl, mo, d, h, mi, sec;
-  if (!two(0, &yh) || !two(2, &yl) || p[4] != '-' || !two(5, &mo) || p[7] != '-' || !two(8, &d) ||
-      (p[10] != 'T' && p[10] != 't' && p[10] != ' ') || !two(11, &h) || p[13] != ':' ||
-      !two(14, &mi) || p[16] != ':' || !two(17, &sec)) {
-    return false;
-  }
-  const int y = yh * 100 + yl;
-  if (mo < 1 || mo > 12 || d < 1 || d > DaysInMonth(y, mo) || h > 23 || mi > 59 || sec > 59) {
-    return false;
-  }
-  size_t i = 19;
-  int64_t frac_ms = 0;
-  if (p[i] == '.') {
-    ++i;
-    int digits = 0;
-    for (; i < n && IsDigit(p[i]); ++i, ++digits) {
-      if (digits < 3) frac_ms = frac_ms * 10 + (p[i] - '0');  // later digits: floored away
-    }
-    if (digits == 0 || digits > 9) return false;
-    for (int k = digits; k < 3; ++k) frac_ms *= 10;
-  }
-  if (i >= n) return false;
-  int64_t offset_min = 0;
-  if (p[i] == 'Z' || p[i] == 'z') {
-    ++i;
-  } else if (p[i] == '+' || p[i] == '-') {
-    int oh, om;
-    if (n - i < 6 || !two(i + 1, &oh) || p[i + 3] != ':' || !two(i + 4, &om) || oh > 23 ||
-        om > 59) {
-      return false;
-    }
-    offset_min = oh * 60 + om;
-    if (p[i] == '-') offset_min = -offset_min;
-    i += 6;
-  } else {
-    return false;
-  }
-  if (i != n) return false;
-  const int64_t seconds = ((DaysFromCivil(y, mo, d) * 24 + h) * 60 + mi) * 60 + sec;
-  *out_ms = seconds * 1000 + frac_ms - offset_min * 60'000;
   return true;
 }
 
