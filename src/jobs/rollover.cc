@@ -2,7 +2,6 @@
 #include "base/clock.h"
 
 #include <algorithm>
-#include <cassert>
 #include <charconv>
 #include <chrono>
 
@@ -21,6 +20,25 @@ std::string ToDec(int64_t v) {
   char buf[24];
   auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
   return std::string(buf, end);
+}
+
+// How one reply of a rollover pipeline reads: Redis lost its scripts (NOSCRIPT), the
+// script's answer (an array whose first element is an integer), or anything else, after
+// which the connection has been dropped.
+enum class ScriptReply { kAnswer, kNoScript, kBroken };
+
+ScriptReply ReadScriptReply(RedisConn* conn, const redisReply* r, std::string_view script) {
+  if (IsNoScript(r)) return ScriptReply::kNoScript;
+  if (r->type == REDIS_REPLY_ERROR) {
+    conn->Disconnect(std::string(script) + " script: " + r->str);
+    return ScriptReply::kBroken;
+  }
+  if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+      r->element[0]->type != REDIS_REPLY_INTEGER) {
+    conn->Disconnect(std::string(script) + " script: unexpected reply");
+    return ScriptReply::kBroken;
+  }
+  return ScriptReply::kAnswer;
 }
 
 }  // namespace
@@ -128,18 +146,11 @@ bool RolloverJob::StepChunk(const std::vector<std::string>& symbols, int64_t now
     for (const std::string& sym : symbols) {
       RedisReply r = conn_->GetReply();
       if (r == nullptr) return false;
-      if (IsNoScript(r.get())) {
+      const ScriptReply how = ReadScriptReply(conn_, r.get(), "ROLLOVER_STEP");
+      if (how == ScriptReply::kBroken) return false;
+      if (how == ScriptReply::kNoScript) {
         noscript = true;
         continue;
-      }
-      if (r->type == REDIS_REPLY_ERROR) {
-        conn_->Disconnect(std::string("ROLLOVER_STEP script: ") + r->str);
-        return false;
-      }
-      if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
-          r->element[0]->type != REDIS_REPLY_INTEGER) {
-        conn_->Disconnect("ROLLOVER_STEP script: unexpected reply");
-        return false;
       }
       const int64_t rolled = r->element[0]->integer;
       if (rolled < 0) {
@@ -245,19 +256,12 @@ bool RolloverJob::RollChunk(const std::vector<std::string>& symbols, int64_t now
     for (size_t k : sent) {
       RedisReply r = conn_->GetReply();
       if (r == nullptr) return false;
-      if (IsNoScript(r.get())) {
+      const ScriptReply how = ReadScriptReply(conn_, r.get(), "ROLLOVER");
+      if (how == ScriptReply::kBroken) return false;
+      if (how == ScriptReply::kNoScript) {
         noscript = true;
         retry.push_back(pending[k]);
         continue;
-      }
-      if (r->type == REDIS_REPLY_ERROR) {
-        conn_->Disconnect(std::string("ROLLOVER script: ") + r->str);
-        return false;
-      }
-      if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
-          r->element[0]->type != REDIS_REPLY_INTEGER) {
-        conn_->Disconnect("ROLLOVER script: unexpected reply");
-        return false;
       }
       if (r->element[0]->integer < 0) {
         LOG_RATE(kWarn, "rollover.fenced", "token=" << fence);
