@@ -16,6 +16,7 @@
 #include "klined/decimal.h"
 #include "klined/interval.h"
 #include "klined/trade.h"
+#include "trade_text.h"
 
 namespace klined {
 namespace {
@@ -23,26 +24,11 @@ namespace {
 constexpr UtcOffset kUtc{0};
 constexpr int64_t kOpen = 1732147200000;  // 2024-11-21 00:00 UTC, a 1m (and 1d) bucket open
 
-Decimal Dec(std::string_view s) {
-  Decimal d;
-  REQUIRE(ParseStoredDecimal(s, &d) == DecimalError::kOk);
-  return d;
-}
+Decimal Dec(std::string_view s) { return test::StoredDec(s); }
 
 Trade MakeTrade(TradeId id, std::string_view price, std::string_view qty, bool buyer_maker,
                 int64_t time_ms = kOpen) {
-  ParsedDecimal p, q;
-  REQUIRE(ParseDecimalString(price, &p) == DecimalError::kOk);
-  REQUIRE(ParseDecimalString(qty, &q) == DecimalError::kOk);
-  Trade t;
-  t.price = p.value;
-  t.qty = q.value;
-  REQUIRE(MultiplyExact(p, q, &t.quote) == DecimalError::kOk);
-  t.id = id;
-  t.time_ms = time_ms;
-  t.buyer_maker = buyer_maker;
-  t.symbol = Symbol("BTCUSDT");
-  return t;
+  return test::TradeFromText(id, time_ms, price, qty, buyer_maker);
 }
 
 Candle Fold(Candle c, const std::vector<Trade>& trades) {

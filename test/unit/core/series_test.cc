@@ -5,6 +5,8 @@
 
 #include <string>
 
+#include "trade_text.h"
+
 namespace klined {
 namespace {
 
@@ -12,18 +14,7 @@ constexpr int64_t kT0 = 1732147200000;  // 2024-11-21 00:00:00 UTC, a 1m (and 1h
 
 Trade MakeTrade(TradeId id, int64_t time_ms, std::string_view price, std::string_view qty,
                 bool maker = false) {
-  ParsedDecimal p, q;
-  REQUIRE(ParseDecimalString(price, &p) == DecimalError::kOk);
-  REQUIRE(ParseDecimalString(qty, &q) == DecimalError::kOk);
-  Trade t;
-  t.id = id;
-  t.time_ms = time_ms;
-  t.price = p.value;
-  t.qty = q.value;
-  REQUIRE(MultiplyExact(p, q, &t.quote) == DecimalError::kOk);
-  t.buyer_maker = maker;
-  t.symbol = Symbol("BTCUSDT");
-  return t;
+  return test::TradeFromText(id, time_ms, price, qty, maker);
 }
 
 SeriesLayout OneMinute() { return SeriesLayout{{Interval::k1m}, UtcOffset{}}; }

@@ -17,6 +17,7 @@
 #include "klined/interval.h"
 #include "klined/ticker.h"
 #include "klined/trade.h"
+#include "trade_text.h"
 
 namespace klined {
 namespace {
@@ -24,24 +25,10 @@ namespace {
 constexpr int64_t kT0 = 1732147200000;  // 2024-11-21 00:00 UTC
 constexpr int64_t kMin = 60000;
 
-Decimal Dec(std::string_view s) {
-  Decimal d;
-  REQUIRE(ParseStoredDecimal(s, &d) == DecimalError::kOk);
-  return d;
-}
+Decimal Dec(std::string_view s) { return test::StoredDec(s); }
 
 Trade MakeTrade(TradeId id, const std::string& price, const std::string& qty, int64_t time_ms) {
-  ParsedDecimal p, q;
-  REQUIRE(ParseDecimalString(price, &p) == DecimalError::kOk);
-  REQUIRE(ParseDecimalString(qty, &q) == DecimalError::kOk);
-  Trade t;
-  t.price = p.value;
-  t.qty = q.value;
-  REQUIRE(MultiplyExact(p, q, &t.quote) == DecimalError::kOk);
-  t.id = id;
-  t.time_ms = time_ms;
-  t.symbol = Symbol("BTCUSDT");
-  return t;
+  return test::TradeFromText(id, time_ms, price, qty, /*buyer_maker=*/false);
 }
 
 int64_t MinuteOf(int64_t ms) { return ms / kMin; }
