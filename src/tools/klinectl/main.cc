@@ -25,6 +25,7 @@
 #include "klined/decimal.h"
 #include "klined/interval.h"
 #include "klined/trade.h"
+#include "tools/args.h"
 
 namespace {
 
@@ -61,27 +62,15 @@ struct Options {
   std::vector<std::string> args;  // command and its operands
 };
 
-[[noreturn]] void Die(int code, const std::string& msg) {
-  std::fprintf(stderr, "klinectl: %s\n", msg.c_str());
-  std::exit(code);
-}
+[[noreturn]] void Die(const std::string& msg) { klined::tools::ExitUsage("klinectl", msg); }
 
 Options ParseArgs(int argc, char** argv) {
   Options o;
   if (const char* pw = std::getenv("KLINED_REDIS_PASSWORD")) o.redis_password = pw;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i], value;
-    bool has_value = false;
-    if (auto eq = arg.find('='); arg.rfind("--", 0) == 0 && eq != std::string::npos) {
-      value = arg.substr(eq + 1);
-      arg = arg.substr(0, eq);
-      has_value = true;
-    }
-    auto next = [&]() -> std::string {
-      if (has_value) return value;
-      if (i + 1 >= argc) Die(2, arg + " needs a value (see --help)");
-      return argv[++i];
-    };
+  klined::tools::ArgWalker args("klinectl", argc, argv);
+  while (args.Next()) {
+    const std::string& arg = args.name();
+    auto next = [&] { return args.Value(); };
     if (arg == "--help" || arg == "-h") {
       std::fputs(kUsage, stdout);
       std::exit(0);
@@ -98,20 +87,14 @@ Options ParseArgs(int argc, char** argv) {
     } else if (arg == "--json") {
       o.json = true;
     } else if (arg == "--limit" || arg == "-n") {
-      const std::string v = next();
-      char* end = nullptr;
-      const long n = std::strtol(v.c_str(), &end, 10);
-      if (v.empty() || *end != '\0' || n < 1 || n > 1000000) {
-        Die(2, "--limit: expected an integer in [1, 1000000], got '" + v + "'");
-      }
-      o.limit = static_cast<int>(n);
+      o.limit = static_cast<int>(args.Int(1, 1000000));
     } else if (arg.size() > 1 && arg[0] == '-') {
-      Die(2, "unknown option '" + arg + "' (see --help)");
+      Die("unknown option '" + arg + "' (see --help)");
     } else {
       o.args.push_back(arg);
     }
   }
-  if (o.args.empty()) Die(2, "missing command (see --help)");
+  if (o.args.empty()) Die("missing command (see --help)");
   return o;
 }
 
@@ -131,10 +114,10 @@ class Redis {
       ctx_ = redisConnectUnixWithTimeout(o.redis.substr(5).c_str(), timeout);
     } else {
       const auto colon = o.redis.rfind(':');
-      if (colon == std::string::npos) Die(2, "--redis: expected host:port or unix:/path");
+      if (colon == std::string::npos) Die("--redis: expected host:port or unix:/path");
       const std::string host = o.redis.substr(0, colon);
       const int port = std::atoi(o.redis.c_str() + colon + 1);
-      if (port <= 0 || port > 65535) Die(2, "--redis: bad port in '" + o.redis + "'");
+      if (port <= 0 || port > 65535) Die("--redis: bad port in '" + o.redis + "'");
       ctx_ = redisConnectWithTimeout(host.c_str(), port, timeout);
     }
     if (ctx_ == nullptr || ctx_->err != 0) {
@@ -197,11 +180,11 @@ MysqlSpec ParseMysqlSpec(const std::string& spec) {
     if (c == std::string::npos) break;
     start = c + 1;
   }
-  if (parts.size() < 5) Die(2, "--mysql: expected host:port:user:password:db");
+  if (parts.size() < 5) Die("--mysql: expected host:port:user:password:db");
   MysqlSpec m;
   m.host = parts[0];
   m.port = static_cast<unsigned>(std::atoi(parts[1].c_str()));
-  if (m.port == 0 || m.port > 65535) Die(2, "--mysql: bad port '" + parts[1] + "'");
+  if (m.port == 0 || m.port > 65535) Die("--mysql: bad port '" + parts[1] + "'");
   m.user = parts[2];
   m.db = parts.back();
   // The password is everything between user and db, so it may contain ':'.
@@ -331,11 +314,11 @@ std::string KeyBase(const Options& o, const std::string& symbol) {
 }
 
 int Candles(const Options& o) {
-  if (o.args.size() != 3) Die(2, "usage: klinectl candles SYMBOL INTERVAL [--limit N]");
+  if (o.args.size() != 3) Die("usage: klinectl candles SYMBOL INTERVAL [--limit N]");
   const std::string& symbol = o.args[1];
-  if (!klined::IsValidSymbol(symbol)) Die(2, "bad symbol '" + symbol + "'");
+  if (!klined::IsValidSymbol(symbol)) Die("bad symbol '" + symbol + "'");
   const auto iv = klined::ParseInterval(o.args[2]);
-  if (!iv) Die(2, "unknown interval '" + o.args[2] + "' (1s 1m 3m 5m ... 1d 3d 1w 1M)");
+  if (!iv) Die("unknown interval '" + o.args[2] + "' (1s 1m 3m 5m ... 1d 3d 1w 1M)");
   const std::string base = KeyBase(o, symbol) + ":" + o.args[2];
 
   std::map<int64_t, Row> rows;  // by open time
@@ -367,14 +350,14 @@ int Candles(const Options& o) {
     }
   }
   if (!redis_ok) {
-    if (o.mysql.empty()) Die(2, redis.error());
+    if (o.mysql.empty()) Die(redis.error());
     std::fprintf(stderr, "klinectl: %s; reading MySQL only\n", redis.error().c_str());
   }
   if (!o.mysql.empty()) {
     std::map<int64_t, Row> from_mysql;
     std::string error;
     if (!ReadMysql(o, symbol, *iv, &from_mysql, &error)) {
-      if (!redis_ok) Die(2, error);
+      if (!redis_ok) Die(error);
       std::fprintf(stderr, "klinectl: %s; showing Redis only\n", error.c_str());
     }
     for (auto& [t, row] : from_mysql) rows.emplace(t, std::move(row));  // keeps Redis rows
@@ -454,14 +437,14 @@ std::optional<std::vector<std::pair<std::string, std::string>>> FlatJson(std::st
 }
 
 int Ticker(const Options& o) {
-  if (o.args.size() != 2) Die(2, "usage: klinectl ticker SYMBOL");
+  if (o.args.size() != 2) Die("usage: klinectl ticker SYMBOL");
   const std::string& symbol = o.args[1];
-  if (!klined::IsValidSymbol(symbol)) Die(2, "bad symbol '" + symbol + "'");
+  if (!klined::IsValidSymbol(symbol)) Die("bad symbol '" + symbol + "'");
   Redis redis(o);
-  if (!redis.ok()) Die(2, redis.error());
+  if (!redis.ok()) Die(redis.error());
   const std::string key = o.ticker_prefix + ":{" + symbol + "}";
   Reply r = redis.Command({"GET", key});
-  if (!r) Die(2, redis.error());
+  if (!r) Die(redis.error());
   if (r->type != REDIS_REPLY_STRING) {
     std::fprintf(stderr, "klinectl: no ticker for %s (%s does not exist)\n", symbol.c_str(),
                  key.c_str());
@@ -493,11 +476,11 @@ int Ticker(const Options& o) {
 }
 
 int Symbols(const Options& o) {
-  if (o.args.size() != 1) Die(2, "usage: klinectl symbols");
+  if (o.args.size() != 1) Die("usage: klinectl symbols");
   Redis redis(o);
-  if (!redis.ok()) Die(2, redis.error());
+  if (!redis.ok()) Die(redis.error());
   Reply r = redis.Command({"SMEMBERS", o.prefix + ":symbols"});
-  if (!r) Die(2, redis.error());
+  if (!r) Die(redis.error());
   std::vector<std::string> names;
   for (size_t i = 0; i < r->elements; ++i) {
     names.emplace_back(r->element[i]->str, r->element[i]->len);
@@ -519,5 +502,5 @@ int main(int argc, char** argv) {
   if (cmd == "candles") return Candles(o);
   if (cmd == "ticker") return Ticker(o);
   if (cmd == "symbols") return Symbols(o);
-  Die(2, "unknown command '" + cmd + "' (candles, ticker, symbols; see --help)");
+  Die("unknown command '" + cmd + "' (candles, ticker, symbols; see --help)");
 }

@@ -26,6 +26,7 @@
 #include <thread>
 #include <vector>
 
+#include "tools/args.h"
 #include "tools/tradegen/generator.h"
 
 namespace tg = klined::tradegen;
@@ -91,47 +92,14 @@ struct Options {
   tg::GeneratorOptions gen;
 };
 
-[[noreturn]] void Fail(const std::string& msg) {
-  std::fprintf(stderr, "klined-tradegen: %s\n", msg.c_str());
-  std::exit(2);
-}
-
-double ParseDouble(const std::string& name, const std::string& v, double lo, double hi) {
-  char* end = nullptr;
-  const double d = std::strtod(v.c_str(), &end);
-  if (v.empty() || *end != '\0' || !(d >= lo && d <= hi)) {
-    Fail(name + ": expected a number in [" + std::to_string(lo) + ", " + std::to_string(hi) +
-         "], got '" + v + "'");
-  }
-  return d;
-}
-
-int64_t ParseInt(const std::string& name, const std::string& v, int64_t lo, int64_t hi) {
-  char* end = nullptr;
-  errno = 0;
-  const long long x = std::strtoll(v.c_str(), &end, 10);
-  if (v.empty() || *end != '\0' || errno != 0 || x < lo || x > hi) {
-    Fail(name + ": expected an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) +
-         "], got '" + v + "'");
-  }
-  return x;
-}
+[[noreturn]] void Fail(const std::string& msg) { klined::tools::ExitUsage("klined-tradegen", msg); }
 
 Options ParseArgs(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i], value;
-    bool has_value = false;
-    if (auto eq = arg.find('='); arg.rfind("--", 0) == 0 && eq != std::string::npos) {
-      value = arg.substr(eq + 1);
-      arg = arg.substr(0, eq);
-      has_value = true;
-    }
-    auto next = [&]() -> std::string {
-      if (has_value) return value;
-      if (i + 1 >= argc) Fail(arg + " needs a value");
-      return argv[++i];
-    };
+  klined::tools::ArgWalker args("klined-tradegen", argc, argv);
+  while (args.Next()) {
+    const std::string& arg = args.name();
+    auto next = [&] { return args.Value(); };
     if (arg == "--help" || arg == "-h") {
       std::fputs(kUsage, stdout);
       std::exit(0);
@@ -142,35 +110,35 @@ Options ParseArgs(int argc, char** argv) {
     } else if (arg == "--stdout") {
       o.to_stdout = true;
     } else if (arg == "--symbols") {
-      o.gen.symbols = static_cast<int>(ParseInt(arg, next(), 1, 1000000));
+      o.gen.symbols = static_cast<int>(args.Int(1, 1000000));
     } else if (arg == "--zipf") {
-      o.gen.zipf_s = ParseDouble(arg, next(), 0, 10);
+      o.gen.zipf_s = args.Number(0, 10);
     } else if (arg == "--rate") {
-      o.rate = ParseDouble(arg, next(), 0, 1e9);
+      o.rate = args.Number(0, 1e9);
     } else if (arg == "--duration") {
-      o.duration_s = ParseDouble(arg, next(), 0, 1e9);
+      o.duration_s = args.Number(0, 1e9);
     } else if (arg == "--count") {
-      o.count = ParseInt(arg, next(), 0, INT64_MAX);
+      o.count = args.Int(0, INT64_MAX);
     } else if (arg == "--batch") {
-      o.batch = static_cast<int>(ParseInt(arg, next(), 1, 100000));
+      o.batch = static_cast<int>(args.Int(1, 100000));
     } else if (arg == "--no-bursts") {
       o.gen.bursts = false;
     } else if (arg == "--seed") {
-      o.gen.seed = static_cast<uint64_t>(ParseInt(arg, next(), 0, INT64_MAX));
+      o.gen.seed = static_cast<uint64_t>(args.Int(0, INT64_MAX));
     } else if (arg == "--time-start") {
-      o.gen.time_start_ms = ParseInt(arg, next(), 0, int64_t{1} << 50);
+      o.gen.time_start_ms = args.Int(0, int64_t{1} << 50);
     } else if (arg == "--start-id") {
-      o.gen.start_id = ParseInt(arg, next(), 1, int64_t{1} << 62);
+      o.gen.start_id = args.Int(1, int64_t{1} << 62);
     } else if (arg == "--dup-rate") {
-      o.gen.dup_rate = ParseDouble(arg, next(), 0, 1);
+      o.gen.dup_rate = args.Number(0, 1);
     } else if (arg == "--malformed-rate") {
-      o.gen.malformed_rate = ParseDouble(arg, next(), 0, 1);
+      o.gen.malformed_rate = args.Number(0, 1);
     } else if (arg == "--late-rate") {
-      o.gen.late_rate = ParseDouble(arg, next(), 0, 1);
+      o.gen.late_rate = args.Number(0, 1);
     } else if (arg == "--emit-expected") {
       o.emit_expected = next();
     } else if (arg == "--linger-ms") {
-      o.linger_ms = static_cast<int>(ParseInt(arg, next(), 0, 900000));
+      o.linger_ms = static_cast<int>(args.Int(0, 900000));
     } else if (arg == "--compression") {
       o.compression = next();
     } else if (arg == "-X" || arg == "--property") {
@@ -179,7 +147,7 @@ Options ParseArgs(int argc, char** argv) {
       if (eq == std::string::npos || eq == 0) Fail("-X expects KEY=VALUE, got '" + kv + "'");
       o.properties[kv.substr(0, eq)] = kv.substr(eq + 1);
     } else {
-      Fail("unknown argument '" + std::string(argv[i]) + "' (see --help)");
+      Fail("unknown argument '" + args.raw() + "' (see --help)");
     }
   }
   o.gen.sim_rate = o.rate > 0 ? o.rate : 1000;
