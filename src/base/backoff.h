@@ -14,18 +14,22 @@ class ReconnectBackoff {
   static constexpr int64_t kMinMs = 100;
   static constexpr int64_t kMaxMs = 5000;
 
-  // False while waiting out the backoff.
-  bool MayAttempt() const { return MonotonicMs() >= next_attempt_ms_; }
-  // Returns true if this success is a reconnect (not the first connection).
-  bool Succeeded() {
+  enum class Attempt { kWaiting, kFailed, kConnected, kReconnected };
+
+  // Calls connect() unless the backoff is still being waited out, and paces the next try by
+  // its result. kReconnected: connected, and not for the first time.
+  template <class Connect>
+  Attempt Try(Connect&& connect) {
+    if (MonotonicMs() < next_attempt_ms_) return Attempt::kWaiting;
+    if (!connect()) {
+      backoff_ms_ = std::clamp(backoff_ms_ * 2, kMinMs, kMaxMs);
+      next_attempt_ms_ = MonotonicMs() + backoff_ms_;
+      return Attempt::kFailed;
+    }
     backoff_ms_ = 0;
     const bool reconnect = ever_connected_;
     ever_connected_ = true;
-    return reconnect;
-  }
-  void Failed() {
-    backoff_ms_ = std::clamp(backoff_ms_ * 2, kMinMs, kMaxMs);
-    next_attempt_ms_ = MonotonicMs() + backoff_ms_;
+    return reconnect ? Attempt::kReconnected : Attempt::kConnected;
   }
   // A live connection dropped: the first retry may go at once.
   void Dropped() {

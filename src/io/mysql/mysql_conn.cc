@@ -29,13 +29,9 @@ MysqlConn::~MysqlConn() {
 
 bool MysqlConn::EnsureConnected() {
   if (conn_ != nullptr) return true;
-  if (!backoff_.MayAttempt()) return false;
-  if (Connect()) {
-    if (backoff_.Succeeded()) reconnects_.Add();
-    return true;
-  }
-  backoff_.Failed();
-  return false;
+  const ReconnectBackoff::Attempt a = backoff_.Try([this] { return Connect(); });
+  if (a == ReconnectBackoff::Attempt::kReconnected) reconnects_.Add();
+  return a == ReconnectBackoff::Attempt::kConnected || a == ReconnectBackoff::Attempt::kReconnected;
 }
 
 bool MysqlConn::Connect() {

@@ -32,13 +32,9 @@ size_t RedisConn::AddScript(std::string body) {
 
 bool RedisConn::EnsureConnected() {
   if (ctx_ != nullptr) return true;
-  if (!backoff_.MayAttempt()) return false;
-  if (Connect()) {
-    if (backoff_.Succeeded()) reconnects_.Add();
-    return true;
-  }
-  backoff_.Failed();
-  return false;
+  const ReconnectBackoff::Attempt a = backoff_.Try([this] { return Connect(); });
+  if (a == ReconnectBackoff::Attempt::kReconnected) reconnects_.Add();
+  return a == ReconnectBackoff::Attempt::kConnected || a == ReconnectBackoff::Attempt::kReconnected;
 }
 
 bool RedisConn::Connect() {
