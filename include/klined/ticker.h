@@ -169,6 +169,8 @@ class TickerWindow {
 
   bool MergeIntoWindow(int64_t minute, const Minute& m);
   void CommitHot();
+  // Stores minute m into its empty slot (sums, open, first id, count).
+  void FillSlot(int slot, int64_t minute, const Minute& m);
   void InsertExtremes(int64_t minute, const Minute& m);
   void Expire(int64_t new_end);
   void ClearAll();

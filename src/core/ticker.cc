@@ -287,12 +287,7 @@ bool TickerWindow::MergeIntoWindow(int64_t minute, const Minute& m) {
 
   // A minute before the current one: update its compact slot (slow path, late data).
   if (n_[slot] == 0) {
-    v_[slot] = Encode(m.v);
-    q_[slot] = Encode(m.q);
-    open_[slot] = Encode(m.open);
-    StoreFirstId(slot, m.f);
-    n_[slot] = static_cast<uint32_t>(m.n);
-    if (first_committed_ == kNoMinute || minute < first_committed_) first_committed_ = minute;
+    FillSlot(slot, minute, m);
   } else {
     Decimal sv, sq;
     (void)Decimal::Add(Decode(v_[slot]), m.v, &sv);
@@ -308,6 +303,15 @@ bool TickerWindow::MergeIntoWindow(int64_t minute, const Minute& m) {
   }
   InsertExtremes(minute, m);
   return true;
+}
+
+void TickerWindow::FillSlot(int slot, int64_t minute, const Minute& m) {
+  v_[slot] = Encode(m.v);
+  q_[slot] = Encode(m.q);
+  open_[slot] = Encode(m.open);
+  StoreFirstId(slot, m.f);
+  n_[slot] = static_cast<uint32_t>(m.n);
+  if (first_committed_ == kNoMinute || minute < first_committed_) first_committed_ = minute;
 }
 
 void TickerWindow::InsertExtremes(int64_t minute, const Minute& m) {
@@ -342,12 +346,7 @@ void TickerWindow::CommitHot() {
   if (hot_.n == 0) return;
   const int slot = Slot(end_);
   assert(n_[slot] == 0);  // the current minute's slot is never committed before it ends
-  v_[slot] = Encode(hot_.v);
-  q_[slot] = Encode(hot_.q);
-  open_[slot] = Encode(hot_.open);
-  StoreFirstId(slot, hot_.f);
-  n_[slot] = static_cast<uint32_t>(hot_.n);
-  if (first_committed_ == kNoMinute || end_ < first_committed_) first_committed_ = end_;
+  FillSlot(slot, end_, hot_);
   InsertExtremes(end_, hot_);
   hot_ = Minute{};
 }
