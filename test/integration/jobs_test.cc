@@ -128,6 +128,18 @@ std::vector<std::string> Hist(kt::RedisClient& c, const std::string& sym, const 
   return c.Strings({"ZRANGE", Base(sym) + ":" + iv + ":hist", "0", "-1"});
 }
 
+// Checks one interval of one symbol in Redis (history and current candle) against the
+// reference computed from its trades; returns the reference.
+RefSeries CheckAgainstReference(kt::RedisClient& c, const std::string& sym, const std::string& iv,
+                                const std::vector<RefTrade>& trades, int64_t now_ms) {
+  const RefSeries want = Reference(sym, iv, trades, now_ms);
+  const std::vector<std::string> got = Hist(c, sym, iv);
+  CHECK(got.size() == want.hist.size());
+  CHECK(got == want.hist);
+  CHECK(c.Get(Base(sym) + ":" + iv) == want.current);
+  return want;
+}
+
 // Everything of one symbol, for before/after comparisons.
 std::map<std::string, std::vector<std::string>> Snapshot(kt::RedisClient& c,
                                                          const std::string& sym) {
@@ -281,9 +293,7 @@ TEST_CASE("jobs rollover: idle symbols get gapless empty candles, pending, idemp
     REQUIRE(r.complete);
     CHECK(r.unresolved == 0);
     for (const char* iv : {"1s", "1m"}) {
-      const RefSeries want = Reference("IDLE", iv, ref, now);
-      CHECK(Hist(c, "IDLE", iv) == want.hist);
-      CHECK(c.Get(Base("IDLE") + ":" + iv) == want.current);
+      const RefSeries want = CheckAgainstReference(c, "IDLE", iv, ref, now);
       // Every closed candle is pending for MySQL, with its exact JSON.
       for (const std::string& h : want.hist) {
         const std::string t = h.substr(5, h.find(',') - 5);
@@ -344,9 +354,7 @@ TEST_CASE("jobs rollover: hundreds of symbols in chunks and long pipelines, each
   for (int k = 0; k < kSymbols; ++k) {
     const std::string sym = "MANY" + std::to_string(k);
     for (const char* iv : {"1s", "1m"}) {
-      const RefSeries want = Reference(sym, iv, refs[k], now);
-      CHECK(Hist(c, sym, iv) == want.hist);
-      CHECK(c.Get(Base(sym) + ":" + iv) == want.current);
+      CheckAgainstReference(c, sym, iv, refs[k], now);
     }
   }
 }
@@ -373,9 +381,7 @@ TEST_CASE("jobs rollover: a shard flush after a rollover neither loses trades no
   // candle goes to history and its close (70) is re-carried; the rollover is not undone.
   shard.Flush();
   for (const char* iv : {"1s", "1m"}) {
-    const RefSeries want = Reference("RACE", iv, ref, kT0 + 3500);
-    CHECK(Hist(c, "RACE", iv) == want.hist);
-    CHECK(c.Get(Base("RACE") + ":" + iv) == want.current);
+    CheckAgainstReference(c, "RACE", iv, ref, kT0 + 3500);
   }
   // Rolling again changes nothing; then trades resume in the current bucket.
   const auto before = Snapshot(c, "RACE");
@@ -387,9 +393,7 @@ TEST_CASE("jobs rollover: a shard flush after a rollover neither loses trades no
   shard.Flush();
   REQUIRE(job.RunOnce(kT0 + 7000).complete);
   for (const char* iv : {"1s", "1m"}) {
-    const RefSeries want = Reference("RACE", iv, ref, kT0 + 7000);
-    CHECK(Hist(c, "RACE", iv) == want.hist);
-    CHECK(c.Get(Base("RACE") + ":" + iv) == want.current);
+    CheckAgainstReference(c, "RACE", iv, ref, kT0 + 7000);
   }
 }
 
@@ -451,11 +455,7 @@ TEST_CASE("jobs rollover: concurrent shard flushes (with late trades) and rollov
                            << id - 1);
   for (const std::string& s : syms) {
     for (const char* iv : {"1s", "1m"}) {
-      const RefSeries want = Reference(s, iv, ref[s], end);
-      const std::vector<std::string> got = Hist(c, s, iv);
-      CHECK(got.size() == want.hist.size());
-      CHECK(got == want.hist);
-      CHECK(c.Get(Base(s) + ":" + iv) == want.current);
+      CheckAgainstReference(c, s, iv, ref[s], end);
     }
   }
 }
@@ -481,9 +481,7 @@ TEST_CASE("jobs rollover: a long gap is filled over several runs, gapless and co
   }
   CHECK(runs == 3);
   for (const char* iv : {"1s", "1m"}) {
-    const RefSeries want = Reference("LONG", iv, {{1, kT0 + 5, 9}}, now);
-    CHECK(Hist(c, "LONG", iv) == want.hist);
-    CHECK(c.Get(Base("LONG") + ":" + iv) == want.current);
+    CheckAgainstReference(c, "LONG", iv, {{1, kT0 + 5, 9}}, now);
   }
   CHECK(c.Integer({"HLEN", Base("LONG") + ":pending"}) == 2500 + 41);
 }
