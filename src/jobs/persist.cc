@@ -277,6 +277,19 @@ bool PersistWorker::EvalAll(const std::vector<std::vector<std::string_view>>& ca
   return false;
 }
 
+template <class Keys>
+bool PersistWorker::ReadHashes(const Keys& keys, std::vector<RedisReply>* replies,
+                               PersistRunReport* report) {
+  for (const auto& key : keys) redis_.Append({"HGETALL", key});
+  replies->clear();
+  for (size_t i = 0; i < std::size(keys); ++i) {
+    RedisReply r = redis_.GetReply();
+    if (r == nullptr) return FailRedis(report);
+    replies->push_back(std::move(r));
+  }
+  return true;
+}
+
 bool PersistWorker::PersistPending(const std::vector<std::string>& symbols,
                                    PersistRunReport* report) {
   std::vector<RedisReply> replies;
@@ -288,16 +301,8 @@ bool PersistWorker::PersistPending(const std::vector<std::string>& symbols,
   for (size_t begin = 0; begin < symbols.size();) {
     const size_t end = std::min(symbols.size(), begin + chunk);
     keys.clear();
-    for (size_t i = begin; i < end; ++i) {
-      keys.push_back(KeyBase(symbols[i]) + ":pending");
-      redis_.Append({"HGETALL", keys.back()});
-    }
-    replies.clear();
-    for (size_t i = begin; i < end; ++i) {
-      RedisReply r = redis_.GetReply();
-      if (r == nullptr) return FailRedis(report);
-      replies.push_back(std::move(r));
-    }
+    for (size_t i = begin; i < end; ++i) keys.push_back(KeyBase(symbols[i]) + ":pending");
+    if (!ReadHashes(keys, &replies, report)) return false;
 
     candles.clear();
     calls.clear();
@@ -364,17 +369,12 @@ bool PersistWorker::DrainLate(const std::vector<std::string>& symbols, PersistRu
   for (size_t begin = 0; begin < symbols.size(); begin += kLateChunkSymbols) {
     const size_t end = std::min(symbols.size(), begin + kLateChunkSymbols);
     strings.clear();
-    std::vector<std::string_view> bases;
+    std::vector<std::string_view> bases, late_keys;
     for (size_t i = begin; i < end; ++i) {
       bases.push_back(strings.emplace_back(KeyBase(symbols[i])));
-      redis_.Append({"HGETALL", strings.emplace_back(KeyBase(symbols[i]) + ":late")});
+      late_keys.push_back(strings.emplace_back(KeyBase(symbols[i]) + ":late"));
     }
-    replies.clear();
-    for (size_t i = begin; i < end; ++i) {
-      RedisReply r = redis_.GetReply();
-      if (r == nullptr) return FailRedis(report);
-      replies.push_back(std::move(r));
-    }
+    if (!ReadHashes(late_keys, &replies, report)) return false;
 
     calls.clear();
     bool mysql_failed = false;
@@ -384,10 +384,8 @@ bool PersistWorker::DrainLate(const std::vector<std::string>& symbols, PersistRu
       const std::string_view base = bases[k];
       if (!IsPairs(r)) continue;
       std::vector<std::string_view>& argv = calls.emplace_back();
-      argv = {"EVALSHA", redis_.Sha(late_script_),
-              "3",       strings.emplace_back(std::string(base) + ":late"),
-              set_key,   pending_key,
-              symbol,    base};
+      argv = {"EVALSHA", redis_.Sha(late_script_), "3", late_keys[k], set_key, pending_key, symbol,
+              base};
       for (size_t e = 0; e + 1 < r->elements; e += 2) {
         const redisReply* f = r->element[e];
         const redisReply* v = r->element[e + 1];

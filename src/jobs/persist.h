@@ -125,6 +125,9 @@ class PersistWorker {
   // Sends pipelined EVALSHA calls (argv per call) and reads the replies; reloads the scripts
   // and resends once on NOSCRIPT (the calls are idempotent).
   bool EvalAll(const std::vector<std::vector<std::string_view>>& calls, PersistRunReport* report);
+  // HGETALL of every key, pipelined; *replies gets one reply per key, in order.
+  template <class Keys>
+  bool ReadHashes(const Keys& keys, std::vector<RedisReply>* replies, PersistRunReport* report);
   bool FailRedis(PersistRunReport* report);
   bool FailMysql(PersistRunReport* report);
   std::string KeyBase(std::string_view symbol) const;
