@@ -121,10 +121,7 @@ TEST_CASE("failover: idle symbols roll over into gapless history, and MySQL hold
     CAPTURE(sym);
     CHECK(CheckGaplessAndPersisted(&stack, sym) >= 5);
   }
-  klined->Terminate();
-  auto st = klined->Wait(seconds(30));
-  REQUIRE(st.has_value());
-  CHECK(st->Code() == 0);
+  StopCleanly(*klined);
 }
 
 TEST_CASE("failover: kill -9 of the lease holder; the standby takes over within 2 x ttl") {

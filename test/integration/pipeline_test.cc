@@ -84,10 +84,7 @@ TEST_CASE("pipeline: kill -9 mid-stream, restart, resend everything: no loss, no
   auto klined2 = stack.StartKlined("klined-2");
   REQUIRE_MESSAGE(stack.WaitForWatermarks(LastIds(trades), seconds(90)), klined2->OutputTail());
   stack.CheckCandles(trades, symbols);
-  klined2->Terminate();
-  auto st = klined2->Wait(seconds(30));
-  REQUIRE(st.has_value());
-  CHECK(st->Code() == 0);
+  StopCleanly(*klined2);
 }
 
 namespace {
@@ -199,10 +196,7 @@ TEST_CASE("pipeline: Redis restarted and down for a while mid-stream: nothing lo
   stack.redis.Start();
   REQUIRE_MESSAGE(stack.WaitForWatermarks(LastIds(trades), seconds(60)), klined->OutputTail());
   stack.CheckCandles(trades, symbols);
-  klined->Terminate();
-  auto st = klined->Wait(seconds(30));
-  REQUIRE(st.has_value());
-  CHECK(st->Code() == 0);
+  StopCleanly(*klined);
 }
 
 TEST_CASE("pipeline: one symbol's trades split across partitions reach one owner shard") {

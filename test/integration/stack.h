@@ -244,6 +244,14 @@ struct Stack {
   }
 };
 
+// SIGTERM, then klined must drain and exit 0 within 30 s.
+inline void StopCleanly(kt::Subprocess& klined) {
+  klined.Terminate();
+  auto st = klined.Wait(std::chrono::seconds(30));
+  REQUIRE(st.has_value());
+  CHECK(st->Code() == 0);
+}
+
 inline std::vector<RefTrade> MakeTrades(const std::vector<std::string>& symbols, int per_symbol,
                                         uint64_t seed) {
   std::mt19937_64 rng(seed);
