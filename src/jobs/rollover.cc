@@ -88,9 +88,10 @@ bool RolloverJob::StepChunk(const std::vector<std::string>& symbols, int64_t now
                             std::vector<std::string>* planned) {
   const UtcOffset tz = layout_->tz;
   // The intervals checked (all, or those with a boundary since since_ms), and per interval
-  // the bucket before now's and now's, as decimal strings.
+  // the open time of the bucket before now's and of now's, and now's close time, as decimal
+  // strings.
   std::vector<Interval> ivs;
-  std::vector<std::string> prev, now;
+  std::vector<std::string> prev, now, close_time;
   std::vector<int64_t> now_open;
   for (Interval iv : layout_->intervals) {
     const int64_t open = BucketOpen(iv, now_ms, tz);
@@ -99,43 +100,42 @@ bool RolloverJob::StepChunk(const std::vector<std::string>& symbols, int64_t now
     now_open.push_back(open);
     prev.push_back(ToDec(BucketOpen(iv, open - 1, tz)));
     now.push_back(ToDec(open));
+    close_time.push_back(ToDec(NextBucketOpen(iv, open, tz) - 1));
   }
   const size_t n_iv = ivs.size();
   planned->clear();
   if (n_iv == 0) return true;
   const std::string count = ToDec(static_cast<int64_t>(n_iv));
   // The script assembles now's empty candle from these parts; they must give CandleJson's
-  // text exactly. Checked for every symbol (its name is part of the text): a format change
-  // that forgot the script fails here, loudly, instead of writing different JSON.
+  // text exactly, or a format change that forgot the script would write different JSON.
+  // Checked once per chunk: both put the symbol in verbatim, so one symbol proves the layout
+  // for all.
   constexpr std::string_view kOhlc = R"("o":"0","h":"0","l":"0","c":"0")";
-  std::vector<std::string> close_time(n_iv);
-  for (size_t i = 0; i < n_iv; ++i) {
-    close_time[i] = ToDec(NextBucketOpen(ivs[i], now_open[i], tz) - 1);
+  std::string tail;
+  for (size_t i = 0; i < n_iv && !symbols.empty(); ++i) {
+    const std::string& sym = symbols.front();
+    const std::string json =
+        CandleJson(Candle::Empty(ivs[i], now_open[i], tz, Decimal()), sym, /*closed=*/false);
+    const size_t at = json.find(kOhlc);
+    if (i == 0) tail = at == std::string::npos ? "" : json.substr(at + kOhlc.size());
+    const std::string expected = R"({"t":)" + now[i] + R"(,"T":)" + close_time[i] + R"(,"s":")" +
+                                 sym + R"(","i":")" + std::string(IntervalName(ivs[i])) +
+                                 R"(","f":-1,"L":-1,)" + std::string(kOhlc) + tail;
+    if (json != expected) {
+      LOG(kError, "rollover.step_template",
+          "the step script's candle differs from CandleJson's: " << json);
+      return false;
+    }
   }
-  std::string tail, expected;
   for (int attempt = 0; attempt < 2; ++attempt) {
     size_t appended = 0;
     for (const std::string& sym : symbols) {
       args_.clear();
       args_.insert(args_.end(),
-                   {"EVALSHA", conn_->Sha(step_script_), "0", prefix_, sym, fence, count, ""});
+                   {"EVALSHA", conn_->Sha(step_script_), "0", prefix_, sym, fence, count, tail});
       for (size_t i = 0; i < n_iv; ++i) {
-        const std::string json = CandleJson(Candle::Empty(ivs[i], now_open[i], tz, Decimal()), sym,
-                                            /*closed=*/false);
-        const size_t at = json.find(kOhlc);
-        if (i == 0) tail = at == std::string::npos ? "" : json.substr(at + kOhlc.size());
-        expected.assign(R"({"t":)").append(now[i]).append(R"(,"T":)").append(close_time[i]);
-        expected.append(R"(,"s":")").append(sym).append(R"(","i":")");
-        expected.append(IntervalName(ivs[i])).append(R"(","f":-1,"L":-1,)");
-        expected.append(kOhlc).append(tail);
-        if (json != expected) {
-          LOG(kError, "rollover.step_template",
-              "the step script's candle differs from CandleJson's: " << json);
-          return false;
-        }
         args_.insert(args_.end(), {IntervalName(ivs[i]), prev[i], now[i], close_time[i]});
       }
-      args_[7] = tail;
       conn_->Append(args_);
       // Let Redis start on the pipeline while the rest of the chunk is encoded.
       if (++appended % 64 == 0 && !conn_->FlushWrites()) return false;
