@@ -10,6 +10,10 @@
 // Usage: e2e_bench [--trades N] [--symbols S] [--partitions P] [--shards K] [--rate R]
 //                  [--latency-seconds T] [--span-seconds S] [--skip-baseline]
 // Needs KLINED_BUILD (the build dir) to find klined and the test broker.
+// Experiments, each "key=value,key=value" added to klined's config: KLINED_BENCH_KAFKA
+// (kafka.*, e.g. batch_size=20000), KLINED_BENCH_KAFKA_PROPS (librdkafka properties under
+// kafka.properties), KLINED_BENCH_CONFIG (top-level keys, e.g. flush_interval_ms=200).
+// KLINED_BENCH_LOG sets klined's log level (default warn).
 #include <hiredis/hiredis.h>
 #include <librdkafka/rdkafka.h>
 
