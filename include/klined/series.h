@@ -10,13 +10,24 @@
 // the same atomic write as the watermark that covers it (so a crash can neither lose it nor
 // count it twice).
 //
+// Most trades land in the current candle of every interval: those whose time lies in the
+// intersection of the current buckets (usually the finest interval's bucket). Such a trade
+// is folded into one pending aggregate instead of fifteen candles, and the aggregate is
+// merged into every current candle (Merge is exact and order-free) before anything reads or
+// moves them: a trade outside the intersection, a flush, a read of current(). Its sum check
+// is exact too: the aggregate may grow only while every current candle plus the aggregate
+// stays within 20 integer digits (the headroom of the fullest current candle). When a 1s or
+// 1m interval bounds the aggregate to one UTC minute, the 24h ticker is fed the aggregate at
+// the fold too (one minute merge instead of one per trade).
+//
 // Flushing writes absolute candle values, so a retried flush is harmless. A flush is
 // asynchronous: BeginFlush() snapshots what is being sent (the shard keeps applying trades
 // meanwhile), and CommitFlush() forgets exactly what that write carried once it is
 // confirmed: closed candles and late trades added, or closed candles changed, after the
 // snapshot stay for the next flush, and the series stays dirty if it changed at all.
 // AbortFlush() keeps everything for a retry.
-// Pure logic: no I/O, no threads, no allocation per trade once the vectors have grown.
+// Pure logic: no I/O, no threads, no allocation per trade (a closed-candle buffer is
+// allocated when a bucket rolls and given back once written).
 #pragma once
 
 #include <cstdint>
@@ -73,8 +84,10 @@ class SymbolSeries {
   bool dirty() const { return dirty_; }
   size_t interval_count() const { return slots_.size(); }
   Interval interval(size_t i) const { return layout_->intervals[i]; }
-  // Null until the interval has a candle.
-  const Candle* current(size_t i) const {
+  // Null until the interval has a candle. Folds pending trades in first (see DESIGN), which
+  // changes no value a reader can see; hence not const.
+  const Candle* current(size_t i) {
+    FoldPending();
     return slots_[i].has_current ? &slots_[i].current : nullptr;
   }
   // Closed since the last flush, oldest first, contiguous buckets.
@@ -82,9 +95,14 @@ class SymbolSeries {
   size_t closed_count() const { return closed_count_; }
   const std::vector<LateTrade>& late() const { return late_; }
 
-  // The symbol's 24h rolling ticker (ticker:{SYMBOL}), fed by every applied trade. Rendering
-  // advances its window, hence mutable.
+  // The symbol's 24h rolling ticker (ticker:{SYMBOL}), fed by every applied trade (pending
+  // ones at the next fold, see DESIGN: BeginFlush folds before a flush renders it).
+  // Rendering advances its window, hence mutable.
   TickerWindow* ticker() { return &ticker_; }
+
+  // Bytes owned by this series: sizeof, the ticker's heap, every interval's slot and the
+  // capacity of the closed-candle and late-trade buffers.
+  size_t MemoryBytes() const;
 
   // Storage re-carried `close` up to this interval's current candle (a late trade changed an
   // earlier close): an empty current candle takes it too.
@@ -109,10 +127,14 @@ class SymbolSeries {
  private:
   struct Slot {
     Candle current;
-    bool has_current = false;
     std::vector<Candle> closed;
-    size_t closed_in_flight = 0;     // closed[0, n) were in the snapshot
-    size_t changed_from = SIZE_MAX;  // closed[i >= this] changed after the snapshot
+    // 32-bit indexes keep a slot at 208 bytes (the per-symbol memory bound): a series holds
+    // far fewer closed candles (the shard stops intake past limits.max_closed_candles, and
+    // one trade gap-fills at most limits.max_gap_candles <= 10^9).
+    uint32_t closed_in_flight : 31 = 0;  // closed[0, n) were in the snapshot
+    uint32_t has_current : 1 = 0;
+    uint32_t changed_from = kNone;  // closed[i >= this] changed after the snapshot
+    static constexpr uint32_t kNone = UINT32_MAX;
   };
 
   // Closes the current candle of slot and opens the bucket at open, gap-filling in between.
@@ -120,6 +142,12 @@ class SymbolSeries {
   // A trade whose bucket is among the closed-but-unflushed candles: merge it there and
   // re-carry its close into the empty candles that follow. False if not held in memory.
   bool ApplyToClosed(Slot* slot, Interval iv, int64_t open, const Trade& t);
+  // Merges the pending aggregate into every current candle and empties it.
+  void FoldPending();
+  // Recomputes the intersection of the current buckets and the sum headroom (after the
+  // current candles changed).
+  void RefreshFastRange();
+  ApplyResult ApplySlow(const Trade& t);
   bool WouldOverflow(const Trade& t) const;
   bool GapTooLarge(const Trade& t) const;
 
@@ -132,6 +160,15 @@ class SymbolSeries {
   size_t late_in_flight_ = 0;
   size_t closed_count_ = 0;
   std::vector<Slot> slots_;
+  // Trades in [fast_from_, fast_to_] land in every current candle: they are merged here and
+  // folded in later. Empty range until every interval has a current candle.
+  Candle pending_;
+  Decimal pending_last_qty_;       // qty of pending_'s highest id (the ticker's lastQty)
+  bool ticker_by_minute_ = false;  // pending_ always lies in one UTC minute (see DESIGN)
+  int64_t fast_from_ = INT64_MAX;
+  int64_t fast_to_ = INT64_MIN;
+  Decimal volume_room_;  // kMaxRaw minus the largest current volume: pending_ must fit it
+  Decimal quote_room_;   // the same for the quote volume
   std::vector<LateTrade> late_;
   TickerWindow ticker_;
 };

@@ -74,6 +74,11 @@ class TickerWindow {
   // minute still moves the window's end there (time has passed either way).
   [[nodiscard]] bool Apply(const Trade& t);
 
+  // Folds the trades aggregated in `c` (all of one UTC minute, the one holding time_ms; c.n >
+  // 0) as Apply would fold them one by one; last_qty is the qty of the highest id among them.
+  // All-or-nothing: false, with the state unchanged, on the bounds Apply refuses.
+  [[nodiscard]] bool ApplyMinute(int64_t time_ms, const Candle& c, Decimal last_qty);
+
   // Moves the window's end to minute(now_ms) if that is later, expiring minutes that left it.
   void Advance(int64_t now_ms);
 
@@ -167,6 +172,7 @@ class TickerWindow {
   TradeId LoadFirstId(int slot) const;
   void ClearFirstId(int slot);
 
+  static Minute FromCandle(const Candle& c);
   bool MergeIntoWindow(int64_t minute, const Minute& m);
   void CommitHot();
   // Stores minute m into its empty slot (sums, open, first id, count).

@@ -14,15 +14,63 @@ size_t RecarryClose(Decimal close, Candle* first, Candle* last) {
 }
 
 SymbolSeries::SymbolSeries(const SeriesLayout* layout, Symbol symbol)
-    : layout_(layout), symbol_(symbol), slots_(layout->intervals.size()) {}
+    : layout_(layout), symbol_(symbol), slots_(layout->intervals.size()) {
+  // A 1s or 1m bucket of a whole-minute offset lies in one UTC minute, and so does the
+  // intersection of the current buckets, hence every pending aggregate.
+  for (const Interval iv : layout->intervals) {
+    ticker_by_minute_ |= (iv == Interval::k1s || iv == Interval::k1m) && layout->tz.ms % 60000 == 0;
+  }
+}
 
 void SymbolSeries::Restore(TradeId watermark, std::span<const std::optional<Candle>> current) {
   assert(current.size() == slots_.size());
   watermark_ = watermark;
+  assert(pending_.empty());
   for (size_t i = 0; i < slots_.size(); ++i) {
-    slots_[i].has_current = current[i].has_value();
+    slots_[i].has_current = current[i].has_value() ? 1 : 0;
     if (current[i]) slots_[i].current = *current[i];
   }
+  RefreshFastRange();
+}
+
+void SymbolSeries::RefreshFastRange() {
+  int64_t from = INT64_MIN;
+  int64_t to = INT64_MAX;
+  Decimal max_volume;
+  Decimal max_quote;
+  for (const Slot& s : slots_) {
+    if (!s.has_current) {
+      fast_from_ = INT64_MAX;
+      fast_to_ = INT64_MIN;
+      return;
+    }
+    from = std::max(from, s.current.open_time);
+    to = std::min(to, s.current.close_time);
+    max_volume = std::max(max_volume, s.current.volume);
+    max_quote = std::max(max_quote, s.current.quote_volume);
+  }
+  fast_from_ = from;
+  fast_to_ = to;
+  // Sums are never negative (prices and quantities are positive), so these are in range.
+  volume_room_ = Decimal::FromRaw(Decimal::kMaxRaw - max_volume.raw());
+  quote_room_ = Decimal::FromRaw(Decimal::kMaxRaw - max_quote.raw());
+}
+
+void SymbolSeries::FoldPending() {
+  if (pending_.empty()) return;
+  // A sum the ticker cannot hold (far beyond any candle's) only leaves the ticker behind.
+  if (ticker_by_minute_) (void)ticker_.ApplyMinute(fast_from_, pending_, pending_last_qty_);
+  for (Slot& s : slots_) {
+    // The aggregate belongs to every current bucket; Merge checks that it is the same one.
+    pending_.interval = s.current.interval;
+    pending_.open_time = s.current.open_time;
+    pending_.close_time = s.current.close_time;
+    const bool ok = Merge(s.current, pending_, &s.current);  // fits: the headroom said so
+    assert(ok);
+    (void)ok;
+  }
+  pending_ = Candle();
+  RefreshFastRange();
 }
 
 bool SymbolSeries::WouldOverflow(const Trade& t) const {
@@ -80,7 +128,7 @@ bool SymbolSeries::ApplyToClosed(Slot* slot, Interval iv, int64_t open, const Tr
   assert(idx < closed.size() && closed[idx].open_time == open);  // closed is contiguous
   Candle& c = closed[idx];
   // It (and the empty candles re-carried after it) changed after a snapshot: resend them.
-  slot->changed_from = std::min(slot->changed_from, idx);
+  slot->changed_from = std::min(slot->changed_from, static_cast<uint32_t>(idx));
   const bool applied = c.Apply(t);  // WouldOverflow ran first
   assert(applied);
   (void)applied;
@@ -94,6 +142,34 @@ bool SymbolSeries::ApplyToClosed(Slot* slot, Interval iv, int64_t open, const Tr
 
 SymbolSeries::ApplyResult SymbolSeries::Apply(const Trade& t) {
   if (t.id <= watermark_) return {Outcome::kDuplicate, 0};
+  if (t.time_ms < fast_from_ || t.time_ms > fast_to_) [[unlikely]] {
+    FoldPending();
+    const ApplyResult r = ApplySlow(t);
+    RefreshFastRange();
+    return r;
+  }
+  // In every current bucket: one aggregate instead of every interval's candle. The check
+  // is the one WouldOverflow makes, against the fullest current candle.
+  Decimal v, q;
+  if (!Decimal::Add(pending_.volume, t.qty, &v) || v > volume_room_ ||
+      !Decimal::Add(pending_.quote_volume, t.quote, &q) || q > quote_room_) [[unlikely]] {
+    return {Outcome::kOutOfRange, 0};
+  }
+  if (t.id > pending_.last_id) pending_last_qty_ = t.qty;
+  const bool ok = pending_.Apply(t);  // fits: within the headroom, itself within range
+  assert(ok);
+  (void)ok;
+  watermark_ = t.id;
+  dirty_ = true;
+  ++version_;
+  if (!ticker_by_minute_) (void)ticker_.Apply(t);  // else at the fold, as one minute
+  return {Outcome::kApplied, 0};
+}
+
+// A trade outside some interval's current bucket (a new bucket, a late or gap-filling one),
+// with nothing pending: interval by interval.
+SymbolSeries::ApplyResult SymbolSeries::ApplySlow(const Trade& t) {
+  assert(pending_.empty());
   if (WouldOverflow(t)) return {Outcome::kOutOfRange, 0};
   if (GapTooLarge(t)) return {Outcome::kGapTooLarge, 0};
   const UtcOffset tz = layout_->tz;
@@ -111,7 +187,7 @@ SymbolSeries::ApplyResult SymbolSeries::Apply(const Trade& t) {
     const int64_t open = BucketOpen(iv, t.time_ms, tz);
     if (!s.has_current) {
       s.current = Candle::Empty(iv, open, tz, Decimal());
-      s.has_current = true;
+      s.has_current = 1;
     } else if (open > s.current.open_time) {
       RollTo(&s, iv, open);
     } else {
@@ -133,17 +209,27 @@ SymbolSeries::ApplyResult SymbolSeries::Apply(const Trade& t) {
   return {Outcome::kApplied, late_intervals};
 }
 
+size_t SymbolSeries::MemoryBytes() const {
+  size_t bytes = sizeof(*this) - sizeof(ticker_) + ticker_.MemoryBytes();
+  bytes += slots_.capacity() * sizeof(Slot) + late_.capacity() * sizeof(LateTrade);
+  for (const Slot& s : slots_) bytes += s.closed.capacity() * sizeof(Candle);
+  return bytes;
+}
+
 void SymbolSeries::CarryIntoEmptyCurrent(size_t i, Decimal close) {
+  FoldPending();
   Slot& s = slots_[i];
   if (s.has_current && RecarryClose(close, &s.current, &s.current + 1) > 0) ++version_;
 }
 
 SymbolSeries::FlushTicket SymbolSeries::BeginFlush() {
   assert(!in_flight_);
+  FoldPending();
   in_flight_ = true;
   for (Slot& s : slots_) {
-    s.closed_in_flight = s.closed.size();
-    s.changed_from = SIZE_MAX;
+    assert(s.closed.size() < (size_t{1} << 31));
+    s.closed_in_flight = static_cast<uint32_t>(s.closed.size()) & 0x7fffffffu;
+    s.changed_from = Slot::kNone;
   }
   late_in_flight_ = late_.size();
   return FlushTicket{version_};
@@ -153,11 +239,14 @@ void SymbolSeries::CommitFlush(const FlushTicket& ticket) {
   assert(in_flight_);
   in_flight_ = false;
   for (Slot& s : slots_) {
-    const size_t done = std::min(s.closed_in_flight, s.changed_from);
+    const size_t done = std::min<size_t>(s.closed_in_flight, s.changed_from);
     s.closed.erase(s.closed.begin(), s.closed.begin() + static_cast<ptrdiff_t>(done));
+    // A symbol holds its closed candles only until they are written: give the buffer back
+    // (one allocation per bucket roll, none per trade) so idle memory is the current state.
+    if (s.closed.empty()) s.closed.shrink_to_fit();
     closed_count_ -= done;
     s.closed_in_flight = 0;
-    s.changed_from = SIZE_MAX;
+    s.changed_from = Slot::kNone;
   }
   late_.erase(late_.begin(), late_.begin() + static_cast<ptrdiff_t>(late_in_flight_));
   late_in_flight_ = 0;
@@ -169,7 +258,7 @@ void SymbolSeries::AbortFlush() {
   in_flight_ = false;
   for (Slot& s : slots_) {
     s.closed_in_flight = 0;
-    s.changed_from = SIZE_MAX;
+    s.changed_from = Slot::kNone;
   }
   late_in_flight_ = 0;
 }

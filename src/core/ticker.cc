@@ -246,6 +246,27 @@ bool TickerWindow::Apply(const Trade& t) {
   return MergeIntoWindow(minute, m);
 }
 
+TickerWindow::Minute TickerWindow::FromCandle(const Candle& c) {
+  Minute m;
+  m.v = c.volume;
+  m.q = c.quote_volume;
+  m.open = c.open;
+  m.high = c.high;
+  m.low = c.low;
+  m.close = c.close;
+  m.f = c.first_id;
+  m.l = c.last_id;
+  m.n = c.count;  // last_qty: 0 unless the caller knows it
+  return m;
+}
+
+bool TickerWindow::ApplyMinute(int64_t time_ms, const Candle& c, Decimal last_qty) {
+  assert(c.count > 0);
+  Minute m = FromCandle(c);
+  m.last_qty = last_qty;
+  return MergeIntoWindow(MinuteOf(time_ms), m);
+}
+
 bool TickerWindow::MergeIntoWindow(int64_t minute, const Minute& m) {
   if (end_ == kNoMinute || minute > end_) Expire(minute);
   if (minute < start()) return true;  // older than the window: not part of the ticker
@@ -448,16 +469,7 @@ bool TickerWindow::Rebuild(std::span<const Candle> one_minute_candles, int64_t n
   bool ok = true;
   for (const Candle& c : one_minute_candles) {
     if (c.count == 0) continue;
-    Minute m;
-    m.v = c.volume;
-    m.q = c.quote_volume;
-    m.open = c.open;
-    m.high = c.high;
-    m.low = c.low;
-    m.close = c.close;
-    m.f = c.first_id;
-    m.l = c.last_id;
-    m.n = c.count;  // last_qty stays 0: a candle does not carry it
+    const Minute m = FromCandle(c);  // last_qty stays 0: a candle does not carry it
     const int64_t minute = MinuteOf(c.open_time);
     if (minute < start()) {
       NoteLastKnown(m.l, m.close, m.last_qty);

@@ -3,7 +3,10 @@
 
 #include <doctest/doctest.h>
 
+#include <map>
+#include <random>
 #include <string>
+#include <vector>
 
 #include "trade_text.h"
 
@@ -173,6 +176,181 @@ TEST_CASE("series: an aborted flush keeps everything; an unchanged one clears di
   CHECK(s.late().empty());
   CHECK(s.closed(0).empty());
   CHECK_FALSE(s.dirty());
+}
+
+}  // namespace klined
+
+namespace klined {
+namespace {
+
+// An independent model of what Apply must do: every interval's candles by open time, each
+// trade checked against, then applied to, the candle of its bucket in every interval.
+class ReferenceSeries {
+ public:
+  explicit ReferenceSeries(const SeriesLayout* layout)
+      : layout_(layout), candles_(layout->intervals.size()) {}
+
+  SymbolSeries::Outcome Apply(const Trade& t) {
+    if (t.id <= watermark_) return SymbolSeries::Outcome::kDuplicate;
+    for (size_t i = 0; i < candles_.size(); ++i) {
+      const auto it = candles_[i].find(BucketOpen(layout_->intervals[i], t.time_ms, layout_->tz));
+      Decimal scratch;
+      if (it != candles_[i].end() && (!Decimal::Add(it->second.volume, t.qty, &scratch) ||
+                                      !Decimal::Add(it->second.quote_volume, t.quote, &scratch))) {
+        return SymbolSeries::Outcome::kOutOfRange;
+      }
+    }
+    for (size_t i = 0; i < candles_.size(); ++i) {
+      const Interval iv = layout_->intervals[i];
+      const int64_t open = BucketOpen(iv, t.time_ms, layout_->tz);
+      auto it =
+          candles_[i].try_emplace(open, Candle::Empty(iv, open, layout_->tz, Decimal())).first;
+      REQUIRE(it->second.Apply(t));
+    }
+    watermark_ = t.id;
+    return SymbolSeries::Outcome::kApplied;
+  }
+
+  const std::map<int64_t, Candle>& candles(size_t i) const { return candles_[i]; }
+
+ private:
+  const SeriesLayout* layout_;
+  std::vector<std::map<int64_t, Candle>> candles_;
+  TradeId watermark_ = 0;
+};
+
+// The trade aggregate of a candle (what the reference knows; carried prices are not).
+void CheckSameTrades(const Candle& got, const Candle& want) {
+  CHECK(got.count == want.count);
+  CHECK(got.volume == want.volume);
+  CHECK(got.quote_volume == want.quote_volume);
+  CHECK(got.taker_volume == want.taker_volume);
+  CHECK(got.taker_quote_volume == want.taker_quote_volume);
+  CHECK(got.open == want.open);
+  CHECK(got.high == want.high);
+  CHECK(got.low == want.low);
+  CHECK(got.close == want.close);
+  CHECK(got.first_id == want.first_id);
+  CHECK(got.last_id == want.last_id);
+}
+
+}  // namespace
+
+// The pending aggregate (trades inside every current bucket, folded in later) must not change
+// any outcome or candle: same refusals at the 20-digit bound, same candles, wherever the
+// folds happen (reads of current() force them at random points here).
+TEST_CASE("series: property: outcomes and candles equal a per-interval model, folds anywhere") {
+  const SeriesLayout layout{{Interval::k1m, Interval::k3m, Interval::k1h}, UtcOffset{}};
+  int tickers_compared = 0;
+  for (uint64_t seed = 1; seed <= 200; ++seed) {
+    CAPTURE(seed);
+    std::mt19937_64 rng(seed);
+    SymbolSeries s(&layout, Symbol("BTCUSDT"));
+    ReferenceSeries ref(&layout);
+    TickerWindow ref_ticker;  // fed trade by trade; the series feeds it folded minutes
+    bool ticker_whole = true;
+    int64_t latest = kT0;  // the first trade opens every interval's first bucket
+    int64_t time = kT0;
+    TradeId id = 1;
+    size_t refused = 0;
+    for (int k = 0; k < 400; ++k) {
+      const uint64_t roll = rng() % 100;
+      if (k == 0) {
+        time = kT0;
+      } else if (roll < 5) {
+        time = kT0 + static_cast<int64_t>(rng() % static_cast<uint64_t>(latest - kT0 + 1));
+      } else if (roll < 8) {
+        time = latest + static_cast<int64_t>(rng() % (5 * 60000));
+      } else {
+        time = latest + static_cast<int64_t>(rng() % 2000);
+      }
+      latest = std::max(latest, time);
+      const TradeId trade_id = k > 0 && rng() % 20 == 0 ? id - 1 : id++;  // some duplicates
+      // Below 1 the volume reaches the bound first, above 1 the quote volume does.
+      const std::string price = (rng() % 2 == 0 ? "0." : "") + std::to_string(1 + rng() % 9);
+      const std::string qty = rng() % 10 == 0 ? "10000000000000000000" : "0.5";
+      const Trade t = MakeTrade(trade_id, time, price, qty, rng() % 2 == 0);
+      const SymbolSeries::Outcome want = ref.Apply(t);
+      CHECK(s.Apply(t).outcome == want);
+      // 24h sums pass 20 digits sooner than a candle's: the ticker then refuses trade by trade
+      // here but a minute at a time in the series, so only such runs are not compared.
+      if (want == SymbolSeries::Outcome::kApplied) ticker_whole &= ref_ticker.Apply(t);
+      refused += want == SymbolSeries::Outcome::kOutOfRange;
+      if (rng() % 7 == 0) (void)s.current(rng() % layout.intervals.size());  // forces a fold
+    }
+    CHECK(refused > 0);       // the bound was exercised
+    CHECK(s.late().empty());  // every bucket was held in memory
+    for (size_t i = 0; i < layout.intervals.size(); ++i) {
+      std::vector<Candle> held = s.closed(i);
+      REQUIRE(s.current(i) != nullptr);
+      held.push_back(*s.current(i));
+      size_t traded = 0;
+      for (const Candle& c : held) {
+        if (c.empty()) {
+          CHECK(ref.candles(i).count(c.open_time) == 0);
+          continue;
+        }
+        ++traded;
+        const auto it = ref.candles(i).find(c.open_time);
+        REQUIRE(it != ref.candles(i).end());
+        CheckSameTrades(c, it->second);
+      }
+      CHECK(traded == ref.candles(i).size());
+    }
+    (void)s.current(0);  // folds what is pending
+    s.ticker()->Advance(latest);
+    ref_ticker.Advance(latest);
+    if (!ticker_whole) continue;
+    ++tickers_compared;
+    const TickerWindow::Stats got = s.ticker()->GetStats();
+    const TickerWindow::Stats want = ref_ticker.GetStats();
+    CHECK(got.volume == want.volume);
+    CHECK(got.quote_volume == want.quote_volume);
+    CHECK(got.count == want.count);
+    CHECK(got.open == want.open);
+    CHECK(got.high == want.high);
+    CHECK(got.low == want.low);
+    CHECK(got.last == want.last);
+    CHECK(got.last_qty == want.last_qty);
+    CHECK(got.first_id == want.first_id);
+    CHECK(got.last_id == want.last_id);
+  }
+  CHECK(tickers_compared > 100);
+}
+
+}  // namespace klined
+
+namespace klined {
+
+// The issue's bound: <= 64 KiB per active symbol, its candles included. Worst case for the
+// ticker: every minute of 24 h traded in a steady trend (one extremes deque holds every
+// minute); all 15 default intervals; flushed every minute as a shard would.
+TEST_CASE("series: memory per active symbol (15 intervals, 24h ticker in a trend) <= 64 KiB") {
+  SeriesLayout layout;
+  for (const char* name : {"1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h",
+                           "1d", "3d", "1w", "1M"}) {
+    layout.intervals.push_back(*ParseInterval(name));
+  }
+  SymbolSeries s(&layout, Symbol("BTCUSDT"));
+  std::mt19937_64 rng(7);
+  int64_t level = 50000;
+  TradeId id = 1;
+  for (int m = 0; m < 2 * 1440; ++m) {
+    level += 3;
+    for (int k = 0; k < 20; ++k) {
+      const Trade t = MakeTrade(id++, kT0 + m * 60000 + k * 2000,
+                                std::to_string(level) + "." + std::to_string(rng() % 100),
+                                "0." + std::to_string(1 + rng() % 99999));
+      REQUIRE(s.Apply(t).outcome == SymbolSeries::Outcome::kApplied);
+    }
+    s.MarkFlushed();
+  }
+  std::string json;
+  s.ticker()->AppendJson("BTCUSDT", kT0 + 2 * 1440 * 60000, &json);
+  const size_t bytes = s.MemoryBytes();
+  MESSAGE("series bytes per active symbol: " << bytes << " (sizeof " << sizeof(SymbolSeries)
+                                             << ")");
+  CHECK(bytes <= 64 * 1024);
 }
 
 }  // namespace klined
