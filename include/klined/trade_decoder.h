@@ -57,9 +57,27 @@ struct DecodeResult {
   std::array<uint32_t, kRejectReasonCount> by_reason = {};
 };
 
+namespace decoder_internal {
+// The configured member names, indexed for matching (built once per decoder).
+struct Names {
+  static constexpr int kFields = 6;  // symbol, id, price, qty, time, buyer_maker
+  std::array<std::string_view, kFields> name;
+  size_t max_len = 0;
+  // Byte f of `first` and `len` hold field f's first byte and its length (capped at 254;
+  // 255 for a field never read): one XOR finds the candidate fields of a member name.
+  uint64_t first = 0;
+  uint64_t len = 0;
+  // The fields named by each one-byte member name (Binance names are all one byte).
+  std::array<uint8_t, 256> one_byte{};
+};
+}  // namespace decoder_internal
+
 class TradeDecoder {
  public:
   explicit TradeDecoder(TradeFieldMap fields = {}, int64_t max_future_skew_ms = 60000);
+  // names_ views fields_: neither copied nor moved.
+  TradeDecoder(const TradeDecoder&) = delete;
+  TradeDecoder& operator=(const TradeDecoder&) = delete;
 
   // Appends each good trade of `message` to *out (which is not cleared) and counts the bad
   // ones. now_ms is the wall clock used for the future-time check.
@@ -69,6 +87,7 @@ class TradeDecoder {
 
  private:
   TradeFieldMap fields_;
+  decoder_internal::Names names_;
   int64_t max_future_skew_ms_;
 };
 

@@ -561,14 +561,8 @@ bool ParseJsonInt(const Slot& s, bool* negative, int64_t* magnitude) {
 }
 
 // Field names for one Decode call, as views so matching does not touch std::string.
-struct Names {
-  std::array<std::string_view, kFieldCount> name;
-  size_t max_len = 0;
-  // Byte f of `first` and `len` hold field f's first byte and its length (capped at 254;
-  // 255 for a field never read): one XOR finds the candidate fields of a member name.
-  uint64_t first = 0;
-  uint64_t len = 0;
-};
+using decoder_internal::Names;
+static_assert(Names::kFields == kFieldCount);
 
 constexpr uint8_t LenByte(size_t n) { return static_cast<uint8_t>(n < 254 ? n : 254); }
 
@@ -581,12 +575,14 @@ Names MakeNames(const TradeFieldMap& fields) {
     const bool never = f == kMakerF && name.empty();  // empty name: never read
     n.first |= static_cast<uint64_t>(name.empty() ? 0 : Byte(name[0])) << (8 * f);
     n.len |= static_cast<uint64_t>(never ? 255 : LenByte(name.size())) << (8 * f);
+    if (name.size() == 1) n.one_byte[Byte(name[0])] |= static_cast<uint8_t>(1u << f);
   }
   return n;
 }
 
 // Bitmask of the fields named by this member name (raw bytes between the quotes).
 unsigned MatchFields(const Names& names, const char* raw, size_t raw_len, bool escaped) {
+  if (raw_len == 1 && !escaped) return names.one_byte[Byte(raw[0])];
   std::string_view member(raw, raw_len);
   char buf[kMaxUnescaped];
   if (escaped) {
@@ -671,7 +667,7 @@ bool CheckDecimal(const DecimalField& d, RejectReason* reason) {
 }
 
 struct Context {
-  Names names;
+  const Names& names;
   TimeFormat time_format;
   int64_t now_ms;
   int64_t max_future_skew_ms;
@@ -840,11 +836,13 @@ bool IsValidSymbol(std::string_view s) {
 }
 
 TradeDecoder::TradeDecoder(TradeFieldMap fields, int64_t max_future_skew_ms)
-    : fields_(std::move(fields)), max_future_skew_ms_(max_future_skew_ms) {}
+    : fields_(std::move(fields)),
+      names_(MakeNames(fields_)),
+      max_future_skew_ms_(max_future_skew_ms) {}
 
 DecodeResult TradeDecoder::Decode(std::string_view message, int64_t now_ms,
                                   std::vector<Trade>* out) {
-  const Context ctx{MakeNames(fields_), fields_.time_format, now_ms, max_future_skew_ms_};
+  const Context ctx{names_, fields_.time_format, now_ms, max_future_skew_ms_};
   const size_t base = out->size();
   DecodeResult result;
   Reader rd(message.data(), message.data() + message.size());

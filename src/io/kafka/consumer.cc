@@ -157,18 +157,17 @@ void TradeConsumer::OnRevoke(bool lost) {
     // Offsets of unflushed rounds can no longer be committed by us; the next owner replays.
     WaitFlushed(seq, nullptr, MonotonicMs() + 60000);
     pending_.clear();
-    round_offsets_.clear();
+    round_offsets_.Clear();
     return;
   }
   // Keep the partitions until everything read from them is in Redis, then commit. If
   // klined is told to stop meanwhile, it exits without committing: nothing is lost.
   if (WaitFlushed(seq, stop_, INT64_MAX)) {
-    pending_.emplace_back(seq, std::move(round_offsets_));
-    round_offsets_.clear();
+    pending_.emplace_back(seq, round_offsets_.Take());
     Commit(seq, /*sync=*/true);
   }
   pending_.clear();
-  round_offsets_.clear();
+  round_offsets_.Clear();
 }
 
 bool TradeConsumer::WaitFlushed(uint64_t seq, const std::atomic<bool>* stop, int64_t deadline_ms) {
@@ -230,7 +229,7 @@ void TradeConsumer::HandleMessage(const rd_kafka_message_t* m) {
     DeadLetter(m, r.first_reason);
   }
   for (const Trade& t : decoded_) Route(t);
-  round_offsets_[m->partition] = m->offset + 1;
+  round_offsets_.Note(m->partition, m->offset + 1);
 }
 
 void TradeConsumer::DeadLetter(const rd_kafka_message_t* m, RejectReason reason) {
@@ -258,8 +257,7 @@ void TradeConsumer::EndRound() {
     open_[i] = nullptr;
   }
   if (!round_offsets_.empty()) {
-    pending_.emplace_back(seq, std::move(round_offsets_));
-    round_offsets_.clear();
+    pending_.emplace_back(seq, round_offsets_.Take());
   }
 }
 
