@@ -26,8 +26,10 @@ std::string ArrayOf(int n) {
   return msg + "]";
 }
 
-void Run(benchmark::State& state, std::string_view msg, uint32_t trades_per_message) {
+void Run(benchmark::State& state, std::string_view msg, uint32_t trades_per_message,
+         bool fast_path = true) {
   klined::TradeDecoder decoder;
+  decoder.set_fast_path(fast_path);
   std::vector<klined::Trade> out;
   out.reserve(trades_per_message);
   for (auto _ : state) {
@@ -44,6 +46,12 @@ void Run(benchmark::State& state, std::string_view msg, uint32_t trades_per_mess
 
 void BM_DecodeBinanceTrade(benchmark::State& state) { Run(state, kBinanceTrade, 1); }
 BENCHMARK(BM_DecodeBinanceTrade);
+
+// The same message through the general reader only (the fast path off): the baseline.
+void BM_DecodeBinanceTradeGeneral(benchmark::State& state) {
+  Run(state, kBinanceTrade, 1, /*fast_path=*/false);
+}
+BENCHMARK(BM_DecodeBinanceTradeGeneral);
 
 void BM_DecodeBinanceArray10(benchmark::State& state) {
   const std::string msg = ArrayOf(10);

@@ -85,10 +85,18 @@ class TradeDecoder {
 
   void set_max_future_skew_ms(int64_t ms) { max_future_skew_ms_ = ms; }
 
+  // The fast path for messages shaped as real feeds send them (one trade object, one-byte
+  // names, no whitespace or escapes) is on whenever the field map allows it; every other
+  // message, and every rejection, goes through the general reader. Off: the general reader
+  // only (the tests compare both; results are identical by construction).
+  void set_fast_path(bool on) { fast_path_ = on && fast_path_allowed_; }
+
  private:
   TradeFieldMap fields_;
   decoder_internal::Names names_;
   int64_t max_future_skew_ms_;
+  bool fast_path_allowed_ = false;
+  bool fast_path_ = false;
 };
 
 }  // namespace klined

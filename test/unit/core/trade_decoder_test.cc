@@ -4,7 +4,9 @@
 
 #include <doctest/doctest.h>
 
+#include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace klined {
@@ -727,4 +729,102 @@ TEST_CASE("decoder: repeated decoding reuses the output without clearing it") {
 }
 
 }  // namespace
+}  // namespace klined
+
+namespace klined {
+namespace {
+
+bool SameTrade(const Trade& a, const Trade& b) {
+  return a.price == b.price && a.qty == b.qty && a.quote == b.quote && a.id == b.id &&
+         a.time_ms == b.time_ms && a.buyer_maker == b.buyer_maker && a.symbol == b.symbol;
+}
+
+// Binance-shaped messages with random values, then random edits: byte flips, deletions,
+// insertions of JSON-significant bytes, whitespace, escapes, reordering and duplicating
+// members, numbers instead of strings, values at the limits.
+std::string RandomMessage(std::mt19937_64& rng) {
+  auto digits = [&](int n) {
+    std::string s(1, static_cast<char>('1' + rng() % 9));
+    for (int i = 1; i < n; ++i) s += static_cast<char>('0' + rng() % 10);
+    return s;
+  };
+  auto decimal = [&] {
+    // Mostly plausible; sometimes at or past the limits (20 integer, 18 fractional digits).
+    const bool wide = rng() % 8 == 0;
+    std::string s = rng() % 16 == 0 ? "0" : digits(1 + static_cast<int>(rng() % (wide ? 22 : 8)));
+    if (rng() % 2 == 0) {
+      s += "." + std::string(rng() % 16 == 0 ? "" : digits(1 + rng() % (wide ? 20 : 8)));
+    }
+    return s;
+  };
+  std::vector<std::pair<std::string, std::string>> m = {
+      {"e", "\"trade\""},
+      {"E", digits(13)},
+      {"s", rng() % 16 == 0 ? "\"BTC/USDT\"" : "\"S" + digits(1 + rng() % 6) + "USDT\""},
+      {"t", digits(1 + static_cast<int>(rng() % (rng() % 8 == 0 ? 20 : 12)))},
+      {"p", rng() % 10 == 0 ? decimal() : "\"" + decimal() + "\""},
+      {"q", rng() % 10 == 0 ? decimal() : "\"" + decimal() + "\""},
+      {"T", rng() % 10 == 0 ? "\"2024-11-21T00:00:00Z\""
+            : rng() % 8 == 0
+                ? digits(1 + static_cast<int>(rng() % 20))
+                : std::to_string(1732147200123 - static_cast<int64_t>(rng() % 100000))},
+      {"m", rng() % 2 == 0 ? "true" : "false"},
+      {"M", rng() % 3 == 0 ? "null" : "true"}};
+  if (rng() % 4 == 0) std::swap(m[rng() % m.size()], m[rng() % m.size()]);
+  if (rng() % 8 == 0) m.push_back(m[rng() % m.size()]);
+  if (rng() % 8 == 0) m.erase(m.begin() + static_cast<ptrdiff_t>(rng() % m.size()));
+  std::string out = "{";
+  for (size_t i = 0; i < m.size(); ++i) {
+    if (i > 0) out += ',';
+    out += "\"" + m[i].first + "\":" + m[i].second;
+  }
+  out += "}";
+  static constexpr std::string_view kBytes = "{}[]\":,\\ -.0123456789eEtfnu\x80\x01";
+  for (int edits = static_cast<int>(rng() % 4) - 1; edits > 0 && !out.empty(); --edits) {
+    const size_t at = rng() % out.size();
+    switch (rng() % 3) {
+      case 0:
+        out[at] = kBytes[rng() % kBytes.size()];
+        break;
+      case 1:
+        out.erase(at, 1);
+        break;
+      default:
+        out.insert(at, 1, kBytes[rng() % kBytes.size()]);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+// The fast path must be invisible: every message decodes to the same trades and counts with
+// it as without it.
+TEST_CASE("decoder: property: the fast path and the general reader agree on every message") {
+  TradeDecoder fast;
+  TradeDecoder general;
+  general.set_fast_path(false);
+  std::mt19937_64 rng(11);
+  int accepted = 0, rejected = 0;
+  for (int i = 0; i < 200000; ++i) {
+    const std::string msg = i == 0 ? std::string(kBinance) : RandomMessage(rng);
+    const int64_t now = 1732147200123 + static_cast<int64_t>(rng() % 3) * 50'000 - 50'000;
+    std::vector<Trade> a, b;
+    const DecodeResult ra = fast.Decode(msg, now, &a);
+    const DecodeResult rb = general.Decode(msg, now, &b);
+    INFO(msg);
+    REQUIRE(ra.accepted == rb.accepted);
+    REQUIRE(ra.rejected == rb.rejected);
+    REQUIRE(ra.by_reason == rb.by_reason);
+    if (ra.rejected > 0) REQUIRE(ra.first_reason == rb.first_reason);
+    REQUIRE(a.size() == b.size());
+    for (size_t k = 0; k < a.size(); ++k) REQUIRE(SameTrade(a[k], b[k]));
+    accepted += static_cast<int>(ra.accepted);
+    rejected += static_cast<int>(ra.rejected);
+  }
+  MESSAGE("fast/general agreement: " << accepted << " accepted, " << rejected << " rejected");
+  CHECK(accepted > 20000);
+  CHECK(rejected > 20000);
+}
+
 }  // namespace klined
