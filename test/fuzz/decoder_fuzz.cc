@@ -3,7 +3,8 @@
 // Beyond "never crashes", it checks the decoder's own invariants on every input: the counts
 // add up, an undecodable message leaves the output untouched and counts as one, and every
 // accepted trade satisfies the contract's limits (so a bug that lets a bad value through
-// aborts here rather than in the engine).
+// aborts here rather than in the engine). And the fast path is invisible: the Binance
+// decoder with it gives exactly what the general reader alone gives.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -18,6 +19,22 @@ constexpr int64_t kNow = 1732147200000;
 
 void Require(bool ok) {
   if (!ok) std::abort();
+}
+
+bool SameTrade(const klined::Trade& a, const klined::Trade& b) {
+  return a.price == b.price && a.qty == b.qty && a.quote == b.quote && a.id == b.id &&
+         a.time_ms == b.time_ms && a.buyer_maker == b.buyer_maker && a.symbol == b.symbol;
+}
+
+// Decodes msg with both decoders; aborts unless counts and trades are identical.
+void CheckSame(klined::TradeDecoder* a, klined::TradeDecoder* b, std::string_view msg) {
+  std::vector<klined::Trade> ta, tb;
+  const klined::DecodeResult ra = a->Decode(msg, kNow, &ta);
+  const klined::DecodeResult rb = b->Decode(msg, kNow, &tb);
+  Require(ra.accepted == rb.accepted && ra.rejected == rb.rejected &&
+          ra.by_reason == rb.by_reason && ta.size() == tb.size());
+  if (ra.rejected > 0) Require(ra.first_reason == rb.first_reason);
+  for (size_t i = 0; i < ta.size(); ++i) Require(SameTrade(ta[i], tb[i]));
 }
 
 void CheckOne(klined::TradeDecoder* decoder, std::string_view msg) {
@@ -50,6 +67,9 @@ void CheckOne(klined::TradeDecoder* decoder, std::string_view msg) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static klined::TradeDecoder binance;
+  static klined::TradeDecoder general;  // the general reader only
+  static const bool general_only = (general.set_fast_path(false), true);
+  (void)general_only;
   static klined::TradeDecoder iso = [] {
     klined::TradeFieldMap f;
     f.symbol = "symbol";
@@ -64,5 +84,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view msg(reinterpret_cast<const char*>(data), size);
   CheckOne(&binance, msg);
   CheckOne(&iso, msg);
+  CheckSame(&binance, &general, msg);
   return 0;
 }
