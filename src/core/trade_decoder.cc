@@ -278,9 +278,17 @@ bool CheckDecimal(const DecimalField& d, RejectReason* reason) {
 struct Context {
   const Names& names;
   TimeFormat time_format;
-  int64_t now_ms;
-  int64_t max_future_skew_ms;
+  int64_t latest_ms;  // now_ms + max_future_skew_ms, saturated: later trades are future_time
 };
+
+int64_t LatestAllowed(int64_t now_ms, int64_t max_future_skew_ms) {
+  int64_t latest;
+  if (__builtin_add_overflow(now_ms, max_future_skew_ms, &latest)) {
+    latest = max_future_skew_ms > 0 ? std::numeric_limits<int64_t>::max()
+                                    : std::numeric_limits<int64_t>::min();
+  }
+  return latest;
+}
 
 // Judges one trade object's slots; on success fills *t.
 bool Judge(const Context& ctx, const std::array<Slot, kFieldCount>& slot, Trade* t,
@@ -351,12 +359,7 @@ bool Judge(const Context& ctx, const std::array<Slot, kFieldCount>& slot, Trade*
     t->time_ms = negative ? -magnitude : magnitude;
   }
   if (t->time_ms < 0) return fail(RejectReason::kOutOfRange);
-  int64_t latest;
-  if (__builtin_add_overflow(ctx.now_ms, ctx.max_future_skew_ms, &latest)) {
-    latest = ctx.max_future_skew_ms > 0 ? std::numeric_limits<int64_t>::max()
-                                        : std::numeric_limits<int64_t>::min();
-  }
-  if (t->time_ms > latest) return fail(RejectReason::kFutureTime);
+  if (t->time_ms > ctx.latest_ms) return fail(RejectReason::kFutureTime);
   return true;
 }
 
@@ -443,11 +446,7 @@ bool DecodeMessage(const Context& ctx, Reader* rd, std::vector<Trade>* out, Deco
 bool FastDecode(const Context& ctx, const char* p, const char* const end, Trade* t) {
   if (end - p < 2 || *p != '{' || end[-1] != '}') return false;
   ++p;
-  struct Raw {
-    const char* begin = nullptr;
-    size_t len = 0;
-  };
-  std::array<Raw, kFieldCount> raw;
+  std::array<Slot, kFieldCount> raw;  // begin and len of each mapped value
   bool maker = false;
   unsigned seen = 0;
   while (true) {
@@ -483,8 +482,9 @@ bool FastDecode(const Context& ctx, const char* p, const char* const end, Trade*
       const bool want_string = f == kSymbolF || f == kPriceF || f == kQtyF;
       const bool boolean = *value == 't' || *value == 'f';
       if ((f == kMakerF) != boolean || (f != kMakerF && want_string != is_string)) return false;
-      raw[static_cast<size_t>(f)] = is_string ? Raw{value + 1, static_cast<size_t>(p - value - 2)}
-                                              : Raw{value, static_cast<size_t>(p - value)};
+      Slot& r = raw[static_cast<size_t>(f)];
+      r.begin = is_string ? value + 1 : value;
+      r.len = static_cast<size_t>(p - r.begin) - (is_string ? 1 : 0);
     }
     if (p >= end) return false;
     if (*p == '}') break;
@@ -496,26 +496,17 @@ bool FastDecode(const Context& ctx, const char* p, const char* const end, Trade*
   if ((seen & kRequired) != kRequired) return false;
   const std::string_view sym(raw[kSymbolF].begin, raw[kSymbolF].len);
   if (!IsValidSymbol(sym)) return false;
-  // Integers: 1..19 digits, no leading zero (checked above), within int64.
-  auto integer = [](const Raw& r, int64_t* v) {
-    Slot s;
-    s.begin = r.begin;
-    s.len = r.len;
-    bool negative;
-    return ParseJsonInt(s, &negative, v);
-  };
+  // Integers: digits without a leading zero (checked above), within int64.
+  bool negative;
   int64_t id, time;
   ParsedDecimal price, qty;
-  if (!integer(raw[kIdF], &id) || !integer(raw[kTimeF], &time) ||
+  if (!ParseJsonInt(raw[kIdF], &negative, &id) || !ParseJsonInt(raw[kTimeF], &negative, &time) ||
       !ParseShortDecimal(raw[kPriceF].begin, raw[kPriceF].len, &price) ||
       !ParseShortDecimal(raw[kQtyF].begin, raw[kQtyF].len, &qty) || !price.value.IsPositive() ||
       !qty.value.IsPositive() || Multiply(price, qty, &t->quote) != DecimalError::kOk) {
     return false;
   }
-  int64_t latest;
-  if (__builtin_add_overflow(ctx.now_ms, ctx.max_future_skew_ms, &latest) || time > latest) {
-    return false;
-  }
+  if (time > ctx.latest_ms) return false;
   t->symbol = Symbol(sym);
   t->id = id;
   t->time_ms = time;
@@ -550,7 +541,7 @@ TradeDecoder::TradeDecoder(TradeFieldMap fields, int64_t max_future_skew_ms)
 
 DecodeResult TradeDecoder::Decode(std::string_view message, int64_t now_ms,
                                   std::vector<Trade>* out) {
-  const Context ctx{names_, fields_.time_format, now_ms, max_future_skew_ms_};
+  const Context ctx{names_, fields_.time_format, LatestAllowed(now_ms, max_future_skew_ms_)};
   const size_t base = out->size();
   DecodeResult result;
   if (fast_path_) {
