@@ -41,6 +41,8 @@ struct Trade {
   int64_t time_ms = 0;       // trade time, ms since the Unix epoch (UTC), >= 0
   bool buyer_maker = false;  // true: the seller was the taker (not counted in V/Q)
   Symbol symbol;
+
+  friend bool operator==(const Trade&, const Trade&) = default;
 };
 
 }  // namespace klined

@@ -21,20 +21,14 @@ void Require(bool ok) {
   if (!ok) std::abort();
 }
 
-bool SameTrade(const klined::Trade& a, const klined::Trade& b) {
-  return a.price == b.price && a.qty == b.qty && a.quote == b.quote && a.id == b.id &&
-         a.time_ms == b.time_ms && a.buyer_maker == b.buyer_maker && a.symbol == b.symbol;
-}
-
 // Decodes msg with both decoders; aborts unless counts and trades are identical.
 void CheckSame(klined::TradeDecoder* a, klined::TradeDecoder* b, std::string_view msg) {
   std::vector<klined::Trade> ta, tb;
   const klined::DecodeResult ra = a->Decode(msg, kNow, &ta);
   const klined::DecodeResult rb = b->Decode(msg, kNow, &tb);
-  Require(ra.accepted == rb.accepted && ra.rejected == rb.rejected &&
-          ra.by_reason == rb.by_reason && ta.size() == tb.size());
+  Require(ra.accepted == rb.accepted && ra.rejected == rb.rejected && ra.by_reason == rb.by_reason);
   if (ra.rejected > 0) Require(ra.first_reason == rb.first_reason);
-  for (size_t i = 0; i < ta.size(); ++i) Require(SameTrade(ta[i], tb[i]));
+  Require(ta == tb);
 }
 
 void CheckOne(klined::TradeDecoder* decoder, std::string_view msg) {

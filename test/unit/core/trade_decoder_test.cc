@@ -734,11 +734,6 @@ TEST_CASE("decoder: repeated decoding reuses the output without clearing it") {
 namespace klined {
 namespace {
 
-bool SameTrade(const Trade& a, const Trade& b) {
-  return a.price == b.price && a.qty == b.qty && a.quote == b.quote && a.id == b.id &&
-         a.time_ms == b.time_ms && a.buyer_maker == b.buyer_maker && a.symbol == b.symbol;
-}
-
 // Binance-shaped messages with random values, then random edits: byte flips, deletions,
 // insertions of JSON-significant bytes, whitespace, escapes, reordering and duplicating
 // members, numbers instead of strings, values at the limits.
@@ -818,7 +813,7 @@ TEST_CASE("decoder: property: the fast path and the general reader agree on ever
     REQUIRE(ra.by_reason == rb.by_reason);
     if (ra.rejected > 0) REQUIRE(ra.first_reason == rb.first_reason);
     REQUIRE(a.size() == b.size());
-    for (size_t k = 0; k < a.size(); ++k) REQUIRE(SameTrade(a[k], b[k]));
+    for (size_t k = 0; k < a.size(); ++k) REQUIRE(a[k] == b[k]);
     accepted += static_cast<int>(ra.accepted);
     rejected += static_cast<int>(ra.rejected);
   }
