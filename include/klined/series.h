@@ -142,7 +142,8 @@ class SymbolSeries {
   // A trade whose bucket is among the closed-but-unflushed candles: merge it there and
   // re-carry its close into the empty candles that follow. False if not held in memory.
   bool ApplyToClosed(Slot* slot, Interval iv, int64_t open, const Trade& t);
-  // Merges the pending aggregate into every current candle and empties it.
+  // Merges the pending aggregate into every current candle and empties it (the fast range
+  // stays valid: the buckets do not move, the headroom shrinks by the folded sums).
   void FoldPending();
   // Recomputes the intersection of the current buckets and the sum headroom (after the
   // current candles changed).

@@ -69,8 +69,11 @@ void SymbolSeries::FoldPending() {
     assert(ok);
     (void)ok;
   }
+  // Every current candle grew by the same sums, so the fullest one did too: the headroom
+  // shrinks by exactly them (both fit, see Apply), and the buckets are unchanged.
+  volume_room_ = Decimal::FromRaw(volume_room_.raw() - pending_.volume.raw());
+  quote_room_ = Decimal::FromRaw(quote_room_.raw() - pending_.quote_volume.raw());
   pending_ = Candle();
-  RefreshFastRange();
 }
 
 bool SymbolSeries::WouldOverflow(const Trade& t) const {
