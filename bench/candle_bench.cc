@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_trades.h"
 #include "klined/candle.h"
 #include "klined/decimal.h"
 #include "klined/interval.h"
@@ -21,45 +22,14 @@
 namespace klined {
 namespace {
 
-// The contract's default interval set (1s is opt-in).
-constexpr std::array<Interval, 15> kDefaultIntervals = {
-    Interval::k1m,  Interval::k3m, Interval::k5m, Interval::k15m, Interval::k30m,
-    Interval::k1h,  Interval::k2h, Interval::k4h, Interval::k6h,  Interval::k8h,
-    Interval::k12h, Interval::k1d, Interval::k3d, Interval::k1w,  Interval::k1M,
-};
-constexpr UtcOffset kTz{8 * 3600000};  // a non-zero offset, as a real deployment may use
+using bench::kDefaultIntervals;
+using bench::kStartMs;
+using bench::kTz;
 constexpr size_t kTradeCount = 1 << 16;
-constexpr int64_t kStartMs = 1732147200000;
 
-ParsedDecimal Parse(const std::string& s) {
-  ParsedDecimal p;
-  if (ParseDecimalString(s, &p) != DecimalError::kOk) std::abort();
-  return p;
-}
-
-// Decoded BTCUSDT-like trades: price ~43000 with up to 2 decimals, quantity with up to 5,
-// ids increasing, 0-7 ms apart (~250 trades/s: a 1m candle holds ~15000 trades, and the
+// One symbol's trades 0-7 ms apart (~250 trades/s: a 1m candle holds ~15000 trades, and the
 // run rolls 1m, 3m, 5m, ... candles as the engine would).
-std::vector<Trade> MakeTrades() {
-  std::mt19937_64 rng(1);
-  std::vector<Trade> trades(kTradeCount);
-  int64_t time = kStartMs;
-  TradeId id = 1'000'000'000;
-  for (Trade& t : trades) {
-    const ParsedDecimal price =
-        Parse(std::to_string(42000 + rng() % 2000) + "." + std::to_string(rng() % 100));
-    const ParsedDecimal qty = Parse("0." + std::to_string(1 + rng() % 99999));
-    t.price = price.value;
-    t.qty = qty.value;
-    if (MultiplyExact(price, qty, &t.quote) != DecimalError::kOk) std::abort();
-    t.id = id++;
-    t.time_ms = time;
-    time += static_cast<int64_t>(rng() % 8);
-    t.buyer_maker = rng() % 2 == 0;
-    t.symbol = Symbol("BTCUSDT");
-  }
-  return trades;
-}
+std::vector<Trade> MakeTrades() { return bench::MakeTrades(kTradeCount, 1, 1'000'000'000, 8); }
 
 // Moves the trades past the previous pass so time and ids keep increasing across passes.
 void NextPass(std::vector<Trade>* trades) {

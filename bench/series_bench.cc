@@ -9,11 +9,10 @@
 
 #include <cstdint>
 #include <memory>
-#include <optional>
-#include <random>
 #include <string>
 #include <vector>
 
+#include "bench_trades.h"
 #include "klined/decimal.h"
 #include "klined/interval.h"
 #include "klined/series.h"
@@ -22,46 +21,18 @@
 namespace klined {
 namespace {
 
-ParsedDecimal ParseOrDie(const std::string& s) {
-  ParsedDecimal p;
-  if (ParseDecimalString(s, &p) != DecimalError::kOk) std::abort();
-  return p;
-}
-
 // The contract's default interval set, in a non-zero time zone.
 SeriesLayout DefaultLayout() {
   SeriesLayout layout;
-  for (const char* name : {"1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h",
-                           "1d", "3d", "1w", "1M"}) {
-    const std::optional<Interval> iv = ParseInterval(name);
-    if (!iv) std::abort();
-    layout.intervals.push_back(*iv);
-  }
-  layout.tz = UtcOffset{8 * 3600000};
+  layout.intervals.assign(bench::kDefaultIntervals.begin(), bench::kDefaultIntervals.end());
+  layout.tz = bench::kTz;
   return layout;
 }
 
 // 65,536 trades round-robin over `symbols` symbols, ~1 ms apart overall, ids increasing per
-// symbol; prices ~43000 with 2 decimals, quantities with up to 5.
+// symbol.
 std::vector<Trade> MakeTrades(size_t symbols) {
-  std::mt19937_64 rng(1);
-  std::vector<Trade> trades(1 << 16);
-  int64_t time = 1732147200000;
-  for (size_t i = 0; i < trades.size(); ++i) {
-    Trade& t = trades[i];
-    const ParsedDecimal price =
-        ParseOrDie(std::to_string(42000 + rng() % 2000) + "." + std::to_string(rng() % 100));
-    const ParsedDecimal qty = ParseOrDie("0." + std::to_string(1 + rng() % 99999));
-    t.price = price.value;
-    t.qty = qty.value;
-    if (MultiplyExact(price, qty, &t.quote) != DecimalError::kOk) std::abort();
-    t.id = static_cast<TradeId>(1'000'000 + i);
-    t.time_ms = time;
-    time += static_cast<int64_t>(rng() % 3);
-    t.buyer_maker = rng() % 2 == 0;
-    t.symbol = Symbol("S" + std::to_string(i % symbols));
-  }
-  return trades;
+  return bench::MakeTrades(1 << 16, symbols, 1'000'000, 3);
 }
 
 void BM_SeriesApply(benchmark::State& state) {
