@@ -137,11 +137,14 @@ inline const std::vector<std::pair<std::string, int64_t>> kIntervals = {
 struct Stack {
   // `tail` is appended to every config (later keys override: yaml-cpp keeps the last), e.g.
   // "intervals: [1s, 1m]\nlease:\n  ttl_ms: 1000\n".
-  // redis_extra: more keys of the redis section, e.g. "  history_limit: 3\n".
-  explicit Stack(bool redis_aof = false, std::string tail = "", std::string redis_extra = "")
+  // redis_extra: more keys of the redis section, e.g. "  history_limit: 3\n"; mysql_extra
+  // the same for the mysql section (its persist_interval_ms replaces the default 500).
+  explicit Stack(bool redis_aof = false, std::string tail = "", std::string redis_extra = "",
+                 std::string mysql_extra = "")
       : redis(kt::RedisOptions{.appendonly = redis_aof, .extra_config = {}}),
         config_tail(std::move(tail)),
-        redis_extra(std::move(redis_extra)) {
+        redis_extra(std::move(redis_extra)),
+        mysql_extra(std::move(mysql_extra)) {
     kt::WriteFile(config, ConfigYaml(metrics_port));
   }
 
@@ -151,6 +154,7 @@ struct Stack {
   kt::KafkaBroker broker{kt::KafkaBrokerOptions{1, {{"trades", 4}, {"trades-dlq", 1}}}};
   std::string config_tail;
   std::string redis_extra;
+  std::string mysql_extra;
   int metrics_port = kt::FreePort();
   std::filesystem::path config = dir / "klined.yaml";
 
@@ -163,10 +167,11 @@ struct Stack {
         redis.address() + "\"\n" + redis_extra +
         "mysql:\n  host: 127.0.0.1\n  port: " + std::to_string(mysql.port()) +
         "\n  user: " + mysql.user() + "\n  password: \"" + mysql.password() +
-        "\"\n  database: " + mysql.database() +
-        "\n  persist_interval_ms: 500\n"
-        "metrics:\n  listen: \"127.0.0.1:" +
-        std::to_string(port) + "\"\n";
+        "\"\n  database: " + mysql.database() + "\n" +
+        (mysql_extra.find("persist_interval_ms:") == std::string::npos
+             ? "  persist_interval_ms: 500\n"
+             : "") +
+        mysql_extra + "metrics:\n  listen: \"127.0.0.1:" + std::to_string(port) + "\"\n";
     if (config_tail.find("intervals:") == std::string::npos) y += "intervals: [1m, 5m, 1h]\n";
     if (config_tail.find("flush_interval_ms:") == std::string::npos)
       y += "flush_interval_ms: 100\n";
