@@ -6,7 +6,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential g++ meson ninja-build pkg-config git
   librdkafka-dev libhiredis-dev libmariadb-dev libconcurrentqueue-dev libabsl-dev
-  libyaml-cpp-dev prometheus-cpp-dev doctest-dev libbenchmark-dev libsystemd-dev
+  libyaml-cpp-dev prometheus-cpp-dev doctest-dev libbenchmark-dev libsystemd-dev libjemalloc-dev
   redis-server redis-tools mariadb-server mariadb-client
   clang libclang-rt-14-dev llvm
   python3 curl procps iproute2 systemd kcat

@@ -34,6 +34,7 @@
 #include <thread>
 #include <vector>
 
+#include "app/allocator.h"
 #include "app/config.h"
 #include "app/metrics.h"
 #include "app/notify.h"
@@ -332,7 +333,9 @@ bool Reload(const std::string& config_path, Config* config,
 int Run(const std::string& config_path, Config config) {
   InstallSignals();
   ApplyLogConfig(config);
-  LOG(kInfo, "start", "version=" << KLINED_VERSION << " " << DescribeConfig(config));
+  LOG(kInfo, "start",
+      "version=" << KLINED_VERSION << " allocator=\"" << AllocatorName() << "\" "
+                 << DescribeConfig(config));
   Notifier notifier;
 
   SeriesLayout layout{config.intervals, config.time_zone, config.limits.max_gap_candles};

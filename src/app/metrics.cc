@@ -8,6 +8,7 @@
 
 #include <chrono>
 
+#include "app/allocator.h"
 #include "io/kafka/consumer.h"
 #include "shard/shard.h"
 
@@ -224,7 +225,8 @@ class Metrics::Collector : public prometheus::Collectable {
     gauge("klined_start_time_seconds", "Unix time the process started",
           double(owner_->start_time_s_));
     MetricFamily info = Family("klined_build_info", "Build information", MetricType::Gauge);
-    AddSample(&info, 1, {{"version", KLINED_VERSION}});
+    static const std::string allocator = AllocatorName();
+    AddSample(&info, 1, {{"version", KLINED_VERSION}, {"allocator", allocator}});
     out.push_back(std::move(info));
     return out;
   }

@@ -497,7 +497,19 @@ TEST_CASE("ops: SIGHUP applies reloadable keys, keeps an invalid file out; metri
   CHECK(Get(m, "klined_symbols{shard=\"0\"}") == 3);
   CHECK(Get(m, "klined_shards") == 1);
   CHECK(Get(m, "klined_ready") == 1);
-  CHECK(Get(m, std::string("klined_build_info{version=\"") + KLINED_VERSION + "\"}") == 1);
+  {  // The allocator the build chose is the one the process runs on (klined checks it).
+    const std::string info =
+        std::string("klined_build_info{version=\"") + KLINED_VERSION + "\",allocator=\"" +
+        (std::string(KLINED_EXPECT_ALLOCATOR) == "jemalloc" ? "jemalloc 5." : "system\"}");
+    int found = 0;
+    for (const auto& [series, value] : m) {
+      if (!series.starts_with("klined_build_info")) continue;
+      ++found;
+      CHECK_MESSAGE(series.starts_with(info), series);
+      CHECK(value == 1);
+    }
+    CHECK(found == 1);
+  }
   CHECK(Get(m, "klined_config_reloads_total") == 0);
   {  // Threads are named for top -H, perf and gdb (the lease holder runs `timer`).
     std::set<std::string> names;
