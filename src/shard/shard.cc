@@ -299,7 +299,12 @@ void Shard::Run() {
                                    std::chrono::steady_clock::now() - busy_start)
                                    .count());
     if (!progressed) {
-      const int64_t wait_ms = std::clamp<int64_t>(next_flush - MonotonicMs(), 0, kIdleWaitMs);
+      // While a flush is in flight no other can start, and the flusher's completion wakes
+      // the loop: wait for it, not for next_flush, which may be past already (waiting for
+      // that was a busy loop for as long as a write took longer than the interval).
+      const int64_t wait_ms = in_flight_ != nullptr
+                                  ? kIdleWaitMs
+                                  : std::clamp<int64_t>(next_flush - MonotonicMs(), 0, kIdleWaitMs);
       if (backlog_.empty() && (!paused || in_flight_ != nullptr)) {
         // The flusher's completion also arrives here (a null wake-up).
         const size_t n = inbox_.wait_dequeue_bulk_timed(got, kDequeueBulk, wait_ms * 1000);

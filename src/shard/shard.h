@@ -38,6 +38,14 @@
 
 namespace klined {
 
+// moodycamel's blocking queues spin 10,000 times on their semaphore before they sleep. A
+// shard or flusher thread that waits does so for the next round or for Redis, milliseconds
+// away, so the spin only takes a core from the threads that would end the wait: sleep at
+// once (10,000 symbols on 2 cores: +9% trades/s, same-run A/B; 1,000 symbols: unchanged).
+struct NoSpinQueueTraits : moodycamel::ConcurrentQueueDefaultTraits {
+  static const int MAX_SEMA_SPINS = 0;
+};
+
 struct ShardBatch {
   std::vector<Trade> trades;
   uint64_t seq = 0;      // consumer routing sequence
@@ -118,7 +126,7 @@ class Shard {
   std::thread thread_;
   std::thread flusher_;
   std::atomic<bool> flusher_stop_{false};
-  moodycamel::BlockingConcurrentQueue<FlushJob*> to_flusher_;
+  moodycamel::BlockingConcurrentQueue<FlushJob*, NoSpinQueueTraits> to_flusher_;
   moodycamel::ConcurrentQueue<FlushJob*> from_flusher_;
   FlushJob* in_flight_ = nullptr;  // shard thread: the flush the flusher is writing
   int64_t flush_started_us_ = 0;
@@ -128,7 +136,7 @@ class Shard {
   std::atomic<int64_t> stop_deadline_ms_{0};
   std::atomic<int> flush_interval_ms_;
 
-  moodycamel::BlockingConcurrentQueue<ShardBatch*> inbox_;
+  moodycamel::BlockingConcurrentQueue<ShardBatch*, NoSpinQueueTraits> inbox_;
   moodycamel::ConcurrentQueue<ShardBatch*> free_;
   std::vector<std::unique_ptr<ShardBatch>> pool_;
 

@@ -6,6 +6,12 @@
 #include "stack.h"
 
 #include <librdkafka/rdkafka.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <sstream>
 
 using namespace klined_it;  // NOLINT: the shared stack and reference
 using std::chrono::milliseconds;
@@ -198,6 +204,63 @@ TEST_CASE("pipeline: Redis restarted and down for a while mid-stream: nothing lo
   CHECK(klined->Running());
   stack.redis.Start();
   REQUIRE_MESSAGE(stack.WaitForWatermarks(LastIds(trades), seconds(60)), klined->OutputTail());
+  stack.CheckCandles(trades, symbols);
+  StopCleanly(*klined);
+}
+
+namespace {
+
+// CPU time (user + system, ms) of the klined thread named `name`; -1 if there is none.
+int64_t ThreadCpuMs(pid_t pid, const std::string& name) {
+  for (const auto& task :
+       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task")) {
+    std::ifstream comm(task.path() / "comm");
+    std::string n;
+    std::getline(comm, n);
+    if (n != name) continue;
+    std::ifstream stat(task.path() / "stat");
+    std::string line;
+    std::getline(stat, line);
+    // Fields after the ")" that ends the name: state is field 3, utime 14, stime 15.
+    std::istringstream rest(line.substr(line.rfind(')') + 2));
+    std::vector<std::string> f{std::istream_iterator<std::string>(rest), {}};
+    const int64_t ticks = std::stoll(f.at(11)) + std::stoll(f.at(12));
+    return ticks * 1000 / sysconf(_SC_CLK_TCK);
+  }
+  return -1;
+}
+
+}  // namespace
+
+TEST_CASE("pipeline: a shard whose write waits on a stalled Redis sleeps; then all lands") {
+  // A write that takes longer than the flush interval (here: Redis stopped with SIGSTOP, the
+  // write blocked on its reply) must not make the shard thread spin until it returns: it
+  // takes the core from the consumer and from Redis itself.
+  Stack stack(/*redis_aof=*/false, "shards: 1\n");
+  const std::vector<std::string> symbols = {"BTCUSDT", "ETHUSDT"};
+  const std::vector<RefTrade> trades = MakeTrades(symbols, 200, 17);
+  auto klined = stack.StartKlined("klined");
+  kt::Producer producer(stack.broker.bootstrap());
+  // The first half of each symbol's trades, flushed; then the rest while Redis is stopped
+  // (every symbol already loaded, so only the flush waits on Redis).
+  std::vector<RefTrade> first, rest;
+  std::map<std::string, int> seen;
+  for (const RefTrade& t : trades) (seen[t.symbol]++ < 100 ? first : rest).push_back(t);
+  for (const RefTrade& t : first) producer.Produce("trades", t.symbol, TradeJson(t));
+  producer.Flush();
+  REQUIRE(stack.WaitForWatermarks(LastIds(first), seconds(30)));
+  stack.redis.process().Pause();
+  for (const RefTrade& t : rest) producer.Produce("trades", t.symbol, TradeJson(t));
+  producer.Flush();
+  std::this_thread::sleep_for(milliseconds(500));  // consumed, applied, the write sent
+  const int64_t before = ThreadCpuMs(klined->pid(), "shard-0");
+  std::this_thread::sleep_for(seconds(2));
+  const int64_t used = ThreadCpuMs(klined->pid(), "shard-0") - before;
+  stack.redis.process().Resume();
+  REQUIRE(before >= 0);
+  MESSAGE("shard-0 CPU while its write waited 2 s: " << used << " ms");
+  CHECK_MESSAGE(used < 250, "shard-0 used " << used << " ms of CPU in 2 s of waiting");
+  REQUIRE_MESSAGE(stack.WaitForWatermarks(LastIds(trades), seconds(30)), klined->OutputTail());
   stack.CheckCandles(trades, symbols);
   StopCleanly(*klined);
 }
