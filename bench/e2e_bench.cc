@@ -13,7 +13,8 @@
 // Experiments, each "key=value,key=value" added to klined's config: KLINED_BENCH_KAFKA
 // (kafka.*, e.g. batch_size=20000), KLINED_BENCH_KAFKA_PROPS (librdkafka properties under
 // kafka.properties), KLINED_BENCH_CONFIG (top-level keys, e.g. flush_interval_ms=200).
-// KLINED_BENCH_LOG sets klined's log level (default warn).
+// KLINED_BENCH_LOG sets klined's log level (default warn). KLINED_BENCH_CMDSTATS=1 prints
+// Redis's INFO commandstats after the catch-up (which commands the Lua calls spend time in).
 #include <hiredis/hiredis.h>
 #include <librdkafka/rdkafka.h>
 
@@ -445,6 +446,7 @@ int main(int argc, char** argv) {
   if (auto* info = static_cast<redisReply*>(redisCommand(rc, "INFO commandstats"))) {
     // Redis's own time in klined's Lua calls (FLUSH, the first-sight loads, rollover).
     const std::string s = info->type == REDIS_REPLY_STRING ? info->str : "";
+    if (std::getenv("KLINED_BENCH_CMDSTATS")) std::printf("%s\n", s.c_str());
     const size_t at = s.find("cmdstat_evalsha:");
     if (at != std::string::npos) {
       std::printf("Redis EVALSHA: %s\n", s.substr(at + 16, s.find('\r', at) - at - 16).c_str());
