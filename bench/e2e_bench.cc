@@ -26,6 +26,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <random>
 #include <sstream>
@@ -277,6 +278,18 @@ double MetricSum(const std::string& text, const std::string& name) {
   return sum;
 }
 
+// A field of /proc/PID/status ("VmHWM" -> "123456 kB"), "?" when absent.
+std::string ProcStatus(pid_t pid, const std::string& field) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind(field + ":", 0) == 0) {
+      const size_t v = line.find_first_not_of(" \t", field.size() + 1);
+      return v == std::string::npos ? "?" : line.substr(v);
+    }
+  }
+  return "?";
+}
+
 std::string Scrape(int port) { return "\n" + kt::HttpGet(port, "/metrics"); }
 
 // True once every symbol's watermark in Redis reached last_ids (pipelined GETs).
@@ -455,6 +468,8 @@ int main(int argc, char** argv) {
   }
   std::printf("consumer waits for a free shard batch (back-pressure): %.0f\n",
               MetricSum(metrics, "klined_backpressure_waits_total"));
+  std::printf("klined memory after the catch-up: peak RSS %s, RSS %s\n",
+              ProcStatus(klined.pid(), "VmHWM").c_str(), ProcStatus(klined.pid(), "VmRSS").c_str());
 
   // 3. latency at a steady rate: the produce time of every trade of 8 sampled symbols
   //    (their own names, prefix L), and when the sampler first sees its id in Redis.
