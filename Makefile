@@ -5,7 +5,7 @@ TSAN_BUILD ?= build-tsan
 FUZZ_BUILD ?= build-fuzz
 MESON_OPTS ?=
 
-.PHONY: all deps build test unit asan tsan fuzz bench demo format clean
+.PHONY: all deps build test unit asan tsan fuzz chaos bench demo format clean
 
 all: build
 
@@ -37,6 +37,14 @@ tsan: deps
 # libFuzzer targets with clang, run for FUZZ_SECONDS each (default 60).
 fuzz: deps
 	FUZZ_BUILD=$(FUZZ_BUILD) ./scripts/fuzz.sh $${FUZZ_SECONDS:-60}
+
+# Chaos soak, not in the default run: two instances under load while they are killed
+# (SIGKILL, SIGTERM) and Redis is restarted or down, CHAOS_SECONDS long (default 600), then
+# Redis and MySQL compared with the independent computation. CHAOS_SEED repeats a run.
+chaos: deps build
+	env KLINED_BUILD=$(BUILD) KLINED_CHAOS_SECONDS=$${CHAOS_SECONDS:-600} \
+	  $${CHAOS_SEED:+KLINED_CHAOS_SEED=$$CHAOS_SEED} \
+	  $(BUILD)/test/integration_tests --no-colors -tc='chaos*'
 
 bench: deps build
 	./scripts/bench.sh

@@ -5,7 +5,13 @@
 // takes over within 2 x lease.ttl_ms of the holder's death.
 #include "stack.h"
 
+#include <algorithm>
+#include <array>
+#include <cstdlib>
+#include <filesystem>
+#include <memory>
 #include <optional>
+#include <random>
 #include <set>
 
 using namespace klined_it;  // NOLINT: the shared stack and reference
@@ -65,6 +71,39 @@ void ProduceTrades(Stack* stack, const std::vector<RefTrade>& trades) {
   producer.Flush();
 }
 
+// Every candle of `hist` (JSON, closed) has its row in MySQL's kline table, equal. The
+// newest may have closed just now, so the rows get a few persistence intervals to appear.
+void CheckInMysql(Stack* stack, const std::string& sym, const std::string& iv,
+                  const std::vector<std::string>& hist) {
+  std::map<int64_t, std::vector<std::string>> by_time;
+  WaitFor(
+      [&] {
+        by_time.clear();
+        for (auto& r : stack->mysql.Query(
+                 "SELECT open_time, open, high, low, close, volume, trades, first_trade_id "
+                 "FROM kline WHERE symbol='" +
+                 sym + "' AND `interval`='" + iv + "'")) {
+          by_time[std::stoll(r[0])] = std::move(r);
+        }
+        return std::all_of(hist.begin(), hist.end(),
+                           [&](const std::string& h) { return by_time.contains(OpenTime(h)); });
+      },
+      seconds(10), milliseconds(200));
+  for (const std::string& h : hist) {
+    CAPTURE(h);
+    const auto it = by_time.find(OpenTime(h));
+    REQUIRE(it != by_time.end());
+    const auto& r = it->second;
+    CHECK(Canonical(r[1]) == Field(h, "o"));
+    CHECK(Canonical(r[2]) == Field(h, "h"));
+    CHECK(Canonical(r[3]) == Field(h, "l"));
+    CHECK(Canonical(r[4]) == Field(h, "c"));
+    CHECK(Canonical(r[5]) == Field(h, "v"));
+    CHECK(r[6] == Field(h, "n"));
+    CHECK(r[7] == Field(h, "f"));
+  }
+}
+
 // Every 1s candle of `sym` in Redis is gapless up to a current candle within 1.5 s of now,
 // and every closed one equals its MySQL row. Returns the number of closed candles.
 size_t CheckGaplessAndPersisted(Stack* stack, const std::string& sym) {
@@ -80,25 +119,7 @@ size_t CheckGaplessAndPersisted(Stack* stack, const std::string& sym) {
     if (Field(hist[i], "n") == "0") CHECK(Field(hist[i], "o") == Field(hist[i - 1], "c"));
   }
   CHECK(OpenTime(*cur) == OpenTime(hist.back()) + 1000);
-  const auto rows = stack->mysql.Query(
-      "SELECT open_time, open, high, low, close, volume, trades, first_trade_id FROM kline "
-      "WHERE symbol='" +
-      sym + "' AND `interval`='1s' ORDER BY open_time");
-  std::map<int64_t, std::vector<std::string>> by_time;
-  for (const auto& r : rows) by_time[std::stoll(r[0])] = r;
-  for (const std::string& h : hist) {
-    CAPTURE(h);
-    auto it = by_time.find(OpenTime(h));
-    REQUIRE(it != by_time.end());
-    const auto& r = it->second;
-    CHECK(Canonical(r[1]) == Field(h, "o"));
-    CHECK(Canonical(r[2]) == Field(h, "h"));
-    CHECK(Canonical(r[3]) == Field(h, "l"));
-    CHECK(Canonical(r[4]) == Field(h, "c"));
-    CHECK(Canonical(r[5]) == Field(h, "v"));
-    CHECK(r[6] == Field(h, "n"));
-    CHECK(r[7] == Field(h, "f"));
-  }
+  CheckInMysql(stack, sym, "1s", hist);
   return hist.size();
 }
 
@@ -250,4 +271,152 @@ TEST_CASE("failover: MySQL down for a while under load; everything reaches it af
   CHECK(total == static_cast<int64_t>(trades.size()));
   klined->Terminate();
   CHECK(klined->Wait(seconds(30)).has_value());
+}
+
+// Chaos soak (make chaos; KLINED_CHAOS_SECONDS=N, not in the default run): two instances in
+// one group under a stream of trades with duplicates and bad messages, while at random they
+// are killed with SIGKILL or SIGTERM and restarted, and Redis is restarted or stopped for a
+// while. At the end every candle in Redis must equal the independent computation (each trade
+// once) and every closed candle must be in MySQL exactly as in Redis.
+TEST_CASE(
+    "chaos: kill -9, SIGTERM, Redis restarts and outages under load; nothing lost or doubled" *
+    doctest::skip(std::getenv("KLINED_CHAOS_SECONDS") == nullptr)) {
+  const int chaos_seconds = std::atoi(std::getenv("KLINED_CHAOS_SECONDS"));
+  const uint64_t seed = std::getenv("KLINED_CHAOS_SEED")
+                            ? std::strtoull(std::getenv("KLINED_CHAOS_SEED"), nullptr, 10)
+                            : static_cast<uint64_t>(NowMs());
+  MESSAGE("chaos: " << chaos_seconds << " s, KLINED_CHAOS_SEED=" << seed);
+  std::mt19937_64 rng(seed);
+  Stack stack(/*redis_aof=*/true);
+  const std::vector<std::string> symbols = {"BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT",
+                                            "ADAUSDT", "DOTUSDT", "LTCUSDT", "BNBUSDT"};
+  // Rounds of trades: each symbol's trades of a round in id order (ids rise with time, as in a
+  // real feed), interleaved by time across symbols. A later round's ids are higher but its
+  // times start 20 minutes back again, so from the second round on most trades are late
+  // (their buckets already closed).
+  std::vector<RefTrade> trades;
+  int rounds = 0;
+  auto add_round = [&] {
+    std::vector<RefTrade> round = MakeTrades(symbols, 2500, seed + rounds);
+    for (RefTrade& t : round) t.id += int64_t{100000} * rounds;
+    std::stable_sort(round.begin(), round.end(),
+                     [](const RefTrade& x, const RefTrade& y) { return x.time_ms < y.time_ms; });
+    trades.insert(trades.end(), round.begin(), round.end());
+    ++rounds;
+  };
+  add_round();
+
+  struct Instance {
+    std::string name;
+    std::filesystem::path config;
+    int port = 0;
+    std::unique_ptr<kt::Subprocess> proc;
+    int starts = 0;
+  };
+  std::array<Instance, 2> inst;
+  inst[0].name = "a";
+  inst[0].config = stack.config;
+  inst[0].port = stack.metrics_port;
+  inst[0].proc = stack.StartKlinedWith("a-0", inst[0].config);
+  inst[1].name = "b";
+  inst[1].proc = stack.StartInstance("b-0", &inst[1].port);
+  inst[1].config = stack.dir / "b-0.yaml";
+  auto restart = [&](Instance& i) {
+    i.proc = stack.StartKlinedWith(i.name + "-" + std::to_string(++i.starts), i.config);
+  };
+
+  kt::Producer producer(stack.broker.bootstrap());
+  std::map<std::string, int> events;
+  size_t next = 0;
+  std::vector<std::pair<size_t, size_t>> chunks;
+  const auto end = Clock::now() + seconds(chaos_seconds);
+  while (Clock::now() < end) {
+    // A round a minute at most: the test broker keeps ~5 MiB per partition.
+    if (next == trades.size() && Clock::now() - end + seconds(chaos_seconds) > seconds(60) * rounds)
+      add_round();
+    if (next < trades.size()) {
+      const size_t n = std::min<size_t>(trades.size() - next, 20 + rng() % 300);
+      for (size_t k = next; k < next + n; ++k)
+        producer.Produce("trades", trades[k].symbol, TradeJson(trades[k]));
+      chunks.emplace_back(next, next + n);
+      next += n;
+    }
+    producer.Flush();
+    std::this_thread::sleep_for(milliseconds(100 + rng() % 400));
+    Instance& victim = inst[rng() % 2];
+    switch (rng() % 20) {
+      case 0:
+      case 1:
+        victim.proc->Kill();
+        victim.proc->Wait(seconds(10));
+        std::this_thread::sleep_for(milliseconds(rng() % 1500));
+        restart(victim);
+        ++events["kill -9 + restart"];
+        break;
+      case 2: {
+        victim.proc->Terminate();
+        const auto st = victim.proc->Wait(seconds(60));
+        CHECK_MESSAGE(st.has_value(), victim.proc->OutputTail());
+        if (st.has_value()) CHECK(st->Code() == 0);
+        restart(victim);
+        ++events["SIGTERM + restart"];
+        break;
+      }
+      case 3:
+        stack.redis.Restart();
+        ++events["Redis restart"];
+        break;
+      case 4:
+        stack.redis.Stop();
+        std::this_thread::sleep_for(milliseconds(500 + rng() % 2000));
+        stack.redis.Start();
+        ++events["Redis down for a while"];
+        break;
+      case 5:
+      case 6:
+        if (!chunks.empty()) {  // an earlier chunk again: duplicates
+          const auto [b, e] = chunks[rng() % chunks.size()];
+          for (size_t k = b; k < e; ++k)
+            producer.Produce("trades", trades[k].symbol, TradeJson(trades[k]));
+          ++events["chunk re-sent"];
+        }
+        break;
+      case 7:
+        producer.Produce("trades", "BTCUSDT", "{\"e\":\"trade\",\"s\":");
+        ++events["malformed message"];
+        break;
+      default:
+        break;
+    }
+  }
+  // Everything not yet sent, then both instances must be up and catch up.
+  for (size_t k = next; k < trades.size(); ++k)
+    producer.Produce("trades", trades[k].symbol, TradeJson(trades[k]));
+  producer.Flush();
+  for (Instance& i : inst) {
+    if (!i.proc->Running()) {
+      MESSAGE("instance " << i.name << " had exited:\n" << i.proc->OutputTail());
+      CHECK(false);
+      restart(i);
+    }
+  }
+  for (const auto& [what, count] : events) MESSAGE(what << ": " << count);
+  REQUIRE_MESSAGE(stack.WaitForWatermarks(LastIds(trades), seconds(180)),
+                  inst[0].proc->OutputTail() << inst[1].proc->OutputTail());
+  stack.CheckCandles(trades, symbols);
+
+  // MySQL: once nothing is pending, every closed candle in Redis has its row, equal.
+  kt::RedisClient rc = stack.redis.Connect();
+  REQUIRE(WaitFor([&] { return rc.Integer({"SCARD", "kline:pending"}) == 0; }, seconds(60)));
+  size_t compared = 0;
+  for (const std::string& sym : symbols) {
+    for (const auto& [iv, len] : kIntervals) {
+      const auto hist = rc.Strings({"ZRANGE", "kline:{" + sym + "}:" + iv + ":hist", "0", "-1"});
+      CheckInMysql(&stack, sym, iv, hist);
+      compared += hist.size();
+    }
+  }
+  MESSAGE("chaos: " << trades.size() << " trades in " << rounds << " rounds, " << compared
+                    << " closed candles equal in Redis and MySQL");
+  for (Instance& i : inst) StopCleanly(*i.proc);
 }
