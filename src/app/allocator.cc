@@ -8,8 +8,9 @@
 #endif
 
 namespace klined {
+namespace {
 
-std::string AllocatorName() {
+std::string CheckAllocator() {
 #ifdef KLINED_JEMALLOC
   uint64_t before = 0, after = 0;
   size_t len = sizeof before;
@@ -24,6 +25,13 @@ std::string AllocatorName() {
 #else
   return "system";
 #endif
+}
+
+}  // namespace
+
+const std::string& AllocatorName() {
+  static const std::string name = CheckAllocator();
+  return name;
 }
 
 }  // namespace klined

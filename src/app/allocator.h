@@ -7,6 +7,7 @@ namespace klined {
 
 // "jemalloc <version>" when the process's malloc is jemalloc's (checked, not assumed: a
 // malloc made here must show up in jemalloc's per-thread count), otherwise "system".
-std::string AllocatorName();
+// Checked once per process, on the first call.
+const std::string& AllocatorName();
 
 }  // namespace klined

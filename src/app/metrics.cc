@@ -225,8 +225,7 @@ class Metrics::Collector : public prometheus::Collectable {
     gauge("klined_start_time_seconds", "Unix time the process started",
           double(owner_->start_time_s_));
     MetricFamily info = Family("klined_build_info", "Build information", MetricType::Gauge);
-    static const std::string allocator = AllocatorName();
-    AddSample(&info, 1, {{"version", KLINED_VERSION}, {"allocator", allocator}});
+    AddSample(&info, 1, {{"version", KLINED_VERSION}, {"allocator", AllocatorName()}});
     out.push_back(std::move(info));
     return out;
   }
