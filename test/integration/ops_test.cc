@@ -512,16 +512,9 @@ TEST_CASE("ops: SIGHUP applies reloadable keys, keeps an invalid file out; metri
   }
   CHECK(Get(m, "klined_config_reloads_total") == 0);
   {  // Threads are named for top -H, perf and gdb (the lease holder runs `timer`).
-    std::set<std::string> names;
-    for (const auto& task :
-         fs::directory_iterator("/proc/" + std::to_string(klined->pid()) + "/task")) {
-      std::ifstream comm(task.path() / "comm");
-      std::string name;
-      std::getline(comm, name);
-      names.insert(name);
-    }
+    const auto threads = kt::ThreadsOf(klined->pid());
     for (const char* want : {"consumer", "shard-0", "flush-0", "timer", "persist"}) {
-      CHECK_MESSAGE(names.count(want) == 1, "no thread named " << want);
+      CHECK_MESSAGE(threads.count(want) == 1, "no thread named " << want);
     }
   }
   CHECK(Get(m, "klined_config_reload_failures_total") == 0);

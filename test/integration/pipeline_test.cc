@@ -8,7 +8,6 @@
 #include <librdkafka/rdkafka.h>
 #include <unistd.h>
 
-#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <sstream>
@@ -212,22 +211,17 @@ namespace {
 
 // CPU time (user + system, ms) of the klined thread named `name`; -1 if there is none.
 int64_t ThreadCpuMs(pid_t pid, const std::string& name) {
-  for (const auto& task :
-       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task")) {
-    std::ifstream comm(task.path() / "comm");
-    std::string n;
-    std::getline(comm, n);
-    if (n != name) continue;
-    std::ifstream stat(task.path() / "stat");
-    std::string line;
-    std::getline(stat, line);
-    // Fields after the ")" that ends the name: state is field 3, utime 14, stime 15.
-    std::istringstream rest(line.substr(line.rfind(')') + 2));
-    std::vector<std::string> f{std::istream_iterator<std::string>(rest), {}};
-    const int64_t ticks = std::stoll(f.at(11)) + std::stoll(f.at(12));
-    return ticks * 1000 / sysconf(_SC_CLK_TCK);
-  }
-  return -1;
+  const auto threads = kt::ThreadsOf(pid);
+  const auto it = threads.find(name);
+  if (it == threads.end()) return -1;
+  std::ifstream stat(it->second / "stat");
+  std::string line;
+  std::getline(stat, line);
+  // Fields after the ")" that ends the name: state is field 3, utime 14, stime 15.
+  std::istringstream rest(line.substr(line.rfind(')') + 2));
+  std::vector<std::string> f{std::istream_iterator<std::string>(rest), {}};
+  const int64_t ticks = std::stoll(f.at(11)) + std::stoll(f.at(12));
+  return ticks * 1000 / sysconf(_SC_CLK_TCK);
 }
 
 }  // namespace

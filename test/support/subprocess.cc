@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <stdexcept>
 #include <system_error>
 #include <thread>
@@ -317,6 +318,18 @@ std::string Subprocess::OutputTail(size_t max_bytes) const {
   r += "\n--- " + name_ + " stdout (" + stdout_path_.string() + "):\n" + tail(Stdout());
   if (status_) r += "\n--- " + name_ + " " + status_->Describe();
   return r;
+}
+
+std::multimap<std::string, std::filesystem::path> ThreadsOf(pid_t pid) {
+  std::multimap<std::string, std::filesystem::path> threads;
+  for (const auto& task :
+       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task")) {
+    std::ifstream comm(task.path() / "comm");
+    std::string name;
+    std::getline(comm, name);
+    threads.emplace(std::move(name), task.path());
+  }
+  return threads;
 }
 
 }  // namespace klined::test

@@ -16,6 +16,7 @@
 #include <chrono>
 #include <csignal>
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -100,5 +101,8 @@ class Subprocess {
 // Resolves a program name like execvp would, also searching /usr/sbin and /sbin
 // (mariadbd lives there and root's PATH may lack it). Throws if not found.
 std::string FindBinary(const std::string& name);
+
+// The threads of process `pid` by name (`comm`), each with its /proc/PID/task/TID directory.
+std::multimap<std::string, std::filesystem::path> ThreadsOf(pid_t pid);
 
 }  // namespace klined::test
