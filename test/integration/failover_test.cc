@@ -309,31 +309,24 @@ TEST_CASE(
   struct Instance {
     std::string name;
     std::filesystem::path config;
-    int port = 0;
     std::unique_ptr<kt::Subprocess> proc;
     int starts = 0;
   };
-  std::array<Instance, 2> inst;
-  inst[0].name = "a";
-  inst[0].config = stack.config;
-  inst[0].port = stack.metrics_port;
-  inst[0].proc = stack.StartKlinedWith("a-0", inst[0].config);
-  inst[1].name = "b";
-  inst[1].proc = stack.StartInstance("b-0", &inst[1].port);
-  inst[1].config = stack.dir / "b-0.yaml";
-  auto restart = [&](Instance& i) {
-    i.proc = stack.StartKlinedWith(i.name + "-" + std::to_string(++i.starts), i.config);
+  std::array<Instance, 2> inst{Instance{"a", stack.config, nullptr, 0},
+                               Instance{"b", stack.InstanceConfig("b"), nullptr, 0}};
+  auto restart = [&](Instance& i) {  // logs a-0, a-1, ...
+    i.proc = stack.StartKlinedWith(i.name + "-" + std::to_string(i.starts++), i.config);
   };
+  for (Instance& i : inst) restart(i);
 
   kt::Producer producer(stack.broker.bootstrap());
   std::map<std::string, int> events;
   size_t next = 0;
   std::vector<std::pair<size_t, size_t>> chunks;
-  const auto end = Clock::now() + seconds(chaos_seconds);
-  while (Clock::now() < end) {
+  const auto start = Clock::now();
+  while (Clock::now() - start < seconds(chaos_seconds)) {
     // A round a minute at most: the test broker keeps ~5 MiB per partition.
-    if (next == trades.size() && Clock::now() - end + seconds(chaos_seconds) > seconds(60) * rounds)
-      add_round();
+    if (next == trades.size() && Clock::now() - start > seconds(60) * rounds) add_round();
     if (next < trades.size()) {
       const size_t n = std::min<size_t>(trades.size() - next, 20 + rng() % 300);
       for (size_t k = next; k < next + n; ++k)

@@ -179,12 +179,18 @@ struct Stack {
     return y + config_tail;
   }
 
+  // A second (third...) instance's config file, with its own metrics port (*port, if asked).
+  std::filesystem::path InstanceConfig(const std::string& name, int* port = nullptr) {
+    const int p = kt::FreePort();
+    if (port != nullptr) *port = p;
+    const auto path = dir / (name + ".yaml");
+    kt::WriteFile(path, ConfigYaml(p));
+    return path;
+  }
+
   // A second (third...) instance: its own config file and metrics port.
   std::unique_ptr<kt::Subprocess> StartInstance(const std::string& name, int* port) {
-    *port = kt::FreePort();
-    const auto path = dir / (name + ".yaml");
-    kt::WriteFile(path, ConfigYaml(*port));
-    return StartKlinedWith(name, path);
+    return StartKlinedWith(name, InstanceConfig(name, port));
   }
 
   std::unique_ptr<kt::Subprocess> StartKlinedWith(const std::string& name,
