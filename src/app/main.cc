@@ -345,7 +345,7 @@ int Run(const std::string& config_path, Config config) {
                      static_cast<int>(config.redis.connect_timeout_ms), 5000};
 
   std::vector<std::unique_ptr<Shard>> shards;
-  std::vector<Shard*> shard_ptrs;
+  std::vector<TradeSink*> shard_ptrs;
   std::vector<const Shard*> shard_views;
   for (size_t i = 0; i < shard_count; ++i) {
     ShardOptions so;

@@ -26,8 +26,8 @@
 #include <cstdint>
 #include <string>
 
+#include "base/counter.h"
 #include "io/redis/redis_conn.h"
-#include "shard/counter.h"
 
 namespace klined {
 

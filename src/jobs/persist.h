@@ -43,12 +43,12 @@
 #include <thread>
 #include <vector>
 
+#include "base/counter.h"
 #include "io/mysql/kline_table.h"
 #include "io/mysql/mysql_conn.h"
 #include "io/redis/redis_conn.h"
 #include "klined/interval.h"
 #include "klined/trade_decoder.h"
-#include "shard/counter.h"
 
 namespace klined {
 

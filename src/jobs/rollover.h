@@ -30,9 +30,9 @@
 #include <string_view>
 #include <vector>
 
+#include "base/counter.h"
 #include "io/redis/redis_conn.h"
 #include "klined/series.h"
-#include "shard/counter.h"
 
 namespace klined {
 

@@ -18,9 +18,9 @@
 #include <string>
 #include <string_view>
 
+#include "base/counter.h"
 #include "io/redis/redis_conn.h"
 #include "klined/series.h"
-#include "shard/counter.h"
 
 namespace klined {
 

@@ -26,7 +26,7 @@ bool SetConf(rd_kafka_conf_t* conf, const std::string& k, const std::string& v,
 
 }  // namespace
 
-TradeConsumer::TradeConsumer(ConsumerOptions options, std::vector<Shard*> shards)
+TradeConsumer::TradeConsumer(ConsumerOptions options, std::vector<TradeSink*> shards)
     : options_(std::move(options)),
       shards_(std::move(shards)),
       decoder_(options_.fields, options_.max_future_skew_ms),
@@ -144,7 +144,7 @@ void TradeConsumer::RebalanceCallback(rd_kafka_t* rk, rd_kafka_resp_err_t err,
 void TradeConsumer::OnRevoke(bool lost) {
   // Called between rounds (from inside the consume call): every routed trade is submitted.
   const uint64_t seq = ++round_;
-  for (Shard* s : shards_) {
+  for (TradeSink* s : shards_) {
     ShardBatch* b = nullptr;
     while ((b = s->AcquireBatch()) == nullptr)
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
@@ -173,7 +173,7 @@ void TradeConsumer::OnRevoke(bool lost) {
 bool TradeConsumer::WaitFlushed(uint64_t seq, const std::atomic<bool>* stop, int64_t deadline_ms) {
   while (true) {
     bool all = true;
-    for (const Shard* s : shards_) all &= s->flushed_seq() >= seq;
+    for (const TradeSink* s : shards_) all &= s->flushed_seq() >= seq;
     if (all) return true;
     if ((stop != nullptr && stop->load()) || MonotonicMs() >= deadline_ms) return false;
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
@@ -289,7 +289,7 @@ void TradeConsumer::Run(const std::atomic<bool>& stop, const std::atomic<int64_t
   std::vector<rd_kafka_message_t*> msgs(options_.batch_size);
   while (!stop.load()) {
     uint64_t flushed = UINT64_MAX;
-    for (const Shard* s : shards_) flushed = std::min(flushed, s->flushed_seq());
+    for (const TradeSink* s : shards_) flushed = std::min(flushed, s->flushed_seq());
     Commit(flushed, /*sync=*/false);
     if (dlq_ != nullptr) rd_kafka_poll(dlq_, 0);
     if (dlq_changed_.exchange(false, std::memory_order_acq_rel)) {

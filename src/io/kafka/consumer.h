@@ -27,9 +27,9 @@
 #include <string>
 #include <vector>
 
+#include "base/counter.h"
 #include "klined/trade_decoder.h"
-#include "shard/counter.h"
-#include "shard/shard.h"
+#include "shard/trade_sink.h"
 
 namespace klined {
 
@@ -59,7 +59,7 @@ struct ConsumerStats {
 
 class TradeConsumer {
  public:
-  TradeConsumer(ConsumerOptions options, std::vector<Shard*> shards);
+  TradeConsumer(ConsumerOptions options, std::vector<TradeSink*> shards);
   ~TradeConsumer();
   TradeConsumer(const TradeConsumer&) = delete;
   TradeConsumer& operator=(const TradeConsumer&) = delete;
@@ -93,7 +93,7 @@ class TradeConsumer {
   void SampleLag();
 
   ConsumerOptions options_;
-  std::vector<Shard*> shards_;
+  std::vector<TradeSink*> shards_;
   rd_kafka_t* rk_ = nullptr;
   rd_kafka_queue_t* queue_ = nullptr;
   rd_kafka_t* dlq_ = nullptr;

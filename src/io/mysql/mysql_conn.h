@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "base/backoff.h"
-#include "shard/counter.h"
+#include "base/counter.h"
 
 namespace klined {
 

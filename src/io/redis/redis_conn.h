@@ -12,7 +12,7 @@
 #include <hiredis/hiredis.h>
 
 #include "base/backoff.h"
-#include "shard/counter.h"
+#include "base/counter.h"
 
 #include <cstdint>
 #include <memory>

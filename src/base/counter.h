@@ -1,4 +1,5 @@
-// Counters written by exactly one thread and read by the metrics scraper.
+// Counters written by exactly one thread and read by the metrics scraper (a base utility:
+// every layer that owns a thread keeps its metrics in these).
 #pragma once
 
 #include <array>
