@@ -61,6 +61,12 @@ int64_t NextBucketOpen(Interval iv, int64_t open_ms, UtcOffset tz);
 inline int64_t BucketClose(Interval iv, int64_t open_ms, UtcOffset tz) {
   return NextBucketOpen(iv, open_ms, tz) - 1;
 }
+// True if every bucket of `coarse` is a union of whole buckets of `fine` (fine != coarse), in
+// every offset: fixed lengths dividing each other (all aligned at 1970-01-01 00:00 local), or
+// a fine length dividing a day for 1w (Monday 00:00 local) and 1M. Lets a candle of coarse
+// be rebuilt exactly by merging fine's candles in its bucket.
+bool Nests(Interval fine, Interval coarse);
+
 // Number of bucket steps from the bucket opening at from_open to the one opening at to_open
 // (both bucket opens, from_open <= to_open): 0 for the same bucket, 1 for the next one, ...
 // The empty buckets strictly between them number BucketsBetween - 1.

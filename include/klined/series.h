@@ -26,13 +26,25 @@
 // confirmed: closed candles and late trades added, or closed candles changed, after the
 // snapshot stay for the next flush, and the series stays dirty if it changed at all.
 // AbortFlush() keeps everything for a retry.
+//
+// Watermarks are kept per source (the Kafka partition a trade came from): the contract has
+// one symbol's trades arrive from one partition in id order, so within a source an id at or
+// below its watermark is a replay (a duplicate). Trades that break the rule are applied when
+// they can be exactly once and always reported (ApplyResult::out_of_order): a trade from a
+// second source, or one below the symbol's watermark (the highest id from any source). One
+// at or below its own source's watermark that was never applied (reordered within its
+// source) cannot be told from a replay after a restart, so it is refused (kOutOfOrder) for
+// the caller to dead-letter; the last kRecentIds applied ids tell the two apart.
 // Pure logic: no I/O, no threads, no allocation per trade (a closed-candle buffer is
 // allocated when a bucket rolls and given back once written).
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "klined/candle.h"
@@ -52,18 +64,52 @@ struct SeriesLayout {
   int64_t max_gap_candles = 1'000'000;
 };
 
+// The highest trade id applied from each source, and a floor for all of them. What storage
+// records with the candles, so a reload knows per source what is already in.
+struct SourceMarks {
+  struct Mark {
+    int32_t source;
+    TradeId id;
+    friend bool operator==(const Mark&, const Mark&) = default;
+  };
+  // Ids at or below this are taken as applied from every source: storage written before
+  // per-source marks, or marks repaired from the symbol's watermark alone.
+  TradeId any = 0;
+  std::vector<Mark> by_source;  // sorted by source, one entry per source seen
+
+  // The watermark of `source`: the highest id known applied from it.
+  TradeId Of(int32_t source) const;
+  // The symbol's watermark: the highest id applied from any source.
+  TradeId Max() const;
+  // Raises source's mark to id (adds the source if new).
+  void Raise(int32_t source, TradeId id);
+  friend bool operator==(const SourceMarks&, const SourceMarks&) = default;
+};
+
+// The text form storage keeps (B:wmp) and logs show: "source:id" entries sorted by source,
+// comma-separated, "*:id" first for the floor of every source; "" for no marks.
+std::string FormatMarks(const SourceMarks& marks);
+// False (and *out unspecified) if `text` is not what FormatMarks writes.
+bool ParseMarks(std::string_view text, SourceMarks* out);
+
 class SymbolSeries {
  public:
   enum class Outcome : uint8_t {
     kApplied,      // in every interval's candle (late_mask says which need the late path)
-    kDuplicate,    // id <= watermark: dropped
+    kDuplicate,    // id <= its source's watermark, and applied before: dropped
     kOutOfRange,   // a candle sum would pass 20 integer digits: rejected, nothing changed
     kGapTooLarge,  // the trade would gap-fill more than max_gap_candles: rejected, unchanged
+    kOutOfOrder,   // id <= its source's watermark but never applied: refused, unchanged
   };
   struct ApplyResult {
     Outcome outcome = Outcome::kApplied;
     uint32_t late_intervals = 0;  // intervals for which the trade was queued as late
+    // kApplied, but the trade broke the one-source-in-id-order rule: it came from a source
+    // other than the ones seen so far, or its id is below the symbol's watermark.
+    bool out_of_order = false;
   };
+  // Applied ids remembered to tell a replay from a reordered trade (see DESIGN).
+  static constexpr size_t kRecentIds = 8;
   // A trade whose bucket in interval `slot` is older than anything held in memory.
   struct LateTrade {
     uint32_t slot;
@@ -73,14 +119,25 @@ class SymbolSeries {
   SymbolSeries(const SeriesLayout* layout, Symbol symbol);
 
   // Installs what storage holds for a symbol this shard sees for the first time (start,
-  // restart, rebalance). current[i] is the stored current candle of interval i, if any.
-  void Restore(TradeId watermark, std::span<const std::optional<Candle>> current);
+  // restart, rebalance, a reload). current[i] is the stored current candle of interval i, if
+  // any. Ids at or below marks.Max() that this series has not seen count as applied.
+  void Restore(const SourceMarks& marks, std::span<const std::optional<Candle>> current);
 
   // Folds a trade into every interval. All-or-nothing: on kOutOfRange nothing changed.
   ApplyResult Apply(const Trade& t);
 
   const Symbol& symbol() const { return symbol_; }
+  // The highest id applied from any source.
   TradeId watermark() const { return watermark_; }
+  const SourceMarks& marks() const { return marks_; }
+  // The marks of the last write confirmed (CommitFlush), or of the load: what storage holds.
+  const SourceMarks& stored_marks() const { return stored_marks_; }
+  // The marks as of the last BeginFlush: what the write in flight carries.
+  const SourceMarks& flush_marks() const { return flush_marks_; }
+  // The store's compare-and-set token: what storage held when this series last matched it
+  // (set by the store on a load and on a confirmed write; opaque here).
+  const std::string& storage_stamp() const { return storage_stamp_; }
+  void set_storage_stamp(std::string stamp) { storage_stamp_ = std::move(stamp); }
   bool dirty() const { return dirty_; }
   size_t interval_count() const { return slots_.size(); }
   Interval interval(size_t i) const { return layout_->intervals[i]; }
@@ -149,12 +206,26 @@ class SymbolSeries {
   // current candles changed).
   void RefreshFastRange();
   ApplyResult ApplySlow(const Trade& t);
+  // A trade at or below its source's watermark: a duplicate, or reordered (kOutOfOrder).
+  ApplyResult Stale(const Trade& t) const;
+  // After a trade was applied: marks, watermark, recent ids. True if it broke the order.
+  bool NoteApplied(const Trade& t);
   bool WouldOverflow(const Trade& t) const;
   bool GapTooLarge(const Trade& t) const;
 
   const SeriesLayout* layout_;
   Symbol symbol_;
   TradeId watermark_ = 0;
+  SourceMarks marks_;
+  SourceMarks flush_marks_;
+  SourceMarks stored_marks_;
+  std::string storage_stamp_;
+  size_t hot_mark_ = 0;  // marks_.by_source index of the last trade's source (a lookup cache)
+  // The last kRecentIds applied ids, oldest overwritten first; every applied id above
+  // recent_floor_ is among them (ids at or below it are taken as applied).
+  std::array<TradeId, kRecentIds> recent_{};
+  size_t recent_next_ = 0;
+  TradeId recent_floor_ = 0;
   bool dirty_ = false;
   bool in_flight_ = false;
   uint64_t version_ = 0;  // bumped by every change

@@ -11,6 +11,7 @@ namespace klined {
 
 using TradeId = int64_t;
 inline constexpr TradeId kNoTradeId = -1;  // f/L of an empty candle
+inline constexpr int32_t kNoSource = -1;   // Trade::source of a trade from no partition
 
 // A symbol held inline (1..32 chars of A-Z a-z 0-9 . _ -), so a Trade is a flat value that
 // moves through lock-free queues without allocation.
@@ -40,6 +41,9 @@ struct Trade {
   TradeId id = 0;            // 1 .. 2^63-1, increasing per symbol
   int64_t time_ms = 0;       // trade time, ms since the Unix epoch (UTC), >= 0
   bool buyer_maker = false;  // true: the seller was the taker (not counted in V/Q)
+  // The input stream the trade came from (its Kafka partition; kNoSource when none, e.g. a
+  // tool): watermarks are kept per source, since only one source's trades come in id order.
+  int32_t source = kNoSource;
   Symbol symbol;
 
   friend bool operator==(const Trade&, const Trade&) = default;

@@ -28,10 +28,18 @@ enum class RejectReason : uint8_t {
   kOutOfRange,
   kTooPrecise,
   kFutureTime,
+  // Decided after decoding, by the shard (never by the decoder):
+  kOutOfOrder,    // at or below its source's watermark, never applied (reordered in its source)
+  kStoreCorrupt,  // the symbol's stored state cannot be read or repaired (see docs)
 };
-inline constexpr int kRejectReasonCount = 8;
+inline constexpr int kRejectReasonCount = 10;
 // "malformed_json", "missing_field", ... (the metric label values).
 std::string_view RejectReasonName(RejectReason r);
+
+// A trade in the Binance trade-stream shape the decoder reads with the default field map
+// ({"s":..,"t":..,"p":"..","q":"..","T":..,"m":..}): dead letters decided after decoding, and
+// the late-trade records handed to the MySQL worker.
+std::string TradeJson(const Trade& t);
 
 enum class TimeFormat : uint8_t {
   kEpochMs,  // JSON integer, ms since the epoch

@@ -426,7 +426,8 @@ const std::vector<KeySpec>& Keys() {
                        kSighup, "lines per second per hot-path log site; 0 = none"));
     k.push_back(IntKey("limits.max_pending_trades", KLINED_FIELD(limits.max_pending_trades),
                        1000000, 1000, 1000000000, kRestart,
-                       "trades queued per shard before consumption pauses"));
+                       "trades a shard holds (applied, write not yet confirmed) before it "
+                       "stops taking batches; then the consumer pauses"));
     k.push_back(IntKey(
         "limits.max_gap_candles", KLINED_FIELD(limits.max_gap_candles), 1000000, 1000, 1000000000,
         kRestart,

@@ -350,6 +350,7 @@ int Run(const std::string& config_path, Config config) {
   for (size_t i = 0; i < shard_count; ++i) {
     ShardOptions so;
     so.flush_interval_ms = static_cast<int>(config.flush_interval_ms);
+    so.max_pending_trades = static_cast<size_t>(config.limits.max_pending_trades);
     shards.push_back(std::make_unique<Shard>(
         i, &layout, so,
         KlineStore::Create(redis, config.redis.key_prefix, &layout, config.redis.ticker_prefix)));

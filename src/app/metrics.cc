@@ -72,12 +72,43 @@ class Metrics::Collector : public prometheus::Collectable {
                               MetricType::Counter);
     for (int k = 0; k < kRejectReasonCount; ++k) {
       double v = double(c.rejected[k].Get());
-      if (k == static_cast<int>(RejectReason::kOutOfRange)) {
-        for (const Shard* s : shards_) v += double(s->stats().trades_out_of_range.Get());
+      // Reasons decided after decoding are counted by the shards.
+      for (const Shard* s : shards_) {
+        const ShardStats& st = s->stats();
+        if (k == static_cast<int>(RejectReason::kOutOfRange))
+          v += double(st.trades_out_of_range.Get());
+        if (k == static_cast<int>(RejectReason::kOutOfOrder))
+          v += double(st.trades_reordered.Get());
+        if (k == static_cast<int>(RejectReason::kStoreCorrupt)) {
+          v += double(st.trades_store_corrupt.Get());
+        }
       }
       AddSample(&rej, v, {{"reason", std::string(RejectReasonName(static_cast<RejectReason>(k)))}});
     }
     out.push_back(std::move(rej));
+    double out_of_order = 0;
+    for (const Shard* s : shards_) out_of_order += double(s->stats().trades_out_of_order.Get());
+    counter("klined_trades_out_of_order_total",
+            "Trades that broke the one-partition-in-id-order rule (from a second partition, or "
+            "below the symbol's watermark and never applied)",
+            out_of_order);
+    MetricFamily corrupt = Family("klined_store_corrupt_values_total",
+                                  "Stored values found unreadable, by kind", MetricType::Counter);
+    MetricFamily repaired =
+        Family("klined_store_repairs_total",
+               "Unreadable stored values rebuilt exactly from the rest", MetricType::Counter);
+    for (int k = 0; k < kCorruptKindCount; ++k) {
+      double nc = 0, nr = 0;
+      for (const Shard* s : shards_) {
+        nc += double(s->store_stats().corrupt[static_cast<size_t>(k)].Get());
+        nr += double(s->store_stats().repaired[static_cast<size_t>(k)].Get());
+      }
+      const std::string kind = CorruptKindName(static_cast<CorruptKind>(k));
+      AddSample(&corrupt, nc, {{"kind", kind}});
+      AddSample(&repaired, nr, {{"kind", kind}});
+    }
+    out.push_back(std::move(corrupt));
+    out.push_back(std::move(repaired));
     counter("klined_dead_letter_produced_total", "Messages copied to the dead-letter topic",
             double(c.dlq_produced.Get()));
     counter("klined_dead_letter_failures_total", "Dead-letter produce failures",
@@ -115,6 +146,24 @@ class Metrics::Collector : public prometheus::Collectable {
          &ShardStats::flush_failures},
         {"klined_flushed_symbols_total", "Symbol writes (one Lua call each)", MetricType::Counter,
          &ShardStats::flushed_symbols},
+        {"klined_writes_refused_total",
+         "Symbol writes refused because storage moved since the shard matched it (a second "
+         "writer, or a retried write whose lost reply had landed)",
+         MetricType::Counter, &ShardStats::writes_refused},
+        {"klined_symbol_reloads_total", "Symbols reloaded after a refused write",
+         MetricType::Counter, &ShardStats::reloads},
+        {"klined_trades_reapplied_total", "Held trades re-applied to a reloaded symbol",
+         MetricType::Counter, &ShardStats::trades_reapplied},
+        {"klined_symbol_quarantines_total",
+         "Symbols quarantined because their stored state is unreadable", MetricType::Counter,
+         &ShardStats::quarantines},
+        {"klined_symbols_quarantined", "Symbols in quarantine now (trades dead-lettered)",
+         MetricType::Gauge, &ShardStats::quarantined},
+        {"klined_held_trades", "Trades applied in memory, not yet confirmed in Redis",
+         MetricType::Gauge, &ShardStats::held_trades},
+        {"klined_dead_letters_dropped_total",
+         "Trades refused by a shard that found its dead-letter queue full", MetricType::Counter,
+         &ShardStats::dead_letters_dropped},
         {"klined_symbol_loads_total", "Symbols loaded from Redis on first sight",
          MetricType::Counter, &ShardStats::loads},
         {"klined_symbols", "Symbols held in memory", MetricType::Gauge, &ShardStats::symbols},

@@ -215,4 +215,14 @@ int64_t BucketsBetween(Interval iv, int64_t from_open, int64_t to_open, UtcOffse
   return (to_open - from_open) / FixedLength(iv);
 }
 
+bool Nests(Interval fine, Interval coarse) {
+  if (fine == coarse || fine == Interval::k1M) return false;
+  const int64_t f = FixedLength(fine);
+  if (coarse == Interval::k1M || coarse == Interval::k1w) {
+    return fine != Interval::k1w && kDayMs % f == 0;
+  }
+  const int64_t c = FixedLength(coarse);
+  return fine != Interval::k1w && c > f && c % f == 0;
+}
+
 }  // namespace klined

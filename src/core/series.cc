@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cassert>
+#include <charconv>
 
 namespace klined {
 
@@ -13,6 +14,84 @@ size_t RecarryClose(Decimal close, Candle* first, Candle* last) {
   return changed;
 }
 
+TradeId SourceMarks::Of(int32_t source) const {
+  for (const Mark& m : by_source) {
+    if (m.source == source) return std::max(m.id, any);
+  }
+  return any;
+}
+
+TradeId SourceMarks::Max() const {
+  TradeId max = any;
+  for (const Mark& m : by_source) max = std::max(max, m.id);
+  return max;
+}
+
+void SourceMarks::Raise(int32_t source, TradeId id) {
+  auto it = std::lower_bound(by_source.begin(), by_source.end(), source,
+                             [](const Mark& m, int32_t s) { return m.source < s; });
+  if (it != by_source.end() && it->source == source) {
+    it->id = std::max(it->id, id);
+  } else {
+    by_source.insert(it, Mark{source, id});
+  }
+}
+
+namespace {
+
+std::string MarkDec(int64_t v) {
+  char buf[24];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+  return std::string(buf, end);
+}
+
+bool MarkInt(std::string_view s, int64_t* out) {
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), *out);
+  return ec == std::errc() && end == s.data() + s.size();
+}
+
+}  // namespace
+
+std::string FormatMarks(const SourceMarks& marks) {
+  std::string out;
+  if (marks.any > 0) out.append("*:").append(MarkDec(marks.any));
+  for (const SourceMarks::Mark& m : marks.by_source) {
+    if (!out.empty()) out += ',';
+    out.append(MarkDec(m.source)).append(":").append(MarkDec(m.id));
+  }
+  return out;
+}
+
+bool ParseMarks(std::string_view text, SourceMarks* out) {
+  out->any = 0;
+  out->by_source.clear();
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t end = text.find(',', pos);
+    if (end == std::string_view::npos) end = text.size();
+    const std::string_view entry = text.substr(pos, end - pos);
+    const size_t colon = entry.find(':');
+    int64_t id = 0;
+    if (colon == std::string_view::npos || !MarkInt(entry.substr(colon + 1), &id) || id < 0) {
+      return false;
+    }
+    const std::string_view source = entry.substr(0, colon);
+    int64_t src = 0;
+    if (source == "*" && pos == 0) {
+      out->any = id;
+    } else if (MarkInt(source, &src) && src >= INT32_MIN && src <= INT32_MAX &&
+               (out->by_source.empty() || out->by_source.back().source < src)) {
+      out->by_source.push_back(SourceMarks::Mark{static_cast<int32_t>(src), id});
+    } else {
+      return false;
+    }
+    pos = end + 1;
+    if (end == text.size()) break;
+    if (pos == text.size()) return false;  // a trailing comma
+  }
+  return true;
+}
+
 SymbolSeries::SymbolSeries(const SeriesLayout* layout, Symbol symbol)
     : layout_(layout), symbol_(symbol), slots_(layout->intervals.size()) {
   // A 1s or 1m bucket of a whole-minute offset lies in one UTC minute, and so does the
@@ -22,9 +101,18 @@ SymbolSeries::SymbolSeries(const SeriesLayout* layout, Symbol symbol)
   }
 }
 
-void SymbolSeries::Restore(TradeId watermark, std::span<const std::optional<Candle>> current) {
+void SymbolSeries::Restore(const SourceMarks& marks,
+                           std::span<const std::optional<Candle>> current) {
   assert(current.size() == slots_.size());
-  watermark_ = watermark;
+  marks_ = marks;
+  flush_marks_ = marks;
+  stored_marks_ = marks;
+  hot_mark_ = 0;
+  watermark_ = marks.Max();
+  // What storage holds was applied by someone: below the watermark, unseen ids are replays.
+  recent_.fill(0);
+  recent_next_ = 0;
+  recent_floor_ = watermark_;
   assert(pending_.empty());
   for (size_t i = 0; i < slots_.size(); ++i) {
     slots_[i].has_current = current[i].has_value() ? 1 : 0;
@@ -143,8 +231,45 @@ bool SymbolSeries::ApplyToClosed(Slot* slot, Interval iv, int64_t open, const Tr
   return true;
 }
 
+SymbolSeries::ApplyResult SymbolSeries::Stale(const Trade& t) const {
+  if (t.id <= recent_floor_) return {Outcome::kDuplicate, 0, false};
+  for (const TradeId r : recent_) {
+    if (r == t.id) return {Outcome::kDuplicate, 0, false};
+  }
+  return {Outcome::kOutOfOrder, 0, true};
+}
+
+bool SymbolSeries::NoteApplied(const Trade& t) {
+  bool out_of_order = t.id < watermark_;
+  std::vector<SourceMarks::Mark>& v = marks_.by_source;
+  if (hot_mark_ < v.size() && v[hot_mark_].source == t.source) [[likely]] {
+    v[hot_mark_].id = t.id;  // above the source's mark: Apply checked
+  } else {
+    auto it = std::lower_bound(v.begin(), v.end(), t.source,
+                               [](const SourceMarks::Mark& m, int32_t s) { return m.source < s; });
+    if (it == v.end() || it->source != t.source) {
+      out_of_order |= !v.empty();  // a second source: the producer did not key by symbol
+      it = v.insert(it, SourceMarks::Mark{t.source, t.id});
+    } else {
+      it->id = t.id;
+    }
+    hot_mark_ = static_cast<size_t>(it - v.begin());
+  }
+  watermark_ = std::max(watermark_, t.id);
+  recent_floor_ = std::max(recent_floor_, recent_[recent_next_]);  // the id overwritten
+  recent_[recent_next_] = t.id;
+  recent_next_ = recent_next_ + 1 == kRecentIds ? 0 : recent_next_ + 1;
+  return out_of_order;
+}
+
 SymbolSeries::ApplyResult SymbolSeries::Apply(const Trade& t) {
-  if (t.id <= watermark_) return {Outcome::kDuplicate, 0};
+  // The source's watermark; the last trade's source is cached (one compare, usually).
+  const std::vector<SourceMarks::Mark>& by_source = marks_.by_source;
+  const TradeId mark = hot_mark_ < by_source.size() && by_source[hot_mark_].source == t.source
+                           ? std::max(by_source[hot_mark_].id, marks_.any)
+                           : marks_.Of(t.source);
+  if (t.id <= mark) [[unlikely]]
+    return Stale(t);
   if (t.time_ms < fast_from_ || t.time_ms > fast_to_) [[unlikely]] {
     FoldPending();
     const ApplyResult r = ApplySlow(t);
@@ -156,25 +281,25 @@ SymbolSeries::ApplyResult SymbolSeries::Apply(const Trade& t) {
   Decimal v, q;
   if (!Decimal::Add(pending_.volume, t.qty, &v) || v > volume_room_ ||
       !Decimal::Add(pending_.quote_volume, t.quote, &q) || q > quote_room_) [[unlikely]] {
-    return {Outcome::kOutOfRange, 0};
+    return {Outcome::kOutOfRange, 0, false};
   }
   if (t.id > pending_.last_id) pending_last_qty_ = t.qty;
   const bool ok = pending_.Apply(t);  // fits: within the headroom, itself within range
   assert(ok);
   (void)ok;
-  watermark_ = t.id;
+  const bool out_of_order = NoteApplied(t);
   dirty_ = true;
   ++version_;
   if (!ticker_by_minute_) (void)ticker_.Apply(t);  // else at the fold, as one minute
-  return {Outcome::kApplied, 0};
+  return {Outcome::kApplied, 0, out_of_order};
 }
 
 // A trade outside some interval's current bucket (a new bucket, a late or gap-filling one),
 // with nothing pending: interval by interval.
 SymbolSeries::ApplyResult SymbolSeries::ApplySlow(const Trade& t) {
   assert(pending_.empty());
-  if (WouldOverflow(t)) return {Outcome::kOutOfRange, 0};
-  if (GapTooLarge(t)) return {Outcome::kGapTooLarge, 0};
+  if (WouldOverflow(t)) return {Outcome::kOutOfRange, 0, false};
+  if (GapTooLarge(t)) return {Outcome::kGapTooLarge, 0, false};
   const UtcOffset tz = layout_->tz;
   uint32_t late_intervals = 0;
   for (size_t i = 0; i < slots_.size(); ++i) {
@@ -204,17 +329,21 @@ SymbolSeries::ApplyResult SymbolSeries::ApplySlow(const Trade& t) {
     assert(ok);
     (void)ok;
   }
-  watermark_ = t.id;
+  const bool out_of_order = NoteApplied(t);
   dirty_ = true;
   ++version_;
   // A sum the ticker cannot hold (far beyond any candle's) only leaves the ticker behind.
   (void)ticker_.Apply(t);
-  return {Outcome::kApplied, late_intervals};
+  return {Outcome::kApplied, late_intervals, out_of_order};
 }
 
 size_t SymbolSeries::MemoryBytes() const {
   size_t bytes = sizeof(*this) - sizeof(ticker_) + ticker_.MemoryBytes();
   bytes += slots_.capacity() * sizeof(Slot) + late_.capacity() * sizeof(LateTrade);
+  for (const SourceMarks* m : {&marks_, &flush_marks_, &stored_marks_}) {
+    bytes += m->by_source.capacity() * sizeof(SourceMarks::Mark);
+  }
+  bytes += storage_stamp_.capacity() > 15 ? storage_stamp_.capacity() + 1 : 0;
   for (const Slot& s : slots_) bytes += s.closed.capacity() * sizeof(Candle);
   return bytes;
 }
@@ -235,6 +364,7 @@ SymbolSeries::FlushTicket SymbolSeries::BeginFlush() {
     s.changed_from = Slot::kNone;
   }
   late_in_flight_ = late_.size();
+  flush_marks_ = marks_;  // reuses its capacity: no allocation once a symbol's sources are known
   return FlushTicket{version_};
 }
 
@@ -253,6 +383,7 @@ void SymbolSeries::CommitFlush(const FlushTicket& ticket) {
   }
   late_.erase(late_.begin(), late_.begin() + static_cast<ptrdiff_t>(late_in_flight_));
   late_in_flight_ = 0;
+  stored_marks_ = flush_marks_;
   if (version_ == ticket.version) dirty_ = false;
 }
 

@@ -50,6 +50,7 @@
 
 #include <array>
 #include <bit>
+#include <charconv>
 #include <cstring>
 #include <limits>
 #include <utility>
@@ -74,8 +75,32 @@ std::string_view RejectReasonName(RejectReason r) {
       return "too_precise";
     case RejectReason::kFutureTime:
       return "future_time";
+    case RejectReason::kOutOfOrder:
+      return "out_of_order";
+    case RejectReason::kStoreCorrupt:
+      return "store_corrupt";
   }
   return "unknown";
+}
+
+std::string TradeJson(const Trade& t) {
+  std::string j;
+  j.reserve(128);
+  char num[24];
+  auto append_int = [&j, &num](int64_t v) {
+    auto [end, ec] = std::to_chars(num, num + sizeof num, v);
+    j.append(num, end);
+  };
+  j.append("{\"s\":\"").append(t.symbol.view()).append("\",\"t\":");
+  append_int(t.id);
+  j.append(",\"p\":\"");
+  t.price.AppendTo(&j);
+  j.append("\",\"q\":\"");
+  t.qty.AppendTo(&j);
+  j.append("\",\"T\":");
+  append_int(t.time_ms);
+  j.append(",\"m\":").append(t.buyer_maker ? "true" : "false").append("}");
+  return j;
 }
 
 namespace {

@@ -1,16 +1,21 @@
 #include "shard/shard.h"
-#include "base/clock.h"
-#include "base/thread_name.h"
 
+#include <algorithm>
 #include <cassert>
 #include <chrono>
 
+#include "base/clock.h"
 #include "base/log.h"
+#include "base/thread_name.h"
 
 namespace klined {
 namespace {
 
 constexpr size_t kDequeueBulk = 16;
+constexpr int64_t kIdleWaitMs = 20;
+// A symbol whose flush calls Redis answers with an error this many times in a row, while
+// other symbols' calls succeed, is quarantined: its trades must not hold back every commit.
+constexpr int kMaxFlushErrors = 3;
 
 int64_t WallMinute() {
   return std::chrono::duration_cast<std::chrono::minutes>(
@@ -18,11 +23,32 @@ int64_t WallMinute() {
       .count();
 }
 
+int64_t NowUs() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
 // Debian's abseil is built with its own string_view type.
 absl::string_view Key(std::string_view s) { return absl::string_view(s.data(), s.size()); }
-constexpr int64_t kIdleWaitMs = 20;
 
 }  // namespace
+
+const char* CorruptKindName(CorruptKind k) {
+  switch (k) {
+    case CorruptKind::kWatermark:
+      return "watermark";
+    case CorruptKind::kMarks:
+      return "marks";
+    case CorruptKind::kCurrent:
+      return "current";
+    case CorruptKind::kHistory:
+      return "history";
+    case CorruptKind::kType:
+      return "type";
+  }
+  return "unknown";
+}
 
 Shard::Shard(size_t index, const SeriesLayout* layout, ShardOptions options,
              std::unique_ptr<SeriesStore> store)
@@ -31,10 +57,7 @@ Shard::Shard(size_t index, const SeriesLayout* layout, ShardOptions options,
       options_(std::move(options)),
       store_(std::move(store)),
       flush_interval_ms_(options_.flush_interval_ms) {
-  for (size_t i = 0; i < options_.batch_pool; ++i) {
-    pool_.push_back(std::make_unique<ShardBatch>());
-    free_.enqueue(pool_.back().get());
-  }
+  options_.max_batches = std::max<size_t>(options_.max_batches, 2);
 }
 
 Shard::~Shard() {
@@ -68,7 +91,11 @@ void Shard::Stop(int64_t deadline_ms) {
 
 ShardBatch* Shard::AcquireBatch() {
   ShardBatch* b = nullptr;
-  if (!free_.try_dequeue(b)) return nullptr;
+  if (!free_.try_dequeue(b)) {
+    if (pool_.size() >= options_.max_batches) return nullptr;
+    pool_.push_back(std::make_unique<ShardBatch>());
+    b = pool_.back().get();
+  }
   b->trades.clear();
   b->evict = false;
   b->discard = false;
@@ -79,12 +106,116 @@ void Shard::Submit(ShardBatch* batch) { inbox_.enqueue(batch); }
 
 void Shard::Release(ShardBatch* batch) { free_.enqueue(batch); }
 
+void Shard::TakeDeadLetters(std::vector<DeadLetter>* out) {
+  DeadLetter d;
+  while (dead_letters_.try_dequeue(d)) out->push_back(d);
+}
+
+void Shard::DeadLetterTrade(const Trade& t, RejectReason reason) {
+  if (dead_letters_.size_approx() >= options_.max_dead_letters ||
+      !dead_letters_.enqueue(DeadLetter{t, reason})) {
+    stats_.dead_letters_dropped.Add();
+    LOG_RATE(kError, "shard.dead_letter_dropped",
+             "shard=" << index_ << " symbol=" << t.symbol.view() << " id=" << t.id << " reason="
+                      << RejectReasonName(reason) << " detail=\"dead-letter queue full\"");
+  }
+}
+
+void Shard::ReleaseHeld(size_t n) {
+  n = std::min(n, held_.size());
+  for (size_t i = 0; i < n; ++i) {
+    held_trades_ -= held_.front()->trades.size();
+    Release(held_.front());
+    held_.pop_front();
+  }
+  stats_.held_trades.Set(held_trades_);
+}
+
+void Shard::Forget(SymbolSeries* s) {
+  std::erase(dirty_, s);
+  std::erase(reload_pending_, s);
+  series_.erase(Key(s->symbol().view()));  // frees s
+  stats_.symbols.Set(series_.size());
+}
+
+void Shard::QuarantineSymbol(std::string_view symbol, std::string_view why) {
+  const bool fresh = !quarantined_.contains(Key(symbol));
+  quarantined_[Key(symbol)] = MonotonicMs() + options_.quarantine_retry_ms;
+  stats_.quarantined.Set(quarantined_.size());
+  if (fresh) {
+    stats_.quarantines.Add();
+    LOG(kError, "shard.quarantine",
+        "shard=" << index_ << " symbol=" << symbol << " reason=\"" << why
+                 << "\" detail=\"its trades are dead-lettered (store_corrupt) until its stored "
+                    "state loads; retried every "
+                 << options_.quarantine_retry_ms << " ms\"");
+  }
+}
+
+void Shard::Quarantine(SymbolSeries* s, std::string_view why) {
+  // What storage does not have of s: the held trades above what its last confirmed write
+  // (or its load) recorded for their source.
+  const SourceMarks& stored = s->stored_marks();
+  for (const ShardBatch* b : held_) {
+    for (const Trade& t : b->trades) {
+      if (t.symbol == s->symbol() && t.id > stored.Of(t.source)) {
+        stats_.trades_store_corrupt.Add();
+        DeadLetterTrade(t, RejectReason::kStoreCorrupt);
+      }
+    }
+  }
+  const std::string symbol(s->symbol().view());
+  Forget(s);
+  QuarantineSymbol(symbol, why);
+}
+
+bool Shard::Reload(SymbolSeries* old, const FlushReport::Corrupt* skip) {
+  auto fresh = std::make_unique<SymbolSeries>(layout_, old->symbol());
+  SymbolSeries* const s = fresh.get();
+  std::vector<LoadStatus> status;
+  if (!store_->Load(std::span<SymbolSeries* const>(&s, 1), &status)) {
+    if (std::find(reload_pending_.begin(), reload_pending_.end(), old) == reload_pending_.end()) {
+      reload_pending_.push_back(old);
+    }
+    return false;
+  }
+  if (status[0] == LoadStatus::kCorrupt) {
+    Quarantine(old, "stored state unreadable at reload");
+    return true;
+  }
+  std::erase(dirty_, old);
+  std::erase(reload_pending_, old);
+  series_[Key(s->symbol().view())] = std::move(fresh);  // frees old
+  stats_.reloads.Add();
+  for (const ShardBatch* b : held_) {
+    for (const Trade& t : b->trades) {
+      if (!(t.symbol == s->symbol())) continue;
+      if (skip != nullptr && skip->slot >= 0 &&
+          BucketOpen(layout_->intervals[static_cast<size_t>(skip->slot)], t.time_ms, layout_->tz) ==
+              skip->open) {
+        stats_.trades_store_corrupt.Add();
+        DeadLetterTrade(t, RejectReason::kStoreCorrupt);
+        continue;
+      }
+      ApplyTrade(s, t, /*replay=*/true);
+    }
+  }
+  if (s->dirty() && std::find(dirty_.begin(), dirty_.end(), s) == dirty_.end()) {
+    dirty_.push_back(s);
+  }
+  return true;
+}
+
 bool Shard::LoadNewSymbols(const ShardBatch& batch) {
   loading_.clear();
   std::vector<SymbolSeries*> raw;
+  const int64_t now = MonotonicMs();
   for (const Trade& t : batch.trades) {
     const std::string_view sym = t.symbol.view();
     if (series_.contains(Key(sym))) continue;
+    if (auto q = quarantined_.find(Key(sym)); q != quarantined_.end() && now < q->second) {
+      continue;  // its trades are dead-lettered below until the retry is due
+    }
     bool queued = false;
     for (const auto& s : loading_) queued |= s->symbol().view() == sym;
     if (queued) continue;
@@ -92,42 +223,71 @@ bool Shard::LoadNewSymbols(const ShardBatch& batch) {
     raw.push_back(loading_.back().get());
   }
   if (loading_.empty()) return true;
-  if (!store_->Load(raw)) {
+  std::vector<LoadStatus> status;
+  if (!store_->Load(raw, &status)) {
     LOG_RATE(kWarn, "shard.load_failed",
              "shard=" << index_ << " symbols=" << raw.size() << " error=\"" << store_->LastError()
                       << "\"");
     return false;
   }
-  stats_.loads.Add(loading_.size());
-  for (auto& s : loading_) {
-    std::string key(s->symbol().view());
-    series_.emplace(std::move(key), std::move(s));
+  for (size_t k = 0; k < loading_.size(); ++k) {
+    std::string key(loading_[k]->symbol().view());
+    if (status[k] == LoadStatus::kCorrupt) {
+      QuarantineSymbol(key, "stored state unreadable");
+      continue;
+    }
+    stats_.loads.Add();
+    if (quarantined_.erase(Key(key)) > 0) {
+      stats_.quarantined.Set(quarantined_.size());
+      LOG(kInfo, "shard.quarantine_lifted", "shard=" << index_ << " symbol=" << key);
+    }
+    series_.emplace(std::move(key), std::move(loading_[k]));
   }
   stats_.symbols.Set(series_.size());
   loading_.clear();
   return true;
 }
 
-void Shard::ApplyTrade(SymbolSeries* s, const Trade& t) {
+void Shard::ApplyTrade(SymbolSeries* s, const Trade& t, bool replay) {
   const bool was_dirty = s->dirty();
+  const TradeId watermark = s->watermark();
   const SymbolSeries::ApplyResult r = s->Apply(t);
+  if (r.out_of_order) {
+    stats_.trades_out_of_order.Add();
+    LOG_RATE(kWarn, "trade.out_of_order",
+             "symbol=" << t.symbol.view() << " id=" << t.id << " partition=" << t.source
+                       << " watermark=" << watermark << " partitions=\"" << FormatMarks(s->marks())
+                       << "\" applied=" << (r.outcome == SymbolSeries::Outcome::kApplied)
+                       << " detail=\"one symbol's trades must come from one partition in id "
+                          "order (producers key by symbol)\"");
+  }
   switch (r.outcome) {
     case SymbolSeries::Outcome::kApplied:
-      stats_.trades_applied.Add();
+      if (replay) {
+        stats_.trades_reapplied.Add();
+      } else {
+        stats_.trades_applied.Add();
+      }
       if (r.late_intervals != 0) stats_.late_queued.Add(r.late_intervals);
       break;
     case SymbolSeries::Outcome::kDuplicate:
-      stats_.trades_duplicate.Add();
+      if (!replay) stats_.trades_duplicate.Add();
+      break;
+    case SymbolSeries::Outcome::kOutOfOrder:
+      // At or below its partition's watermark and never applied: after a restart it could
+      // not be told from a replay, so it is not applied at all; a person gets it.
+      stats_.trades_reordered.Add();
+      DeadLetterTrade(t, RejectReason::kOutOfOrder);
       break;
     case SymbolSeries::Outcome::kOutOfRange:
-      stats_.trades_out_of_range.Add();
+      if (!replay) stats_.trades_out_of_range.Add();
       LOG_RATE(
           kWarn, "trade.out_of_range",
           "symbol=" << t.symbol.view() << " id=" << t.id
                     << " reason=out_of_range detail=\"candle sum would pass 20 integer digits\"");
       break;
     case SymbolSeries::Outcome::kGapTooLarge:
-      stats_.trades_out_of_range.Add();
+      if (!replay) stats_.trades_out_of_range.Add();
       LOG_RATE(kWarn, "trade.out_of_range",
                "symbol=" << t.symbol.view() << " id=" << t.id << " time=" << t.time_ms
                          << " reason=out_of_range detail=\"would gap-fill more than "
@@ -144,16 +304,24 @@ bool Shard::Process(ShardBatch* batch) {
   if (!LoadNewSymbols(*batch)) return false;
   for (const Trade& t : batch->trades) {
     auto it = series_.find(Key(t.symbol.view()));
-    assert(it != series_.end());
-    ApplyTrade(it->second.get(), t);
+    if (it == series_.end()) {  // quarantined
+      stats_.trades_store_corrupt.Add();
+      DeadLetterTrade(t, RejectReason::kStoreCorrupt);
+      continue;
+    }
+    ApplyTrade(it->second.get(), t, /*replay=*/false);
   }
   processed_seq_ = batch->seq;
   if (batch->evict && batch->discard) {
     // The assignment was lost: what is not in Redis was never committed either, so the
     // partitions' next owner replays it. Forget it all.
     dirty_.clear();
+    reload_pending_.clear();
     series_.clear();
+    quarantined_.clear();
     stats_.symbols.Set(0);
+    stats_.quarantined.Set(0);
+    ReleaseHeld(held_.size());
     flushed_seq_.store(processed_seq_, std::memory_order_release);
   } else if (batch->evict) {
     evict_pending_ = true;
@@ -163,20 +331,37 @@ bool Shard::Process(ShardBatch* batch) {
 
 void Shard::StartFlush() {
   assert(IsShardThread() && in_flight_ == nullptr);
+  // Symbols whose reload waited for Redis go first: their stamps are stale until then.
+  while (!reload_pending_.empty()) {
+    if (!Reload(reload_pending_.front())) {
+      stats_.flush_failures.Add();
+      LOG_RATE(kWarn, "shard.reload_failed",
+               "shard=" << index_ << " pending=" << reload_pending_.size() << " error=\""
+                        << store_->LastError() << "\"");
+      return;
+    }
+  }
   if (dirty_.empty()) {
     // Nothing unwritten: everything applied so far is in Redis (an empty flush, counted).
     stats_.flushes.Add();
+    ReleaseHeld(held_.size());
     flushed_seq_.store(processed_seq_, std::memory_order_release);
     if (evict_pending_) {
       series_.clear();
+      quarantined_.clear();
       stats_.symbols.Set(0);
+      stats_.quarantined.Set(0);
       evict_pending_ = false;
     }
     return;
   }
   stats_.dirty_symbols.Set(dirty_.size());
   closed_total_ = 0;
-  for (const SymbolSeries* s : dirty_) closed_total_ += s->closed_count();
+  late_total_ = 0;
+  for (const SymbolSeries* s : dirty_) {
+    closed_total_ += s->closed_count();
+    late_total_ += s->late().size();
+  }
   std::unique_ptr<FlushJob> job = store_->PrepareFlush(dirty_);
   if (job == nullptr) {
     stats_.flush_failures.Add();
@@ -186,9 +371,8 @@ void Shard::StartFlush() {
     return;
   }
   job->seq = processed_seq_;
-  flush_started_us_ = std::chrono::duration_cast<std::chrono::microseconds>(
-                          std::chrono::steady_clock::now().time_since_epoch())
-                          .count();
+  held_at_snapshot_ = held_.size();
+  flush_started_us_ = NowUs();
   in_flight_ = job.release();
   to_flusher_.enqueue(in_flight_);
 }
@@ -196,7 +380,7 @@ void Shard::StartFlush() {
 void Shard::FinishFlush(FlushJob* job) {
   assert(IsShardThread() && job == in_flight_);
   in_flight_ = nullptr;
-  const FlushReport report = store_->FinishFlush(job);
+  FlushReport report = store_->FinishFlush(job);
   std::unique_ptr<FlushJob> owned(job);
   stats_.late_applied.Add(report.late_applied);
   stats_.late_not_in_redis.Add(report.late_not_in_redis);
@@ -204,25 +388,78 @@ void Shard::FinishFlush(FlushJob* job) {
   stats_.trades_out_of_range.Add(report.late_out_of_range);
   stats_.flushed_symbols.Add(report.written);
   std::erase_if(dirty_, [](const SymbolSeries* s) { return !s->dirty(); });
+  // Storage moved under these (another writer, or a write whose lost reply had landed):
+  // read them again and re-apply what this shard holds; the next flush writes the result.
+  stats_.writes_refused.Add(report.refused.size());
+  size_t next = 0;
+  while (next < report.refused.size()) {
+    SymbolSeries* s = report.refused[next++];  // freed by a successful Reload
+    LOG_RATE(kWarn, "shard.write_refused",
+             "shard=" << index_ << " symbol=" << s->symbol().view()
+                      << " detail=\"storage changed since this shard loaded or wrote it; "
+                         "reloading and re-applying its trades\"");
+    if (!Reload(s)) break;  // Redis gone: s and the rest are reloaded before the next flush
+  }
+  for (; next < report.refused.size(); ++next) reload_pending_.push_back(report.refused[next]);
+  for (const FlushReport::Corrupt& c : report.corrupt) {
+    if (c.slot >= 0) {
+      // One stored bucket is unreadable: the symbol goes on without the trades into it.
+      LOG_RATE(kError, "shard.corrupt_bucket",
+               "shard=" << index_ << " symbol=" << c.series->symbol().view() << " reason=\""
+                        << c.why
+                        << "\" detail=\"its trades into that bucket are "
+                           "dead-lettered (store_corrupt)\"");
+      if (!Reload(c.series, &c)) continue;
+    } else {
+      Quarantine(c.series, c.why);
+    }
+  }
+  // Error replies: for every call at once it is Redis (OOM, a replica, ...), retried like a
+  // lost connection; for a few symbols in a row, those symbols are set aside.
+  const bool all_errored = report.written == 0 && report.refused.empty() &&
+                           report.corrupt.empty() && !report.errored.empty();
+  for (SymbolSeries* s : report.errored) {
+    if (all_errored) break;
+    int& n = flush_errors_[Key(s->symbol().view())];
+    if (++n >= kMaxFlushErrors) {
+      flush_errors_.erase(Key(s->symbol().view()));
+      Quarantine(s, "Redis answered its flush with an error " + std::to_string(kMaxFlushErrors) +
+                        " times in a row: " + report.error);
+    }
+  }
+  if (!report.errored.empty() || !flush_errors_.empty()) {
+    for (auto it = flush_errors_.begin(); it != flush_errors_.end();) {
+      auto s = series_.find(it->first);
+      const bool clean = s == series_.end() || !s->second->dirty();
+      if (clean) {
+        flush_errors_.erase(it++);
+      } else {
+        ++it;
+      }
+    }
+  }
   if (!report.ok) {
     stats_.flush_failures.Add();
-    LOG_RATE(kWarn, "shard.flush_failed",
-             "shard=" << index_ << " written=" << report.written << " failed=" << report.failed
-                      << " conflicts=" << report.late_conflicts << " error=\"" << job->error
-                      << "\"");
+    LOG_RATE(
+        kWarn, "shard.flush_failed",
+        "shard=" << index_ << " written=" << report.written << " failed=" << report.failed
+                 << " refused=" << report.refused.size() << " corrupt=" << report.corrupt.size()
+                 << " errored=" << report.errored.size() << " conflicts=" << report.late_conflicts
+                 << " error=\"" << job->error << report.error << "\"");
     return;
   }
   stats_.flushes.Add();
-  const int64_t now_us = std::chrono::duration_cast<std::chrono::microseconds>(
-                             std::chrono::steady_clock::now().time_since_epoch())
-                             .count();
+  const int64_t now_us = NowUs();
   stats_.last_flush_us.Set(static_cast<uint64_t>(now_us - flush_started_us_));
   stats_.flush_latency.ObserveUs(now_us - flush_started_us_);
-  // Every trade applied before the snapshot is in Redis.
+  // Every trade applied before the snapshot is in Redis: its batches can go.
+  ReleaseHeld(held_at_snapshot_);
   flushed_seq_.store(job->seq, std::memory_order_release);
   if (evict_pending_ && dirty_.empty()) {
     series_.clear();
+    quarantined_.clear();
     stats_.symbols.Set(0);
+    stats_.quarantined.Set(0);
     evict_pending_ = false;
   }
 }
@@ -242,6 +479,13 @@ void Shard::Run() {
   int64_t last_flush_start = MonotonicMs();
   int64_t next_flush = last_flush_start + flush_interval_ms_.load(std::memory_order_relaxed);
   ShardBatch* got[kDequeueBulk];
+  auto take = [this, &got](size_t n) {
+    for (size_t i = 0; i < n; ++i) {
+      if (got[i] == nullptr) continue;
+      backlog_trades_ += got[i]->trades.size();
+      backlog_.push_back(got[i]);
+    }
+  };
   while (true) {
     stats_.loop_heartbeat.Add();
     const auto busy_start = std::chrono::steady_clock::now();
@@ -251,22 +495,32 @@ void Shard::Run() {
     FlushJob* done_job = nullptr;
     if (from_flusher_.try_dequeue(done_job)) FinishFlush(done_job);
 
-    // Intake, unless an eviction barrier waits for its flush or memory is at its bound.
-    const bool paused = evict_pending_ || closed_total_ > options_.max_closed_candles;
-    if (backlog_.empty() && !paused) {
-      const size_t n = inbox_.try_dequeue_bulk(got, kDequeueBulk);
-      for (size_t i = 0; i < n; ++i) {
-        if (got[i] != nullptr) backlog_.push_back(got[i]);
-      }
-    }
-    while (!backlog_.empty() && !evict_pending_) {
+    // Applying waits while an eviction barrier waits for its flush, or while what awaits a
+    // flush is at a bound (the next successful flush lowers it); taking batches also waits
+    // while what is held and queued is at the trade bound. Whatever the consumer submits
+    // meanwhile stays in its batches, bounded by the pool.
+    auto at_bound = [this] {
+      return evict_pending_ || closed_total_ > options_.max_closed_candles ||
+             late_total_ > options_.max_late_trades || held_trades_ >= options_.max_pending_trades;
+    };
+    const bool intake = !at_bound() && held_trades_ + backlog_trades_ < options_.max_pending_trades;
+    if (backlog_.empty() && intake) take(inbox_.try_dequeue_bulk(got, kDequeueBulk));
+    while (!backlog_.empty() && !at_bound()) {
       ShardBatch* b = backlog_.front();
       if (!Process(b)) break;  // Redis down while loading: retry after the backoff
       backlog_.pop_front();
-      Release(b);
+      backlog_trades_ -= b->trades.size();
+      if (b->trades.empty() || (b->evict && b->discard)) {
+        Release(b);  // nothing in it to re-apply
+      } else {
+        held_trades_ += b->trades.size();
+        held_.push_back(b);
+      }
       progressed = true;
     }
+    stats_.held_trades.Set(held_trades_);
     stats_.queue_depth.Set(inbox_.size_approx() + backlog_.size());
+    const bool paused = at_bound();
 
     const int64_t now = MonotonicMs();
     const bool drained = backlog_.empty() && inbox_.size_approx() == 0;
@@ -292,7 +546,8 @@ void Shard::Run() {
       next_flush = last_flush_start + flush_interval_ms_.load(std::memory_order_relaxed);
     }
     if (stopping) {
-      const bool done = drained && dirty_.empty() && !evict_pending_ && in_flight_ == nullptr;
+      const bool done = drained && dirty_.empty() && reload_pending_.empty() && !evict_pending_ &&
+                        in_flight_ == nullptr;
       if (done || MonotonicMs() >= stop_deadline_ms_.load(std::memory_order_relaxed)) break;
     }
     stats_.loop_busy.ObserveUs(std::chrono::duration_cast<std::chrono::microseconds>(
@@ -307,10 +562,7 @@ void Shard::Run() {
                                   : std::clamp<int64_t>(next_flush - MonotonicMs(), 0, kIdleWaitMs);
       if (backlog_.empty() && (!paused || in_flight_ != nullptr)) {
         // The flusher's completion also arrives here (a null wake-up).
-        const size_t n = inbox_.wait_dequeue_bulk_timed(got, kDequeueBulk, wait_ms * 1000);
-        for (size_t i = 0; i < n; ++i) {
-          if (got[i] != nullptr) backlog_.push_back(got[i]);
-        }
+        take(inbox_.wait_dequeue_bulk_timed(got, kDequeueBulk, wait_ms * 1000));
       } else if (wait_ms > 0) {
         std::this_thread::sleep_for(std::chrono::milliseconds(wait_ms));
       }

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "klined/trade.h"
+#include "klined/trade_decoder.h"
 
 namespace klined {
 
@@ -19,6 +20,13 @@ struct ShardBatch {
   bool discard = false;  // with evict: assignment lost, drop unflushed state without writing
 };
 
+// A trade the shard refused after decoding (reordered in its source, or its symbol's stored
+// state unreadable): the consumer copies it to the dead-letter topic with the reason.
+struct DeadLetter {
+  Trade trade;
+  RejectReason reason = RejectReason::kStoreCorrupt;
+};
+
 class TradeSink {
  public:
   virtual ~TradeSink() = default;
@@ -26,8 +34,11 @@ class TradeSink {
   virtual ShardBatch* AcquireBatch() = 0;
   // Consumer thread only: hands a batch from AcquireBatch over, in routing order.
   virtual void Submit(ShardBatch* batch) = 0;
-  // Any thread. Every trade of every batch with seq <= flushed_seq() is in Redis.
+  // Any thread. Every trade of every batch with seq <= flushed_seq() is in Redis, or was
+  // handed out by TakeDeadLetters.
   virtual uint64_t flushed_seq() const = 0;
+  // Consumer thread: moves the dead letters queued so far into *out (appends).
+  virtual void TakeDeadLetters(std::vector<DeadLetter>* out) = 0;
 };
 
 }  // namespace klined

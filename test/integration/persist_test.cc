@@ -87,7 +87,7 @@ struct Shard {
   explicit Shard(const kt::RedisServer& redis, const std::string& sym = kSym)
       : conn(RedisAt(redis)), store(&conn, "kline", &layout), series(&layout, klined::Symbol(sym)) {
     std::vector<std::optional<Candle>> none(layout.intervals.size());
-    series.Restore(0, none);
+    series.Restore({}, none);
   }
   void Apply(const klined::Trade& t) {
     REQUIRE(series.Apply(t).outcome == klined::SymbolSeries::Outcome::kApplied);

@@ -158,13 +158,21 @@ struct Stack {
   int metrics_port = kt::FreePort();
   std::filesystem::path config = dir / "klined.yaml";
 
+  // klined connects to Redis here (e.g. a kt::TcpProxy in front of it) instead of directly;
+  // rewrites the config file.
+  void UseRedisAddress(std::string address) {
+    redis_address = std::move(address);
+    kt::WriteFile(config, ConfigYaml(metrics_port));
+  }
+  std::string redis_address;  // empty: redis.address()
+
   std::string ConfigYaml(int port) const {
     std::string y =
         "kafka:\n  brokers: \"" + broker.bootstrap() +
         "\"\n  topic: trades\n  group: klined-it\n  dead_letter_topic: trades-dlq\n"
         "  properties:\n    session.timeout.ms: \"6000\"\n    heartbeat.interval.ms: \"500\"\n"
         "redis:\n  address: \"" +
-        redis.address() + "\"\n" + redis_extra +
+        (redis_address.empty() ? redis.address() : redis_address) + "\"\n" + redis_extra +
         "mysql:\n  host: 127.0.0.1\n  port: " + std::to_string(mysql.port()) +
         "\n  user: " + mysql.user() + "\n  password: \"" + mysql.password() +
         "\"\n  database: " + mysql.database() + "\n" +

@@ -228,7 +228,10 @@ void TradeConsumer::HandleMessage(const rd_kafka_message_t* m) {
                        << " offset=" << m->offset);
     DeadLetter(m, r.first_reason);
   }
-  for (const Trade& t : decoded_) Route(t);
+  for (Trade& t : decoded_) {
+    t.source = m->partition;  // watermarks are per partition (see SymbolSeries)
+    Route(t);
+  }
   round_offsets_.Note(m->partition, m->offset + 1);
 }
 
@@ -246,6 +249,30 @@ void TradeConsumer::DeadLetter(const rd_kafka_message_t* m, RejectReason reason)
   } else {
     stats_.dlq_failed.Add();
     LOG_RATE(kError, "kafka.dlq_failed", "error=\"" << rd_kafka_err2str(e) << "\"");
+  }
+}
+
+void TradeConsumer::DeadLetterRefused() {
+  dead_letters_.clear();
+  for (TradeSink* s : shards_) s->TakeDeadLetters(&dead_letters_);
+  if (options_.dead_letter_topic.empty()) return;
+  for (const klined::DeadLetter& d : dead_letters_) {
+    const std::string value = TradeJson(d.trade);
+    const std::string_view name = RejectReasonName(d.reason);
+    const std::string_view key = d.trade.symbol.view();
+    const rd_kafka_resp_err_t e = rd_kafka_producev(
+        dlq_, RD_KAFKA_V_TOPIC(options_.dead_letter_topic.c_str()),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()),
+        RD_KAFKA_V_KEY(key.data(), key.size()),
+        RD_KAFKA_V_HEADER("klined-reject-reason", name.data(), static_cast<ssize_t>(name.size())),
+        RD_KAFKA_V_END);
+    if (e == RD_KAFKA_RESP_ERR_NO_ERROR) {
+      stats_.dlq_produced.Add();
+    } else {
+      stats_.dlq_failed.Add();
+      LOG_RATE(kError, "kafka.dlq_failed", "error=\"" << rd_kafka_err2str(e) << "\"");
+    }
   }
 }
 
@@ -290,6 +317,8 @@ void TradeConsumer::Run(const std::atomic<bool>& stop, const std::atomic<int64_t
   while (!stop.load()) {
     uint64_t flushed = UINT64_MAX;
     for (const TradeSink* s : shards_) flushed = std::min(flushed, s->flushed_seq());
+    // Shards queue what they refuse before they publish the flush that covers it.
+    DeadLetterRefused();
     Commit(flushed, /*sync=*/false);
     if (dlq_ != nullptr) rd_kafka_poll(dlq_, 0);
     if (dlq_changed_.exchange(false, std::memory_order_acq_rel)) {
@@ -335,6 +364,7 @@ void TradeConsumer::Run(const std::atomic<bool>& stop, const std::atomic<int64_t
   if (all_open) {
     EndRound();
     if (WaitFlushed(round_, nullptr, deadline_ms.load())) {
+      DeadLetterRefused();
       Commit(round_, /*sync=*/true);
       LOG(kInfo, "drain.committed", "round=" << round_);
     } else {

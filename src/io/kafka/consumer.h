@@ -90,6 +90,8 @@ class TradeConsumer {
   bool WaitFlushed(uint64_t seq, const std::atomic<bool>* stop, int64_t deadline_ms);
   void Commit(uint64_t up_to_seq, bool sync);
   void DeadLetter(const rd_kafka_message_t* m, RejectReason reason);
+  // Copies what the shards refused after decoding to the dead-letter topic.
+  void DeadLetterRefused();
   void SampleLag();
 
   ConsumerOptions options_;
@@ -99,8 +101,9 @@ class TradeConsumer {
   rd_kafka_t* dlq_ = nullptr;
   TradeDecoder decoder_;
   std::vector<Trade> decoded_;
-  std::vector<ShardBatch*> open_;  // this round's batch per shard
-  int64_t round_wall_ms_ = 0;      // wall clock at the start of the current round
+  std::vector<klined::DeadLetter> dead_letters_;  // scratch for DeadLetterRefused
+  std::vector<ShardBatch*> open_;                 // this round's batch per shard
+  int64_t round_wall_ms_ = 0;                     // wall clock at the start of the current round
   uint64_t round_ = 0;
   // Next offset per partition reached at the end of each round not yet committed.
   std::deque<std::pair<uint64_t, std::map<int32_t, int64_t>>> pending_;

@@ -10,8 +10,10 @@
 #include <chrono>
 #include "base/log.h"
 #include "io/redis/lua_scripts.h"
+#include "klined/trade_decoder.h"
 
 namespace klined {
+
 namespace {
 
 std::string ToDec(int64_t v) {
@@ -29,18 +31,12 @@ std::string_view ReplyStr(const redisReply* r) { return {r->str, r->len}; }
 
 constexpr int64_t kTickerWindowMs = 24 * 3600 * 1000;
 
-// A trade in the Binance shape the decoder reads, for the MySQL worker's B:late records.
-std::string TradeJson(const Trade& t) {
-  std::string j;
-  j.reserve(128);
-  j.append("{\"s\":\"").append(t.symbol.view()).append("\",\"t\":").append(ToDec(t.id));
-  j.append(",\"p\":\"");
-  t.price.AppendTo(&j);
-  j.append("\",\"q\":\"");
-  t.qty.AppendTo(&j);
-  j.append("\",\"T\":").append(ToDec(t.time_ms));
-  j.append(",\"m\":").append(t.buyer_maker ? "true" : "false").append("}");
-  return j;
+// A stored value for a log line: printable ASCII only, at most 120 bytes.
+std::string Printable(std::string_view v) {
+  std::string out;
+  for (char c : v.substr(0, 120)) out += (c >= 0x20 && c < 0x7f && c != '"') ? c : '?';
+  if (v.size() > 120) out += "...";
+  return out;
 }
 
 }  // namespace
@@ -56,6 +52,7 @@ KlineStore::KlineStore(RedisConn* conn, std::string key_prefix, const SeriesLayo
     if (layout_->intervals[i] == Interval::k1m) one_minute_slot_ = static_cast<int>(i);
   }
   flush_script_ = conn_->AddScript(std::string(lua::kCommon) + lua::kFlush);
+  load_script_ = conn_->AddScript(lua::kLoad);
   if (write_conn_ != conn_) write_conn_->AddScript(std::string(lua::kCommon) + lua::kFlush);
 }
 
@@ -67,7 +64,9 @@ class OwningKlineStore final : public SeriesStore {
       : conn_(options),
         write_conn_(options),
         store_(&conn_, std::move(prefix), layout, &write_conn_, std::move(ticker_prefix)) {}
-  bool Load(std::span<SymbolSeries* const> series) override { return store_.Load(series); }
+  bool Load(std::span<SymbolSeries* const> series, std::vector<LoadStatus>* status) override {
+    return store_.Load(series, status);
+  }
   std::unique_ptr<FlushJob> PrepareFlush(std::span<SymbolSeries* const> series) override {
     return store_.PrepareFlush(series);
   }
@@ -76,6 +75,7 @@ class OwningKlineStore final : public SeriesStore {
   std::string LastError() const override { return store_.LastError(); }
   uint64_t Errors() const override { return store_.Errors(); }
   uint64_t Reconnects() const override { return store_.Reconnects(); }
+  const StoreStats& stats() const override { return store_.stats(); }
 
  private:
   RedisConn conn_;        // shard thread
@@ -103,7 +103,18 @@ std::string_view KlineStore::Keep(std::string s) {
   return strings_.back();
 }
 
-void KlineStore::EncodeFlushCommand(SymbolSeries& s, const std::vector<LateUpdate>& late,
+void KlineStore::NoteCorrupt(CorruptKind kind, std::string_view symbol, std::string_view key,
+                             std::string_view value, bool repaired) {
+  stats_.corrupt[static_cast<size_t>(kind)].Add();
+  if (repaired) stats_.repaired[static_cast<size_t>(kind)].Add();
+  LOG_RATE(kError, "store.corrupt",
+           "symbol=" << symbol << " kind=" << CorruptKindName(kind) << " key=" << key << " value=\""
+                     << Printable(value)
+                     << "\" action=" << (repaired ? "repaired" : "quarantined"));
+}
+
+void KlineStore::EncodeFlushCommand(SymbolSeries& s, std::string_view stamp,
+                                    const std::vector<LateUpdate>& late,
                                     const std::vector<MysqlLate>& mysql_late,
                                     std::string* payload) {
   strings_.clear();
@@ -111,6 +122,8 @@ void KlineStore::EncodeFlushCommand(SymbolSeries& s, const std::vector<LateUpdat
   const std::string_view sym = s.symbol().view();
   args_.insert(args_.end(), {"EVALSHA", conn_->Sha(flush_script_), "0", prefix_, sym});
   args_.push_back(Keep(ToDec(s.watermark())));
+  args_.push_back(s.storage_stamp());
+  args_.push_back(stamp);
   size_t with_candle = 0;
   for (size_t i = 0; i < s.interval_count(); ++i) with_candle += s.current(i) != nullptr;
   args_.push_back(Keep(ToDec(static_cast<int64_t>(with_candle))));
@@ -163,7 +176,9 @@ void KlineStore::EncodeFlushCommand(SymbolSeries& s, const std::vector<LateUpdat
 
 // For every series with late trades: reads the stored candles their buckets name (plus what
 // is needed to tell "before the stored start" from "trimmed"), and merges the trades exactly.
-bool KlineStore::PlanLate(std::span<SymbolSeries* const> series, FlushReport* report) {
+bool KlineStore::PlanLate(std::span<SymbolSeries* const> series, FlushReport* report,
+                          std::vector<FlushReport::Corrupt>* corrupt) {
+  corrupt->assign(series.size(), {});
   late_plans_.assign(series.size(), {});
   mysql_late_.assign(series.size(), {});
   const UtcOffset tz = layout_->tz;
@@ -195,24 +210,39 @@ bool KlineStore::PlanLate(std::span<SymbolSeries* const> series, FlushReport* re
     }
   }
   if (reads == 0) return true;  // no series has late trades
+  // Every reply first: a repair below sends commands of its own.
+  std::vector<RedisReply> got;
+  for (size_t n = 0; n < 4 * reads; ++n) {
+    got.push_back(conn_->GetReply());
+    if (got.back() == nullptr) return false;
+  }
+  size_t next_reply = 0;
+  std::vector<std::pair<size_t, LateUpdate*>> unreadable;  // stored members that do not parse
   for (size_t k = 0; k < series.size(); ++k) {
     SymbolSeries* s = series[k];
     const std::string_view sym = s->symbol().view();
     std::vector<LateUpdate>& plan = late_plans_[k];
     for (LateUpdate& u : plan) {
-      RedisReply at = conn_->GetReply();
-      RedisReply first = conn_->GetReply();
-      RedisReply cur = conn_->GetReply();
-      RedisReply trimmed = conn_->GetReply();
-      if (!at || !first || !cur || !trimmed) return false;
+      const RedisReply& at = got[next_reply++];
+      const RedisReply& first = got[next_reply++];
+      const RedisReply& cur = got[next_reply++];
+      const RedisReply& trimmed = got[next_reply++];
       const Interval iv = s->interval(u.slot);
       std::string_view stored_sym;
       bool closed = false;
+      if (at->type == REDIS_REPLY_ERROR || first->type == REDIS_REPLY_ERROR ||
+          cur->type == REDIS_REPLY_ERROR || trimmed->type == REDIS_REPLY_ERROR) {
+        // A key of another type (WRONGTYPE): nothing planned here can be trusted.
+        const std::string key = KeyBase(sym) + ":" + std::string(IntervalName(iv)) + ":hist";
+        NoteCorrupt(CorruptKind::kType, sym, key, "", false);
+        (*corrupt)[k] = {s, key + " holds another type", -1, 0};
+        continue;
+      }
       if (at->type == REDIS_REPLY_ARRAY && at->elements > 0) {
         u.expect.assign(at->element[0]->str, at->element[0]->len);
-        if (!ParseCandleJson(u.expect, &u.candle, &stored_sym, &closed)) {
-          conn_->Disconnect("corrupt history candle for " + std::string(sym));
-          return false;
+        if (!ParseCandleJson(u.expect, &u.candle, &stored_sym, &closed) || stored_sym != sym ||
+            u.candle.interval != iv || u.candle.open_time != u.open) {
+          unreadable.emplace_back(k, &u);  // rebuilt, if it can be, once the replies are read
         }
         continue;
       }
@@ -244,6 +274,31 @@ bool KlineStore::PlanLate(std::span<SymbolSeries* const> series, FlushReport* re
         // Filled below, once the candle's close is known.
         u.empties.emplace_back(ToDec(next_stored));
       }
+    }
+    // A history member that is not its candle: rebuilt from a finer interval's history where
+    // that is complete (the compare-and-set then replaces it); else this bucket's trades go.
+    for (auto& [uk, up] : unreadable) {
+      if (uk != k || (*corrupt)[k].series != nullptr) continue;
+      LateUpdate& u = *up;
+      const Interval iv = s->interval(u.slot);
+      const std::string key = KeyBase(sym) + ":" + std::string(IntervalName(iv)) + ":hist";
+      const int j = FinerSlot(u.slot, [](size_t) { return true; });
+      std::optional<Candle> rebuilt;
+      if (j >= 0 && !RebuildFromFiner(sym, iv, u.open, static_cast<size_t>(j), nullptr, &rebuilt)) {
+        return false;
+      }
+      NoteCorrupt(CorruptKind::kHistory, sym, key + "@" + ToDec(u.open), u.expect,
+                  rebuilt.has_value());
+      if (rebuilt) {
+        u.candle = *rebuilt;  // expect stays the stored text, so the CAS replaces it
+      } else {
+        (*corrupt)[k] = {s, key + " member at " + ToDec(u.open) + " is not its candle",
+                         static_cast<int32_t>(u.slot), u.open};
+      }
+    }
+    if ((*corrupt)[k].series != nullptr) {
+      plan.clear();
+      continue;
     }
     // Merge every late trade into its planned candle (exact, order-independent).
     for (const SymbolSeries::LateTrade& lt : s->late()) {
@@ -292,9 +347,12 @@ bool KlineStore::PlanLate(std::span<SymbolSeries* const> series, FlushReport* re
 }
 
 struct KlineStore::Job : FlushJob {
-  enum class Result : uint8_t { kFailed, kOk, kConflict };
+  enum class Result : uint8_t { kUnanswered, kOk, kConflict, kRefused, kCorrupt, kError };
   std::vector<SymbolSeries*> series;
   std::vector<SymbolSeries::FlushTicket> tickets;
+  std::vector<std::string> stamps;               // per series: the stamp the call writes
+  std::vector<std::pair<size_t, size_t>> spans;  // per series: its call's payload bytes
+  std::vector<FlushReport::Corrupt> left_out;    // per series: why it was not encoded
   // Per series: (slot, close) of each late update, in the order the script reports them.
   std::vector<std::vector<std::pair<uint32_t, Decimal>>> carries;
   std::string payload;  // every FLUSH call, RESP-encoded
@@ -302,67 +360,112 @@ struct KlineStore::Job : FlushJob {
   // Written by ExecuteFlush.
   std::vector<Result> results;
   std::vector<std::vector<bool>> reached;  // per series, per late update
+  std::vector<std::string> detail;         // per series: the corrupt key, or the error reply
 };
 
 std::unique_ptr<FlushJob> KlineStore::PrepareFlush(std::span<SymbolSeries* const> series) {
   auto job = std::make_unique<Job>();
+  job->left_out.assign(series.size(), {});
   if (!series.empty()) {
     if (!conn_->EnsureConnected()) return nullptr;
-    if (!PlanLate(series, &job->plan)) return nullptr;
+    if (!PlanLate(series, &job->plan, &job->left_out)) return nullptr;
   }
   job->series.assign(series.begin(), series.end());
   job->payload.reserve(series.size() * 4096);
+  job->tickets.resize(series.size());
+  job->stamps.resize(series.size());
+  job->spans.assign(series.size(), {0, 0});
+  job->carries.resize(series.size());
   for (size_t k = 0; k < series.size(); ++k) {
-    job->tickets.push_back(series[k]->BeginFlush());
-    EncodeFlushCommand(*series[k], late_plans_[k], mysql_late_[k], &job->payload);
-    auto& carries = job->carries.emplace_back();
-    for (const LateUpdate& u : late_plans_[k]) carries.emplace_back(u.slot, u.candle.close);
+    if (job->left_out[k].series != nullptr) continue;  // not begun: nothing to commit or abort
+    job->tickets[k] = series[k]->BeginFlush();
+    job->stamps[k] = FormatMarks(series[k]->flush_marks());
+    const size_t begin = job->payload.size();
+    EncodeFlushCommand(*series[k], job->stamps[k], late_plans_[k], mysql_late_[k], &job->payload);
+    job->spans[k] = {begin, job->payload.size()};
+    for (const LateUpdate& u : late_plans_[k]) job->carries[k].emplace_back(u.slot, u.candle.close);
   }
-  job->results.assign(series.size(), Job::Result::kFailed);
+  job->results.assign(series.size(), Job::Result::kUnanswered);
   job->reached.assign(series.size(), {});
+  job->detail.assign(series.size(), {});
   return job;
 }
 
 void KlineStore::ExecuteFlush(FlushJob* base) {
   Job* job = static_cast<Job*>(base);
-  if (job->series.empty()) return;
-  for (int attempt = 0; attempt < 2; ++attempt) {
+  std::vector<size_t> calls;  // the series whose calls this attempt sends
+  for (size_t k = 0; k < job->series.size(); ++k) {
+    if (job->left_out[k].series == nullptr) calls.push_back(k);
+  }
+  std::string resend;
+  for (int attempt = 0; attempt < 2 && !calls.empty(); ++attempt) {
     if (!write_conn_->EnsureConnected()) {
       job->error = write_conn_->error();
       return;
     }
-    write_conn_->AppendFormatted(job->payload);
-    bool noscript = false;
-    for (size_t k = 0; k < job->series.size(); ++k) {
+    if (attempt == 0) {
+      write_conn_->AppendFormatted(job->payload);
+    } else {
+      resend.clear();
+      for (size_t k : calls) {
+        resend.append(job->payload, job->spans[k].first,
+                      job->spans[k].second - job->spans[k].first);
+      }
+      write_conn_->AppendFormatted(resend);
+    }
+    std::vector<size_t> noscript;
+    for (size_t k : calls) {
       RedisReply r = write_conn_->GetReply();
-      if (r == nullptr) {  // connection dropped: what was not answered counts as failed
+      if (r == nullptr) {  // connection dropped: the calls not answered stay unknown
         job->error = write_conn_->error();
         return;
       }
       if (IsNoScript(r.get())) {
-        noscript = true;
+        noscript.push_back(k);  // not run: only these are sent again
         continue;
       }
-      if (r->type == REDIS_REPLY_ERROR || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+      if (r->type == REDIS_REPLY_ERROR) {
+        job->results[k] = Job::Result::kError;
+        job->detail[k].assign(r->str, r->len);
+        if (job->error.empty()) job->error = "FLUSH script: " + job->detail[k];
+        continue;
+      }
+      if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
           r->element[0]->type != REDIS_REPLY_INTEGER) {
-        job->error = std::string("FLUSH script: ") +
-                     (r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
-        write_conn_->Disconnect(job->error);
-        return;
-      }
-      if (r->element[0]->integer == 0) {
-        job->results[k] = Job::Result::kConflict;  // a stored candle changed since planning
+        job->results[k] = Job::Result::kError;
+        job->detail[k] = "unexpected FLUSH reply";
+        if (job->error.empty()) job->error = job->detail[k];
         continue;
       }
-      job->results[k] = Job::Result::kOk;
-      for (size_t u = 1; u < r->elements; ++u) {
-        job->reached[k].push_back(r->element[u]->integer == 1);
+      switch (r->element[0]->integer) {
+        case 1:
+          job->results[k] = Job::Result::kOk;
+          for (size_t u = 1; u < r->elements; ++u) {
+            job->reached[k].push_back(r->element[u]->integer == 1);
+          }
+          break;
+        case 0:
+          job->results[k] = Job::Result::kConflict;  // a stored candle changed since planning
+          break;
+        case -1:
+          job->results[k] = Job::Result::kRefused;  // storage moved since this shard matched it
+          break;
+        case -2:
+          job->results[k] = Job::Result::kCorrupt;
+          if (r->elements > 1 && r->element[1]->type == REDIS_REPLY_STRING) {
+            job->detail[k].assign(r->element[1]->str, r->element[1]->len);
+          }
+          break;
+        default:
+          job->results[k] = Job::Result::kError;
+          job->detail[k] = "unexpected FLUSH result";
+          break;
       }
     }
-    if (!noscript) return;
-    // Redis lost its scripts (restart, SCRIPT FLUSH): load them and send everything again;
-    // the writes are absolute, so what already landed is written once more, harmlessly.
-    if (!write_conn_->ReloadScripts()) {
+    calls.swap(noscript);
+    // Redis lost its scripts (restart, SCRIPT FLUSH): load them and send what NOSCRIPT
+    // answered again. The calls answered otherwise ran (or were refused) and are not resent.
+    if (!calls.empty() && !write_conn_->ReloadScripts()) {
       job->error = write_conn_->error();
       return;
     }
@@ -372,15 +475,38 @@ void KlineStore::ExecuteFlush(FlushJob* base) {
 FlushReport KlineStore::FinishFlush(FlushJob* base) {
   Job* job = static_cast<Job*>(base);
   FlushReport report;
-  size_t conflicts = 0;
   for (size_t k = 0; k < job->series.size(); ++k) {
     SymbolSeries* s = job->series[k];
+    if (job->left_out[k].series != nullptr) {
+      report.corrupt.push_back(job->left_out[k]);
+      continue;
+    }
+    switch (job->results[k]) {
+      case Job::Result::kOk:
+        break;
+      case Job::Result::kConflict:
+        ++report.late_conflicts;
+        break;
+      case Job::Result::kRefused:
+        report.refused.push_back(s);
+        break;
+      case Job::Result::kCorrupt:
+        NoteCorrupt(CorruptKind::kType, s->symbol().view(), job->detail[k], "", false);
+        report.corrupt.push_back({s, job->detail[k] + " holds another type", -1, 0});
+        break;
+      case Job::Result::kError:
+        report.errored.push_back(s);
+        if (report.error.empty()) report.error = job->detail[k];
+        break;
+      case Job::Result::kUnanswered:
+        break;
+    }
     if (job->results[k] != Job::Result::kOk) {
-      conflicts += job->results[k] == Job::Result::kConflict;
       s->AbortFlush();
       continue;
     }
     s->CommitFlush(job->tickets[k]);
+    s->set_storage_stamp(std::move(job->stamps[k]));
     const auto& carries = job->carries[k];
     for (size_t u = 0; u < carries.size() && u < job->reached[k].size(); ++u) {
       if (job->reached[k][u]) s->CarryIntoEmptyCurrent(carries[u].first, carries[u].second);
@@ -389,7 +515,6 @@ FlushReport KlineStore::FinishFlush(FlushJob* base) {
   }
   report.failed = job->series.size() - report.written;
   report.ok = report.failed == 0;
-  report.late_conflicts = conflicts;
   if (report.written > 0) {
     report.late_applied = job->plan.late_applied;
     report.late_not_in_redis = job->plan.late_not_in_redis;
@@ -398,55 +523,197 @@ FlushReport KlineStore::FinishFlush(FlushJob* base) {
   return report;
 }
 
-bool KlineStore::Load(std::span<SymbolSeries* const> series) {
+bool KlineStore::Load(std::span<SymbolSeries* const> series, std::vector<LoadStatus>* status) {
+  status->assign(series.size(), LoadStatus::kLoaded);
   if (series.empty()) return true;
   if (!conn_->EnsureConnected()) return false;
-  std::vector<std::string> keys;
-  for (const SymbolSeries* s : series) {
-    const std::string base = KeyBase(s->symbol().view());
-    conn_->Append({"GET", base + ":wm"});
-    keys.clear();
-    args_.clear();
-    args_.push_back("MGET");
-    for (size_t i = 0; i < s->interval_count(); ++i) {
-      keys.push_back(base + ":" + std::string(IntervalName(s->interval(i))));
+  std::vector<RedisReply> replies;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    for (const SymbolSeries* s : series) {
+      args_.clear();
+      args_.insert(args_.end(),
+                   {"EVALSHA", conn_->Sha(load_script_), "0", prefix_, s->symbol().view()});
+      for (size_t i = 0; i < s->interval_count(); ++i)
+        args_.push_back(IntervalName(s->interval(i)));
+      conn_->Append(args_);
     }
-    for (const std::string& k : keys) args_.push_back(k);
-    conn_->Append(args_);
+    replies.clear();
+    bool noscript = false;
+    for (size_t k = 0; k < series.size(); ++k) {
+      RedisReply r = conn_->GetReply();
+      if (r == nullptr) return false;
+      noscript |= IsNoScript(r.get());
+      replies.push_back(std::move(r));
+    }
+    if (!noscript) break;
+    if (attempt == 1 || !conn_->ReloadScripts()) {
+      if (conn_->connected()) conn_->Disconnect("LOAD: NOSCRIPT after reloading the scripts");
+      return false;
+    }
   }
+  std::vector<SymbolSeries*> loaded;
   std::vector<std::optional<Candle>> current;
-  for (SymbolSeries* s : series) {
-    RedisReply wm = conn_->GetReply();
-    RedisReply cur = conn_->GetReply();
-    if (wm == nullptr || cur == nullptr) return false;
+  for (size_t k = 0; k < series.size(); ++k) {
+    SymbolSeries* s = series[k];
+    const redisReply* r = replies[k].get();
+    const size_t n = s->interval_count();
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != n + 2) {
+      conn_->Disconnect("unexpected LOAD reply");
+      return false;
+    }
+    const std::string_view sym = s->symbol().view();
+    const std::string base = KeyBase(sym);
+    // Watermark and per-source watermarks: each repairs the other; both unreadable is fatal
+    // for the symbol (its trades could be counted twice or dropped).
+    const redisReply* wm = r->element[0];
+    const redisReply* wmp = r->element[1];
     int64_t watermark = 0;
-    if (wm->type == REDIS_REPLY_STRING && !ParseInt(ReplyStr(wm.get()), &watermark)) {
-      conn_->Disconnect("corrupt watermark for " + std::string(s->symbol().view()));
-      return false;
+    const bool wm_ok = wm->type == REDIS_REPLY_NIL ||
+                       (wm->type == REDIS_REPLY_STRING && ParseInt(ReplyStr(wm), &watermark));
+    SourceMarks marks;
+    const bool marks_ok = wmp->type == REDIS_REPLY_NIL ||
+                          (wmp->type == REDIS_REPLY_STRING && ParseMarks(ReplyStr(wmp), &marks));
+    const auto kind_of = [](const redisReply* e, CorruptKind k) {
+      return e->type == REDIS_REPLY_ERROR ? CorruptKind::kType : k;
+    };
+    const auto text_of = [](const redisReply* e) {
+      return e->type == REDIS_REPLY_NIL ? std::string_view() : ReplyStr(e);
+    };
+    if (!wm_ok && !marks_ok) {
+      NoteCorrupt(kind_of(wm, CorruptKind::kWatermark), sym, base + ":wm", text_of(wm), false);
+      NoteCorrupt(kind_of(wmp, CorruptKind::kMarks), sym, base + ":wmp", text_of(wmp), false);
+      (*status)[k] = LoadStatus::kCorrupt;
+      continue;
     }
-    if (cur->type != REDIS_REPLY_ARRAY || cur->elements != s->interval_count()) {
-      conn_->Disconnect("unexpected MGET reply");
-      return false;
+    if (!wm_ok) {
+      // The per-source watermarks hold it exactly; the next write stores it again.
+      NoteCorrupt(kind_of(wm, CorruptKind::kWatermark), sym, base + ":wm", text_of(wm), true);
+    } else if (!marks_ok) {
+      // Every id up to the watermark is in (from some source): a floor for every source.
+      NoteCorrupt(kind_of(wmp, CorruptKind::kMarks), sym, base + ":wmp", text_of(wmp), true);
+      marks = SourceMarks{watermark, {}};
+    } else if (wmp->type == REDIS_REPLY_NIL && watermark > 0) {
+      marks = SourceMarks{watermark, {}};  // written before per-source watermarks existed
     }
-    current.assign(s->interval_count(), std::nullopt);
-    for (size_t i = 0; i < s->interval_count(); ++i) {
-      const redisReply* e = cur->element[i];
-      if (e->type != REDIS_REPLY_STRING) continue;
+    current.assign(n, std::nullopt);
+    std::vector<size_t> unreadable;
+    for (size_t i = 0; i < n; ++i) {
+      const redisReply* e = r->element[i + 2];
+      if (e->type == REDIS_REPLY_NIL) continue;
       Candle c;
-      std::string_view sym;
+      std::string_view stored_sym;
       bool closed = false;
-      if (!ParseCandleJson(ReplyStr(e), &c, &sym, &closed) || c.interval != s->interval(i)) {
-        conn_->Disconnect("corrupt current candle for " + std::string(s->symbol().view()));
-        return false;
+      if (e->type == REDIS_REPLY_STRING && ParseCandleJson(ReplyStr(e), &c, &stored_sym, &closed) &&
+          c.interval == s->interval(i) && stored_sym == sym && !closed) {
+        current[i] = c;
+      } else {
+        unreadable.push_back(i);
       }
-      current[i] = c;
     }
-    s->Restore(watermark, current);
+    // An unreadable current candle is the merge of a finer interval's candles in its bucket,
+    // where those are all still stored (finest first, so a repaired one can serve the next).
+    bool current_ok = true;
+    for (const size_t i : unreadable) {
+      const int j = FinerSlot(i, [&current](size_t slot) { return current[slot].has_value(); });
+      std::optional<Candle> rebuilt;
+      if (j >= 0) {
+        const Candle& fine = *current[static_cast<size_t>(j)];
+        if (!RebuildFromFiner(sym, s->interval(i),
+                              BucketOpen(s->interval(i), fine.open_time, layout_->tz),
+                              static_cast<size_t>(j), &fine, &rebuilt)) {
+          return false;
+        }
+      }
+      const redisReply* e = r->element[i + 2];
+      NoteCorrupt(kind_of(e, CorruptKind::kCurrent), sym,
+                  base + ":" + std::string(IntervalName(s->interval(i))), text_of(e),
+                  rebuilt.has_value());
+      current[i] = rebuilt;
+      current_ok &= rebuilt.has_value();
+    }
+    if (!current_ok) {
+      (*status)[k] = LoadStatus::kCorrupt;
+      continue;
+    }
+    s->Restore(marks, current);
+    // The write's compare-and-set token is what B:wmp holds now, readable or not (a key of
+    // another type reads as none inside the script, as here).
+    s->set_storage_stamp(wmp->type == REDIS_REPLY_STRING ? std::string(ReplyStr(wmp)) : "");
+    loaded.push_back(s);
   }
-  return RebuildTickers(series);
+  return RebuildTickers(loaded);
 }
 
-// After a restart or rebalance: the ticker window from the last 24 h of 1m candles.
+int KlineStore::FinerSlot(size_t slot, const std::function<bool(size_t)>& usable) const {
+  for (size_t j = slot; j-- > 0;) {  // intervals are in kAllIntervals order: finer first
+    if (Nests(layout_->intervals[j], layout_->intervals[slot]) && usable(j)) {
+      return static_cast<int>(j);
+    }
+  }
+  return -1;
+}
+
+bool KlineStore::RebuildFromFiner(std::string_view sym, Interval iv, int64_t open,
+                                  size_t finer_slot, const Candle* finer_current,
+                                  std::optional<Candle>* out) {
+  out->reset();
+  const UtcOffset tz = layout_->tz;
+  const Interval fine = layout_->intervals[finer_slot];
+  const int64_t next = NextBucketOpen(iv, open, tz);
+  const bool with_current = finer_current != nullptr && finer_current->open_time >= open &&
+                            finer_current->open_time < next;
+  const int64_t end = with_current ? finer_current->open_time : next;  // history covers [open, end)
+  const std::string base = KeyBase(sym);
+  const std::string hist = base + ":" + std::string(IntervalName(fine)) + ":hist";
+  const std::string from = ToDec(open);
+  conn_->Append({"ZRANGEBYSCORE", hist, from, "(" + ToDec(end)});
+  conn_->Append({"ZRANGEBYSCORE", hist, "-inf", "(" + from, "LIMIT", "0", "1"});
+  conn_->Append({"HGET", base + ":trimmed", IntervalName(fine)});
+  RedisReply members = conn_->GetReply();
+  RedisReply before = conn_->GetReply();
+  RedisReply trimmed = conn_->GetReply();
+  if (!members || !before || !trimmed) return false;
+  if (members->type != REDIS_REPLY_ARRAY || before->type != REDIS_REPLY_ARRAY) return true;
+  std::vector<Candle> parts;
+  for (size_t e = 0; e < members->elements; ++e) {
+    Candle c;
+    std::string_view s;
+    bool closed = false;
+    if (!ParseCandleJson(ReplyStr(members->element[e]), &c, &s, &closed) || s != sym ||
+        c.interval != fine ||
+        (!parts.empty() && c.open_time != NextBucketOpen(fine, parts.back().open_time, tz))) {
+      return true;  // unreadable, or a gap: nothing exact
+    }
+    parts.push_back(c);
+  }
+  // The history must reach `end` without a gap: the finer current candle, or the bucket's end.
+  if (!parts.empty() && NextBucketOpen(fine, parts.back().open_time, tz) != end) return true;
+  if (with_current) parts.push_back(*finer_current);
+  if (parts.empty()) return true;
+  if (parts.front().open_time != open) {
+    // The series may start inside the bucket: only if nothing of it is older, or was trimmed.
+    int64_t trimmed_to = -1;
+    if (trimmed->type == REDIS_REPLY_STRING) ParseInt(ReplyStr(trimmed.get()), &trimmed_to);
+    if (before->elements != 0 || trimmed_to >= open) return true;
+  }
+  Candle merged;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    Candle c = parts[i];
+    c.interval = iv;
+    c.open_time = open;
+    c.close_time = next - 1;
+    if (i == 0) {
+      merged = c;
+    } else if (!Merge(merged, c, &merged)) {
+      return true;  // a sum past 20 digits: stored candles no trade could have made
+    }
+  }
+  *out = merged;
+  return true;
+}
+
+// After a restart or rebalance: the ticker window from the last 24 h of 1m candles. A history
+// that is not a sorted set or members that do not parse leave the window without them.
 bool KlineStore::RebuildTickers(std::span<SymbolSeries* const> series) {
   if (one_minute_slot_ < 0) return true;
   const int64_t now = WallMs();

@@ -6,17 +6,27 @@
 // FLUSH script per dirty symbol, encoded on the shard thread into one RESP buffer
 // (PrepareFlush), written and answered on the flusher thread (ExecuteFlush) while the shard
 // keeps applying trades, and committed back on the shard thread (FinishFlush): a handful of
-// round trips per flush however many trades were merged. Loads are pipelined the
-// same way (GET watermark + MGET of the current candles per symbol). Late trades whose
-// bucket the shard no longer holds are resolved in the flush: one pipelined read of the
-// stored candles they touch, exact merge in C++, and compare-and-set inside the symbol's
-// FLUSH call, atomic with its watermark; a symbol whose stored candle changed in between
-// stays dirty and is retried by the next flush.
+// round trips per flush however many trades were merged. Every reply is read and judged on
+// its own: one symbol's error or refusal never stops the others, a NOSCRIPT re-sends only
+// the calls it answered, and a dropped connection leaves only the unanswered calls unknown.
+// Each call carries the symbol's storage stamp (the per-source watermarks B:wmp held when
+// the shard last matched storage) and is refused if storage moved since: a second writer, or
+// the retry of a write whose reply was lost; the shard then reloads the symbol (FlushReport).
+// Loads are pipelined the same way (one LOAD script call per symbol, which tells a missing
+// key from one of another type). Values that do not parse are repaired from what else is
+// stored where that is exact (a watermark from the per-source watermarks and back); what
+// cannot be repaired is reported (LoadStatus::kCorrupt), counted and logged, never retried
+// in a loop that stops the shard. Late trades whose bucket the shard no longer holds are
+// resolved in the flush: one pipelined read of the stored candles they touch, exact merge in
+// C++, and compare-and-set inside the symbol's FLUSH call, atomic with its watermark; a
+// symbol whose stored candle changed in between stays dirty and is retried by the next flush.
 #pragma once
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -42,7 +52,7 @@ class KlineStore final : public SeriesStore {
   void ExecuteFlush(FlushJob* job) override;
   FlushReport FinishFlush(FlushJob* job) override;
 
-  bool Load(std::span<SymbolSeries* const> series) override;
+  bool Load(std::span<SymbolSeries* const> series, std::vector<LoadStatus>* status) override;
   std::string LastError() const override { return conn_->error(); }
   uint64_t Errors() const override {
     return conn_->errors() + (write_conn_ != conn_ ? write_conn_->errors() : 0);
@@ -50,6 +60,7 @@ class KlineStore final : public SeriesStore {
   uint64_t Reconnects() const override {
     return conn_->reconnects() + (write_conn_ != conn_ ? write_conn_->reconnects() : 0);
   }
+  const StoreStats& stats() const override { return stats_; }
 
   std::string KeyBase(std::string_view symbol) const;
 
@@ -69,12 +80,28 @@ class KlineStore final : public SeriesStore {
     std::string trade_json;
   };
   struct Job;
-  bool PlanLate(std::span<SymbolSeries* const> series, FlushReport* report);
-  // Appends the FLUSH call of one series, RESP-encoded, to *payload.
+  // Reads and merges every series' late trades. False if the connection failed; a series
+  // whose stored candle does not parse gets (*corrupt)[k] set to why (it is left out).
+  bool PlanLate(std::span<SymbolSeries* const> series, FlushReport* report,
+                std::vector<FlushReport::Corrupt>* corrupt);
   bool RebuildTickers(std::span<SymbolSeries* const> series);
-  void EncodeFlushCommand(SymbolSeries& s, const std::vector<LateUpdate>& late,
+  // The candle of `iv` at the bucket opening at `open`, rebuilt exactly by merging the stored
+  // candles of the finer configured interval at `finer_slot` (which nests in iv): its history
+  // members in the bucket, then finer_current when that lies in the bucket. *out stays empty
+  // when those are not complete (trimmed, missing, unreadable). False on a connection error.
+  bool RebuildFromFiner(std::string_view sym, Interval iv, int64_t open, size_t finer_slot,
+                        const Candle* finer_current, std::optional<Candle>* out);
+  // The coarsest configured interval finer than slot's whose buckets nest in it, among those
+  // `usable` allows; -1 if none.
+  int FinerSlot(size_t slot, const std::function<bool(size_t)>& usable) const;
+  // Appends the FLUSH call of one series, RESP-encoded, to *payload.
+  void EncodeFlushCommand(SymbolSeries& s, std::string_view stamp,
+                          const std::vector<LateUpdate>& late,
                           const std::vector<MysqlLate>& mysql_late, std::string* payload);
   std::string_view Keep(std::string s);
+  // Counts and logs an unreadable stored value (rate-limited): what, where, what became of it.
+  void NoteCorrupt(CorruptKind kind, std::string_view symbol, std::string_view key,
+                   std::string_view value, bool repaired);
 
   RedisConn* conn_;
   RedisConn* write_conn_;
@@ -83,6 +110,8 @@ class KlineStore final : public SeriesStore {
   const SeriesLayout* layout_;
   int one_minute_slot_ = -1;  // index of 1m in the layout (the ticker's source), -1 if none
   size_t flush_script_;
+  size_t load_script_;
+  StoreStats stats_;
   std::vector<std::vector<LateUpdate>> late_plans_;  // per series of the current flush
   std::vector<std::vector<MysqlLate>> mysql_late_;   // per series of the current flush
   // Scratch reused across calls: the arguments of one command (hiredis copies on Append).

@@ -12,6 +12,7 @@
 //   B:INTERVAL        current candle (x=false)
 //   B:INTERVAL:hist   closed candles, score = open time
 //   B:wm              highest applied trade id
+//   B:wmp             per-source watermarks "source:id,..." (the write stamp, see FLUSH)
 //   B:pending         hash "INTERVAL|open_time" -> candle JSON not yet confirmed in MySQL
 //   PREFIX:symbols    every symbol with an applied trade
 //   PREFIX:pending    symbols whose B:pending is non-empty
@@ -53,16 +54,18 @@ end
 -- After the closed candle at t changed its close: every empty candle after it (history,
 -- then the current one) takes the new close, up to the first candle with trades. True when
 -- the current candle was reached (so it carries `close`, or holds trades of its own).
+-- A member that is not a candle stops the carry (stored garbage never raises an error).
 local function recarry_after(base, iv, t, close)
   local hist = base .. ':' .. iv .. ':hist'
   local from = '(' .. ms(t)
   while true do
     local later = redis.call('ZRANGEBYSCORE', hist, from, '+inf', 'LIMIT', 0, 256)
     for _, m in ipairs(later) do
-      if not is_empty(m) then return false end
+      local mt = open_time(m)
+      if not mt or not is_empty(m) then return false end
       local nm = with_close(m, close)
       if nm == m then return true end  -- already carried: so are the ones after it
-      put_hist(base, iv, open_time(m), nm)
+      put_hist(base, iv, mt, nm)
     end
     if #later < 256 then break end
     from = '(' .. ms(open_time(later[#later]))
@@ -76,7 +79,7 @@ end
 
 // FLUSH: a shard writes one symbol's state, atomically.
 // KEYS: none (computed from ARGV, all in the symbol's slot, plus the global index sets).
-// ARGV: prefix, symbol, watermark,
+// ARGV: prefix, symbol, watermark, base stamp, new stamp,
 //   interval count, then per interval: name, current open time, current JSON (x=false),
 //     closed count, closed JSONs (x=true, oldest first, contiguous);
 //   late count, then per late update (ascending open time per interval): name, open time,
@@ -85,19 +88,27 @@ end
 //   MySQL-late count, then per record: field "INTERVAL|open_time|trade_id", trade JSON (a late
 //     trade whose bucket left Redis: B:late, drained into MySQL by the persistence worker);
 //   ticker key and JSON ("" "" = none): the symbol's 24h ticker, written as is.
+// The stamps are the symbol's per-source watermarks as stored in B:wmp ("" = none): the write
+// is refused ({-1}, nothing written) unless B:wmp still holds the base stamp, i.e. unless
+// storage is exactly what the shard loaded or last wrote. So a second writer of the symbol
+// (two instances after a lost assignment, a producer not keying by symbol) never overwrites
+// another's candles, and a retry of a write that landed although its reply was lost is
+// refused instead of applied twice: the shard reloads the symbol and re-applies its trades.
 // Late updates are compare-and-set: if any stored candle differs from what the shard read,
-// nothing at all is written and {0} is returned (the shard re-reads and retries). Otherwise
-// returns {1, r1, r2, ...} where rk = 1 if late update k re-carried its close all the way
-// into the current candle.
+// nothing at all is written and {0} is returned (the shard re-reads and retries).
+// Stored garbage never raises a Lua error (which would leave the writes before it in place):
+// every key the call writes with a typed command is checked first, and a key of another type
+// returns {-2, key} with nothing written. Otherwise returns {1, r1, r2, ...} where rk = 1 if
+// late update k re-carried its close all the way into the current candle.
 // Never undoes a rollover: if storage's current candle is newer than the shard's, the
 // shard's candle goes to history and its close is re-carried.
 inline constexpr const char kFlush[] = R"LUA(
-local prefix, sym, wm = ARGV[1], ARGV[2], ARGV[3]
+local prefix, sym, wm, base_stamp, stamp = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local base = prefix .. ':{' .. sym .. '}'
 local sub, byte = string.sub, string.byte
 -- Positions only (no table per interval): Redis hashes every Lua string and table it makes.
-local n = tonumber(ARGV[4])
-local i = 5
+local n = tonumber(ARGV[6])
+local i = 7
 local currents = {}
 for k = 1, n do
   currents[k] = i
@@ -107,48 +118,89 @@ local nlate = tonumber(ARGV[i])
 i = i + 1
 local lates = {}
 for k = 1, nlate do
-  local l = {iv = ARGV[i], t = tonumber(ARGV[i + 1]), expect = ARGV[i + 2], json = ARGV[i + 3],
-             nempty = tonumber(ARGV[i + 4]), first = i + 5}
-  lates[k] = l
-  i = i + 5 + l.nempty
+  lates[k] = {iv = ARGV[i], t = tonumber(ARGV[i + 1]), expect = ARGV[i + 2], json = ARGV[i + 3],
+              nempty = tonumber(ARGV[i + 4]), first = i + 5}
+  i = i + 5 + lates[k].nempty
+end
+local nmysql = tonumber(ARGV[i])
+local mysql_at = i + 1
+i = mysql_at + 2 * nmysql
+local ticker_key, ticker_json = ARGV[i], ARGV[i + 1]
+
+-- One MGET for every current candle and the stamp: a command costs Redis far more than Lua.
+local cur_keys = {}
+for k, a in ipairs(currents) do cur_keys[k] = base .. ':' .. ARGV[a] end
+cur_keys[n + 1] = base .. ':wmp'
+local stored = redis.call('MGET', unpack(cur_keys))
+if (stored[n + 1] or '') ~= base_stamp then return {-1} end
+
+-- Plan every write before making one. `hist` collects the history keys written.
+local hist = {}
+local function typed(key, kind)
+  local t = redis.pcall('TYPE', key)
+  t = type(t) == 'table' and t.ok or t
+  return t == 'none' or t == kind
+end
+local plan = {}  -- per interval: 0 write ours; 1 storage newer (ours to history); 2 also
+                 -- close storage's older candle into history
+for k, a in ipairs(currents) do
+  local iv, ts = ARGV[a], ARGV[a + 1]
+  local existing = stored[k]
+  local how = 0
+  -- The common case needs no number: storage holds this very bucket (`{"t":<ts>,...`).
+  if existing and not (sub(existing, 6, 5 + #ts) == ts and byte(existing, 6 + #ts) == 44) then
+    local t, ex_t = tonumber(ts), open_time(existing)
+    if ex_t and ex_t > t then
+      how = 1
+    elseif ex_t and ex_t < t then
+      -- Storage's older candle goes to history unless this call or history already has it.
+      local carried = false
+      for e = a + 4, a + 3 + tonumber(ARGV[a + 3]) do
+        if open_time(ARGV[e]) == ex_t then carried = true end
+      end
+      local key = base .. ':' .. iv .. ':hist'
+      if not typed(key, 'zset') then return {-2, key} end
+      if not carried and redis.call('ZCOUNT', key, ms(ex_t), ms(ex_t)) == 0 then how = 2 end
+    end
+  end
+  plan[k] = how
+  if how ~= 0 or tonumber(ARGV[a + 3]) > 0 then hist[#hist + 1] = base .. ':' .. iv .. ':hist' end
+end
+for _, l in ipairs(lates) do hist[#hist + 1] = base .. ':' .. l.iv .. ':hist' end
+for _, key in ipairs(hist) do
+  if not typed(key, 'zset') then return {-2, key} end
+end
+if #hist > 0 and not typed(base .. ':pending', 'hash') then return {-2, base .. ':pending'} end
+if nmysql > 0 and not typed(base .. ':late', 'hash') then return {-2, base .. ':late'} end
+for _, l in ipairs(lates) do
   local old = redis.call('ZRANGEBYSCORE', base .. ':' .. l.iv .. ':hist', ms(l.t), ms(l.t))
   if (old[1] or '') ~= l.expect then return {0} end
 end
 
--- Two commands for all current candles in the common case: read what is stored (MGET), then
--- write ours (MSET); a command costs Redis far more than the Lua around it.
-local cur_keys = {}
-for k, a in ipairs(currents) do cur_keys[k] = base .. ':' .. ARGV[a] end
-local stored = n > 0 and redis.call('MGET', unpack(cur_keys)) or {}
 local mset = {}
 for k, a in ipairs(currents) do
   local iv, ts, json = ARGV[a], ARGV[a + 1], ARGV[a + 2]
   for e = a + 4, a + 3 + tonumber(ARGV[a + 3]) do
     put_hist(base, iv, open_time(ARGV[e]), ARGV[e])
   end
-  local existing = stored[k]
-  local write = true
-  -- The common case needs no number: storage holds this very bucket (`{"t":<ts>,...`).
-  if existing and not (sub(existing, 6, 5 + #ts) == ts and byte(existing, 6 + #ts) == 44) then
-    local t, ex_t = tonumber(ts), open_time(existing)
-    if ex_t and ex_t > t then
-      -- A rollover moved storage past the shard's current bucket: storage's current stays,
-      -- and the shard's bucket is a closed one.
-      write = false
-      if put_hist(base, iv, t, as_closed(json)) then
-        recarry_after(base, iv, t, close_of(json))
-      end
-    elseif ex_t and ex_t < t and
-           redis.call('ZCOUNT', base .. ':' .. iv .. ':hist', ms(ex_t), ms(ex_t)) == 0 then
-      put_hist(base, iv, ex_t, as_closed(existing))
+  if plan[k] == 1 then
+    -- A rollover moved storage past the shard's current bucket: storage's current stays,
+    -- and the shard's bucket is a closed one.
+    if put_hist(base, iv, tonumber(ts), as_closed(json)) then
+      recarry_after(base, iv, tonumber(ts), close_of(json))
     end
-  end
-  if write then
+  else
+    if plan[k] == 2 then put_hist(base, iv, open_time(stored[k]), as_closed(stored[k])) end
     mset[#mset + 1] = cur_keys[k]
     mset[#mset + 1] = json
   end
 end
-if #mset > 0 then redis.call('MSET', unpack(mset)) end
+-- Storage matched the base stamp, so this shard's watermark is storage's plus its own.
+mset[#mset + 1] = base .. ':wm'
+mset[#mset + 1] = wm
+mset[#mset + 1] = base .. ':wmp'
+mset[#mset + 1] = stamp
+redis.call('MSET', unpack(mset))
 
 local result = {1}
 for k, l in ipairs(lates) do
@@ -161,21 +213,40 @@ for k, l in ipairs(lates) do
   result[k + 1] = recarry_after(base, l.iv, last_t, close_of(l.json)) and 1 or 0
 end
 
-local nmysql = tonumber(ARGV[i])
-i = i + 1
-for _ = 1, nmysql do
-  redis.call('HSET', base .. ':late', ARGV[i], ARGV[i + 1])
-  i = i + 2
+for r = mysql_at, mysql_at + 2 * nmysql - 1, 2 do
+  redis.call('HSET', base .. ':late', ARGV[r], ARGV[r + 1])
 end
-if nmysql > 0 then redis.call('SADD', prefix .. ':late', sym) end
-local ticker_key, ticker_json = ARGV[i], ARGV[i + 1]
 if ticker_key ~= '' then redis.call('SET', ticker_key, ticker_json) end
-
-local old = redis.call('GET', base .. ':wm')
-if not old or id_gt(wm, old) then redis.call('SET', base .. ':wm', wm) end
-redis.call('SADD', prefix .. ':symbols', sym)
-if wrote_pending then redis.call('SADD', prefix .. ':pending', sym) end
+-- The global index sets are shared by every symbol: a wrong type there is an operator's to
+-- fix; it must not fail this symbol's write (which is complete at this point).
+if nmysql > 0 then redis.pcall('SADD', prefix .. ':late', sym) end
+redis.pcall('SADD', prefix .. ':symbols', sym)
+if wrote_pending then redis.pcall('SADD', prefix .. ':pending', sym) end
 return result
+)LUA";
+
+// LOAD: what a shard needs to take one symbol over (start, rebalance, reload).
+// KEYS: none. ARGV: prefix, symbol, interval names...
+// Returns {B:wm, B:wmp, B:INTERVAL...}: each the stored string; nil when the key is missing;
+// an error element "WRONGTYPE <type>" when it holds another type (MGET alone cannot tell a
+// missing key from one of another type, and a lost watermark would count trades twice).
+inline constexpr const char kLoad[] = R"LUA(
+local base = ARGV[1] .. ':{' .. ARGV[2] .. '}'
+local keys = {base .. ':wm', base .. ':wmp'}
+for a = 3, #ARGV do keys[#keys + 1] = base .. ':' .. ARGV[a] end
+local v = redis.call('MGET', unpack(keys))
+local missing = {}
+for k = 1, #keys do
+  if not v[k] then missing[#missing + 1] = keys[k] end
+end
+if #missing > 0 and redis.call('EXISTS', unpack(missing)) > 0 then
+  for k = 1, #keys do
+    if not v[k] and redis.call('EXISTS', keys[k]) == 1 then
+      v[k] = {err = 'WRONGTYPE ' .. redis.call('TYPE', keys[k]).ok}
+    end
+  end
+end
+return v
 )LUA";
 
 }  // namespace klined::lua

@@ -543,3 +543,39 @@ TEST_CASE("Interval: negative times use floor semantics") {
 
 }  // namespace
 }  // namespace klined
+
+namespace klined {
+
+TEST_CASE("interval: Nests says which intervals' buckets are unions of another's") {
+  CHECK(Nests(Interval::k1m, Interval::k5m));
+  CHECK(Nests(Interval::k1s, Interval::k1M));
+  CHECK(Nests(Interval::k1h, Interval::k1d));
+  CHECK(Nests(Interval::k12h, Interval::k1d));
+  CHECK(Nests(Interval::k1d, Interval::k3d));
+  CHECK(Nests(Interval::k1d, Interval::k1w));
+  CHECK(Nests(Interval::k8h, Interval::k1M));
+  CHECK(Nests(Interval::k3m, Interval::k15m));
+  CHECK_FALSE(Nests(Interval::k3m, Interval::k5m));
+  CHECK_FALSE(Nests(Interval::k1m, Interval::k1m));
+  CHECK_FALSE(Nests(Interval::k5m, Interval::k1m));
+  CHECK_FALSE(Nests(Interval::k3d, Interval::k1w));
+  CHECK_FALSE(Nests(Interval::k1w, Interval::k1M));
+  CHECK_FALSE(Nests(Interval::k1M, Interval::k1M));
+  // Every fine bucket that starts inside a coarse bucket ends inside it, in any offset.
+  for (const UtcOffset tz :
+       {UtcOffset{0}, UtcOffset{8 * 3600000}, UtcOffset{-(5 * 3600000 + 1800000)}}) {
+    for (Interval fine : kAllIntervals) {
+      for (Interval coarse : kAllIntervals) {
+        if (!Nests(fine, coarse)) continue;
+        CAPTURE(IntervalName(fine));
+        CAPTURE(IntervalName(coarse));
+        const int64_t open = BucketOpen(coarse, 1732147200000 + 12345678, tz);
+        const int64_t next = NextBucketOpen(coarse, open, tz);
+        CHECK(BucketOpen(fine, open, tz) == open);
+        CHECK(BucketOpen(fine, next, tz) == next);
+      }
+    }
+  }
+}
+
+}  // namespace klined

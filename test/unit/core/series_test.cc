@@ -24,7 +24,7 @@ SeriesLayout OneMinute() { return SeriesLayout{{Interval::k1m}, UtcOffset{}}; }
 
 }  // namespace
 
-TEST_CASE("series: first trade opens the bucket, duplicates are dropped") {
+TEST_CASE("series: first trade opens the bucket, duplicates are dropped, reorders refused") {
   const SeriesLayout layout = OneMinute();
   SymbolSeries s(&layout, Symbol("BTCUSDT"));
   CHECK(s.current(0) == nullptr);
@@ -37,8 +37,122 @@ TEST_CASE("series: first trade opens the bucket, duplicates are dropped") {
   CHECK(s.watermark() == 10);
   CHECK(s.dirty());
   CHECK(s.Apply(MakeTrade(10, kT0 + 6000, "1", "1")).outcome == SymbolSeries::Outcome::kDuplicate);
-  CHECK(s.Apply(MakeTrade(9, kT0 + 6000, "1", "1")).outcome == SymbolSeries::Outcome::kDuplicate);
+  // Below the watermark of its source and never applied: out of order, not a duplicate.
+  const auto r9 = s.Apply(MakeTrade(9, kT0 + 6000, "1", "1"));
+  CHECK(r9.outcome == SymbolSeries::Outcome::kOutOfOrder);
+  CHECK(r9.out_of_order);
   CHECK(s.current(0)->count == 1);
+  CHECK(s.watermark() == 10);
+}
+
+namespace {
+Trade FromSource(int32_t source, TradeId id, int64_t time_ms) {
+  Trade t = test::TradeFromText(id, time_ms, std::to_string(100 + id), "1", false);
+  t.source = source;
+  return t;
+}
+}  // namespace
+
+TEST_CASE("series: a second source's trades are applied once each and reported out of order") {
+  const SeriesLayout layout = OneMinute();
+  SymbolSeries s(&layout, Symbol("BTCUSDT"));
+  using O = SymbolSeries::Outcome;
+  for (TradeId id : {1, 3, 5}) {
+    const auto r = s.Apply(FromSource(0, id, kT0 + id));
+    CHECK(r.outcome == O::kApplied);
+    CHECK_FALSE(r.out_of_order);
+  }
+  // A producer that did not key by symbol: source 1 brings 2, 4 (below the watermark) and 6.
+  auto r = s.Apply(FromSource(1, 2, kT0 + 2));
+  CHECK(r.outcome == O::kApplied);
+  CHECK(r.out_of_order);  // a second source, and below the watermark
+  r = s.Apply(FromSource(1, 4, kT0 + 4));
+  CHECK(r.outcome == O::kApplied);
+  CHECK(r.out_of_order);  // below the watermark
+  r = s.Apply(FromSource(1, 6, kT0 + 6));
+  CHECK(r.outcome == O::kApplied);
+  CHECK_FALSE(r.out_of_order);  // a known source, above the watermark
+  // Re-sent by either source: duplicates, counted once.
+  CHECK(s.Apply(FromSource(0, 3, kT0 + 3)).outcome == O::kDuplicate);
+  CHECK(s.Apply(FromSource(1, 2, kT0 + 2)).outcome == O::kDuplicate);
+  CHECK(s.Apply(FromSource(0, 5, kT0 + 5)).outcome == O::kDuplicate);
+  CHECK(s.current(0)->count == 6);
+  CHECK(s.current(0)->first_id == 1);
+  CHECK(s.current(0)->last_id == 6);
+  CHECK(s.watermark() == 6);
+  CHECK(FormatMarks(s.marks()) == "0:5,1:6");
+}
+
+TEST_CASE("series: the last applied ids tell a reordered trade from a re-sent one") {
+  const SeriesLayout layout = OneMinute();
+  SymbolSeries s(&layout, Symbol("BTCUSDT"));
+  using O = SymbolSeries::Outcome;
+  for (TradeId id = 1; id <= 20; ++id) {
+    if (id != 15) CHECK(s.Apply(FromSource(0, id, kT0 + id)).outcome == O::kApplied);
+  }
+  CHECK(s.Apply(FromSource(0, 15, kT0 + 15)).outcome == O::kOutOfOrder);  // never applied
+  CHECK(s.Apply(FromSource(0, 16, kT0 + 16)).outcome == O::kDuplicate);   // re-sent
+  // Older than the ids remembered: indistinguishable from a replay, so a duplicate.
+  static_assert(SymbolSeries::kRecentIds < 15);
+  CHECK(s.Apply(FromSource(0, 5, kT0 + 5)).outcome == O::kDuplicate);
+  CHECK(s.current(0)->count == 19);
+}
+
+TEST_CASE("series: restored marks: a floor for every source, exact marks per source") {
+  const SeriesLayout layout = OneMinute();
+  SymbolSeries s(&layout, Symbol("BTCUSDT"));
+  std::optional<Candle> none;
+  s.Restore(SourceMarks{100, {{3, 150}}}, std::span<const std::optional<Candle>>(&none, 1));
+  CHECK(s.watermark() == 150);
+  using O = SymbolSeries::Outcome;
+  CHECK(s.Apply(FromSource(3, 120, kT0)).outcome == O::kDuplicate);  // below source 3's mark
+  CHECK(s.Apply(FromSource(4, 90, kT0)).outcome == O::kDuplicate);   // below the floor
+  const auto r = s.Apply(FromSource(4, 120, kT0));  // above the floor: never applied
+  CHECK(r.outcome == O::kApplied);
+  CHECK(r.out_of_order);
+  CHECK(s.Apply(FromSource(4, 120, kT0)).outcome == O::kDuplicate);
+  CHECK(FormatMarks(s.marks()) == "*:100,3:150,4:120");
+  CHECK(FormatMarks(s.stored_marks()) == "*:100,3:150");
+}
+
+TEST_CASE("series: the marks a flush carries, and what storage holds once it is confirmed") {
+  const SeriesLayout layout = OneMinute();
+  SymbolSeries s(&layout, Symbol("BTCUSDT"));
+  (void)s.Apply(FromSource(2, 7, kT0));
+  const auto ticket = s.BeginFlush();
+  (void)s.Apply(FromSource(2, 8, kT0 + 1));  // after the snapshot
+  CHECK(FormatMarks(s.flush_marks()) == "2:7");
+  CHECK(FormatMarks(s.stored_marks()).empty());
+  s.CommitFlush(ticket);
+  CHECK(FormatMarks(s.stored_marks()) == "2:7");
+  CHECK(FormatMarks(s.marks()) == "2:8");
+  const auto again = s.BeginFlush();
+  s.AbortFlush();  // a failed write changes nothing stored
+  (void)again;
+  CHECK(FormatMarks(s.stored_marks()) == "2:7");
+}
+
+TEST_CASE("series: marks text: FormatMarks and ParseMarks agree, and ParseMarks is strict") {
+  for (const char* text : {"", "*:5", "*:5,0:7,3:9", "-1:4", "-1:4,0:2", "2147483647:1"}) {
+    SourceMarks m;
+    CAPTURE(text);
+    REQUIRE(ParseMarks(text, &m));
+    CHECK(FormatMarks(m) == text);
+  }
+  SourceMarks m;
+  for (const char* bad : {"x", "0:", ":5", "0:5,", "3:1,2:1", "3:1,3:2", "0:-1", "*:1,*:2",
+                          "0:5,*:1", "0:5,,1:2", "2147483648:1", "0:1x", " 0:1", "*:x"}) {
+    CAPTURE(bad);
+    CHECK_FALSE(ParseMarks(bad, &m));
+  }
+  SourceMarks r;
+  r.Raise(5, 10);
+  r.Raise(1, 3);
+  r.Raise(5, 7);  // never lowers
+  CHECK(FormatMarks(r) == "1:3,5:10");
+  CHECK(r.Of(5) == 10);
+  CHECK(r.Of(9) == 0);
+  CHECK(r.Max() == 10);
 }
 
 TEST_CASE("series: a later bucket closes the current one and gap-fills with the close") {
@@ -105,9 +219,11 @@ TEST_CASE("series: restore installs stored state and an empty current takes carr
   SymbolSeries s(&layout, Symbol("BTCUSDT"));
   std::optional<Candle> stored =
       Candle::Empty(Interval::k1m, kT0, UtcOffset{}, Decimal::FromInt(7));
-  s.Restore(41, std::span<const std::optional<Candle>>(&stored, 1));
+  s.Restore(SourceMarks{41, {}}, std::span<const std::optional<Candle>>(&stored, 1));
   CHECK(s.watermark() == 41);
   CHECK(s.Apply(MakeTrade(41, kT0 + 1, "1", "1")).outcome == SymbolSeries::Outcome::kDuplicate);
+  // Below what storage holds: taken as applied (a replay), never as out of order.
+  CHECK(s.Apply(MakeTrade(30, kT0 + 1, "1", "1")).outcome == SymbolSeries::Outcome::kDuplicate);
   s.CarryIntoEmptyCurrent(0, Decimal::FromInt(8));
   CHECK(s.current(0)->close.ToString() == "8");
   (void)s.Apply(MakeTrade(42, kT0 + 60000 + 1, "9", "1"));
