@@ -79,10 +79,17 @@ class JobsCollector : public prometheus::Collectable {
     add("klined_rollover_conflicts_total", "Rollover compare-and-set conflicts with flushes", C,
         double(r.cas_conflicts.Get()));
     add("klined_rollover_failures_total", "Rollover runs cut short", C, double(r.failures.Get()));
+    add("klined_rollover_skipped_total",
+        "Symbol intervals a rollover left as they were: an unreadable current candle, a key of "
+        "another type, an error reply (the rest of the run goes on)",
+        C, double(r.skipped.Get()));
     const TrimStats& t = loop_->trim_stats();
     add("klined_trim_removed_total", "History members trimmed (already in MySQL)", C,
         double(t.removed.Get()));
     add("klined_trim_failures_total", "Trim runs cut short", C, double(t.failures.Get()));
+    add("klined_trim_skipped_total",
+        "Symbols a trim pass passed over because Redis answered their call with an error", C,
+        double(t.skipped.Get()));
     const PersistStats& p = persist_->stats();
     add("klined_persist_candles_total", "Candles upserted into MySQL", C,
         double(p.candles_upserted.Get()));

@@ -23,15 +23,19 @@ std::string ToDec(int64_t v) {
 }
 
 // How one reply of a rollover pipeline reads: Redis lost its scripts (NOSCRIPT), the
-// script's answer (an array whose first element is an integer), or anything else, after
+// script's answer (an array whose first element is an integer), an error reply for this one
+// symbol (counted and logged; the rest of the pipeline is read on), or anything else, after
 // which the connection has been dropped.
-enum class ScriptReply { kAnswer, kNoScript, kBroken };
+enum class ScriptReply { kAnswer, kNoScript, kError, kBroken };
 
-ScriptReply ReadScriptReply(RedisConn* conn, const redisReply* r, std::string_view script) {
+ScriptReply ReadScriptReply(RedisConn* conn, const redisReply* r, std::string_view script,
+                            std::string_view symbol, RolloverResult* result) {
   if (IsNoScript(r)) return ScriptReply::kNoScript;
   if (r->type == REDIS_REPLY_ERROR) {
-    conn->Disconnect(std::string(script) + " script: " + r->str);
-    return ScriptReply::kBroken;
+    ++result->errors;
+    LOG_RATE(kError, "rollover.symbol_failed",
+             "script=" << script << " symbol=" << symbol << " error=\"" << r->str << "\"");
+    return ScriptReply::kError;
   }
   if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
       r->element[0]->type != REDIS_REPLY_INTEGER) {
@@ -146,8 +150,9 @@ bool RolloverJob::StepChunk(const std::vector<std::string>& symbols, int64_t now
     for (const std::string& sym : symbols) {
       RedisReply r = conn_->GetReply();
       if (r == nullptr) return false;
-      const ScriptReply how = ReadScriptReply(conn_, r.get(), "ROLLOVER_STEP");
+      const ScriptReply how = ReadScriptReply(conn_, r.get(), "ROLLOVER_STEP", sym, result);
       if (how == ScriptReply::kBroken) return false;
+      if (how == ScriptReply::kError) continue;
       if (how == ScriptReply::kNoScript) {
         noscript = true;
         continue;
@@ -159,7 +164,19 @@ bool RolloverJob::StepChunk(const std::vector<std::string>& symbols, int64_t now
       }
       result->candles_closed += static_cast<uint64_t>(rolled);
       if (rolled > 0) ++result->symbols_rolled;
-      if (r->elements > 1) planned->push_back(sym);
+      bool plan = false;
+      for (size_t e = 1; e < r->elements; ++e) {
+        const long long k = r->element[e]->integer;
+        if (k >= 0) {
+          plan = true;
+          continue;
+        }
+        ++result->bad_keys;  // a history or pending key of another type: left as it was
+        LOG_RATE(kError, "rollover.bad_key",
+                 "symbol=" << sym << " interval=" << IntervalName(ivs[static_cast<size_t>(-k - 1)])
+                           << " detail=\"a history or pending key holds another type\"");
+      }
+      if (plan) planned->push_back(sym);
     }
     if (fenced) {
       LOG_RATE(kWarn, "rollover.fenced", "token=" << fence);
@@ -256,8 +273,10 @@ bool RolloverJob::RollChunk(const std::vector<std::string>& symbols, int64_t now
     for (size_t k : sent) {
       RedisReply r = conn_->GetReply();
       if (r == nullptr) return false;
-      const ScriptReply how = ReadScriptReply(conn_, r.get(), "ROLLOVER");
+      const ScriptReply how =
+          ReadScriptReply(conn_, r.get(), "ROLLOVER", symbols[pending[k]], result);
       if (how == ScriptReply::kBroken) return false;
+      if (how == ScriptReply::kError) continue;
       if (how == ScriptReply::kNoScript) {
         noscript = true;
         retry.push_back(pending[k]);
@@ -267,13 +286,19 @@ bool RolloverJob::RollChunk(const std::vector<std::string>& symbols, int64_t now
         LOG_RATE(kWarn, "rollover.fenced", "token=" << fence);
         return false;
       }
-      if (r->elements != 3) {
+      if (r->elements != 4) {
         conn_->Disconnect("ROLLOVER script: unexpected reply");
         return false;
       }
       const int64_t rolled = r->element[0]->integer;
       const int64_t written = r->element[1]->integer;
       const int64_t conflicts = r->element[2]->integer;
+      if (r->element[3]->integer > 0) {
+        result->bad_keys += static_cast<uint64_t>(r->element[3]->integer);
+        LOG_RATE(kError, "rollover.bad_key",
+                 "symbol=" << symbols[pending[k]]
+                           << " detail=\"a history or pending key holds another type\"");
+      }
       result->candles_closed += static_cast<uint64_t>(written);
       if (rolled > 0 && !rolled_once[pending[k]]) {
         rolled_once[pending[k]] = 1;
@@ -331,6 +356,7 @@ RolloverResult RolloverJob::RunOnce(int64_t now_ms, std::string_view fence,
   stats_->candles_closed.Add(result.candles_closed);
   stats_->symbols_rolled.Add(result.symbols_rolled);
   stats_->cas_conflicts.Add(result.conflicts);
+  stats_->skipped.Add(result.bad_keys + result.errors + result.bad_candles);
   if (ok) {
     stats_->runs.Add();
     stats_->last_run_ms.Set(static_cast<uint64_t>(MonotonicMs() - start));

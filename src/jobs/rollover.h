@@ -43,6 +43,7 @@ struct RolloverStats {
   OwnedCounter symbols_rolled;  // symbol rollovers written (counted once per path and run)
   OwnedCounter cas_conflicts;   // intervals a shard flush changed between read and write
   OwnedCounter failures;        // runs cut short (Redis error, lease lost)
+  OwnedCounter skipped;         // (symbol, interval)s left: a key of another type, an error reply
 };
 
 // Closed candles one run writes per (symbol, interval), bounding the memory and the Lua call
@@ -77,6 +78,8 @@ struct RolloverResult {
   uint64_t unresolved = 0;   // intervals still conflicting at the end (next run retries)
   uint64_t truncated = 0;    // intervals filled only part of the way (next run goes on)
   uint64_t bad_candles = 0;  // unparsable stored candles, skipped
+  uint64_t bad_keys = 0;     // (symbol, interval)s whose history or pending key has another type
+  uint64_t errors = 0;       // symbols whose call Redis answered with an error (skipped)
 };
 
 class RolloverJob {

@@ -67,9 +67,13 @@ TrimResult TrimJob::RunOnce(std::string_view fence, const std::function<bool()>&
         }
         if (IsNoScript(t.get())) {
           noscript = true;
+        } else if (t->type == REDIS_REPLY_ERROR) {
+          // This symbol only (a key of another type): counted, logged, the pass goes on.
+          stats_->skipped.Add();
+          LOG_RATE(kError, "trim.symbol_failed",
+                   "symbol=" << members[k] << " error=\"" << t->str << "\"");
         } else if (t->type != REDIS_REPLY_INTEGER) {
-          conn_->Disconnect(std::string("TRIM script: ") +
-                            (t->type == REDIS_REPLY_ERROR ? t->str : "unexpected reply"));
+          conn_->Disconnect("TRIM script: unexpected reply");
           ok = false;
           break;
         } else if (t->integer < 0) {

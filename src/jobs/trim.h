@@ -29,6 +29,7 @@ struct TrimStats {
   OwnedCounter removed;      // history members removed
   OwnedCounter last_run_ms;  // gauge: duration of the call that completed the last pass
   OwnedCounter failures;     // runs cut short (Redis error, lease lost)
+  OwnedCounter skipped;      // symbols whose call failed (a key of another type): passed over
 };
 
 struct TrimResult {

@@ -46,7 +46,8 @@ return redis.call('DEL', KEYS[1])
 // History holds only scores below the current candle's open time, so the closed candles are
 // new scores: one ZADD per interval and one HSET of B:pending per symbol. Should any score
 // at or after the old current exist anyway, put_hist keeps one member per score.
-// Returns {intervals rolled, closed candles written, conflicts}, or {-1} if fenced out.
+// Returns {intervals rolled, closed candles written, conflicts, intervals left because their
+// history (or the pending hash) holds another type}, or {-1} if fenced out.
 inline constexpr const char kRollover[] = R"LUA(
 local prefix, sym, token = ARGV[1], ARGV[2], ARGV[3]
 if token ~= '' and redis.call('GET', prefix .. ':lease') ~= token then return {-1} end
@@ -65,10 +66,18 @@ for k = 1, n do
   i = i + 4 + 2 * e.nclosed
 end
 local cur = redis.call('MGET', unpack(keys))
-local rolled, written, conflicts = 0, 0, 0
+local rolled, written, conflicts, bad = 0, 0, 0, 0
 local mset, pend = {}, {}
+-- A key of another type is reported ({..., bad}) and left, never an error mid-write.
+local function typed(key, kind)
+  local t = redis.call('TYPE', key).ok
+  return t == 'none' or t == kind
+end
+if not typed(base .. ':pending', 'hash') then return {0, 0, 0, n} end
 for k, e in ipairs(ivs) do
-  if cur[k] == e.expect then
+  if cur[k] == e.expect and not typed(keys[k] .. ':hist', 'zset') then
+    bad = bad + 1
+  elseif cur[k] == e.expect then
     local hist = keys[k] .. ':hist'
     local last = e.first + 2 * e.nclosed - 2
     if #redis.call('ZRANGEBYSCORE', hist, ARGV[e.first], '+inf', 'LIMIT', 0, 1) == 0 then
@@ -95,8 +104,8 @@ for k, e in ipairs(ivs) do
 end
 if #mset > 0 then redis.call('MSET', unpack(mset)) end
 if #pend > 0 then bulk('HSET', base .. ':pending', pend) end
-if written > 0 then redis.call('SADD', prefix .. ':pending', sym) end
-return {rolled, written, conflicts}
+if written > 0 then redis.pcall('SADD', prefix .. ':pending', sym) end
+return {rolled, written, conflicts, bad}
 )LUA";
 
 // ROLLOVER_STEP (prepend kCommon): the common case of a rollover, one bucket step, without a
@@ -115,7 +124,8 @@ return {rolled, written, conflicts}
 // Cost: Redis hashes every byte of every Lua string it creates, so the script creates few
 // and small ones: open times are compared as text (a candle starts `{"t":<open time>,`),
 // plain string.find only, and each new candle is built by a single concatenation.
-// Returns {intervals rolled, 0-based indexes of intervals needing ROLLOVER...}, or {-1}.
+// Returns {intervals rolled, 0-based indexes of intervals needing ROLLOVER...}, or {-1}; an
+// interval whose history key holds another type is reported as -(its 1-based index) and left.
 inline constexpr const char kRolloverStep[] = R"LUA(
 local prefix, sym, token = ARGV[1], ARGV[2], ARGV[3]
 if token ~= '' and redis.call('GET', prefix .. ':lease') ~= token then return {-1} end
@@ -126,7 +136,7 @@ local keys = {}
 for k = 1, n do keys[k] = base .. ARGV[2 + 4 * k] end
 local cur = redis.call('MGET', unpack(keys))
 local result = {0}
-local mset, pend = {}, {}
+local rolls = {}  -- k, closed candle, new current: planned before anything is written
 local head = ',"s":"' .. sym .. '","i":"'
 for k = 1, n do
   local c = cur[k]
@@ -138,15 +148,10 @@ for k = 1, n do
       local to = at and find(c, '"', at + 5, true)
       if to and find(c, '"x":false}', -10, true) then
         local close = sub(c, at + 5, to - 1)
-        local closed = sub(c, 1, -11) .. '"x":true}'
-        redis.call('ZADD', keys[k] .. ':hist', prev, closed)
-        pend[#pend + 1] = ARGV[a] .. '|' .. prev
-        pend[#pend + 1] = closed
-        mset[#mset + 1] = keys[k]
-        mset[#mset + 1] = '{"t":' .. now .. ',"T":' .. ARGV[a + 3] .. head .. ARGV[a] ..
-                          '","f":-1,"L":-1,"o":"' .. close .. '","h":"' .. close .. '","l":"' ..
-                          close .. '","c":"' .. close .. '"' .. tail
-        result[1] = result[1] + 1
+        rolls[#rolls + 1] = {k, sub(c, 1, -11) .. '"x":true}',
+                             '{"t":' .. now .. ',"T":' .. ARGV[a + 3] .. head .. ARGV[a] ..
+                             '","f":-1,"L":-1,"o":"' .. close .. '","h":"' .. close .. '","l":"' ..
+                             close .. '","c":"' .. close .. '"' .. tail}
       else
         result[#result + 1] = k - 1
       end
@@ -156,10 +161,34 @@ for k = 1, n do
     end
   end
 end
+if #rolls == 0 then return result end
+-- A key of another type must not stop the run (or leave half a roll behind): the pending
+-- hash is checked once, and each history ZADD stands alone; what fails is reported back as
+-- -(1-based interval index) and left as it was.
+local pt = redis.call('TYPE', base .. 'pending').ok
+if pt ~= 'none' and pt ~= 'hash' then
+  for _, r in ipairs(rolls) do result[#result + 1] = -r[1] end
+  return result
+end
+local mset, pend = {}, {}
+for _, r in ipairs(rolls) do
+  local k = r[1]
+  local a = 2 + 4 * k
+  local added = redis.pcall('ZADD', keys[k] .. ':hist', ARGV[a + 1], r[2])
+  if type(added) == 'table' and added.err then
+    result[#result + 1] = -k
+  else
+    pend[#pend + 1] = ARGV[a] .. '|' .. ARGV[a + 1]
+    pend[#pend + 1] = r[2]
+    mset[#mset + 1] = keys[k]
+    mset[#mset + 1] = r[3]
+    result[1] = result[1] + 1
+  end
+end
 if #mset > 0 then
   redis.call('MSET', unpack(mset))
   redis.call('HSET', base .. 'pending', unpack(pend))
-  redis.call('SADD', prefix .. ':pending', sym)
+  redis.pcall('SADD', prefix .. ':pending', sym)
 end
 return result
 )LUA";
