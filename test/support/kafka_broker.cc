@@ -229,4 +229,31 @@ std::vector<KafkaMessage> ConsumeAll(const std::string& bootstrap, const std::st
   return out;
 }
 
+std::vector<std::pair<int64_t, int64_t>> CommittedAndEnd(const std::string& bootstrap,
+                                                         const std::string& group,
+                                                         const std::string& topic, int partitions) {
+  rd_kafka_conf_t* conf =
+      MakeKafkaConf(bootstrap, {{"group.id", group}, {"enable.auto.commit", "false"}});
+  char err[512];
+  RdKafkaPtr rk(rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err)));
+  if (!rk) {
+    rd_kafka_conf_destroy(conf);
+    throw std::runtime_error(std::string("rd_kafka_new(consumer): ") + err);
+  }
+  rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(partitions);
+  for (int p = 0; p < partitions; ++p) rd_kafka_topic_partition_list_add(list, topic.c_str(), p);
+  const rd_kafka_resp_err_t e = rd_kafka_committed(rk.get(), list, 5000);
+  std::vector<std::pair<int64_t, int64_t>> out;
+  for (int p = 0; p < partitions; ++p) {
+    int64_t lo = 0, hi = -1;
+    (void)rd_kafka_query_watermark_offsets(rk.get(), topic.c_str(), p, &lo, &hi, 5000);
+    const int64_t committed =
+        e == RD_KAFKA_RESP_ERR_NO_ERROR && list->elems[p].offset >= 0 ? list->elems[p].offset : -1;
+    out.emplace_back(committed, hi);
+  }
+  rd_kafka_topic_partition_list_destroy(list);
+  rd_kafka_consumer_close(rk.get());
+  return out;
+}
+
 }  // namespace klined::test

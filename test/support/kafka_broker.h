@@ -97,6 +97,12 @@ std::vector<KafkaMessage> ConsumeAll(const std::string& bootstrap, const std::st
                                      milliseconds timeout = milliseconds(10000),
                                      size_t min_messages = 0);
 
+// For each of `partitions` partitions of `topic`: (offset committed by `group`, high
+// watermark); -1 for an offset never committed. Joins no group and commits nothing.
+std::vector<std::pair<int64_t, int64_t>> CommittedAndEnd(const std::string& bootstrap,
+                                                         const std::string& group,
+                                                         const std::string& topic, int partitions);
+
 // Converts a consumed librdkafka message (copies key, value, headers).
 KafkaMessage ToKafkaMessage(const rd_kafka_message_t* m);
 

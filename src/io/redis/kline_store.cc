@@ -616,13 +616,9 @@ bool KlineStore::Load(std::span<SymbolSeries* const> series, std::vector<LoadSta
     for (const size_t i : unreadable) {
       const int j = FinerSlot(i, [&current](size_t slot) { return current[slot].has_value(); });
       std::optional<Candle> rebuilt;
-      if (j >= 0) {
-        const Candle& fine = *current[static_cast<size_t>(j)];
-        if (!RebuildFromFiner(sym, s->interval(i),
-                              BucketOpen(s->interval(i), fine.open_time, layout_->tz),
-                              static_cast<size_t>(j), &fine, &rebuilt)) {
-          return false;
-        }
+      if (j >= 0 && !RepairCurrent(sym, i, static_cast<size_t>(j), *current[static_cast<size_t>(j)],
+                                   &rebuilt)) {
+        return false;
       }
       const redisReply* e = r->element[i + 2];
       NoteCorrupt(kind_of(e, CorruptKind::kCurrent), sym,
@@ -642,6 +638,38 @@ bool KlineStore::Load(std::span<SymbolSeries* const> series, std::vector<LoadSta
     loaded.push_back(s);
   }
   return RebuildTickers(loaded);
+}
+
+bool KlineStore::RepairCurrent(std::string_view sym, size_t slot, size_t finer_slot,
+                               const Candle& finer_current, std::optional<Candle>* out) {
+  // History and current are contiguous, so the current candle's bucket is the one after the
+  // newest history member; with no history, the series starts in it: the bucket of the finer
+  // series' first candle. (Not the finer current's bucket: a rollover cannot roll an
+  // unreadable candle, so the finer series may be ahead.)
+  const Interval iv = layout_->intervals[slot];
+  const std::string base = KeyBase(sym);
+  conn_->Append(
+      {"ZRANGE", base + ":" + std::string(IntervalName(iv)) + ":hist", "-1", "-1", "WITHSCORES"});
+  conn_->Append({"ZRANGE",
+                 base + ":" + std::string(IntervalName(layout_->intervals[finer_slot])) + ":hist",
+                 "0", "0", "WITHSCORES"});
+  RedisReply last = conn_->GetReply();
+  RedisReply first_fine = conn_->GetReply();
+  if (!last || !first_fine) return false;
+  int64_t open = 0;
+  if (last->type == REDIS_REPLY_ARRAY && last->elements == 2 &&
+      ParseInt(ReplyStr(last->element[1]), &open)) {
+    open = NextBucketOpen(iv, open, layout_->tz);
+  } else if (last->type == REDIS_REPLY_ARRAY && last->elements == 0) {
+    int64_t fine_open = finer_current.open_time;
+    if (first_fine->type == REDIS_REPLY_ARRAY && first_fine->elements == 2) {
+      ParseInt(ReplyStr(first_fine->element[1]), &fine_open);
+    }
+    open = BucketOpen(iv, fine_open, layout_->tz);
+  } else {
+    return true;  // history unreadable too: nothing exact
+  }
+  return RebuildFromFiner(sym, iv, open, finer_slot, &finer_current, out);
 }
 
 int KlineStore::FinerSlot(size_t slot, const std::function<bool(size_t)>& usable) const {

@@ -91,6 +91,10 @@ class KlineStore final : public SeriesStore {
   // when those are not complete (trimmed, missing, unreadable). False on a connection error.
   bool RebuildFromFiner(std::string_view sym, Interval iv, int64_t open, size_t finer_slot,
                         const Candle* finer_current, std::optional<Candle>* out);
+  // An unreadable current candle of `slot`, rebuilt from the finer interval's candles (see
+  // RebuildFromFiner) in the bucket storage's series has reached. False on a connection error.
+  bool RepairCurrent(std::string_view sym, size_t slot, size_t finer_slot,
+                     const Candle& finer_current, std::optional<Candle>* out);
   // The coarsest configured interval finer than slot's whose buckets nest in it, among those
   // `usable` allows; -1 if none.
   int FinerSlot(size_t slot, const std::function<bool(size_t)>& usable) const;
