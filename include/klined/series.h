@@ -125,6 +125,12 @@ class SymbolSeries {
 
   // Folds a trade into every interval. All-or-nothing: on kOutOfRange nothing changed.
   ApplyResult Apply(const Trade& t);
+  // The empty candles t would gap-fill in the finest interval (which has the most): 0 when t
+  // lands in or before its current bucket. One compare for a trade in the current bucket.
+  int64_t GapBefore(const Trade& t) const;
+  // The owner's clock when the series last took a trade (the shard releases idle ones).
+  int64_t touched_ms() const { return touched_ms_; }
+  void set_touched_ms(int64_t ms) { touched_ms_ = ms; }
 
   const Symbol& symbol() const { return symbol_; }
   // The highest id applied from any source.
@@ -221,6 +227,7 @@ class SymbolSeries {
   SourceMarks stored_marks_;
   std::string storage_stamp_;
   size_t hot_mark_ = 0;  // marks_.by_source index of the last trade's source (a lookup cache)
+  int64_t touched_ms_ = 0;
   // The last kRecentIds applied ids, oldest overwritten first; every applied id above
   // recent_floor_ is among them (ids at or below it are taken as applied).
   std::array<TradeId, kRecentIds> recent_{};

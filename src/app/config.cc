@@ -432,6 +432,10 @@ const std::vector<KeySpec>& Keys() {
         "limits.max_gap_candles", KLINED_FIELD(limits.max_gap_candles), 1000000, 1000, 1000000000,
         kRestart,
         "empty candles one trade may gap-fill per interval; more rejects it (out_of_range)"));
+    k.push_back(IntKey("limits.idle_release_ms", KLINED_FIELD(limits.idle_release_ms), 86460000,
+                       1000, 31536000000, kSighup,
+                       "a symbol that took no trade for this long leaves shard memory and is "
+                       "reloaded on its next trade; below 24h+1m its 24h ticker stops sliding"));
     return k;
   }();
   return keys;

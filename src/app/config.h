@@ -72,6 +72,7 @@ struct Config {
   struct Limits {
     int64_t max_pending_trades = 0;  // per shard, before consumption pauses
     int64_t max_gap_candles = 0;     // empty candles one trade may gap-fill per interval
+    int64_t idle_release_ms = 0;     // a symbol idle this long leaves shard memory
   };
 
   Kafka kafka;

@@ -322,8 +322,10 @@ bool Reload(const std::string& config_path, Config* config,
   ApplyReloadable(nc, config);
   // Push the reloadable values to the threads that use them.
   ApplyLogConfig(*config);
-  for (const auto& s : shards)
+  for (const auto& s : shards) {
     s->set_flush_interval_ms(static_cast<int>(config->flush_interval_ms));
+    s->set_idle_release_ms(config->limits.idle_release_ms);
+  }
   jobs->Reload(*config);
   consumer->SetDeadLetterTopic(config->kafka.dead_letter_topic);
   consumer->SetMaxFutureSkewMs(config->max_future_skew_ms);
@@ -351,6 +353,7 @@ int Run(const std::string& config_path, Config config) {
     ShardOptions so;
     so.flush_interval_ms = static_cast<int>(config.flush_interval_ms);
     so.max_pending_trades = static_cast<size_t>(config.limits.max_pending_trades);
+    so.idle_release_ms = config.limits.idle_release_ms;
     shards.push_back(std::make_unique<Shard>(
         i, &layout, so,
         KlineStore::Create(redis, config.redis.key_prefix, &layout, config.redis.ticker_prefix)));

@@ -159,6 +159,13 @@ class Metrics::Collector : public prometheus::Collectable {
          &ShardStats::quarantines},
         {"klined_symbols_quarantined", "Symbols in quarantine now (trades dead-lettered)",
          MetricType::Gauge, &ShardStats::quarantined},
+        {"klined_symbol_refreshes_total",
+         "Symbols re-read from Redis before a trade far past their current bucket (after idle "
+         "time the rollover had filled)",
+         MetricType::Counter, &ShardStats::refreshes},
+        {"klined_symbols_released_total",
+         "Idle symbols released from memory (limits.idle_release_ms)", MetricType::Counter,
+         &ShardStats::released},
         {"klined_held_trades", "Trades applied in memory, not yet confirmed in Redis",
          MetricType::Gauge, &ShardStats::held_trades},
         {"klined_dead_letters_dropped_total",

@@ -185,6 +185,15 @@ bool SymbolSeries::WouldOverflow(const Trade& t) const {
   return false;
 }
 
+int64_t SymbolSeries::GapBefore(const Trade& t) const {
+  const Slot& s = slots_.front();
+  if (!s.has_current || t.time_ms <= s.current.close_time) return 0;
+  const Interval iv = layout_->intervals.front();
+  return BucketsBetween(iv, s.current.open_time, BucketOpen(iv, t.time_ms, layout_->tz),
+                        layout_->tz) -
+         1;
+}
+
 bool SymbolSeries::GapTooLarge(const Trade& t) const {
   for (size_t i = 0; i < slots_.size(); ++i) {
     const Slot& s = slots_[i];

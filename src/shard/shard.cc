@@ -16,6 +16,12 @@ constexpr int64_t kIdleWaitMs = 20;
 // A symbol whose flush calls Redis answers with an error this many times in a row, while
 // other symbols' calls succeed, is quarantined: its trades must not hold back every commit.
 constexpr int kMaxFlushErrors = 3;
+// A trade that would gap-fill more empty candles than this (in the finest interval) first
+// re-reads its symbol: the rollover has most likely moved storage on while the symbol was
+// idle, and gap-filling in memory what storage already has would cost work and a FLUSH call
+// proportional to the idle time (a day at 1s: 86,400 candles). So what one trade costs is
+// bounded by what storage lacks.
+constexpr int64_t kRefreshGap = 256;
 
 int64_t WallMinute() {
   return std::chrono::duration_cast<std::chrono::minutes>(
@@ -56,7 +62,8 @@ Shard::Shard(size_t index, const SeriesLayout* layout, ShardOptions options,
       layout_(layout),
       options_(std::move(options)),
       store_(std::move(store)),
-      flush_interval_ms_(options_.flush_interval_ms) {
+      flush_interval_ms_(options_.flush_interval_ms),
+      idle_release_ms_(options_.idle_release_ms) {
   options_.max_batches = std::max<size_t>(options_.max_batches, 2);
 }
 
@@ -99,6 +106,7 @@ ShardBatch* Shard::AcquireBatch() {
   b->trades.clear();
   b->evict = false;
   b->discard = false;
+  b->next = 0;
   return b;
 }
 
@@ -169,48 +177,58 @@ void Shard::Quarantine(SymbolSeries* s, std::string_view why) {
   QuarantineSymbol(symbol, why);
 }
 
-bool Shard::Reload(SymbolSeries* old, const FlushReport::Corrupt* skip) {
+Shard::ReloadResult Shard::Reload(SymbolSeries* old, const FlushReport::Corrupt* skip,
+                                  std::span<const Trade> also, SymbolSeries** fresh_out) {
+  if (fresh_out != nullptr) *fresh_out = nullptr;
   auto fresh = std::make_unique<SymbolSeries>(layout_, old->symbol());
   SymbolSeries* const s = fresh.get();
   std::vector<LoadStatus> status;
   if (!store_->Load(std::span<SymbolSeries* const>(&s, 1), &status)) {
-    if (std::find(reload_pending_.begin(), reload_pending_.end(), old) == reload_pending_.end()) {
-      reload_pending_.push_back(old);
-    }
-    return false;
+    return ReloadResult::kUnreachable;
   }
   if (status[0] == LoadStatus::kCorrupt) {
+    // What `also` applied of it is unconfirmed too: dead-lettered with its held trades.
+    for (const Trade& t : also) {
+      if (t.symbol == old->symbol() && t.id > old->stored_marks().Of(t.source)) {
+        stats_.trades_store_corrupt.Add();
+        DeadLetterTrade(t, RejectReason::kStoreCorrupt);
+      }
+    }
     Quarantine(old, "stored state unreadable at reload");
-    return true;
+    return ReloadResult::kQuarantined;
   }
   std::erase(dirty_, old);
   std::erase(reload_pending_, old);
+  s->set_touched_ms(old->touched_ms());
   series_[Key(s->symbol().view())] = std::move(fresh);  // frees old
-  stats_.reloads.Add();
-  for (const ShardBatch* b : held_) {
-    for (const Trade& t : b->trades) {
-      if (!(t.symbol == s->symbol())) continue;
-      if (skip != nullptr && skip->slot >= 0 &&
-          BucketOpen(layout_->intervals[static_cast<size_t>(skip->slot)], t.time_ms, layout_->tz) ==
-              skip->open) {
-        stats_.trades_store_corrupt.Add();
-        DeadLetterTrade(t, RejectReason::kStoreCorrupt);
-        continue;
-      }
-      ApplyTrade(s, t, /*replay=*/true);
+  auto replay = [&](const Trade& t) {
+    if (!(t.symbol == s->symbol())) return;
+    if (skip != nullptr && skip->slot >= 0 &&
+        BucketOpen(layout_->intervals[static_cast<size_t>(skip->slot)], t.time_ms, layout_->tz) ==
+            skip->open) {
+      stats_.trades_store_corrupt.Add();
+      DeadLetterTrade(t, RejectReason::kStoreCorrupt);
+      return;
     }
+    ApplyTrade(s, t, /*replay=*/true);
+  };
+  for (const ShardBatch* b : held_) {
+    for (const Trade& t : b->trades) replay(t);
   }
+  for (const Trade& t : also) replay(t);
   if (s->dirty() && std::find(dirty_.begin(), dirty_.end(), s) == dirty_.end()) {
     dirty_.push_back(s);
   }
-  return true;
+  if (fresh_out != nullptr) *fresh_out = s;
+  return ReloadResult::kReloaded;
 }
 
 bool Shard::LoadNewSymbols(const ShardBatch& batch) {
   loading_.clear();
   std::vector<SymbolSeries*> raw;
   const int64_t now = MonotonicMs();
-  for (const Trade& t : batch.trades) {
+  for (size_t i = batch.next; i < batch.trades.size(); ++i) {
+    const Trade& t = batch.trades[i];
     const std::string_view sym = t.symbol.view();
     if (series_.contains(Key(sym))) continue;
     if (auto q = quarantined_.find(Key(sym)); q != quarantined_.end() && now < q->second) {
@@ -237,6 +255,7 @@ bool Shard::LoadNewSymbols(const ShardBatch& batch) {
       continue;
     }
     stats_.loads.Add();
+    loading_[k]->set_touched_ms(now);
     if (quarantined_.erase(Key(key)) > 0) {
       stats_.quarantined.Set(quarantined_.size());
       LOG(kInfo, "shard.quarantine_lifted", "shard=" << index_ << " symbol=" << key);
@@ -302,14 +321,37 @@ bool Shard::Process(ShardBatch* batch) {
   // A discard barrier frees the series: not while a write still references them.
   if (batch->evict && batch->discard && in_flight_ != nullptr) return false;
   if (!LoadNewSymbols(*batch)) return false;
-  for (const Trade& t : batch->trades) {
+  const int64_t now = MonotonicMs();
+  const std::span<const Trade> trades(batch->trades);
+  for (; batch->next < trades.size(); ++batch->next) {
+    const Trade& t = trades[batch->next];
     auto it = series_.find(Key(t.symbol.view()));
     if (it == series_.end()) {  // quarantined
       stats_.trades_store_corrupt.Add();
       DeadLetterTrade(t, RejectReason::kStoreCorrupt);
       continue;
     }
-    ApplyTrade(it->second.get(), t, /*replay=*/false);
+    SymbolSeries* s = it->second.get();
+    if (s->GapBefore(t) > kRefreshGap) {
+      // Far past the symbol's current bucket: read what storage has reached first (not while
+      // a write of it is in flight: the batch waits for it to finish).
+      if (s->in_flight()) return false;
+      SymbolSeries* fresh = nullptr;
+      switch (Reload(s, nullptr, trades.first(batch->next), &fresh)) {
+        case ReloadResult::kReloaded:
+          stats_.refreshes.Add();
+          s = fresh;
+          break;
+        case ReloadResult::kQuarantined:
+          stats_.trades_store_corrupt.Add();
+          DeadLetterTrade(t, RejectReason::kStoreCorrupt);
+          continue;
+        case ReloadResult::kUnreachable:
+          break;  // gap-filled in memory then, as storage may lack it too
+      }
+    }
+    s->set_touched_ms(now);
+    ApplyTrade(s, t, /*replay=*/false);
   }
   processed_seq_ = batch->seq;
   if (batch->evict && batch->discard) {
@@ -333,7 +375,7 @@ void Shard::StartFlush() {
   assert(IsShardThread() && in_flight_ == nullptr);
   // Symbols whose reload waited for Redis go first: their stamps are stale until then.
   while (!reload_pending_.empty()) {
-    if (!Reload(reload_pending_.front())) {
+    if (Reload(reload_pending_.front()) == ReloadResult::kUnreachable) {
       stats_.flush_failures.Add();
       LOG_RATE(kWarn, "shard.reload_failed",
                "shard=" << index_ << " pending=" << reload_pending_.size() << " error=\""
@@ -398,7 +440,11 @@ void Shard::FinishFlush(FlushJob* job) {
              "shard=" << index_ << " symbol=" << s->symbol().view()
                       << " detail=\"storage changed since this shard loaded or wrote it; "
                          "reloading and re-applying its trades\"");
-    if (!Reload(s)) break;  // Redis gone: s and the rest are reloaded before the next flush
+    if (Reload(s) == ReloadResult::kUnreachable) {
+      --next;  // Redis gone: s and the rest are reloaded before the next flush
+      break;
+    }
+    stats_.reloads.Add();
   }
   for (; next < report.refused.size(); ++next) reload_pending_.push_back(report.refused[next]);
   for (const FlushReport::Corrupt& c : report.corrupt) {
@@ -409,7 +455,8 @@ void Shard::FinishFlush(FlushJob* job) {
                         << c.why
                         << "\" detail=\"its trades into that bucket are "
                            "dead-lettered (store_corrupt)\"");
-      if (!Reload(c.series, &c)) continue;
+      // Unreachable: it stays dirty, and the next flush meets the bucket again.
+      (void)Reload(c.series, &c);
     } else {
       Quarantine(c.series, c.why);
     }
@@ -537,6 +584,21 @@ void Shard::Run() {
         series->MarkDirty();
         dirty_.push_back(series.get());
       }
+    }
+    // Symbols idle for idle_release_ms leave memory (everything of them is in Redis once they
+    // are clean); their next trade loads them again. Scanned a few times per idle period, at
+    // most once a minute.
+    const int64_t idle_ms = idle_release_ms_.load(std::memory_order_relaxed);
+    if (now >= next_idle_scan_ms_) {
+      next_idle_scan_ms_ = now + std::clamp<int64_t>(idle_ms / 4, 10, 60'000);
+      std::vector<SymbolSeries*> idle;
+      for (auto& [sym, series] : series_) {
+        if (!series->dirty() && !series->in_flight() && now - series->touched_ms() >= idle_ms) {
+          idle.push_back(series.get());
+        }
+      }
+      for (SymbolSeries* s : idle) Forget(s);
+      stats_.released.Add(idle.size());
     }
     if (in_flight_ == nullptr && (now >= next_flush || evict_pending_ || (stopping && drained))) {
       // On failure the shard keeps merging in memory; Redis is retried with the connection's

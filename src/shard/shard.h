@@ -36,6 +36,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -65,7 +66,10 @@ struct ShardOptions {
   size_t max_closed_candles = 1'000'000;  // unflushed closed candles before intake pauses
   size_t max_late_trades = 100'000;       // late (trade, interval) pairs awaiting a flush
   int64_t quarantine_retry_ms = 5000;     // a corrupt symbol's load is retried this often
-  size_t max_dead_letters = 100'000;      // queued for the consumer; past it, dropped (counted)
+  // A symbol that took no trade for this long leaves memory (reloaded on its next trade):
+  // by default a day and a minute, when its 24h ticker window has emptied.
+  int64_t idle_release_ms = 86'460'000;
+  size_t max_dead_letters = 100'000;  // queued for the consumer; past it, dropped (counted)
 };
 
 struct ShardStats {
@@ -88,6 +92,8 @@ struct ShardStats {
   OwnedCounter reloads;         // symbols reloaded after a refused write
   OwnedCounter quarantines;     // symbols quarantined (stored state unreadable)
   OwnedCounter quarantined;     // gauge: symbols in quarantine now
+  OwnedCounter refreshes;       // symbols re-read before a trade far past their current bucket
+  OwnedCounter released;        // idle symbols released from memory
   OwnedCounter symbols;
   OwnedCounter dirty_symbols;
   OwnedCounter loads;
@@ -125,6 +131,7 @@ class Shard final : public TradeSink {
   const StoreStats& store_stats() const { return store_->stats(); }
   size_t index() const { return index_; }
   void set_flush_interval_ms(int ms) { flush_interval_ms_.store(ms, std::memory_order_relaxed); }
+  void set_idle_release_ms(int64_t ms) { idle_release_ms_.store(ms, std::memory_order_relaxed); }
 
  private:
   void Run();
@@ -141,10 +148,16 @@ class Shard final : public TradeSink {
   void Release(ShardBatch* batch);
   // Every held batch is in Redis: back to the pool (the first n, or all).
   void ReleaseHeld(size_t n);
-  // Storage moved under s: reads it again and re-applies s's held trades, except those into
-  // `skip` (a corrupt stored bucket: dead-lettered). False if Redis is unreachable (s is
-  // kept, and reloaded before the next flush).
-  bool Reload(SymbolSeries* s, const FlushReport::Corrupt* skip = nullptr);
+  // Storage moved under s: reads it again and re-applies s's held trades and then `also`'s
+  // (trades of the batch being applied), except those into `skip` (a corrupt stored bucket:
+  // dead-lettered).
+  enum class ReloadResult : uint8_t {
+    kReloaded,     // *fresh replaces s (freed)
+    kQuarantined,  // storage is unreadable: s was quarantined (freed), *fresh is null
+    kUnreachable,  // Redis is down: s is kept
+  };
+  ReloadResult Reload(SymbolSeries* s, const FlushReport::Corrupt* skip = nullptr,
+                      std::span<const Trade> also = {}, SymbolSeries** fresh = nullptr);
   // s's stored state is unreadable: its unconfirmed held trades are dead-lettered, it leaves
   // memory, and its load is retried after quarantine_retry_ms.
   void Quarantine(SymbolSeries* s, std::string_view why);
@@ -165,13 +178,15 @@ class Shard final : public TradeSink {
   moodycamel::ConcurrentQueue<FlushJob*> from_flusher_;
   FlushJob* in_flight_ = nullptr;  // shard thread: the flush the flusher is writing
   int64_t flush_started_us_ = 0;
-  size_t held_at_snapshot_ = 0;  // held_ batches the flush in flight covers
-  size_t closed_total_ = 0;      // unflushed closed candles at the last flush start
-  size_t late_total_ = 0;        // unflushed late trades at the last flush start
-  int64_t ticker_minute_ = 0;    // wall-clock minute of the last idle-ticker refresh
+  size_t held_at_snapshot_ = 0;    // held_ batches the flush in flight covers
+  size_t closed_total_ = 0;        // unflushed closed candles at the last flush start
+  size_t late_total_ = 0;          // unflushed late trades at the last flush start
+  int64_t ticker_minute_ = 0;      // wall-clock minute of the last idle-ticker refresh
+  int64_t next_idle_scan_ms_ = 0;  // monotonic: the next look for symbols to release
   std::atomic<bool> stop_{false};
   std::atomic<int64_t> stop_deadline_ms_{0};
   std::atomic<int> flush_interval_ms_;
+  std::atomic<int64_t> idle_release_ms_;
 
   moodycamel::BlockingConcurrentQueue<ShardBatch*, NoSpinQueueTraits> inbox_;
   moodycamel::ConcurrentQueue<ShardBatch*> free_;

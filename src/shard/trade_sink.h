@@ -18,6 +18,7 @@ struct ShardBatch {
   uint64_t seq = 0;      // consumer routing sequence
   bool evict = false;    // rebalance barrier: flush, then drop all symbols
   bool discard = false;  // with evict: assignment lost, drop unflushed state without writing
+  size_t next = 0;       // shard thread: the first trade not yet applied (a batch may wait)
 };
 
 // A trade the shard refused after decoding (reordered in its source, or its symbol's stored

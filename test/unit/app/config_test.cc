@@ -152,6 +152,7 @@ log:
 limits:
   max_pending_trades: 5000
   max_gap_candles: 2000
+  idle_release_ms: 60000
 )");
   CHECK(c.kafka.brokers == "k1:9092,k2:9093");
   CHECK(c.kafka.topic == "spot.trades");
@@ -192,6 +193,7 @@ limits:
   CHECK(c.log.rate_limit_per_s == 0);
   CHECK(c.limits.max_pending_trades == 5000);
   CHECK(c.limits.max_gap_candles == 2000);
+  CHECK(c.limits.idle_release_ms == 60000);
   // Every key was set to something other than its default.
   CHECK(ChangedKeys(c, Config()).size() == ConfigKeys().size());
 }
@@ -316,7 +318,8 @@ TEST_CASE("config: reload applies reloadable keys and reports the rest") {
   CHECK(reloadable == std::set<std::string_view>{"kafka.dead_letter_topic", "redis.history_limit",
                                                  "mysql.persist_interval_ms", "flush_interval_ms",
                                                  "rollover_grace_ms", "max_future_skew_ms",
-                                                 "log.level", "log.rate_limit_per_s"});
+                                                 "log.level", "log.rate_limit_per_s",
+                                                 "limits.idle_release_ms"});
 
   Config running;
   Config next = Load(R"(

@@ -381,6 +381,69 @@ TEST_CASE("shard: while writes fail, what it holds stops at the bound; then all 
   CHECK(rig.shard->stats().held_trades.Get() == 0);
 }
 
+TEST_CASE("shard: a symbol idle for 13 days at 1s: its next trade is accepted, its write small") {
+  // 13 days at 1s are 1,123,200 buckets: more than max_gap_candles (1,000,000), so gap-filling
+  // in memory rejected every later trade of the symbol, and short of that it would have sent
+  // every empty candle the rollover had already written in one FLUSH call.
+  static const SeriesLayout k1s{{Interval::k1s, Interval::k1m, Interval::k1h}, UtcOffset{}};
+  FakeRedis redis;
+  ShardOptions o;
+  o.flush_interval_ms = 20;
+  Shard shard(0, &k1s, o, std::make_unique<FakeStore>(&redis));
+  shard.Start();
+  uint64_t seq = 0;
+  auto send = [&](const Trade& t) {
+    ShardBatch* b = shard.AcquireBatch();
+    REQUIRE(b != nullptr);
+    b->trades = {t};
+    b->seq = ++seq;
+    shard.Submit(b);
+    const int64_t until = MonotonicMs() + 5000;
+    while (shard.flushed_seq() < seq && MonotonicMs() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    REQUIRE(shard.flushed_seq() >= seq);
+  };
+  const Trade first = MakeTrade("IDLE", 0, 1, kT0 + 500);
+  send(first);
+  // 13 simulated days: the rollover moved storage on (empty candles carrying the close up to
+  // a bucket 13 days later); the shard still holds the symbol as it was.
+  const int64_t later = kT0 + 13 * 86'400'000LL;
+  redis.With([&](FakeRedis& r) {
+    Stored& st = r.symbols["IDLE"];
+    for (size_t i = 0; i < st.current.size(); ++i) {
+      const Interval iv = k1s.intervals[i];
+      st.current[i] = Candle::Empty(iv, BucketOpen(iv, later, k1s.tz), k1s.tz, first.price);
+    }
+  });
+  const Trade next = MakeTrade("IDLE", 0, 2, later + 5000);
+  send(next);
+  const Stored st = redis.Get("IDLE");
+  CHECK(shard.stats().trades_applied.Get() == 2);
+  CHECK(shard.stats().trades_out_of_range.Get() == 0);
+  CHECK(shard.stats().refreshes.Get() == 1);
+  REQUIRE(st.current[0].has_value());
+  CHECK(st.current[0]->open_time == BucketOpen(Interval::k1s, next.time_ms, k1s.tz));
+  CHECK(st.current[0]->count == 1);
+  CHECK(st.current[0]->open.ToString() == "102");
+  CHECK(st.last_write_closed <= 10);  // the 5 seconds storage lacked, per interval at most
+  shard.Stop(MonotonicMs() + 5000);
+}
+
+TEST_CASE("shard: an idle symbol leaves memory and is loaded again on its next trade") {
+  ShardOptions o;
+  o.idle_release_ms = 50;
+  Rig rig(o);
+  std::vector<Trade> trades = {MakeTrade("SLOW", 0, 1, kT0)};
+  REQUIRE(rig.WaitFlushed(rig.Send(trades)));
+  REQUIRE(rig.WaitFor([&] { return rig.shard->stats().released.Get() == 1; }));
+  CHECK(rig.shard->stats().symbols.Get() == 0);
+  trades.push_back(MakeTrade("SLOW", 0, 2, kT0 + 1));
+  REQUIRE(rig.WaitFlushed(rig.Send({trades.back()})));
+  CheckStored(rig, trades, "SLOW");
+  CHECK(rig.shard->stats().loads.Get() == 2);
+}
+
 TEST_CASE("shard: an eviction barrier flushes, then forgets; a lost assignment discards") {
   Rig rig;
   std::vector<Trade> trades = {MakeTrade("DDD", 0, 1, kT0), MakeTrade("DDD", 0, 2, kT0 + 1)};
