@@ -47,6 +47,7 @@
 // side pools grow past their previous maximum.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <span>
@@ -92,6 +93,39 @@ class TickerWindow {
 
   // Bytes owned by this window: sizeof plus heap capacity.
   size_t MemoryBytes() const;
+
+  // ---- Persistence (PREFIX:{SYMBOL}:tks, written with the symbol's candles) ----------------
+  // The state of every minute before the current one ("committed"), in a compact binary form:
+  // what a restart restores instead of re-reading a day of 1m candles. The current minute
+  // (end()) is not in it: after RestoreState the caller merges the stored 1m candles of
+  // minutes >= SnapshotEnd(), as Rebuild would.
+  void AppendState(std::string* out) const;
+  // Replaces this window by a state AppendState wrote, then advances to now_ms. False (the
+  // window is then empty) if `state` is not one.
+  [[nodiscard]] bool RestoreState(std::string_view state, int64_t now_ms);
+  // The minute a state written now starts missing from (the window's end).
+  int64_t end() const { return end_; }
+  // Persisted-state bookkeeping, for the caller that writes the state. The window counts
+  // changes to minutes before the end of the state last written (which that state lacks).
+  // True when a write is due: none yet, a stale one, or one more than `every` minutes old
+  // (the 1m candles a restart merges on top then stay few).
+  bool StateDue(int64_t every) const {
+    return persisted_end_ == kNoMinute || stale_changes_ != 0 || end_ - persisted_end_ >= every;
+  }
+  // A state is being written (AppendState now): changes from here on count against its end.
+  // Returns the token for EndPersist.
+  uint64_t BeginPersist() {
+    persisted_end_ = end_;
+    return stale_changes_;
+  }
+  // The write carrying it is confirmed (ok) or not (then the next StateDue is true).
+  void EndPersist(bool ok, uint64_t token) {
+    if (ok) {
+      stale_changes_ -= std::min(stale_changes_, token);
+    } else {
+      ++stale_changes_;
+    }
+  }
 
   // Snapshot of the aggregates, for tests and the bench (after Advance).
   struct Stats {
@@ -210,6 +244,9 @@ class TickerWindow {
   // The highest-id trade ever applied (for an empty window).
   TradeId last_known_id_ = kNoTradeId;
   Decimal last_known_price_, last_known_qty_;
+
+  int64_t persisted_end_ = kNoMinute;  // see set_persisted_end
+  uint64_t stale_changes_ = 0;
 };
 
 }  // namespace klined

@@ -307,6 +307,7 @@ bool TickerWindow::MergeIntoWindow(int64_t minute, const Minute& m) {
   }
 
   // A minute before the current one: update its compact slot (slow path, late data).
+  if (minute < persisted_end_) ++stale_changes_;  // the persisted state lacks it
   if (n_[slot] == 0) {
     FillSlot(slot, minute, m);
   } else {
@@ -461,6 +462,8 @@ void TickerWindow::ClearAll() {
 
 bool TickerWindow::Rebuild(std::span<const Candle> one_minute_candles, int64_t now_ms) {
   ClearAll();
+  persisted_end_ = kNoMinute;  // nothing persisted matches this window: write one
+  stale_changes_ = 0;
   end_ = kNoMinute;
   id_base_ = kNoTradeId;
   last_known_id_ = kNoTradeId;
@@ -522,6 +525,255 @@ size_t TickerWindow::MemoryBytes() const {
          lows_.capacity() * sizeof(PriceEntry) + lasts_.capacity() * sizeof(LastEntry) +
          pool_.capacity() * sizeof(Decimal) + pool_free_.capacity() * sizeof(uint32_t) +
          wide_ids_.capacity() * sizeof(wide_ids_[0]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Persisted state
+
+namespace {
+
+constexpr uint32_t kStateMagic = 0x3253544b;  // "KTS2"
+
+// Little-endian fixed-width fields; the reader checks every bound.
+class StateWriter {
+ public:
+  explicit StateWriter(std::string* out) : out_(out) {}
+  template <class T>
+  void Put(T v) {
+    char b[sizeof(T)];
+    std::memcpy(b, &v, sizeof(T));
+    out_->append(b, sizeof(T));
+  }
+  void PutDecimal(Decimal d) { Put(static_cast<UInt128>(d.raw())); }
+  // LEB128: 7 bits a byte, most values of a state take 1-5 bytes instead of 8.
+  void PutVar(uint64_t v) {
+    while (v >= 0x80) {
+      out_->push_back(static_cast<char>(v | 0x80));
+      v >>= 7;
+    }
+    out_->push_back(static_cast<char>(v));
+  }
+
+ private:
+  std::string* out_;
+};
+
+class StateReader {
+ public:
+  explicit StateReader(std::string_view in) : in_(in) {}
+  template <class T>
+  bool Get(T* v) {
+    if (in_.size() - pos_ < sizeof(T)) return false;
+    std::memcpy(v, in_.data() + pos_, sizeof(T));
+    pos_ += sizeof(T);
+    return true;
+  }
+  bool GetDecimal(Decimal* d) {
+    UInt128 raw = 0;
+    if (!Get(&raw)) return false;
+    const Int128 r = static_cast<Int128>(raw);
+    if (r < -Decimal::kMaxRaw || r > Decimal::kMaxRaw) return false;
+    *d = Decimal::FromRaw(r);
+    return true;
+  }
+  bool GetVar(uint64_t* v) {
+    *v = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+      if (pos_ == in_.size()) return false;
+      const auto b = static_cast<uint8_t>(in_[pos_++]);
+      *v |= static_cast<uint64_t>(b & 0x7f) << shift;
+      if ((b & 0x80) == 0) return shift < 63 || b <= 1;
+    }
+    return false;
+  }
+  bool done() const { return pos_ == in_.size(); }
+
+ private:
+  std::string_view in_;
+  size_t pos_ = 0;
+};
+
+// A checksum of the state, 8 bytes a step (a byte-wise FNV-1a was most of a restart's cost:
+// one serial multiply per byte of ~35 KiB per symbol).
+uint64_t StateChecksum(std::string_view s) {
+  uint64_t h = 0x9e3779b97f4a7c15ULL ^ s.size();
+  size_t i = 0;
+  for (; i + 8 <= s.size(); i += 8) {
+    uint64_t w;
+    std::memcpy(&w, s.data() + i, 8);
+    h = (h ^ w) * 0xff51afd7ed558ccdULL;
+    h ^= h >> 32;
+  }
+  uint64_t tail = 0;
+  std::memcpy(&tail, s.data() + i, s.size() - i);
+  h = (h ^ tail) * 0xc4ceb9fe1a85ec53ULL;
+  return h ^ (h >> 29);
+}
+
+// A compact decimal as a varint: its 5 exponent bits moved below the mantissa, so the small
+// mantissas of real prices and sums give short varints.
+uint64_t CompactToVar(uint64_t c) { return (c << 5) | (c >> kExpShift); }
+uint64_t VarToCompact(uint64_t v) { return (v >> 5) | ((v & 31) << kExpShift); }
+
+}  // namespace
+
+void TickerWindow::AppendState(std::string* out) const {
+  const size_t begin = out->size();
+  StateWriter w(out);
+  w.Put(kStateMagic);
+  w.Put(end_);
+  w.Put(id_base_);
+  w.Put(last_known_id_);
+  w.PutDecimal(last_known_price_);
+  w.PutDecimal(last_known_qty_);
+  // Sums without the current minute, which the caller merges again from its 1m candle.
+  Decimal v, q;
+  (void)Decimal::Sub(volume_, hot_.v, &v);
+  (void)Decimal::Sub(quote_volume_, hot_.q, &q);
+  w.PutDecimal(v);
+  w.PutDecimal(q);
+  w.Put(count_ - hot_.n);
+  w.Put(first_committed_);
+  w.Put(static_cast<uint32_t>(pool_.size()));
+  for (const Decimal d : pool_) w.PutDecimal(d);
+  w.Put(static_cast<uint32_t>(pool_free_.size()));
+  for (const uint32_t i : pool_free_) w.Put(i);
+  w.Put(static_cast<uint32_t>(wide_ids_.size()));
+  for (const auto& [slot, id] : wide_ids_) {
+    w.Put(slot);
+    w.Put(id);
+  }
+  uint16_t slots = 0;
+  for (int s = 0; s < kMinutes; ++s) slots += n_[s] != 0;
+  w.Put(slots);
+  int prev = -1;
+  for (int s = 0; s < kMinutes; ++s) {
+    if (n_[s] == 0) continue;
+    w.PutVar(static_cast<uint64_t>(s - prev));  // slots ascending: a small step
+    prev = s;
+    w.PutVar(CompactToVar(v_[s]));
+    w.PutVar(CompactToVar(q_[s]));
+    w.PutVar(CompactToVar(open_[s]));
+    w.PutVar(n_[s]);
+    w.PutVar(f_[s]);
+  }
+  for (const Ring<PriceEntry>* r : {&highs_, &lows_}) {
+    w.Put(static_cast<uint16_t>(r->size()));
+    for (size_t i = 0; i < r->size(); ++i) {
+      w.PutVar(CompactToVar((*r)[i].price));
+      w.PutVar((*r)[i].slot);
+    }
+  }
+  w.Put(static_cast<uint16_t>(lasts_.size()));
+  for (size_t i = 0; i < lasts_.size(); ++i) {
+    w.Put(lasts_[i].minute);
+    w.Put(lasts_[i].id);
+    w.PutDecimal(lasts_[i].price);
+    w.PutDecimal(lasts_[i].qty);
+  }
+  w.Put(StateChecksum(std::string_view(*out).substr(begin)));
+}
+
+bool TickerWindow::RestoreState(std::string_view state, int64_t now_ms) {
+  ClearAll();
+  end_ = kNoMinute;
+  id_base_ = kNoTradeId;
+  last_known_id_ = kNoTradeId;
+  last_known_price_ = last_known_qty_ = Decimal();
+  persisted_end_ = kNoMinute;
+  stale_changes_ = 0;
+  auto fail = [this] {
+    ClearAll();
+    end_ = kNoMinute;
+    id_base_ = kNoTradeId;
+    last_known_id_ = kNoTradeId;
+    last_known_price_ = last_known_qty_ = Decimal();
+    return false;
+  };
+  if (state.size() < sizeof(uint64_t)) return fail();
+  uint64_t sum = 0;
+  std::memcpy(&sum, state.data() + state.size() - sizeof sum, sizeof sum);
+  state.remove_suffix(sizeof sum);
+  if (StateChecksum(state) != sum) return fail();
+  StateReader r(state);
+  uint32_t magic = 0, pool_n = 0, free_n = 0, wide_n = 0;
+  uint16_t slots = 0;
+  if (!r.Get(&magic) || magic != kStateMagic || !r.Get(&end_) || end_ == kNoMinute ||
+      !r.Get(&id_base_) || !r.Get(&last_known_id_) || !r.GetDecimal(&last_known_price_) ||
+      !r.GetDecimal(&last_known_qty_) || !r.GetDecimal(&volume_) ||
+      !r.GetDecimal(&quote_volume_) || !r.Get(&count_) || !r.Get(&first_committed_) ||
+      !r.Get(&pool_n) || pool_n > 6 * kMinutes + 3) {
+    return fail();
+  }
+  pool_.resize(pool_n);
+  for (Decimal& d : pool_) {
+    if (!r.GetDecimal(&d)) return fail();
+  }
+  if (!r.Get(&free_n) || free_n > pool_n) return fail();
+  pool_free_.resize(free_n);
+  for (uint32_t& i : pool_free_) {
+    if (!r.Get(&i) || i >= pool_n) return fail();
+  }
+  if (!r.Get(&wide_n) || wide_n > kMinutes) return fail();
+  wide_ids_.resize(wide_n);
+  for (auto& [slot, id] : wide_ids_) {
+    if (!r.Get(&slot) || slot >= kMinutes || !r.Get(&id)) return fail();
+  }
+  auto compact_ok = [pool_n](uint64_t c) {
+    return !IsWide(c) ? (c >> kExpShift) <= kMaxExp : static_cast<uint32_t>(c) < pool_n;
+  };
+  if (!r.Get(&slots) || slots > kMinutes) return fail();
+  int64_t slot = -1;
+  for (uint16_t k = 0; k < slots; ++k) {
+    uint64_t step = 0, v = 0, q = 0, open = 0, n = 0, f = 0;
+    if (!r.GetVar(&step) || step == 0 || step > kMinutes || !r.GetVar(&v) || !r.GetVar(&q) ||
+        !r.GetVar(&open) || !r.GetVar(&n) || !r.GetVar(&f) || n == 0 || n > UINT32_MAX ||
+        f > UINT32_MAX) {
+      return fail();
+    }
+    slot += static_cast<int64_t>(step);
+    if (slot >= kMinutes) return fail();
+    const auto s = static_cast<size_t>(slot);
+    v_[s] = VarToCompact(v);
+    q_[s] = VarToCompact(q);
+    open_[s] = VarToCompact(open);
+    n_[s] = static_cast<uint32_t>(n);
+    f_[s] = static_cast<uint32_t>(f);
+    if (!compact_ok(v_[s]) || !compact_ok(q_[s]) || !compact_ok(open_[s])) return fail();
+  }
+  for (Ring<PriceEntry>* ring : {&highs_, &lows_}) {
+    uint16_t n = 0;
+    if (!r.Get(&n) || n > kMinutes) return fail();
+    for (uint16_t k = 0; k < n; ++k) {
+      uint64_t price = 0, at = 0;
+      if (!r.GetVar(&price) || !r.GetVar(&at) || at >= kMinutes) return fail();
+      PriceEntry e{};
+      e.price = VarToCompact(price);
+      e.slot = static_cast<uint16_t>(at);
+      if (!compact_ok(e.price)) return fail();
+      ring->Insert(ring->size(), e);
+    }
+  }
+  uint16_t lasts = 0;
+  if (!r.Get(&lasts) || lasts > kMinutes) return fail();
+  for (uint16_t k = 0; k < lasts; ++k) {
+    LastEntry e{};
+    if (!r.Get(&e.minute) || !r.Get(&e.id) || !r.GetDecimal(&e.price) || !r.GetDecimal(&e.qty)) {
+      return fail();
+    }
+    lasts_.Insert(lasts_.size(), e);
+  }
+  if (!r.done() || count_ < 0) return fail();
+  for (int s = 0; s < kMinutes; ++s) {
+    if (n_[s] == 0 || f_[s] != kWideId) continue;
+    bool found = false;
+    for (const auto& [slot, id] : wide_ids_) found |= slot == s;
+    if (!found) return fail();
+  }
+  RescanFirstId();
+  persisted_end_ = end_;  // what was just read is what storage holds
+  Advance(now_ms);
+  return true;
 }
 
 // Long division producing one decimal digit per step: with r < Y < 2^127, floor(10r / Y) and

@@ -32,8 +32,9 @@ enum class CorruptKind : uint8_t {
   kCurrent,    // a current candle is not a candle of its symbol and interval
   kHistory,    // a history member needed by a late trade is not a candle
   kType,       // a key holds another Redis type than klined writes there
+  kTicker,     // the persisted 24h ticker state does not restore
 };
-inline constexpr int kCorruptKindCount = 5;
+inline constexpr int kCorruptKindCount = 6;
 const char* CorruptKindName(CorruptKind k);
 
 // Written on the shard thread (the store's loads and flush results), read by the metrics.

@@ -1,5 +1,7 @@
 #include "shard/shard.h"
 
+#include <absl/container/flat_hash_set.h>
+
 #include <algorithm>
 #include <cassert>
 #include <chrono>
@@ -52,6 +54,8 @@ const char* CorruptKindName(CorruptKind k) {
       return "history";
     case CorruptKind::kType:
       return "type";
+    case CorruptKind::kTicker:
+      return "ticker";
   }
   return "unknown";
 }
@@ -226,6 +230,7 @@ Shard::ReloadResult Shard::Reload(SymbolSeries* old, const FlushReport::Corrupt*
 bool Shard::LoadNewSymbols(const ShardBatch& batch) {
   loading_.clear();
   std::vector<SymbolSeries*> raw;
+  absl::flat_hash_set<absl::string_view> queued;  // views into the batch's trades
   const int64_t now = MonotonicMs();
   for (size_t i = batch.next; i < batch.trades.size(); ++i) {
     const Trade& t = batch.trades[i];
@@ -234,9 +239,7 @@ bool Shard::LoadNewSymbols(const ShardBatch& batch) {
     if (auto q = quarantined_.find(Key(sym)); q != quarantined_.end() && now < q->second) {
       continue;  // its trades are dead-lettered below until the retry is due
     }
-    bool queued = false;
-    for (const auto& s : loading_) queued |= s->symbol().view() == sym;
-    if (queued) continue;
+    if (!queued.insert(Key(sym)).second) continue;
     loading_.push_back(std::make_unique<SymbolSeries>(layout_, t.symbol));
     raw.push_back(loading_.back().get());
   }

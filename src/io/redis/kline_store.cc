@@ -30,6 +30,10 @@ bool ParseInt(std::string_view s, int64_t* out) {
 std::string_view ReplyStr(const redisReply* r) { return {r->str, r->len}; }
 
 constexpr int64_t kTickerWindowMs = 24 * 3600 * 1000;
+// The 24h ticker's persisted state (B:tks) is rewritten when an older minute changed, or
+// every this many minutes: a restart then merges at most this many 1m candles on top of it
+// instead of reading a day of them, and a busy symbol costs one ~30 KiB write per 10 min.
+constexpr int64_t kTickerStateEveryMinutes = 10;
 
 // A stored value for a log line: printable ASCII only, at most 120 bytes.
 std::string Printable(std::string_view v) {
@@ -113,10 +117,11 @@ void KlineStore::NoteCorrupt(CorruptKind kind, std::string_view symbol, std::str
                      << "\" action=" << (repaired ? "repaired" : "quarantined"));
 }
 
-void KlineStore::EncodeFlushCommand(SymbolSeries& s, std::string_view stamp,
+bool KlineStore::EncodeFlushCommand(SymbolSeries& s, std::string_view stamp,
                                     const std::vector<LateUpdate>& late,
                                     const std::vector<MysqlLate>& mysql_late,
-                                    std::string* payload) {
+                                    std::string* payload, uint64_t* ticker_token) {
+  bool with_state = false;
   strings_.clear();
   args_.clear();
   const std::string_view sym = s.symbol().view();
@@ -154,11 +159,21 @@ void KlineStore::EncodeFlushCommand(SymbolSeries& s, std::string_view stamp,
   if (one_minute_slot_ >= 0) {
     args_.push_back(Keep(ticker_prefix_ + ":{" + std::string(sym) + "}"));
     std::string json;
-    s.ticker()->AppendJson(sym, WallMs(), &json);
+    TickerWindow* ticker = s.ticker();
+    ticker->AppendJson(sym, WallMs(), &json);  // advances the window first
     args_.push_back(Keep(std::move(json)));
+    // The ticker's state, when due, atomically with the candles it is consistent with.
+    if (ticker->StateDue(kTickerStateEveryMinutes)) {
+      *ticker_token = ticker->BeginPersist();
+      std::string state;
+      ticker->AppendState(&state);
+      args_.push_back(Keep(std::move(state)));
+      with_state = true;
+    } else {
+      args_.push_back("");
+    }
   } else {
-    args_.push_back("");
-    args_.push_back("");
+    args_.insert(args_.end(), {"", "", ""});
   }
   argv_.clear();
   argv_len_.clear();
@@ -172,6 +187,7 @@ void KlineStore::EncodeFlushCommand(SymbolSeries& s, std::string_view stamp,
   assert(len > 0);
   payload->append(cmd, static_cast<size_t>(len));
   redisFreeCommand(cmd);
+  return with_state;
 }
 
 // For every series with late trades: reads the stored candles their buckets name (plus what
@@ -361,6 +377,8 @@ struct KlineStore::Job : FlushJob {
   std::vector<Result> results;
   std::vector<std::vector<bool>> reached;  // per series, per late update
   std::vector<std::string> detail;         // per series: the corrupt key, or the error reply
+  // Per series: the call carries the ticker state (its TickerWindow::BeginPersist token).
+  std::vector<std::optional<uint64_t>> ticker_tokens;
 };
 
 std::unique_ptr<FlushJob> KlineStore::PrepareFlush(std::span<SymbolSeries* const> series) {
@@ -376,12 +394,17 @@ std::unique_ptr<FlushJob> KlineStore::PrepareFlush(std::span<SymbolSeries* const
   job->stamps.resize(series.size());
   job->spans.assign(series.size(), {0, 0});
   job->carries.resize(series.size());
+  job->ticker_tokens.assign(series.size(), std::nullopt);
   for (size_t k = 0; k < series.size(); ++k) {
     if (job->left_out[k].series != nullptr) continue;  // not begun: nothing to commit or abort
     job->tickets[k] = series[k]->BeginFlush();
     job->stamps[k] = FormatMarks(series[k]->flush_marks());
     const size_t begin = job->payload.size();
-    EncodeFlushCommand(*series[k], job->stamps[k], late_plans_[k], mysql_late_[k], &job->payload);
+    uint64_t token = 0;
+    if (EncodeFlushCommand(*series[k], job->stamps[k], late_plans_[k], mysql_late_[k],
+                           &job->payload, &token)) {
+      job->ticker_tokens[k] = token;
+    }
     job->spans[k] = {begin, job->payload.size()};
     for (const LateUpdate& u : late_plans_[k]) job->carries[k].emplace_back(u.slot, u.candle.close);
   }
@@ -501,6 +524,9 @@ FlushReport KlineStore::FinishFlush(FlushJob* base) {
       case Job::Result::kUnanswered:
         break;
     }
+    if (job->ticker_tokens[k]) {
+      s->ticker()->EndPersist(job->results[k] == Job::Result::kOk, *job->ticker_tokens[k]);
+    }
     if (job->results[k] != Job::Result::kOk) {
       s->AbortFlush();
       continue;
@@ -527,7 +553,7 @@ bool KlineStore::Load(std::span<SymbolSeries* const> series, std::vector<LoadSta
   status->assign(series.size(), LoadStatus::kLoaded);
   if (series.empty()) return true;
   if (!conn_->EnsureConnected()) return false;
-  std::vector<RedisReply> replies;
+  std::vector<RedisReply> replies, ticker_states;
   for (int attempt = 0; attempt < 2; ++attempt) {
     for (const SymbolSeries* s : series) {
       args_.clear();
@@ -536,14 +562,20 @@ bool KlineStore::Load(std::span<SymbolSeries* const> series, std::vector<LoadSta
       for (size_t i = 0; i < s->interval_count(); ++i)
         args_.push_back(IntervalName(s->interval(i)));
       conn_->Append(args_);
+      // The ticker state (~20 KiB) by a plain GET: through the script it would be copied into
+      // a Lua string and out again, which was most of Redis's work in a restart.
+      conn_->Append({"GET", KeyBase(s->symbol().view()) + ":tks"});
     }
     replies.clear();
+    ticker_states.clear();
     bool noscript = false;
     for (size_t k = 0; k < series.size(); ++k) {
       RedisReply r = conn_->GetReply();
-      if (r == nullptr) return false;
+      RedisReply t = r ? conn_->GetReply() : nullptr;
+      if (r == nullptr || t == nullptr) return false;
       noscript |= IsNoScript(r.get());
       replies.push_back(std::move(r));
+      ticker_states.push_back(std::move(t));
     }
     if (!noscript) break;
     if (attempt == 1 || !conn_->ReloadScripts()) {
@@ -552,6 +584,7 @@ bool KlineStore::Load(std::span<SymbolSeries* const> series, std::vector<LoadSta
     }
   }
   std::vector<SymbolSeries*> loaded;
+  std::vector<std::string_view> states;  // per loaded series: its B:tks (views into replies)
   std::vector<std::optional<Candle>> current;
   for (size_t k = 0; k < series.size(); ++k) {
     SymbolSeries* s = series[k];
@@ -636,8 +669,13 @@ bool KlineStore::Load(std::span<SymbolSeries* const> series, std::vector<LoadSta
     // another type reads as none inside the script, as here).
     s->set_storage_stamp(wmp->type == REDIS_REPLY_STRING ? std::string(ReplyStr(wmp)) : "");
     loaded.push_back(s);
+    const redisReply* tks = ticker_states[k].get();
+    states.push_back(tks->type == REDIS_REPLY_STRING ? ReplyStr(tks) : std::string_view());
+    if (tks->type == REDIS_REPLY_ERROR) {
+      NoteCorrupt(CorruptKind::kType, sym, base + ":tks", text_of(tks), true);
+    }
   }
-  return RebuildTickers(loaded);
+  return RebuildTickers(loaded, states);
 }
 
 bool KlineStore::RepairCurrent(std::string_view sym, size_t slot, size_t finer_slot,
@@ -740,32 +778,59 @@ bool KlineStore::RebuildFromFiner(std::string_view sym, Interval iv, int64_t ope
   return true;
 }
 
-// After a restart or rebalance: the ticker window from the last 24 h of 1m candles. A history
-// that is not a sorted set or members that do not parse leave the window without them.
-bool KlineStore::RebuildTickers(std::span<SymbolSeries* const> series) {
+// After a restart or rebalance: the ticker window from its persisted state and the 1m candles
+// since (a few), or from the last 24 h of 1m candles where there is no state (or it does not
+// restore: counted, and repaired by that rebuild). A history that is not a sorted set or
+// members that do not parse leave the window without them.
+bool KlineStore::RebuildTickers(std::span<SymbolSeries* const> series,
+                                const std::vector<std::string_view>& states) {
   if (one_minute_slot_ < 0) return true;
   const int64_t now = WallMs();
-  const std::string from = ToDec(now - now % 60000 - kTickerWindowMs);
-  for (const SymbolSeries* s : series) {
+  const std::string day_ago = ToDec(now - now % 60000 - kTickerWindowMs);
+  std::vector<char> restored(series.size(), 0);
+  for (size_t k = 0; k < series.size(); ++k) {
+    SymbolSeries* s = series[k];
+    TickerWindow* ticker = s->ticker();
+    if (!states[k].empty()) {
+      restored[k] = ticker->RestoreState(states[k], now) ? 1 : 0;
+      if (!restored[k]) {
+        NoteCorrupt(CorruptKind::kTicker, s->symbol().view(),
+                    KeyBase(s->symbol().view()) + ":tks", "", /*repaired=*/true);
+      }
+    }
+    const std::string from = restored[k] ? ToDec(ticker->end() * 60000) : day_ago;
     conn_->Append({"ZRANGEBYSCORE", KeyBase(s->symbol().view()) + ":1m:hist", from, "+inf"});
   }
   std::vector<Candle> candles;
-  for (SymbolSeries* s : series) {
+  for (size_t k = 0; k < series.size(); ++k) {
+    SymbolSeries* s = series[k];
     RedisReply r = conn_->GetReply();
     if (r == nullptr) return false;
     candles.clear();
     if (r->type == REDIS_REPLY_ARRAY) {
-      for (size_t k = 0; k < r->elements; ++k) {
+      for (size_t e = 0; e < r->elements; ++e) {
         Candle c;
         std::string_view sym;
         bool closed = false;
-        if (ParseCandleJson(ReplyStr(r->element[k]), &c, &sym, &closed)) candles.push_back(c);
+        if (ParseCandleJson(ReplyStr(r->element[e]), &c, &sym, &closed)) candles.push_back(c);
       }
     }
-    if (const Candle* cur = s->current(static_cast<size_t>(one_minute_slot_))) {
-      candles.push_back(*cur);
+    TickerWindow* ticker = s->ticker();
+    const Candle* cur = s->current(static_cast<size_t>(one_minute_slot_));
+    if (!restored[k]) {
+      if (cur != nullptr) candles.push_back(*cur);
+      (void)ticker->Rebuild(candles, now);
+      continue;
     }
-    (void)s->ticker()->Rebuild(candles, now);
+    // On top of the state: the minutes from its end on (an earlier 1m current candle is in
+    // the state already: the window committed it when its end moved past).
+    const int64_t end_ms = ticker->end() * 60000;
+    if (cur != nullptr && cur->open_time >= end_ms) candles.push_back(*cur);
+    for (const Candle& c : candles) {
+      if (c.count != 0 && c.open_time >= end_ms) {
+        (void)ticker->ApplyMinute(c.open_time, c, Decimal());
+      }
+    }
   }
   return true;
 }

@@ -84,7 +84,11 @@ class KlineStore final : public SeriesStore {
   // whose stored candle does not parse gets (*corrupt)[k] set to why (it is left out).
   bool PlanLate(std::span<SymbolSeries* const> series, FlushReport* report,
                 std::vector<FlushReport::Corrupt>* corrupt);
-  bool RebuildTickers(std::span<SymbolSeries* const> series);
+  // Rebuilds the 24h ticker of each loaded series: from its persisted state (`states[i]`,
+  // empty when none) plus the 1m candles from the state's end on, or else from the last 24 h
+  // of 1m history. False on a connection error.
+  bool RebuildTickers(std::span<SymbolSeries* const> series,
+                      const std::vector<std::string_view>& states);
   // The candle of `iv` at the bucket opening at `open`, rebuilt exactly by merging the stored
   // candles of the finer configured interval at `finer_slot` (which nests in iv): its history
   // members in the bucket, then finer_current when that lies in the bucket. *out stays empty
@@ -98,10 +102,12 @@ class KlineStore final : public SeriesStore {
   // The coarsest configured interval finer than slot's whose buckets nest in it, among those
   // `usable` allows; -1 if none.
   int FinerSlot(size_t slot, const std::function<bool(size_t)>& usable) const;
-  // Appends the FLUSH call of one series, RESP-encoded, to *payload.
-  void EncodeFlushCommand(SymbolSeries& s, std::string_view stamp,
+  // Appends the FLUSH call of one series, RESP-encoded, to *payload. Returns whether the call
+  // carries the ticker state (then *ticker_token is its TickerWindow::BeginPersist token).
+  bool EncodeFlushCommand(SymbolSeries& s, std::string_view stamp,
                           const std::vector<LateUpdate>& late,
-                          const std::vector<MysqlLate>& mysql_late, std::string* payload);
+                          const std::vector<MysqlLate>& mysql_late, std::string* payload,
+                          uint64_t* ticker_token);
   std::string_view Keep(std::string s);
   // Counts and logs an unreadable stored value (rate-limited): what, where, what became of it.
   void NoteCorrupt(CorruptKind kind, std::string_view symbol, std::string_view key,

@@ -13,6 +13,7 @@
 //   B:INTERVAL:hist   closed candles, score = open time
 //   B:wm              highest applied trade id
 //   B:wmp             per-source watermarks "source:id,..." (the write stamp, see FLUSH)
+//   B:tks             the 24h ticker's persisted state (binary, TickerWindow::AppendState)
 //   B:pending         hash "INTERVAL|open_time" -> candle JSON not yet confirmed in MySQL
 //   PREFIX:symbols    every symbol with an applied trade
 //   PREFIX:pending    symbols whose B:pending is non-empty
@@ -87,7 +88,8 @@ end
 //     candles to create after it (the series now starts earlier than it was stored);
 //   MySQL-late count, then per record: field "INTERVAL|open_time|trade_id", trade JSON (a late
 //     trade whose bucket left Redis: B:late, drained into MySQL by the persistence worker);
-//   ticker key and JSON ("" "" = none): the symbol's 24h ticker, written as is.
+//   ticker key and JSON ("" "" = none): the symbol's 24h ticker, written as is; the ticker's
+//     persisted state for B:tks ("" = unchanged; binary, see TickerWindow::AppendState).
 // The stamps are the symbol's per-source watermarks as stored in B:wmp ("" = none): the write
 // is refused ({-1}, nothing written) unless B:wmp still holds the base stamp, i.e. unless
 // storage is exactly what the shard loaded or last wrote. So a second writer of the symbol
@@ -125,7 +127,7 @@ end
 local nmysql = tonumber(ARGV[i])
 local mysql_at = i + 1
 i = mysql_at + 2 * nmysql
-local ticker_key, ticker_json = ARGV[i], ARGV[i + 1]
+local ticker_key, ticker_json, ticker_state = ARGV[i], ARGV[i + 1], ARGV[i + 2]
 
 -- One MGET for every current candle and the stamp: a command costs Redis far more than Lua.
 local cur_keys = {}
@@ -200,6 +202,10 @@ mset[#mset + 1] = base .. ':wm'
 mset[#mset + 1] = wm
 mset[#mset + 1] = base .. ':wmp'
 mset[#mset + 1] = stamp
+if ticker_state ~= '' then
+  mset[#mset + 1] = base .. ':tks'
+  mset[#mset + 1] = ticker_state
+end
 redis.call('MSET', unpack(mset))
 
 local result = {1}
