@@ -30,9 +30,9 @@ unit: build
 asan: deps
 	BUILD=$(ASAN_BUILD) SANITIZE=address,undefined ./scripts/test.sh
 
-# Threaded tests under ThreadSanitizer.
+# Under ThreadSanitizer (klined itself too): the unit suite and the threaded integration cases.
 tsan: deps
-	BUILD=$(TSAN_BUILD) SANITIZE=thread ./scripts/test.sh --unit-only
+	BUILD=$(TSAN_BUILD) SANITIZE=thread ./scripts/test.sh --threaded
 
 # libFuzzer targets with clang, run for FUZZ_SECONDS each (default 60).
 fuzz: deps

@@ -3,13 +3,17 @@
 #   BUILD=dir       build directory (default build)
 #   SANITIZE=list   meson b_sanitize value, e.g. address,undefined
 #   --unit-only     skip fuzz smoke and integration suites
+#   --threaded      unit suite, then the integration cases that run klined's threads hardest
+#                   (pipeline, failover, exactly once, poison), no fuzz smoke: for TSan builds
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BUILD=${BUILD:-build}
 SANITIZE=${SANITIZE:-none}
 UNIT_ONLY=0
+THREADED=0
 [ "${1:-}" = "--unit-only" ] && UNIT_ONLY=1
+[ "${1:-}" = "--threaded" ] && THREADED=1
 
 opts=(--buildtype=release --werror -Db_sanitize="$SANITIZE")
 if [ "$SANITIZE" != none ]; then
@@ -24,12 +28,18 @@ ninja -C "$BUILD"
 
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+# A race makes the process exit (66): a klined under test then fails the test that ran it.
+export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:exitcode=66:second_deadlock_stack=1}
 
 failed=0
 echo "== unit tests"
 "$BUILD/test/unit_tests" --no-colors || failed=1
 
-if [ "$UNIT_ONLY" = 0 ]; then
+if [ "$THREADED" = 1 ]; then
+  echo "== integration tests (threaded cases)"
+  KLINED_BUILD="$BUILD" "$BUILD/test/integration_tests" --no-colors \
+    -tc='pipeline*,failover*,exactly once*,poison*' || failed=1
+elif [ "$UNIT_ONLY" = 0 ]; then
   if [ -x scripts/fuzz.sh ]; then
     echo "== fuzz smoke"
     ./scripts/fuzz.sh "${FUZZ_SMOKE_SECONDS:-20}" || failed=1

@@ -136,6 +136,7 @@ void TcpProxy::Run() {
     }
     ::poll(fds.data(), fds.size(), 10);
     if (stop_.load()) break;
+    const size_t polled = pairs.size();  // a pair accepted below is polled next time
     if (fds[1].revents & POLLIN) {
       const int c = ::accept(listen_fd_, nullptr, nullptr);
       if (c >= 0) {
@@ -150,7 +151,7 @@ void TcpProxy::Run() {
       }
     }
     const int64_t now = NowMs();
-    for (size_t i = 0; i < pairs.size(); ++i) {
+    for (size_t i = 0; i < polled; ++i) {
       Pair& p = pairs[i];
       const short cev = fds[2 + 2 * i].revents;
       const short sev = fds[3 + 2 * i].revents;
