@@ -94,6 +94,21 @@ class JobsCollector : public prometheus::Collectable {
         double(p.last_run_ms.Get()) / 1000);
     add("klined_persist_late_applied_total", "Late trades merged into MySQL", C,
         double(p.late_applied.Get()));
+    add("klined_persist_late_duplicates_total",
+        "Late-trade records already applied to MySQL (a retry after a crash)", C,
+        double(p.late_duplicates.Get()));
+    add("klined_persist_late_rejected_total",
+        "Late-trade records that cannot be applied (malformed, out of range); dropped", C,
+        double(p.late_rejected.Get()));
+    add("klined_persist_bad_entries_total",
+        "Pending entries that cannot be persisted as read (and B:pending keys not a hash)", C,
+        double(p.bad_entries.Get()));
+    add("klined_persist_repaired_total",
+        "Bad pending entries persisted from their history member instead", C,
+        double(p.repaired.Get()));
+    add("klined_persist_quarantined_total",
+        "Bad pending entries moved to PREFIX:{SYMBOL}:quarantine (no good history member)", C,
+        double(p.quarantined.Get()));
     add("klined_mysql_errors_total", "MySQL call errors", C, double(persist_->mysql_errors()));
     add("klined_mysql_reconnects_total", "MySQL reconnects", C,
         double(persist_->mysql_reconnects()));

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <charconv>
 #include <chrono>
+#include <cstdint>
 #include <deque>
 #include <limits>
 
@@ -29,6 +30,21 @@ for i = 2, #ARGV, 2 do
 end
 if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[1]) end
 return n
+)LUA";
+
+// QUARANTINE: moves one pending entry that cannot be persisted out of the way, one symbol.
+// KEYS: B:pending, B:quarantine, PREFIX:quarantine, PREFIX:pending. ARGV: symbol, field, json
+// as read. Only if the field still holds that JSON (compare-and-move: a shard may have
+// re-written it meanwhile) it moves to B:quarantine (same field, same value) for a person to
+// inspect, the symbol joins PREFIX:quarantine, and the symbol leaves PREFIX:pending once
+// B:pending is empty. Returns 1 if moved, 0 if the field changed.
+constexpr const char kQuarantine[] = R"LUA(
+if redis.call('HGET', KEYS[1], ARGV[2]) ~= ARGV[3] then return 0 end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+redis.call('HDEL', KEYS[1], ARGV[2])
+redis.call('SADD', KEYS[3], ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SREM', KEYS[4], ARGV[1]) end
+return 1
 )LUA";
 
 // LATE_DONE: after late trades were committed to MySQL, one symbol.
@@ -106,6 +122,44 @@ bool ParseLateField(std::string_view f, Interval* iv, int64_t* open, TradeId* id
   return r1.ec == std::errc() && r1.ptr == f.data() + b && r2.ec == std::errc() && r2.ptr == end;
 }
 
+// "INTERVAL|open_time"
+bool ParsePendingField(std::string_view f, Interval* iv, int64_t* open) {
+  const size_t a = f.find('|');
+  if (a == std::string_view::npos) return false;
+  auto parsed = ParseInterval(f.substr(0, a));
+  if (!parsed) return false;
+  *iv = *parsed;
+  const char* end = f.data() + f.size();
+  auto r = std::from_chars(f.data() + a + 1, end, *open);
+  return r.ec == std::errc() && r.ptr == end;
+}
+
+// A stored value for a log line: bounded, on one line, safe inside a field's double quotes.
+std::string Clip(std::string_view s) {
+  constexpr size_t kMax = 200;
+  std::string out(s.substr(0, kMax));
+  for (char& c : out) {
+    if (c == '\n' || c == '\r') c = ' ';
+    if (c == '"') c = '\'';
+  }
+  if (s.size() > kMax) out += "...";
+  return out;
+}
+
+// Why a pending entry (field, candle JSON) of `symbol` cannot be persisted as it is, or
+// nullptr when it can (then *out holds it). The JSON must be a candle of that symbol whose
+// interval and open time are the field's: anything else would upsert the wrong row and let
+// the field's candle be trimmed before MySQL has it.
+const char* JudgeEntry(std::string_view symbol, Interval iv, int64_t open, std::string_view json,
+                       Candle* out) {
+  std::string_view json_symbol;
+  bool closed = false;
+  if (!ParseCandleJson(json, out, &json_symbol, &closed)) return "not a candle";
+  if (json_symbol != symbol) return "candle of another symbol";
+  if (out->interval != iv || out->open_time != open) return "candle of another interval or time";
+  return nullptr;
+}
+
 std::string ScoreBound(const std::optional<int64_t>& next_traded) {
   return next_traded ? "(" + std::to_string(*next_traded) : std::string("+inf");
 }
@@ -124,6 +178,7 @@ PersistWorker::PersistWorker(PersistOptions options)
       table_(&mysql_, options_.batch_rows, options_.tz),
       interval_ms_(options_.persist_interval_ms) {
   pending_script_ = redis_.AddScript(kPendingDone);
+  quarantine_script_ = redis_.AddScript(kQuarantine);
   late_script_ = redis_.AddScript(std::string(lua::kCommon) + kLateDone);
 }
 
@@ -252,7 +307,8 @@ bool PersistWorker::ScanSet(const std::string& key, std::vector<std::string>* me
 }
 
 bool PersistWorker::EvalAll(const std::vector<std::vector<std::string_view>>& calls,
-                            PersistRunReport* report) {
+                            std::vector<long long>* results, PersistRunReport* report) {
+  results->assign(calls.size(), 0);
   for (int attempt = 0; attempt < 2; ++attempt) {
     for (const auto& argv : calls) redis_.Append(std::span<const std::string_view>(argv));
     bool noscript = false;
@@ -264,9 +320,8 @@ bool PersistWorker::EvalAll(const std::vector<std::vector<std::string_view>>& ca
       } else if (r->type == REDIS_REPLY_ERROR) {
         report->error = "redis script: " + std::string(View(r.get()));
         return false;
-      } else if (r->type == REDIS_REPLY_INTEGER && calls[i][0] == "EVALSHA" &&
-                 calls[i][1] == redis_.Sha(pending_script_)) {
-        report->deleted += static_cast<uint64_t>(r->integer);
+      } else if (r->type == REDIS_REPLY_INTEGER) {
+        (*results)[i] = r->integer;
       }
     }
     if (!noscript) return true;
@@ -292,11 +347,25 @@ bool PersistWorker::ReadHashes(const Keys& keys, std::vector<RedisReply>* replie
 
 bool PersistWorker::PersistPending(const std::vector<std::string>& symbols,
                                    PersistRunReport* report) {
+  // An entry that cannot be persisted as read, with what the repair needs.
+  struct Suspect {
+    size_t symbol;  // index into this chunk
+    std::string_view field, json;
+    const char* why;
+    bool field_ok;
+    Interval iv;
+    int64_t open;
+  };
   std::vector<RedisReply> replies;
+  std::vector<RedisReply> hist_replies;
   std::vector<StoredCandle> candles;
   std::vector<std::vector<std::string_view>> calls;
+  std::vector<bool> is_quarantine;  // per call: QUARANTINE, else PENDING_DONE
+  std::vector<long long> results;
+  std::vector<Suspect> suspects;
   std::deque<std::string> keys;  // stable storage for the views in calls
   const std::string set_key = options_.key_prefix + ":pending";
+  const std::string quarantine_set = options_.key_prefix + ":quarantine";
   size_t chunk = std::min(options_.max_chunk_symbols, std::max<size_t>(symbols.size(), 1));
   for (size_t begin = 0; begin < symbols.size();) {
     const size_t end = std::min(symbols.size(), begin + chunk);
@@ -306,41 +375,107 @@ bool PersistWorker::PersistPending(const std::vector<std::string>& symbols,
 
     candles.clear();
     calls.clear();
+    is_quarantine.clear();
+    suspects.clear();
+    std::vector<size_t> call_of(replies.size(), SIZE_MAX);  // symbol -> its PENDING_DONE call
     size_t seen = 0;
     for (size_t k = 0; k < replies.size(); ++k) {
       const redisReply* r = replies[k].get();
       const std::string& symbol = symbols[begin + k];
-      std::vector<std::string_view>& argv = calls.emplace_back();
-      argv = {"EVALSHA", redis_.Sha(pending_script_), "2", keys[k], set_key, symbol};
       if (!IsPairs(r)) {
+        // Not a hash (or an error reply): nothing to read. Left alone, counted, and the run
+        // goes on with the other symbols.
         stats_.bad_entries.Add();
-        LOG_RATE(kError, "persist.bad_reply", "symbol=" << symbol << " type=" << r->type);
-        calls.pop_back();
+        LOG_RATE(kError, "persist.bad_reply",
+                 "symbol=" << symbol << " key=" << keys[k] << " type=" << r->type
+                           << " detail=\"B:pending is not a hash; left in place\"");
         continue;
       }
+      call_of[k] = calls.size();
+      calls.push_back({"EVALSHA", redis_.Sha(pending_script_), "2", keys[k], set_key, symbol});
+      is_quarantine.push_back(false);
       for (size_t e = 0; e + 1 < r->elements; e += 2) {
         const redisReply* f = r->element[e];
         const redisReply* v = r->element[e + 1];
         if (!IsStringish(f) || !IsStringish(v)) continue;
         ++seen;
+        Suspect sus{k,     View(f),       View(v), "field is not INTERVAL|open_time",
+                    false, Interval::k1m, 0};
+        sus.field_ok = ParsePendingField(sus.field, &sus.iv, &sus.open);
         StoredCandle sc;
-        std::string_view json_symbol;
-        bool closed = false;
-        if (!ParseCandleJson(View(v), &sc.candle, &json_symbol, &closed) || json_symbol != symbol) {
-          // Our own data, so a bug somewhere: keep it (never delete what MySQL lacks), count
-          // it, and go on with the rest.
+        if (sus.field_ok) sus.why = JudgeEntry(symbol, sus.iv, sus.open, sus.json, &sc.candle);
+        if (sus.why != nullptr) {
           stats_.bad_entries.Add();
-          LOG_RATE(kError, "persist.bad_entry",
-                   "symbol=" << symbol << " field=" << View(f) << " json=" << View(v));
+          suspects.push_back(sus);
           continue;
         }
         sc.symbol = symbol;
         candles.push_back(std::move(sc));
-        argv.push_back(View(f));
-        argv.push_back(View(v));
+        calls[call_of[k]].push_back(sus.field);
+        calls[call_of[k]].push_back(sus.json);
       }
     }
     report->pending_seen += seen;
+
+    // Our own data, so a bug somewhere wrote these. The history member at the same open time
+    // is the candle the entry copied: persist that one when it is good (the field is then
+    // deleted as usual, compare-and-delete against what was read). Otherwise move the entry
+    // to the quarantine hash, so it neither stays pending forever nor blocks trimming.
+    if (!suspects.empty()) {
+      for (const Suspect& sus : suspects) {
+        if (!sus.field_ok) continue;
+        const std::string& hist = keys.emplace_back(KeyBase(symbols[begin + sus.symbol]) + ":" +
+                                                    std::string(IntervalName(sus.iv)) + ":hist");
+        const std::string& score = keys.emplace_back(std::to_string(sus.open));
+        redis_.Append({"ZRANGEBYSCORE", hist, score, score, "LIMIT", "0", "2"});
+      }
+      hist_replies.clear();
+      for (const Suspect& sus : suspects) {
+        if (!sus.field_ok) {
+          hist_replies.emplace_back();
+          continue;
+        }
+        RedisReply h = redis_.GetReply();
+        if (h == nullptr) return FailRedis(report);
+        hist_replies.push_back(std::move(h));
+      }
+      for (size_t i = 0; i < suspects.size(); ++i) {
+        const Suspect& sus = suspects[i];
+        const std::string& symbol = symbols[begin + sus.symbol];
+        const redisReply* h = hist_replies[i].get();
+        const char* repair = "field is not INTERVAL|open_time";
+        StoredCandle sc;
+        if (h != nullptr) {
+          if (h->type != REDIS_REPLY_ARRAY || h->elements == 0) {
+            repair = "no history member at that open time";
+          } else if (h->elements > 1 || !IsStringish(h->element[0])) {
+            repair = "history holds more than one member at that open time";
+          } else {
+            repair = JudgeEntry(symbol, sus.iv, sus.open, View(h->element[0]), &sc.candle);
+          }
+        }
+        if (repair == nullptr) {
+          stats_.repaired.Add();
+          LOG_RATE(kWarn, "persist.repaired",
+                   "symbol=" << symbol << " field=" << sus.field << " why=\"" << sus.why
+                             << "\" json=\"" << Clip(sus.json)
+                             << "\" detail=\"persisted the history member instead\"");
+          sc.symbol = symbol;
+          candles.push_back(std::move(sc));
+          calls[call_of[sus.symbol]].push_back(sus.field);
+          calls[call_of[sus.symbol]].push_back(sus.json);
+          continue;
+        }
+        LOG_RATE(kError, "persist.quarantine",
+                 "symbol=" << symbol << " field=" << sus.field << " why=\"" << sus.why
+                           << "\" history=\"" << repair << "\" json=\"" << Clip(sus.json)
+                           << "\" detail=\"moved to " << KeyBase(symbol) << ":quarantine\"");
+        const std::string& qkey = keys.emplace_back(KeyBase(symbol) + ":quarantine");
+        calls.push_back({"EVALSHA", redis_.Sha(quarantine_script_), "4", keys[sus.symbol], qkey,
+                         quarantine_set, set_key, symbol, sus.field, sus.json});
+        is_quarantine.push_back(true);
+      }
+    }
 
     size_t batches = 0;
     const bool upserted = table_.Upsert(candles, &batches);
@@ -349,7 +484,17 @@ bool PersistWorker::PersistPending(const std::vector<std::string>& symbols,
     stats_.candles_upserted.Add(candles.size());
     report->upserted += candles.size();
     // MySQL committed every candle read: now, and only now, they may leave B:pending.
-    if (!EvalAll(calls, report)) return false;
+    if (!EvalAll(calls, &results, report)) return false;
+    for (size_t i = 0; i < calls.size(); ++i) {
+      if (is_quarantine[i]) {
+        if (results[i] == 1) {
+          stats_.quarantined.Add();
+          ++report->quarantined;
+        }
+      } else {
+        report->deleted += static_cast<uint64_t>(std::max<long long>(results[i], 0));
+      }
+    }
 
     // Aim the next chunk at about chunk_candles candles.
     const size_t per_symbol = std::max<size_t>(1, seen / (end - begin));
@@ -453,7 +598,8 @@ bool PersistWorker::DrainLate(const std::vector<std::string>& symbols, PersistRu
       }
     }
     // Clean up what MySQL committed, even when a later record failed.
-    if (!EvalAll(calls, report)) return false;
+    std::vector<long long> results;
+    if (!EvalAll(calls, &results, report)) return false;
     if (mysql_failed) return FailMysql(report);
   }
   return true;

@@ -16,6 +16,13 @@
 //      still holds the JSON that was read (compare-and-delete: a candle re-written meanwhile,
 //      e.g. by a late trade, stays pending for the next run) and SREMs the symbol from
 //      PREFIX:pending once B:pending is empty.
+// A bad entry (the JSON is not a candle of that symbol, interval and open time; written by a
+// bug, since B:pending is our own) must neither stay pending forever (TRIM never removes a
+// history member still pending) nor stop the run. It is repaired when the history member at
+// its open time (B:INTERVAL:hist, score = open_time) is a good candle: that member is
+// persisted instead and the field deleted as usual. Otherwise a compare-and-move script
+// moves the field to B:quarantine (PREFIX:{SYMBOL}:quarantine, same field and value) and the
+// symbol into PREFIX:quarantine, for a person to inspect; counted and logged either way.
 // Chunks adapt so that about chunk_candles candles are held at once, which bounds memory
 // after a long MySQL outage (a 500-symbol chunk with thousands of candles each would not be).
 // MySQL down: the run fails before deleting anything, is counted and logged (rate-limited);
@@ -71,7 +78,10 @@ struct PersistStats {
   OwnedCounter batches;           // upsert statements committed
   OwnedCounter backlog;           // gauge: pending candles seen by the last run
   OwnedCounter last_run_ms;       // gauge: duration of the last run
-  OwnedCounter bad_entries;       // pending entries that do not parse (left in place)
+  OwnedCounter bad_entries;       // pending entries that cannot be persisted as read, and
+                                  // B:pending keys that are not hashes (left in place)
+  OwnedCounter repaired;          // bad entries persisted from their history member instead
+  OwnedCounter quarantined;       // bad entries moved to B:quarantine (no good history member)
   OwnedCounter late_applied;      // late trades merged into MySQL
   OwnedCounter late_duplicates;   // late records already applied (retry after a crash)
   OwnedCounter late_rejected;     // late records that cannot be applied (bad, out of range)
@@ -83,6 +93,7 @@ struct PersistRunReport {
   uint64_t pending_seen = 0;
   uint64_t upserted = 0;
   uint64_t deleted = 0;  // pending fields confirmed and removed
+  uint64_t quarantined = 0;
   uint64_t late_seen = 0;
   uint64_t late_applied = 0;
   uint64_t late_duplicates = 0;
@@ -124,7 +135,9 @@ class PersistWorker {
   bool DrainLate(const std::vector<std::string>& symbols, PersistRunReport* report);
   // Sends pipelined EVALSHA calls (argv per call) and reads the replies; reloads the scripts
   // and resends once on NOSCRIPT (the calls are idempotent).
-  bool EvalAll(const std::vector<std::vector<std::string_view>>& calls, PersistRunReport* report);
+  // results[i]: call i's integer reply (0 if it was not an integer).
+  bool EvalAll(const std::vector<std::vector<std::string_view>>& calls,
+               std::vector<long long>* results, PersistRunReport* report);
   // HGETALL of every key, pipelined; *replies gets one reply per key, in order.
   template <class Keys>
   bool ReadHashes(const Keys& keys, std::vector<RedisReply>* replies, PersistRunReport* report);
@@ -138,6 +151,7 @@ class PersistWorker {
   KlineTable table_;
   TradeDecoder decoder_;
   size_t pending_script_ = 0;
+  size_t quarantine_script_ = 0;
   size_t late_script_ = 0;
   bool schema_ready_ = false;
   PersistStats stats_;

@@ -518,6 +518,12 @@ TEST_CASE("ops: SIGHUP applies reloadable keys, keeps an invalid file out; metri
     }
   }
   CHECK(Get(m, "klined_config_reload_failures_total") == 0);
+  for (const char* family :
+       {"klined_persist_bad_entries_total", "klined_persist_repaired_total",
+        "klined_persist_quarantined_total", "klined_persist_late_rejected_total",
+        "klined_persist_late_duplicates_total"}) {
+    CHECK_MESSAGE(Get(m, family) == 0, family);  // exported, nothing bad seen
+  }
   CHECK(Get(m, "klined_watchdog_pings_total").value_or(0) >= 1);
   CHECK(Get(m, "klined_watchdog_withheld_total") == 0);
   CHECK(Get(m, "klined_shard_loop_iterations_total{shard=\"0\"}").value_or(0) > 0);

@@ -8,7 +8,10 @@
 //  - MySQL down: nothing is deleted from Redis, and after it comes back everything lands;
 //  - late trades beyond Redis are merged into MySQL exactly once, even when a run repeats a
 //    record after a crash between COMMIT and the Redis delete; the following empty candles
-//    (MySQL and Redis) take the new close.
+//    (MySQL and Redis) take the new close;
+//  - a pending entry that does not parse never blocks the rest: it is persisted from its
+//    history member when that one is good, else moved to the symbol's quarantine hash, so
+//    trimming goes on; a B:pending that is not a hash is counted, not fatal.
 // KLINED_PERSIST_BENCH=1 also runs "persist bench": upsert and end-to-end throughput.
 #include <doctest/doctest.h>
 
@@ -24,6 +27,7 @@
 #include "io/redis/kline_store.h"
 #include "io/redis/redis_conn.h"
 #include "jobs/persist.h"
+#include "jobs/trim.h"
 #include "klined/candle.h"
 #include "klined/series.h"
 #include "klined/trade_decoder.h"
@@ -327,6 +331,73 @@ TEST_CASE("persist: a re-written candle is upserted again; compare-and-delete ke
     CHECK(MysqlRows(s.db, kSym)[2][7] == "5.000000000000000000");
     CHECK(r.Strings({"SMEMBERS", "kline:pending"}).empty());
   }
+}
+
+TEST_CASE("persist: a corrupt pending entry is repaired from history or quarantined") {
+  Servers s;
+  Shard shard(s.redis);
+  // Minutes 0..4 traded, minute 6 closes minutes 0..5 (5 empty) and the first 5m bucket.
+  for (int m : {0, 1, 2, 3, 4, 6}) {
+    shard.Apply(MakeTrade(kSym, 10 + m, std::to_string(100 + m) + ".5", "1", kT0 + m * kMin + 7,
+                          m % 2 == 0));
+  }
+  shard.Flush();
+  auto r = s.redis.Connect();
+  const std::vector<kt::Row> good_rows = RedisHistoryRows(r, kSym);  // before any corruption
+  REQUIRE(good_rows.size() == 7);
+  const std::string pending = "kline:{BTCUSDT}:pending";
+  const std::string hist = "kline:{BTCUSDT}:1m:hist";
+  auto field = [](int m) { return "1m|" + std::to_string(kT0 + m * kMin); };
+  // Minute 1: garbage in B:pending, history intact -> persisted from history.
+  r.Command({"HSET", pending, field(1), "{\"t\":1732147260000,\"T\":"});
+  // Minute 3: a well-formed candle of another minute under minute 3's field -> from history.
+  const std::string minute4 = r.Strings(
+      {"ZRANGEBYSCORE", hist, std::to_string(kT0 + 4 * kMin), std::to_string(kT0 + 4 * kMin)})[0];
+  r.Command({"HSET", pending, field(3), minute4});
+  // Minute 2: garbage in B:pending and in history -> quarantined.
+  const std::string bad2 = "{\"t\":1732147320000,\"s\":\"BTCUSDT\",\"o\":\"1e5\"}";
+  r.Command({"HSET", pending, field(2), bad2});
+  r.Command(
+      {"ZREMRANGEBYSCORE", hist, std::to_string(kT0 + 2 * kMin), std::to_string(kT0 + 2 * kMin)});
+  r.Command({"ZADD", hist, std::to_string(kT0 + 2 * kMin), "not a candle"});
+  // Another symbol's B:pending is not a hash at all.
+  r.Command({"SET", "kline:{ETHUSDT}:pending", "oops"});
+  r.Command({"SADD", "kline:pending", "ETHUSDT"});
+
+  klined::PersistWorker worker(s.Options());
+  auto report = worker.RunOnce();
+  REQUIRE_MESSAGE(report.ok, report.error);
+  // Every good candle and both repaired ones reached MySQL exactly; minute 2 did not.
+  std::vector<kt::Row> want = good_rows;
+  want.erase(want.begin() + 2);
+  CHECK(MysqlRows(s.db, kSym) == want);
+  // Minute 2 left B:pending for the quarantine hash, unchanged, and the symbol is indexed.
+  CHECK(r.Integer({"EXISTS", pending}) == 0);
+  CHECK(r.Strings({"HGETALL", "kline:{BTCUSDT}:quarantine"}) ==
+        std::vector<std::string>{field(2), bad2});
+  CHECK(r.Strings({"SMEMBERS", "kline:quarantine"}) == std::vector<std::string>{kSym});
+  CHECK(r.Strings({"SMEMBERS", "kline:pending"}) == std::vector<std::string>{"ETHUSDT"});
+  CHECK(worker.stats().bad_entries.Get() == 4);  // minutes 1, 2, 3 and ETHUSDT's reply
+  CHECK(worker.stats().repaired.Get() == 2);
+  CHECK(worker.stats().quarantined.Get() == 1);
+  CHECK(report.quarantined == 1);
+  CHECK(report.deleted == 6);  // 4 good fields and the 2 repaired ones
+
+  // Nothing of BTCUSDT is pending any more: trimming keeps exactly the limit.
+  klined::RedisConn conn(RedisAt(s.redis));
+  klined::TrimStats trim_stats;
+  klined::TrimJob trim(&conn, "kline", &shard.layout, 1, &trim_stats);
+  const klined::TrimResult t = trim.RunOnce();
+  CHECK(t.complete);
+  CHECK(r.Integer({"ZCARD", hist}) == 1);
+  CHECK(t.removed == 5);
+
+  // A second run has nothing to do and leaves the quarantine alone.
+  report = worker.RunOnce();
+  REQUIRE_MESSAGE(report.ok, report.error);
+  CHECK(report.upserted == 0);
+  CHECK(r.Integer({"HLEN", "kline:{BTCUSDT}:quarantine"}) == 1);
+  CHECK(worker.stats().quarantined.Get() == 1);
 }
 
 TEST_CASE("persist: MySQL down while candles keep arriving: nothing deleted, all lands later") {
