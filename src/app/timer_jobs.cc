@@ -100,6 +100,9 @@ class JobsCollector : public prometheus::Collectable {
     add("klined_persist_late_rejected_total",
         "Late-trade records that cannot be applied (malformed, out of range); dropped", C,
         double(p.late_rejected.Get()));
+    add("klined_persist_fenced_total",
+        "Persistence runs stopped because a newer lease holder fenced this instance out", C,
+        double(p.fenced.Get()));
     add("klined_persist_bad_entries_total",
         "Pending entries that cannot be persisted as read (and B:pending keys not a hash)", C,
         double(p.bad_entries.Get()));
@@ -124,7 +127,10 @@ class JobsCollector : public prometheus::Collectable {
 
 TimerJobs::TimerJobs(const Config& config, const SeriesLayout* layout)
     : persist_(PersistFrom(config)),
-      loop_(LoopFrom(config, layout), [this](bool active) { persist_.SetActive(active); }),
+      loop_(LoopFrom(config, layout),
+            [this](bool active, const std::string& token, int64_t epoch) {
+              persist_.SetActive(active, token, epoch);
+            }),
       collector_(std::make_shared<JobsCollector>(&loop_, &persist_)) {}
 
 TimerJobs::~TimerJobs() { Stop(); }

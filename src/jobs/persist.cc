@@ -16,13 +16,20 @@
 namespace klined {
 namespace {
 
+// Every script here is fenced like the job scripts (job_scripts.h): ARGV carries the lease key
+// and the worker's lease token, and a script does nothing and returns -1 unless the lease
+// key holds that token ('' = unfenced, for tests and tools without a lease). An ex-holder
+// that was paused mid-run therefore cannot delete, move or re-carry anything.
+
 // PENDING_DONE: compare-and-delete of persisted candles, one symbol.
-// KEYS: B:pending, PREFIX:pending. ARGV: symbol, then field, json pairs as read.
-// A field is deleted only if it still holds the JSON that reached MySQL: a later write of the
-// same candle (late trade, re-carry) stays pending. Returns the number of fields deleted.
+// KEYS: B:pending, PREFIX:pending. ARGV: symbol, lease key, token, then field, json pairs as
+// read. A field is deleted only if it still holds the JSON that reached MySQL: a later write
+// of the same candle (late trade, re-carry) stays pending. Returns the number of fields
+// deleted, or -1 if fenced out.
 constexpr const char kPendingDone[] = R"LUA(
+if ARGV[3] ~= '' and redis.call('GET', ARGV[2]) ~= ARGV[3] then return -1 end
 local n = 0
-for i = 2, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
     redis.call('HDEL', KEYS[1], ARGV[i])
     n = n + 1
@@ -33,28 +40,31 @@ return n
 )LUA";
 
 // QUARANTINE: moves one pending entry that cannot be persisted out of the way, one symbol.
-// KEYS: B:pending, B:quarantine, PREFIX:quarantine, PREFIX:pending. ARGV: symbol, field, json
-// as read. Only if the field still holds that JSON (compare-and-move: a shard may have
-// re-written it meanwhile) it moves to B:quarantine (same field, same value) for a person to
-// inspect, the symbol joins PREFIX:quarantine, and the symbol leaves PREFIX:pending once
-// B:pending is empty. Returns 1 if moved, 0 if the field changed.
+// KEYS: B:pending, B:quarantine, PREFIX:quarantine, PREFIX:pending. ARGV: symbol, lease key,
+// token, field, json as read. Only if the field still holds that JSON (compare-and-move: a
+// shard may have re-written it meanwhile) it moves to B:quarantine (same field, same value)
+// for a person to inspect, the symbol joins PREFIX:quarantine, and the symbol leaves
+// PREFIX:pending once B:pending is empty. Returns 1 if moved, 0 if the field changed, -1 if
+// fenced out.
 constexpr const char kQuarantine[] = R"LUA(
-if redis.call('HGET', KEYS[1], ARGV[2]) ~= ARGV[3] then return 0 end
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
-redis.call('HDEL', KEYS[1], ARGV[2])
+if ARGV[3] ~= '' and redis.call('GET', ARGV[2]) ~= ARGV[3] then return -1 end
+if redis.call('HGET', KEYS[1], ARGV[4]) ~= ARGV[5] then return 0 end
+redis.call('HSET', KEYS[2], ARGV[4], ARGV[5])
+redis.call('HDEL', KEYS[1], ARGV[4])
 redis.call('SADD', KEYS[3], ARGV[1])
 if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SREM', KEYS[4], ARGV[1]) end
 return 1
 )LUA";
 
 // LATE_DONE: after late trades were committed to MySQL, one symbol.
-// KEYS: B:late, PREFIX:late, PREFIX:pending. ARGV: symbol, base B, then per record: field
-// ("INTERVAL|open_time|trade_id"), json as read, close to re-carry ('' = none), score bound
-// of the re-carry ('+inf', or '(T' with T the open time of MySQL's first candle with trades
-// after the bucket).
+// KEYS: B:late, PREFIX:late, PREFIX:pending. ARGV: symbol, base B, lease key, token, then per
+// record: field ("INTERVAL|open_time|trade_id"), json as read, close to re-carry ('' =
+// none), score bound of the re-carry ('+inf', or '(T' with T the open time of MySQL's first
+// candle with trades after the bucket).
 // Deletes each record if unchanged and re-carries the close into the empty history candles
 // that follow the bucket (the bucket itself is no longer in Redis), stopping at the first
 // candle with trades; the current candle only when nothing bounds the carry. Idempotent.
+// Returns 1, or -1 if fenced out.
 constexpr const char kLateDone[] = R"LUA(
 local function recarry_until(base, iv, t, bound, close)
   local hist = base .. ':' .. iv .. ':hist'
@@ -79,7 +89,8 @@ local function recarry_until(base, iv, t, bound, close)
 end
 
 local sym, base = ARGV[1], ARGV[2]
-for i = 3, #ARGV, 4 do
+if ARGV[4] ~= '' and redis.call('GET', ARGV[3]) ~= ARGV[4] then return -1 end
+for i = 5, #ARGV, 4 do
   local field, json, close, bound = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   if redis.call('HGET', KEYS[1], field) == json then redis.call('HDEL', KEYS[1], field) end
   if close ~= '' then
@@ -176,6 +187,7 @@ PersistWorker::PersistWorker(PersistOptions options)
       redis_(options_.redis),
       mysql_(options_.mysql),
       table_(&mysql_, options_.batch_rows, options_.tz),
+      lease_key_(options_.key_prefix + ":lease"),
       interval_ms_(options_.persist_interval_ms) {
   pending_script_ = redis_.AddScript(kPendingDone);
   quarantine_script_ = redis_.AddScript(kQuarantine);
@@ -205,7 +217,12 @@ void PersistWorker::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-void PersistWorker::SetActive(bool active) {
+void PersistWorker::SetActive(bool active, std::string token, int64_t epoch) {
+  {
+    std::lock_guard lock(mu_);
+    token_ = active ? std::move(token) : std::string();
+    epoch_ = active ? epoch : 0;
+  }
   const bool was = active_.exchange(active, std::memory_order_acq_rel);
   if (active && !was) {
     {
@@ -261,6 +278,13 @@ bool PersistWorker::FailMysql(PersistRunReport* report) {
   return false;
 }
 
+bool PersistWorker::Fenced(PersistRunReport* report) {
+  report->fenced = true;
+  report->error =
+      "fenced: a newer lease holder is active (epoch above " + std::to_string(run_epoch_) + ")";
+  return false;
+}
+
 bool PersistWorker::Connect(PersistRunReport* report) {
   if (!redis_.EnsureConnected()) return FailRedis(report);
   if (!mysql_.EnsureConnected()) return FailMysql(report);
@@ -268,12 +292,26 @@ bool PersistWorker::Connect(PersistRunReport* report) {
     if (!table_.EnsureSchema()) return FailMysql(report);
     schema_ready_ = true;
   }
+  // A new active period: raise MySQL's fence to our epoch before the first write, so an
+  // ex-holder's worker that is still finishing a batch can no longer commit one.
+  if (run_epoch_ > 0 && raised_epoch_ != run_epoch_) {
+    if (!table_.RaiseFence(run_epoch_)) return FailMysql(report);
+    raised_epoch_ = run_epoch_;
+  }
+  table_.set_fence_epoch(run_epoch_);
   return true;
 }
 
 PersistRunReport PersistWorker::RunOnce() {
   const int64_t start = MonotonicMs();
   PersistRunReport report;
+  {
+    // The whole run works under the grant it started with; if the lease moves meanwhile,
+    // the fences stop it.
+    std::lock_guard lock(mu_);
+    run_token_ = token_;
+    run_epoch_ = epoch_;
+  }
   std::vector<std::string> symbols;
   report.ok = Connect(&report) && ScanSet(options_.key_prefix + ":pending", &symbols, &report) &&
               PersistPending(symbols, &report) &&
@@ -283,6 +321,11 @@ PersistRunReport PersistWorker::RunOnce() {
   stats_.last_run_ms.Set(static_cast<uint64_t>(MonotonicMs() - start));
   if (report.ok) {
     stats_.backlog.Set(report.pending_seen);
+  } else if (report.fenced) {
+    stats_.fenced.Add();
+    LOG_RATE(kWarn, "persist.fenced",
+             "epoch=" << run_epoch_ << " upserted=" << report.upserted
+                      << " detail=\"a newer lease holder is active; this run stopped\"");
   } else {
     stats_.failures.Add();
     LOG_RATE(kWarn, "persist.failed",
@@ -392,7 +435,8 @@ bool PersistWorker::PersistPending(const std::vector<std::string>& symbols,
         continue;
       }
       call_of[k] = calls.size();
-      calls.push_back({"EVALSHA", redis_.Sha(pending_script_), "2", keys[k], set_key, symbol});
+      calls.push_back({"EVALSHA", redis_.Sha(pending_script_), "2", keys[k], set_key, symbol,
+                       lease_key_, run_token_});
       is_quarantine.push_back(false);
       for (size_t e = 0; e + 1 < r->elements; e += 2) {
         const redisReply* f = r->element[e];
@@ -472,20 +516,23 @@ bool PersistWorker::PersistPending(const std::vector<std::string>& symbols,
                            << "\" detail=\"moved to " << KeyBase(symbol) << ":quarantine\"");
         const std::string& qkey = keys.emplace_back(KeyBase(symbol) + ":quarantine");
         calls.push_back({"EVALSHA", redis_.Sha(quarantine_script_), "4", keys[sus.symbol], qkey,
-                         quarantine_set, set_key, symbol, sus.field, sus.json});
+                         quarantine_set, set_key, symbol, lease_key_, run_token_, sus.field,
+                         sus.json});
         is_quarantine.push_back(true);
       }
     }
 
     size_t batches = 0;
-    const bool upserted = table_.Upsert(candles, &batches);
+    const WriteStatus upserted = table_.Upsert(candles, &batches);
     stats_.batches.Add(batches);
-    if (!upserted) return FailMysql(report);
+    if (upserted == WriteStatus::kFenced) return Fenced(report);
+    if (upserted != WriteStatus::kOk) return FailMysql(report);
     stats_.candles_upserted.Add(candles.size());
     report->upserted += candles.size();
     // MySQL committed every candle read: now, and only now, they may leave B:pending.
     if (!EvalAll(calls, &results, report)) return false;
     for (size_t i = 0; i < calls.size(); ++i) {
+      if (results[i] < 0) return Fenced(report);
       if (is_quarantine[i]) {
         if (results[i] == 1) {
           stats_.quarantined.Add();
@@ -523,14 +570,18 @@ bool PersistWorker::DrainLate(const std::vector<std::string>& symbols, PersistRu
 
     calls.clear();
     bool mysql_failed = false;
-    for (size_t k = 0; k < replies.size() && !mysql_failed; ++k) {
+    bool fenced = false;
+    for (size_t k = 0; k < replies.size() && !mysql_failed && !fenced; ++k) {
       const redisReply* r = replies[k].get();
       const std::string& symbol = symbols[begin + k];
       const std::string_view base = bases[k];
       if (!IsPairs(r)) continue;
       std::vector<std::string_view>& argv = calls.emplace_back();
-      argv = {"EVALSHA", redis_.Sha(late_script_), "3", late_keys[k], set_key, pending_key, symbol,
-              base};
+      argv = {"EVALSHA",  redis_.Sha(late_script_),
+              "3",        late_keys[k],
+              set_key,    pending_key,
+              symbol,     base,
+              lease_key_, run_token_};
       for (size_t e = 0; e + 1 < r->elements; e += 2) {
         const redisReply* f = r->element[e];
         const redisReply* v = r->element[e + 1];
@@ -590,8 +641,11 @@ bool PersistWorker::DrainLate(const std::vector<std::string>& symbols, PersistRu
           case LateOutcome::kFailed:
             mysql_failed = true;
             break;
+          case LateOutcome::kFenced:
+            fenced = true;
+            break;
         }
-        if (mysql_failed) break;  // this record stays; the ones before it are done
+        if (mysql_failed || fenced) break;  // this record stays; the ones before it are done
         argv.insert(argv.end(),
                     {View(f), View(v), close,
                      close.empty() ? std::string_view() : strings.emplace_back(ScoreBound(bound))});
@@ -600,6 +654,9 @@ bool PersistWorker::DrainLate(const std::vector<std::string>& symbols, PersistRu
     // Clean up what MySQL committed, even when a later record failed.
     std::vector<long long> results;
     if (!EvalAll(calls, &results, report)) return false;
+    if (fenced || std::find(results.begin(), results.end(), -1) != results.end()) {
+      return Fenced(report);
+    }
     if (mysql_failed) return FailMysql(report);
   }
   return true;

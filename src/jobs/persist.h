@@ -38,6 +38,12 @@
 // the symbol from PREFIX:late when B:late is empty. A crash between COMMIT and the delete
 // re-runs the record: kline_late_applied turns it into a duplicate, counted once.
 //
+// Fenced by the lease: the worker runs under the token and epoch the timer loop handed it
+// (SetActive). Every Redis script it runs checks that PREFIX:lease still holds the token,
+// and every MySQL write transaction checks kline_fence (KlineTable: raised to the epoch when
+// the worker becomes active, refused once a newer epoch raised it), so a worker whose
+// process was paused while holding the lease cannot write after a newer holder started: its
+// run stops, fenced (klined_persist_fenced_total).
 // Idempotent: two workers overlapping during a lease hand-over write the same absolute values.
 #pragma once
 
@@ -85,11 +91,13 @@ struct PersistStats {
   OwnedCounter late_applied;      // late trades merged into MySQL
   OwnedCounter late_duplicates;   // late records already applied (retry after a crash)
   OwnedCounter late_rejected;     // late records that cannot be applied (bad, out of range)
+  OwnedCounter fenced;            // runs stopped because a newer lease holder fenced us out
 };
 
 struct PersistRunReport {
   bool ok = false;
-  std::string error;  // when !ok
+  bool fenced = false;  // !ok because a newer lease holder fenced this worker out
+  std::string error;    // when !ok
   uint64_t pending_seen = 0;
   uint64_t upserted = 0;
   uint64_t deleted = 0;  // pending fields confirmed and removed
@@ -110,9 +118,11 @@ class PersistWorker {
   void Start();
   void Stop();
 
-  // Any thread (the lease holder's timer loop): run the job or not. Activation runs a pass
-  // promptly, so a new lease holder catches up at once.
-  void SetActive(bool active);
+  // Any thread (the lease holder's timer loop): run the job or not, under the lease `token`
+  // and fencing `epoch` (Lease::token(), Lease::epoch()) while active. Activation runs a pass
+  // promptly, so a new lease holder catches up at once. Token "" and epoch 0 = unfenced
+  // (tests and tools that run without a lease).
+  void SetActive(bool active, std::string token, int64_t epoch);
   bool active() const { return active_.load(std::memory_order_acquire); }
   // Any thread (SIGHUP reload): takes effect at the next wait.
   void set_persist_interval_ms(int64_t ms);
@@ -143,6 +153,7 @@ class PersistWorker {
   bool ReadHashes(const Keys& keys, std::vector<RedisReply>* replies, PersistRunReport* report);
   bool FailRedis(PersistRunReport* report);
   bool FailMysql(PersistRunReport* report);
+  bool Fenced(PersistRunReport* report);
   std::string KeyBase(std::string_view symbol) const;
 
   PersistOptions options_;
@@ -150,6 +161,10 @@ class PersistWorker {
   MysqlConn mysql_;
   KlineTable table_;
   TradeDecoder decoder_;
+  const std::string lease_key_;  // PREFIX:lease, read by the fenced scripts
+  std::string run_token_;        // the grant the current run works under (worker thread)
+  int64_t run_epoch_ = 0;
+  int64_t raised_epoch_ = 0;  // the epoch this worker last raised kline_fence to
   size_t pending_script_ = 0;
   size_t quarantine_script_ = 0;
   size_t late_script_ = 0;
@@ -158,7 +173,9 @@ class PersistWorker {
 
   std::atomic<bool> active_{false};
   std::atomic<int64_t> interval_ms_;
-  std::mutex mu_;  // guards the waits below (never held while working)
+  std::mutex mu_;      // guards the waits and the grant below (never held while working)
+  std::string token_;  // the lease grant of the active period (SetActive)
+  int64_t epoch_ = 0;
   std::condition_variable wake_;
   bool stop_ = false;
   bool poke_ = false;

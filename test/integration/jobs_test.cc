@@ -596,13 +596,21 @@ TEST_CASE("jobs timer loop: rolls idle symbols at real 1s boundaries; hand-over 
   o.layout = &kLayout;
   o.lease_ttl_ms = 1000;
   std::atomic<int> a_on{0}, a_off{0}, b_on{0};
-  klined::TimerLoop a(o, [&](bool on) { (on ? a_on : a_off).fetch_add(1); });
-  klined::TimerLoop b(o, [&](bool on) {
-    if (on) b_on.fetch_add(1);
+  std::atomic<int64_t> a_epoch{-1}, b_epoch{-1};
+  std::string a_token, b_token;  // written on the loop's thread before the count is bumped
+  klined::TimerLoop a(o, [&](bool on, const std::string& token, int64_t epoch) {
+    if (on) a_token = token, a_epoch.store(epoch);
+    (on ? a_on : a_off).fetch_add(1);
+  });
+  klined::TimerLoop b(o, [&](bool on, const std::string& token, int64_t epoch) {
+    if (on) b_token = token, b_epoch.store(epoch), b_on.fetch_add(1);
   });
   a.Start();
   while (a_on.load() == 0 && WallMs() - start < 2000) std::this_thread::sleep_for(milliseconds(5));
   REQUIRE(a.active());
+  // The hand-off carries the lease's token and fencing epoch (persistence fences with them).
+  CHECK(a_epoch.load() == 1);
+  CHECK(a_token == c.Get("kline:lease"));
   b.Start();
   // Sample mid-second, twice: the current candle is in the current bucket, the history is
   // gapless from the trade's bucket (checked against the reference).
@@ -638,6 +646,9 @@ TEST_CASE("jobs timer loop: rolls idle symbols at real 1s boundaries; hand-over 
       std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - stop);
   MESSAGE("hand-over after Stop: " << took.count() << " ms");
   CHECK(took.count() < 500);
+  while (b_on.load() == 0) std::this_thread::sleep_for(milliseconds(1));  // set just after
+  CHECK(b_epoch.load() == 2);
+  CHECK(b_token.ends_with(":2"));
   std::this_thread::sleep_for(milliseconds(1000 - WallMs() % 1000 + 300));
   const RefSeries want = Reference("LOOP", "1s", {{1, start, 77}}, WallMs());
   CHECK(c.Get(Base("LOOP") + ":1s") == want.current);

@@ -9,6 +9,9 @@
 //  - late trades beyond Redis are merged into MySQL exactly once, even when a run repeats a
 //    record after a crash between COMMIT and the Redis delete; the following empty candles
 //    (MySQL and Redis) take the new close;
+//  - fenced by the lease: once a newer holder (epoch 2) is active, an ex-holder's worker
+//    (epoch 1, its token no longer the lease's) changes nothing, neither in MySQL (upserts,
+//    late merges) nor in Redis (PENDING_DONE, LATE_DONE);
 //  - a pending entry that does not parse never blocks the rest: it is persisted from its
 //    history member when that one is good, else moved to the symbol's quarantine hash, so
 //    trimming goes on; a B:pending that is not a hash is counted, not fatal.
@@ -248,7 +251,8 @@ TEST_CASE("persist: flushed candles reach MySQL exactly; empty candles have -1 i
   Candle stale = *c0;
   stale.count = 1;
   stale.close = klined::Decimal::FromInt(1);
-  REQUIRE(table.Upsert(std::vector<klined::StoredCandle>{{kSym, stale}}));
+  REQUIRE(table.Upsert(std::vector<klined::StoredCandle>{{kSym, stale}}) ==
+          klined::WriteStatus::kOk);
   CHECK(MysqlRows(s.db, kSym) == rows);
 
   // A second run finds nothing to do.
@@ -432,7 +436,7 @@ TEST_CASE("persist: MySQL down while candles keep arriving: nothing deleted, all
   s.db.Start();
   // The worker's own thread catches up (reconnect after its backoff).
   worker.Start();
-  worker.SetActive(true);
+  worker.SetActive(true, "", 0);
   trade_minute(13);
   CHECK(WaitFor(
       [&] {
@@ -467,7 +471,7 @@ TEST_CASE("persist: late trades beyond Redis are merged into MySQL exactly once"
       {kSym, m2},
       {kSym, Candle::Empty(Interval::k1m, at(3), utc, m2.close)},
   };
-  REQUIRE(table.Upsert(stored));
+  REQUIRE(table.Upsert(stored) == klined::WriteStatus::kOk);
 
   auto add_record = [&](int m, int64_t tid, const std::string& p, int64_t time) {
     const std::string field = "1m|" + std::to_string(at(m)) + "|" + std::to_string(tid);
@@ -593,6 +597,117 @@ TEST_CASE("persist: late trades beyond Redis are merged into MySQL exactly once"
   }
 }
 
+TEST_CASE("persist: fenced by the lease: an ex-holder's worker changes nothing") {
+  Servers s;
+  auto r = s.redis.Connect();
+  const klined::UtcOffset utc{};
+  auto at = [](int m) { return kT0 + m * kMin; };
+  const std::string token1 = "host-a:1:aaaa:1", token2 = "host-b:2:bbbb:2";
+  auto fence = [&] {
+    const auto rows = s.db.Query("SELECT epoch FROM kline_fence");
+    return rows.empty() ? std::string("none") : rows[0][0];
+  };
+  r.Command({"SET", "kline:lease", token1});
+  klined::PersistWorker old_holder(s.Options());
+  old_holder.SetActive(true, token1, 1);
+  // Minute 0 traded (close 10), minute 1 empty carrying 10: both pending, persisted by epoch 1.
+  Shard shard(s.redis);
+  shard.Apply(MakeTrade(kSym, 100, "10", "1", at(0) + 1, false));
+  shard.Apply(MakeTrade(kSym, 200, "30", "1", at(2) + 1, false));
+  shard.Flush();
+  auto report = old_holder.RunOnce();
+  REQUIRE_MESSAGE(report.ok, report.error);
+  REQUIRE(report.upserted == 2);
+  const std::string pending = "kline:{BTCUSDT}:pending";
+  const std::string m1_json = r.Strings({"ZRANGEBYSCORE", "kline:{BTCUSDT}:1m:hist",
+                                         std::to_string(at(1)), std::to_string(at(1))})[0];
+  // The ex-holder was paused with these read (it will write them when it resumes).
+  auto add_stale = [&] {
+    r.Command({"HSET", pending, "1m|" + std::to_string(at(1)), m1_json});
+    r.Command({"SADD", "kline:pending", kSym});
+  };
+  auto add_late = [&] {
+    r.Command({"HSET", "kline:{BTCUSDT}:late", "1m|" + std::to_string(at(0)) + "|150",
+               "{\"s\":\"BTCUSDT\",\"t\":150,\"p\":\"12\",\"q\":\"2\",\"T\":" +
+                   std::to_string(at(0) + 30) + ",\"m\":false}"});
+    r.Command({"SADD", "kline:late", kSym});
+  };
+
+  SUBCASE("Redis: once the lease moved, PENDING_DONE and LATE_DONE change nothing") {
+    r.Command({"SET", "kline:lease", token2});  // a newer holder took over
+    add_stale();
+    const auto before = r.Strings({"HGETALL", pending});
+    report = old_holder.RunOnce();
+    CHECK_FALSE(report.ok);
+    CHECK(report.fenced);
+    CHECK(r.Strings({"HGETALL", pending}) == before);
+    CHECK(r.Strings({"SMEMBERS", "kline:pending"}) == std::vector<std::string>{kSym});
+    r.Command({"DEL", pending});
+    r.Command({"SREM", "kline:pending", kSym});
+    add_late();
+    const auto late_before = r.Strings({"HGETALL", "kline:{BTCUSDT}:late"});
+    const auto hist_before = r.Strings({"ZRANGE", "kline:{BTCUSDT}:1m:hist", "0", "-1"});
+    report = old_holder.RunOnce();
+    CHECK_FALSE(report.ok);
+    CHECK(report.fenced);
+    CHECK(r.Strings({"HGETALL", "kline:{BTCUSDT}:late"}) == late_before);
+    CHECK(r.Strings({"SMEMBERS", "kline:late"}) == std::vector<std::string>{kSym});
+    CHECK(r.Strings({"ZRANGE", "kline:{BTCUSDT}:1m:hist", "0", "-1"}) == hist_before);
+    CHECK(old_holder.stats().fenced.Get() == 2);
+    // The new holder does the work: the record was merged once (kline_late_applied), and
+    // its cleanup and re-carry happen now.
+    klined::PersistWorker new_holder(s.Options());
+    new_holder.SetActive(true, token2, 2);
+    report = new_holder.RunOnce();
+    REQUIRE_MESSAGE(report.ok, report.error);
+    CHECK(r.Integer({"EXISTS", "kline:{BTCUSDT}:late"}) == 0);
+    CHECK(s.db.Query("SELECT COUNT(*) FROM kline_late_applied")[0][0] == "1");
+  }
+
+  SUBCASE("MySQL: once epoch 2 raised the fence, epoch 1's upserts and late merges are refused") {
+    r.Command({"SET", "kline:lease", token2});
+    klined::PersistWorker new_holder(s.Options());
+    new_holder.SetActive(true, token2, 2);
+    report = new_holder.RunOnce();  // raises kline_fence to 2
+    REQUIRE_MESSAGE(report.ok, report.error);
+    CHECK(fence() == "2");
+    // The new holder's late trade into minute 0 re-carried the close 12 into minute 1.
+    add_late();
+    report = new_holder.RunOnce();
+    REQUIRE_MESSAGE(report.ok, report.error);
+    const std::vector<kt::Row> rows = MysqlRows(s.db, kSym);
+    REQUIRE(rows.size() == 2);
+    REQUIRE(rows[1][6] == "12.000000000000000000");
+    // The ex-holder resumes with the stale empty candle (close 10) it had read: refused.
+    add_stale();
+    const auto before = r.Strings({"HGETALL", pending});
+    report = old_holder.RunOnce();
+    CHECK_FALSE(report.ok);
+    CHECK(report.fenced);
+    CHECK(MysqlRows(s.db, kSym) == rows);
+    CHECK(r.Strings({"HGETALL", pending}) == before);
+    // The same through KlineTable directly: an upsert and a late merge under epoch 1.
+    klined::MysqlConn conn(s.Mysql());
+    REQUIRE(conn.EnsureConnected());
+    klined::KlineTable table(&conn, 500, utc);
+    table.set_fence_epoch(1);
+    Candle stale = Candle::Empty(Interval::k1m, at(1), utc, Dec("10"));
+    CHECK(table.Upsert(std::vector<klined::StoredCandle>{{kSym, stale}}) ==
+          klined::WriteStatus::kFenced);
+    const klined::LateResult late = table.ApplyLateTrade(
+        kSym, Interval::k1m, at(0), MakeTrade(kSym, 160, "9", "1", at(0) + 40, false));
+    CHECK(late.outcome == klined::LateOutcome::kFenced);
+    CHECK(MysqlRows(s.db, kSym) == rows);
+    CHECK(s.db.Query("SELECT COUNT(*) FROM kline_late_applied")[0][0] == "1");
+    // Raising never lowers it; epoch 2 still writes.
+    REQUIRE(table.RaiseFence(1));
+    CHECK(fence() == "2");
+    table.set_fence_epoch(2);
+    CHECK(table.Upsert(std::vector<klined::StoredCandle>{{kSym, stale}}) ==
+          klined::WriteStatus::kOk);
+  }
+}
+
 TEST_CASE("persist bench" * doctest::skip(std::getenv("KLINED_PERSIST_BENCH") == nullptr)) {
   Servers s;
   const int symbols = 1000, minutes = 100;  // 100,000 candles
@@ -614,7 +729,7 @@ TEST_CASE("persist bench" * doctest::skip(std::getenv("KLINED_PERSIST_BENCH") ==
   REQUIRE(table.EnsureSchema());
   for (std::string phase : {"insert", "update"}) {
     auto t0 = std::chrono::steady_clock::now();
-    REQUIRE(table.Upsert(candles));
+    REQUIRE(table.Upsert(candles) == klined::WriteStatus::kOk);
     const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     MESSAGE("KlineTable::Upsert (" << phase << ", batch 500): " << candles.size() << " rows in "
                                    << sec << " s = " << candles.size() / sec << " rows/s");
