@@ -271,6 +271,37 @@ TEST_CASE("jobs lease: a holder whose renewals are delayed reports not-holding b
   CHECK(a.token() != token);
 }
 
+TEST_CASE("jobs lease: the shortest ttl (300 ms) is held for seconds without flapping") {
+  // lease.ttl_ms accepts 300. The local deadline must stay well after the next renewal
+  // (ttl/3 after the last one), or the holder drops its own lease at every renewal.
+  kt::RedisServer redis;
+  klined::LeaseStats stats;
+  const int64_t ttl = 300;
+  klined::Lease a(Opts(redis), "kline", ttl, &stats);
+  REQUIRE(a.Poll());
+  CHECK(a.margin_ms() <= ttl / 3);  // deadline at least two renewal periods after a renewal
+  for (int64_t t : {300, 600, 1000, 3000, 600000}) {
+    CHECK(klined::Lease::MarginMs(t) <= t / 3);
+    CHECK(klined::Lease::MarginMs(t) >= std::min<int64_t>(200, t / 3));
+  }
+  CHECK(klined::Lease::MarginMs(3000) == 600);  // the default: unchanged
+  const auto until = std::chrono::steady_clock::now() + milliseconds(3000);
+  int samples = 0, holding = 0;
+  while (std::chrono::steady_clock::now() < until) {
+    const bool before = a.Holding();  // as the jobs see it between polls
+    const bool after = a.Poll();
+    holding += before && after;
+    ++samples;
+    std::this_thread::sleep_for(milliseconds(5));  // the poll cadence, not a synchronization
+  }
+  MESSAGE(holding << " of " << samples << " samples holding; renew failures "
+                  << stats.renew_failures.Get());
+  CHECK(holding == samples);
+  CHECK(stats.takeovers.Get() == 1);
+  CHECK(a.epoch() == 1);
+  a.Release();
+}
+
 // ---- rollover ----------------------------------------------------------------------------
 
 TEST_CASE("jobs rollover: idle symbols get gapless empty candles, pending, idempotent") {
