@@ -434,14 +434,18 @@ int Run(const std::string& config_path, Config config) {
     }
   }
 
+  // The deadline first, before anything that can block: the consumer thread saw the stop
+  // flag already and its drain waits until this deadline (re-reading it), so with Redis down
+  // the drain ends there instead of never.
+  const int64_t deadline = MonotonicMs() + kDrainTimeoutMs;
+  drain_deadline.store(deadline);
   notifier.Stopping();
   metrics.set_ready(false);
   LOG(kInfo, "drain.start", "timeout_ms=" << kDrainTimeoutMs);
   // Release the lease first, so a standby takes over the timer jobs at once; closed candles
-  // not yet in MySQL stay tracked in Redis for it.
+  // not yet in MySQL stay tracked in Redis for it. Bounded by the jobs' Redis and MySQL
+  // timeouts, not by the deadline; the consumer drains meanwhile.
   jobs.Stop();
-  const int64_t deadline = MonotonicMs() + kDrainTimeoutMs;
-  drain_deadline.store(deadline);
   // The drain is bounded by its deadline, so the watchdog is fed while it runs.
   while (!consumer_done.load()) {
     std::this_thread::sleep_for(std::chrono::milliseconds(kTickMs));

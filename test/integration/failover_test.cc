@@ -273,6 +273,70 @@ TEST_CASE("failover: MySQL down for a while under load; everything reaches it af
   CHECK(klined->Wait(seconds(30)).has_value());
 }
 
+TEST_CASE("failover: SIGTERM while Redis is stopped under trades: exits within the drain bound") {
+  // The drain's flush cannot finish with Redis stopped (SIGSTOP: connections hang rather than
+  // fail). klined must still exit within its drain bound (kDrainTimeoutMs, 20 s, plus the
+  // few seconds of timeouts of calls in flight), and a new instance must then replay what
+  // was not committed: nothing lost.
+  Stack stack(false, kJobsTail);
+  auto klined = stack.StartKlined("klined");
+  REQUIRE_MESSAGE(WaitFor([&] { return Held(stack, stack.metrics_port); }, seconds(15)),
+                  klined->OutputTail());
+  const int64_t now = NowMs();
+  std::vector<RefTrade> trades;
+  for (int i = 1; i <= 40; ++i) {
+    trades.push_back(RefTrade{i % 2 ? "BTCUSDT" : "ETHUSDT", i, now - 4000 + i * 10, 4000000 + i,
+                              100 + i, i % 3 == 0});
+  }
+  ProduceTrades(&stack, trades);
+  REQUIRE(stack.WaitForWatermarks(LastIds(trades), seconds(30)));
+
+  stack.redis.process().Pause();
+  std::vector<RefTrade> more;
+  for (int i = 41; i <= 80; ++i) {
+    more.push_back(RefTrade{i % 2 ? "BTCUSDT" : "ETHUSDT", i, NowMs() - 500 + i, 4000000 + i,
+                            100 + i, i % 3 == 0});
+  }
+  ProduceTrades(&stack, more);
+  trades.insert(trades.end(), more.begin(), more.end());
+  // Consumed (and applied in memory), not flushed.
+  REQUIRE_MESSAGE(WaitFor(
+                      [&] {
+                        return MetricValue(stack.Metrics(), "klined_trades_applied_total") ==
+                               static_cast<double>(trades.size());
+                      },
+                      seconds(15)),
+                  klined->OutputTail());
+
+  const auto t0 = Clock::now();
+  klined->Terminate();
+  const auto st = klined->Wait(seconds(20 + 12));
+  const auto took = std::chrono::duration_cast<milliseconds>(Clock::now() - t0);
+  stack.redis.process().Resume();
+  REQUIRE_MESSAGE(st.has_value(), "still draining after " << took.count() << " ms\n"
+                                                          << klined->OutputTail());
+  MESSAGE("exited " << took.count() << " ms after SIGTERM with Redis stopped");
+  CHECK(st->Code() == 0);
+  CHECK(klined->Stderr().find("event=drain.incomplete") != std::string::npos);
+
+  // What the drain could not flush was not committed: the next instance replays it (or the
+  // writes Redis still had buffered land when it resumes); either way each trade counts once.
+  auto again = stack.StartKlined("klined-2");
+  REQUIRE_MESSAGE(
+      WaitFor([&] { return MetricValue(stack.Metrics(), "klined_ready") == 1; }, seconds(30)),
+      again->OutputTail());
+  CHECK_MESSAGE(stack.WaitForWatermarks(LastIds(trades), seconds(60)), again->OutputTail());
+  kt::RedisClient rc = stack.redis.Connect();
+  for (const std::string sym : {"BTCUSDT", "ETHUSDT"}) {
+    int64_t n = std::stoll(Field(*rc.Get("kline:{" + sym + "}:1m"), "n"));
+    for (const auto& h : rc.Strings({"ZRANGE", "kline:{" + sym + "}:1m:hist", "0", "-1"})) {
+      n += std::stoll(Field(h, "n"));
+    }
+    CHECK(n == 40);
+  }
+  StopCleanly(*again);
+}
+
 // Chaos soak (make chaos; KLINED_CHAOS_SECONDS=N, not in the default run): two instances in
 // one group under a stream of trades with duplicates and bad messages, while at random they
 // are killed with SIGKILL or SIGTERM and restarted, and Redis is restarted or stopped for a

@@ -334,7 +334,15 @@ void TradeConsumer::Run(const std::atomic<bool>& stop, const std::atomic<int64_t
   }
   if (all_open) {
     EndRound();
-    if (WaitFlushed(round_, nullptr, deadline_ms.load())) {
+    // The control thread sets the deadline after it noticed the stop, which may be after this
+    // thread did: re-read it while waiting (a deadline read once could still be INT64_MAX).
+    bool flushed = false;
+    for (;;) {
+      const int64_t deadline = deadline_ms.load();
+      flushed = WaitFlushed(round_, nullptr, std::min(deadline, MonotonicMs() + kConsumeTimeoutMs));
+      if (flushed || MonotonicMs() >= deadline_ms.load()) break;
+    }
+    if (flushed) {
       Commit(round_, /*sync=*/true);
       LOG(kInfo, "drain.committed", "round=" << round_);
     } else {
