@@ -15,9 +15,11 @@
 // SIGHUP reload; STOPPING=1 when the drain begins; WATCHDOG=1 only while every shard's event
 // loop keeps turning (ShardWatchdog), so a wedged shard gets the process restarted.
 //
-// Shutdown order: stop the consumer (which drains: final round, flush, commit, leave the
-// group), then the shards, then exit 0, all within kDrainTimeoutMs. A second SIGTERM/SIGINT
-// exits at once.
+// Shutdown order: set the drain deadline, release the lease and stop the timer jobs, stop the
+// consumer (which drains: final round, flush, commit, leave the group), then the shards, then
+// exit 0, within kDrainTimeoutMs (plus the timeouts of calls in flight). A second
+// SIGTERM/SIGINT exits at once. Destruction: the metrics exposer goes first, so no scrape
+// reads the jobs, the consumer or the shards after they are destroyed.
 #include <librdkafka/rdkafka.h>
 #include <mysql.h>
 #include <signal.h>
@@ -367,6 +369,11 @@ int Run(const std::string& config_path, Config config) {
   co.fields = config.trade_fields;
   co.max_future_skew_ms = config.max_future_skew_ms;
   TradeConsumer consumer(co, shard_ptrs);
+  // Created once the dependencies answer, but declared here: everything a metrics collector
+  // reads (shards, consumer, jobs) is declared before `metrics`, so it is destroyed after
+  // the exposer's HTTP threads have stopped (~Metrics stops them first). On the heap, so a
+  // regression of this order shows under ASan as a heap-use-after-free.
+  std::unique_ptr<TimerJobs> jobs;
 
   Metrics metrics(shard_views, &consumer);
   std::string error;
@@ -388,9 +395,9 @@ int Run(const std::string& config_path, Config config) {
   }
   for (auto& s : shards) s->Start();
   // Rollover, persistence and trimming run only while this instance holds the lease.
-  TimerJobs jobs(config, &layout);
-  jobs.Start();
-  metrics.AddCollectable(jobs.Collector());
+  jobs = std::make_unique<TimerJobs>(config, &layout);
+  jobs->Start();
+  metrics.AddCollectable(jobs->Collector());
 
   std::atomic<int64_t> drain_deadline{INT64_MAX};
   std::atomic<bool> consumer_done{false};
@@ -421,7 +428,7 @@ int Run(const std::string& config_path, Config config) {
     }
     if (g_reload.exchange(false)) {
       notifier.Reloading();
-      if (Reload(config_path, &config, shards, &jobs, &consumer, &error)) {
+      if (Reload(config_path, &config, shards, jobs.get(), &consumer, &error)) {
         metrics.ConfigReloaded(true, UnixSeconds());
         LOG(kInfo, "config.reloaded", DescribeConfig(config));
         notifier.ReadyAfterReload("reloaded; " + status.Line(MonotonicMs()));
@@ -445,7 +452,7 @@ int Run(const std::string& config_path, Config config) {
   // Release the lease first, so a standby takes over the timer jobs at once; closed candles
   // not yet in MySQL stay tracked in Redis for it. Bounded by the jobs' Redis and MySQL
   // timeouts, not by the deadline; the consumer drains meanwhile.
-  jobs.Stop();
+  jobs->Stop();
   // The drain is bounded by its deadline, so the watchdog is fed while it runs.
   while (!consumer_done.load()) {
     std::this_thread::sleep_for(std::chrono::milliseconds(kTickMs));
