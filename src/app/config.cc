@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <charconv>
 #include <cstdlib>
 #include <fstream>
@@ -283,6 +284,24 @@ constexpr std::array<std::pair<std::string_view, std::string_view>, 6> kReserved
     {"auto.offset.reset", "set by klined: a new group starts at the earliest message"},
 }};
 
+// A pass-through property klined cannot honour, or nullopt. The consumer's rebalance
+// callback (src/io/kafka/consumer.cc) speaks the eager protocol: it assigns and revokes whole
+// assignments with rd_kafka_assign. cooperative-sticky switches librdkafka to the incremental
+// protocol (incremental_assign/unassign), under which that callback would be wrong.
+std::optional<std::string> CheckProperty(std::string_view name, std::string_view value) {
+  if (name == "partition.assignment.strategy") {
+    std::string lower(value);
+    std::transform(lower.begin(), lower.end(), lower.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    if (lower.find("cooperative-sticky") != std::string::npos) {
+      return "cooperative-sticky needs the incremental rebalance protocol, which klined does "
+             "not implement (its rebalance callback assigns and revokes whole assignments); "
+             "use range and/or roundrobin";
+    }
+  }
+  return std::nullopt;
+}
+
 template <typename Get>
 KeySpec PropertiesKey(std::string_view path, Get get, Reload reload, std::string_view help) {
   using Map = std::map<std::string, std::string>;
@@ -300,6 +319,9 @@ KeySpec PropertiesKey(std::string_view path, Get get, Reload reload, std::string
       }
       if (!value.IsScalar()) {
         return Problem{value.Mark(), "expected a string value, " + Got(value), sub};
+      }
+      if (auto problem = CheckProperty(name.Scalar(), value.Scalar())) {
+        return Problem{value.Mark(), *problem, sub};
       }
       if (!out->emplace(name.Scalar(), value.Scalar()).second) {
         return Problem{name.Mark(), "duplicate key", sub};

@@ -265,6 +265,18 @@ TEST_CASE("config: errors name the key and the position") {
           "list");
     CHECK(ErrorOf("kafka:\n  properties:\n    group.id: x\n") ==
           "t.yaml:3:5: kafka.properties.group.id: set by klined from kafka.group");
+    // The rebalance callback speaks the eager protocol (assign/unassign), not the incremental
+    // one cooperative-sticky needs.
+    const std::string cooperative =
+        "kafka.properties.partition.assignment.strategy: cooperative-sticky needs the "
+        "incremental rebalance protocol, which klined does not implement (its rebalance "
+        "callback assigns and revokes whole assignments); use range and/or roundrobin";
+    CHECK(ErrorOf("kafka:\n  properties:\n    partition.assignment.strategy: "
+                  "cooperative-sticky\n") == "t.yaml:3:36: " + cooperative);
+    CHECK(ErrorOf("kafka:\n  properties:\n    partition.assignment.strategy: \"range, "
+                  "Cooperative-Sticky\"\n") == "t.yaml:3:36: " + cooperative);
+    CHECK(Load("kafka:\n  properties:\n    partition.assignment.strategy: roundrobin,range\n")
+              .kafka.properties.at("partition.assignment.strategy") == "roundrobin,range");
   }
   SUBCASE("rules across keys") {
     CHECK(ErrorOf("kafka:\n  dead_letter_topic: trades\n") ==
