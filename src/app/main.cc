@@ -45,6 +45,7 @@
 #include "base/log.h"
 #include "base/thread_name.h"
 #include "io/kafka/consumer.h"
+#include "io/kafka/kafka_conf.h"
 #include "io/redis/kline_store.h"
 #include "io/redis/redis_conn.h"
 #include "shard/shard.h"
@@ -150,26 +151,13 @@ std::string ProbeMysql(const Config& c) {
 extern "C" void SilentKafkaLog(const rd_kafka_t*, int, const char*, const char*) {}
 
 // A throwaway client asks any broker for cluster metadata (no topics, so nothing is
-// auto-created). Only the connection-related pass-through properties are copied: the rest are
-// consumer settings a producer handle would warn about.
+// auto-created). Only the connection-level pass-through properties are copied
+// (IsConnectionProperty): the rest are consumer settings a producer handle would warn about.
 std::string ProbeKafka(const Config& c) {
   char err[512];
-  rd_kafka_conf_t* conf = rd_kafka_conf_new();
-  if (rd_kafka_conf_set(conf, "bootstrap.servers", c.kafka.brokers.c_str(), err, sizeof err) !=
-      RD_KAFKA_CONF_OK) {
-    rd_kafka_conf_destroy(conf);
-    return err;
-  }
-  for (const auto& [k, v] : c.kafka.properties) {
-    for (const char* prefix : {"security.", "sasl.", "ssl.", "socket.", "broker.", "client."}) {
-      if (k.rfind(prefix, 0) == 0) {
-        if (rd_kafka_conf_set(conf, k.c_str(), v.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK) {
-          rd_kafka_conf_destroy(conf);
-          return err;
-        }
-      }
-    }
-  }
+  std::string error;
+  rd_kafka_conf_t* conf = NewClientConf(c.kafka.brokers, c.kafka.properties, &error);
+  if (conf == nullptr) return error;
   rd_kafka_conf_set_log_cb(conf, SilentKafkaLog);
   rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
   if (rk == nullptr) return err;
@@ -180,7 +168,6 @@ std::string ProbeKafka(const Config& c) {
     e = rd_kafka_metadata(rk, 0, nullptr, &md, static_cast<int>(kTickMs * 5));
     if (e == RD_KAFKA_RESP_ERR_NO_ERROR) break;
   }
-  std::string error;
   if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
     error = rd_kafka_err2str(e);
   } else if (md->broker_cnt == 0) {

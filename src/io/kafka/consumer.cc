@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "base/log.h"
+#include "io/kafka/kafka_conf.h"
 #include "shard/router.h"
 
 namespace klined {
@@ -80,12 +81,8 @@ bool TradeConsumer::Start(std::string* error) {
     return false;
   }
 
-  rd_kafka_conf_t* pconf = rd_kafka_conf_new();
-  if (!SetConf(pconf, "bootstrap.servers", options_.brokers, error) ||
-      !SetConf(pconf, "linger.ms", "20", error)) {
-    rd_kafka_conf_destroy(pconf);
-    return false;
-  }
+  rd_kafka_conf_t* pconf = NewDeadLetterConf(options_.brokers, options_.properties, error);
+  if (pconf == nullptr) return false;
   dlq_ = rd_kafka_new(RD_KAFKA_PRODUCER, pconf, err, sizeof err);
   if (dlq_ == nullptr) {
     *error = std::string("kafka dead-letter producer: ") + err;
