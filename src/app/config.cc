@@ -377,6 +377,13 @@ const std::vector<KeySpec>& Keys() {
 
     k.push_back(StringKey("redis.address", KLINED_FIELD(redis.address), "127.0.0.1:6379",
                           kRedisAddress, kRestart, "host:port, or unix:/path/to/socket"));
+    k.push_back([] {
+      KeySpec key = StringKey("redis.user", KLINED_FIELD(redis.user), "", kAnyString, kRestart,
+                              "ACL user: AUTH user password; empty = AUTH password (the default "
+                              "user); KLINED_REDIS_USER overrides");
+      key.env = "KLINED_REDIS_USER";
+      return key;
+    }());
     k.push_back(SecretKey("redis.password", KLINED_FIELD(redis.password), "KLINED_REDIS_PASSWORD",
                           "empty = no AUTH; KLINED_REDIS_PASSWORD overrides"));
     k.push_back(StringKey("redis.key_prefix", KLINED_FIELD(redis.key_prefix), "kline", kKeyPrefix,

@@ -44,6 +44,7 @@ struct Config {
   };
   struct Redis {
     std::string address;  // "host:port" or "unix:/path"
+    std::string user;     // ACL user (AUTH user password); empty = AUTH password
     std::string password;
     std::string key_prefix;
     std::string ticker_prefix;
@@ -103,7 +104,7 @@ Environment ProcessEnvironment();
 
 // Parses and validates a config file. A missing key, a key with no value and an empty file
 // all mean the defaults. Environment variables named in the key table (KLINED_MYSQL_PASSWORD,
-// KLINED_REDIS_PASSWORD) override the file when set and non-empty.
+// KLINED_REDIS_PASSWORD, KLINED_REDIS_USER) override the file when set and non-empty.
 ConfigResult LoadConfigFile(const std::string& path, const Environment& env = ProcessEnvironment());
 // The same for text already in memory; `name` stands for the file in messages.
 ConfigResult LoadConfigString(std::string_view yaml, std::string_view name,

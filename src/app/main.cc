@@ -38,6 +38,7 @@
 
 #include "app/allocator.h"
 #include "app/config.h"
+#include "app/conn_options.h"
 #include "app/metrics.h"
 #include "app/notify.h"
 #include "app/timer_jobs.h"
@@ -122,8 +123,7 @@ void ApplyLogConfig(const Config& c) {
 // ---- startup probes: each returns "" when the dependency answered, else why not -------------
 
 std::string ProbeRedis(const Config& c) {
-  RedisConn conn(RedisOptions{c.redis.address, c.redis.password,
-                              static_cast<int>(c.redis.connect_timeout_ms), kProbeTimeoutMs});
+  RedisConn conn(RedisOptionsFrom(c, kProbeTimeoutMs));
   if (!conn.EnsureConnected()) return conn.error();
   RedisReply r = conn.Command({"PING"});
   if (r == nullptr) return conn.error();
@@ -330,8 +330,7 @@ int Run(const std::string& config_path, Config config) {
   SeriesLayout layout{config.intervals, config.time_zone, config.limits.max_gap_candles};
   size_t shard_count = config.shards > 0 ? static_cast<size_t>(config.shards)
                                          : std::max(1u, std::thread::hardware_concurrency());
-  RedisOptions redis{config.redis.address, config.redis.password,
-                     static_cast<int>(config.redis.connect_timeout_ms), 5000};
+  const RedisOptions redis = RedisOptionsFrom(config, 5000);
 
   std::vector<std::unique_ptr<Shard>> shards;
   std::vector<TradeSink*> shard_ptrs;

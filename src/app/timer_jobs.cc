@@ -1,25 +1,20 @@
 #include "app/timer_jobs.h"
 
+#include "app/conn_options.h"
+
 #include <prometheus/collectable.h>
 #include <prometheus/metric_family.h>
 
 namespace klined {
 namespace {
 
-RedisOptions RedisFrom(const Config& c) {
-  return RedisOptions{c.redis.address, c.redis.password,
-                      static_cast<int>(c.redis.connect_timeout_ms), 5000};
-}
+RedisOptions RedisFrom(const Config& c) { return RedisOptionsFrom(c, 5000); }
 
 PersistOptions PersistFrom(const Config& c) {
   PersistOptions o;
   o.redis = RedisFrom(c);
   o.key_prefix = c.redis.key_prefix;
-  o.mysql.host = c.mysql.host;
-  o.mysql.port = c.mysql.port;
-  o.mysql.user = c.mysql.user;
-  o.mysql.password = c.mysql.password;
-  o.mysql.database = c.mysql.database;
+  o.mysql = MysqlOptionsFrom(c);
   o.persist_interval_ms = c.mysql.persist_interval_ms;
   o.batch_rows = static_cast<size_t>(c.mysql.batch_rows);
   o.tz = c.time_zone;

@@ -13,6 +13,8 @@
 //    exports is documented in docs/metrics.md;
 //  - shutting down while /metrics is scraped in a tight loop reads nothing already destroyed
 //    (run under ASan: KLINED_BUILD=<asan build>);
+//  - Redis ACL users: with redis.user and a password klined works end to end; a wrong
+//    password is a clear startup.waiting line, with no secret in the log;
 //  - systemd/klined.service passes `systemd-analyze verify`; scripts/install.sh stages into a
 //    DESTDIR, twice, keeping an edited config; the alert rules and the dashboard parse.
 #include <doctest/doctest.h>
@@ -640,6 +642,89 @@ TEST_CASE("ops: SIGTERM while /metrics is scraped in a tight loop exits cleanly"
                   klined->OutputTail(20000));
     CHECK(klined->Stderr().find("event=drain.done") != std::string::npos);
   }
+}
+
+TEST_CASE("ops: Redis ACL user: redis.user + password works; a wrong password is clear") {
+  OpsStack s;
+  const std::string user = "klined-app", password = "acl-pw-4d1f", wrong = "not-it-93ab";
+  {
+    kt::RedisClient root = s.redis.Connect();
+    auto r = root.Command({"ACL", "SETUSER", user, "on", ">" + password, "~*", "&*", "+@all"});
+    REQUIRE(r->type == REDIS_REPLY_STATUS);
+    r = root.Command({"ACL", "SETUSER", "default", "off"});  // nobody gets in without a user
+    REQUIRE(r->type == REDIS_REPLY_STATUS);
+  }
+  auto authed = [&] {
+    kt::RedisClient c = s.redis.Connect();
+    auto r = c.Command({"AUTH", user, password});
+    REQUIRE(r->type == REDIS_REPLY_STATUS);
+    return c;
+  };
+  {  // The default user really is off: AUTH with only a password fails.
+    kt::RedisClient c = s.redis.Connect();
+    CHECK(c.Command({"AUTH", password})->type == REDIS_REPLY_ERROR);
+  }
+
+  std::string yaml = s.Yaml("shards: 1\nflush_interval_ms: 50\n");
+  const std::string redis_section = "redis:\n";
+  yaml.insert(yaml.find(redis_section) + redis_section.size(), "  user: " + user + "\n");
+  kt::WriteFile(s.config, yaml);
+  auto klined = s.Start("klined", {"KLINED_REDIS_PASSWORD=" + password});
+  REQUIRE_MESSAGE(WaitForStderr(*klined, "event=ready", milliseconds(20000)), klined->OutputTail());
+  kt::Producer producer(s.broker.bootstrap());
+  producer.Produce("trades", std::string("BTCUSDT"), Trade("BTCUSDT", 7, WallMs() - 1000));
+  producer.Flush();
+  kt::RedisClient rc = authed();
+  bool landed = false;
+  for (int i = 0; i < 300 && !landed; ++i) {
+    landed = rc.Get("kline:{BTCUSDT}:wm") == "7";
+    if (!landed) std::this_thread::sleep_for(milliseconds(100));
+  }
+  CHECK_MESSAGE(landed, klined->OutputTail());
+  CHECK(Get(s.Metrics(), "klined_lease_held") == 1);  // the timer jobs' connections too
+  klined->Terminate();
+  auto st = klined->Wait(milliseconds(30000));
+  REQUIRE(st.has_value());
+  CHECK(st->Code() == 0);
+  CHECK(klined->Stderr().find(password) == std::string::npos);
+  CHECK(klined->Stdout().find(password) == std::string::npos);
+  // klinectl connects the same way.
+  for (bool with_user : {true, false}) {
+    std::vector<std::string> args = {"--redis", s.redis.address()};
+    if (with_user) args.insert(args.end(), {"--redis-user", user});
+    args.push_back("symbols");
+    kt::Subprocess ctl(BuildDir() + "/src/tools/klinectl/klinectl", args,
+                       kt::SubprocessOptions{.log_dir = s.dir.path(),
+                                             .name = with_user ? "klinectl" : "klinectl-nouser",
+                                             .env = {"KLINED_REDIS_PASSWORD=" + password},
+                                             .cwd = {}});
+    const auto done = ctl.Wait(milliseconds(10000));
+    REQUIRE(done.has_value());
+    CAPTURE(ctl.OutputTail());
+    if (with_user) {
+      CHECK(done->Code() == 0);
+      CHECK(ctl.Stdout() == "BTCUSDT\n");
+    } else {
+      CHECK(done->Code() == 2);
+      CHECK(ctl.Stderr().rfind("klinectl: Redis AUTH: ", 0) == 0);
+      CHECK(ctl.Stderr().find(password) == std::string::npos);
+    }
+  }
+
+  // A wrong password: klined waits for Redis, saying why, and never prints the password.
+  auto bad = s.Start("klined-wrong", {"KLINED_REDIS_PASSWORD=" + wrong});
+  CHECK_MESSAGE(WaitForStderr(*bad,
+                              "event=startup.waiting dependency=redis address=" +
+                                  s.redis.address() + " error=\"AUTH failed: WRONGPASS",
+                              milliseconds(10000)),
+                bad->OutputTail());
+  CHECK(Get(s.Metrics(), "klined_ready") == 0);
+  bad->Terminate();
+  st = bad->Wait(milliseconds(10000));
+  REQUIRE(st.has_value());
+  CHECK(st->Code() == 0);
+  CHECK(bad->Stderr().find(wrong) == std::string::npos);
+  CHECK(bad->Stdout().find(wrong) == std::string::npos);
 }
 
 TEST_CASE("ops: systemd unit verifies; install.sh stages into DESTDIR idempotently") {

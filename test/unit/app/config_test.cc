@@ -112,6 +112,7 @@ kafka:
   batch_size: 500
 redis:
   address: unix:/run/redis.sock
+  user: klined-app
   password: rpw
   key_prefix: k
   ticker_prefix: t24
@@ -161,6 +162,7 @@ limits:
                                                                  {"session.timeout.ms", "10000"}});
   CHECK(c.kafka.batch_size == 500);
   CHECK(c.redis.address == "unix:/run/redis.sock");
+  CHECK(c.redis.user == "klined-app");
   CHECK(c.redis.password == "rpw");
   CHECK(c.redis.key_prefix == "k");
   CHECK(c.redis.ticker_prefix == "t24");
@@ -306,9 +308,13 @@ TEST_CASE("config: environment variables override the passwords") {
   CHECK(from_file.mysql.password == "file-m");
 
   Config overridden =
-      Load(yaml, FakeEnv({{"KLINED_MYSQL_PASSWORD", "env-m"}, {"KLINED_REDIS_PASSWORD", "env-r"}}));
+      Load(yaml, FakeEnv({{"KLINED_MYSQL_PASSWORD", "env-m"},
+                          {"KLINED_REDIS_PASSWORD", "env-r"},
+                          {"KLINED_REDIS_USER", "env-u"}}));
   CHECK(overridden.redis.password == "env-r");
   CHECK(overridden.mysql.password == "env-m");
+  CHECK(overridden.redis.user == "env-u");
+  CHECK(Load(yaml, NoEnv()).redis.user.empty());
 
   // Set but empty does not override; unset leaves the file's value.
   Config partial = Load(yaml, FakeEnv({{"KLINED_MYSQL_PASSWORD", ""}}));
@@ -466,8 +472,9 @@ TEST_CASE("config: the key table is consistent") {
     CHECK(!key.help.empty());
     CHECK(!key.type.empty());
     CHECK(!key.default_value.empty());
-    // Only secrets come from the environment.
-    CHECK((key.env.empty() || key.path.ends_with(".password")));
+    // Only secrets (and the Redis ACL user that goes with its password) come from the
+    // environment.
+    CHECK((key.env.empty() || key.path.ends_with(".password") || key.path == "redis.user"));
   }
   // The keys CONTRACT.md section 7 names, spelled exactly so.
   for (std::string_view contract_key : {"kafka.brokers",       "kafka.topic",
