@@ -9,7 +9,7 @@ PACKAGES=(
   libyaml-cpp-dev prometheus-cpp-dev doctest-dev libbenchmark-dev libsystemd-dev libjemalloc-dev
   redis-server redis-tools mariadb-server mariadb-client
   clang libclang-rt-14-dev llvm
-  python3 curl procps iproute2 systemd kcat
+  python3 curl procps iproute2 systemd kcat openssl
 )
 
 missing=()

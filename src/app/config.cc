@@ -408,6 +408,21 @@ const std::vector<KeySpec>& Keys() {
                        100, 3600000, kSighup, "a closed candle reaches MySQL within this"));
     k.push_back(IntKey("mysql.batch_rows", KLINED_FIELD(mysql.batch_rows), 500, 1, 10000, kRestart,
                        "rows per upsert statement"));
+    k.push_back(EnumKey("mysql.ssl_mode", KLINED_FIELD(mysql.ssl_mode), MysqlSslMode::kDisabled,
+                        {{"disabled", MysqlSslMode::kDisabled},
+                         {"preferred", MysqlSslMode::kPreferred},
+                         {"required", MysqlSslMode::kRequired},
+                         {"verify_ca", MysqlSslMode::kVerifyCa},
+                         {"verify_identity", MysqlSslMode::kVerifyIdentity}},
+                        kRestart,
+                        "TLS to MySQL: disabled (no TLS), preferred (TLS when the server offers "
+                        "it), required (TLS or no connection), verify_ca (and the server's "
+                        "certificate signed by mysql.ssl_ca), verify_identity (and its name "
+                        "matching mysql.host)"));
+    k.push_back(StringKey("mysql.ssl_ca", KLINED_FIELD(mysql.ssl_ca), "", kAnyString, kRestart,
+                          "CA certificate file (PEM) the server's certificate must chain to; "
+                          "needed by verify_ca, verify_identity uses the system's CAs without "
+                          "it; empty = none"));
 
     k.push_back(IntervalsKey("intervals", KLINED_FIELD(intervals), DefaultIntervals(), kRestart,
                              "candle intervals; 1s may be added; 1m is required (ticker)"));
@@ -596,6 +611,15 @@ class Loader {
         config.kafka.dead_letter_topic == config.kafka.topic) {
       return Error(MarkOf("kafka.dead_letter_topic"), "kafka.dead_letter_topic",
                    "must differ from kafka.topic (rejected messages would be consumed again)");
+    }
+    if (config.mysql.ssl_mode == MysqlSslMode::kVerifyCa && config.mysql.ssl_ca.empty()) {
+      return Error(MarkOf("mysql.ssl_mode"), "mysql.ssl_mode",
+                   "verify_ca needs mysql.ssl_ca (the CA file the server's certificate must "
+                   "chain to)");
+    }
+    if (config.mysql.ssl_mode == MysqlSslMode::kDisabled && !config.mysql.ssl_ca.empty()) {
+      return Error(MarkOf("mysql.ssl_ca"), "mysql.ssl_ca",
+                   "is set but mysql.ssl_mode is disabled (no TLS): set mysql.ssl_mode too");
     }
     const std::pair<const char*, const std::string*> fields[] = {
         {"trade_fields.symbol", &config.trade_fields.symbol},

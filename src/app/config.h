@@ -29,6 +29,9 @@
 
 namespace klined {
 
+// mysql.ssl_mode: as MySQL's client --ssl-mode.
+enum class MysqlSslMode : uint8_t { kDisabled, kPreferred, kRequired, kVerifyCa, kVerifyIdentity };
+
 struct Config {
   // Every key at its default, as declared in the key table.
   Config();
@@ -57,8 +60,10 @@ struct Config {
     std::string user;
     std::string password;
     std::string database;
-    int64_t persist_interval_ms = 0;  // a closed candle reaches MySQL within this
-    int64_t batch_rows = 0;           // rows per upsert statement
+    int64_t persist_interval_ms = 0;                  // a closed candle reaches MySQL within this
+    int64_t batch_rows = 0;                           // rows per upsert statement
+    MysqlSslMode ssl_mode = MysqlSslMode::kDisabled;  // TLS
+    std::string ssl_ca;                               // CA file (PEM) for verify_*
   };
   struct Lease {
     int64_t ttl_ms = 0;

@@ -19,6 +19,24 @@ MysqlOptions MysqlOptionsFrom(const Config& c) {
   o.user = c.mysql.user;
   o.password = c.mysql.password;
   o.database = c.mysql.database;
+  switch (c.mysql.ssl_mode) {
+    case MysqlSslMode::kDisabled:
+      o.tls = MysqlTlsMode::kDisabled;
+      break;
+    case MysqlSslMode::kPreferred:
+      o.tls = MysqlTlsMode::kPreferred;
+      break;
+    case MysqlSslMode::kRequired:
+      o.tls = MysqlTlsMode::kRequired;
+      break;
+    case MysqlSslMode::kVerifyCa:
+      o.tls = MysqlTlsMode::kVerifyCa;
+      break;
+    case MysqlSslMode::kVerifyIdentity:
+      o.tls = MysqlTlsMode::kVerifyIdentity;
+      break;
+  }
+  o.tls_ca = c.mysql.ssl_ca;
   return o;
 }
 

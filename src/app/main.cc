@@ -131,21 +131,12 @@ std::string ProbeRedis(const Config& c) {
   return "";
 }
 
+// A login with the persistence worker's options (TLS included), with the probe's timeouts.
 std::string ProbeMysql(const Config& c) {
-  MYSQL* m = mysql_init(nullptr);
-  if (m == nullptr) return "mysql_init: out of memory";
-  const unsigned int timeout_s = (kProbeTimeoutMs + 999) / 1000;
-  mysql_options(m, MYSQL_OPT_CONNECT_TIMEOUT, &timeout_s);
-  mysql_options(m, MYSQL_OPT_READ_TIMEOUT, &timeout_s);
-  mysql_options(m, MYSQL_OPT_WRITE_TIMEOUT, &timeout_s);
-  std::string error;
-  if (mysql_real_connect(m, c.mysql.host.c_str(), c.mysql.user.c_str(), c.mysql.password.c_str(),
-                         c.mysql.database.c_str(), static_cast<unsigned int>(c.mysql.port), nullptr,
-                         0) == nullptr) {
-    error = mysql_error(m);
-  }
-  mysql_close(m);
-  return error;
+  MysqlOptions o = MysqlOptionsFrom(c);
+  o.connect_timeout_s = o.read_timeout_s = o.write_timeout_s = (kProbeTimeoutMs + 999) / 1000;
+  MysqlConn conn(std::move(o));
+  return conn.EnsureConnected() ? std::string() : conn.error();
 }
 
 extern "C" void SilentKafkaLog(const rd_kafka_t*, int, const char*, const char*) {}

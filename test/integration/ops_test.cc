@@ -15,6 +15,9 @@
 //    (run under ASan: KLINED_BUILD=<asan build>);
 //  - Redis ACL users: with redis.user and a password klined works end to end; a wrong
 //    password is a clear startup.waiting line, with no secret in the log;
+//  - MySQL over TLS: with mysql.ssl_mode required or verify_ca (with the test CA) candles
+//    reach a TLS server over encrypted connections; a wrong CA, or required against a server
+//    without TLS, is a clear startup.waiting line;
 //  - systemd/klined.service passes `systemd-analyze verify`; scripts/install.sh stages into a
 //    DESTDIR, twice, keeping an edited config; the alert rules and the dashboard parse.
 #include <doctest/doctest.h>
@@ -247,6 +250,8 @@ class NotifyListener {
 // ---- the stack ------------------------------------------------------------------------------
 
 struct OpsStack {
+  explicit OpsStack(kt::MariaDbOptions mysql_options = {}) : mysql(std::move(mysql_options)) {}
+
   kt::TempDir dir{"klined-ops"};
   kt::KafkaBroker broker{kt::KafkaBrokerOptions{1, {{"trades", 2}}}};
   kt::MariaDbServer mysql;
@@ -269,6 +274,13 @@ struct OpsStack {
            "\"\n" + extra;
   }
   void WriteConfig(const std::string& extra) { kt::WriteFile(config, Yaml(extra)); }
+  // The same with more keys in one section ("redis", "mysql"), e.g. "  user: u\n".
+  void WriteConfig(const std::string& extra, const std::string& section, const std::string& keys) {
+    std::string yaml = Yaml(extra);
+    const std::string head = section + ":\n";
+    yaml.insert(yaml.find(head) + head.size(), keys);
+    kt::WriteFile(config, yaml);
+  }
 
   std::unique_ptr<kt::Subprocess> Start(const std::string& name, std::vector<std::string> env) {
     env.push_back("KLINED_MYSQL_PASSWORD=" + mysql.password());
@@ -665,10 +677,7 @@ TEST_CASE("ops: Redis ACL user: redis.user + password works; a wrong password is
     CHECK(c.Command({"AUTH", password})->type == REDIS_REPLY_ERROR);
   }
 
-  std::string yaml = s.Yaml("shards: 1\nflush_interval_ms: 50\n");
-  const std::string redis_section = "redis:\n";
-  yaml.insert(yaml.find(redis_section) + redis_section.size(), "  user: " + user + "\n");
-  kt::WriteFile(s.config, yaml);
+  s.WriteConfig("shards: 1\nflush_interval_ms: 50\n", "redis", "  user: " + user + "\n");
   auto klined = s.Start("klined", {"KLINED_REDIS_PASSWORD=" + password});
   REQUIRE_MESSAGE(WaitForStderr(*klined, "event=ready", milliseconds(20000)), klined->OutputTail());
   kt::Producer producer(s.broker.bootstrap());
@@ -725,6 +734,82 @@ TEST_CASE("ops: Redis ACL user: redis.user + password works; a wrong password is
   CHECK(st->Code() == 0);
   CHECK(bad->Stderr().find(wrong) == std::string::npos);
   CHECK(bad->Stdout().find(wrong) == std::string::npos);
+}
+
+TEST_CASE("ops: MySQL over TLS: required and verify_ca persist encrypted; failures are clear") {
+  OpsStack s(kt::MariaDbOptions{.extra_args = {}, .tls = true});
+  auto ssl_accepts = [&] {
+    return std::stoll(s.mysql.Query("SHOW GLOBAL STATUS LIKE 'Ssl_accepts'")[0][1]);
+  };
+  REQUIRE(ssl_accepts() == 0);
+  kt::Producer producer(s.broker.bootstrap());
+  // 1s candles: the lease holder closes one every second (a 1m candle only at a minute
+  // boundary), and persistence runs every 200 ms.
+  auto write_config = [](OpsStack& stack, const std::string& mysql_keys) {
+    stack.WriteConfig("shards: 1\nflush_interval_ms: 50\n", "mysql",
+                      mysql_keys + "  persist_interval_ms: 200\n");
+    std::string yaml = kt::ReadFile(stack.config);
+    const std::string intervals = "intervals: [1m, 5m]";
+    yaml.replace(yaml.find(intervals), intervals.size(), "intervals: [1s, 1m]");
+    kt::WriteFile(stack.config, yaml);
+  };
+  auto persists = [&](kt::Subprocess& klined, const std::string& sym) {
+    producer.Produce("trades", sym, Trade(sym, 1, WallMs() - 1000));
+    producer.Flush();
+    const std::string count = "SELECT COUNT(*) FROM kline WHERE symbol='" + sym + "'";
+    for (int i = 0; i < 300; ++i) {
+      if (s.mysql.Query(count)[0][0] != "0") return true;
+      if (!klined.Running()) break;
+      std::this_thread::sleep_for(milliseconds(100));
+    }
+    return false;
+  };
+  auto stop = [](kt::Subprocess& klined) {
+    klined.Terminate();
+    const auto st = klined.Wait(milliseconds(30000));
+    REQUIRE(st.has_value());
+    CHECK(st->Code() == 0);
+  };
+
+  write_config(s, "  ssl_mode: required\n");
+  auto required = s.Start("klined-required", {});
+  REQUIRE_MESSAGE(WaitForStderr(*required, "event=ready", milliseconds(20000)),
+                  required->OutputTail());
+  CHECK_MESSAGE(persists(*required, "BTCUSDT"), required->OutputTail());
+  CHECK(ssl_accepts() >= 2);  // the startup probe and the persistence worker: nobody else
+  stop(*required);
+
+  write_config(s, "  ssl_mode: verify_ca\n  ssl_ca: \"" + s.mysql.ca().string() + "\"\n");
+  const long long before = ssl_accepts();
+  auto verify = s.Start("klined-verify-ca", {});
+  REQUIRE_MESSAGE(WaitForStderr(*verify, "event=ready", milliseconds(20000)), verify->OutputTail());
+  CHECK_MESSAGE(persists(*verify, "ETHUSDT"), verify->OutputTail());
+  CHECK(ssl_accepts() >= before + 2);
+  stop(*verify);
+
+  // A CA that did not sign the server's certificate: klined waits for MySQL and says why.
+  kt::TempDir other("klined-other-ca");
+  kt::MakeTestCertificates(other.path());
+  write_config(s, "  ssl_mode: verify_ca\n  ssl_ca: \"" + (other / "ca.pem").string() + "\"\n");
+  auto wrong = s.Start("klined-wrong-ca", {});
+  CHECK_MESSAGE(
+      WaitForStderr(*wrong, "event=startup.waiting dependency=mysql", milliseconds(10000)),
+      wrong->OutputTail());
+  CHECK(wrong->Stderr().find("certificate") != std::string::npos);
+  stop(*wrong);
+
+  // required against a server that offers no TLS: refused, not silently in the clear.
+  OpsStack plain;
+  write_config(plain, "  ssl_mode: required\n");
+  auto refused = plain.Start("klined-plain", {});
+  CHECK_MESSAGE(WaitForStderr(*refused,
+                              "event=startup.waiting dependency=mysql address=" +
+                                  plain.mysql.host() + ":" + std::to_string(plain.mysql.port()) +
+                                  " error=\"TLS required (mysql.ssl_mode required) but the "
+                                  "server did not offer it\"",
+                              milliseconds(10000)),
+                refused->OutputTail());
+  stop(*refused);
 }
 
 TEST_CASE("ops: systemd unit verifies; install.sh stages into DESTDIR idempotently") {

@@ -12,6 +12,8 @@
 //  - fenced by the lease: once a newer holder (epoch 2) is active, an ex-holder's worker
 //    (epoch 1, its token no longer the lease's) changes nothing, neither in MySQL (upserts,
 //    late merges) nor in Redis (PENDING_DONE, LATE_DONE);
+//  - MySQL TLS (MysqlConn, as the worker and the startup probe use it): each mode against a
+//    server with TLS and one without; from `required` on no connection is ever in the clear;
 //  - a pending entry that does not parse never blocks the rest: it is persisted from its
 //    history member when that one is good, else moved to the symbol's quarantine hash, so
 //    trimming goes on; a B:pending that is not a hash is counted, not fatal.
@@ -36,6 +38,7 @@
 #include "klined/trade_decoder.h"
 #include "mariadb_server.h"
 #include "redis_server.h"
+#include "temp_dir.h"
 
 namespace kt = klined::test;
 using klined::Candle;
@@ -705,6 +708,92 @@ TEST_CASE("persist: fenced by the lease: an ex-holder's worker changes nothing")
     table.set_fence_epoch(2);
     CHECK(table.Upsert(std::vector<klined::StoredCandle>{{kSym, stale}}) ==
           klined::WriteStatus::kOk);
+  }
+}
+
+TEST_CASE("persist: MySQL TLS modes against a server with TLS and one without") {
+  kt::MariaDbServer tls_db(kt::MariaDbOptions{.extra_args = {}, .tls = true});
+  kt::MariaDbServer plain_db;
+  kt::TempDir other("klined-other-ca");
+  kt::MakeTestCertificates(other.path());
+  using Mode = klined::MysqlTlsMode;
+  auto options = [](const kt::MariaDbServer& db, Mode mode, const std::string& ca) {
+    klined::MysqlOptions o;
+    o.host = db.host();
+    o.port = db.port();
+    o.user = db.user();
+    o.password = db.password();
+    o.database = db.database();
+    o.tls = mode;
+    o.tls_ca = ca;
+    return o;
+  };
+  // The session's cipher as the server reports it; "" = in the clear.
+  auto cipher = [](klined::MysqlConn& c) {
+    REQUIRE(c.Query("SHOW SESSION STATUS LIKE 'Ssl_cipher'"));
+    klined::MysqlResult r = c.StoreResult();
+    REQUIRE(r != nullptr);
+    MYSQL_ROW row = mysql_fetch_row(r.get());
+    REQUIRE(row != nullptr);
+    return std::string(row[1] ? row[1] : "");
+  };
+  const std::string ca = tls_db.ca().string();
+  const std::string wrong_ca = (other / "ca.pem").string();
+
+  SUBCASE("a server with TLS") {
+    for (auto [mode, with_ca, encrypted] :
+         {std::tuple{Mode::kDisabled, false, false}, std::tuple{Mode::kPreferred, false, true},
+          std::tuple{Mode::kRequired, false, true}, std::tuple{Mode::kRequired, true, true},
+          std::tuple{Mode::kVerifyCa, true, true}, std::tuple{Mode::kVerifyIdentity, true, true}}) {
+      CAPTURE(std::string(klined::TlsModeName(mode)));
+      CAPTURE(with_ca);
+      klined::MysqlConn conn(options(tls_db, mode, with_ca ? ca : ""));
+      REQUIRE_MESSAGE(conn.EnsureConnected(), conn.error());
+      CHECK(cipher(conn).empty() == !encrypted);
+    }
+    for (Mode mode : {Mode::kRequired, Mode::kVerifyCa, Mode::kVerifyIdentity}) {
+      CAPTURE(std::string(klined::TlsModeName(mode)));
+      klined::MysqlConn conn(options(tls_db, mode, wrong_ca));  // did not sign the server's
+      CHECK_FALSE(conn.EnsureConnected());
+      CHECK_MESSAGE(conn.error().find("certificate") != std::string::npos, conn.error());
+    }
+    klined::MysqlConn missing(options(tls_db, Mode::kVerifyCa, "/nonexistent/ca.pem"));
+    CHECK_FALSE(missing.EnsureConnected());
+    CHECK(missing.error() ==
+          "mysql.ssl_ca /nonexistent/ca.pem: cannot read: No such file or directory");
+    // The persistence worker over a verified TLS connection.
+    kt::RedisServer redis;
+    Shard shard(redis);
+    shard.Apply(MakeTrade(kSym, 1, "100", "1", kT0 + 5, false));
+    shard.Apply(MakeTrade(kSym, 2, "101", "1", kT0 + kMin + 5, false));
+    shard.Flush();
+    klined::PersistOptions po;
+    po.redis = RedisAt(redis);
+    po.mysql = options(tls_db, Mode::kVerifyIdentity, ca);
+    klined::PersistWorker worker(po);
+    const auto report = worker.RunOnce();
+    REQUIRE_MESSAGE(report.ok, report.error);
+    CHECK(report.upserted == 1);
+    CHECK(MysqlRows(tls_db, kSym).size() == 1);
+  }
+
+  SUBCASE("a server without TLS") {
+    for (Mode mode : {Mode::kDisabled, Mode::kPreferred}) {
+      CAPTURE(std::string(klined::TlsModeName(mode)));
+      klined::MysqlConn conn(options(plain_db, mode, ""));
+      REQUIRE_MESSAGE(conn.EnsureConnected(), conn.error());
+      CHECK(cipher(conn).empty());
+    }
+    for (Mode mode : {Mode::kRequired, Mode::kVerifyCa, Mode::kVerifyIdentity}) {
+      CAPTURE(std::string(klined::TlsModeName(mode)));
+      klined::MysqlConn conn(options(plain_db, mode, ca));
+      CHECK_FALSE(conn.EnsureConnected());
+      CHECK(!conn.error().empty());
+    }
+    klined::MysqlConn required(options(plain_db, Mode::kRequired, ""));
+    CHECK_FALSE(required.EnsureConnected());
+    CHECK(required.error() ==
+          "TLS required (mysql.ssl_mode required) but the server did not offer it");
   }
 }
 

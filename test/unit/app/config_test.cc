@@ -126,6 +126,8 @@ mysql:
   database: market_data
   persist_interval_ms: 1000
   batch_rows: 2000
+  ssl_mode: verify_ca
+  ssl_ca: /etc/klined/mysql-ca.pem
 intervals:
   - 1s
   - 1M
@@ -175,6 +177,8 @@ limits:
   CHECK(c.mysql.database == "market_data");
   CHECK(c.mysql.persist_interval_ms == 1000);
   CHECK(c.mysql.batch_rows == 2000);
+  CHECK(c.mysql.ssl_mode == MysqlSslMode::kVerifyCa);
+  CHECK(c.mysql.ssl_ca == "/etc/klined/mysql-ca.pem");
   CHECK(c.intervals == Ivs({Interval::k1s, Interval::k1m, Interval::k1M}));  // canonical order
   CHECK(c.time_zone == UtcOffset{-(5 * 60 + 30) * 60000});
   CHECK(c.flush_interval_ms == 100);
@@ -281,6 +285,17 @@ TEST_CASE("config: errors name the key and the position") {
               .kafka.properties.at("partition.assignment.strategy") == "roundrobin,range");
   }
   SUBCASE("rules across keys") {
+    CHECK(ErrorOf("mysql:\n  ssl_mode: verify_ca\n") ==
+          "t.yaml:2:13: mysql.ssl_mode: verify_ca needs mysql.ssl_ca (the CA file the server's "
+          "certificate must chain to)");
+    CHECK(ErrorOf("mysql:\n  ssl_ca: /ca.pem\n") ==
+          "t.yaml:2:11: mysql.ssl_ca: is set but mysql.ssl_mode is disabled (no TLS): set "
+          "mysql.ssl_mode too");
+    CHECK(ErrorOf("mysql:\n  ssl_mode: on\n") ==
+          "t.yaml:2:13: mysql.ssl_mode: \"on\" is not one of "
+          "disabled|preferred|required|verify_ca|verify_identity");
+    CHECK(Load("mysql:\n  ssl_mode: verify_identity\n").mysql.ssl_mode ==
+          MysqlSslMode::kVerifyIdentity);
     CHECK(ErrorOf("kafka:\n  dead_letter_topic: trades\n") ==
           "t.yaml:2:22: kafka.dead_letter_topic: must differ from kafka.topic (rejected messages "
           "would be consumed again)");
@@ -307,10 +322,9 @@ TEST_CASE("config: environment variables override the passwords") {
   CHECK(from_file.redis.password == "file-r");
   CHECK(from_file.mysql.password == "file-m");
 
-  Config overridden =
-      Load(yaml, FakeEnv({{"KLINED_MYSQL_PASSWORD", "env-m"},
-                          {"KLINED_REDIS_PASSWORD", "env-r"},
-                          {"KLINED_REDIS_USER", "env-u"}}));
+  Config overridden = Load(yaml, FakeEnv({{"KLINED_MYSQL_PASSWORD", "env-m"},
+                                          {"KLINED_REDIS_PASSWORD", "env-r"},
+                                          {"KLINED_REDIS_USER", "env-u"}}));
   CHECK(overridden.redis.password == "env-r");
   CHECK(overridden.mysql.password == "env-m");
   CHECK(overridden.redis.user == "env-u");
