@@ -18,6 +18,8 @@
 //  - MySQL over TLS: with mysql.ssl_mode required or verify_ca (with the test CA) candles
 //    reach a TLS server over encrypted connections; a wrong CA, or required against a server
 //    without TLS, is a clear startup.waiting line;
+//  - secrets (Redis and MySQL passwords, a sasl.password property) appear in no output:
+//    --check, a run, its drain;
 //  - systemd/klined.service passes `systemd-analyze verify`; scripts/install.sh stages into a
 //    DESTDIR, twice, keeping an edited config; the alert rules and the dashboard parse.
 #include <doctest/doctest.h>
@@ -810,6 +812,69 @@ TEST_CASE("ops: MySQL over TLS: required and verify_ca persist encrypted; failur
                               milliseconds(10000)),
                 refused->OutputTail());
   stop(*refused);
+}
+
+TEST_CASE("ops: secrets appear in no output: --check, a run, its drain") {
+  OpsStack s;
+  const std::string redis_secret = "redis-secret-5e1d", kafka_secret = "sasl-secret-77c2";
+  {
+    kt::RedisClient root = s.redis.Connect();
+    REQUIRE(root.Command({"CONFIG", "SET", "requirepass", redis_secret})->type ==
+            REDIS_REPLY_STATUS);
+  }
+  // Every secret in the file (OpsStack::Start would pass the MySQL one in the environment).
+  std::string yaml = s.Yaml("shards: 1\nflush_interval_ms: 50\nlog:\n  level: debug\n");
+  auto insert_after = [&yaml](const std::string& line, const std::string& text) {
+    const size_t at = yaml.find(line);
+    REQUIRE(at != std::string::npos);
+    yaml.insert(at + line.size(), text);
+  };
+  insert_after("  properties:\n",
+               "    sasl.password: \"" + kafka_secret + "\"\n    sasl.username: klined\n");
+  insert_after("redis:\n", "  password: \"" + redis_secret + "\"\n");
+  insert_after("mysql:\n", "  password: \"" + s.mysql.password() + "\"\n");
+  kt::WriteFile(s.config, yaml);
+  const std::vector<std::string> secrets = {redis_secret, kafka_secret, s.mysql.password()};
+  auto check_clean = [&](kt::Subprocess& p) {
+    for (const std::string& secret : secrets) {
+      CAPTURE(secret);
+      CHECK(p.Stdout().find(secret) == std::string::npos);
+      CHECK(p.Stderr().find(secret) == std::string::npos);
+    }
+  };
+
+  kt::Subprocess check(
+      KlinedPath(), {"--config", s.config.string(), "--check"},
+      kt::SubprocessOptions{.log_dir = s.dir.path(), .name = "check", .env = {}, .cwd = {}});
+  const auto checked = check.Wait(milliseconds(10000));
+  REQUIRE(checked.has_value());
+  CHECK_MESSAGE(checked->Code() == 0, check.OutputTail());
+  check_clean(check);
+
+  // A run at debug level: the start line describes every key (secrets redacted), the
+  // dependencies answer, a trade lands, SIGTERM drains.
+  auto klined = std::make_unique<kt::Subprocess>(
+      KlinedPath(), std::vector<std::string>{"--config", s.config.string()},
+      kt::SubprocessOptions{.log_dir = s.dir.path(), .name = "klined", .env = {}, .cwd = {}});
+  REQUIRE_MESSAGE(WaitForStderr(*klined, "event=ready", milliseconds(20000)), klined->OutputTail());
+  CHECK(klined->Stderr().find("redis.password=<redacted>") != std::string::npos);
+  CHECK(klined->Stderr().find("sasl.password: <redacted>") != std::string::npos);
+  kt::Producer producer(s.broker.bootstrap());
+  producer.Produce("trades", std::string("BTCUSDT"), Trade("BTCUSDT", 3, WallMs() - 1000));
+  producer.Flush();
+  kt::RedisClient rc = s.redis.Connect();
+  REQUIRE(rc.Command({"AUTH", redis_secret})->type == REDIS_REPLY_STATUS);
+  bool landed = false;
+  for (int i = 0; i < 300 && !landed; ++i) {
+    landed = rc.Get("kline:{BTCUSDT}:wm") == "3";
+    if (!landed) std::this_thread::sleep_for(milliseconds(100));
+  }
+  CHECK_MESSAGE(landed, klined->OutputTail());
+  klined->Terminate();
+  const auto st = klined->Wait(milliseconds(30000));
+  REQUIRE(st.has_value());
+  CHECK(st->Code() == 0);
+  check_clean(*klined);
 }
 
 TEST_CASE("ops: systemd unit verifies; install.sh stages into DESTDIR idempotently") {
