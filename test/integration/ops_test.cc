@@ -20,6 +20,8 @@
 //    without TLS, is a clear startup.waiting line;
 //  - secrets (Redis and MySQL passwords, a sasl.password property) appear in no output:
 //    --check, a run, its drain;
+//  - scripts/install-deps.sh installs every tool the scripts, the Makefile and the tests call
+//    (or the tool is in a package a minimal Debian always has);
 //  - systemd/klined.service passes `systemd-analyze verify`; scripts/install.sh stages into a
 //    DESTDIR, twice, keeping an edited config; the alert rules and the dashboard parse.
 #include <doctest/doctest.h>
@@ -40,6 +42,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -927,6 +930,75 @@ TEST_CASE("ops: systemd unit verifies; install.sh stages into DESTDIR idempotent
   kt::WriteFile(units / "klined.service", text + "\n[Service]\nRestart=sometimes\n");
   std::tie(code, out) = Shell("systemd-analyze verify " + (units / "klined.service").string());
   CHECK_MESSAGE(out.find("sometimes") != std::string::npos, out);
+}
+
+TEST_CASE("ops: install-deps.sh installs every tool the scripts and the tests call") {
+  if (!HasProgram("dpkg-query")) {
+    MESSAGE("not a Debian system: check skipped");
+    return;
+  }
+  const std::string deps = kt::ReadFile(SourceDir() / "scripts" / "install-deps.sh");
+  const size_t open = deps.find("PACKAGES=(");
+  REQUIRE(open != std::string::npos);
+  std::set<std::string> listed;
+  {
+    std::istringstream words(deps.substr(open + 10, deps.find(')', open) - open - 10));
+    for (std::string w; words >> w;) listed.insert(w);
+  }
+  // What apt installs for the list: the packages and everything they depend on.
+  std::string names;
+  for (const std::string& p : listed) names += " " + p;
+  const auto [depends_ok, closure_text] = Shell(
+      "apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks "
+      "--no-replaces --no-enhances" +
+      names);
+  REQUIRE_MESSAGE(depends_ok == 0, closure_text);
+  std::set<std::string> installed_by_list;
+  {
+    std::istringstream lines(closure_text);
+    for (std::string line; std::getline(lines, line);) {
+      if (!line.empty() && line[0] != ' ' && line[0] != '<') installed_by_list.insert(line);
+    }
+  }
+  // A package counts if the list brings it or a minimal Debian 12 always has it (Essential,
+  // or Priority required: debootstrap --variant=minbase, the debian:12 image).
+  auto provided = [&](const std::string& package) {
+    if (installed_by_list.contains(package)) return true;
+    const auto [code, out] =
+        Shell("dpkg-query -W -f='${Essential} ${Priority}' " + package + " 2>/dev/null");
+    return code == 0 && (out.starts_with("yes") || out.find("required") != std::string::npos);
+  };
+  // The programs scripts/*.sh, the Makefile, .ci/run and the tests run (test/support,
+  // test/integration), by name.
+  for (const char* tool : {"make",         "meson",        "ninja",    "g++",
+                           "clang++",      "clang-format", "git",      "pkg-config",
+                           "redis-server", "redis-cli",    "mariadbd", "mariadb-install-db",
+                           "mariadb",      "python3",      "curl",     "kcat",
+                           "openssl",      "column",       "taskset",  "setsid",
+                           "timeout",      "awk",          "sed",      "seq",
+                           "xargs",        "mktemp",       "ps",       "systemd-analyze",
+                           "dpkg-query",   "apt-get"}) {
+    CAPTURE(std::string(tool));
+    // Where Debian puts it (this machine's PATH may put other copies first).
+    std::string owner;
+    for (const char* dir : {"/usr/bin/", "/usr/sbin/", "/bin/", "/sbin/"}) {
+      const std::string path = dir + std::string(tool);
+      if (access(path.c_str(), X_OK) != 0) continue;
+      const auto [resolved, real] = Shell("readlink -f " + path);
+      auto [owned, out] =
+          Shell("dpkg -S " + real.substr(0, real.find('\n')) + " || dpkg -S " + path);
+      if (resolved == 0 && owned == 0) {
+        owner = out;
+        break;
+      }
+    }
+    REQUIRE_MESSAGE(!owner.empty(), "no Debian package installs it here");
+    std::string package = owner.substr(0, owner.find(':'));
+    if (package.find(", ") != std::string::npos) package = package.substr(0, package.find(", "));
+    CHECK_MESSAGE(provided(package), "package " << package << " is neither listed nor minimal");
+  }
+  // Python modules the tests import.
+  CHECK_MESSAGE(provided("python3-yaml"), "python3-yaml (the alert rules check imports yaml)");
 }
 
 TEST_CASE("ops: alert rules and dashboard parse and name only documented metrics") {
