@@ -41,6 +41,26 @@ int64_t WallMs() {
       .count();
 }
 
+// Polls `pred` every 5 ms until it holds or the wall clock reaches `deadline_ms`; true if it
+// held. For waits whose bound is a wall-clock contract (a rollover within the grace period
+// after a boundary), on a machine that may be slow (ASan, shared cores).
+template <class Pred>
+bool WaitUntilWallMs(int64_t deadline_ms, Pred pred) {
+  for (;;) {
+    if (pred()) return true;
+    if (WallMs() >= deadline_ms) return false;
+    std::this_thread::sleep_for(milliseconds(5));
+  }
+}
+
+// Sleeps until the next wall-clock second starts: the boundary whose rollover a test checks
+// (time passing is what is tested here, not a synchronization).
+int64_t SleepToNextSecond() {
+  const int64_t boundary = (WallMs() / 1000 + 1) * 1000;
+  std::this_thread::sleep_for(milliseconds(boundary - WallMs()));
+  return boundary;
+}
+
 klined::RedisOptions Opts(const kt::RedisServer& redis) {
   klined::RedisOptions o;
   o.address = redis.address();
@@ -637,32 +657,54 @@ TEST_CASE("jobs timer loop: rolls idle symbols at real 1s boundaries; hand-over 
     if (on) b_token = token, b_epoch.store(epoch), b_on.fetch_add(1);
   });
   a.Start();
-  while (a_on.load() == 0 && WallMs() - start < 2000) std::this_thread::sleep_for(milliseconds(5));
+  while (a_on.load() == 0 && WallMs() - start < 10000) {
+    std::this_thread::sleep_for(milliseconds(5));
+  }
   REQUIRE(a.active());
   // The hand-off carries the lease's token and fencing epoch (persistence fences with them).
   CHECK(a_epoch.load() == 1);
   CHECK(a_token == c.Get("kline:lease"));
   b.Start();
-  // Sample mid-second, twice: the current candle is in the current bucket, the history is
-  // gapless from the trade's bucket (checked against the reference).
-  for (int k = 0; k < 2; ++k) {
-    std::this_thread::sleep_for(milliseconds(1000 - WallMs() % 1000 + 300));
-    const int64_t now = WallMs();
-    const RefSeries want = Reference("LOOP", "1s", {{1, start, 77}}, now);
-    CHECK(c.Get(Base("LOOP") + ":1s") == want.current);
-    CHECK(Hist(c, "LOOP", "1s") == want.hist);
-  }
+  // After a boundary, within the grace period (rollover_grace_ms): the current candle is in
+  // the current bucket and the history gapless from the trade's bucket (the reference).
+  auto rolled = [&](const std::string& sym, const std::vector<RefTrade>& trades, int64_t boundary) {
+    RefSeries want;
+    std::optional<std::string> current;
+    std::vector<std::string> hist;
+    WaitUntilWallMs(boundary + o.rollover_grace_ms, [&] {
+      want = Reference(sym, "1s", trades, WallMs());
+      current = c.Get(Base(sym) + ":1s");
+      hist = Hist(c, sym, "1s");
+      return current == want.current && hist == want.hist;
+    });
+    CHECK(current == want.current);
+    CHECK(hist == want.hist);
+  };
+  const std::vector<RefTrade> loop_trades = {{1, start, 77}};
+  for (int k = 0; k < 2; ++k) rolled("LOOP", loop_trades, SleepToNextSecond());
   // A symbol new to Redis, first flushed just after a boundary's rollover with a trade of the
-  // bucket before it: the follow-up run rolls it within the grace period too.
-  std::this_thread::sleep_for(milliseconds(1000 - WallMs() % 1000 + 60));
-  const int64_t boundary = WallMs() / 1000 * 1000;
+  // bucket before it: the follow-up run (boundary + grace/2) rolls it within the grace period
+  // too. The flush must come after the boundary's run and well before the follow-up; on a
+  // slow machine a second may miss that window, then the next one is used.
+  int64_t boundary = 0;
+  for (int attempt = 0; attempt < 5 && boundary == 0; ++attempt) {
+    const int64_t b_at = SleepToNextSecond();
+    const RefSeries loop_now = Reference("LOOP", "1s", loop_trades, b_at);
+    WaitUntilWallMs(b_at + 400, [&] { return c.Get(Base("LOOP") + ":1s") == loop_now.current; });
+    if (WallMs() < b_at + 300) boundary = b_at;
+  }
+  REQUIRE(boundary != 0);
   Shard late(redis, &kLayout, "NEWSYM");
   late.Apply(MakeTrade("NEWSYM", 1, boundary - 200, 5));
   late.Flush();
   REQUIRE(WallMs() < boundary + 400);
-  std::this_thread::sleep_for(milliseconds(boundary + 950 - WallMs()));
-  CHECK(c.Get(Base("NEWSYM") + ":1s") ==
-        Reference("NEWSYM", "1s", {{1, boundary - 200, 5}}, boundary).current);
+  RefSeries want_new = Reference("NEWSYM", "1s", {{1, boundary - 200, 5}}, boundary);
+  std::optional<std::string> new_current;
+  WaitUntilWallMs(boundary + o.rollover_grace_ms, [&] {
+    new_current = c.Get(Base("NEWSYM") + ":1s");
+    return new_current == want_new.current;
+  });
+  CHECK(new_current == want_new.current);
   CHECK_FALSE(b.active());
   CHECK(b_on.load() == 0);
   // Stop: a steps down and releases; b takes over well before the ttl would have expired.
@@ -680,9 +722,7 @@ TEST_CASE("jobs timer loop: rolls idle symbols at real 1s boundaries; hand-over 
   while (b_on.load() == 0) std::this_thread::sleep_for(milliseconds(1));  // set just after
   CHECK(b_epoch.load() == 2);
   CHECK(b_token.ends_with(":2"));
-  std::this_thread::sleep_for(milliseconds(1000 - WallMs() % 1000 + 300));
-  const RefSeries want = Reference("LOOP", "1s", {{1, start, 77}}, WallMs());
-  CHECK(c.Get(Base("LOOP") + ":1s") == want.current);
+  rolled("LOOP", loop_trades, SleepToNextSecond());  // b runs the rollover now
   CHECK(b.lease_stats().held.Get() == 1);
   b.Stop();
   CHECK_FALSE(c.Get("kline:lease").has_value());
