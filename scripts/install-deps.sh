@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Installs every Debian package klined's build, tests, benchmarks and demo need.
+# Installs every Debian package klined's build, tests, benchmarks and demo need, including
+# every tool the scripts, the Makefile and the tests call that a minimal Debian 12 lacks
+# (column: bsdextrautils, openssl, clang-format, curl, kcat, ...); the ops test
+# 'install-deps.sh installs every tool' checks the list.
 # Idempotent and fast when everything is present: apt is only called for what is missing.
 set -euo pipefail
 
@@ -8,8 +11,8 @@ PACKAGES=(
   librdkafka-dev libhiredis-dev libmariadb-dev libconcurrentqueue-dev libabsl-dev
   libyaml-cpp-dev prometheus-cpp-dev doctest-dev libbenchmark-dev libsystemd-dev libjemalloc-dev
   redis-server redis-tools mariadb-server mariadb-client
-  clang libclang-rt-14-dev llvm
-  python3 curl procps iproute2 systemd kcat
+  clang libclang-rt-14-dev llvm clang-format
+  python3 python3-yaml curl procps iproute2 systemd kcat openssl bsdextrautils
 )
 
 missing=()

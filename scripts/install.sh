@@ -70,9 +70,11 @@ if [ ! -e "$DESTDIR$CONF_DIR/env" ]; then
     umask 077
     cat >"$DESTDIR$CONF_DIR/env" <<'ENV'
 # Secrets for klined, read by systemd (EnvironmentFile=-/etc/klined/env). Keep mode 0600.
-# Set and non-empty, these override mysql.password and redis.password in klined.yaml.
+# Set and non-empty, these override mysql.password, redis.password and redis.user in
+# klined.yaml.
 #KLINED_MYSQL_PASSWORD=
 #KLINED_REDIS_PASSWORD=
+#KLINED_REDIS_USER=
 ENV
   )
   say "installed $DESTDIR$CONF_DIR/env (secrets template, mode 0600)"

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <charconv>
 #include <cstdlib>
 #include <fstream>
@@ -283,6 +284,24 @@ constexpr std::array<std::pair<std::string_view, std::string_view>, 6> kReserved
     {"auto.offset.reset", "set by klined: a new group starts at the earliest message"},
 }};
 
+// A pass-through property klined cannot honour, or nullopt. The consumer's rebalance
+// callback (src/io/kafka/consumer.cc) speaks the eager protocol: it assigns and revokes whole
+// assignments with rd_kafka_assign. cooperative-sticky switches librdkafka to the incremental
+// protocol (incremental_assign/unassign), under which that callback would be wrong.
+std::optional<std::string> CheckProperty(std::string_view name, std::string_view value) {
+  if (name == "partition.assignment.strategy") {
+    std::string lower(value);
+    std::transform(lower.begin(), lower.end(), lower.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    if (lower.find("cooperative-sticky") != std::string::npos) {
+      return "cooperative-sticky needs the incremental rebalance protocol, which klined does "
+             "not implement (its rebalance callback assigns and revokes whole assignments); "
+             "use range and/or roundrobin";
+    }
+  }
+  return std::nullopt;
+}
+
 template <typename Get>
 KeySpec PropertiesKey(std::string_view path, Get get, Reload reload, std::string_view help) {
   using Map = std::map<std::string, std::string>;
@@ -300,6 +319,9 @@ KeySpec PropertiesKey(std::string_view path, Get get, Reload reload, std::string
       }
       if (!value.IsScalar()) {
         return Problem{value.Mark(), "expected a string value, " + Got(value), sub};
+      }
+      if (auto problem = CheckProperty(name.Scalar(), value.Scalar())) {
+        return Problem{value.Mark(), *problem, sub};
       }
       if (!out->emplace(name.Scalar(), value.Scalar()).second) {
         return Problem{name.Mark(), "duplicate key", sub};
@@ -355,6 +377,13 @@ const std::vector<KeySpec>& Keys() {
 
     k.push_back(StringKey("redis.address", KLINED_FIELD(redis.address), "127.0.0.1:6379",
                           kRedisAddress, kRestart, "host:port, or unix:/path/to/socket"));
+    k.push_back([] {
+      KeySpec key = StringKey("redis.user", KLINED_FIELD(redis.user), "", kAnyString, kRestart,
+                              "ACL user: AUTH user password; empty = AUTH password (the default "
+                              "user); KLINED_REDIS_USER overrides");
+      key.env = "KLINED_REDIS_USER";
+      return key;
+    }());
     k.push_back(SecretKey("redis.password", KLINED_FIELD(redis.password), "KLINED_REDIS_PASSWORD",
                           "empty = no AUTH; KLINED_REDIS_PASSWORD overrides"));
     k.push_back(StringKey("redis.key_prefix", KLINED_FIELD(redis.key_prefix), "kline", kKeyPrefix,
@@ -379,6 +408,21 @@ const std::vector<KeySpec>& Keys() {
                        100, 3600000, kSighup, "a closed candle reaches MySQL within this"));
     k.push_back(IntKey("mysql.batch_rows", KLINED_FIELD(mysql.batch_rows), 500, 1, 10000, kRestart,
                        "rows per upsert statement"));
+    k.push_back(EnumKey("mysql.ssl_mode", KLINED_FIELD(mysql.ssl_mode), MysqlSslMode::kDisabled,
+                        {{"disabled", MysqlSslMode::kDisabled},
+                         {"preferred", MysqlSslMode::kPreferred},
+                         {"required", MysqlSslMode::kRequired},
+                         {"verify_ca", MysqlSslMode::kVerifyCa},
+                         {"verify_identity", MysqlSslMode::kVerifyIdentity}},
+                        kRestart,
+                        "TLS to MySQL: disabled (no TLS), preferred (TLS when the server offers "
+                        "it), required (TLS or no connection), verify_ca (and the server's "
+                        "certificate signed by mysql.ssl_ca), verify_identity (and its name "
+                        "matching mysql.host)"));
+    k.push_back(StringKey("mysql.ssl_ca", KLINED_FIELD(mysql.ssl_ca), "", kAnyString, kRestart,
+                          "CA certificate file (PEM) the server's certificate must chain to; "
+                          "needed by verify_ca, verify_identity uses the system's CAs without "
+                          "it; empty = none"));
 
     k.push_back(IntervalsKey("intervals", KLINED_FIELD(intervals), DefaultIntervals(), kRestart,
                              "candle intervals; 1s may be added; 1m is required (ticker)"));
@@ -572,6 +616,15 @@ class Loader {
         config.kafka.dead_letter_topic == config.kafka.topic) {
       return Error(MarkOf("kafka.dead_letter_topic"), "kafka.dead_letter_topic",
                    "must differ from kafka.topic (rejected messages would be consumed again)");
+    }
+    if (config.mysql.ssl_mode == MysqlSslMode::kVerifyCa && config.mysql.ssl_ca.empty()) {
+      return Error(MarkOf("mysql.ssl_mode"), "mysql.ssl_mode",
+                   "verify_ca needs mysql.ssl_ca (the CA file the server's certificate must "
+                   "chain to)");
+    }
+    if (config.mysql.ssl_mode == MysqlSslMode::kDisabled && !config.mysql.ssl_ca.empty()) {
+      return Error(MarkOf("mysql.ssl_ca"), "mysql.ssl_ca",
+                   "is set but mysql.ssl_mode is disabled (no TLS): set mysql.ssl_mode too");
     }
     const std::pair<const char*, const std::string*> fields[] = {
         {"trade_fields.symbol", &config.trade_fields.symbol},

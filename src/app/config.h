@@ -29,6 +29,9 @@
 
 namespace klined {
 
+// mysql.ssl_mode: as MySQL's client --ssl-mode.
+enum class MysqlSslMode : uint8_t { kDisabled, kPreferred, kRequired, kVerifyCa, kVerifyIdentity };
+
 struct Config {
   // Every key at its default, as declared in the key table.
   Config();
@@ -44,6 +47,7 @@ struct Config {
   };
   struct Redis {
     std::string address;  // "host:port" or "unix:/path"
+    std::string user;     // ACL user (AUTH user password); empty = AUTH password
     std::string password;
     std::string key_prefix;
     std::string ticker_prefix;
@@ -56,8 +60,10 @@ struct Config {
     std::string user;
     std::string password;
     std::string database;
-    int64_t persist_interval_ms = 0;  // a closed candle reaches MySQL within this
-    int64_t batch_rows = 0;           // rows per upsert statement
+    int64_t persist_interval_ms = 0;                  // a closed candle reaches MySQL within this
+    int64_t batch_rows = 0;                           // rows per upsert statement
+    MysqlSslMode ssl_mode = MysqlSslMode::kDisabled;  // TLS
+    std::string ssl_ca;                               // CA file (PEM) for verify_*
   };
   struct Lease {
     int64_t ttl_ms = 0;
@@ -104,7 +110,7 @@ Environment ProcessEnvironment();
 
 // Parses and validates a config file. A missing key, a key with no value and an empty file
 // all mean the defaults. Environment variables named in the key table (KLINED_MYSQL_PASSWORD,
-// KLINED_REDIS_PASSWORD) override the file when set and non-empty.
+// KLINED_REDIS_PASSWORD, KLINED_REDIS_USER) override the file when set and non-empty.
 ConfigResult LoadConfigFile(const std::string& path, const Environment& env = ProcessEnvironment());
 // The same for text already in memory; `name` stands for the file in messages.
 ConfigResult LoadConfigString(std::string_view yaml, std::string_view name,

@@ -15,9 +15,11 @@
 // SIGHUP reload; STOPPING=1 when the drain begins; WATCHDOG=1 only while every shard's event
 // loop keeps turning (ShardWatchdog), so a wedged shard gets the process restarted.
 //
-// Shutdown order: stop the consumer (which drains: final round, flush, commit, leave the
-// group), then the shards, then exit 0, all within kDrainTimeoutMs. A second SIGTERM/SIGINT
-// exits at once.
+// Shutdown order: set the drain deadline, release the lease and stop the timer jobs, stop the
+// consumer (which drains: final round, flush, commit, leave the group), then the shards, then
+// exit 0, within kDrainTimeoutMs (plus the timeouts of calls in flight). A second
+// SIGTERM/SIGINT exits at once. Destruction: the metrics exposer goes first, so no scrape
+// reads the jobs, the consumer or the shards after they are destroyed.
 #include <librdkafka/rdkafka.h>
 #include <mysql.h>
 #include <signal.h>
@@ -36,6 +38,7 @@
 
 #include "app/allocator.h"
 #include "app/config.h"
+#include "app/conn_options.h"
 #include "app/metrics.h"
 #include "app/notify.h"
 #include "app/timer_jobs.h"
@@ -43,6 +46,7 @@
 #include "base/log.h"
 #include "base/thread_name.h"
 #include "io/kafka/consumer.h"
+#include "io/kafka/kafka_conf.h"
 #include "io/redis/kline_store.h"
 #include "io/redis/redis_conn.h"
 #include "shard/shard.h"
@@ -119,8 +123,7 @@ void ApplyLogConfig(const Config& c) {
 // ---- startup probes: each returns "" when the dependency answered, else why not -------------
 
 std::string ProbeRedis(const Config& c) {
-  RedisConn conn(RedisOptions{c.redis.address, c.redis.password,
-                              static_cast<int>(c.redis.connect_timeout_ms), kProbeTimeoutMs});
+  RedisConn conn(RedisOptionsFrom(c, kProbeTimeoutMs));
   if (!conn.EnsureConnected()) return conn.error();
   RedisReply r = conn.Command({"PING"});
   if (r == nullptr) return conn.error();
@@ -128,46 +131,24 @@ std::string ProbeRedis(const Config& c) {
   return "";
 }
 
+// A login with the persistence worker's options (TLS included), with the probe's timeouts.
 std::string ProbeMysql(const Config& c) {
-  MYSQL* m = mysql_init(nullptr);
-  if (m == nullptr) return "mysql_init: out of memory";
-  const unsigned int timeout_s = (kProbeTimeoutMs + 999) / 1000;
-  mysql_options(m, MYSQL_OPT_CONNECT_TIMEOUT, &timeout_s);
-  mysql_options(m, MYSQL_OPT_READ_TIMEOUT, &timeout_s);
-  mysql_options(m, MYSQL_OPT_WRITE_TIMEOUT, &timeout_s);
-  std::string error;
-  if (mysql_real_connect(m, c.mysql.host.c_str(), c.mysql.user.c_str(), c.mysql.password.c_str(),
-                         c.mysql.database.c_str(), static_cast<unsigned int>(c.mysql.port), nullptr,
-                         0) == nullptr) {
-    error = mysql_error(m);
-  }
-  mysql_close(m);
-  return error;
+  MysqlOptions o = MysqlOptionsFrom(c);
+  o.connect_timeout_s = o.read_timeout_s = o.write_timeout_s = (kProbeTimeoutMs + 999) / 1000;
+  MysqlConn conn(std::move(o));
+  return conn.EnsureConnected() ? std::string() : conn.error();
 }
 
 extern "C" void SilentKafkaLog(const rd_kafka_t*, int, const char*, const char*) {}
 
 // A throwaway client asks any broker for cluster metadata (no topics, so nothing is
-// auto-created). Only the connection-related pass-through properties are copied: the rest are
-// consumer settings a producer handle would warn about.
+// auto-created). Only the connection-level pass-through properties are copied
+// (IsConnectionProperty): the rest are consumer settings a producer handle would warn about.
 std::string ProbeKafka(const Config& c) {
   char err[512];
-  rd_kafka_conf_t* conf = rd_kafka_conf_new();
-  if (rd_kafka_conf_set(conf, "bootstrap.servers", c.kafka.brokers.c_str(), err, sizeof err) !=
-      RD_KAFKA_CONF_OK) {
-    rd_kafka_conf_destroy(conf);
-    return err;
-  }
-  for (const auto& [k, v] : c.kafka.properties) {
-    for (const char* prefix : {"security.", "sasl.", "ssl.", "socket.", "broker.", "client."}) {
-      if (k.rfind(prefix, 0) == 0) {
-        if (rd_kafka_conf_set(conf, k.c_str(), v.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK) {
-          rd_kafka_conf_destroy(conf);
-          return err;
-        }
-      }
-    }
-  }
+  std::string error;
+  rd_kafka_conf_t* conf = NewClientConf(c.kafka.brokers, c.kafka.properties, &error);
+  if (conf == nullptr) return error;
   rd_kafka_conf_set_log_cb(conf, SilentKafkaLog);
   rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
   if (rk == nullptr) return err;
@@ -178,7 +159,6 @@ std::string ProbeKafka(const Config& c) {
     e = rd_kafka_metadata(rk, 0, nullptr, &md, static_cast<int>(kTickMs * 5));
     if (e == RD_KAFKA_RESP_ERR_NO_ERROR) break;
   }
-  std::string error;
   if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
     error = rd_kafka_err2str(e);
   } else if (md->broker_cnt == 0) {
@@ -343,8 +323,7 @@ int Run(const std::string& config_path, Config config) {
   SeriesLayout layout{config.intervals, config.time_zone, config.limits.max_gap_candles};
   size_t shard_count = config.shards > 0 ? static_cast<size_t>(config.shards)
                                          : std::max(1u, std::thread::hardware_concurrency());
-  RedisOptions redis{config.redis.address, config.redis.password,
-                     static_cast<int>(config.redis.connect_timeout_ms), 5000};
+  const RedisOptions redis = RedisOptionsFrom(config, 5000);
 
   std::vector<std::unique_ptr<Shard>> shards;
   std::vector<TradeSink*> shard_ptrs;
@@ -371,6 +350,11 @@ int Run(const std::string& config_path, Config config) {
   co.fields = config.trade_fields;
   co.max_future_skew_ms = config.max_future_skew_ms;
   TradeConsumer consumer(co, shard_ptrs);
+  // Created once the dependencies answer, but declared here: everything a metrics collector
+  // reads (shards, consumer, jobs) is declared before `metrics`, so it is destroyed after
+  // the exposer's HTTP threads have stopped (~Metrics stops them first). On the heap, so a
+  // regression of this order shows under ASan as a heap-use-after-free.
+  std::unique_ptr<TimerJobs> jobs;
 
   Metrics metrics(shard_views, &consumer);
   std::string error;
@@ -392,9 +376,9 @@ int Run(const std::string& config_path, Config config) {
   }
   for (auto& s : shards) s->Start();
   // Rollover, persistence and trimming run only while this instance holds the lease.
-  TimerJobs jobs(config, &layout);
-  jobs.Start();
-  metrics.AddCollectable(jobs.Collector());
+  jobs = std::make_unique<TimerJobs>(config, &layout);
+  jobs->Start();
+  metrics.AddCollectable(jobs->Collector());
 
   std::atomic<int64_t> drain_deadline{INT64_MAX};
   std::atomic<bool> consumer_done{false};
@@ -425,7 +409,7 @@ int Run(const std::string& config_path, Config config) {
     }
     if (g_reload.exchange(false)) {
       notifier.Reloading();
-      if (Reload(config_path, &config, shards, &jobs, &consumer, &error)) {
+      if (Reload(config_path, &config, shards, jobs.get(), &consumer, &error)) {
         metrics.ConfigReloaded(true, UnixSeconds());
         LOG(kInfo, "config.reloaded", DescribeConfig(config));
         notifier.ReadyAfterReload("reloaded; " + status.Line(MonotonicMs()));
@@ -438,14 +422,18 @@ int Run(const std::string& config_path, Config config) {
     }
   }
 
+  // The deadline first, before anything that can block: the consumer thread saw the stop
+  // flag already and its drain waits until this deadline (re-reading it), so with Redis down
+  // the drain ends there instead of never.
+  const int64_t deadline = MonotonicMs() + kDrainTimeoutMs;
+  drain_deadline.store(deadline);
   notifier.Stopping();
   metrics.set_ready(false);
   LOG(kInfo, "drain.start", "timeout_ms=" << kDrainTimeoutMs);
   // Release the lease first, so a standby takes over the timer jobs at once; closed candles
-  // not yet in MySQL stay tracked in Redis for it.
-  jobs.Stop();
-  const int64_t deadline = MonotonicMs() + kDrainTimeoutMs;
-  drain_deadline.store(deadline);
+  // not yet in MySQL stay tracked in Redis for it. Bounded by the jobs' Redis and MySQL
+  // timeouts, not by the deadline; the consumer drains meanwhile.
+  jobs->Stop();
   // The drain is bounded by its deadline, so the watchdog is fed while it runs.
   while (!consumer_done.load()) {
     std::this_thread::sleep_for(std::chrono::milliseconds(kTickMs));

@@ -1,25 +1,20 @@
 #include "app/timer_jobs.h"
 
+#include "app/conn_options.h"
+
 #include <prometheus/collectable.h>
 #include <prometheus/metric_family.h>
 
 namespace klined {
 namespace {
 
-RedisOptions RedisFrom(const Config& c) {
-  return RedisOptions{c.redis.address, c.redis.password,
-                      static_cast<int>(c.redis.connect_timeout_ms), 5000};
-}
+RedisOptions RedisFrom(const Config& c) { return RedisOptionsFrom(c, 5000); }
 
 PersistOptions PersistFrom(const Config& c) {
   PersistOptions o;
   o.redis = RedisFrom(c);
   o.key_prefix = c.redis.key_prefix;
-  o.mysql.host = c.mysql.host;
-  o.mysql.port = c.mysql.port;
-  o.mysql.user = c.mysql.user;
-  o.mysql.password = c.mysql.password;
-  o.mysql.database = c.mysql.database;
+  o.mysql = MysqlOptionsFrom(c);
   o.persist_interval_ms = c.mysql.persist_interval_ms;
   o.batch_rows = static_cast<size_t>(c.mysql.batch_rows);
   o.tz = c.time_zone;
@@ -101,6 +96,27 @@ class JobsCollector : public prometheus::Collectable {
         double(p.last_run_ms.Get()) / 1000);
     add("klined_persist_late_applied_total", "Late trades merged into MySQL", C,
         double(p.late_applied.Get()));
+    add("klined_persist_late_duplicates_total",
+        "Late-trade records already applied to MySQL (a retry after a crash)", C,
+        double(p.late_duplicates.Get()));
+    add("klined_persist_late_rejected_total",
+        "Late-trade records that cannot be applied (malformed, out of range); dropped", C,
+        double(p.late_rejected.Get()));
+    add("klined_persist_fenced_total",
+        "Persistence runs stopped because a newer lease holder fenced this instance out", C,
+        double(p.fenced.Get()));
+    add("klined_persist_script_errors_total",
+        "Per-symbol persistence calls Redis answered with an error (that symbol retried next run)",
+        C, double(p.script_errors.Get()));
+    add("klined_persist_bad_entries_total",
+        "Pending entries that cannot be persisted as read (and B:pending keys not a hash)", C,
+        double(p.bad_entries.Get()));
+    add("klined_persist_repaired_total",
+        "Bad pending entries persisted from their history member instead", C,
+        double(p.repaired.Get()));
+    add("klined_persist_quarantined_total",
+        "Bad pending entries moved to PREFIX:{SYMBOL}:quarantine (no good history member)", C,
+        double(p.quarantined.Get()));
     add("klined_mysql_errors_total", "MySQL call errors", C, double(persist_->mysql_errors()));
     add("klined_mysql_reconnects_total", "MySQL reconnects", C,
         double(persist_->mysql_reconnects()));
@@ -116,7 +132,10 @@ class JobsCollector : public prometheus::Collectable {
 
 TimerJobs::TimerJobs(const Config& config, const SeriesLayout* layout)
     : persist_(PersistFrom(config)),
-      loop_(LoopFrom(config, layout), [this](bool active) { persist_.SetActive(active); }),
+      loop_(LoopFrom(config, layout),
+            [this](bool active, const std::string& token, int64_t epoch) {
+              persist_.SetActive(active, token, epoch);
+            }),
       collector_(std::make_shared<JobsCollector>(&loop_, &persist_)) {}
 
 TimerJobs::~TimerJobs() { Stop(); }

@@ -34,6 +34,14 @@ std::string MakeStem() {
 
 }  // namespace
 
+int64_t Lease::MarginMs(int64_t ttl_ms) {
+  // At least 200 ms where the ttl allows it, but never more than ttl/3: renewals start every
+  // ttl/3, so the deadline (renewal start + ttl - margin) stays at least two renewal periods
+  // after a renewal start and one late or failed renewal does not drop the lease. (With
+  // max(ttl/5, 200) a 300 ms ttl put the deadline exactly on the next renewal: it flapped.)
+  return std::max<int64_t>(ttl_ms / 5, std::min<int64_t>(200, ttl_ms / 3));
+}
+
 int64_t Lease::NowMs() {
   timespec ts;
   clock_gettime(CLOCK_BOOTTIME, &ts);
@@ -45,7 +53,7 @@ Lease::Lease(RedisOptions options, std::string key_prefix, int64_t ttl_ms, Lease
       prefix_(std::move(key_prefix)),
       stem_(MakeStem()),
       ttl_ms_(ttl_ms),
-      margin_ms_(std::max<int64_t>(ttl_ms / 5, 200)),
+      margin_ms_(MarginMs(ttl_ms)),
       stats_(stats) {
   acquire_script_ = conn_.AddScript(lua::kLeaseAcquire);
   renew_script_ = conn_.AddScript(lua::kLeaseRenew);

@@ -9,7 +9,8 @@
 //
 // Holding is judged locally, never by asking Redis: the holder considers itself holding only
 // until  start of the last successful acquire/renew call + ttl - margin,  with margin =
-// max(ttl/5, 200 ms), measured on CLOCK_BOOTTIME (monotonic, and it keeps counting across
+// max(ttl/5, min(200 ms, ttl/3)) (so the deadline is at least two renewal periods after a
+// renewal start), measured on CLOCK_BOOTTIME (monotonic, and it keeps counting across
 // SIGSTOP and host suspend, as Redis's TTL does). The key cannot expire before then, since
 // Redis started its TTL after we read the clock. So a holder that is paused, or whose
 // renewals fail or are delayed, sees Holding() turn false before another instance can take
@@ -39,7 +40,7 @@ struct LeaseStats {
 
 class Lease {
  public:
-  // key_prefix is redis.key_prefix; ttl_ms is lease.ttl_ms (>= 300 recommended).
+  // key_prefix is redis.key_prefix; ttl_ms is lease.ttl_ms (config bound: >= 300).
   Lease(RedisOptions options, std::string key_prefix, int64_t ttl_ms, LeaseStats* stats);
   ~Lease();  // does not release: call Release() (a crash releases by expiry)
   Lease(const Lease&) = delete;
@@ -71,6 +72,8 @@ class Lease {
 
   // CLOCK_BOOTTIME in ms: the clock every lease deadline is measured on.
   static int64_t NowMs();
+  // The safety margin for a ttl: max(ttl/5, min(200, ttl/3)), never above ttl/3.
+  static int64_t MarginMs(int64_t ttl_ms);
 
  private:
   bool TryAcquire();

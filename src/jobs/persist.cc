@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <charconv>
 #include <chrono>
+#include <climits>
+#include <cstdint>
 #include <deque>
 #include <limits>
 
@@ -15,13 +17,20 @@
 namespace klined {
 namespace {
 
+// Every script here is fenced like the job scripts (job_scripts.h): ARGV carries the lease key
+// and the worker's lease token, and a script does nothing and returns -1 unless the lease
+// key holds that token ('' = unfenced, for tests and tools without a lease). An ex-holder
+// that was paused mid-run therefore cannot delete, move or re-carry anything.
+
 // PENDING_DONE: compare-and-delete of persisted candles, one symbol.
-// KEYS: B:pending, PREFIX:pending. ARGV: symbol, then field, json pairs as read.
-// A field is deleted only if it still holds the JSON that reached MySQL: a later write of the
-// same candle (late trade, re-carry) stays pending. Returns the number of fields deleted.
+// KEYS: B:pending, PREFIX:pending. ARGV: symbol, lease key, token, then field, json pairs as
+// read. A field is deleted only if it still holds the JSON that reached MySQL: a later write
+// of the same candle (late trade, re-carry) stays pending. Returns the number of fields
+// deleted, or -1 if fenced out.
 constexpr const char kPendingDone[] = R"LUA(
+if ARGV[3] ~= '' and redis.call('GET', ARGV[2]) ~= ARGV[3] then return -1 end
 local n = 0
-for i = 2, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
     redis.call('HDEL', KEYS[1], ARGV[i])
     n = n + 1
@@ -31,39 +40,64 @@ if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[1]) 
 return n
 )LUA";
 
+// QUARANTINE: moves one pending entry that cannot be persisted out of the way, one symbol.
+// KEYS: B:pending, B:quarantine, PREFIX:quarantine, PREFIX:pending. ARGV: symbol, lease key,
+// token, field, json as read. Only if the field still holds that JSON (compare-and-move: a
+// shard may have re-written it meanwhile) it moves to B:quarantine (same field, same value)
+// for a person to inspect, the symbol joins PREFIX:quarantine, and the symbol leaves
+// PREFIX:pending once B:pending is empty. Returns 1 if moved, 0 if the field changed, -1 if
+// fenced out.
+constexpr const char kQuarantine[] = R"LUA(
+if ARGV[3] ~= '' and redis.call('GET', ARGV[2]) ~= ARGV[3] then return -1 end
+if redis.call('HGET', KEYS[1], ARGV[4]) ~= ARGV[5] then return 0 end
+redis.call('HSET', KEYS[2], ARGV[4], ARGV[5])
+redis.call('HDEL', KEYS[1], ARGV[4])
+redis.call('SADD', KEYS[3], ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SREM', KEYS[4], ARGV[1]) end
+return 1
+)LUA";
+
 // LATE_DONE: after late trades were committed to MySQL, one symbol.
-// KEYS: B:late, PREFIX:late, PREFIX:pending. ARGV: symbol, base B, then per record: field
-// ("INTERVAL|open_time|trade_id"), json as read, close to re-carry ('' = none), score bound
-// of the re-carry ('+inf', or '(T' with T the open time of MySQL's first candle with trades
-// after the bucket).
+// KEYS: B:late, PREFIX:late, PREFIX:pending. ARGV: symbol, base B, lease key, token, then per
+// record: field ("INTERVAL|open_time|trade_id"), json as read, close to re-carry ('' =
+// none), score bound of the re-carry ('+inf', or '(T' with T the open time of MySQL's first
+// candle with trades after the bucket).
 // Deletes each record if unchanged and re-carries the close into the empty history candles
 // that follow the bucket (the bucket itself is no longer in Redis), stopping at the first
 // candle with trades; the current candle only when nothing bounds the carry. Idempotent.
+// Returns 1, or -1 if fenced out.
 constexpr const char kLateDone[] = R"LUA(
 local function recarry_until(base, iv, t, bound, close)
   local hist = base .. ':' .. iv .. ':hist'
   local from = '(' .. ms(t)
+  local pt = redis.call('TYPE', base .. ':pending').ok  -- put_hist writes it
+  if pt ~= 'none' and pt ~= 'hash' then return end
   while true do
-    local later = redis.call('ZRANGEBYSCORE', hist, from, bound, 'LIMIT', 0, 256)
+    -- Stored garbage stops the carry instead of raising an error (which would keep the
+    -- record, and this symbol's whole call, failing on every run).
+    local later = redis.pcall('ZRANGEBYSCORE', hist, from, bound, 'LIMIT', 0, 256)
+    if type(later) ~= 'table' or later.err then return end
     for _, m in ipairs(later) do
-      if not is_empty(m) then return end
+      local mt = open_time(m)
+      if not mt or not is_empty(m) then return end
       local nm = with_close(m, close)
       if nm == m then return end  -- already carried: so are the ones after it
-      put_hist(base, iv, open_time(m), nm)
+      put_hist(base, iv, mt, nm)
     end
     if #later < 256 then break end
     from = '(' .. ms(open_time(later[#later]))
   end
   if bound ~= '+inf' then return end
   local cur_key = base .. ':' .. iv
-  local cur = redis.call('GET', cur_key)
-  if cur and is_empty(cur) and open_time(cur) > t then
-    redis.call('SET', cur_key, with_close(cur, close))
-  end
+  local cur = redis.pcall('GET', cur_key)
+  if type(cur) ~= 'string' then return end  -- none, or a key of another type
+  local ct = open_time(cur)
+  if ct and ct > t and is_empty(cur) then redis.call('SET', cur_key, with_close(cur, close)) end
 end
 
 local sym, base = ARGV[1], ARGV[2]
-for i = 3, #ARGV, 4 do
+if ARGV[4] ~= '' and redis.call('GET', ARGV[3]) ~= ARGV[4] then return -1 end
+for i = 5, #ARGV, 4 do
   local field, json, close, bound = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   if redis.call('HGET', KEYS[1], field) == json then redis.call('HDEL', KEYS[1], field) end
   if close ~= '' then
@@ -77,6 +111,8 @@ return 1
 )LUA";
 
 constexpr size_t kScanCount = 1000;
+// The result of a pipelined script call Redis answered with an error (see EvalAll).
+constexpr long long kScriptFailed = LLONG_MIN;
 constexpr size_t kLateChunkSymbols = 100;
 // Stored late trades were validated by their shard; their time is in the past. A decoder
 // clock this far ahead never rejects one as "future".
@@ -106,6 +142,44 @@ bool ParseLateField(std::string_view f, Interval* iv, int64_t* open, TradeId* id
   return r1.ec == std::errc() && r1.ptr == f.data() + b && r2.ec == std::errc() && r2.ptr == end;
 }
 
+// "INTERVAL|open_time"
+bool ParsePendingField(std::string_view f, Interval* iv, int64_t* open) {
+  const size_t a = f.find('|');
+  if (a == std::string_view::npos) return false;
+  auto parsed = ParseInterval(f.substr(0, a));
+  if (!parsed) return false;
+  *iv = *parsed;
+  const char* end = f.data() + f.size();
+  auto r = std::from_chars(f.data() + a + 1, end, *open);
+  return r.ec == std::errc() && r.ptr == end;
+}
+
+// A stored value for a log line: bounded, on one line, safe inside a field's double quotes.
+std::string Clip(std::string_view s) {
+  constexpr size_t kMax = 200;
+  std::string out(s.substr(0, kMax));
+  for (char& c : out) {
+    if (c == '\n' || c == '\r') c = ' ';
+    if (c == '"') c = '\'';
+  }
+  if (s.size() > kMax) out += "...";
+  return out;
+}
+
+// Why a pending entry (field, candle JSON) of `symbol` cannot be persisted as it is, or
+// nullptr when it can (then *out holds it). The JSON must be a candle of that symbol whose
+// interval and open time are the field's: anything else would upsert the wrong row and let
+// the field's candle be trimmed before MySQL has it.
+const char* JudgeEntry(std::string_view symbol, Interval iv, int64_t open, std::string_view json,
+                       Candle* out) {
+  std::string_view json_symbol;
+  bool closed = false;
+  if (!ParseCandleJson(json, out, &json_symbol, &closed)) return "not a candle";
+  if (json_symbol != symbol) return "candle of another symbol";
+  if (out->interval != iv || out->open_time != open) return "candle of another interval or time";
+  return nullptr;
+}
+
 std::string ScoreBound(const std::optional<int64_t>& next_traded) {
   return next_traded ? "(" + std::to_string(*next_traded) : std::string("+inf");
 }
@@ -122,8 +196,10 @@ PersistWorker::PersistWorker(PersistOptions options)
       redis_(options_.redis),
       mysql_(options_.mysql),
       table_(&mysql_, options_.batch_rows, options_.tz),
+      lease_key_(options_.key_prefix + ":lease"),
       interval_ms_(options_.persist_interval_ms) {
   pending_script_ = redis_.AddScript(kPendingDone);
+  quarantine_script_ = redis_.AddScript(kQuarantine);
   late_script_ = redis_.AddScript(std::string(lua::kCommon) + kLateDone);
 }
 
@@ -150,7 +226,12 @@ void PersistWorker::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-void PersistWorker::SetActive(bool active) {
+void PersistWorker::SetActive(bool active, std::string token, int64_t epoch) {
+  {
+    std::lock_guard lock(mu_);
+    token_ = active ? std::move(token) : std::string();
+    epoch_ = active ? epoch : 0;
+  }
   const bool was = active_.exchange(active, std::memory_order_acq_rel);
   if (active && !was) {
     {
@@ -206,6 +287,13 @@ bool PersistWorker::FailMysql(PersistRunReport* report) {
   return false;
 }
 
+bool PersistWorker::Fenced(PersistRunReport* report) {
+  report->fenced = true;
+  report->error =
+      "fenced: a newer lease holder is active (epoch above " + std::to_string(run_epoch_) + ")";
+  return false;
+}
+
 bool PersistWorker::Connect(PersistRunReport* report) {
   if (!redis_.EnsureConnected()) return FailRedis(report);
   if (!mysql_.EnsureConnected()) return FailMysql(report);
@@ -213,12 +301,26 @@ bool PersistWorker::Connect(PersistRunReport* report) {
     if (!table_.EnsureSchema()) return FailMysql(report);
     schema_ready_ = true;
   }
+  // A new active period: raise MySQL's fence to our epoch before the first write, so an
+  // ex-holder's worker that is still finishing a batch can no longer commit one.
+  if (run_epoch_ > 0 && raised_epoch_ != run_epoch_) {
+    if (!table_.RaiseFence(run_epoch_)) return FailMysql(report);
+    raised_epoch_ = run_epoch_;
+  }
+  table_.set_fence_epoch(run_epoch_);
   return true;
 }
 
 PersistRunReport PersistWorker::RunOnce() {
   const int64_t start = MonotonicMs();
   PersistRunReport report;
+  {
+    // The whole run works under the grant it started with; if the lease moves meanwhile,
+    // the fences stop it.
+    std::lock_guard lock(mu_);
+    run_token_ = token_;
+    run_epoch_ = epoch_;
+  }
   std::vector<std::string> symbols;
   report.ok = Connect(&report) && ScanSet(options_.key_prefix + ":pending", &symbols, &report) &&
               PersistPending(symbols, &report) &&
@@ -228,6 +330,11 @@ PersistRunReport PersistWorker::RunOnce() {
   stats_.last_run_ms.Set(static_cast<uint64_t>(MonotonicMs() - start));
   if (report.ok) {
     stats_.backlog.Set(report.pending_seen);
+  } else if (report.fenced) {
+    stats_.fenced.Add();
+    LOG_RATE(kWarn, "persist.fenced",
+             "epoch=" << run_epoch_ << " upserted=" << report.upserted
+                      << " detail=\"a newer lease holder is active; this run stopped\"");
   } else {
     stats_.failures.Add();
     LOG_RATE(kWarn, "persist.failed",
@@ -252,7 +359,8 @@ bool PersistWorker::ScanSet(const std::string& key, std::vector<std::string>* me
 }
 
 bool PersistWorker::EvalAll(const std::vector<std::vector<std::string_view>>& calls,
-                            PersistRunReport* report) {
+                            std::vector<long long>* results, PersistRunReport* report) {
+  results->assign(calls.size(), 0);
   for (int attempt = 0; attempt < 2; ++attempt) {
     for (const auto& argv : calls) redis_.Append(std::span<const std::string_view>(argv));
     bool noscript = false;
@@ -262,11 +370,15 @@ bool PersistWorker::EvalAll(const std::vector<std::vector<std::string_view>>& ca
       if (IsNoScript(r.get())) {
         noscript = true;
       } else if (r->type == REDIS_REPLY_ERROR) {
-        report->error = "redis script: " + std::string(View(r.get()));
-        return false;
-      } else if (r->type == REDIS_REPLY_INTEGER && calls[i][0] == "EVALSHA" &&
-                 calls[i][1] == redis_.Sha(pending_script_)) {
-        report->deleted += static_cast<uint64_t>(r->integer);
+        // This call only (a key of another type, say): its symbol's entries stay for the next
+        // run; the rest of the pipeline is read on (returning here left its replies unread).
+        (*results)[i] = kScriptFailed;
+        stats_.script_errors.Add();
+        LOG_RATE(kError, "persist.script_failed",
+                 "key=" << (calls[i].size() > 3 ? calls[i][3] : std::string_view()) << " error=\""
+                        << View(r.get()) << "\"");
+      } else if (r->type == REDIS_REPLY_INTEGER) {
+        (*results)[i] = r->integer;
       }
     }
     if (!noscript) return true;
@@ -292,11 +404,25 @@ bool PersistWorker::ReadHashes(const Keys& keys, std::vector<RedisReply>* replie
 
 bool PersistWorker::PersistPending(const std::vector<std::string>& symbols,
                                    PersistRunReport* report) {
+  // An entry that cannot be persisted as read, with what the repair needs.
+  struct Suspect {
+    size_t symbol;  // index into this chunk
+    std::string_view field, json;
+    const char* why;
+    bool field_ok;
+    Interval iv;
+    int64_t open;
+  };
   std::vector<RedisReply> replies;
+  std::vector<RedisReply> hist_replies;
   std::vector<StoredCandle> candles;
   std::vector<std::vector<std::string_view>> calls;
+  std::vector<bool> is_quarantine;  // per call: QUARANTINE, else PENDING_DONE
+  std::vector<long long> results;
+  std::vector<Suspect> suspects;
   std::deque<std::string> keys;  // stable storage for the views in calls
   const std::string set_key = options_.key_prefix + ":pending";
+  const std::string quarantine_set = options_.key_prefix + ":quarantine";
   size_t chunk = std::min(options_.max_chunk_symbols, std::max<size_t>(symbols.size(), 1));
   for (size_t begin = 0; begin < symbols.size();) {
     const size_t end = std::min(symbols.size(), begin + chunk);
@@ -306,50 +432,131 @@ bool PersistWorker::PersistPending(const std::vector<std::string>& symbols,
 
     candles.clear();
     calls.clear();
+    is_quarantine.clear();
+    suspects.clear();
+    std::vector<size_t> call_of(replies.size(), SIZE_MAX);  // symbol -> its PENDING_DONE call
     size_t seen = 0;
     for (size_t k = 0; k < replies.size(); ++k) {
       const redisReply* r = replies[k].get();
       const std::string& symbol = symbols[begin + k];
-      std::vector<std::string_view>& argv = calls.emplace_back();
-      argv = {"EVALSHA", redis_.Sha(pending_script_), "2", keys[k], set_key, symbol};
       if (!IsPairs(r)) {
+        // Not a hash (or an error reply): nothing to read. Left alone, counted, and the run
+        // goes on with the other symbols.
         stats_.bad_entries.Add();
-        LOG_RATE(kError, "persist.bad_reply", "symbol=" << symbol << " type=" << r->type);
-        calls.pop_back();
+        LOG_RATE(kError, "persist.bad_reply",
+                 "symbol=" << symbol << " key=" << keys[k] << " type=" << r->type
+                           << " detail=\"B:pending is not a hash; left in place\"");
         continue;
       }
+      call_of[k] = calls.size();
+      calls.push_back({"EVALSHA", redis_.Sha(pending_script_), "2", keys[k], set_key, symbol,
+                       lease_key_, run_token_});
+      is_quarantine.push_back(false);
       for (size_t e = 0; e + 1 < r->elements; e += 2) {
         const redisReply* f = r->element[e];
         const redisReply* v = r->element[e + 1];
         if (!IsStringish(f) || !IsStringish(v)) continue;
         ++seen;
+        Suspect sus{k,     View(f),       View(v), "field is not INTERVAL|open_time",
+                    false, Interval::k1m, 0};
+        sus.field_ok = ParsePendingField(sus.field, &sus.iv, &sus.open);
         StoredCandle sc;
-        std::string_view json_symbol;
-        bool closed = false;
-        if (!ParseCandleJson(View(v), &sc.candle, &json_symbol, &closed) || json_symbol != symbol) {
-          // Our own data, so a bug somewhere: keep it (never delete what MySQL lacks), count
-          // it, and go on with the rest.
+        if (sus.field_ok) sus.why = JudgeEntry(symbol, sus.iv, sus.open, sus.json, &sc.candle);
+        if (sus.why != nullptr) {
           stats_.bad_entries.Add();
-          LOG_RATE(kError, "persist.bad_entry",
-                   "symbol=" << symbol << " field=" << View(f) << " json=" << View(v));
+          suspects.push_back(sus);
           continue;
         }
         sc.symbol = symbol;
         candles.push_back(std::move(sc));
-        argv.push_back(View(f));
-        argv.push_back(View(v));
+        calls[call_of[k]].push_back(sus.field);
+        calls[call_of[k]].push_back(sus.json);
       }
     }
     report->pending_seen += seen;
 
+    // Our own data, so a bug somewhere wrote these. The history member at the same open time
+    // is the candle the entry copied: persist that one when it is good (the field is then
+    // deleted as usual, compare-and-delete against what was read). Otherwise move the entry
+    // to the quarantine hash, so it neither stays pending forever nor blocks trimming.
+    if (!suspects.empty()) {
+      for (const Suspect& sus : suspects) {
+        if (!sus.field_ok) continue;
+        const std::string& hist = keys.emplace_back(KeyBase(symbols[begin + sus.symbol]) + ":" +
+                                                    std::string(IntervalName(sus.iv)) + ":hist");
+        const std::string& score = keys.emplace_back(std::to_string(sus.open));
+        redis_.Append({"ZRANGEBYSCORE", hist, score, score, "LIMIT", "0", "2"});
+      }
+      hist_replies.clear();
+      for (const Suspect& sus : suspects) {
+        if (!sus.field_ok) {
+          hist_replies.emplace_back();
+          continue;
+        }
+        RedisReply h = redis_.GetReply();
+        if (h == nullptr) return FailRedis(report);
+        hist_replies.push_back(std::move(h));
+      }
+      for (size_t i = 0; i < suspects.size(); ++i) {
+        const Suspect& sus = suspects[i];
+        const std::string& symbol = symbols[begin + sus.symbol];
+        const redisReply* h = hist_replies[i].get();
+        const char* repair = "field is not INTERVAL|open_time";
+        StoredCandle sc;
+        if (h != nullptr) {
+          if (h->type != REDIS_REPLY_ARRAY || h->elements == 0) {
+            repair = "no history member at that open time";
+          } else if (h->elements > 1 || !IsStringish(h->element[0])) {
+            repair = "history holds more than one member at that open time";
+          } else {
+            repair = JudgeEntry(symbol, sus.iv, sus.open, View(h->element[0]), &sc.candle);
+          }
+        }
+        if (repair == nullptr) {
+          stats_.repaired.Add();
+          LOG_RATE(kWarn, "persist.repaired",
+                   "symbol=" << symbol << " field=" << sus.field << " why=\"" << sus.why
+                             << "\" json=\"" << Clip(sus.json)
+                             << "\" detail=\"persisted the history member instead\"");
+          sc.symbol = symbol;
+          candles.push_back(std::move(sc));
+          calls[call_of[sus.symbol]].push_back(sus.field);
+          calls[call_of[sus.symbol]].push_back(sus.json);
+          continue;
+        }
+        LOG_RATE(kError, "persist.quarantine",
+                 "symbol=" << symbol << " field=" << sus.field << " why=\"" << sus.why
+                           << "\" history=\"" << repair << "\" json=\"" << Clip(sus.json)
+                           << "\" detail=\"moved to " << KeyBase(symbol) << ":quarantine\"");
+        const std::string& qkey = keys.emplace_back(KeyBase(symbol) + ":quarantine");
+        calls.push_back({"EVALSHA", redis_.Sha(quarantine_script_), "4", keys[sus.symbol], qkey,
+                         quarantine_set, set_key, symbol, lease_key_, run_token_, sus.field,
+                         sus.json});
+        is_quarantine.push_back(true);
+      }
+    }
+
     size_t batches = 0;
-    const bool upserted = table_.Upsert(candles, &batches);
+    const WriteStatus upserted = table_.Upsert(candles, &batches);
     stats_.batches.Add(batches);
-    if (!upserted) return FailMysql(report);
+    if (upserted == WriteStatus::kFenced) return Fenced(report);
+    if (upserted != WriteStatus::kOk) return FailMysql(report);
     stats_.candles_upserted.Add(candles.size());
     report->upserted += candles.size();
     // MySQL committed every candle read: now, and only now, they may leave B:pending.
-    if (!EvalAll(calls, report)) return false;
+    if (!EvalAll(calls, &results, report)) return false;
+    for (size_t i = 0; i < calls.size(); ++i) {
+      if (results[i] == kScriptFailed) continue;  // counted and logged by EvalAll
+      if (results[i] < 0) return Fenced(report);
+      if (is_quarantine[i]) {
+        if (results[i] == 1) {
+          stats_.quarantined.Add();
+          ++report->quarantined;
+        }
+      } else {
+        report->deleted += static_cast<uint64_t>(std::max<long long>(results[i], 0));
+      }
+    }
 
     // Aim the next chunk at about chunk_candles candles.
     const size_t per_symbol = std::max<size_t>(1, seen / (end - begin));
@@ -378,14 +585,18 @@ bool PersistWorker::DrainLate(const std::vector<std::string>& symbols, PersistRu
 
     calls.clear();
     bool mysql_failed = false;
-    for (size_t k = 0; k < replies.size() && !mysql_failed; ++k) {
+    bool fenced = false;
+    for (size_t k = 0; k < replies.size() && !mysql_failed && !fenced; ++k) {
       const redisReply* r = replies[k].get();
       const std::string& symbol = symbols[begin + k];
       const std::string_view base = bases[k];
       if (!IsPairs(r)) continue;
       std::vector<std::string_view>& argv = calls.emplace_back();
-      argv = {"EVALSHA", redis_.Sha(late_script_), "3", late_keys[k], set_key, pending_key, symbol,
-              base};
+      argv = {"EVALSHA",  redis_.Sha(late_script_),
+              "3",        late_keys[k],
+              set_key,    pending_key,
+              symbol,     base,
+              lease_key_, run_token_};
       for (size_t e = 0; e + 1 < r->elements; e += 2) {
         const redisReply* f = r->element[e];
         const redisReply* v = r->element[e + 1];
@@ -445,15 +656,22 @@ bool PersistWorker::DrainLate(const std::vector<std::string>& symbols, PersistRu
           case LateOutcome::kFailed:
             mysql_failed = true;
             break;
+          case LateOutcome::kFenced:
+            fenced = true;
+            break;
         }
-        if (mysql_failed) break;  // this record stays; the ones before it are done
+        if (mysql_failed || fenced) break;  // this record stays; the ones before it are done
         argv.insert(argv.end(),
                     {View(f), View(v), close,
                      close.empty() ? std::string_view() : strings.emplace_back(ScoreBound(bound))});
       }
     }
     // Clean up what MySQL committed, even when a later record failed.
-    if (!EvalAll(calls, report)) return false;
+    std::vector<long long> results;
+    if (!EvalAll(calls, &results, report)) return false;
+    if (fenced || std::find(results.begin(), results.end(), -1) != results.end()) {
+      return Fenced(report);
+    }
     if (mysql_failed) return FailMysql(report);
   }
   return true;

@@ -16,6 +16,13 @@
 //      still holds the JSON that was read (compare-and-delete: a candle re-written meanwhile,
 //      e.g. by a late trade, stays pending for the next run) and SREMs the symbol from
 //      PREFIX:pending once B:pending is empty.
+// A bad entry (the JSON is not a candle of that symbol, interval and open time; written by a
+// bug, since B:pending is our own) must neither stay pending forever (TRIM never removes a
+// history member still pending) nor stop the run. It is repaired when the history member at
+// its open time (B:INTERVAL:hist, score = open_time) is a good candle: that member is
+// persisted instead and the field deleted as usual. Otherwise a compare-and-move script
+// moves the field to B:quarantine (PREFIX:{SYMBOL}:quarantine, same field and value) and the
+// symbol into PREFIX:quarantine, for a person to inspect; counted and logged either way.
 // Chunks adapt so that about chunk_candles candles are held at once, which bounds memory
 // after a long MySQL outage (a 500-symbol chunk with thousands of candles each would not be).
 // MySQL down: the run fails before deleting anything, is counted and logged (rate-limited);
@@ -31,6 +38,12 @@
 // the symbol from PREFIX:late when B:late is empty. A crash between COMMIT and the delete
 // re-runs the record: kline_late_applied turns it into a duplicate, counted once.
 //
+// Fenced by the lease: the worker runs under the token and epoch the timer loop handed it
+// (SetActive). Every Redis script it runs checks that PREFIX:lease still holds the token,
+// and every MySQL write transaction checks kline_fence (KlineTable: raised to the epoch when
+// the worker becomes active, refused once a newer epoch raised it), so a worker whose
+// process was paused while holding the lease cannot write after a newer holder started: its
+// run stops, fenced (klined_persist_fenced_total).
 // Idempotent: two workers overlapping during a lease hand-over write the same absolute values.
 #pragma once
 
@@ -71,18 +84,25 @@ struct PersistStats {
   OwnedCounter batches;           // upsert statements committed
   OwnedCounter backlog;           // gauge: pending candles seen by the last run
   OwnedCounter last_run_ms;       // gauge: duration of the last run
-  OwnedCounter bad_entries;       // pending entries that do not parse (left in place)
+  OwnedCounter bad_entries;       // pending entries that cannot be persisted as read, and
+                                  // B:pending keys that are not hashes (left in place)
+  OwnedCounter repaired;          // bad entries persisted from their history member instead
+  OwnedCounter quarantined;       // bad entries moved to B:quarantine (no good history member)
   OwnedCounter late_applied;      // late trades merged into MySQL
   OwnedCounter late_duplicates;   // late records already applied (retry after a crash)
   OwnedCounter late_rejected;     // late records that cannot be applied (bad, out of range)
+  OwnedCounter fenced;            // runs stopped because a newer lease holder fenced us out
+  OwnedCounter script_errors;     // per-symbol script calls Redis answered with an error
 };
 
 struct PersistRunReport {
   bool ok = false;
-  std::string error;  // when !ok
+  bool fenced = false;  // !ok because a newer lease holder fenced this worker out
+  std::string error;    // when !ok
   uint64_t pending_seen = 0;
   uint64_t upserted = 0;
   uint64_t deleted = 0;  // pending fields confirmed and removed
+  uint64_t quarantined = 0;
   uint64_t late_seen = 0;
   uint64_t late_applied = 0;
   uint64_t late_duplicates = 0;
@@ -99,9 +119,11 @@ class PersistWorker {
   void Start();
   void Stop();
 
-  // Any thread (the lease holder's timer loop): run the job or not. Activation runs a pass
-  // promptly, so a new lease holder catches up at once.
-  void SetActive(bool active);
+  // Any thread (the lease holder's timer loop): run the job or not, under the lease `token`
+  // and fencing `epoch` (Lease::token(), Lease::epoch()) while active. Activation runs a pass
+  // promptly, so a new lease holder catches up at once. Token "" and epoch 0 = unfenced
+  // (tests and tools that run without a lease).
+  void SetActive(bool active, std::string token, int64_t epoch);
   bool active() const { return active_.load(std::memory_order_acquire); }
   // Any thread (SIGHUP reload): takes effect at the next wait.
   void set_persist_interval_ms(int64_t ms);
@@ -124,12 +146,15 @@ class PersistWorker {
   bool DrainLate(const std::vector<std::string>& symbols, PersistRunReport* report);
   // Sends pipelined EVALSHA calls (argv per call) and reads the replies; reloads the scripts
   // and resends once on NOSCRIPT (the calls are idempotent).
-  bool EvalAll(const std::vector<std::vector<std::string_view>>& calls, PersistRunReport* report);
+  // results[i]: call i's integer reply (0 if it was not an integer).
+  bool EvalAll(const std::vector<std::vector<std::string_view>>& calls,
+               std::vector<long long>* results, PersistRunReport* report);
   // HGETALL of every key, pipelined; *replies gets one reply per key, in order.
   template <class Keys>
   bool ReadHashes(const Keys& keys, std::vector<RedisReply>* replies, PersistRunReport* report);
   bool FailRedis(PersistRunReport* report);
   bool FailMysql(PersistRunReport* report);
+  bool Fenced(PersistRunReport* report);
   std::string KeyBase(std::string_view symbol) const;
 
   PersistOptions options_;
@@ -137,14 +162,21 @@ class PersistWorker {
   MysqlConn mysql_;
   KlineTable table_;
   TradeDecoder decoder_;
+  const std::string lease_key_;  // PREFIX:lease, read by the fenced scripts
+  std::string run_token_;        // the grant the current run works under (worker thread)
+  int64_t run_epoch_ = 0;
+  int64_t raised_epoch_ = 0;  // the epoch this worker last raised kline_fence to
   size_t pending_script_ = 0;
+  size_t quarantine_script_ = 0;
   size_t late_script_ = 0;
   bool schema_ready_ = false;
   PersistStats stats_;
 
   std::atomic<bool> active_{false};
   std::atomic<int64_t> interval_ms_;
-  std::mutex mu_;  // guards the waits below (never held while working)
+  std::mutex mu_;      // guards the waits and the grant below (never held while working)
+  std::string token_;  // the lease grant of the active period (SetActive)
+  int64_t epoch_ = 0;
   std::condition_variable wake_;
   bool stop_ = false;
   bool poke_ = false;

@@ -30,7 +30,7 @@ int64_t TimerLoop::NextBoundary(const SeriesLayout& layout, int64_t now_ms) {
   return next;
 }
 
-TimerLoop::TimerLoop(TimerLoopOptions options, std::function<void(bool)> on_active)
+TimerLoop::TimerLoop(TimerLoopOptions options, OnActive on_active)
     : options_(std::move(options)),
       grace_ms_(options_.rollover_grace_ms),
       on_active_(std::move(on_active)),
@@ -68,7 +68,9 @@ void TimerLoop::SetActive(bool holding) {
   if (holding == active_.load(std::memory_order_relaxed)) return;
   active_.store(holding, std::memory_order_relaxed);
   LOG(kInfo, holding ? "timer.active" : "timer.standby", "epoch=" << lease_.epoch());
-  if (on_active_) on_active_(holding);
+  if (on_active_) {
+    on_active_(holding, holding ? lease_.token() : std::string(), holding ? lease_.epoch() : 0);
+  }
 }
 
 bool TimerLoop::StillHolding(const std::string& fence) {

@@ -49,9 +49,11 @@ struct TimerLoopOptions {
 
 class TimerLoop {
  public:
-  // on_active(true) when this instance starts holding the lease, (false) when it stops;
-  // called on the timer thread. May be empty.
-  TimerLoop(TimerLoopOptions options, std::function<void(bool)> on_active);
+  // on_active(true, token, epoch) when this instance starts holding the lease (the lease's
+  // token and fencing epoch, for workers that fence their writes with them), (false, "", 0)
+  // when it stops; called on the timer thread. May be empty.
+  using OnActive = std::function<void(bool active, const std::string& token, int64_t epoch)>;
+  TimerLoop(TimerLoopOptions options, OnActive on_active);
   ~TimerLoop();  // Stop()s
   TimerLoop(const TimerLoop&) = delete;
   TimerLoop& operator=(const TimerLoop&) = delete;
@@ -88,7 +90,7 @@ class TimerLoop {
 
   TimerLoopOptions options_;
   std::atomic<int64_t> grace_ms_;  // rollover_grace_ms, reloadable
-  std::function<void(bool)> on_active_;
+  OnActive on_active_;
   LeaseStats lease_stats_;
   RolloverStats rollover_stats_;
   TrimStats trim_stats_;

@@ -41,6 +41,26 @@ int64_t WallMs() {
       .count();
 }
 
+// Polls `pred` every 5 ms until it holds or the wall clock reaches `deadline_ms`; true if it
+// held. For waits whose bound is a wall-clock contract (a rollover within the grace period
+// after a boundary), on a machine that may be slow (ASan, shared cores).
+template <class Pred>
+bool WaitUntilWallMs(int64_t deadline_ms, Pred pred) {
+  for (;;) {
+    if (pred()) return true;
+    if (WallMs() >= deadline_ms) return false;
+    std::this_thread::sleep_for(milliseconds(5));
+  }
+}
+
+// Sleeps until the next wall-clock second starts: the boundary whose rollover a test checks
+// (time passing is what is tested here, not a synchronization).
+int64_t SleepToNextSecond() {
+  const int64_t boundary = (WallMs() / 1000 + 1) * 1000;
+  std::this_thread::sleep_for(milliseconds(boundary - WallMs()));
+  return boundary;
+}
+
 klined::RedisOptions Opts(const kt::RedisServer& redis) {
   klined::RedisOptions o;
   o.address = redis.address();
@@ -269,6 +289,37 @@ TEST_CASE("jobs lease: a holder whose renewals are delayed reports not-holding b
   CHECK(a.Poll());
   CHECK(a.epoch() == 2);
   CHECK(a.token() != token);
+}
+
+TEST_CASE("jobs lease: the shortest ttl (300 ms) is held for seconds without flapping") {
+  // lease.ttl_ms accepts 300. The local deadline must stay well after the next renewal
+  // (ttl/3 after the last one), or the holder drops its own lease at every renewal.
+  kt::RedisServer redis;
+  klined::LeaseStats stats;
+  const int64_t ttl = 300;
+  klined::Lease a(Opts(redis), "kline", ttl, &stats);
+  REQUIRE(a.Poll());
+  CHECK(a.margin_ms() <= ttl / 3);  // deadline at least two renewal periods after a renewal
+  for (int64_t t : {300, 600, 1000, 3000, 600000}) {
+    CHECK(klined::Lease::MarginMs(t) <= t / 3);
+    CHECK(klined::Lease::MarginMs(t) >= std::min<int64_t>(200, t / 3));
+  }
+  CHECK(klined::Lease::MarginMs(3000) == 600);  // the default: unchanged
+  const auto until = std::chrono::steady_clock::now() + milliseconds(3000);
+  int samples = 0, holding = 0;
+  while (std::chrono::steady_clock::now() < until) {
+    const bool before = a.Holding();  // as the jobs see it between polls
+    const bool after = a.Poll();
+    holding += before && after;
+    ++samples;
+    std::this_thread::sleep_for(milliseconds(5));  // the poll cadence, not a synchronization
+  }
+  MESSAGE(holding << " of " << samples << " samples holding; renew failures "
+                  << stats.renew_failures.Get());
+  CHECK(holding == samples);
+  CHECK(stats.takeovers.Get() == 1);
+  CHECK(a.epoch() == 1);
+  a.Release();
 }
 
 // ---- rollover ----------------------------------------------------------------------------
@@ -596,34 +647,64 @@ TEST_CASE("jobs timer loop: rolls idle symbols at real 1s boundaries; hand-over 
   o.layout = &kLayout;
   o.lease_ttl_ms = 1000;
   std::atomic<int> a_on{0}, a_off{0}, b_on{0};
-  klined::TimerLoop a(o, [&](bool on) { (on ? a_on : a_off).fetch_add(1); });
-  klined::TimerLoop b(o, [&](bool on) {
-    if (on) b_on.fetch_add(1);
+  std::atomic<int64_t> a_epoch{-1}, b_epoch{-1};
+  std::string a_token, b_token;  // written on the loop's thread before the count is bumped
+  klined::TimerLoop a(o, [&](bool on, const std::string& token, int64_t epoch) {
+    if (on) a_token = token, a_epoch.store(epoch);
+    (on ? a_on : a_off).fetch_add(1);
+  });
+  klined::TimerLoop b(o, [&](bool on, const std::string& token, int64_t epoch) {
+    if (on) b_token = token, b_epoch.store(epoch), b_on.fetch_add(1);
   });
   a.Start();
-  while (a_on.load() == 0 && WallMs() - start < 2000) std::this_thread::sleep_for(milliseconds(5));
-  REQUIRE(a.active());
-  b.Start();
-  // Sample mid-second, twice: the current candle is in the current bucket, the history is
-  // gapless from the trade's bucket (checked against the reference).
-  for (int k = 0; k < 2; ++k) {
-    std::this_thread::sleep_for(milliseconds(1000 - WallMs() % 1000 + 300));
-    const int64_t now = WallMs();
-    const RefSeries want = Reference("LOOP", "1s", {{1, start, 77}}, now);
-    CHECK(c.Get(Base("LOOP") + ":1s") == want.current);
-    CHECK(Hist(c, "LOOP", "1s") == want.hist);
+  while (a_on.load() == 0 && WallMs() - start < 10000) {
+    std::this_thread::sleep_for(milliseconds(5));
   }
+  REQUIRE(a.active());
+  // The hand-off carries the lease's token and fencing epoch (persistence fences with them).
+  CHECK(a_epoch.load() == 1);
+  CHECK(a_token == c.Get("kline:lease"));
+  b.Start();
+  // After a boundary, within the grace period (rollover_grace_ms): the current candle is in
+  // the current bucket and the history gapless from the trade's bucket (the reference).
+  auto rolled = [&](const std::string& sym, const std::vector<RefTrade>& trades, int64_t boundary) {
+    RefSeries want;
+    std::optional<std::string> current;
+    std::vector<std::string> hist;
+    WaitUntilWallMs(boundary + o.rollover_grace_ms, [&] {
+      want = Reference(sym, "1s", trades, WallMs());
+      current = c.Get(Base(sym) + ":1s");
+      hist = Hist(c, sym, "1s");
+      return current == want.current && hist == want.hist;
+    });
+    CHECK(current == want.current);
+    CHECK(hist == want.hist);
+  };
+  const std::vector<RefTrade> loop_trades = {{1, start, 77}};
+  for (int k = 0; k < 2; ++k) rolled("LOOP", loop_trades, SleepToNextSecond());
   // A symbol new to Redis, first flushed just after a boundary's rollover with a trade of the
-  // bucket before it: the follow-up run rolls it within the grace period too.
-  std::this_thread::sleep_for(milliseconds(1000 - WallMs() % 1000 + 60));
-  const int64_t boundary = WallMs() / 1000 * 1000;
+  // bucket before it: the follow-up run (boundary + grace/2) rolls it within the grace period
+  // too. The flush must come after the boundary's run and well before the follow-up; on a
+  // slow machine a second may miss that window, then the next one is used.
+  int64_t boundary = 0;
+  for (int attempt = 0; attempt < 5 && boundary == 0; ++attempt) {
+    const int64_t b_at = SleepToNextSecond();
+    const RefSeries loop_now = Reference("LOOP", "1s", loop_trades, b_at);
+    WaitUntilWallMs(b_at + 400, [&] { return c.Get(Base("LOOP") + ":1s") == loop_now.current; });
+    if (WallMs() < b_at + 300) boundary = b_at;
+  }
+  REQUIRE(boundary != 0);
   Shard late(redis, &kLayout, "NEWSYM");
   late.Apply(MakeTrade("NEWSYM", 1, boundary - 200, 5));
   late.Flush();
   REQUIRE(WallMs() < boundary + 400);
-  std::this_thread::sleep_for(milliseconds(boundary + 950 - WallMs()));
-  CHECK(c.Get(Base("NEWSYM") + ":1s") ==
-        Reference("NEWSYM", "1s", {{1, boundary - 200, 5}}, boundary).current);
+  RefSeries want_new = Reference("NEWSYM", "1s", {{1, boundary - 200, 5}}, boundary);
+  std::optional<std::string> new_current;
+  WaitUntilWallMs(boundary + o.rollover_grace_ms, [&] {
+    new_current = c.Get(Base("NEWSYM") + ":1s");
+    return new_current == want_new.current;
+  });
+  CHECK(new_current == want_new.current);
   CHECK_FALSE(b.active());
   CHECK(b_on.load() == 0);
   // Stop: a steps down and releases; b takes over well before the ttl would have expired.
@@ -638,9 +719,10 @@ TEST_CASE("jobs timer loop: rolls idle symbols at real 1s boundaries; hand-over 
       std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - stop);
   MESSAGE("hand-over after Stop: " << took.count() << " ms");
   CHECK(took.count() < 500);
-  std::this_thread::sleep_for(milliseconds(1000 - WallMs() % 1000 + 300));
-  const RefSeries want = Reference("LOOP", "1s", {{1, start, 77}}, WallMs());
-  CHECK(c.Get(Base("LOOP") + ":1s") == want.current);
+  while (b_on.load() == 0) std::this_thread::sleep_for(milliseconds(1));  // set just after
+  CHECK(b_epoch.load() == 2);
+  CHECK(b_token.ends_with(":2"));
+  rolled("LOOP", loop_trades, SleepToNextSecond());  // b runs the rollover now
   CHECK(b.lease_stats().held.Get() == 1);
   b.Stop();
   CHECK_FALSE(c.Get("kline:lease").has_value());

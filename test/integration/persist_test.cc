@@ -8,7 +8,15 @@
 //  - MySQL down: nothing is deleted from Redis, and after it comes back everything lands;
 //  - late trades beyond Redis are merged into MySQL exactly once, even when a run repeats a
 //    record after a crash between COMMIT and the Redis delete; the following empty candles
-//    (MySQL and Redis) take the new close.
+//    (MySQL and Redis) take the new close;
+//  - fenced by the lease: once a newer holder (epoch 2) is active, an ex-holder's worker
+//    (epoch 1, its token no longer the lease's) changes nothing, neither in MySQL (upserts,
+//    late merges) nor in Redis (PENDING_DONE, LATE_DONE);
+//  - MySQL TLS (MysqlConn, as the worker and the startup probe use it): each mode against a
+//    server with TLS and one without; from `required` on no connection is ever in the clear;
+//  - a pending entry that does not parse never blocks the rest: it is persisted from its
+//    history member when that one is good, else moved to the symbol's quarantine hash, so
+//    trimming goes on; a B:pending that is not a hash is counted, not fatal.
 // KLINED_PERSIST_BENCH=1 also runs "persist bench": upsert and end-to-end throughput.
 #include <doctest/doctest.h>
 
@@ -24,11 +32,13 @@
 #include "io/redis/kline_store.h"
 #include "io/redis/redis_conn.h"
 #include "jobs/persist.h"
+#include "jobs/trim.h"
 #include "klined/candle.h"
 #include "klined/series.h"
 #include "klined/trade_decoder.h"
 #include "mariadb_server.h"
 #include "redis_server.h"
+#include "temp_dir.h"
 
 namespace kt = klined::test;
 using klined::Candle;
@@ -244,7 +254,8 @@ TEST_CASE("persist: flushed candles reach MySQL exactly; empty candles have -1 i
   Candle stale = *c0;
   stale.count = 1;
   stale.close = klined::Decimal::FromInt(1);
-  REQUIRE(table.Upsert(std::vector<klined::StoredCandle>{{kSym, stale}}));
+  REQUIRE(table.Upsert(std::vector<klined::StoredCandle>{{kSym, stale}}) ==
+          klined::WriteStatus::kOk);
   CHECK(MysqlRows(s.db, kSym) == rows);
 
   // A second run finds nothing to do.
@@ -329,6 +340,73 @@ TEST_CASE("persist: a re-written candle is upserted again; compare-and-delete ke
   }
 }
 
+TEST_CASE("persist: a corrupt pending entry is repaired from history or quarantined") {
+  Servers s;
+  Shard shard(s.redis);
+  // Minutes 0..4 traded, minute 6 closes minutes 0..5 (5 empty) and the first 5m bucket.
+  for (int m : {0, 1, 2, 3, 4, 6}) {
+    shard.Apply(MakeTrade(kSym, 10 + m, std::to_string(100 + m) + ".5", "1", kT0 + m * kMin + 7,
+                          m % 2 == 0));
+  }
+  shard.Flush();
+  auto r = s.redis.Connect();
+  const std::vector<kt::Row> good_rows = RedisHistoryRows(r, kSym);  // before any corruption
+  REQUIRE(good_rows.size() == 7);
+  const std::string pending = "kline:{BTCUSDT}:pending";
+  const std::string hist = "kline:{BTCUSDT}:1m:hist";
+  auto field = [](int m) { return "1m|" + std::to_string(kT0 + m * kMin); };
+  // Minute 1: garbage in B:pending, history intact -> persisted from history.
+  r.Command({"HSET", pending, field(1), "{\"t\":1732147260000,\"T\":"});
+  // Minute 3: a well-formed candle of another minute under minute 3's field -> from history.
+  const std::string minute4 = r.Strings(
+      {"ZRANGEBYSCORE", hist, std::to_string(kT0 + 4 * kMin), std::to_string(kT0 + 4 * kMin)})[0];
+  r.Command({"HSET", pending, field(3), minute4});
+  // Minute 2: garbage in B:pending and in history -> quarantined.
+  const std::string bad2 = "{\"t\":1732147320000,\"s\":\"BTCUSDT\",\"o\":\"1e5\"}";
+  r.Command({"HSET", pending, field(2), bad2});
+  r.Command(
+      {"ZREMRANGEBYSCORE", hist, std::to_string(kT0 + 2 * kMin), std::to_string(kT0 + 2 * kMin)});
+  r.Command({"ZADD", hist, std::to_string(kT0 + 2 * kMin), "not a candle"});
+  // Another symbol's B:pending is not a hash at all.
+  r.Command({"SET", "kline:{ETHUSDT}:pending", "oops"});
+  r.Command({"SADD", "kline:pending", "ETHUSDT"});
+
+  klined::PersistWorker worker(s.Options());
+  auto report = worker.RunOnce();
+  REQUIRE_MESSAGE(report.ok, report.error);
+  // Every good candle and both repaired ones reached MySQL exactly; minute 2 did not.
+  std::vector<kt::Row> want = good_rows;
+  want.erase(want.begin() + 2);
+  CHECK(MysqlRows(s.db, kSym) == want);
+  // Minute 2 left B:pending for the quarantine hash, unchanged, and the symbol is indexed.
+  CHECK(r.Integer({"EXISTS", pending}) == 0);
+  CHECK(r.Strings({"HGETALL", "kline:{BTCUSDT}:quarantine"}) ==
+        std::vector<std::string>{field(2), bad2});
+  CHECK(r.Strings({"SMEMBERS", "kline:quarantine"}) == std::vector<std::string>{kSym});
+  CHECK(r.Strings({"SMEMBERS", "kline:pending"}) == std::vector<std::string>{"ETHUSDT"});
+  CHECK(worker.stats().bad_entries.Get() == 4);  // minutes 1, 2, 3 and ETHUSDT's reply
+  CHECK(worker.stats().repaired.Get() == 2);
+  CHECK(worker.stats().quarantined.Get() == 1);
+  CHECK(report.quarantined == 1);
+  CHECK(report.deleted == 6);  // 4 good fields and the 2 repaired ones
+
+  // Nothing of BTCUSDT is pending any more: trimming keeps exactly the limit.
+  klined::RedisConn conn(RedisAt(s.redis));
+  klined::TrimStats trim_stats;
+  klined::TrimJob trim(&conn, "kline", &shard.layout, 1, &trim_stats);
+  const klined::TrimResult t = trim.RunOnce();
+  CHECK(t.complete);
+  CHECK(r.Integer({"ZCARD", hist}) == 1);
+  CHECK(t.removed == 5);
+
+  // A second run has nothing to do and leaves the quarantine alone.
+  report = worker.RunOnce();
+  REQUIRE_MESSAGE(report.ok, report.error);
+  CHECK(report.upserted == 0);
+  CHECK(r.Integer({"HLEN", "kline:{BTCUSDT}:quarantine"}) == 1);
+  CHECK(worker.stats().quarantined.Get() == 1);
+}
+
 TEST_CASE("persist: MySQL down while candles keep arriving: nothing deleted, all lands later") {
   Servers s;
   Shard shard(s.redis);
@@ -361,7 +439,7 @@ TEST_CASE("persist: MySQL down while candles keep arriving: nothing deleted, all
   s.db.Start();
   // The worker's own thread catches up (reconnect after its backoff).
   worker.Start();
-  worker.SetActive(true);
+  worker.SetActive(true, "", 0);
   trade_minute(13);
   CHECK(WaitFor(
       [&] {
@@ -396,7 +474,7 @@ TEST_CASE("persist: late trades beyond Redis are merged into MySQL exactly once"
       {kSym, m2},
       {kSym, Candle::Empty(Interval::k1m, at(3), utc, m2.close)},
   };
-  REQUIRE(table.Upsert(stored));
+  REQUIRE(table.Upsert(stored) == klined::WriteStatus::kOk);
 
   auto add_record = [&](int m, int64_t tid, const std::string& p, int64_t time) {
     const std::string field = "1m|" + std::to_string(at(m)) + "|" + std::to_string(tid);
@@ -491,6 +569,23 @@ TEST_CASE("persist: late trades beyond Redis are merged into MySQL exactly once"
     CHECK(rows[3] == ExpectedRow(m3));
   }
 
+  SUBCASE("an unreadable member where the close is re-carried stops the carry; all else goes on") {
+    // Minute 3 in Redis history is not a candle (no open time) but looks like an empty one
+    // (prices and "n":0): the re-carry into it raised a Lua error, so LATE_DONE failed, the
+    // record stayed, and every later run failed the same way for every symbol.
+    const std::string broken = "x\"o\":\"1\",\"h\":\"1\",\"l\":\"1\",\"c\":\"1\",\"n\":0,";
+    r.Command({"ZADD", "kline:{BTCUSDT}:1m:hist", std::to_string(at(3)), broken});
+    add_record(2, 260, "22", at(2) + 55);
+    auto report = worker.RunOnce();
+    REQUIRE_MESSAGE(report.ok, report.error);
+    CHECK(report.late_applied == 1);
+    CHECK(r.Integer({"EXISTS", "kline:{BTCUSDT}:late"}) == 0);
+    CHECK(r.Strings({"ZRANGE", "kline:{BTCUSDT}:1m:hist", "0", "-1"}) ==
+          std::vector<std::string>{broken});
+    CHECK(MysqlRows(s.db, kSym)[2][6] == "22.000000000000000000");
+    CHECK(worker.stats().script_errors.Get() == 0);
+  }
+
   SUBCASE("no row in MySQL: the series starts there, gap filled up to the stored series") {
     add_record(-3, 50, "8", at(-3) + 5);
     auto report = worker.RunOnce();
@@ -522,6 +617,203 @@ TEST_CASE("persist: late trades beyond Redis are merged into MySQL exactly once"
   }
 }
 
+TEST_CASE("persist: fenced by the lease: an ex-holder's worker changes nothing") {
+  Servers s;
+  auto r = s.redis.Connect();
+  const klined::UtcOffset utc{};
+  auto at = [](int m) { return kT0 + m * kMin; };
+  const std::string token1 = "host-a:1:aaaa:1", token2 = "host-b:2:bbbb:2";
+  auto fence = [&] {
+    const auto rows = s.db.Query("SELECT epoch FROM kline_fence");
+    return rows.empty() ? std::string("none") : rows[0][0];
+  };
+  r.Command({"SET", "kline:lease", token1});
+  klined::PersistWorker old_holder(s.Options());
+  old_holder.SetActive(true, token1, 1);
+  // Minute 0 traded (close 10), minute 1 empty carrying 10: both pending, persisted by epoch 1.
+  Shard shard(s.redis);
+  shard.Apply(MakeTrade(kSym, 100, "10", "1", at(0) + 1, false));
+  shard.Apply(MakeTrade(kSym, 200, "30", "1", at(2) + 1, false));
+  shard.Flush();
+  auto report = old_holder.RunOnce();
+  REQUIRE_MESSAGE(report.ok, report.error);
+  REQUIRE(report.upserted == 2);
+  const std::string pending = "kline:{BTCUSDT}:pending";
+  const std::string m1_json = r.Strings({"ZRANGEBYSCORE", "kline:{BTCUSDT}:1m:hist",
+                                         std::to_string(at(1)), std::to_string(at(1))})[0];
+  // The ex-holder was paused with these read (it will write them when it resumes).
+  auto add_stale = [&] {
+    r.Command({"HSET", pending, "1m|" + std::to_string(at(1)), m1_json});
+    r.Command({"SADD", "kline:pending", kSym});
+  };
+  auto add_late = [&] {
+    r.Command({"HSET", "kline:{BTCUSDT}:late", "1m|" + std::to_string(at(0)) + "|150",
+               "{\"s\":\"BTCUSDT\",\"t\":150,\"p\":\"12\",\"q\":\"2\",\"T\":" +
+                   std::to_string(at(0) + 30) + ",\"m\":false}"});
+    r.Command({"SADD", "kline:late", kSym});
+  };
+
+  SUBCASE("Redis: once the lease moved, PENDING_DONE and LATE_DONE change nothing") {
+    r.Command({"SET", "kline:lease", token2});  // a newer holder took over
+    add_stale();
+    const auto before = r.Strings({"HGETALL", pending});
+    report = old_holder.RunOnce();
+    CHECK_FALSE(report.ok);
+    CHECK(report.fenced);
+    CHECK(r.Strings({"HGETALL", pending}) == before);
+    CHECK(r.Strings({"SMEMBERS", "kline:pending"}) == std::vector<std::string>{kSym});
+    r.Command({"DEL", pending});
+    r.Command({"SREM", "kline:pending", kSym});
+    add_late();
+    const auto late_before = r.Strings({"HGETALL", "kline:{BTCUSDT}:late"});
+    const auto hist_before = r.Strings({"ZRANGE", "kline:{BTCUSDT}:1m:hist", "0", "-1"});
+    report = old_holder.RunOnce();
+    CHECK_FALSE(report.ok);
+    CHECK(report.fenced);
+    CHECK(r.Strings({"HGETALL", "kline:{BTCUSDT}:late"}) == late_before);
+    CHECK(r.Strings({"SMEMBERS", "kline:late"}) == std::vector<std::string>{kSym});
+    CHECK(r.Strings({"ZRANGE", "kline:{BTCUSDT}:1m:hist", "0", "-1"}) == hist_before);
+    CHECK(old_holder.stats().fenced.Get() == 2);
+    // The new holder does the work: the record was merged once (kline_late_applied), and
+    // its cleanup and re-carry happen now.
+    klined::PersistWorker new_holder(s.Options());
+    new_holder.SetActive(true, token2, 2);
+    report = new_holder.RunOnce();
+    REQUIRE_MESSAGE(report.ok, report.error);
+    CHECK(r.Integer({"EXISTS", "kline:{BTCUSDT}:late"}) == 0);
+    CHECK(s.db.Query("SELECT COUNT(*) FROM kline_late_applied")[0][0] == "1");
+  }
+
+  SUBCASE("MySQL: once epoch 2 raised the fence, epoch 1's upserts and late merges are refused") {
+    r.Command({"SET", "kline:lease", token2});
+    klined::PersistWorker new_holder(s.Options());
+    new_holder.SetActive(true, token2, 2);
+    report = new_holder.RunOnce();  // raises kline_fence to 2
+    REQUIRE_MESSAGE(report.ok, report.error);
+    CHECK(fence() == "2");
+    // The new holder's late trade into minute 0 re-carried the close 12 into minute 1.
+    add_late();
+    report = new_holder.RunOnce();
+    REQUIRE_MESSAGE(report.ok, report.error);
+    const std::vector<kt::Row> rows = MysqlRows(s.db, kSym);
+    REQUIRE(rows.size() == 2);
+    REQUIRE(rows[1][6] == "12.000000000000000000");
+    // The ex-holder resumes with the stale empty candle (close 10) it had read: refused.
+    add_stale();
+    const auto before = r.Strings({"HGETALL", pending});
+    report = old_holder.RunOnce();
+    CHECK_FALSE(report.ok);
+    CHECK(report.fenced);
+    CHECK(MysqlRows(s.db, kSym) == rows);
+    CHECK(r.Strings({"HGETALL", pending}) == before);
+    // The same through KlineTable directly: an upsert and a late merge under epoch 1.
+    klined::MysqlConn conn(s.Mysql());
+    REQUIRE(conn.EnsureConnected());
+    klined::KlineTable table(&conn, 500, utc);
+    table.set_fence_epoch(1);
+    Candle stale = Candle::Empty(Interval::k1m, at(1), utc, Dec("10"));
+    CHECK(table.Upsert(std::vector<klined::StoredCandle>{{kSym, stale}}) ==
+          klined::WriteStatus::kFenced);
+    const klined::LateResult late = table.ApplyLateTrade(
+        kSym, Interval::k1m, at(0), MakeTrade(kSym, 160, "9", "1", at(0) + 40, false));
+    CHECK(late.outcome == klined::LateOutcome::kFenced);
+    CHECK(MysqlRows(s.db, kSym) == rows);
+    CHECK(s.db.Query("SELECT COUNT(*) FROM kline_late_applied")[0][0] == "1");
+    // Raising never lowers it; epoch 2 still writes.
+    REQUIRE(table.RaiseFence(1));
+    CHECK(fence() == "2");
+    table.set_fence_epoch(2);
+    CHECK(table.Upsert(std::vector<klined::StoredCandle>{{kSym, stale}}) ==
+          klined::WriteStatus::kOk);
+  }
+}
+
+TEST_CASE("persist: MySQL TLS modes against a server with TLS and one without") {
+  kt::MariaDbServer tls_db(kt::MariaDbOptions{.extra_args = {}, .tls = true});
+  kt::MariaDbServer plain_db;
+  kt::TempDir other("klined-other-ca");
+  kt::MakeTestCertificates(other.path());
+  using Mode = klined::MysqlTlsMode;
+  auto options = [](const kt::MariaDbServer& db, Mode mode, const std::string& ca) {
+    klined::MysqlOptions o;
+    o.host = db.host();
+    o.port = db.port();
+    o.user = db.user();
+    o.password = db.password();
+    o.database = db.database();
+    o.tls = mode;
+    o.tls_ca = ca;
+    return o;
+  };
+  // The session's cipher as the server reports it; "" = in the clear.
+  auto cipher = [](klined::MysqlConn& c) {
+    REQUIRE(c.Query("SHOW SESSION STATUS LIKE 'Ssl_cipher'"));
+    klined::MysqlResult r = c.StoreResult();
+    REQUIRE(r != nullptr);
+    MYSQL_ROW row = mysql_fetch_row(r.get());
+    REQUIRE(row != nullptr);
+    return std::string(row[1] ? row[1] : "");
+  };
+  const std::string ca = tls_db.ca().string();
+  const std::string wrong_ca = (other / "ca.pem").string();
+
+  SUBCASE("a server with TLS") {
+    for (auto [mode, with_ca, encrypted] :
+         {std::tuple{Mode::kDisabled, false, false}, std::tuple{Mode::kPreferred, false, true},
+          std::tuple{Mode::kRequired, false, true}, std::tuple{Mode::kRequired, true, true},
+          std::tuple{Mode::kVerifyCa, true, true}, std::tuple{Mode::kVerifyIdentity, true, true}}) {
+      CAPTURE(std::string(klined::TlsModeName(mode)));
+      CAPTURE(with_ca);
+      klined::MysqlConn conn(options(tls_db, mode, with_ca ? ca : ""));
+      REQUIRE_MESSAGE(conn.EnsureConnected(), conn.error());
+      CHECK(cipher(conn).empty() == !encrypted);
+    }
+    for (Mode mode : {Mode::kRequired, Mode::kVerifyCa, Mode::kVerifyIdentity}) {
+      CAPTURE(std::string(klined::TlsModeName(mode)));
+      klined::MysqlConn conn(options(tls_db, mode, wrong_ca));  // did not sign the server's
+      CHECK_FALSE(conn.EnsureConnected());
+      CHECK_MESSAGE(conn.error().find("certificate") != std::string::npos, conn.error());
+    }
+    klined::MysqlConn missing(options(tls_db, Mode::kVerifyCa, "/nonexistent/ca.pem"));
+    CHECK_FALSE(missing.EnsureConnected());
+    CHECK(missing.error() ==
+          "mysql.ssl_ca /nonexistent/ca.pem: cannot read: No such file or directory");
+    // The persistence worker over a verified TLS connection.
+    kt::RedisServer redis;
+    Shard shard(redis);
+    shard.Apply(MakeTrade(kSym, 1, "100", "1", kT0 + 5, false));
+    shard.Apply(MakeTrade(kSym, 2, "101", "1", kT0 + kMin + 5, false));
+    shard.Flush();
+    klined::PersistOptions po;
+    po.redis = RedisAt(redis);
+    po.mysql = options(tls_db, Mode::kVerifyIdentity, ca);
+    klined::PersistWorker worker(po);
+    const auto report = worker.RunOnce();
+    REQUIRE_MESSAGE(report.ok, report.error);
+    CHECK(report.upserted == 1);
+    CHECK(MysqlRows(tls_db, kSym).size() == 1);
+  }
+
+  SUBCASE("a server without TLS") {
+    for (Mode mode : {Mode::kDisabled, Mode::kPreferred}) {
+      CAPTURE(std::string(klined::TlsModeName(mode)));
+      klined::MysqlConn conn(options(plain_db, mode, ""));
+      REQUIRE_MESSAGE(conn.EnsureConnected(), conn.error());
+      CHECK(cipher(conn).empty());
+    }
+    for (Mode mode : {Mode::kRequired, Mode::kVerifyCa, Mode::kVerifyIdentity}) {
+      CAPTURE(std::string(klined::TlsModeName(mode)));
+      klined::MysqlConn conn(options(plain_db, mode, ca));
+      CHECK_FALSE(conn.EnsureConnected());
+      CHECK(!conn.error().empty());
+    }
+    klined::MysqlConn required(options(plain_db, Mode::kRequired, ""));
+    CHECK_FALSE(required.EnsureConnected());
+    CHECK(required.error() ==
+          "TLS required (mysql.ssl_mode required) but the server did not offer it");
+  }
+}
+
 TEST_CASE("persist bench" * doctest::skip(std::getenv("KLINED_PERSIST_BENCH") == nullptr)) {
   Servers s;
   const int symbols = 1000, minutes = 100;  // 100,000 candles
@@ -543,7 +835,7 @@ TEST_CASE("persist bench" * doctest::skip(std::getenv("KLINED_PERSIST_BENCH") ==
   REQUIRE(table.EnsureSchema());
   for (std::string phase : {"insert", "update"}) {
     auto t0 = std::chrono::steady_clock::now();
-    REQUIRE(table.Upsert(candles));
+    REQUIRE(table.Upsert(candles) == klined::WriteStatus::kOk);
     const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     MESSAGE("KlineTable::Upsert (" << phase << ", batch 500): " << candles.size() << " rows in "
                                    << sec << " s = " << candles.size() / sec << " rows/s");

@@ -153,9 +153,34 @@ std::vector<Row> RunQuery(MYSQL* conn, const std::string& sql) {
   return rows;
 }
 
+void MakeTestCertificates(const std::filesystem::path& dir) {
+  auto run = [&](const std::string& name, std::vector<std::string> args) {
+    Subprocess p("openssl", std::move(args),
+                 SubprocessOptions{.log_dir = dir, .name = name, .env = {}, .cwd = dir});
+    auto st = p.Wait(std::chrono::seconds(60));
+    if (!st || !st->Exited() || st->Code() != 0) {
+      throw std::runtime_error("openssl " + name + " failed:\n" + p.OutputTail());
+    }
+  };
+  WriteFile(dir / "server.ext", "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
+  run("openssl-ca", {"req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
+                     "ca.pem", "-days", "2", "-subj", "/CN=klined test CA"});
+  run("openssl-csr", {"req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out",
+                      "server.csr", "-subj", "/CN=localhost"});
+  run("openssl-sign",
+      {"x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+       "-out", "server.pem", "-days", "2", "-extfile", "server.ext"});
+}
+
 MariaDbServer::MariaDbServer(MariaDbOptions options) : options_(std::move(options)) {
   std::filesystem::copy(TemplateDatadir() / "data", dir_ / "data",
                         std::filesystem::copy_options::recursive);
+  if (options_.tls) {
+    MakeTestCertificates(dir_.path());
+    options_.extra_args.push_back("--ssl-ca=" + (dir_ / "ca.pem").string());
+    options_.extra_args.push_back("--ssl-cert=" + (dir_ / "server.pem").string());
+    options_.extra_args.push_back("--ssl-key=" + (dir_ / "server.key").string());
+  }
   for (int attempt = 0; attempt < 4; ++attempt) {
     port_ = FreePort();
     if (TryStart(kStartTimeout)) return;

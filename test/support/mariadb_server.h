@@ -31,9 +31,17 @@ using Row = std::vector<std::string>;  // SQL NULL reads as "NULL"
 // every result set in order. Throws std::runtime_error with the server's message.
 std::vector<Row> RunQuery(MYSQL* conn, const std::string& sql);
 
+// Writes a test CA (ca.pem, ca.key) and a server certificate it signed (server.pem,
+// server.key; CN localhost, subjectAltName IP:127.0.0.1 and DNS:localhost) into `dir`, with
+// the openssl command line tool. Throws if openssl fails.
+void MakeTestCertificates(const std::filesystem::path& dir);
+
 struct MariaDbOptions {
   // Extra mariadbd arguments, e.g. "--max-connections=20".
   std::vector<std::string> extra_args;
+  // TLS: certificates made by MakeTestCertificates in the server's dir, passed as --ssl-ca,
+  // --ssl-cert and --ssl-key (clients may then use TLS; nothing requires it).
+  bool tls = false;
 };
 
 class MariaDbServer {
@@ -53,6 +61,8 @@ class MariaDbServer {
   std::string password() const { return kPassword; }
   std::string database() const { return kDatabase; }
   const std::filesystem::path& dir() const { return dir_.path(); }
+  // The CA that signed the server's certificate (tls only).
+  std::filesystem::path ca() const { return dir_ / "ca.pem"; }
 
   // A new connection as `klined` over TCP to database `klined`.
   MysqlConnection Connect() const;

@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "base/log.h"
+#include "io/kafka/kafka_conf.h"
 #include "shard/router.h"
 
 namespace klined {
@@ -80,12 +81,8 @@ bool TradeConsumer::Start(std::string* error) {
     return false;
   }
 
-  rd_kafka_conf_t* pconf = rd_kafka_conf_new();
-  if (!SetConf(pconf, "bootstrap.servers", options_.brokers, error) ||
-      !SetConf(pconf, "linger.ms", "20", error)) {
-    rd_kafka_conf_destroy(pconf);
-    return false;
-  }
+  rd_kafka_conf_t* pconf = NewDeadLetterConf(options_.brokers, options_.properties, error);
+  if (pconf == nullptr) return false;
   dlq_ = rd_kafka_new(RD_KAFKA_PRODUCER, pconf, err, sizeof err);
   if (dlq_ == nullptr) {
     *error = std::string("kafka dead-letter producer: ") + err;
@@ -363,7 +360,15 @@ void TradeConsumer::Run(const std::atomic<bool>& stop, const std::atomic<int64_t
   }
   if (all_open) {
     EndRound();
-    if (WaitFlushed(round_, nullptr, deadline_ms.load())) {
+    // The control thread sets the deadline after it noticed the stop, which may be after this
+    // thread did: re-read it while waiting (a deadline read once could still be INT64_MAX).
+    bool flushed = false;
+    for (;;) {
+      const int64_t deadline = deadline_ms.load();
+      flushed = WaitFlushed(round_, nullptr, std::min(deadline, MonotonicMs() + kConsumeTimeoutMs));
+      if (flushed || MonotonicMs() >= deadline_ms.load()) break;
+    }
+    if (flushed) {
       DeadLetterRefused();
       Commit(round_, /*sync=*/true);
       LOG(kInfo, "drain.committed", "round=" << round_);

@@ -79,7 +79,33 @@ KlineTable::KlineTable(MysqlConn* conn, size_t batch_rows, UtcOffset tz)
     : conn_(conn), batch_rows_(std::max<size_t>(batch_rows, 1)), tz_(tz) {}
 
 bool KlineTable::EnsureSchema() {
-  return conn_->Query(kCreateKlineTable) && conn_->Query(kCreateLateAppliedTable);
+  return conn_->Query(kCreateKlineTable) && conn_->Query(kCreateLateAppliedTable) &&
+         conn_->Query(kCreateFenceTable);
+}
+
+bool KlineTable::RaiseFence(int64_t epoch) {
+  sql_.assign("INSERT INTO kline_fence (id,epoch) VALUES (1,");
+  AppendInt(epoch, &sql_);
+  sql_.append(") ON DUPLICATE KEY UPDATE epoch=GREATEST(epoch,VALUES(epoch))");
+  if (!conn_->Query(sql_)) return false;
+  epoch_ = epoch;
+  return true;
+}
+
+WriteStatus KlineTable::CheckFence() {
+  // A locking read sees the latest committed epoch (not the transaction's snapshot), and its
+  // shared lock makes a raise wait for this transaction: once a newer worker's raise has
+  // committed, no transaction of ours that checked before it is still open.
+  if (!conn_->Query("SELECT epoch FROM kline_fence WHERE id=1 LOCK IN SHARE MODE")) {
+    return WriteStatus::kFailed;
+  }
+  MysqlResult res = conn_->StoreResult();
+  if (res == nullptr) return WriteStatus::kFailed;
+  int64_t stored = 0;  // no row: no worker raised it yet
+  if (MYSQL_ROW row = mysql_fetch_row(res.get())) {
+    if (!ParseInt(row[0], mysql_fetch_lengths(res.get())[0], &stored)) return WriteStatus::kFailed;
+  }
+  return stored > epoch_ ? WriteStatus::kFenced : WriteStatus::kOk;
 }
 
 void KlineTable::AppendRow(std::string_view symbol, const Candle& c, std::string* sql) {
@@ -104,9 +130,14 @@ void KlineTable::AppendRow(std::string_view symbol, const Candle& c, std::string
   sql->push_back(')');
 }
 
-bool KlineTable::Upsert(std::span<const StoredCandle> candles, size_t* batches) {
+WriteStatus KlineTable::Upsert(std::span<const StoredCandle> candles, size_t* batches) {
   for (size_t start = 0; start < candles.size(); start += batch_rows_) {
     const size_t end = std::min(candles.size(), start + batch_rows_);
+    if (!conn_->Begin()) return WriteStatus::kFailed;
+    if (const WriteStatus fence = CheckFence(); fence != WriteStatus::kOk) {
+      conn_->Rollback();
+      return fence;
+    }
     sql_.clear();
     sql_.reserve(kInsertHead.size() + kInsertTail.size() + (end - start) * kRowSqlBytes);
     sql_.append(kInsertHead);
@@ -115,10 +146,13 @@ bool KlineTable::Upsert(std::span<const StoredCandle> candles, size_t* batches) 
       AppendRow(candles[i].symbol, candles[i].candle, &sql_);
     }
     sql_.append(kInsertTail);
-    if (!conn_->Query(sql_)) return false;
+    if (!conn_->Query(sql_) || !conn_->Commit()) {
+      conn_->Rollback();
+      return WriteStatus::kFailed;
+    }
     if (batches != nullptr) ++*batches;
   }
-  return true;
+  return WriteStatus::kOk;
 }
 
 bool KlineTable::UpsertRows(std::span<const Candle> rows, std::string_view symbol) {
@@ -181,6 +215,9 @@ LateResult KlineTable::ApplyLateTrade(std::string_view symbol, Interval iv, int6
     return result;
   };
   if (!conn_->Begin()) return fail(LateOutcome::kFailed);
+  if (const WriteStatus fence = CheckFence(); fence != WriteStatus::kOk) {
+    return fail(fence == WriteStatus::kFenced ? LateOutcome::kFenced : LateOutcome::kFailed);
+  }
 
   // Lock the row (or, when missing, the gap where it goes) for the whole merge.
   sql_.assign(kSelectColumns);

@@ -5,14 +5,21 @@
 // canonical Decimal text written as unquoted exact-value literals, which DECIMAL(38,18)
 // stores exactly; they come back as DECIMAL text ("1.500000000000000000") parsed by
 // ParseStoredDecimal. No double ever touches a price or a volume.
-// Upserts are multi-row `INSERT ... ON DUPLICATE KEY UPDATE` of at most batch_rows rows; each
-// statement runs under autocommit, so each batch is one transaction. An upsert writes
+// Upserts are multi-row `INSERT ... ON DUPLICATE KEY UPDATE` of at most batch_rows rows, one
+// transaction per batch. An upsert writes
 // absolute values, so repeating one (after a crash) is harmless; and it replaces a stored row
 // only with a version holding at least as many trades (a candle only gains trades), so a
 // stale version written late (two lease holders overlapping) cannot undo a newer one.
 // A late trade whose bucket is no longer in Redis is merged here (ApplyLateTrade): one
 // transaction that records the trade in `kline_late_applied` (primary key = the trade), so a
 // retry after a crash between COMMIT and the Redis cleanup counts it once.
+// Fencing: a worker writes on behalf of the lease holder, and an ex-holder that was paused may
+// still finish a batch after a newer holder started (its upserts of empty candles with a
+// re-carried close would win: they hold no more trades than the newer version). So every
+// write transaction first reads the one row of `kline_fence` (the highest lease epoch of a
+// worker that became active) with a shared lock and writes nothing if it is above the
+// table's epoch; a worker that becomes active raises it to its own epoch first (RaiseFence,
+// never lowering it), which waits for the older epoch's open transactions.
 #pragma once
 
 #include <cstddef>
@@ -55,11 +62,25 @@ inline constexpr const char kCreateLateAppliedTable[] =
   PRIMARY KEY (symbol, `interval`, open_time, trade_id)
 ) ENGINE=InnoDB)SQL";
 
+// klined's fencing epoch (its own table): one row, the highest lease epoch of a persistence
+// worker that became active. See KlineTable.
+inline constexpr const char kCreateFenceTable[] = R"SQL(CREATE TABLE IF NOT EXISTS kline_fence (
+  id TINYINT NOT NULL PRIMARY KEY, epoch BIGINT NOT NULL
+) ENGINE=InnoDB)SQL";
+
+// How a write transaction ended.
+enum class WriteStatus : uint8_t {
+  kOk,      // committed
+  kFenced,  // kline_fence holds a higher epoch than ours: nothing written, stop writing
+  kFailed,  // MySQL error: nothing (more) written, retry later
+};
+
 enum class LateOutcome : uint8_t {
   kApplied,     // merged and committed
   kDuplicate,   // kline_late_applied already had the trade: nothing changed
   kOutOfRange,  // the merged candle would pass 20 integer digits: nothing changed
   kFailed,      // MySQL error: nothing changed, retry later
+  kFenced,      // a newer lease holder raised kline_fence: nothing changed, stop
 };
 
 struct LateResult {
@@ -78,13 +99,24 @@ class KlineTable {
   // tz aligns the buckets of empty candles created by the late path.
   KlineTable(MysqlConn* conn, size_t batch_rows, UtcOffset tz);
 
-  // Creates `kline` (the contract's exact statement) and `kline_late_applied` if missing.
+  // Creates `kline` (the contract's exact statement), `kline_late_applied` and `kline_fence`
+  // if missing.
   [[nodiscard]] bool EnsureSchema();
 
-  // Upserts every candle, batch_rows per statement (one transaction each). False at the first
-  // failing batch: batches before it are committed (harmless: upserts are absolute), the rest
-  // are not. *batches (if given) counts the statements committed.
-  [[nodiscard]] bool Upsert(std::span<const StoredCandle> candles, size_t* batches = nullptr);
+  // The lease epoch this table writes under (0 = none: only while no worker ever raised the
+  // fence). Every write transaction is refused once kline_fence holds a higher one.
+  void set_fence_epoch(int64_t epoch) { epoch_ = epoch; }
+  int64_t fence_epoch() const { return epoch_; }
+  // Raises kline_fence to `epoch` (never lowers it) and writes under it from now on. Called
+  // when a worker becomes active, before its first write.
+  [[nodiscard]] bool RaiseFence(int64_t epoch);
+
+  // Upserts every candle, batch_rows per statement, each statement in a transaction of its
+  // own that first checks the fence. Stops at the first batch that is not kOk and returns its
+  // status: batches before it are committed (harmless: upserts are absolute), the rest are
+  // not. *batches (if given) counts the statements committed.
+  [[nodiscard]] WriteStatus Upsert(std::span<const StoredCandle> candles,
+                                   size_t* batches = nullptr);
 
   // The stored candle, or nullopt when there is no such row or on an error (*ok, if given,
   // says which).
@@ -118,9 +150,14 @@ class KlineTable {
   bool NextOpen(std::string_view symbol, Interval iv, int64_t open_time, bool traded,
                 std::optional<int64_t>* out);
 
+  // Inside a transaction: reads kline_fence with a shared lock (held to COMMIT). kOk when its
+  // epoch is at most ours.
+  WriteStatus CheckFence();
+
   MysqlConn* conn_;
   size_t batch_rows_;
   UtcOffset tz_;
+  int64_t epoch_ = 0;
   std::string sql_;  // scratch, reused
 };
 

@@ -5,6 +5,10 @@
 #include <mutex>
 
 #include <errmsg.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 namespace klined {
 namespace {
@@ -20,6 +24,22 @@ void InitLibrary() {
 }
 
 }  // namespace
+
+const char* TlsModeName(MysqlTlsMode mode) {
+  switch (mode) {
+    case MysqlTlsMode::kDisabled:
+      return "disabled";
+    case MysqlTlsMode::kPreferred:
+      return "preferred";
+    case MysqlTlsMode::kRequired:
+      return "required";
+    case MysqlTlsMode::kVerifyCa:
+      return "verify_ca";
+    case MysqlTlsMode::kVerifyIdentity:
+      return "verify_identity";
+  }
+  return "?";
+}
 
 MysqlConn::MysqlConn(MysqlOptions options) : options_(std::move(options)) {}
 
@@ -51,6 +71,13 @@ bool MysqlConn::Connect() {
   mysql_optionsv(m, MYSQL_OPT_WRITE_TIMEOUT, &write_s);
   mysql_optionsv(m, MYSQL_OPT_RECONNECT, &no_reconnect);
   mysql_optionsv(m, MYSQL_SET_CHARSET_NAME, "utf8mb4");
+  if (const std::string why = ApplyTls(m); !why.empty()) {
+    error_ = why;
+    errno_ = CR_SSL_CONNECTION_ERROR;
+    errors_.Add();
+    mysql_close(m);
+    return false;
+  }
   const bool tcp = options_.unix_socket.empty();
   if (mysql_real_connect(m, tcp ? options_.host.c_str() : nullptr, options_.user.c_str(),
                          options_.password.c_str(), options_.database.c_str(),
@@ -62,8 +89,32 @@ bool MysqlConn::Connect() {
     mysql_close(m);
     return false;
   }
+  if (options_.tls >= MysqlTlsMode::kRequired && mysql_get_ssl_cipher(m) == nullptr) {
+    error_ = std::string("TLS required (mysql.ssl_mode ") + TlsModeName(options_.tls) +
+             ") but the server did not offer it";
+    errno_ = CR_SSL_CONNECTION_ERROR;
+    errors_.Add();
+    mysql_close(m);
+    return false;
+  }
   conn_ = m;
   return true;
+}
+
+std::string MysqlConn::ApplyTls(MYSQL* m) const {
+  if (options_.tls == MysqlTlsMode::kDisabled) return "";
+  if (!options_.tls_ca.empty() && access(options_.tls_ca.c_str(), R_OK) != 0) {
+    return "mysql.ssl_ca " + options_.tls_ca + ": cannot read: " + std::strerror(errno);
+  }
+  // MYSQL_OPT_SSL_ENFORCE only asks for TLS (Connector/C's use_ssl); Connect checks the result.
+  const my_bool on = 1;
+  const my_bool verify_identity = options_.tls == MysqlTlsMode::kVerifyIdentity;
+  mysql_optionsv(m, MYSQL_OPT_SSL_ENFORCE, &on);
+  // With a CA set, Connector/C verifies the certificate chain (OpenSSL SSL_VERIFY_PEER);
+  // VERIFY_SERVER_CERT adds the host name check.
+  mysql_optionsv(m, MYSQL_OPT_SSL_VERIFY_SERVER_CERT, &verify_identity);
+  if (!options_.tls_ca.empty()) mysql_optionsv(m, MYSQL_OPT_SSL_CA, options_.tls_ca.c_str());
+  return "";
 }
 
 bool MysqlConn::Query(std::string_view sql) {

@@ -8,8 +8,8 @@
 // backoff (100 ms doubling to 5 s), like RedisConn. Server-side errors (duplicate key,
 // deadlock, ...) keep the connection: the caller decides (ROLLBACK, retry later).
 // Connector/C's own auto-reconnect is off: a silent reconnect inside a transaction would
-// split it. The session runs utf8mb4 with autocommit on; callers open transactions
-// explicitly with Begin()/Commit()/Rollback().
+// split it. TLS follows MysqlOptions::tls (see MysqlTlsMode). The session runs utf8mb4 with
+// autocommit on; callers open transactions explicitly with Begin()/Commit()/Rollback().
 #pragma once
 
 #include <mysql.h>
@@ -25,6 +25,17 @@
 
 namespace klined {
 
+// TLS to the server, as MySQL's client --ssl-mode. Connector/C alone enforces only the
+// verify steps: it falls back to a clear connection when the server offers no TLS, so from
+// kRequired on the connection is also checked for a cipher right after the handshake.
+enum class MysqlTlsMode : uint8_t {
+  kDisabled,        // no TLS (Connector/C's default)
+  kPreferred,       // TLS when the server offers it, else clear
+  kRequired,        // TLS or no connection; a tls_ca, if set, is verified too
+  kVerifyCa,        // and the server's certificate chains to tls_ca
+  kVerifyIdentity,  // and its name matches host (tls_ca, or the system's CAs)
+};
+
 struct MysqlOptions {
   std::string host = "127.0.0.1";
   int port = 3306;
@@ -35,7 +46,12 @@ struct MysqlOptions {
   int connect_timeout_s = 2;
   int read_timeout_s = 30;  // a 500-row upsert takes milliseconds; this bounds a hang
   int write_timeout_s = 30;
+  MysqlTlsMode tls = MysqlTlsMode::kDisabled;
+  std::string tls_ca;  // CA file (PEM); empty = none
 };
+
+// "disabled", "preferred", ... (the config's spelling).
+const char* TlsModeName(MysqlTlsMode mode);
 
 struct MysqlResultFree {
   void operator()(MYSQL_RES* r) const { mysql_free_result(r); }
@@ -82,6 +98,8 @@ class MysqlConn {
 
  private:
   bool Connect();
+  // Sets the TLS options on a handle before connecting; "" or why they cannot be honoured.
+  std::string ApplyTls(MYSQL* m) const;
   void Fail();  // records mysql_error/mysql_errno, counts, drops the connection on CR_*
 
   MysqlOptions options_;

@@ -57,10 +57,11 @@ bool RedisConn::Connect() {
   }
   redisSetTimeout(ctx_, ToTimeval(options_.command_timeout_ms));
   redisEnableKeepAlive(ctx_);
-  if (!options_.password.empty()) {
-    RedisReply r = Command({"AUTH", options_.password});
+  if (!options_.user.empty() || !options_.password.empty()) {
+    RedisReply r = options_.user.empty() ? Command({"AUTH", options_.password})
+                                         : Command({"AUTH", options_.user, options_.password});
     if (r == nullptr || r->type == REDIS_REPLY_ERROR) {
-      if (r != nullptr) Disconnect(std::string("AUTH failed: ") + r->str);
+      if (r != nullptr) Disconnect(std::string("AUTH failed: ") + std::string(r->str, r->len));
       return false;
     }
   }

@@ -4,7 +4,8 @@
 // Blocking hiredis with connect and command timeouts; callers pipeline by appending many
 // commands and then reading every reply. A failed call drops the connection; the next
 // EnsureConnected() reconnects after an exponential backoff (100 ms doubling to 5 s), runs
-// AUTH, and loads the registered Lua scripts so EVALSHA can be used right away. A NOSCRIPT
+// AUTH (with the ACL user when one is set; error() then quotes Redis's reply, never the
+// password), and loads the registered Lua scripts so EVALSHA can be used right away. A NOSCRIPT
 // reply (Redis restarted or SCRIPT FLUSH) is handled by the caller calling ReloadScripts()
 // and retrying: every klined write is absolute, so a retry is harmless.
 #pragma once
@@ -33,6 +34,9 @@ struct RedisOptions {
   std::string password;
   int connect_timeout_ms = 1000;
   int command_timeout_ms = 5000;
+  // ACL user: AUTH user password. Empty: AUTH password (the default user), only if a password
+  // is set.
+  std::string user;
 };
 
 class RedisConn {

@@ -40,6 +40,7 @@ Commands:
   symbols                               every symbol klined has seen (PREFIX:symbols)
 Options:
   --redis ADDR            host:port or unix:/path (default 127.0.0.1:6379)
+  --redis-user USER       Redis ACL user (AUTH USER PW), or $KLINED_REDIS_USER
   --redis-password PW     or $KLINED_REDIS_PASSWORD
   --prefix P              redis.key_prefix (default kline)
   --ticker-prefix P       redis.ticker_prefix (default ticker)
@@ -53,6 +54,7 @@ Exit status: 0 ok, 1 not found, 2 usage or connection error.
 
 struct Options {
   std::string redis = "127.0.0.1:6379";
+  std::string redis_user;
   std::string redis_password;
   std::string prefix = "kline";
   std::string ticker_prefix = "ticker";
@@ -67,6 +69,7 @@ struct Options {
 Options ParseArgs(int argc, char** argv) {
   Options o;
   if (const char* pw = std::getenv("KLINED_REDIS_PASSWORD")) o.redis_password = pw;
+  if (const char* user = std::getenv("KLINED_REDIS_USER")) o.redis_user = user;
   klined::tools::ArgWalker args("klinectl", argc, argv);
   while (args.Next()) {
     const std::string& arg = args.name();
@@ -76,6 +79,8 @@ Options ParseArgs(int argc, char** argv) {
       std::exit(0);
     } else if (arg == "--redis") {
       o.redis = next();
+    } else if (arg == "--redis-user") {
+      o.redis_user = next();
     } else if (arg == "--redis-password") {
       o.redis_password = next();
     } else if (arg == "--prefix") {
@@ -126,7 +131,10 @@ class Redis {
       return;
     }
     redisSetTimeout(ctx_, timeout);
-    if (!o.redis_password.empty()) {
+    if (!o.redis_user.empty()) {
+      Reply r = Command({"AUTH", o.redis_user, o.redis_password});
+      if (r == nullptr) return;
+    } else if (!o.redis_password.empty()) {
       Reply r = Command({"AUTH", o.redis_password});
       if (r == nullptr) return;
     }

@@ -112,6 +112,7 @@ kafka:
   batch_size: 500
 redis:
   address: unix:/run/redis.sock
+  user: klined-app
   password: rpw
   key_prefix: k
   ticker_prefix: t24
@@ -125,6 +126,8 @@ mysql:
   database: market_data
   persist_interval_ms: 1000
   batch_rows: 2000
+  ssl_mode: verify_ca
+  ssl_ca: /etc/klined/mysql-ca.pem
 intervals:
   - 1s
   - 1M
@@ -162,6 +165,7 @@ limits:
                                                                  {"session.timeout.ms", "10000"}});
   CHECK(c.kafka.batch_size == 500);
   CHECK(c.redis.address == "unix:/run/redis.sock");
+  CHECK(c.redis.user == "klined-app");
   CHECK(c.redis.password == "rpw");
   CHECK(c.redis.key_prefix == "k");
   CHECK(c.redis.ticker_prefix == "t24");
@@ -174,6 +178,8 @@ limits:
   CHECK(c.mysql.database == "market_data");
   CHECK(c.mysql.persist_interval_ms == 1000);
   CHECK(c.mysql.batch_rows == 2000);
+  CHECK(c.mysql.ssl_mode == MysqlSslMode::kVerifyCa);
+  CHECK(c.mysql.ssl_ca == "/etc/klined/mysql-ca.pem");
   CHECK(c.intervals == Ivs({Interval::k1s, Interval::k1m, Interval::k1M}));  // canonical order
   CHECK(c.time_zone == UtcOffset{-(5 * 60 + 30) * 60000});
   CHECK(c.flush_interval_ms == 100);
@@ -267,8 +273,31 @@ TEST_CASE("config: errors name the key and the position") {
           "list");
     CHECK(ErrorOf("kafka:\n  properties:\n    group.id: x\n") ==
           "t.yaml:3:5: kafka.properties.group.id: set by klined from kafka.group");
+    // The rebalance callback speaks the eager protocol (assign/unassign), not the incremental
+    // one cooperative-sticky needs.
+    const std::string cooperative =
+        "kafka.properties.partition.assignment.strategy: cooperative-sticky needs the "
+        "incremental rebalance protocol, which klined does not implement (its rebalance "
+        "callback assigns and revokes whole assignments); use range and/or roundrobin";
+    CHECK(ErrorOf("kafka:\n  properties:\n    partition.assignment.strategy: "
+                  "cooperative-sticky\n") == "t.yaml:3:36: " + cooperative);
+    CHECK(ErrorOf("kafka:\n  properties:\n    partition.assignment.strategy: \"range, "
+                  "Cooperative-Sticky\"\n") == "t.yaml:3:36: " + cooperative);
+    CHECK(Load("kafka:\n  properties:\n    partition.assignment.strategy: roundrobin,range\n")
+              .kafka.properties.at("partition.assignment.strategy") == "roundrobin,range");
   }
   SUBCASE("rules across keys") {
+    CHECK(ErrorOf("mysql:\n  ssl_mode: verify_ca\n") ==
+          "t.yaml:2:13: mysql.ssl_mode: verify_ca needs mysql.ssl_ca (the CA file the server's "
+          "certificate must chain to)");
+    CHECK(ErrorOf("mysql:\n  ssl_ca: /ca.pem\n") ==
+          "t.yaml:2:11: mysql.ssl_ca: is set but mysql.ssl_mode is disabled (no TLS): set "
+          "mysql.ssl_mode too");
+    CHECK(ErrorOf("mysql:\n  ssl_mode: on\n") ==
+          "t.yaml:2:13: mysql.ssl_mode: \"on\" is not one of "
+          "disabled|preferred|required|verify_ca|verify_identity");
+    CHECK(Load("mysql:\n  ssl_mode: verify_identity\n").mysql.ssl_mode ==
+          MysqlSslMode::kVerifyIdentity);
     CHECK(ErrorOf("kafka:\n  dead_letter_topic: trades\n") ==
           "t.yaml:2:22: kafka.dead_letter_topic: must differ from kafka.topic (rejected messages "
           "would be consumed again)");
@@ -295,10 +324,13 @@ TEST_CASE("config: environment variables override the passwords") {
   CHECK(from_file.redis.password == "file-r");
   CHECK(from_file.mysql.password == "file-m");
 
-  Config overridden =
-      Load(yaml, FakeEnv({{"KLINED_MYSQL_PASSWORD", "env-m"}, {"KLINED_REDIS_PASSWORD", "env-r"}}));
+  Config overridden = Load(yaml, FakeEnv({{"KLINED_MYSQL_PASSWORD", "env-m"},
+                                          {"KLINED_REDIS_PASSWORD", "env-r"},
+                                          {"KLINED_REDIS_USER", "env-u"}}));
   CHECK(overridden.redis.password == "env-r");
   CHECK(overridden.mysql.password == "env-m");
+  CHECK(overridden.redis.user == "env-u");
+  CHECK(Load(yaml, NoEnv()).redis.user.empty());
 
   // Set but empty does not override; unset leaves the file's value.
   Config partial = Load(yaml, FakeEnv({{"KLINED_MYSQL_PASSWORD", ""}}));
@@ -457,8 +489,9 @@ TEST_CASE("config: the key table is consistent") {
     CHECK(!key.help.empty());
     CHECK(!key.type.empty());
     CHECK(!key.default_value.empty());
-    // Only secrets come from the environment.
-    CHECK((key.env.empty() || key.path.ends_with(".password")));
+    // Only secrets (and the Redis ACL user that goes with its password) come from the
+    // environment.
+    CHECK((key.env.empty() || key.path.ends_with(".password") || key.path == "redis.user"));
   }
   // The keys CONTRACT.md section 7 names, spelled exactly so.
   for (std::string_view contract_key : {"kafka.brokers",       "kafka.topic",
