@@ -265,19 +265,6 @@ return 1
   return rate;
 }
 
-double MetricSum(const std::string& text, const std::string& name) {
-  double sum = 0;
-  size_t pos = 0;
-  while ((pos = text.find("\n" + name, pos)) != std::string::npos) {
-    pos += 1;
-    const size_t nl = text.find('\n', pos);
-    const std::string line = text.substr(pos, nl - pos);
-    const char next = line.size() > name.size() ? line[name.size()] : '\0';
-    if (next == ' ' || next == '{') sum += std::atof(line.substr(line.rfind(' ') + 1).c_str());
-  }
-  return sum;
-}
-
 // A field of /proc/PID/status ("VmHWM" -> "123456 kB"), "?" when absent.
 std::string ProcStatus(pid_t pid, const std::string& field) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
@@ -420,7 +407,7 @@ int main(int argc, char** argv) {
   redisContext* rc = redisConnect("127.0.0.1", redis.port());
   Clock::time_point first{};
   while (Clock::now() < Clock::time_point::max()) {
-    if (MetricSum(Scrape(metrics_port), "klined_kafka_messages_total") > 0) {
+    if (kt::MetricSum(Scrape(metrics_port), "klined_kafka_messages_total") > 0) {
       first = Clock::now();
       break;
     }
@@ -435,7 +422,7 @@ int main(int argc, char** argv) {
   // two cores (10,000 GETs per poll at 10k symbols), so first wait, on klined's cheap
   // counter, until every trade is applied in memory; only then poll Redis, until every
   // trade is there.
-  while (MetricSum(Scrape(metrics_port), "klined_trades_applied_total") < o.trades &&
+  while (kt::MetricSum(Scrape(metrics_port), "klined_trades_applied_total") < o.trades &&
          Clock::now() < deadline && klined.Running()) {
     std::this_thread::sleep_for(milliseconds(20));
   }
@@ -444,8 +431,8 @@ int main(int argc, char** argv) {
   }
   const double catchup = Secs(Clock::now() - first);
   const std::string metrics = Scrape(metrics_port);
-  const double calls = MetricSum(metrics, "klined_flushed_symbols_total");
-  const double applied = MetricSum(metrics, "klined_trades_applied_total");
+  const double calls = kt::MetricSum(metrics, "klined_flushed_symbols_total");
+  const double applied = kt::MetricSum(metrics, "klined_trades_applied_total");
 
   std::printf(
       "\n| catch-up of %lld trades | seconds | trades/s | vs ceiling |\n|---|---|---|---|\n",
@@ -467,7 +454,7 @@ int main(int argc, char** argv) {
     freeReplyObject(info);
   }
   std::printf("consumer waits for a free shard batch (back-pressure): %.0f\n",
-              MetricSum(metrics, "klined_backpressure_waits_total"));
+              kt::MetricSum(metrics, "klined_backpressure_waits_total"));
   std::printf("klined memory after the catch-up: peak RSS %s, RSS %s\n",
               ProcStatus(klined.pid(), "VmHWM").c_str(), ProcStatus(klined.pid(), "VmRSS").c_str());
 

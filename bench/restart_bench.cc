@@ -14,8 +14,8 @@
 #include <hiredis/hiredis.h>
 #include <librdkafka/rdkafka.h>
 
-#include <csignal>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -63,19 +63,6 @@ std::string SymbolName(int i) {
   return b;
 }
 
-double MetricSum(const std::string& text, const std::string& name) {
-  double sum = 0;
-  size_t pos = 0;
-  while ((pos = text.find("\n" + name, pos)) != std::string::npos) {
-    pos += 1;
-    const size_t nl = text.find('\n', pos);
-    const std::string line = text.substr(pos, nl - pos);
-    const char next = line.size() > name.size() ? line[name.size()] : '\0';
-    if (next == ' ' || next == '{') sum += std::atof(line.substr(line.rfind(' ') + 1).c_str());
-  }
-  return sum;
-}
-
 std::string Scrape(int port) {
   try {
     return "\n" + kt::HttpGet(port, "/metrics");
@@ -109,9 +96,9 @@ void Check(redisContext* rc, const char* what) {
 // minutes (a few per minute), applied to a SymbolSeries and written the way a flush would
 // (current candles, closed 1m candles, watermarks, the ticker state when `ticker_state`).
 void Populate(const kt::RedisServer& redis, const Options& o, bool with_history) {
-  const klined::SeriesLayout layout{std::vector<klined::Interval>(klined::kAllIntervals.begin() + 1,
-                                                                  klined::kAllIntervals.end()),
-                                    {}};
+  const klined::SeriesLayout layout{
+      std::vector<klined::Interval>(klined::kAllIntervals.begin() + 1, klined::kAllIntervals.end()),
+      {}};
   redisContext* rc = redisConnect("127.0.0.1", redis.port());
   Check(rc, "connect");
   const int64_t now = WallMs();
@@ -217,15 +204,15 @@ Timing TimeRestart(const kt::RedisServer& redis, const kt::MariaDbServer& mysql,
   }
   const int metrics_port = kt::FreePort();
   const auto config = dir / (name + ".yaml");
-  kt::WriteFile(config, "kafka:\n  brokers: \"" + broker.bootstrap() +
-                            "\"\n  group: restart\n  properties:\n    session.timeout.ms: \"6000\"\n"
-                            "    heartbeat.interval.ms: \"500\"\nredis:\n  address: \"" +
-                            redis.address() + "\"\nmysql:\n  port: " +
-                            std::to_string(mysql.port()) + "\n  user: " + mysql.user() +
-                            "\n  password: \"" + mysql.password() + "\"\n  database: " +
-                            mysql.database() + "\nshards: " + std::to_string(o.shards) +
-                            "\nmetrics:\n  listen: \"127.0.0.1:" + std::to_string(metrics_port) +
-                            "\"\nlog:\n  level: warn\n");
+  kt::WriteFile(
+      config, "kafka:\n  brokers: \"" + broker.bootstrap() +
+                  "\"\n  group: restart\n  properties:\n    session.timeout.ms: \"6000\"\n"
+                  "    heartbeat.interval.ms: \"500\"\nredis:\n  address: \"" +
+                  redis.address() + "\"\nmysql:\n  port: " + std::to_string(mysql.port()) +
+                  "\n  user: " + mysql.user() + "\n  password: \"" + mysql.password() +
+                  "\"\n  database: " + mysql.database() + "\nshards: " + std::to_string(o.shards) +
+                  "\nmetrics:\n  listen: \"127.0.0.1:" + std::to_string(metrics_port) +
+                  "\"\nlog:\n  level: warn\n");
   const char* build = std::getenv("KLINED_BUILD");
   const double cpu_before = RedisCpu(redis);
   const auto spawned = Clock::now();
@@ -237,24 +224,24 @@ Timing TimeRestart(const kt::RedisServer& redis, const kt::MariaDbServer& mysql,
   // KLINED_BENCH_PERF=<run name>: perf record klined during that run (perf.<name>.data).
   std::optional<kt::Subprocess> perf;
   if (const char* p = std::getenv("KLINED_BENCH_PERF"); p != nullptr && name == p) {
-    perf.emplace("perf",
-                 std::vector<std::string>{"record", "-F", "999", "-a", "-g", "-o",
-                                          "perf." + name + ".data"},
-                 kt::SubprocessOptions{.log_dir = dir.path(), .name = "perf", .env = {}, .cwd = {}});
+    perf.emplace(
+        "perf",
+        std::vector<std::string>{"record", "-F", "999", "-a", "-g", "-o", "perf." + name + ".data"},
+        kt::SubprocessOptions{.log_dir = dir.path(), .name = "perf", .env = {}, .cwd = {}});
   }
   double last_print = 0;
   std::optional<Clock::time_point> first;
   while (true) {
     const std::string m = Scrape(metrics_port);
-    if (!first && MetricSum(m, "klined_kafka_messages_total") > 0) first = Clock::now();
-    if (MetricSum(m, "klined_trades_applied_total") >= o.symbols) break;
+    if (!first && kt::MetricSum(m, "klined_kafka_messages_total") > 0) first = Clock::now();
+    if (kt::MetricSum(m, "klined_trades_applied_total") >= o.symbols) break;
     const double t = std::chrono::duration<double>(Clock::now() - spawned).count();
     if (timeline && t - last_print >= 0.25) {
       last_print = t;
       std::printf("  %s t=%.2f ready=%.0f loads=%.0f applied=%.0f messages=%.0f\n", name.c_str(), t,
-                  MetricSum(m, "klined_ready"), MetricSum(m, "klined_symbol_loads_total"),
-                  MetricSum(m, "klined_trades_applied_total"),
-                  MetricSum(m, "klined_kafka_messages_total"));
+                  kt::MetricSum(m, "klined_ready"), kt::MetricSum(m, "klined_symbol_loads_total"),
+                  kt::MetricSum(m, "klined_trades_applied_total"),
+                  kt::MetricSum(m, "klined_kafka_messages_total"));
     }
     if (!klined.Running() || Clock::now() > deadline) {
       std::fprintf(stderr, "%s: klined did not apply every trade:\n%s\n", name.c_str(),
@@ -277,15 +264,15 @@ Timing TimeRestart(const kt::RedisServer& redis, const kt::MariaDbServer& mysql,
   for (int i = 0; i < o.symbols; ++i) {
     bool there = false;
     for (int attempt = 0; attempt < 500 && !there; ++attempt) {
-      auto* r = static_cast<redisReply*>(
-          redisCommand(rc, "GET kline:{%s}:wm", SymbolName(i).c_str()));
+      auto* r =
+          static_cast<redisReply*>(redisCommand(rc, "GET kline:{%s}:wm", SymbolName(i).c_str()));
       there = r != nullptr && r->type == REDIS_REPLY_STRING && std::to_string(id) == r->str;
       freeReplyObject(r);
       if (!there) std::this_thread::sleep_for(milliseconds(20));
     }
     if (!there) {
-      std::fprintf(stderr, "%s: %s's watermark is not %lld\n", name.c_str(),
-                   SymbolName(i).c_str(), static_cast<long long>(id));
+      std::fprintf(stderr, "%s: %s's watermark is not %lld\n", name.c_str(), SymbolName(i).c_str(),
+                   static_cast<long long>(id));
       std::exit(1);
     }
   }
@@ -310,8 +297,9 @@ int main(int argc, char** argv) {
     } else if (a == "--partitions") {
       o.partitions = v;
     } else {
-      std::fprintf(stderr, "usage: restart_bench [--symbols N] [--history H] [--shards K] "
-                           "[--partitions P]\n");
+      std::fprintf(stderr,
+                   "usage: restart_bench [--symbols N] [--history H] [--shards K] "
+                   "[--partitions P]\n");
       return 2;
     }
   }
@@ -329,8 +317,8 @@ int main(int argc, char** argv) {
     redisContext* c = redisConnect("127.0.0.1", redis.port());
     long long sum = 0;
     for (int i = 0; i < o.symbols; i += 97) {
-      auto* r = static_cast<redisReply*>(
-          redisCommand(c, "STRLEN kline:{%s}:tks", SymbolName(i).c_str()));
+      auto* r =
+          static_cast<redisReply*>(redisCommand(c, "STRLEN kline:{%s}:tks", SymbolName(i).c_str()));
       if (r != nullptr && r->type == REDIS_REPLY_INTEGER) sum += r->integer;
       freeReplyObject(r);
     }
@@ -359,17 +347,18 @@ int main(int argc, char** argv) {
   }
   redisFree(rc);
   const Timing baseline = TimeRestart(redis, mysql, broker, o, dir, "baseline", base_id + 3);
-  std::printf("until every symbol applied a new trade, from process start (from the first message "
-              "consumed):\n");
-  for (const auto& [label, t] : {std::pair{"history + ticker state", with_state},
-                                 std::pair{"history, no state", no_state},
-                                 std::pair{"baseline", baseline}}) {
+  std::printf(
+      "until every symbol applied a new trade, from process start (from the first message "
+      "consumed):\n");
+  for (const auto& [label, t] :
+       {std::pair{"history + ticker state", with_state}, std::pair{"history, no state", no_state},
+        std::pair{"baseline", baseline}}) {
     std::printf("  %-24s %6.2f s (%5.2f s), Redis CPU %.2f s\n", label, t.from_spawn, t.from_first,
                 t.redis_cpu);
   }
   std::printf("ratio to baseline: %.2f (%.2f); without the state %.2f (%.2f)\n",
               with_state.from_spawn / baseline.from_spawn,
-              with_state.from_first / baseline.from_first, no_state.from_spawn / baseline.from_spawn,
-              no_state.from_first / baseline.from_first);
+              with_state.from_first / baseline.from_first,
+              no_state.from_spawn / baseline.from_spawn, no_state.from_first / baseline.from_first);
   return 0;
 }

@@ -120,6 +120,11 @@ class Metrics::Collector : public prometheus::Collectable {
     counter("klined_kafka_errors_total", "Kafka consume errors", double(c.kafka_errors.Get()));
     counter("klined_backpressure_waits_total", "Consumer waits for a free shard batch",
             double(c.backpressure_waits.Get()));
+    out.push_back(Family("klined_consumer_uncommitted_rounds",
+                         "Consumer rounds whose offsets wait for the shards' flushes (bounded: "
+                         "older rounds are merged)",
+                         MetricType::Gauge));
+    AddSample(&out.back(), double(c.uncommitted_rounds.Get()));
 
     struct PerShard {
       const char* name;

@@ -17,13 +17,6 @@ using std::chrono::seconds;
 
 namespace {
 
-int64_t MinuteAgo(int minutes) {
-  const int64_t now =
-      std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-          .count();
-  return now - now % 60000 - minutes * 60000;
-}
-
 // Five trades in each of minutes 0-5 after m0, for each symbol; ids from *id.
 std::vector<RefTrade> Minutes(const std::vector<std::string>& symbols, int64_t m0, int64_t* id) {
   std::vector<RefTrade> out;
@@ -37,22 +30,6 @@ std::vector<RefTrade> Minutes(const std::vector<std::string>& symbols, int64_t m
     }
   }
   return out;
-}
-
-void Produce(kt::Producer* producer, const std::vector<RefTrade>& trades,
-             int32_t partition = RD_KAFKA_PARTITION_UA) {
-  for (const RefTrade& t : trades) producer->Produce("trades", t.symbol, TradeJson(t), partition);
-  producer->Flush();
-}
-
-template <class Pred>
-bool WaitUntil(Pred pred, seconds timeout) {
-  const auto until = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < until) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(milliseconds(20));
-  }
-  return pred();
 }
 
 }  // namespace

@@ -13,28 +13,6 @@ using std::chrono::seconds;
 
 namespace {
 
-int64_t MinuteAgo(int minutes) {
-  const int64_t now =
-      std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-          .count();
-  return now - now % 60000 - minutes * 60000;
-}
-
-void Produce(kt::Producer* producer, const std::vector<RefTrade>& trades) {
-  for (const RefTrade& t : trades) producer->Produce("trades", t.symbol, TradeJson(t));
-  producer->Flush();
-}
-
-template <class Pred>
-bool WaitUntil(Pred pred, seconds timeout) {
-  const auto until = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < until) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(milliseconds(50));
-  }
-  return pred();
-}
-
 std::vector<RefTrade> Only(const std::vector<RefTrade>& all, const std::set<std::string>& syms) {
   std::vector<RefTrade> out;
   for (const RefTrade& t : all) {

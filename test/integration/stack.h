@@ -300,6 +300,33 @@ inline std::map<std::string, int64_t> LastIds(const std::vector<RefTrade>& trade
   return last;
 }
 
+// The minute boundary `minutes` before now (wall clock, ms).
+inline int64_t MinuteAgo(int minutes) {
+  const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+  return now - now % 60000 - minutes * 60000;
+}
+
+// Produces trades to "trades", keyed by symbol (to `partition` if given), and waits for every
+// delivery.
+inline void Produce(kt::Producer* producer, const std::vector<RefTrade>& trades,
+                    int32_t partition = -1 /* RD_KAFKA_PARTITION_UA */) {
+  for (const RefTrade& t : trades) producer->Produce("trades", t.symbol, TradeJson(t), partition);
+  producer->Flush();
+}
+
+// Polls pred every 20 ms until it holds or timeout passes; its last answer.
+template <class Pred>
+bool WaitUntil(Pred pred, seconds timeout) {
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < until) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+  return pred();
+}
+
 inline double MetricValue(const std::string& text, const std::string& series) {
   double sum = 0;
   size_t pos = 0;

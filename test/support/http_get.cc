@@ -1,5 +1,7 @@
 #include "http_get.h"
 
+#include <cstdlib>
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -42,6 +44,19 @@ std::string HttpGet(int port, std::string_view path) {
     return "";
   }
   return response.substr(body + 4);
+}
+
+double MetricSum(const std::string& text, const std::string& name) {
+  double sum = 0;
+  size_t pos = 0;
+  while ((pos = text.find("\n" + name, pos)) != std::string::npos) {
+    pos += 1;
+    const size_t nl = text.find('\n', pos);
+    const std::string line = text.substr(pos, nl - pos);
+    const char next = line.size() > name.size() ? line[name.size()] : '\0';
+    if (next == ' ' || next == '{') sum += std::atof(line.substr(line.rfind(' ') + 1).c_str());
+  }
+  return sum;
 }
 
 }  // namespace klined::test

@@ -11,4 +11,8 @@ namespace klined::test {
 // The response body of GET `path` on 127.0.0.1:port; empty on any error or a non-200 reply.
 std::string HttpGet(int port, std::string_view path);
 
+// The sum of every sample of metric `name` (any labels) in Prometheus text `text`, which
+// starts with a newline (as "\n" + HttpGet(...)): the benches' reading of /metrics.
+double MetricSum(const std::string& text, const std::string& name);
+
 }  // namespace klined::test

@@ -15,17 +15,25 @@ constexpr size_t kMaxTradesPerBatch = 4096;
 // Bounds how long a round waits for messages: part of the trade-to-Redis latency.
 constexpr int kConsumeTimeoutMs = 10;
 
-bool SetConf(rd_kafka_conf_t* conf, const std::string& k, const std::string& v,
-             std::string* error) {
-  char err[512];
-  if (rd_kafka_conf_set(conf, k.c_str(), v.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK) {
-    *error = "kafka property " + k + ": " + err;
-    return false;
-  }
-  return true;
+}  // namespace
+
+void UncommittedRounds::Add(uint64_t seq, std::map<int32_t, int64_t> offsets) {
+  rounds_.emplace_back(seq, std::move(offsets));
+  if (rounds_.size() <= max_rounds_) return;
+  // Fold the oldest round into the next one: its partitions not in the next keep their offset.
+  auto& next = rounds_[1].second;
+  for (const auto& [p, o] : rounds_.front().second) next.emplace(p, o);  // no overwrite
+  rounds_.pop_front();
 }
 
-}  // namespace
+std::map<int32_t, int64_t> UncommittedRounds::TakeUpTo(uint64_t up_to_seq) {
+  std::map<int32_t, int64_t> offsets;
+  while (!rounds_.empty() && rounds_.front().first <= up_to_seq) {
+    for (const auto& [p, o] : rounds_.front().second) offsets[p] = o;
+    rounds_.pop_front();
+  }
+  return offsets;
+}
 
 TradeConsumer::TradeConsumer(ConsumerOptions options, std::vector<TradeSink*> shards)
     : options_(std::move(options)),
@@ -57,10 +65,10 @@ bool TradeConsumer::Start(std::string* error) {
       {"fetch.wait.max.ms", "10"},
   };
   for (const auto& [k, v] : fixed) {
-    if (!SetConf(conf, k, v, error)) return rd_kafka_conf_destroy(conf), false;
+    if (!SetProperty(conf, k, v, error)) return rd_kafka_conf_destroy(conf), false;
   }
   for (const auto& [k, v] : options_.properties) {
-    if (!SetConf(conf, k, v, error)) return rd_kafka_conf_destroy(conf), false;
+    if (!SetProperty(conf, k, v, error)) return rd_kafka_conf_destroy(conf), false;
   }
   rd_kafka_conf_set_rebalance_cb(conf, &TradeConsumer::RebalanceCallback);
   rd_kafka_conf_set_opaque(conf, this);
@@ -153,17 +161,17 @@ void TradeConsumer::OnRevoke(bool lost) {
   if (lost) {
     // Offsets of unflushed rounds can no longer be committed by us; the next owner replays.
     WaitFlushed(seq, nullptr, MonotonicMs() + 60000);
-    pending_.clear();
+    pending_.Clear();
     round_offsets_.Clear();
     return;
   }
   // Keep the partitions until everything read from them is in Redis, then commit. If
   // klined is told to stop meanwhile, it exits without committing: nothing is lost.
   if (WaitFlushed(seq, stop_, INT64_MAX)) {
-    pending_.emplace_back(seq, round_offsets_.Take());
+    pending_.Add(seq, round_offsets_.Take());
     Commit(seq, /*sync=*/true);
   }
-  pending_.clear();
+  pending_.Clear();
   round_offsets_.Clear();
 }
 
@@ -232,13 +240,14 @@ void TradeConsumer::HandleMessage(const rd_kafka_message_t* m) {
   round_offsets_.Note(m->partition, m->offset + 1);
 }
 
-void TradeConsumer::DeadLetter(const rd_kafka_message_t* m, RejectReason reason) {
-  if (options_.dead_letter_topic.empty()) return;
+void TradeConsumer::ProduceDeadLetter(std::string_view value, std::string_view key,
+                                      RejectReason reason) {
   const std::string_view name = RejectReasonName(reason);
   const rd_kafka_resp_err_t e = rd_kafka_producev(
       dlq_, RD_KAFKA_V_TOPIC(options_.dead_letter_topic.c_str()),
-      RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_VALUE(m->payload, m->len),
-      RD_KAFKA_V_KEY(m->key, m->key_len),
+      RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+      RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()),
+      RD_KAFKA_V_KEY(key.data(), key.size()),
       RD_KAFKA_V_HEADER("klined-reject-reason", name.data(), static_cast<ssize_t>(name.size())),
       RD_KAFKA_V_END);
   if (e == RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -249,27 +258,18 @@ void TradeConsumer::DeadLetter(const rd_kafka_message_t* m, RejectReason reason)
   }
 }
 
+void TradeConsumer::DeadLetter(const rd_kafka_message_t* m, RejectReason reason) {
+  if (options_.dead_letter_topic.empty()) return;
+  ProduceDeadLetter(std::string_view(static_cast<const char*>(m->payload), m->len),
+                    std::string_view(static_cast<const char*>(m->key), m->key_len), reason);
+}
+
 void TradeConsumer::DeadLetterRefused() {
   dead_letters_.clear();
   for (TradeSink* s : shards_) s->TakeDeadLetters(&dead_letters_);
   if (options_.dead_letter_topic.empty()) return;
   for (const klined::DeadLetter& d : dead_letters_) {
-    const std::string value = TradeJson(d.trade);
-    const std::string_view name = RejectReasonName(d.reason);
-    const std::string_view key = d.trade.symbol.view();
-    const rd_kafka_resp_err_t e = rd_kafka_producev(
-        dlq_, RD_KAFKA_V_TOPIC(options_.dead_letter_topic.c_str()),
-        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-        RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()),
-        RD_KAFKA_V_KEY(key.data(), key.size()),
-        RD_KAFKA_V_HEADER("klined-reject-reason", name.data(), static_cast<ssize_t>(name.size())),
-        RD_KAFKA_V_END);
-    if (e == RD_KAFKA_RESP_ERR_NO_ERROR) {
-      stats_.dlq_produced.Add();
-    } else {
-      stats_.dlq_failed.Add();
-      LOG_RATE(kError, "kafka.dlq_failed", "error=\"" << rd_kafka_err2str(e) << "\"");
-    }
+    ProduceDeadLetter(TradeJson(d.trade), d.trade.symbol.view(), d.reason);
   }
 }
 
@@ -281,16 +281,13 @@ void TradeConsumer::EndRound() {
     open_[i] = nullptr;
   }
   if (!round_offsets_.empty()) {
-    pending_.emplace_back(seq, round_offsets_.Take());
+    pending_.Add(seq, round_offsets_.Take());
   }
 }
 
 void TradeConsumer::Commit(uint64_t up_to_seq, bool sync) {
-  std::map<int32_t, int64_t> offsets;
-  while (!pending_.empty() && pending_.front().first <= up_to_seq) {
-    for (const auto& [p, o] : pending_.front().second) offsets[p] = o;
-    pending_.pop_front();
-  }
+  const std::map<int32_t, int64_t> offsets = pending_.TakeUpTo(up_to_seq);
+  stats_.uncommitted_rounds.Set(pending_.size());
   if (offsets.empty()) return;
   rd_kafka_topic_partition_list_t* list =
       rd_kafka_topic_partition_list_new(static_cast<int>(offsets.size()));

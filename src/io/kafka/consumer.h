@@ -19,12 +19,14 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <deque>
 #include <map>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "base/counter.h"
@@ -55,6 +57,27 @@ struct ConsumerStats {
   OwnedCounter rebalances;
   OwnedCounter backpressure_waits;
   OwnedCounter kafka_errors;
+  OwnedCounter uncommitted_rounds;  // gauge: rounds whose offsets wait for the shards' flushes
+};
+
+// The next offset per partition reached at the end of each round not yet committed, oldest
+// first. Bounded: past max_rounds the two oldest rounds are merged into one (the later round's
+// number and offsets), so a long Redis outage under a stream of messages (which keeps rounds
+// coming even when every message is rejected) costs memory per partition, not per round; the
+// merged offsets are committed when the later round is, never earlier.
+class UncommittedRounds {
+ public:
+  explicit UncommittedRounds(size_t max_rounds = 1024)
+      : max_rounds_(std::max<size_t>(max_rounds, 2)) {}
+  void Add(uint64_t seq, std::map<int32_t, int64_t> offsets);
+  // Removes every round <= up_to_seq; returns their offsets merged (latest per partition).
+  std::map<int32_t, int64_t> TakeUpTo(uint64_t up_to_seq);
+  void Clear() { rounds_.clear(); }
+  size_t size() const { return rounds_.size(); }
+
+ private:
+  size_t max_rounds_;
+  std::deque<std::pair<uint64_t, std::map<int32_t, int64_t>>> rounds_;
 };
 
 class TradeConsumer {
@@ -92,6 +115,7 @@ class TradeConsumer {
   void DeadLetter(const rd_kafka_message_t* m, RejectReason reason);
   // Copies what the shards refused after decoding to the dead-letter topic.
   void DeadLetterRefused();
+  void ProduceDeadLetter(std::string_view value, std::string_view key, RejectReason reason);
   void SampleLag();
 
   ConsumerOptions options_;
@@ -105,8 +129,7 @@ class TradeConsumer {
   std::vector<ShardBatch*> open_;                 // this round's batch per shard
   int64_t round_wall_ms_ = 0;                     // wall clock at the start of the current round
   uint64_t round_ = 0;
-  // Next offset per partition reached at the end of each round not yet committed.
-  std::deque<std::pair<uint64_t, std::map<int32_t, int64_t>>> pending_;
+  UncommittedRounds pending_;
   // This round's next offset per partition: noted for every message, so a flat array indexed
   // by partition (a std::map lookup per message was measurable), taken as a map per round.
   class RoundOffsets {

@@ -3,10 +3,9 @@
 #include <array>
 
 namespace klined {
-namespace {
 
-bool Set(rd_kafka_conf_t* conf, const std::string& name, const std::string& value,
-         std::string* error) {
+bool SetProperty(rd_kafka_conf_t* conf, const std::string& name, const std::string& value,
+                 std::string* error) {
   char err[512];
   if (rd_kafka_conf_set(conf, name.c_str(), value.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK) {
     *error = "kafka property " + name + ": " + err;
@@ -14,8 +13,6 @@ bool Set(rd_kafka_conf_t* conf, const std::string& name, const std::string& valu
   }
   return true;
 }
-
-}  // namespace
 
 bool IsConnectionProperty(std::string_view name) {
   static constexpr std::array<std::string_view, 8> kPrefixes = {
@@ -37,9 +34,9 @@ rd_kafka_conf_t* NewClientConf(const std::string& brokers,
                                const std::map<std::string, std::string>& properties,
                                std::string* error) {
   rd_kafka_conf_t* conf = rd_kafka_conf_new();
-  bool ok = Set(conf, "bootstrap.servers", brokers, error);
+  bool ok = SetProperty(conf, "bootstrap.servers", brokers, error);
   for (const auto& [name, value] : properties) {
-    if (ok && IsConnectionProperty(name)) ok = Set(conf, name, value, error);
+    if (ok && IsConnectionProperty(name)) ok = SetProperty(conf, name, value, error);
   }
   if (!ok) {
     rd_kafka_conf_destroy(conf);
@@ -52,7 +49,7 @@ rd_kafka_conf_t* NewDeadLetterConf(const std::string& brokers,
                                    const std::map<std::string, std::string>& properties,
                                    std::string* error) {
   rd_kafka_conf_t* conf = NewClientConf(brokers, properties, error);
-  if (conf != nullptr && !Set(conf, "linger.ms", "20", error)) {
+  if (conf != nullptr && !SetProperty(conf, "linger.ms", "20", error)) {
     rd_kafka_conf_destroy(conf);
     return nullptr;
   }

@@ -17,6 +17,10 @@
 
 namespace klined {
 
+// rd_kafka_conf_set, with a refusal as *error ("kafka property NAME: why", never the value).
+bool SetProperty(rd_kafka_conf_t* conf, const std::string& name, const std::string& value,
+                 std::string* error);
+
 // True for a librdkafka property about reaching and authenticating with the brokers:
 // security.*, sasl.*, ssl.*, socket.*, broker.*, client.*, reconnect.backoff.*, api.version.*,
 // connections.max.idle.ms, enable.ssl.certificate.verification,
