@@ -95,33 +95,43 @@ class TickerWindow {
   size_t MemoryBytes() const;
 
   // ---- Persistence (PREFIX:{SYMBOL}:tks, written with the symbol's candles) ----------------
-  // The state of every minute before the current one ("committed"), in a compact binary form:
-  // what a restart restores instead of re-reading a day of 1m candles. The current minute
-  // (end()) is not in it: after RestoreState the caller merges the stored 1m candles of
-  // minutes >= SnapshotEnd(), as Rebuild would.
+  // The state of the window's minutes before the newest one that took a trade (StateEnd()),
+  // in a compact binary form: what a restart restores instead of re-reading a day of 1m
+  // candles; the caller then merges the stored 1m candles of minutes >= end(), as Rebuild
+  // would, and advances. Minutes from StateEnd() on are the ones trades still arrive in, so a
+  // state taken during a catch-up (trade times far behind the clock) stays valid as the
+  // catch-up goes on.
   void AppendState(std::string* out) const;
-  // Replaces this window by a state AppendState wrote, then advances to now_ms. False (the
-  // window is then empty) if `state` is not one.
-  [[nodiscard]] bool RestoreState(std::string_view state, int64_t now_ms);
-  // The minute a state written now starts missing from (the window's end).
+  // Replaces this window by a state AppendState wrote, ending where it ended (end()). False
+  // (the window is then empty) if `state` is not one.
+  [[nodiscard]] bool RestoreState(std::string_view state);
+  // The window's newest minute.
   int64_t end() const { return end_; }
+  // Where a state written now would end: the newest minute with a trade (or end()).
+  int64_t StateEnd() const {
+    return frontier_ == kNoMinute32 ? end_ : std::min<int64_t>(frontier_, end_);
+  }
   // Persisted-state bookkeeping, for the caller that writes the state. The window counts
   // changes to minutes before the end of the state last written (which that state lacks).
-  // True when a write is due: none yet, a stale one, or one more than `every` minutes old
-  // (the 1m candles a restart merges on top then stay few).
-  bool StateDue(int64_t every) const {
-    return persisted_end_ == kNoMinute || stale_changes_ != 0 || end_ - persisted_end_ >= every;
+  // True when a write is due: none yet, a stale one, or one `every_minutes` behind the newest
+  // trade's minute and at least `min_gap_ms` after the last write (now_ms: the caller's clock,
+  // so a catch-up rewrites it at most that often).
+  bool StateDue(int64_t every_minutes, int64_t now_ms, int64_t min_gap_ms) const {
+    return persisted_end_ == kNoMinute32 || stale_changes_ != 0 ||
+           (StateEnd() - persisted_end_ >= every_minutes &&
+            static_cast<uint32_t>(now_ms / 1000) - persisted_at_s_ >= min_gap_ms / 1000);
   }
   // A state is being written (AppendState now): changes from here on count against its end.
   // Returns the token for EndPersist.
-  uint64_t BeginPersist() {
-    persisted_end_ = end_;
+  uint64_t BeginPersist(int64_t now_ms) {
+    persisted_end_ = static_cast<int32_t>(StateEnd());
+    persisted_at_s_ = static_cast<uint32_t>(now_ms / 1000);
     return stale_changes_;
   }
   // The write carrying it is confirmed (ok) or not (then the next StateDue is true).
   void EndPersist(bool ok, uint64_t token) {
     if (ok) {
-      stale_changes_ -= std::min(stale_changes_, token);
+      stale_changes_ -= std::min<uint32_t>(stale_changes_, static_cast<uint32_t>(token));
     } else {
       ++stale_changes_;
     }
@@ -245,8 +255,13 @@ class TickerWindow {
   TradeId last_known_id_ = kNoTradeId;
   Decimal last_known_price_, last_known_qty_;
 
-  int64_t persisted_end_ = kNoMinute;  // see set_persisted_end
-  uint64_t stale_changes_ = 0;
+  // State bookkeeping in 32 bits where it fits (a minute number until the year 6053): the
+  // window's memory budget is tight (ticker_test).
+  static constexpr int32_t kNoMinute32 = INT32_MIN;
+  int32_t frontier_ = kNoMinute32;       // the newest minute any trade or candle went into
+  int32_t persisted_end_ = kNoMinute32;  // see StateDue
+  uint32_t stale_changes_ = 0;
+  uint32_t persisted_at_s_ = 0;  // the caller's clock at the last write, in seconds (mod 2^32)
 };
 
 }  // namespace klined

@@ -208,7 +208,7 @@ void TickerWindow::NoteLastKnown(TradeId id, Decimal price, Decimal qty) {
 
 bool TickerWindow::Apply(const Trade& t) {
   const int64_t minute = MinuteOf(t.time_ms);
-  if (minute == end_ && hot_.n != 0) [[likely]] {
+  if (minute == end_ && hot_.n != 0) [[likely]] {  // the hot minute is the frontier already
     Decimal v, q;
     if (!Decimal::Add(volume_, t.qty, &v) || !Decimal::Add(quote_volume_, t.quote, &q) ||
         hot_.n == UINT32_MAX) [[unlikely]] {
@@ -270,6 +270,7 @@ bool TickerWindow::ApplyMinute(int64_t time_ms, const Candle& c, Decimal last_qt
 bool TickerWindow::MergeIntoWindow(int64_t minute, const Minute& m) {
   if (end_ == kNoMinute || minute > end_) Expire(minute);
   if (minute < start()) return true;  // older than the window: not part of the ticker
+  if (frontier_ == kNoMinute32 || minute > frontier_) frontier_ = static_cast<int32_t>(minute);
   const int slot = Slot(minute);
   const bool hot = minute == end_;
   const uint64_t n_before = hot ? static_cast<uint64_t>(hot_.n) : n_[slot];
@@ -388,6 +389,7 @@ void TickerWindow::Expire(int64_t new_end) {
   const int64_t new_start = new_end - (kMinutes - 1);
   if (new_start > end_) {  // the whole window left
     ClearAll();
+    frontier_ = kNoMinute32;
     end_ = new_end;
     return;
   }
@@ -462,7 +464,8 @@ void TickerWindow::ClearAll() {
 
 bool TickerWindow::Rebuild(std::span<const Candle> one_minute_candles, int64_t now_ms) {
   ClearAll();
-  persisted_end_ = kNoMinute;  // nothing persisted matches this window: write one
+  frontier_ = kNoMinute32;
+  persisted_end_ = kNoMinute32;  // nothing persisted matches this window: write one
   stale_changes_ = 0;
   end_ = kNoMinute;
   id_base_ = kNoTradeId;
@@ -620,20 +623,30 @@ uint64_t VarToCompact(uint64_t v) { return (v >> 5) | ((v & 31) << kExpShift); }
 void TickerWindow::AppendState(std::string* out) const {
   const size_t begin = out->size();
   StateWriter w(out);
+  // The minutes before `e`: the caller merges the 1m candles of e and later again.
+  const int64_t e = StateEnd();
+  const auto in_state = [this, e](int64_t minute) { return minute >= start() && minute < e; };
   w.Put(kStateMagic);
-  w.Put(end_);
+  w.Put(e);
   w.Put(id_base_);
   w.Put(last_known_id_);
   w.PutDecimal(last_known_price_);
   w.PutDecimal(last_known_qty_);
-  // Sums without the current minute, which the caller merges again from its 1m candle.
   Decimal v, q;
-  (void)Decimal::Sub(volume_, hot_.v, &v);
-  (void)Decimal::Sub(quote_volume_, hot_.q, &q);
+  int64_t n = 0;
+  int64_t first = kNoMinute;
+  for (int64_t mm = start(); mm < e; ++mm) {
+    const int s = Slot(mm);
+    if (n_[s] == 0) continue;
+    (void)Decimal::Add(v, Decode(v_[s]), &v);  // parts of sums that fit
+    (void)Decimal::Add(q, Decode(q_[s]), &q);
+    n += n_[s];
+    if (first == kNoMinute) first = mm;
+  }
   w.PutDecimal(v);
   w.PutDecimal(q);
-  w.Put(count_ - hot_.n);
-  w.Put(first_committed_);
+  w.Put(n);
+  w.Put(first);
   w.Put(static_cast<uint32_t>(pool_.size()));
   for (const Decimal d : pool_) w.PutDecimal(d);
   w.Put(static_cast<uint32_t>(pool_free_.size()));
@@ -644,11 +657,12 @@ void TickerWindow::AppendState(std::string* out) const {
     w.Put(id);
   }
   uint16_t slots = 0;
-  for (int s = 0; s < kMinutes; ++s) slots += n_[s] != 0;
+  for (int s = 0; s < kMinutes; ++s)
+    slots += n_[s] != 0 && in_state(SlotMinute(static_cast<uint16_t>(s)));
   w.Put(slots);
   int prev = -1;
   for (int s = 0; s < kMinutes; ++s) {
-    if (n_[s] == 0) continue;
+    if (n_[s] == 0 || !in_state(SlotMinute(static_cast<uint16_t>(s)))) continue;
     w.PutVar(static_cast<uint64_t>(s - prev));  // slots ascending: a small step
     prev = s;
     w.PutVar(CompactToVar(v_[s]));
@@ -657,15 +671,23 @@ void TickerWindow::AppendState(std::string* out) const {
     w.PutVar(n_[s]);
     w.PutVar(f_[s]);
   }
+  // Deque entries of later minutes go too: merging those minutes again puts them back (an
+  // entry they dominated stays dominated, and expires first).
   for (const Ring<PriceEntry>* r : {&highs_, &lows_}) {
-    w.Put(static_cast<uint16_t>(r->size()));
+    uint16_t kept = 0;
+    for (size_t i = 0; i < r->size(); ++i) kept += in_state(SlotMinute((*r)[i].slot));
+    w.Put(kept);
     for (size_t i = 0; i < r->size(); ++i) {
+      if (!in_state(SlotMinute((*r)[i].slot))) continue;
       w.PutVar(CompactToVar((*r)[i].price));
       w.PutVar((*r)[i].slot);
     }
   }
-  w.Put(static_cast<uint16_t>(lasts_.size()));
+  uint16_t lasts = 0;
+  for (size_t i = 0; i < lasts_.size(); ++i) lasts += in_state(lasts_[i].minute);
+  w.Put(lasts);
   for (size_t i = 0; i < lasts_.size(); ++i) {
+    if (!in_state(lasts_[i].minute)) continue;
     w.Put(lasts_[i].minute);
     w.Put(lasts_[i].id);
     w.PutDecimal(lasts_[i].price);
@@ -674,13 +696,13 @@ void TickerWindow::AppendState(std::string* out) const {
   w.Put(StateChecksum(std::string_view(*out).substr(begin)));
 }
 
-bool TickerWindow::RestoreState(std::string_view state, int64_t now_ms) {
+bool TickerWindow::RestoreState(std::string_view state) {
   ClearAll();
   end_ = kNoMinute;
   id_base_ = kNoTradeId;
   last_known_id_ = kNoTradeId;
   last_known_price_ = last_known_qty_ = Decimal();
-  persisted_end_ = kNoMinute;
+  persisted_end_ = kNoMinute32;
   stale_changes_ = 0;
   auto fail = [this] {
     ClearAll();
@@ -700,9 +722,9 @@ bool TickerWindow::RestoreState(std::string_view state, int64_t now_ms) {
   uint16_t slots = 0;
   if (!r.Get(&magic) || magic != kStateMagic || !r.Get(&end_) || end_ == kNoMinute ||
       !r.Get(&id_base_) || !r.Get(&last_known_id_) || !r.GetDecimal(&last_known_price_) ||
-      !r.GetDecimal(&last_known_qty_) || !r.GetDecimal(&volume_) ||
-      !r.GetDecimal(&quote_volume_) || !r.Get(&count_) || !r.Get(&first_committed_) ||
-      !r.Get(&pool_n) || pool_n > 6 * kMinutes + 3) {
+      !r.GetDecimal(&last_known_qty_) || !r.GetDecimal(&volume_) || !r.GetDecimal(&quote_volume_) ||
+      !r.Get(&count_) || !r.Get(&first_committed_) || !r.Get(&pool_n) ||
+      pool_n > 6 * kMinutes + 3) {
     return fail();
   }
   pool_.resize(pool_n);
@@ -771,8 +793,8 @@ bool TickerWindow::RestoreState(std::string_view state, int64_t now_ms) {
     if (!found) return fail();
   }
   RescanFirstId();
-  persisted_end_ = end_;  // what was just read is what storage holds
-  Advance(now_ms);
+  frontier_ = kNoMinute32;                      // the caller merges the minutes from end_ on
+  persisted_end_ = static_cast<int32_t>(end_);  // what was just read is what storage holds
   return true;
 }
 

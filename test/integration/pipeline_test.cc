@@ -364,3 +364,51 @@ TEST_CASE("pipeline: the 24h ticker equals an independent computation and surviv
   klined2->Terminate();
   CHECK(klined2->Wait(seconds(30)).has_value());
 }
+
+TEST_CASE("pipeline: a ticker restored from its persisted state takes the minutes after it") {
+  // The ticker's state is rewritten every 10 minutes (of the window's time) or when an older
+  // minute changes: a restart restores it and merges the 1m candles from its end on. Here the
+  // state is written after the first 8 minutes of trades, the next 8 minutes do not rewrite
+  // it, and klined dies: the restored ticker must hold all 16 minutes. (A restore that took
+  // the wall clock, not the state, as where to merge from lost the 8 later minutes.)
+  Stack stack;
+  const int64_t m0 = MinuteAgo(20);
+  std::vector<RefTrade> first, later;
+  int64_t id = 500;
+  for (int minute = 0; minute < 16; ++minute) {
+    for (int k = 0; k < 3; ++k) {
+      ++id;
+      (minute < 8 ? first : later)
+          .push_back(RefTrade{"TICK", id, m0 + minute * 60000 + k * 9000, 300000 + id % 97,
+                              1 + id % 11, k == 1});
+    }
+  }
+  auto klined = stack.StartKlined("klined-1");
+  kt::Producer producer(stack.broker.bootstrap());
+  Produce(&producer, first);
+  REQUIRE_MESSAGE(stack.WaitForWatermarks(LastIds(first), seconds(60)), klined->OutputTail());
+  kt::RedisClient rc = stack.redis.Connect();
+  REQUIRE(WaitUntil([&] { return rc.Get("kline:{TICK}:tks").has_value(); }, seconds(10)));
+  const auto state = rc.Get("kline:{TICK}:tks");
+  Produce(&producer, later);
+  std::vector<RefTrade> all = first;
+  all.insert(all.end(), later.begin(), later.end());
+  REQUIRE_MESSAGE(stack.WaitForWatermarks(LastIds(all), seconds(60)), klined->OutputTail());
+  CHECK(rc.Get("kline:{TICK}:tks") == state);  // not rewritten: 8 minutes on
+  klined->Kill();
+  klined->Wait(seconds(10));
+  auto klined2 = stack.StartKlined("klined-2");
+  const RefTrade next{"TICK", ++id, m0 + 17 * 60000, 310000, 5, false};
+  Produce(&producer, {next});
+  all.push_back(next);
+  REQUIRE_MESSAGE(stack.WaitForWatermarks(LastIds(all), seconds(60)), klined2->OutputTail());
+  std::optional<std::string> ticker;
+  REQUIRE(WaitUntil(
+      [&] {
+        ticker = rc.Get("ticker:{TICK}");
+        return ticker && JsonField(*ticker, "lastId") == std::to_string(next.id);
+      },
+      seconds(10)));
+  CheckTicker(*ticker, all);
+  StopCleanly(*klined2);
+}

@@ -30,10 +30,14 @@ bool ParseInt(std::string_view s, int64_t* out) {
 std::string_view ReplyStr(const redisReply* r) { return {r->str, r->len}; }
 
 constexpr int64_t kTickerWindowMs = 24 * 3600 * 1000;
-// The 24h ticker's persisted state (B:tks) is rewritten when an older minute changed, or
-// every this many minutes: a restart then merges at most this many 1m candles on top of it
-// instead of reading a day of them, and a busy symbol costs one ~30 KiB write per 10 min.
+// The 24h ticker's persisted state (B:tks) is rewritten when an older minute changed, or when
+// the newest traded minute is this many minutes past its end: a restart then merges about
+// this many 1m candles on top of it instead of reading a day of them, and a busy symbol costs
+// one ~16 KiB write per 10 minutes.
 constexpr int64_t kTickerStateEveryMinutes = 10;
+// ... and at most this often (wall clock): a catch-up moves through minutes of trades much
+// faster than 10 minutes a write, and the minutes it adds since are merged from 1m candles.
+constexpr int64_t kTickerStateMinGapMs = 10'000;
 
 // A stored value for a log line: printable ASCII only, at most 120 bytes.
 std::string Printable(std::string_view v) {
@@ -119,8 +123,8 @@ void KlineStore::NoteCorrupt(CorruptKind kind, std::string_view symbol, std::str
 
 bool KlineStore::EncodeFlushCommand(SymbolSeries& s, std::string_view stamp,
                                     const std::vector<LateUpdate>& late,
-                                    const std::vector<MysqlLate>& mysql_late,
-                                    std::string* payload, uint64_t* ticker_token) {
+                                    const std::vector<MysqlLate>& mysql_late, std::string* payload,
+                                    uint64_t* ticker_token) {
   bool with_state = false;
   strings_.clear();
   args_.clear();
@@ -163,8 +167,9 @@ bool KlineStore::EncodeFlushCommand(SymbolSeries& s, std::string_view stamp,
     ticker->AppendJson(sym, WallMs(), &json);  // advances the window first
     args_.push_back(Keep(std::move(json)));
     // The ticker's state, when due, atomically with the candles it is consistent with.
-    if (ticker->StateDue(kTickerStateEveryMinutes)) {
-      *ticker_token = ticker->BeginPersist();
+    const int64_t now = WallMs();
+    if (ticker->StateDue(kTickerStateEveryMinutes, now, kTickerStateMinGapMs)) {
+      *ticker_token = ticker->BeginPersist(now);
       std::string state;
       ticker->AppendState(&state);
       args_.push_back(Keep(std::move(state)));
@@ -792,10 +797,10 @@ bool KlineStore::RebuildTickers(std::span<SymbolSeries* const> series,
     SymbolSeries* s = series[k];
     TickerWindow* ticker = s->ticker();
     if (!states[k].empty()) {
-      restored[k] = ticker->RestoreState(states[k], now) ? 1 : 0;
+      restored[k] = ticker->RestoreState(states[k]) ? 1 : 0;
       if (!restored[k]) {
-        NoteCorrupt(CorruptKind::kTicker, s->symbol().view(),
-                    KeyBase(s->symbol().view()) + ":tks", "", /*repaired=*/true);
+        NoteCorrupt(CorruptKind::kTicker, s->symbol().view(), KeyBase(s->symbol().view()) + ":tks",
+                    "", /*repaired=*/true);
       }
     }
     const std::string from = restored[k] ? ToDec(ticker->end() * 60000) : day_ago;
@@ -831,6 +836,7 @@ bool KlineStore::RebuildTickers(std::span<SymbolSeries* const> series,
         (void)ticker->ApplyMinute(c.open_time, c, Decimal());
       }
     }
+    ticker->Advance(now);
   }
   return true;
 }

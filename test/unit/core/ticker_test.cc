@@ -346,18 +346,19 @@ TEST_CASE("ticker: a persisted state plus the later minutes' trades is the same 
       if (!w.Apply(t)) continue;
       trades.push_back(t);
       if (rng() % 3 == 0) w.Advance(now);  // a flush renders the ticker at wall-clock time
-      if (w.StateDue(10)) {
+      if (w.StateDue(10, now, 0)) {
         state.clear();
-        const uint64_t token = w.BeginPersist();
+        const uint64_t token = w.BeginPersist(now);
         w.AppendState(&state);
-        state_end = w.end();
+        state_end = w.StateEnd();
         w.EndPersist(true, token);
         ++writes;
       }
     }
     CHECK(writes > 1);
     TickerWindow restored;
-    REQUIRE(restored.RestoreState(state, state_end * kMin));
+    REQUIRE(restored.RestoreState(state));
+    CHECK(restored.end() == state_end);
     for (const Trade& t : trades) {
       if (t.time_ms / kMin >= state_end) REQUIRE(restored.Apply(t));
     }
@@ -377,30 +378,36 @@ TEST_CASE("ticker: a persisted state plus the later minutes' trades is the same 
 TEST_CASE("ticker: a persisted state that is not one is refused, leaving an empty window") {
   TickerWindow w;
   REQUIRE(w.Apply(MakeTrade(7, "101.5", "2", kT0 + 1000)));
-  w.Advance(kT0 + 5 * kMin);
+  REQUIRE(w.Apply(MakeTrade(8, "102", "1", kT0 + 5 * kMin)));
+  w.Advance(kT0 + 10 * kMin);
+  CHECK(w.StateEnd() == kT0 / kMin + 5);  // minute 5 has the newest trade: not in the state
   std::string state;
   w.AppendState(&state);
   TickerWindow r;
-  REQUIRE(r.RestoreState(state, kT0 + 5 * kMin));
+  REQUIRE(r.RestoreState(state));
+  CHECK(r.end() == kT0 / kMin + 5);
   CHECK(r.GetStats().count == 1);
   std::string bad = state;
   bad[bad.size() / 2] ^= 1;
-  for (const std::string& b : {bad, state.substr(0, state.size() - 1), std::string("garbage"),
-                               std::string()}) {
+  for (const std::string& b :
+       {bad, state.substr(0, state.size() - 1), std::string("garbage"), std::string()}) {
     TickerWindow x;
-    CHECK_FALSE(x.RestoreState(b, kT0 + 5 * kMin));
+    CHECK_FALSE(x.RestoreState(b));
     CHECK(x.GetStats().count == 0);
-    CHECK(x.StateDue(10));
+    CHECK(x.StateDue(10, 0, 0));
   }
-  // Bookkeeping: a late change before the persisted end makes a write due at once.
-  CHECK_FALSE(r.StateDue(10));
-  REQUIRE(r.Apply(MakeTrade(8, "99", "1", kT0 + 2 * kMin)));
-  CHECK(r.StateDue(10));
-  const uint64_t token = r.BeginPersist();
+  // Bookkeeping: a change before the persisted end makes a write due at once.
+  CHECK_FALSE(r.StateDue(10, 0, 0));
+  REQUIRE(r.Apply(MakeTrade(9, "99", "1", kT0 + 2 * kMin)));  // before the state's end
+  CHECK(r.StateDue(10, 0, 0));
+  const uint64_t token = r.BeginPersist(0);
   r.EndPersist(true, token);
-  CHECK_FALSE(r.StateDue(10));
-  r.Advance(kT0 + 20 * kMin);
-  CHECK(r.StateDue(10));  // the persisted state is 15 minutes behind
+  CHECK_FALSE(r.StateDue(10, 0, 0));
+  r.Advance(kT0 + 30 * kMin);
+  CHECK_FALSE(r.StateDue(10, 0, 0));  // time passing without trades adds nothing to write
+  REQUIRE(r.Apply(MakeTrade(10, "98", "1", kT0 + 25 * kMin)));  // 20 minutes on
+  CHECK(r.StateDue(10, 20'000, 10'000));
+  CHECK_FALSE(r.StateDue(10, 5'000, 10'000));  // but not within the minimum gap
 }
 
 // Every minute of the window has trades (~20 a minute); returns MemoryBytes.
