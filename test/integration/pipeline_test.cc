@@ -412,3 +412,66 @@ TEST_CASE("pipeline: a ticker restored from its persisted state takes the minute
   CheckTicker(*ticker, all);
   StopCleanly(*klined2);
 }
+
+TEST_CASE("pipeline: a ticker state that does not restore is counted and rebuilt from history") {
+  // The state (PREFIX:{S}:tks) is damaged while klined is down: garbage, one flipped byte (the
+  // checksum must refuse it) or a key of another type. The next start counts it, rebuilds the
+  // ticker from the 1m history and writes a good state again; the ticker equals the reference.
+  std::string damage, kind;
+  SUBCASE("garbage") {
+    damage = "garbage";
+    kind = "ticker";
+  }
+  SUBCASE("one flipped byte") {
+    damage = "flip";
+    kind = "ticker";
+  }
+  SUBCASE("a key of another type") {
+    damage = "list";
+    kind = "type";
+  }
+  Stack stack;
+  std::vector<RefTrade> trades = MakeTrades({"TICK"}, 90, 3);
+  auto klined = stack.StartKlined("klined-1");
+  kt::Producer producer(stack.broker.bootstrap());
+  Produce(&producer, trades);
+  REQUIRE_MESSAGE(stack.WaitForWatermarks(LastIds(trades), seconds(60)), klined->OutputTail());
+  kt::RedisClient rc = stack.redis.Connect();
+  REQUIRE(WaitUntil([&] { return rc.Get("kline:{TICK}:tks").has_value(); }, seconds(10)));
+  klined->Kill();
+  klined->Wait(seconds(10));
+  std::string damaged = *rc.Get("kline:{TICK}:tks");
+  if (damage == "garbage") {
+    damaged = "not a ticker state";
+    rc.Command({"SET", "kline:{TICK}:tks", damaged});
+  } else if (damage == "flip") {
+    damaged[damaged.size() / 2] = static_cast<char>(damaged[damaged.size() / 2] ^ 0x10);
+    rc.Command({"SET", "kline:{TICK}:tks", damaged});
+  } else {
+    damaged.clear();
+    rc.Command({"DEL", "kline:{TICK}:tks"});
+    rc.Command({"RPUSH", "kline:{TICK}:tks", "x"});
+  }
+  auto klined2 = stack.StartKlined("klined-2");
+  const RefTrade next{"TICK", trades.back().id + 1, trades.back().time_ms + 1, 4242424, 777, false};
+  Produce(&producer, {next});
+  trades.push_back(next);
+  REQUIRE_MESSAGE(stack.WaitForWatermarks(LastIds(trades), seconds(60)), klined2->OutputTail());
+  std::optional<std::string> ticker;
+  REQUIRE(WaitUntil(
+      [&] {
+        ticker = rc.Get("ticker:{TICK}");
+        return ticker && JsonField(*ticker, "lastId") == std::to_string(next.id);
+      },
+      seconds(10)));
+  CheckTicker(*ticker, trades);
+  const std::string m = stack.Metrics();
+  CHECK(MetricValue(m, "klined_store_corrupt_values_total{kind=\"" + kind + "\"}") == 1);
+  CHECK(MetricValue(m, "klined_store_repairs_total{kind=\"" + kind + "\"}") == 1);
+  CHECK(MetricValue(m, "klined_symbols_quarantined") == 0);
+  CHECK(klined2->Stderr().find("event=store.corrupt symbol=TICK") != std::string::npos);
+  // The rebuilt window's state is written with the next flush (the list replaced by a string).
+  CHECK(rc.Command({"TYPE", "kline:{TICK}:tks"})->str == std::string("string"));
+  CHECK(rc.Get("kline:{TICK}:tks") != damaged);
+  StopCleanly(*klined2);
+}
