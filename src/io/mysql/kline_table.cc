@@ -191,6 +191,31 @@ std::optional<Candle> KlineTable::FetchOne(Interval iv, bool* ok) {
   return c;
 }
 
+bool KlineTable::ReadRange(std::string_view symbol, Interval iv, int64_t lo, int64_t hi,
+                           size_t limit, bool newest_first, std::vector<Candle>* out) {
+  if (limit == 0 || lo > hi) return true;
+  if (!conn_->EnsureConnected()) return false;
+  sql_.assign(kSelectColumns);
+  AppendSelect(symbol, iv, &sql_);
+  sql_.append(" AND open_time>=");
+  AppendInt(lo, &sql_);
+  sql_.append(" AND open_time<=");
+  AppendInt(hi, &sql_);
+  sql_.append(newest_first ? " ORDER BY open_time DESC LIMIT " : " ORDER BY open_time ASC LIMIT ");
+  AppendInt(static_cast<int64_t>(limit), &sql_);
+  if (!conn_->Query(sql_)) return false;
+  MysqlResult res = conn_->StoreResult();
+  if (res == nullptr || mysql_num_fields(res.get()) != kSelectColumnCount) return false;
+  const size_t first = out->size();
+  while (MYSQL_ROW row = mysql_fetch_row(res.get())) {
+    Candle c;
+    if (!ParseRow(row, mysql_fetch_lengths(res.get()), iv, &c)) return false;
+    out->push_back(c);
+  }
+  if (newest_first) std::reverse(out->begin() + static_cast<ptrdiff_t>(first), out->end());
+  return true;
+}
+
 std::optional<Candle> KlineTable::Read(std::string_view symbol, Interval iv, int64_t open_time,
                                        bool* ok) {
   bool fetched = false;

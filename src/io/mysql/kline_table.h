@@ -28,6 +28,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "io/mysql/mysql_conn.h"
 #include "klined/candle.h"
@@ -122,6 +123,13 @@ class KlineTable {
   // says which).
   std::optional<Candle> Read(std::string_view symbol, Interval iv, int64_t open_time,
                              bool* ok = nullptr);
+
+  // Up to `limit` stored candles of (symbol, iv) with lo <= open_time <= hi, appended to *out in
+  // ascending open time; the oldest `limit` of the range, or with newest_first the newest
+  // `limit` (still appended ascending). One primary-key range read. False on an error or a row
+  // that does not parse (*out then holds what was appended before).
+  [[nodiscard]] bool ReadRange(std::string_view symbol, Interval iv, int64_t lo, int64_t hi,
+                               size_t limit, bool newest_first, std::vector<Candle>* out);
 
   // Merges a trade into the stored candle of bucket (iv, open_time) exactly once, in one
   // transaction: lock the row, record the trade in kline_late_applied (a duplicate key means
