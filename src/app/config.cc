@@ -273,6 +273,74 @@ KeySpec OffsetKey(std::string_view path, Get get, UtcOffset def, Reload reload,
                       help);
 }
 
+template <typename Get>
+KeySpec RolesKey(std::string_view path, Get get, std::string_view help) {
+  ValueParser<Config::Roles> parse = [](const YAML::Node& node, Config::Roles* out) -> ProblemOr {
+    if (!node.IsSequence()) return Problem{node.Mark(), "expected a list, " + Got(node), ""};
+    Config::Roles roles{false, false, false};
+    for (const YAML::Node& item : node) {
+      bool* role = nullptr;
+      if (item.IsScalar() && item.Scalar() == "ingest") role = &roles.ingest;
+      if (item.IsScalar() && item.Scalar() == "jobs") role = &roles.jobs;
+      if (item.IsScalar() && item.Scalar() == "api") role = &roles.api;
+      if (role == nullptr) {
+        return Problem{item.Mark(),
+                       (item.IsScalar() ? Quote(item.Scalar()) + " is not a role"
+                                        : "expected a role, " + Got(item)) +
+                           " (ingest, jobs, api)",
+                       ""};
+      }
+      if (*role) return Problem{item.Mark(), Quote(item.Scalar()) + " is listed twice", ""};
+      *role = true;
+    }
+    if (!roles.ingest && !roles.jobs && !roles.api) {
+      return Problem{node.Mark(), "must list at least one role (ingest, jobs, api)", ""};
+    }
+    *out = roles;
+    return std::nullopt;
+  };
+  ValueShower<Config::Roles> show = [](const Config::Roles& r) {
+    std::string out = "[";
+    if (r.ingest) out += "ingest";
+    if (r.jobs) out += std::string(out.size() > 1 ? ", " : "") + "jobs";
+    if (r.api) out += std::string(out.size() > 1 ? ", " : "") + "api";
+    return out + "]";
+  };
+  return MakeKey<Get>(path, get, Config::Roles{}, "list of roles: ingest jobs api", parse, show,
+                      Reload::kRestart, help);
+}
+
+// A list of upper-case asset names (A-Z 0-9, 1..16 characters), e.g. api.quote_assets.
+template <typename Get>
+KeySpec AssetListKey(std::string_view path, Get get, std::vector<std::string> def, Reload reload,
+                     std::string_view help) {
+  using List = std::vector<std::string>;
+  ValueParser<List> parse = [](const YAML::Node& node, List* out) -> ProblemOr {
+    if (!node.IsSequence()) return Problem{node.Mark(), "expected a list, " + Got(node), ""};
+    List items;
+    for (const YAML::Node& item : node) {
+      const bool ok = item.IsScalar() && !item.Scalar().empty() && item.Scalar().size() <= 16 &&
+                      std::all_of(item.Scalar().begin(), item.Scalar().end(), [](char c) {
+                        return (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+                      });
+      if (!ok)
+        return Problem{item.Mark(), "expected an asset name (A-Z 0-9, 1..16), " + Got(item), ""};
+      if (std::find(items.begin(), items.end(), item.Scalar()) != items.end()) {
+        return Problem{item.Mark(), Quote(item.Scalar()) + " is listed twice", ""};
+      }
+      items.push_back(item.Scalar());
+    }
+    *out = std::move(items);
+    return std::nullopt;
+  };
+  ValueShower<List> show = [](const List& items) {
+    std::string out = "[";
+    for (const std::string& i : items) out += (out.size() > 1 ? ", " : "") + i;
+    return out + "]";
+  };
+  return MakeKey<Get>(path, get, std::move(def), "list of asset names", parse, show, reload, help);
+}
+
 // librdkafka properties klined sets itself: overriding them would break the contract
 // (offsets committed only for trades in Redis, earliest start) or duplicate a typed key.
 constexpr std::array<std::pair<std::string_view, std::string_view>, 6> kReservedProperties = {{
@@ -480,6 +548,37 @@ const std::vector<KeySpec>& Keys() {
                        1000, 31536000000, kSighup,
                        "a symbol that took no trade for this long leaves shard memory and is "
                        "reloaded on its next trade; below 24h+1m its 24h ticker stops sliding"));
+
+    k.push_back(RolesKey("roles", KLINED_FIELD(roles),
+                         "ingest = consume Kafka; jobs = compete for the timer-job lease; api = "
+                         "serve the market-data API (REST + WebSocket)"));
+    k.push_back(StringKey("api.listen", KLINED_FIELD(api.listen), "127.0.0.1:8080", kListen,
+                          kRestart, "REST + WebSocket endpoint; port 0 = any"));
+    k.push_back(IntKey("api.threads", KLINED_FIELD(api.threads), 1, 1, 64, kRestart,
+                       "event-loop threads (api-N), each owning its connections"));
+    k.push_back(IntKey("api.max_connections", KLINED_FIELD(api.max_connections), 10000, 1, 1000000,
+                       kRestart, "open API sockets; one more is accepted and closed at once"));
+    k.push_back(IntKey("api.weight_per_minute", KLINED_FIELD(api.weight_per_minute), 6000, 0,
+                       100000000, kSighup,
+                       "request weight per client IP per minute (Binance's weights); more is "
+                       "answered 429 (-1003); 0 = no limit"));
+    k.push_back(IntKey("api.idle_timeout_ms", KLINED_FIELD(api.idle_timeout_ms), 60000, 100,
+                       3600000, kRestart,
+                       "a connection sending nothing (or a request too slowly) is closed"));
+    k.push_back(IntKey("api.mysql_timeout_ms", KLINED_FIELD(api.mysql_timeout_ms), 2000, 100, 60000,
+                       kRestart, "read timeout of the API's MySQL range reads"));
+    k.push_back(IntKey("api.symbols_refresh_ms", KLINED_FIELD(api.symbols_refresh_ms), 1000, 100,
+                       60000, kRestart,
+                       "how often the known-symbol set (kline:symbols) is re-read; a new "
+                       "symbol is answered as unknown until then"));
+    k.push_back(AssetListKey("api.quote_assets", KLINED_FIELD(api.quote_assets),
+                             {"USDT", "USDC", "FDUSD", "BUSD", "TUSD", "BTC", "ETH", "BNB", "EUR",
+                              "TRY", "BRL", "JPY", "DAI"},
+                             kRestart,
+                             "exchangeInfo splits a symbol into base + the longest of these "
+                             "that ends it"));
+    k.push_back(StringKey("api.web_root", KLINED_FIELD(api.web_root), "", kAnyString, kRestart,
+                          "directory GET / serves the chart page from; empty = no page"));
     return k;
   }();
   return keys;

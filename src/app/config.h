@@ -75,6 +75,25 @@ struct Config {
     LogLevel level = LogLevel::kInfo;
     int64_t rate_limit_per_s = 0;  // per hot-path log site; 0 = hot-path lines off
   };
+  // What this instance does (contract 7): consume Kafka, compete for the timer-job lease, serve
+  // the market-data API. Any non-empty combination.
+  struct Roles {
+    bool ingest = true;
+    bool jobs = true;
+    bool api = true;
+    friend bool operator==(const Roles&, const Roles&) = default;
+  };
+  struct Api {
+    std::string listen;                     // "host:port" of REST + WebSocket
+    int64_t threads = 0;                    // event-loop threads (api-N)
+    int64_t max_connections = 0;            // open sockets; more are accepted and closed
+    int64_t weight_per_minute = 0;          // request weight per client IP per minute; 0 = off
+    int64_t idle_timeout_ms = 0;            // a keep-alive connection silent this long is closed
+    int64_t mysql_timeout_ms = 0;           // read timeout of the API's MySQL range reads
+    int64_t symbols_refresh_ms = 0;         // how often the known-symbol set is re-read
+    std::vector<std::string> quote_assets;  // exchangeInfo's base/quote split, longest first
+    std::string web_root;                   // directory the chart page is served from
+  };
   struct Limits {
     int64_t max_pending_trades = 0;  // per shard, before consumption pauses
     int64_t max_gap_candles = 0;     // empty candles one trade may gap-fill per interval
@@ -95,6 +114,8 @@ struct Config {
   TradeFieldMap trade_fields;
   Log log;
   Limits limits;
+  Roles roles;
+  Api api;
 };
 
 struct ConfigError {

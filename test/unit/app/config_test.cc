@@ -156,6 +156,17 @@ limits:
   max_pending_trades: 5000
   max_gap_candles: 2000
   idle_release_ms: 60000
+roles: [api]
+api:
+  listen: "0.0.0.0:8081"
+  threads: 4
+  max_connections: 500
+  weight_per_minute: 1200
+  idle_timeout_ms: 5000
+  mysql_timeout_ms: 500
+  symbols_refresh_ms: 250
+  quote_assets: [USD, USDT]
+  web_root: /srv/klined/web
 )");
   CHECK(c.kafka.brokers == "k1:9092,k2:9093");
   CHECK(c.kafka.topic == "spot.trades");
@@ -200,6 +211,16 @@ limits:
   CHECK(c.limits.max_pending_trades == 5000);
   CHECK(c.limits.max_gap_candles == 2000);
   CHECK(c.limits.idle_release_ms == 60000);
+  CHECK((c.roles == Config::Roles{false, false, true}));
+  CHECK(c.api.listen == "0.0.0.0:8081");
+  CHECK(c.api.threads == 4);
+  CHECK(c.api.max_connections == 500);
+  CHECK(c.api.weight_per_minute == 1200);
+  CHECK(c.api.idle_timeout_ms == 5000);
+  CHECK(c.api.mysql_timeout_ms == 500);
+  CHECK(c.api.symbols_refresh_ms == 250);
+  CHECK(c.api.quote_assets == std::vector<std::string>{"USD", "USDT"});
+  CHECK(c.api.web_root == "/srv/klined/web");
   // Every key was set to something other than its default.
   CHECK(ChangedKeys(c, Config()).size() == ConfigKeys().size());
 }
@@ -248,6 +269,16 @@ TEST_CASE("config: errors name the key and the position") {
     CHECK(ErrorOf("intervals: []\n") == "t.yaml:1:12: intervals: must list at least one interval");
     CHECK(ErrorOf("intervals: [5m]\n") ==
           "t.yaml:1:12: intervals: must include 1m (the 24h ticker is built from 1m candles)");
+    CHECK(ErrorOf("roles: []\n") ==
+          "t.yaml:1:8: roles: must list at least one role (ingest, jobs, api)");
+    CHECK(ErrorOf("roles: [api, web]\n") ==
+          "t.yaml:1:14: roles: \"web\" is not a role (ingest, jobs, api)");
+    CHECK(ErrorOf("roles: [api, api]\n") == "t.yaml:1:14: roles: \"api\" is listed twice");
+    CHECK(ErrorOf("roles: api\n") == "t.yaml:1:8: roles: expected a list, got \"api\"");
+    CHECK(ErrorOf("api:\n  quote_assets: [usdt]\n") ==
+          "t.yaml:2:18: api.quote_assets: expected an asset name (A-Z 0-9, 1..16), got \"usdt\"");
+    CHECK(ErrorOf("api:\n  listen: nowhere\n").find("api.listen") != std::string::npos);
+    CHECK(ErrorOf("api:\n  threads: 0\n").find("api.threads") != std::string::npos);
     CHECK(ErrorOf("time_zone: UTC\n") == "t.yaml:1:12: time_zone: \"UTC\" is not +HH:MM or -HH:MM");
     CHECK(ErrorOf("time_zone: \"+8:00\"\n") ==
           "t.yaml:1:12: time_zone: \"+8:00\" is not +HH:MM or -HH:MM");
@@ -347,11 +378,11 @@ TEST_CASE("config: reload applies reloadable keys and reports the rest") {
   for (const ConfigKeyInfo& key : ConfigKeys()) {
     if (key.reloadable) reloadable.insert(key.path);
   }
-  CHECK(reloadable == std::set<std::string_view>{"kafka.dead_letter_topic", "redis.history_limit",
-                                                 "mysql.persist_interval_ms", "flush_interval_ms",
-                                                 "rollover_grace_ms", "max_future_skew_ms",
-                                                 "log.level", "log.rate_limit_per_s",
-                                                 "limits.idle_release_ms"});
+  CHECK(reloadable == std::set<std::string_view>{
+                          "kafka.dead_letter_topic", "redis.history_limit",
+                          "mysql.persist_interval_ms", "flush_interval_ms", "rollover_grace_ms",
+                          "max_future_skew_ms", "log.level", "log.rate_limit_per_s",
+                          "limits.idle_release_ms", "api.weight_per_minute"});
 
   Config running;
   Config next = Load(R"(
