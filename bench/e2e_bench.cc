@@ -397,7 +397,7 @@ int main(int argc, char** argv) {
           redis.address() + "\"\nmysql:\n  port: " + std::to_string(mysql.port()) +
           "\n  user: " + mysql.user() + "\n  password: \"" + mysql.password() +
           "\"\n  database: " + mysql.database() + "\nshards: " + std::to_string(o.shards) + "\n" +
-          ExtraYaml("KLINED_BENCH_CONFIG", "") + "\nmetrics:\n  listen: \"127.0.0.1:" +
+          ExtraYaml("KLINED_BENCH_CONFIG", "") + "\napi:\n  listen: \"127.0.0.1:0\"\nmetrics:\n  listen: \"127.0.0.1:" +
           std::to_string(metrics_port) + "\"\nlog:\n  level: " +
           (std::getenv("KLINED_BENCH_LOG") ? std::getenv("KLINED_BENCH_LOG") : "warn") + "\n");
   const char* build = std::getenv("KLINED_BUILD");

@@ -211,7 +211,7 @@ Timing TimeRestart(const kt::RedisServer& redis, const kt::MariaDbServer& mysql,
                   redis.address() + "\"\nmysql:\n  port: " + std::to_string(mysql.port()) +
                   "\n  user: " + mysql.user() + "\n  password: \"" + mysql.password() +
                   "\"\n  database: " + mysql.database() + "\nshards: " + std::to_string(o.shards) +
-                  "\nmetrics:\n  listen: \"127.0.0.1:" + std::to_string(metrics_port) +
+                  "\napi:\n  listen: \"127.0.0.1:0\"\nmetrics:\n  listen: \"127.0.0.1:" + std::to_string(metrics_port) +
                   "\"\nlog:\n  level: warn\n");
   const char* build = std::getenv("KLINED_BUILD");
   const double cpu_before = RedisCpu(redis);

@@ -39,6 +39,9 @@ trap 'cleanup; exit 143' TERM
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 REDIS_PORT=$(free_port)
 METRICS_PORT=$(free_port)
+# The market-data API: 8080 when free (DEMO_API_PORT overrides), else any free port.
+API_PORT=${DEMO_API_PORT:-8080}
+(exec 3<>/dev/tcp/127.0.0.1/$API_PORT) 2>/dev/null && API_PORT=$(free_port)
 
 setsid redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$TMP" --save "" --appendonly no \
   --daemonize no >"$TMP/redis.log" 2>&1 &
@@ -87,6 +90,8 @@ mysql:
 intervals: [1s, 1m, 5m, 1h, 1d]
 metrics:
   listen: "127.0.0.1:$METRICS_PORT"
+api:
+  listen: "127.0.0.1:$API_PORT"
 YAML
 setsid "$BUILD/src/app/klined" --config "$TMP/klined.yaml" 2>"$TMP/klined.log" &
 PIDS+=($!)
@@ -99,6 +104,7 @@ setsid "$BUILD/src/tools/tradegen/klined-tradegen" --brokers "$BOOTSTRAP" --topi
 PIDS+=($!)
 
 echo "demo: redis 127.0.0.1:$REDIS_PORT, mariadb 127.0.0.1:$MYSQL_PORT, kafka $BOOTSTRAP, metrics http://127.0.0.1:$METRICS_PORT/metrics"
+echo "demo: market-data API (Binance REST, docs/api.md): http://127.0.0.1:$API_PORT/api/v3/klines?symbol=BTCUSDT&interval=1m&limit=5"
 echo "demo: logs in $TMP; Ctrl-C to stop"
 echo "demo: try: $KLINECTL --redis 127.0.0.1:$REDIS_PORT candles ETHUSDT 1s --limit 10"
 start=$(date +%s)
@@ -110,6 +116,7 @@ while true; do
   echo "candles in MySQL: $(mariadb --no-defaults -S "$TMP/mysql.sock" -uroot -N -e \
     'SELECT COUNT(*) FROM klined.kline' 2>/dev/null || echo '?'), lease held: $(curl -s \
     "127.0.0.1:$METRICS_PORT/metrics" | awk '/^klined_lease_held/ {print $2}')"
+  echo "REST /api/v3/ticker/price?symbol=BTCUSDT: $(curl -s "127.0.0.1:$API_PORT/api/v3/ticker/price?symbol=BTCUSDT")"
   echo "current 1m candles of the next busiest symbols:"
   for s in ETHUSDT BNBUSDT SOLUSDT XRPUSDT; do
     "$KLINECTL" --redis "127.0.0.1:$REDIS_PORT" candles "$s" 1m --limit 1 2>/dev/null \

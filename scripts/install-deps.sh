@@ -10,6 +10,7 @@ PACKAGES=(
   build-essential g++ meson ninja-build pkg-config git
   librdkafka-dev libhiredis-dev libmariadb-dev libconcurrentqueue-dev libabsl-dev
   libyaml-cpp-dev prometheus-cpp-dev doctest-dev libbenchmark-dev libsystemd-dev libjemalloc-dev
+  libboost-dev
   redis-server redis-tools mariadb-server mariadb-client
   clang libclang-rt-14-dev llvm clang-format
   python3 python3-yaml curl procps iproute2 systemd kcat openssl bsdextrautils

@@ -40,4 +40,25 @@ MysqlOptions MysqlOptionsFrom(const Config& c) {
   return o;
 }
 
+api::ApiServerOptions ApiOptionsFrom(const Config& c) {
+  api::ApiServerOptions o;
+  o.listen = c.api.listen;
+  o.threads = static_cast<int>(c.api.threads);
+  o.max_connections = c.api.max_connections;
+  o.idle_timeout_ms = c.api.idle_timeout_ms;
+  o.symbols_refresh_ms = c.api.symbols_refresh_ms;
+  // A reply waits on at most one Redis round trip: a short timeout answers 503 quickly.
+  o.redis = RedisOptionsFrom(c, 2000);
+  o.mysql = MysqlOptionsFrom(c);
+  o.mysql.read_timeout_s = o.mysql.write_timeout_s =
+      static_cast<int>((c.api.mysql_timeout_ms + 999) / 1000);
+  o.keys = KeyLayout(c.redis.key_prefix, c.redis.ticker_prefix);
+  o.handler.intervals = c.intervals;
+  o.handler.time_zone = c.time_zone;
+  o.handler.quote_assets = c.api.quote_assets;
+  o.handler.weight_per_minute = c.api.weight_per_minute;
+  o.handler.web_root = c.api.web_root;
+  return o;
+}
+
 }  // namespace klined

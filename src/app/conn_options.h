@@ -3,6 +3,7 @@
 // startup probes all connect alike (address, ACL user, password, TLS).
 #pragma once
 
+#include "api/api_server.h"
 #include "app/config.h"
 #include "io/mysql/mysql_conn.h"
 #include "io/redis/redis_conn.h"
@@ -11,5 +12,8 @@ namespace klined {
 
 RedisOptions RedisOptionsFrom(const Config& config, int command_timeout_ms);
 MysqlOptions MysqlOptionsFrom(const Config& config);
+// The market-data API server's options: its own Redis and MySQL clients (the MySQL read
+// timeout from api.mysql_timeout_ms), limits, and what requests are validated against.
+api::ApiServerOptions ApiOptionsFrom(const Config& config);
 
 }  // namespace klined

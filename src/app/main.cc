@@ -36,7 +36,9 @@
 #include <thread>
 #include <vector>
 
+#include "api/api_server.h"
 #include "app/allocator.h"
+#include "app/api_metrics.h"
 #include "app/config.h"
 #include "app/conn_options.h"
 #include "app/metrics.h"
@@ -177,10 +179,12 @@ bool WaitForDependencies(const Config& c, Notifier* notifier, Metrics* metrics) 
     std::string address;
     std::string (*run)(const Config&);
   };
-  const Probe probes[] = {
+  // Every role needs Redis and MySQL (ingest: its candles' home and the late-trade path; jobs:
+  // persistence; api: the reads); only ingest needs Kafka.
+  std::vector<Probe> probes = {
       {Dependency::kRedis, c.redis.address, ProbeRedis},
-      {Dependency::kMysql, c.mysql.host + ":" + std::to_string(c.mysql.port), ProbeMysql},
-      {Dependency::kKafka, c.kafka.brokers, ProbeKafka}};
+      {Dependency::kMysql, c.mysql.host + ":" + std::to_string(c.mysql.port), ProbeMysql}};
+  if (c.roles.ingest) probes.push_back({Dependency::kKafka, c.kafka.brokers, ProbeKafka});
   int64_t backoff_ms = kStartupBackoffMinMs;
   for (int attempt = 1;; ++attempt) {
     std::string status;
@@ -288,7 +292,7 @@ class StatusReporter {
 // untouched) if the file is invalid.
 bool Reload(const std::string& config_path, Config* config,
             const std::vector<std::unique_ptr<Shard>>& shards, TimerJobs* jobs,
-            TradeConsumer* consumer, std::string* error) {
+            TradeConsumer* consumer, api::ApiServer* api, std::string* error) {
   ConfigResult next = LoadConfigFile(config_path);
   if (const ConfigError* e = std::get_if<ConfigError>(&next)) {
     *error = e->message;
@@ -306,7 +310,8 @@ bool Reload(const std::string& config_path, Config* config,
     s->set_flush_interval_ms(static_cast<int>(config->flush_interval_ms));
     s->set_idle_release_ms(config->limits.idle_release_ms);
   }
-  jobs->Reload(*config);
+  if (jobs != nullptr) jobs->Reload(*config);
+  if (api != nullptr) api->SetWeightPerMinute(config->api.weight_per_minute);
   consumer->SetDeadLetterTopic(config->kafka.dead_letter_topic);
   consumer->SetMaxFutureSkewMs(config->max_future_skew_ms);
   return true;
@@ -321,8 +326,10 @@ int Run(const std::string& config_path, Config config) {
   Notifier notifier;
 
   SeriesLayout layout{config.intervals, config.time_zone, config.limits.max_gap_candles};
-  size_t shard_count = config.shards > 0 ? static_cast<size_t>(config.shards)
-                                         : std::max(1u, std::thread::hardware_concurrency());
+  // An instance without the ingest role consumes nothing and runs no shards.
+  size_t shard_count = !config.roles.ingest ? 0
+                       : config.shards > 0  ? static_cast<size_t>(config.shards)
+                                            : std::max(1u, std::thread::hardware_concurrency());
   const RedisOptions redis = RedisOptionsFrom(config, 5000);
 
   std::vector<std::unique_ptr<Shard>> shards;
@@ -355,6 +362,8 @@ int Run(const std::string& config_path, Config config) {
   // the exposer's HTTP threads have stopped (~Metrics stops them first). On the heap, so a
   // regression of this order shows under ASan as a heap-use-after-free.
   std::unique_ptr<TimerJobs> jobs;
+  std::unique_ptr<api::ApiServer> api;
+  std::shared_ptr<prometheus::Collectable> api_collector;  // the exposer keeps only a weak_ptr
 
   Metrics metrics(shard_views, &consumer);
   std::string error;
@@ -370,29 +379,47 @@ int Run(const std::string& config_path, Config config) {
     LOG(kInfo, "startup.aborted", "detail=\"stop signal while waiting for dependencies\"");
     return 0;
   }
-  if (!consumer.Start(&error)) {
+  if (config.roles.api) {
+    api = std::make_unique<api::ApiServer>(ApiOptionsFrom(config));
+    if (!api->Start(&error)) {
+      LOG(kError, "api.failed", "error=\"" << Quoted(error) << "\"");
+      return 1;
+    }
+    api_collector = MakeApiCollector(api.get());
+    metrics.AddCollectable(api_collector);
+    LOG(kInfo, "api.listening",
+        "listen=" << config.api.listen << " port=" << api->port()
+                  << " threads=" << config.api.threads);
+  }
+  if (config.roles.ingest && !consumer.Start(&error)) {
     LOG(kError, "kafka.failed", "error=\"" << Quoted(error) << "\"");
     return 1;
   }
   for (auto& s : shards) s->Start();
   // Rollover, persistence and trimming run only while this instance holds the lease.
-  jobs = std::make_unique<TimerJobs>(config, &layout);
-  jobs->Start();
-  metrics.AddCollectable(jobs->Collector());
+  if (config.roles.jobs) {
+    jobs = std::make_unique<TimerJobs>(config, &layout);
+    jobs->Start();
+    metrics.AddCollectable(jobs->Collector());
+  }
 
   std::atomic<int64_t> drain_deadline{INT64_MAX};
-  std::atomic<bool> consumer_done{false};
-  std::thread consumer_thread([&] {
-    NameThisThread("consumer");
-    consumer.Run(g_stop, drain_deadline);
-    consumer_done.store(true);
-  });
+  std::atomic<bool> consumer_done{!config.roles.ingest};
+  std::thread consumer_thread;
+  if (config.roles.ingest) {
+    consumer_thread = std::thread([&] {
+      NameThisThread("consumer");
+      consumer.Run(g_stop, drain_deadline);
+      consumer_done.store(true);
+    });
+  }
 
   ShardWatchdog watchdog(shard_views, Notifier::WatchdogInterval());
   StatusReporter status(shard_views);
   metrics.set_ready(true);
-  notifier.Ready("consuming " + co.topic + " as group " + co.group + " on " +
-                 std::to_string(shard_count) + " shards");
+  notifier.Ready(config.roles.ingest ? "consuming " + co.topic + " as group " + co.group + " on " +
+                                           std::to_string(shard_count) + " shards"
+                                     : std::string("serving without the ingest role"));
   LOG(kInfo, "ready",
       "shards=" << shard_count << " topic=" << co.topic << " group=" << co.group
                 << " watchdog_ms=" << watchdog.period_ms() * 2);
@@ -409,7 +436,7 @@ int Run(const std::string& config_path, Config config) {
     }
     if (g_reload.exchange(false)) {
       notifier.Reloading();
-      if (Reload(config_path, &config, shards, jobs.get(), &consumer, &error)) {
+      if (Reload(config_path, &config, shards, jobs.get(), &consumer, api.get(), &error)) {
         metrics.ConfigReloaded(true, UnixSeconds());
         LOG(kInfo, "config.reloaded", DescribeConfig(config));
         notifier.ReadyAfterReload("reloaded; " + status.Line(MonotonicMs()));
@@ -430,16 +457,19 @@ int Run(const std::string& config_path, Config config) {
   notifier.Stopping();
   metrics.set_ready(false);
   LOG(kInfo, "drain.start", "timeout_ms=" << kDrainTimeoutMs);
+  // The API answers from Redis and MySQL, never from what this instance holds: it stops
+  // first, so a load balancer moves its clients to another instance while the drain runs.
+  if (api) api->Stop();
   // Release the lease first, so a standby takes over the timer jobs at once; closed candles
   // not yet in MySQL stay tracked in Redis for it. Bounded by the jobs' Redis and MySQL
   // timeouts, not by the deadline; the consumer drains meanwhile.
-  jobs->Stop();
+  if (jobs) jobs->Stop();
   // The drain is bounded by its deadline, so the watchdog is fed while it runs.
   while (!consumer_done.load()) {
     std::this_thread::sleep_for(std::chrono::milliseconds(kTickMs));
     if (watchdog.enabled() && MonotonicMs() <= deadline) notifier.Watchdog();
   }
-  consumer_thread.join();
+  if (consumer_thread.joinable()) consumer_thread.join();
   for (auto& s : shards) s->Stop(deadline);
   LOG(kInfo, "drain.done", "");
   return 0;

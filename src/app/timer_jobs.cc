@@ -1,6 +1,7 @@
 #include "app/timer_jobs.h"
 
 #include "app/conn_options.h"
+#include "app/metric_family.h"
 
 #include <prometheus/collectable.h>
 #include <prometheus/metric_family.h>
@@ -44,18 +45,7 @@ class JobsCollector : public prometheus::Collectable {
   std::vector<MetricFamily> Collect() const override {
     std::vector<MetricFamily> out;
     auto add = [&out](const char* name, const char* help, MetricType type, double v) {
-      MetricFamily f;
-      f.name = name;
-      f.help = help;
-      f.type = type;
-      ClientMetric m;
-      if (type == MetricType::Counter) {
-        m.counter.value = v;
-      } else {
-        m.gauge.value = v;
-      }
-      f.metric.push_back(m);
-      out.push_back(std::move(f));
+      AddSample(&out, name, help, type, v);
     };
     const auto C = MetricType::Counter;
     const auto G = MetricType::Gauge;

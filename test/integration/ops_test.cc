@@ -275,7 +275,7 @@ struct OpsStack {
            "mysql:\n  host: \"" +
            mysql.host() + "\"\n  port: " + std::to_string(mysql.port()) +
            "\n  user: " + mysql.user() + "\n  database: " + mysql.database() + "\n" +
-           "intervals: [1m, 5m]\nmetrics:\n  listen: \"127.0.0.1:" + std::to_string(metrics_port) +
+           "intervals: [1m, 5m]\napi:\n  listen: \"127.0.0.1:0\"\nmetrics:\n  listen: \"127.0.0.1:" + std::to_string(metrics_port) +
            "\"\n" + extra;
   }
   void WriteConfig(const std::string& extra) { kt::WriteFile(config, Yaml(extra)); }
@@ -410,7 +410,7 @@ TEST_CASE("ops: SIGTERM while waiting for dependencies exits 0 at once") {
   kt::WriteFile(config, "kafka:\n  brokers: \"127.0.0.1:" + std::to_string(kt::FreePort()) +
                             "\"\nredis:\n  address: \"127.0.0.1:" + std::to_string(kt::FreePort()) +
                             "\"\nmysql:\n  port: " + std::to_string(kt::FreePort()) +
-                            "\nmetrics:\n  listen: \"127.0.0.1:" + std::to_string(metrics_port) +
+                            "\napi:\n  listen: \"127.0.0.1:0\"\nmetrics:\n  listen: \"127.0.0.1:" + std::to_string(metrics_port) +
                             "\"\n");
   kt::Subprocess p(
       KlinedPath(), {"--config", config.string()},

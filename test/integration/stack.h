@@ -184,6 +184,8 @@ struct Stack {
     if (config_tail.find("flush_interval_ms:") == std::string::npos)
       y += "flush_interval_ms: 100\n";
     if (config_tail.find("shards:") == std::string::npos) y += "shards: 2\n";
+    // Every instance serves the API on a port of its own (any free one unless a test sets it).
+    if (config_tail.find("api:") == std::string::npos) y += "api:\n  listen: \"127.0.0.1:0\"\n";
     return y + config_tail;
   }
 

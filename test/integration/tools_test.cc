@@ -298,7 +298,7 @@ TEST_CASE("tools: tradegen -> Kafka -> klined -> klinectl shows what Redis holds
                             "\"\n  database: " + mysql.database() +
                             "\n"
                             "intervals: [1m, 5m]\nflush_interval_ms: 100\nshards: 2\n"
-                            "metrics:\n  listen: \"127.0.0.1:" +
+                            "api:\n  listen: \"127.0.0.1:0\"\nmetrics:\n  listen: \"127.0.0.1:" +
                             std::to_string(kt::FreePort()) + "\"\n");
   kt::Subprocess klined(
       BuildDir() + "/src/app/klined", {"--config", config.string()},

@@ -1,5 +1,6 @@
 #include "http_get.h"
 
+#include <cctype>
 #include <cstdlib>
 
 #include <arpa/inet.h>
@@ -10,9 +11,10 @@
 
 namespace klined::test {
 
-std::string HttpGet(int port, std::string_view path) {
+HttpResponse HttpRaw(int port, std::string_view request) {
+  HttpResponse out;
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return "";
+  if (fd < 0) return out;
   timeval tv{5, 0};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
@@ -22,8 +24,6 @@ std::string HttpGet(int port, std::string_view path) {
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   std::string response;
   if (connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0) {
-    const std::string request =
-        "GET " + std::string(path) + " HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
     size_t sent = 0;
     while (sent < request.size()) {
       const ssize_t n = send(fd, request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
@@ -39,11 +39,33 @@ std::string HttpGet(int port, std::string_view path) {
   close(fd);
   // "HTTP/1.x 200 ...", headers, a blank line, the body.
   const size_t body = response.find("\r\n\r\n");
-  if (response.compare(0, 5, "HTTP/") != 0 || response.find(" 200 ") > response.find("\r\n") ||
-      body == std::string::npos) {
-    return "";
-  }
-  return response.substr(body + 4);
+  if (response.compare(0, 5, "HTTP/") != 0 || body == std::string::npos) return out;
+  const size_t sp = response.find(' ');
+  out.status = std::atoi(response.c_str() + sp + 1);
+  out.headers = response.substr(0, body + 2);
+  out.body = response.substr(body + 4);
+  return out;
+}
+
+HttpResponse HttpFetch(int port, std::string_view target) {
+  return HttpRaw(port, "GET " + std::string(target) +
+                           " HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+}
+
+std::string HttpResponse::Header(std::string_view name) const {
+  std::string lower_headers = headers, lower_name(name);
+  for (char& c : lower_headers) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  for (char& c : lower_name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  const size_t at = lower_headers.find("\r\n" + lower_name + ":");
+  if (at == std::string::npos) return "";
+  size_t v = at + 3 + lower_name.size();
+  while (v < headers.size() && headers[v] == ' ') ++v;
+  return headers.substr(v, headers.find("\r\n", v) - v);
+}
+
+std::string HttpGet(int port, std::string_view path) {
+  HttpResponse r = HttpFetch(port, path);
+  return r.status == 200 ? r.body : "";
 }
 
 double MetricSum(const std::string& text, const std::string& name) {

@@ -1,0 +1,98 @@
+// The API's reads of Redis and MySQL: candles over a time range stitched across the
+// Redis/MySQL seam, every symbol's current candle, tickers, the known-symbol set.
+//
+// DESIGN
+// One MarketReader per API thread (it owns a blocking hiredis and a MySQL connection; calls
+// block that thread for one Redis round trip, plus one MySQL range read when the range is
+// older than Redis holds). It never touches shard memory: any instance answers for any
+// symbol.
+//
+// The seam. Redis holds a symbol's current candle and, in the history sorted set, a gapless
+// run of closed candles ending just before it; trimming removes only the oldest members and
+// only after MySQL has them. So with h0 = the oldest history score (or the current candle's
+// open time when history is empty), every candle before h0 is in MySQL and every candle from
+// h0 on is in Redis. One MULTI/EXEC reads the current candle, h0 and the range's members in a
+// single snapshot (a rollover or trim cannot fall between them; all keys share the symbol's
+// slot, so this holds in a cluster too); MySQL is asked only for open times < h0. Rows never
+// repeat and never skip at the seam.
+//
+// Binance's range rules (GET /api/v3/klines): startTime given = the oldest `limit` candles
+// with open time in [startTime, endTime]; otherwise the newest `limit` with open time <=
+// endTime (or all). Rows are ascending, the current candle last when in range.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/counter.h"
+#include "io/mysql/kline_table.h"
+#include "io/mysql/mysql_conn.h"
+#include "io/redis/key_layout.h"
+#include "io/redis/redis_conn.h"
+#include "klined/candle.h"
+#include "klined/interval.h"
+
+namespace klined::api {
+
+// Counters of one reader; owned by its API thread, read by the metrics scrape.
+struct ReaderStats {
+  OwnedCounter redis_reads;     // Redis round trips
+  OwnedCounter redis_failures;  // round trips that failed (Redis down, timeout, error reply)
+  OwnedCounter mysql_reads;     // MySQL range reads
+  OwnedCounter mysql_failures;  // range reads that failed
+  OwnedCounter corrupt_values;  // stored values that do not parse (skipped, logged)
+};
+
+struct RangeQuery {
+  std::string_view symbol;
+  Interval interval = Interval::k1m;
+  std::optional<int64_t> start_ms;
+  std::optional<int64_t> end_ms;
+  size_t limit = 500;
+};
+
+enum class ReadStatus : uint8_t { kOk, kRedisDown, kMysqlDown };
+
+class MarketReader {
+ public:
+  MarketReader(RedisOptions redis, MysqlOptions mysql, KeyLayout keys, UtcOffset tz);
+
+  // Candles of the range, ascending (see DESIGN). kOk with *out filled, else why not.
+  ReadStatus Klines(const RangeQuery& q, std::vector<Candle>* out);
+
+  // The current candle of each symbol that has one, in the order given, with its symbol
+  // (one pipelined read). Symbols without a current candle are left out.
+  ReadStatus Latest(Interval iv, std::span<const std::string> symbols,
+                    std::vector<std::pair<std::string_view, Candle>>* out);
+
+  // The stored 24h ticker JSON of each symbol (one pipelined read); an empty string where a
+  // symbol has none.
+  ReadStatus Tickers(std::span<const std::string> symbols, std::vector<std::string>* out);
+
+  // Every member of PREFIX:symbols (SSCAN), sorted.
+  ReadStatus Symbols(std::vector<std::string>* out);
+
+  const ReaderStats& stats() const { return stats_; }
+
+ private:
+  // A candle member or current value; false (counted, logged) when it does not parse.
+  bool ParseStored(std::string_view json, Interval iv, Candle* out);
+  // GET of every key in one pipeline; on_reply(index, reply) for each, in order.
+  ReadStatus GetAll(std::span<const std::string> keys,
+                    const std::function<void(size_t, const redisReply*)>& on_reply);
+  ReadStatus MysqlRange(std::string_view symbol, Interval iv, int64_t lo, int64_t hi, size_t limit,
+                        bool newest_first, std::vector<Candle>* out);
+
+  RedisConn redis_;
+  MysqlConn mysql_;
+  KlineTable table_;
+  KeyLayout keys_;
+  ReaderStats stats_;
+};
+
+}  // namespace klined::api

@@ -1,0 +1,91 @@
+// klined_api_* metrics; see api_metrics.h and docs/metrics.md.
+#include "app/api_metrics.h"
+
+#include <prometheus/collectable.h>
+#include <prometheus/metric_family.h>
+
+#include <string>
+#include <vector>
+
+#include "api/api_server.h"
+#include "app/metric_family.h"
+
+namespace klined {
+namespace {
+
+using prometheus::ClientMetric;
+using prometheus::MetricFamily;
+using prometheus::MetricType;
+
+class ApiCollector : public prometheus::Collectable {
+ public:
+  explicit ApiCollector(const api::ApiServer* server) : server_(server) {}
+
+  std::vector<MetricFamily> Collect() const override {
+    const api::ApiSnapshot s = server_->Snapshot();
+    std::vector<MetricFamily> out;
+    auto family = [&out](const char* name, const char* help, MetricType type) -> MetricFamily& {
+      MetricFamily& f = out.emplace_back();
+      f.name = name;
+      f.help = help;
+      f.type = type;
+      return f;
+    };
+    auto add = [&out](const char* name, const char* help, MetricType type, double v) {
+      AddSample(&out, name, help, type, v);
+    };
+    const auto C = MetricType::Counter;
+    const auto G = MetricType::Gauge;
+    MetricFamily& responses = family(
+        "klined_api_responses_total",
+        "REST replies by endpoint and outcome (ok, client_error, rate_limited, unavailable)", C);
+    for (size_t e = 0; e < api::kEndpointCount; ++e) {
+      for (size_t o = 0; o < api::kOutcomeCount; ++o) {
+        ClientMetric m;
+        m.label = {{"endpoint", api::EndpointName(static_cast<api::Endpoint>(e))},
+                   {"outcome", api::OutcomeName(static_cast<api::Outcome>(o))}};
+        m.counter.value = double(s.responses[e][o]);
+        responses.metric.push_back(m);
+      }
+    }
+    add("klined_api_connections", "Open API connections", G, double(s.connections_open));
+    add("klined_api_connections_accepted_total", "API connections accepted", C,
+        double(s.connections_accepted));
+    add("klined_api_connections_rejected_total",
+        "API connections closed at once because api.max_connections were open", C,
+        double(s.connections_rejected));
+    add("klined_api_http_errors_total",
+        "Malformed or oversized HTTP requests (answered 400/413/431 and closed)", C,
+        double(s.http_errors));
+    add("klined_api_timeouts_total",
+        "API connections closed for silence or a request arriving too slowly", C,
+        double(s.timeouts));
+    add("klined_api_redis_reads_total", "Redis round trips of the API", C, double(s.redis_reads));
+    add("klined_api_redis_failures_total", "API Redis round trips that failed (answered 503)", C,
+        double(s.redis_failures));
+    add("klined_api_mysql_reads_total", "MySQL range reads of the API (history older than Redis)",
+        C, double(s.mysql_reads));
+    add("klined_api_mysql_failures_total", "API MySQL range reads that failed (answered 503)", C,
+        double(s.mysql_failures));
+    add("klined_api_corrupt_values_total",
+        "Stored values the API could not parse (left out of the reply, logged)", C,
+        double(s.corrupt_values));
+    add("klined_api_symbols_known", "Symbols in the API's known-symbol set", G,
+        double(s.symbols_known));
+    add("klined_api_symbol_refresh_failures_total",
+        "Known-symbol set refreshes that failed (the previous set kept)", C,
+        double(s.symbol_refresh_failures));
+    return out;
+  }
+
+ private:
+  const api::ApiServer* server_;
+};
+
+}  // namespace
+
+std::shared_ptr<prometheus::Collectable> MakeApiCollector(const api::ApiServer* server) {
+  return std::make_shared<ApiCollector>(server);
+}
+
+}  // namespace klined

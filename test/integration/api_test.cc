@@ -1,0 +1,440 @@
+// The market-data API (contract section 8) against the real binary, Redis, MariaDB and the
+// test broker: REST rows equal the independent computation (stack.h), across the Redis/MySQL
+// seam, under Binance's range rules; errors are Binance's; limits hold; roles split the work.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <csignal>
+#include <numeric>
+
+#include "stack.h"
+
+using namespace klined_it;
+
+namespace {
+
+// One field of the reference's flat candle JSON, as it is written (a number or a string's
+// contents).
+std::string Field(const std::string& json, const std::string& key) {
+  const std::string k = "\"" + key + "\":";
+  size_t at = json.find(k);
+  if (at == std::string::npos) return "?";
+  at += k.size();
+  if (json[at] == '"') return json.substr(at + 1, json.find('"', at + 1) - at - 1);
+  return json.substr(at, json.find_first_of(",}", at) - at);
+}
+
+// The Binance kline row of a reference candle: [t,"o","h","l","c","v",T,"q",n,"V","Q","0"].
+std::string RefRow(const std::string& json) {
+  auto q = [&](const char* k) { return "\"" + Field(json, k) + "\""; };
+  return "[" + Field(json, "t") + "," + q("o") + "," + q("h") + "," + q("l") + "," + q("c") + "," +
+         q("v") + "," + Field(json, "T") + "," + q("q") + "," + Field(json, "n") + "," + q("V") +
+         "," + q("Q") + ",\"0\"]";
+}
+
+// The rows of a klines reply (a JSON array of flat arrays), each as its text.
+std::vector<std::string> Rows(const std::string& body) {
+  std::vector<std::string> rows;
+  if (body.size() < 2 || body.front() != '[' || body.back() != ']') return rows;
+  size_t at = 1;
+  while (at < body.size() - 1) {
+    if (body[at] == ',') ++at;
+    const size_t end = body.find(']', at);
+    if (body[at] != '[' || end == std::string::npos) return {};
+    rows.push_back(body.substr(at, end - at + 1));
+    at = end + 1;
+  }
+  return rows;
+}
+
+int64_t OpenOf(const std::string& row) { return std::stoll(row.substr(1, row.find(',') - 1)); }
+
+// The reference rows of (sym, iv) through the bucket opening at end_open (its current candle).
+std::vector<std::string> RefRows(const std::vector<RefTrade>& trades, const std::string& sym,
+                                 const std::string& iv, int64_t len, int64_t end_open) {
+  auto [hist, current] = Expected(trades, sym, iv, len, end_open);
+  std::vector<std::string> rows;
+  for (const std::string& h : hist) rows.push_back(RefRow(h));
+  rows.push_back(RefRow(current));
+  return rows;
+}
+
+std::vector<std::string> Slice(const std::vector<std::string>& v, size_t from, size_t to) {
+  return std::vector<std::string>(v.begin() + static_cast<ptrdiff_t>(from),
+                                  v.begin() + static_cast<ptrdiff_t>(to));
+}
+
+size_t Count(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+std::string ApiTail(int port, const std::string& more = "") {
+  return "api:\n  listen: \"127.0.0.1:" + std::to_string(port) + "\"\n  symbols_refresh_ms: 200\n" +
+         more;
+}
+
+// Waits until the API knows `sym` (the known-symbol set is refreshed every 200 ms here).
+bool WaitKnown(int port, const std::string& sym) {
+  return WaitUntil(
+      [&] {
+        return kt::HttpFetch(port, "/api/v3/klines?interval=1m&limit=1&symbol=" + sym).status ==
+               200;
+      },
+      seconds(20));
+}
+
+}  // namespace
+
+TEST_CASE("api: klines rows equal the independent computation across the Redis/MySQL seam") {
+  const int api_port = kt::FreePort();
+  // history_limit 4: most closed candles are trimmed from Redis once MySQL has them, so the
+  // longer ranges are stitched from both.
+  Stack stack(false, ApiTail(api_port, "  weight_per_minute: 0\n"), "  history_limit: 4\n");
+  const std::vector<std::string> symbols = {"BTCUSDT", "ETHUSDT"};
+  const std::vector<RefTrade> trades = MakeTrades(symbols, 300, 1234);
+  auto klined = stack.StartKlined("klined");
+  kt::Producer producer(stack.broker.bootstrap());
+  Produce(&producer, trades);
+  REQUIRE_MESSAGE(stack.WaitForWatermarks(LastIds(trades), seconds(60)), klined->OutputTail());
+  kt::RedisClient rc = stack.redis.Connect();
+  REQUIRE_MESSAGE(WaitUntil(
+                      [&] {
+                        for (const std::string& s : symbols) {
+                          for (const auto& [iv, len] : kIntervals) {
+                            if (iv == "1h") continue;
+                            if (rc.Integer({"ZCARD", "kline:{" + s + "}:" + iv + ":hist"}) > 4)
+                              return false;
+                          }
+                        }
+                        return true;
+                      },
+                      seconds(60)),
+                  klined->OutputTail());
+  for (const std::string& s : symbols) REQUIRE(WaitKnown(api_port, s));
+
+  for (const std::string& sym : symbols) {
+    for (const auto& [iv, len] : kIntervals) {
+      const std::string base = "/api/v3/klines?symbol=" + sym + "&interval=" + iv;
+      CAPTURE(base);
+      // Neither bound: the newest `limit`, here all of them (a 1m series of ~21 candles).
+      const kt::HttpResponse full = kt::HttpFetch(api_port, base + "&limit=1000");
+      REQUIRE(full.status == 200);
+      CHECK(full.Header("Content-Type").find("application/json") == 0);
+      const std::vector<std::string> rows = Rows(full.body);
+      REQUIRE(!rows.empty());
+      const std::vector<std::string> ref = RefRows(trades, sym, iv, len, OpenOf(rows.back()));
+      CHECK(rows == ref);
+      // uiKlines: the same rows.
+      CHECK(Rows(kt::HttpFetch(api_port,
+                               "/api/v3/uiKlines?symbol=" + sym + "&interval=" + iv + "&limit=1000")
+                     .body) == ref);
+      if (iv != "1m") continue;  // the 5m and 1h series are too short for the range cases
+      REQUIRE(ref.size() >= 12);
+      // startTime only: the oldest `limit` from it (startTime=0 works: clients page from it).
+      CHECK(Rows(kt::HttpFetch(api_port, base + "&startTime=0&limit=5").body) == Slice(ref, 0, 5));
+      // A start inside a bucket: open times >= startTime.
+      CHECK(Rows(kt::HttpFetch(api_port, base + "&startTime=" + std::to_string(OpenOf(ref[3]) + 1) +
+                                             "&limit=3")
+                     .body) == Slice(ref, 4, 7));
+      // endTime only: the newest `limit` at or before it.
+      CHECK(Rows(kt::HttpFetch(api_port,
+                               base + "&endTime=" + std::to_string(OpenOf(ref[10])) + "&limit=3")
+                     .body) == Slice(ref, 8, 11));
+      // Both: from start, capped at end, at most `limit`.
+      const std::string both = base + "&startTime=" + std::to_string(OpenOf(ref[2])) +
+                               "&endTime=" + std::to_string(OpenOf(ref[6]));
+      CHECK(Rows(kt::HttpFetch(api_port, both).body) == Slice(ref, 2, 7));
+      CHECK(Rows(kt::HttpFetch(api_port, both + "&limit=2").body) == Slice(ref, 2, 4));
+      // The default limit (500) covers the whole series.
+      std::vector<std::string> dflt = Rows(kt::HttpFetch(api_port, base).body);
+      REQUIRE(!dflt.empty());
+      CHECK(dflt == RefRows(trades, sym, iv, len, OpenOf(dflt.back())));
+      // limit=1: the current candle.
+      std::vector<std::string> one = Rows(kt::HttpFetch(api_port, base + "&limit=1").body);
+      REQUIRE(one.size() == 1);
+      CHECK(one.front() == RefRows(trades, sym, iv, len, OpenOf(one.front())).back());
+      // Paging forward as python-binance does: startTime=0, then the last open time + 1.
+      std::vector<std::string> paged;
+      int64_t start = 0;
+      for (int page = 0; page < 100; ++page) {
+        std::vector<std::string> got = Rows(
+            kt::HttpFetch(api_port, base + "&limit=4&startTime=" + std::to_string(start)).body);
+        paged.insert(paged.end(), got.begin(), got.end());
+        if (got.size() < 4) break;
+        start = OpenOf(got.back()) + 1;
+      }
+      REQUIRE(!paged.empty());
+      CHECK(paged == RefRows(trades, sym, iv, len, OpenOf(paged.back())));
+      // The configured time zone is accepted in Binance's forms; the rows do not change.
+      CHECK(Rows(kt::HttpFetch(api_port, base + "&startTime=0&limit=5&timeZone=0").body) ==
+            Slice(ref, 0, 5));
+      CHECK(Rows(kt::HttpFetch(api_port, base + "&startTime=0&limit=5&timeZone=%2B00:00").body) ==
+            Slice(ref, 0, 5));
+    }
+  }
+  // The seam was crossed: ranges older than Redis holds were read from MySQL.
+  const std::string metrics = stack.Metrics();
+  CHECK(MetricValue(metrics, "klined_api_mysql_reads_total") > 0);
+  CHECK(MetricValue(metrics, "klined_api_mysql_failures_total") == 0);
+  CHECK(MetricValue(metrics, "klined_api_corrupt_values_total") == 0);
+  CHECK(MetricValue(metrics, "klined_api_responses_total{endpoint=\"klines\",outcome=\"ok\"}") > 0);
+  StopCleanly(*klined);
+}
+
+TEST_CASE("api: klines/latest, 24h tickers, prices, exchangeInfo, ping and time") {
+  const int api_port = kt::FreePort();
+  Stack stack(false, ApiTail(api_port, "  weight_per_minute: 0\n"));
+  const std::vector<std::string> symbols = {"BTCUSDT", "ETHBTC", "XYZ"};
+  const std::vector<RefTrade> trades = MakeTrades(symbols, 200, 99);
+  auto klined = stack.StartKlined("klined");
+  kt::Producer producer(stack.broker.bootstrap());
+  Produce(&producer, trades);
+  REQUIRE_MESSAGE(stack.WaitForWatermarks(LastIds(trades), seconds(60)), klined->OutputTail());
+  for (const std::string& s : symbols) REQUIRE(WaitKnown(api_port, s));
+
+  CHECK(kt::HttpFetch(api_port, "/api/v3/ping").body == "{}");
+  const kt::HttpResponse time = kt::HttpFetch(api_port, "/api/v3/time");
+  REQUIRE(time.status == 200);
+  const int64_t server_time = std::stoll(Field(time.body, "serverTime"));
+  CHECK(std::abs(server_time - MinuteAgo(0)) < 120000);
+
+  // klines/latest: one row per symbol, [symbol, <the 12 fields>], each the current candle.
+  const kt::HttpResponse latest = kt::HttpFetch(api_port, "/api/v3/klines/latest?interval=5m");
+  REQUIRE(latest.status == 200);
+  for (const std::string& sym : symbols) {
+    CAPTURE(sym);
+    const std::string head = "[\"" + sym + "\",";
+    const size_t at = latest.body.find(head);
+    REQUIRE(at != std::string::npos);
+    const std::string row = "[" + latest.body.substr(at + head.size(), latest.body.find(']', at) -
+                                                                           at - head.size() + 1);
+    CHECK(row == RefRows(trades, sym, "5m", 300000, OpenOf(row)).back());
+  }
+  CHECK(kt::HttpFetch(api_port, "/api/v3/klines/latest").status == 400);
+  CHECK(kt::HttpFetch(api_port, "/api/v3/klines/latest?interval=7m").status == 400);
+
+  // 24h ticker: every trade is from the last 20 minutes, so the window holds them all.
+  for (const std::string& sym : symbols) {
+    CAPTURE(sym);
+    std::vector<const RefTrade*> mine;
+    for (const RefTrade& t : trades)
+      if (t.symbol == sym) mine.push_back(&t);
+    const RefTrade* last =
+        *std::max_element(mine.begin(), mine.end(),
+                          [](const RefTrade* a, const RefTrade* b) { return a->id < b->id; });
+    I128 volume = 0;
+    for (const RefTrade* t : mine) volume += t->qty_milli;
+    const kt::HttpResponse full = kt::HttpFetch(api_port, "/api/v3/ticker/24hr?symbol=" + sym);
+    REQUIRE(full.status == 200);
+    CHECK(full.body.front() == '{');
+    CHECK(Field(full.body, "symbol") == sym);
+    CHECK(Field(full.body, "lastPrice") == Scaled(last->price_cents, 2));
+    CHECK(Field(full.body, "volume") == Scaled(volume, 3));
+    CHECK(Field(full.body, "count") == std::to_string(mine.size()));
+    CHECK(Field(full.body, "firstId") == "1001");
+    CHECK(Field(full.body, "lastId") == std::to_string(1000 + mine.size()));
+    // Binance's FULL field order.
+    CHECK(full.body.find("\"priceChange\"") < full.body.find("\"prevClosePrice\""));
+    CHECK(full.body.find("\"lastQty\"") < full.body.find("\"bidPrice\""));
+    CHECK(full.body.find("\"quoteVolume\"") < full.body.find("\"openTime\""));
+    const kt::HttpResponse mini =
+        kt::HttpFetch(api_port, "/api/v3/ticker/24hr?type=MINI&symbol=" + sym);
+    CHECK(mini.body.find("priceChange") == std::string::npos);
+    CHECK(Field(mini.body, "lastPrice") == Scaled(last->price_cents, 2));
+    const kt::HttpResponse price = kt::HttpFetch(api_port, "/api/v3/ticker/price?symbol=" + sym);
+    CHECK(price.body ==
+          "{\"symbol\":\"" + sym + "\",\"price\":\"" + Scaled(last->price_cents, 2) + "\"}");
+  }
+  // symbols=[...] and all: arrays.
+  const kt::HttpResponse two =
+      kt::HttpFetch(api_port, "/api/v3/ticker/24hr?symbols=%5B%22BTCUSDT%22,%22XYZ%22%5D");
+  REQUIRE(two.status == 200);
+  CHECK(two.body.front() == '[');
+  CHECK(two.body.find("\"BTCUSDT\"") != std::string::npos);
+  CHECK(two.body.find("\"XYZ\"") != std::string::npos);
+  CHECK(two.body.find("\"ETHBTC\"") == std::string::npos);
+  const kt::HttpResponse all = kt::HttpFetch(api_port, "/api/v3/ticker/price");
+  for (const std::string& s : symbols) CHECK(all.body.find("\"" + s + "\"") != std::string::npos);
+
+  // exchangeInfo lists every known symbol, split by the quote-asset list.
+  const kt::HttpResponse info = kt::HttpFetch(api_port, "/api/v3/exchangeInfo");
+  REQUIRE(info.status == 200);
+  for (const std::string& s : symbols)
+    CHECK(info.body.find("\"symbol\":\"" + s + "\"") != std::string::npos);
+  CHECK(info.body.find("\"symbol\":\"ETHBTC\",\"status\":\"TRADING\",\"baseAsset\":\"ETH\"") !=
+        std::string::npos);
+  CHECK(info.body.find("\"quoteAsset\":\"BTC\"") != std::string::npos);
+  StopCleanly(*klined);
+}
+
+TEST_CASE("api: every bad request gets Binance's error; unknown symbols cost no Redis read") {
+  const int api_port = kt::FreePort();
+  // No weight limit at first (the error cases would use it up); then SIGHUP sets one.
+  Stack stack(false, ApiTail(api_port, "  weight_per_minute: 0\n"));
+  const std::vector<RefTrade> trades = MakeTrades({"BTCUSDT"}, 50, 5);
+  auto klined = stack.StartKlined("klined");
+  kt::Producer producer(stack.broker.bootstrap());
+  Produce(&producer, trades);
+  REQUIRE_MESSAGE(stack.WaitForWatermarks(LastIds(trades), seconds(60)), klined->OutputTail());
+  REQUIRE(WaitKnown(api_port, "BTCUSDT"));
+
+  struct Case {
+    std::string target;
+    int status;
+    std::string code;
+  };
+  const std::vector<Case> cases = {
+      {"/api/v3/klines?symbol=NOPE&interval=1m", 400, "-1121"},
+      {"/api/v3/klines?symbol=BTCUSDT&interval=7m", 400, "-1120"},
+      {"/api/v3/klines?symbol=BTCUSDT&interval=1s", 400, "-1120"},  // not configured
+      {"/api/v3/klines?interval=1m", 400, "-1102"},
+      {"/api/v3/klines?symbol=BTCUSDT", 400, "-1102"},
+      {"/api/v3/klines?symbol=BTCUSDT&interval=1m&limit=0", 400, "-1130"},
+      {"/api/v3/klines?symbol=BTCUSDT&interval=1m&limit=1001", 400, "-1130"},
+      {"/api/v3/klines?symbol=BTCUSDT&interval=1m&limit=abc", 400, "-1100"},
+      {"/api/v3/klines?symbol=BTCUSDT&interval=1m&startTime=x", 400, "-1100"},
+      {"/api/v3/klines?symbol=BTCUSDT&interval=1m&startTime=5&endTime=4", 400, "-1023"},
+      {"/api/v3/ticker/24hr?symbol=BTCUSDT&symbols=%5B%22BTCUSDT%22%5D", 400, "-1128"},
+      {"/api/v3/ticker/24hr?symbol=NOPE", 400, "-1121"},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.target);
+    const kt::HttpResponse r = kt::HttpFetch(api_port, c.target);
+    CHECK(r.status == c.status);
+    CHECK(Field(r.body, "code") == c.code);
+    CHECK(r.body.find("\"msg\":\"") != std::string::npos);
+  }
+  CHECK(kt::HttpFetch(api_port, "/api/v3/klines?symbol=NOPE&interval=1m").body ==
+        "{\"code\":-1121,\"msg\":\"Invalid symbol.\"}");
+  // A time zone other than the configured one is refused.
+  const kt::HttpResponse tz =
+      kt::HttpFetch(api_port, "/api/v3/klines?symbol=BTCUSDT&interval=1m&timeZone=8");
+  CHECK(tz.status == 400);
+  CHECK(Field(tz.body, "code").front() == '-');
+  CHECK(kt::HttpFetch(api_port, "/api/v3/nothing").status == 404);
+  CHECK(kt::HttpFetch(api_port, "/").status == 404);  // no web_root configured
+  CHECK(kt::HttpRaw(api_port, "POST /api/v3/ping HTTP/1.0\r\nContent-Length: 0\r\n\r\n").status ==
+        405);
+  // Oversized headers and garbage: an HTTP error and a close, and the server goes on.
+  CHECK(kt::HttpRaw(api_port,
+                    "GET /api/v3/ping HTTP/1.1\r\nX: " + std::string(10000, 'a') + "\r\n\r\n")
+            .status == 431);
+  CHECK(kt::HttpRaw(api_port, "\x16\x03\x01 garbage\r\n\r\n").status == 400);
+  CHECK(kt::HttpFetch(api_port, "/api/v3/ping").status == 200);
+
+  // SIGHUP sets a weight limit of 40 a minute (api.weight_per_minute is reloadable).
+  auto reload = [&](const std::string& api_more) {
+    stack.config_tail = ApiTail(api_port, api_more);
+    kt::WriteFile(stack.config, stack.ConfigYaml(stack.metrics_port));
+    const size_t seen = Count(klined->OutputTail(1 << 20), "event=config.reloaded");
+    klined->Signal(SIGHUP);
+    REQUIRE(WaitUntil(
+        [&] { return Count(klined->OutputTail(1 << 20), "event=config.reloaded") > seen; },
+        seconds(10)));
+  };
+  reload("  weight_per_minute: 40\n");
+  // Penetration: unknown symbols are answered from the known-symbol set, no Redis read each.
+  const double reads_before = MetricValue(stack.Metrics(), "klined_api_redis_reads_total");
+  // The limit counts these too (2 each, and the weight this minute already used): at most 20
+  // succeed in one minute window, 40 across a window boundary.
+  int limited = 0, invalid = 0;
+  std::string limited_body, weight_header;
+  for (int i = 0; i < 30; ++i) {
+    const kt::HttpResponse r =
+        kt::HttpFetch(api_port, "/api/v3/klines?interval=1m&symbol=NOPE" + std::to_string(i));
+    weight_header = r.Header("X-MBX-USED-WEIGHT-1M");
+    if (r.status == 429) {
+      ++limited;
+      limited_body = r.body;
+      CHECK(!r.Header("Retry-After").empty());
+    } else if (r.status == 400) {
+      ++invalid;
+    }
+  }
+  CHECK(limited >= 1);
+  CHECK(limited + invalid == 30);
+  CHECK(Field(limited_body, "code") == "-1003");
+  CHECK(!weight_header.empty());
+  const std::string metrics = stack.Metrics();
+  // The known-symbol refresher's reads (every 200 ms) are the only Redis reads meanwhile.
+  CHECK(MetricValue(metrics, "klined_api_redis_reads_total") - reads_before < 25);
+  CHECK(MetricValue(metrics,
+                    "klined_api_responses_total{endpoint=\"klines\",outcome=\"rate_limited\"}") ==
+        limited);
+  CHECK(MetricValue(metrics, "klined_api_http_errors_total") >= 2);
+
+  // And back to 0 (no limit): nothing is refused any more.
+  reload("  weight_per_minute: 0\n");
+  int refused_after = 0;
+  for (int i = 0; i < 40; ++i) {
+    refused_after += kt::HttpFetch(api_port, "/api/v3/exchangeInfo").status == 429 ? 1 : 0;
+  }
+  CHECK(refused_after == 0);
+  StopCleanly(*klined);
+}
+
+TEST_CASE("api: roles split the work; Redis or MySQL down answers 503 and recovers") {
+  const int api_port = kt::FreePort();
+  Stack stack(true, ApiTail(api_port, "  weight_per_minute: 0\n") + "roles: [ingest, jobs]\n",
+              "  history_limit: 3\n");
+  const std::vector<RefTrade> trades = MakeTrades({"BTCUSDT"}, 200, 77);
+  auto writer = stack.StartKlined("writer");
+  kt::Producer producer(stack.broker.bootstrap());
+  Produce(&producer, trades);
+  REQUIRE_MESSAGE(stack.WaitForWatermarks(LastIds(trades), seconds(60)), writer->OutputTail());
+  // Without the api role nothing listens on api.listen.
+  CHECK(kt::HttpFetch(api_port, "/api/v3/ping").status == 0);
+
+  // A reader: roles [api] only. It consumes nothing and never takes the lease, and answers for
+  // a symbol another instance consumes.
+  const int reader_port = kt::FreePort();
+  int reader_metrics = 0;
+  stack.config_tail = ApiTail(reader_port, "  weight_per_minute: 0\n") + "roles: [api]\n";
+  auto reader = stack.StartInstance("reader", &reader_metrics);
+  REQUIRE_MESSAGE(WaitKnown(reader_port, "BTCUSDT"), reader->OutputTail());
+  kt::RedisClient rc = stack.redis.Connect();
+  REQUIRE(WaitUntil(
+      [&] {
+        return rc.Integer({"ZCARD", "kline:{BTCUSDT}:1m:hist"}) <= 3;
+      },
+      seconds(60)));
+  const std::string base = "/api/v3/klines?symbol=BTCUSDT&interval=1m&limit=1000";
+  std::vector<std::string> rows = Rows(kt::HttpFetch(reader_port, base).body);
+  REQUIRE(!rows.empty());
+  CHECK(rows == RefRows(trades, "BTCUSDT", "1m", 60000, OpenOf(rows.back())));
+  const std::string rm = stack.Metrics(reader_metrics);
+  CHECK(rm.find("klined_lease_held") == std::string::npos);
+  CHECK(MetricValue(rm, "klined_trades_applied_total") == 0);
+
+  // MySQL down: a range older than Redis holds is 503 (-1001); the newest rows still answer.
+  stack.mysql.Stop();
+  const kt::HttpResponse old_range =
+      kt::HttpFetch(reader_port, "/api/v3/klines?symbol=BTCUSDT&interval=1m&startTime=0&limit=3");
+  CHECK(old_range.status == 503);
+  CHECK(Field(old_range.body, "code") == "-1001");
+  CHECK(kt::HttpFetch(reader_port, "/api/v3/klines?symbol=BTCUSDT&interval=1m&limit=2").status ==
+        200);
+  stack.mysql.Start();
+  CHECK(WaitUntil(
+      [&] {
+        return kt::HttpFetch(reader_port,
+                             "/api/v3/klines?symbol=BTCUSDT&interval=1m&startTime=0&limit=3")
+                   .status == 200;
+      },
+      seconds(30)));
+
+  // Redis down: 503; back: 200 again.
+  stack.redis.Stop();
+  CHECK(kt::HttpFetch(reader_port, base).status == 503);
+  stack.redis.Start();
+  CHECK(WaitUntil([&] { return kt::HttpFetch(reader_port, base).status == 200; }, seconds(30)));
+  rows = Rows(kt::HttpFetch(reader_port, base).body);
+  REQUIRE(!rows.empty());
+  CHECK(rows == RefRows(trades, "BTCUSDT", "1m", 60000, OpenOf(rows.back())));
+  CHECK(MetricValue(stack.Metrics(reader_metrics), "klined_api_redis_failures_total") >= 1);
+  CHECK(MetricValue(stack.Metrics(reader_metrics), "klined_api_mysql_failures_total") >= 1);
+  StopCleanly(*reader);
+  StopCleanly(*writer);
+}
