@@ -6,6 +6,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/websocket.hpp>
 
 #include <chrono>
 #include <condition_variable>
@@ -24,6 +25,7 @@ namespace klined::api {
 namespace net = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
+namespace websocket = beast::websocket;
 using tcp = net::ip::tcp;
 
 namespace {
@@ -53,14 +55,27 @@ bool SplitListen(const std::string& listen, std::string* host, uint16_t* port) {
 
 }  // namespace
 
-struct ApiServer::Loop {
-  Loop(size_t index, const ApiServerOptions& o, const SymbolDirectory* symbols)
+struct ApiServer::Loop : EventSink {
+  Loop(size_t index, const ApiServerOptions& o, const SymbolDirectory* symbols, EventHub* hub,
+       const WsOptions* ws_options, std::atomic<int64_t>* connections)
       : index(index),
+        router(hub, index),
+        ws{&router, symbols, ws_options, &ws_stats, connections},
         reader(o.redis, o.mysql, o.keys, o.handler.time_zone),
         handler(o.handler, symbols, &reader),
         idle_timeout(std::chrono::milliseconds(o.idle_timeout_ms)) {}
 
+  // The hub's thread: hand the events to this loop.
+  void Deliver(std::shared_ptr<const SymbolEvents> events) override {
+    net::post(ioc, [this, events = std::move(events)] { router.Deliver(events); });
+  }
+
   const size_t index;
+  // Before ioc: the sessions destroyed with the io_context leave the router and count in
+  // ws_stats.
+  WsStats ws_stats;
+  StreamRouter router;
+  WsContext ws;
   net::io_context ioc{1};
   MarketReader reader;
   RestHandler handler;
@@ -77,6 +92,9 @@ class ApiServer::Impl {
 
   const ApiServerOptions& options;
   SymbolDirectory symbols;
+  WsOptions ws_options;
+  // Before the loops: a session leaving at shutdown tells the hub (Unwant).
+  std::unique_ptr<EventHub> hub;
   std::atomic<int64_t> open{0};  // before loops: sessions destroyed with a loop decrement it
   // Declared after what the sessions use, before what runs on the loops (acceptor, timer):
   // those go first, the loops (io_context, pending sessions) after them.
@@ -107,7 +125,9 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   HttpSession(tcp::socket&& socket, ApiServer::Loop* loop, std::atomic<int64_t>* open,
               std::string client)
       : stream_(std::move(socket)), loop_(loop), open_(open), client_(std::move(client)) {}
-  ~HttpSession() { open_->fetch_sub(1, std::memory_order_relaxed); }
+  ~HttpSession() {
+    if (!upgraded_) open_->fetch_sub(1, std::memory_order_relaxed);
+  }
 
   void Start() { DoRead(); }
 
@@ -140,10 +160,15 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
       return ReplyAndClose(400, "Bad Request");
     }
     const auto& req = parser_->get();
+    const std::string_view target(req.target().data(), req.target().size());
+    if (websocket::is_upgrade(req) && IsWsTarget(target)) {
+      // The connection becomes a WebSocket session on this loop (which now counts it).
+      upgraded_ = true;
+      return StartWsSession(stream_.release_socket(), parser_->release(), loop_->ws);
+    }
     HttpReply reply;
     loop_->handler.Handle(std::string_view(req.method_string().data(), req.method_string().size()),
-                          std::string_view(req.target().data(), req.target().size()), client_,
-                          WallMs(), &reply);
+                          target, client_, WallMs(), &reply);
     res_ = {};
     res_.version(req.version());
     res_.keep_alive(req.keep_alive());
@@ -197,6 +222,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   ApiServer::Loop* loop_;
   std::atomic<int64_t>* open_;
   std::string client_;
+  bool upgraded_ = false;
   beast::flat_buffer buffer_{kHeaderLimit};
   std::optional<http::request_parser<http::string_body>> parser_;
   http::response<http::string_body> res_;
@@ -279,8 +305,13 @@ bool ApiServer::Start(std::string* error) {
   impl_ = std::make_unique<Impl>(options_);
   Impl& im = *impl_;
   const size_t n = static_cast<size_t>(std::max(1, options_.threads));
+  im.ws_options = options_.ws;
+  im.ws_options.intervals = options_.handler.intervals;
+  im.hub = std::make_unique<EventHub>(options_.redis, options_.keys);
   for (size_t i = 0; i < n; ++i) {
-    im.loops.push_back(std::make_unique<Loop>(i, options_, &im.symbols));
+    im.loops.push_back(
+        std::make_unique<Loop>(i, options_, &im.symbols, im.hub.get(), &im.ws_options, &im.open));
+    im.hub->AddSink(im.loops.back().get());
   }
   std::string host;
   uint16_t port = 0;
@@ -312,6 +343,7 @@ bool ApiServer::Start(std::string* error) {
   im.Accept();
   for (auto& loop : im.loops) im.guards.push_back(net::make_work_guard(loop->ioc));
   im.refresher = std::thread([&im] { im.Refresh(); });
+  im.hub->Start();
   for (auto& loop : im.loops) {
     Loop* l = loop.get();
     l->thread = std::thread([l] {
@@ -332,6 +364,7 @@ void ApiServer::Stop() {
   }
   im.stop_cv.notify_all();
   if (im.refresher.joinable()) im.refresher.join();
+  im.hub->Stop();  // no event is posted to a loop after this
   im.guards.clear();
   for (auto& loop : im.loops) loop->ioc.stop();
   for (auto& loop : im.loops) {
@@ -369,7 +402,21 @@ ApiSnapshot ApiServer::Snapshot() const {
     s.corrupt_values += rs.corrupt_values.Get();
     s.http_errors += loop->http_errors.Get();
     s.timeouts += loop->timeouts.Get();
+    const WsStats& w = loop->ws_stats;
+    s.ws_accepted += w.accepted.Get();
+    s.ws_open += w.open.Get();
+    s.ws_messages_in += w.messages_in.Get();
+    s.ws_error_replies += w.error_replies.Get();
+    s.ws_events_out += w.events_out.Get();
+    s.ws_conflated += w.conflated.Get();
+    for (size_t c = 0; c < kWsCloseCount; ++c) s.ws_closed[c] += w.closed[c].Get();
   }
+  const HubStats& h = im.hub->stats();
+  s.pubsub_messages = h.messages.Get();
+  s.pubsub_events = h.events.Get();
+  s.pubsub_bad = h.bad_messages.Get();
+  s.pubsub_reconnects = h.reconnects.Get();
+  s.pubsub_symbols = h.subscribed.load(std::memory_order_relaxed);
   s.connections_open = static_cast<uint64_t>(std::max<int64_t>(0, im.open.load()));
   s.connections_accepted = im.accepted.Get();
   s.connections_rejected = im.rejected.Get();

@@ -13,6 +13,9 @@
 // Redis round trip (plus a MySQL range read for history older than Redis holds, bounded by
 // api.mysql_timeout_ms); the other loops go on meanwhile.
 //
+// WebSocket upgrades of /ws, /ws/<stream>, /stream become WsSessions on the same loop
+// (ws_session.h); live updates come from one EventHub (api-sub thread, event_hub.h).
+//
 // Bounds, and what happens past them:
 // - connections: api.max_connections open sockets; one more is accepted and closed at once
 //   (klined_api_connections_rejected_total);
@@ -35,6 +38,7 @@
 #include "api/market_reader.h"
 #include "api/rest_handler.h"
 #include "api/symbol_directory.h"
+#include "api/ws_session.h"
 #include "io/mysql/mysql_conn.h"
 #include "io/redis/redis_conn.h"
 
@@ -50,6 +54,7 @@ struct ApiServerOptions {
   MysqlOptions mysql;
   KeyLayout keys{"kline", "ticker"};
   HandlerOptions handler;
+  WsOptions ws;  // its intervals are the handler's
 };
 
 // Sums over the loops, for the metrics scrape (any thread).
@@ -65,6 +70,13 @@ struct ApiSnapshot {
   uint64_t corrupt_values = 0;
   uint64_t symbols_known = 0;
   uint64_t symbol_refresh_failures = 0;
+  // WebSocket streams
+  uint64_t ws_accepted = 0, ws_open = 0, ws_messages_in = 0, ws_error_replies = 0;
+  uint64_t ws_events_out = 0, ws_conflated = 0;
+  std::array<uint64_t, kWsCloseCount> ws_closed{};
+  // pub/sub
+  uint64_t pubsub_messages = 0, pubsub_events = 0, pubsub_bad = 0, pubsub_reconnects = 0;
+  uint64_t pubsub_symbols = 0;
 };
 
 class ApiServer {

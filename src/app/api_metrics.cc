@@ -48,7 +48,8 @@ class ApiCollector : public prometheus::Collectable {
         responses.metric.push_back(m);
       }
     }
-    add("klined_api_connections", "Open API connections", G, double(s.connections_open));
+    add("klined_api_connections", "Open API connections (HTTP and WebSocket)", G,
+        double(s.connections_open));
     add("klined_api_connections_accepted_total", "API connections accepted", C,
         double(s.connections_accepted));
     add("klined_api_connections_rejected_total",
@@ -75,6 +76,42 @@ class ApiCollector : public prometheus::Collectable {
     add("klined_api_symbol_refresh_failures_total",
         "Known-symbol set refreshes that failed (the previous set kept)", C,
         double(s.symbol_refresh_failures));
+    add("klined_api_ws_connections", "Open WebSocket stream connections", G, double(s.ws_open));
+    add("klined_api_ws_accepted_total", "WebSocket handshakes completed", C, double(s.ws_accepted));
+    MetricFamily& closed =
+        family("klined_api_ws_closed_total",
+               "WebSocket connections ended, by reason (client, slow: send queue past "
+               "api.ws_send_queue_bytes, silent: nothing heard for 60 s, flood: past "
+               "api.ws_messages_per_second, error, shutdown)",
+               C);
+    for (size_t r = 0; r < api::kWsCloseCount; ++r) {
+      ClientMetric m;
+      m.label = {{"reason", api::WsCloseName(static_cast<api::WsClose>(r))}};
+      m.counter.value = double(s.ws_closed[r]);
+      closed.metric.push_back(m);
+    }
+    add("klined_api_ws_messages_in_total", "Messages WebSocket clients sent", C,
+        double(s.ws_messages_in));
+    add("klined_api_ws_error_replies_total",
+        "Binance error replies sent to WebSocket clients (bad JSON, unknown method or stream)", C,
+        double(s.ws_error_replies));
+    add("klined_api_ws_events_total", "Stream events queued to WebSocket clients", C,
+        double(s.ws_events_out));
+    add("klined_api_ws_conflated_total",
+        "Queued candle updates replaced by a newer one before a slow client read them", C,
+        double(s.ws_conflated));
+    add("klined_api_pubsub_messages_total", "Candle messages received from Redis pub/sub", C,
+        double(s.pubsub_messages));
+    add("klined_api_pubsub_events_total", "Stream events built from them", C,
+        double(s.pubsub_events));
+    add("klined_api_pubsub_bad_total",
+        "Published candle lines that did not parse (skipped, logged api.bad_event)", C,
+        double(s.pubsub_bad));
+    add("klined_api_pubsub_reconnects_total",
+        "Subscriber connections re-established (messages published meanwhile are not seen)", C,
+        double(s.pubsub_reconnects));
+    add("klined_api_pubsub_symbols", "Symbols this instance is subscribed to", G,
+        double(s.pubsub_symbols));
     return out;
   }
 

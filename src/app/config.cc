@@ -579,6 +579,16 @@ const std::vector<KeySpec>& Keys() {
                              "that ends it"));
     k.push_back(StringKey("api.web_root", KLINED_FIELD(api.web_root), "", kAnyString, kRestart,
                           "directory GET / serves the chart page from; empty = no page"));
+    k.push_back(IntKey("api.ws_max_streams", KLINED_FIELD(api.ws_max_streams), 1024, 1, 65536,
+                       kRestart, "streams one WebSocket connection may subscribe (Binance: 1024)"));
+    k.push_back(IntKey("api.ws_send_queue_bytes", KLINED_FIELD(api.ws_send_queue_bytes), 1048576,
+                       4096, 1073741824, kRestart,
+                       "bytes queued to one WebSocket client (after conflation) before it is "
+                       "closed as too slow"));
+    k.push_back(IntKey("api.ws_messages_per_second", KLINED_FIELD(api.ws_messages_per_second), 5,
+                       1, 10000, kRestart,
+                       "messages a WebSocket client may send per second; more closes it "
+                       "(Binance: 5)"));
     return k;
   }();
   return keys;

@@ -93,6 +93,9 @@ struct Config {
     int64_t symbols_refresh_ms = 0;         // how often the known-symbol set is re-read
     std::vector<std::string> quote_assets;  // exchangeInfo's base/quote split, longest first
     std::string web_root;                   // directory the chart page is served from
+    int64_t ws_max_streams = 0;             // streams per WebSocket connection
+    int64_t ws_send_queue_bytes = 0;        // a WebSocket client further behind is closed
+    int64_t ws_messages_per_second = 0;     // client messages; more closes the connection
   };
   struct Limits {
     int64_t max_pending_trades = 0;  // per shard, before consumption pauses

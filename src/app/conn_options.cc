@@ -58,6 +58,9 @@ api::ApiServerOptions ApiOptionsFrom(const Config& c) {
   o.handler.quote_assets = c.api.quote_assets;
   o.handler.weight_per_minute = c.api.weight_per_minute;
   o.handler.web_root = c.api.web_root;
+  o.ws.max_streams = static_cast<size_t>(c.api.ws_max_streams);
+  o.ws.send_queue_bytes = static_cast<size_t>(c.api.ws_send_queue_bytes);
+  o.ws.messages_per_second = static_cast<int>(c.api.ws_messages_per_second);
   return o;
 }
 

@@ -8,6 +8,7 @@
 #include <numeric>
 
 #include "stack.h"
+#include "ws_client.h"
 
 using namespace klined_it;
 
@@ -437,4 +438,249 @@ TEST_CASE("api: roles split the work; Redis or MySQL down answers 503 and recove
   CHECK(MetricValue(stack.Metrics(reader_metrics), "klined_api_mysql_failures_total") >= 1);
   StopCleanly(*reader);
   StopCleanly(*writer);
+}
+
+// ---- WebSocket streams -------------------------------------------------------------------
+
+namespace {
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// The k object of a kline event, as the reference JSON's fields (same names but "B").
+struct Kline {
+  std::string interval;
+  int64_t open = 0;
+  bool closed = false;
+  std::string text;  // the k object
+};
+
+std::optional<Kline> KlineOf(const std::string& event) {
+  const size_t k = event.find("\"k\":{");
+  if (event.find("\"e\":\"kline\"") == std::string::npos || k == std::string::npos) {
+    return std::nullopt;
+  }
+  Kline out;
+  out.text = event.substr(k + 4, event.rfind('}') - k - 4);
+  out.interval = Field(out.text, "i");
+  out.open = std::stoll(Field(out.text, "t"));
+  out.closed = Field(out.text, "x") == "true";
+  return out;
+}
+
+// The event's candle fields equal the reference candle's (t T s i f L o h l c v q V Q n x).
+void CheckKline(const Kline& k, const std::string& ref_json) {
+  for (const char* f :
+       {"t", "T", "s", "i", "f", "L", "o", "h", "l", "c", "v", "q", "V", "Q", "n", "x"}) {
+    CAPTURE(f);
+    CHECK(Field(k.text, f) == Field(ref_json, f));
+  }
+  CHECK(Field(k.text, "B") == "0");
+}
+
+// Live trades of `sym` at the wall clock, ids from first_id, one every `gap_ms`.
+std::vector<RefTrade> LiveTrades(kt::Producer* producer, const std::string& sym, int64_t first_id,
+                                 int count, int gap_ms, std::mt19937_64* rng) {
+  std::vector<RefTrade> out;
+  for (int i = 0; i < count; ++i) {
+    RefTrade t{sym,
+               first_id + i,
+               NowMs(),
+               10000 + static_cast<int64_t>((*rng)() % 500),
+               1 + static_cast<int64_t>((*rng)() % 900),
+               (*rng)() % 2 == 0};
+    producer->Produce("trades", t.symbol, TradeJson(t));
+    producer->Flush();
+    out.push_back(t);
+    std::this_thread::sleep_for(milliseconds(gap_ms));
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("api ws: kline events equal the independent computation; closes are pushed") {
+  const int api_port = kt::FreePort();
+  Stack stack(false, ApiTail(api_port, "  weight_per_minute: 0\n") + "intervals: [1s, 1m]\n");
+  auto klined = stack.StartKlined("klined");
+  kt::Producer producer(stack.broker.bootstrap());
+  std::mt19937_64 rng(2024);
+  std::vector<RefTrade> trades = LiveTrades(&producer, "BTCUSDT", 1, 1, 0, &rng);
+  REQUIRE_MESSAGE(stack.WaitForWatermarks(LastIds(trades), seconds(60)), klined->OutputTail());
+  REQUIRE(WaitKnown(api_port, "BTCUSDT"));
+
+  kt::WsClient ws;
+  REQUIRE_MESSAGE(ws.Open(api_port, "/ws"), ws.error());
+  ws.Send(R"({"method":"SUBSCRIBE","params":["btcusdt@kline_1s","btcusdt@kline_1m"],"id":1})");
+  REQUIRE(ws.Read(seconds(5)) == std::optional<std::string>(R"({"result":null,"id":1})"));
+  kt::WsClient combined;
+  REQUIRE_MESSAGE(combined.Open(api_port, "/stream?streams=btcusdt@kline_1m"), combined.error());
+  kt::WsClient direct;  // /ws/<stream>: subscribed by the URL
+  REQUIRE_MESSAGE(direct.Open(api_port, "/ws/btcusdt@kline_1s"), direct.error());
+  // The subscriptions reach Redis within the hub's poll (50 ms); give them a moment.
+  std::this_thread::sleep_for(milliseconds(300));
+
+  const std::vector<RefTrade> live = LiveTrades(&producer, "BTCUSDT", 2, 30, 100, &rng);
+  trades.insert(trades.end(), live.begin(), live.end());
+  REQUIRE(stack.WaitForWatermarks(LastIds(trades), seconds(30)));
+  // The last trade's 1s bucket closes within a second plus the rollover grace.
+  const int64_t last_1s = trades.back().time_ms - trades.back().time_ms % 1000;
+
+  std::map<std::pair<std::string, int64_t>, Kline> last_event;
+  bool saw_last_close = false;
+  const auto until = std::chrono::steady_clock::now() + seconds(10);
+  while (!saw_last_close && std::chrono::steady_clock::now() < until) {
+    std::optional<std::string> msg = ws.Read(milliseconds(500));
+    if (!msg) continue;
+    std::optional<Kline> k = KlineOf(*msg);
+    REQUIRE_MESSAGE(k.has_value(), *msg);
+    CHECK(Field(*msg, "s") == "BTCUSDT");
+    last_event[{k->interval, k->open}] = *k;
+    saw_last_close |= k->interval == "1s" && k->open == last_1s && k->closed;
+  }
+  REQUIRE(saw_last_close);
+  // Every bucket's last event is the reference candle of that bucket (all its trades, the
+  // close flag of a candle that has closed), including the empty ones the rollover pushed.
+  // The series' end: the newest bucket seen, or the one after it when that one closed (its
+  // successor's event was still on the way when we stopped reading).
+  int64_t end_1s = 0, end_1m = 0;
+  for (const auto& [key, k] : last_event) {
+    int64_t& end = key.first == "1s" ? end_1s : end_1m;
+    end = std::max(end, key.second + (k.closed ? (key.first == "1s" ? 1000 : 60000) : 0));
+  }
+  const auto [hist_1s, cur_1s] = Expected(trades, "BTCUSDT", "1s", 1000, end_1s);
+  const auto [hist_1m, cur_1m] = Expected(trades, "BTCUSDT", "1m", 60000, end_1m);
+  std::map<std::pair<std::string, int64_t>, std::string> ref;
+  for (const std::string& h : hist_1s) ref[{"1s", std::stoll(Field(h, "t"))}] = h;
+  ref[{"1s", end_1s}] = cur_1s;
+  for (const std::string& h : hist_1m) ref[{"1m", std::stoll(Field(h, "t"))}] = h;
+  ref[{"1m", end_1m}] = cur_1m;
+  size_t traded_closes = 0;
+  for (const auto& [key, k] : last_event) {
+    CAPTURE(key.first);
+    CAPTURE(key.second);
+    REQUIRE(ref.contains(key));
+    // A bucket still open when we stopped reading may have had a later update (its close).
+    if (!k.closed && key.second != (key.first == "1s" ? end_1s : end_1m)) continue;
+    CheckKline(k, ref[key]);
+    traded_closes += k.closed && Field(k.text, "n") != "0" ? 1 : 0;
+  }
+  CHECK(traded_closes >= 2);  // 30 trades over 3 s: several traded 1s candles closed
+  // Every traded 1s bucket of the live trades got its close event.
+  for (const RefTrade& t : live) {
+    const int64_t b = t.time_ms - t.time_ms % 1000;
+    CAPTURE(b);
+    CHECK((last_event.contains({"1s", b}) && last_event[{"1s", b}].closed));
+  }
+
+  // /stream wraps: {"stream":"btcusdt@kline_1m","data":{...}}; /ws/<stream> is subscribed.
+  std::optional<std::string> wrapped = combined.Read(seconds(5));
+  REQUIRE(wrapped.has_value());
+  CHECK(wrapped->rfind("{\"stream\":\"btcusdt@kline_1m\",\"data\":{\"e\":\"kline\"", 0) == 0);
+  std::optional<std::string> d = direct.Read(seconds(5));
+  REQUIRE(d.has_value());
+  CHECK(Field(*d, "i") == "1s");
+
+  // LIST_SUBSCRIPTIONS, then UNSUBSCRIBE: no more 1s events after its reply.
+  ws.Send(R"({"method":"LIST_SUBSCRIPTIONS","id":"two"})");
+  ws.Send(R"({"method":"UNSUBSCRIBE","params":["btcusdt@kline_1s"],"id":3})");
+  bool listed = false, unsubscribed = false;
+  int late_1s = 0;
+  const auto until2 = std::chrono::steady_clock::now() + seconds(4);
+  while (std::chrono::steady_clock::now() < until2) {
+    std::optional<std::string> msg = ws.Read(milliseconds(200));
+    if (!msg) continue;
+    if (msg->find("\"id\":\"two\"") != std::string::npos) {
+      listed = msg->find("\"btcusdt@kline_1s\"") != std::string::npos &&
+               msg->find("\"btcusdt@kline_1m\"") != std::string::npos;
+    } else if (*msg == R"({"result":null,"id":3})") {
+      unsubscribed = true;
+    } else if (unsubscribed && Field(*msg, "i") == "1s") {
+      ++late_1s;
+    }
+  }
+  CHECK(listed);
+  CHECK(unsubscribed);
+  CHECK(late_1s == 0);
+  const std::string metrics = stack.Metrics();
+  CHECK(MetricValue(metrics, "klined_api_ws_connections") == 3);
+  CHECK(MetricValue(metrics, "klined_api_pubsub_messages_total") > 0);
+  CHECK(MetricValue(metrics, "klined_api_pubsub_bad_total") == 0);
+  StopCleanly(*klined);
+}
+
+TEST_CASE("api ws: bad input gets Binance's errors and the connection stays; limits close") {
+  const int api_port = kt::FreePort();
+  Stack stack(false, ApiTail(api_port,
+                             "  weight_per_minute: 0\n  ws_max_streams: 2\n"
+                             "  ws_messages_per_second: 10\n"));
+  auto klined = stack.StartKlined("klined");
+  kt::Producer producer(stack.broker.bootstrap());
+  std::mt19937_64 rng(7);
+  const std::vector<RefTrade> trades = LiveTrades(&producer, "ETHUSDT", 1, 1, 0, &rng);
+  REQUIRE(stack.WaitForWatermarks(LastIds(trades), seconds(60)));
+  REQUIRE(WaitKnown(api_port, "ETHUSDT"));
+
+  kt::WsClient ws;
+  REQUIRE_MESSAGE(ws.Open(api_port, "/ws/0"), ws.error());  // ccxt's form: acts as /ws
+  struct Case {
+    std::string send;
+    std::string code;
+    std::string id;
+  };
+  const std::vector<Case> cases = {
+      {"not json", "3", "null"},
+      {R"({"method":"SUBSCRIBE","params":["ethusdt@kline_1m"],"id":1)", "3", "null"},
+      {R"(["SUBSCRIBE"])", "2", "null"},
+      {R"({"method":"PUBLISH","params":[],"id":5})", "2", "5"},
+      {R"({"method":"SUBSCRIBE","params":["ethusdt@kline_1m"],"id":6,"x":1})", "0", "6"},
+      {R"({"method":"SUBSCRIBE","params":"ethusdt@kline_1m","id":7})", "1", "7"},
+      {R"({"method":"SUBSCRIBE","params":["ethusdt@kline_1m"],"id":-1})", "1", "null"},
+      {R"({"method":"SUBSCRIBE","params":["ethusdt@depth"],"id":8})", "2", "8"},
+      {R"({"method":"SUBSCRIBE","params":["nope@kline_1m"],"id":9})", "2", "9"},
+      {R"({"method":"SUBSCRIBE","params":["ethusdt@kline_7m"],"id":10})", "2", "10"},
+      {R"({"method":"SUBSCRIBE","id":11})", "2", "11"},
+      {R"({"method":"SUBSCRIBE","params":["ethusdt@kline_1m","ethusdt@kline_5m","ethusdt@kline_1h"],"id":12})",
+       "2", "12"},  // past ws_max_streams (2)
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.send);
+    ws.Send(c.send);
+    std::optional<std::string> reply = ws.Read(seconds(5));
+    REQUIRE(reply.has_value());
+    CHECK(reply->rfind("{\"error\":{\"code\":" + c.code + ",\"msg\":\"", 0) == 0);
+    CHECK(reply->find("},\"id\":" + c.id + "}") != std::string::npos);
+    std::this_thread::sleep_for(milliseconds(120));  // under 10 messages a second
+  }
+  ws.SendBinary("\x01\x02");
+  std::optional<std::string> bin = ws.Read(seconds(5));
+  REQUIRE(bin.has_value());
+  CHECK(bin->rfind("{\"error\":{\"code\":3,", 0) == 0);
+  // Still usable: a valid request is answered.
+  std::this_thread::sleep_for(milliseconds(120));
+  ws.Send(R"({"method":"SUBSCRIBE","params":["ethusdt@kline_1m","ETHUSDT@kline_5m"],"id":20})");
+  CHECK(ws.Read(seconds(5)) == std::optional<std::string>(R"({"result":null,"id":20})"));
+  CHECK(!ws.Closed());
+
+  // A plain GET of /ws is not an upgrade: 404.
+  CHECK(kt::HttpFetch(api_port, "/ws").status == 404);
+
+  // A frame over 4 KiB closes the connection.
+  kt::WsClient big;
+  REQUIRE(big.Open(api_port, "/ws"));
+  big.Send(std::string(5000, 'x'));
+  CHECK(WaitUntil([&] { return big.Closed(); }, seconds(5)));
+  // A flood (more than 10 messages a second) closes it too.
+  kt::WsClient flood;
+  REQUIRE(flood.Open(api_port, "/ws"));
+  for (int i = 0; i < 30; ++i) flood.Send(R"({"method":"LIST_SUBSCRIPTIONS","id":1})");
+  CHECK(WaitUntil([&] { return flood.Closed(); }, seconds(5)));
+  const std::string metrics = stack.Metrics();
+  CHECK(MetricValue(metrics, "klined_api_ws_closed_total{reason=\"flood\"}") == 1);
+  CHECK(MetricValue(metrics, "klined_api_ws_closed_total{reason=\"error\"}") == 1);
+  CHECK(MetricValue(metrics, "klined_api_ws_error_replies_total") == cases.size() + 1);
+  StopCleanly(*klined);
 }

@@ -46,6 +46,8 @@ return redis.call('DEL', KEYS[1])
 // History holds only scores below the current candle's open time, so the closed candles are
 // new scores: one ZADD per interval and one HSET of B:pending per symbol. Should any score
 // at or after the old current exist anyway, put_hist keeps one member per score.
+// Publishes on B:events (see lua_scripts.h) each rolled interval's old current, closed, and its
+// new current; not the empty fillers between them, which were never current.
 // Returns {intervals rolled, closed candles written, conflicts, intervals left because their
 // history (or the pending hash) holds another type}, or {-1} if fenced out.
 inline constexpr const char kRollover[] = R"LUA(
@@ -67,7 +69,7 @@ for k = 1, n do
 end
 local cur = redis.call('MGET', unpack(keys))
 local rolled, written, conflicts, bad = 0, 0, 0, 0
-local mset, pend = {}, {}
+local mset, pend, events = {}, {}, {}
 -- A key of another type is reported ({..., bad}) and left, never an error mid-write.
 local function typed(key, kind)
   local t = redis.call('TYPE', key).ok
@@ -97,6 +99,8 @@ for k, e in ipairs(ivs) do
     end
     mset[#mset + 1] = keys[k]
     mset[#mset + 1] = e.new
+    if e.nclosed > 0 then events[#events + 1] = ARGV[e.first + 1] end
+    events[#events + 1] = e.new
     rolled = rolled + 1
   else
     conflicts = conflicts + 1
@@ -105,6 +109,7 @@ end
 if #mset > 0 then redis.call('MSET', unpack(mset)) end
 if #pend > 0 then bulk('HSET', base .. ':pending', pend) end
 if written > 0 then redis.pcall('SADD', prefix .. ':pending', sym) end
+if #events > 0 then redis.call('SPUBLISH', base .. ':events', table.concat(events, '\n')) end
 return {rolled, written, conflicts, bad}
 )LUA";
 
@@ -124,6 +129,7 @@ return {rolled, written, conflicts, bad}
 // Cost: Redis hashes every byte of every Lua string it creates, so the script creates few
 // and small ones: open times are compared as text (a candle starts `{"t":<open time>,`),
 // plain string.find only, and each new candle is built by a single concatenation.
+// Publishes on B:events each rolled interval's closed candle and its new current.
 // Returns {intervals rolled, 0-based indexes of intervals needing ROLLOVER...}, or {-1}; an
 // interval whose history key holds another type is reported as -(its 1-based index) and left.
 inline constexpr const char kRolloverStep[] = R"LUA(
@@ -170,7 +176,7 @@ if pt ~= 'none' and pt ~= 'hash' then
   for _, r in ipairs(rolls) do result[#result + 1] = -r[1] end
   return result
 end
-local mset, pend = {}, {}
+local mset, pend, events = {}, {}, {}
 for _, r in ipairs(rolls) do
   local k = r[1]
   local a = 2 + 4 * k
@@ -182,6 +188,8 @@ for _, r in ipairs(rolls) do
     pend[#pend + 1] = r[2]
     mset[#mset + 1] = keys[k]
     mset[#mset + 1] = r[3]
+    events[#events + 1] = r[2]
+    events[#events + 1] = r[3]
     result[1] = result[1] + 1
   end
 end
@@ -189,6 +197,7 @@ if #mset > 0 then
   redis.call('MSET', unpack(mset))
   redis.call('HSET', base .. 'pending', unpack(pend))
   redis.pcall('SADD', prefix .. ':pending', sym)
+  redis.call('SPUBLISH', base .. 'events', table.concat(events, '\n'))
 end
 return result
 )LUA";

@@ -17,6 +17,9 @@
 //   B:pending         hash "INTERVAL|open_time" -> candle JSON not yet confirmed in MySQL
 //   PREFIX:symbols    every symbol with an applied trade
 //   PREFIX:pending    symbols whose B:pending is non-empty
+//   B:events          shard pub/sub channel (SPUBLISH): every call that changes candles
+//                     publishes their JSONs, one per line (current x=false, closed x=true),
+//                     for the market-data API's WebSocket streams
 #pragma once
 
 namespace klined::lua {
@@ -104,6 +107,9 @@ end
 // late update k re-carried its close all the way into the current candle.
 // Never undoes a rollover: if storage's current candle is newer than the shard's, the
 // shard's candle goes to history and its close is re-carried.
+// Publishes on B:events the candles it wrote: the closed ones, each interval's current (or, when
+// storage was newer, the shard's bucket as closed), each late update and the empty candles it
+// created; not the closes re-carried into later empty candles.
 inline constexpr const char kFlush[] = R"LUA(
 local prefix, sym, wm, base_stamp, stamp = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local base = prefix .. ':{' .. sym .. '}'
@@ -179,22 +185,30 @@ for _, l in ipairs(lates) do
   if (old[1] or '') ~= l.expect then return {0} end
 end
 
-local mset = {}
+local mset, events = {}, {}
 for k, a in ipairs(currents) do
   local iv, ts, json = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+  if plan[k] == 2 then
+    local older = as_closed(stored[k])
+    put_hist(base, iv, open_time(stored[k]), older)
+    events[#events + 1] = older
+  end
   for e = a + 4, a + 3 + tonumber(ARGV[a + 3]) do
     put_hist(base, iv, open_time(ARGV[e]), ARGV[e])
+    events[#events + 1] = ARGV[e]
   end
   if plan[k] == 1 then
     -- A rollover moved storage past the shard's current bucket: storage's current stays,
     -- and the shard's bucket is a closed one.
-    if put_hist(base, iv, tonumber(ts), as_closed(json)) then
+    local closed = as_closed(json)
+    if put_hist(base, iv, tonumber(ts), closed) then
       recarry_after(base, iv, tonumber(ts), close_of(json))
     end
+    events[#events + 1] = closed
   else
-    if plan[k] == 2 then put_hist(base, iv, open_time(stored[k]), as_closed(stored[k])) end
     mset[#mset + 1] = cur_keys[k]
     mset[#mset + 1] = json
+    events[#events + 1] = json
   end
 end
 -- Storage matched the base stamp, so this shard's watermark is storage's plus its own.
@@ -211,10 +225,12 @@ redis.call('MSET', unpack(mset))
 local result = {1}
 for k, l in ipairs(lates) do
   put_hist(base, l.iv, l.t, l.json)
+  events[#events + 1] = l.json
   local last_t = l.t
   for e = l.first, l.first + l.nempty - 1 do
     last_t = open_time(ARGV[e])
     put_hist(base, l.iv, last_t, ARGV[e])
+    events[#events + 1] = ARGV[e]
   end
   result[k + 1] = recarry_after(base, l.iv, last_t, close_of(l.json)) and 1 or 0
 end
@@ -228,6 +244,7 @@ if ticker_key ~= '' then redis.call('SET', ticker_key, ticker_json) end
 if nmysql > 0 then redis.pcall('SADD', prefix .. ':late', sym) end
 redis.pcall('SADD', prefix .. ':symbols', sym)
 if wrote_pending then redis.pcall('SADD', prefix .. ':pending', sym) end
+if #events > 0 then redis.call('SPUBLISH', base .. ':events', table.concat(events, '\n')) end
 return result
 )LUA";
 

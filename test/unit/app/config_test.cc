@@ -167,6 +167,9 @@ api:
   symbols_refresh_ms: 250
   quote_assets: [USD, USDT]
   web_root: /srv/klined/web
+  ws_max_streams: 200
+  ws_send_queue_bytes: 65536
+  ws_messages_per_second: 10
 )");
   CHECK(c.kafka.brokers == "k1:9092,k2:9093");
   CHECK(c.kafka.topic == "spot.trades");
@@ -221,6 +224,9 @@ api:
   CHECK(c.api.symbols_refresh_ms == 250);
   CHECK(c.api.quote_assets == std::vector<std::string>{"USD", "USDT"});
   CHECK(c.api.web_root == "/srv/klined/web");
+  CHECK(c.api.ws_max_streams == 200);
+  CHECK(c.api.ws_send_queue_bytes == 65536);
+  CHECK(c.api.ws_messages_per_second == 10);
   // Every key was set to something other than its default.
   CHECK(ChangedKeys(c, Config()).size() == ConfigKeys().size());
 }

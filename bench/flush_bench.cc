@@ -1,0 +1,217 @@
+// Redis time per FLUSH call: the real script (src/io/redis/lua_scripts.h) with its SPUBLISH of
+// the written candles (the market-data API's live stream), the same script without that line,
+// and the floor, a plain MSET of the same candles and watermarks; with no subscriber and with
+// one subscriber on every symbol's channel. One redis-server, one run, the variants alternated
+// round by round (machines here are noisy); the figure is Redis's own usec_per_call from INFO
+// commandstats, so client and network time do not count.
+// Common case: one symbol's 15 current candles in the same buckets, no closed candles, no late
+// trades, no ticker (what most FLUSH calls are at steady state).
+// Usage: flush_bench [--symbols N] [--calls-per-round C] [--rounds R]
+#include <hiredis/hiredis.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "io/redis/lua_scripts.h"
+#include "redis_server.h"
+
+namespace kt = klined::test;
+
+namespace {
+
+const char* const kIntervals[] = {"1m", "3m", "5m",  "15m", "30m", "1h", "2h", "4h",
+                                  "6h", "8h", "12h", "1d",  "3d",  "1w", "1M"};
+
+std::string CandleJson(const std::string& sym, const char* iv, long long t) {
+  char buf[512];
+  std::snprintf(buf, sizeof buf,
+                "{\"t\":%lld,\"T\":%lld,\"s\":\"%s\",\"i\":\"%s\",\"f\":1001,\"L\":1180,"
+                "\"o\":\"43210.5\",\"h\":\"43250\",\"l\":\"43200.1\",\"c\":\"43249.9\","
+                "\"v\":\"12.5\",\"q\":\"540123.75\",\"V\":\"6.1\",\"Q\":\"263601.4\",\"n\":80,"
+                "\"x\":false}",
+                t, t + 59999, sym.c_str(), iv);
+  return buf;
+}
+
+redisReply* Command(redisContext* c, const std::vector<std::string>& argv) {
+  std::vector<const char*> a;
+  std::vector<size_t> l;
+  for (const std::string& s : argv) {
+    a.push_back(s.data());
+    l.push_back(s.size());
+  }
+  return static_cast<redisReply*>(
+      redisCommandArgv(c, static_cast<int>(a.size()), a.data(), l.data()));
+}
+
+// Pipelines `calls` commands, reads every reply; aborts on an error reply.
+void Run(redisContext* c, const std::vector<std::vector<std::string>>& calls) {
+  for (const auto& argv : calls) {
+    std::vector<const char*> a;
+    std::vector<size_t> l;
+    for (const std::string& s : argv) {
+      a.push_back(s.data());
+      l.push_back(s.size());
+    }
+    redisAppendCommandArgv(c, static_cast<int>(a.size()), a.data(), l.data());
+  }
+  for (size_t i = 0; i < calls.size(); ++i) {
+    void* r = nullptr;
+    if (redisGetReply(c, &r) != REDIS_OK) {
+      std::fprintf(stderr, "flush_bench: connection error\n");
+      std::exit(1);
+    }
+    auto* rep = static_cast<redisReply*>(r);
+    if (rep->type == REDIS_REPLY_ERROR) {
+      std::fprintf(stderr, "flush_bench: %s\n", rep->str);
+      std::exit(1);
+    }
+    freeReplyObject(rep);
+  }
+}
+
+// usec per call of one command from INFO commandstats (e.g. "evalsha"), and the call count.
+std::pair<double, double> Stat(redisContext* c, const std::string& cmd) {
+  redisReply* r = Command(c, {"INFO", "commandstats"});
+  std::string text(r->str, r->len);
+  freeReplyObject(r);
+  const std::string key = "cmdstat_" + cmd + ":calls=";
+  size_t at = text.find(key);
+  if (at == std::string::npos) return {0, 0};
+  const double calls = std::atof(text.c_str() + at + key.size());
+  at = text.find("usec=", at);
+  const double usec = std::atof(text.c_str() + at + 5);
+  return {usec, calls};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int symbols = 1000, per_round = 5000, rounds = 6;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string a = argv[i];
+    if (a == "--symbols") symbols = std::atoi(argv[i + 1]);
+    if (a == "--calls-per-round") per_round = std::atoi(argv[i + 1]);
+    if (a == "--rounds") rounds = std::atoi(argv[i + 1]);
+  }
+  kt::RedisServer redis;
+  redisContext* c = redisConnect(redis.host().c_str(), redis.port());
+  const std::string flush = std::string(klined::lua::kCommon) + klined::lua::kFlush;
+  const std::string publish_line =
+      "if #events > 0 then redis.call('SPUBLISH', base .. ':events', table.concat(events, "
+      "'\\n')) end\n";
+  std::string quiet = flush;
+  const size_t at = quiet.find(publish_line);
+  if (at == std::string::npos) {
+    std::fprintf(stderr, "flush_bench: the SPUBLISH line of FLUSH changed; update the bench\n");
+    return 1;
+  }
+  quiet.erase(at, publish_line.size());
+  auto load = [&](const std::string& body) {
+    redisReply* r = Command(c, {"SCRIPT", "LOAD", body});
+    std::string sha(r->str, r->len);
+    freeReplyObject(r);
+    return sha;
+  };
+  const std::string sha_publish = load(flush), sha_quiet = load(quiet);
+
+  // Per symbol: the FLUSH arguments and the equivalent MSET.
+  const long long t = 1732147200000;
+  std::vector<std::vector<std::string>> pub_calls, quiet_calls, mset_calls;
+  for (int s = 0; s < symbols; ++s) {
+    const std::string sym = "SYM" + std::to_string(s) + "USDT";
+    const std::string stamp = "0:1180";
+    std::vector<std::string> args = {"kline", sym, "1180", stamp, stamp, "15"};
+    std::vector<std::string> mset = {"MSET"};
+    for (const char* iv : kIntervals) {
+      const std::string json = CandleJson(sym, iv, t);
+      args.insert(args.end(), {iv, std::to_string(t), json, "0"});
+      mset.insert(mset.end(), {"kline:{" + sym + "}:" + iv, json});
+    }
+    args.insert(args.end(), {"0", "0", "", "", ""});
+    mset.insert(mset.end(), {"kline:{" + sym + "}:wm", "1180", "kline:{" + sym + "}:wmp", stamp});
+    // Storage as the shard left it: the stamp and the candles.
+    redisReply* r = Command(c, mset);
+    freeReplyObject(r);
+    std::vector<std::string> p = {"EVALSHA", sha_publish, "0"}, q = {"EVALSHA", sha_quiet, "0"};
+    p.insert(p.end(), args.begin(), args.end());
+    q.insert(q.end(), args.begin(), args.end());
+    pub_calls.push_back(std::move(p));
+    quiet_calls.push_back(std::move(q));
+    mset_calls.push_back(std::move(mset));
+  }
+  auto batch = [&](const std::vector<std::vector<std::string>>& all) {
+    std::vector<std::vector<std::string>> out;
+    for (int i = 0; i < per_round; ++i) out.push_back(all[static_cast<size_t>(i) % all.size()]);
+    return out;
+  };
+  const auto pub = batch(pub_calls), qu = batch(quiet_calls), ms = batch(mset_calls);
+
+  // Redis time per call of a variant: the change of its command's usec / calls over a round.
+  auto measure = [&](const std::vector<std::vector<std::string>>& calls, const char* cmd) {
+    const auto before = Stat(c, cmd);
+    Run(c, calls);
+    const auto after = Stat(c, cmd);
+    return (after.first - before.first) / (after.second - before.second);
+  };
+  std::printf("flush_bench: %d symbols, %d calls per round, %d rounds, redis %s\n", symbols,
+              per_round, rounds, redis.address().c_str());
+  for (int with_subscriber = 0; with_subscriber < 2; ++with_subscriber) {
+    std::atomic<bool> stop{false};
+    std::thread reader;
+    redisContext* sub = nullptr;
+    if (with_subscriber) {
+      // One subscriber on every symbol's channel, reading everything (as an API instance).
+      sub = redisConnect(redis.host().c_str(), redis.port());
+      std::vector<std::string> cmd = {"SSUBSCRIBE"};
+      for (int s = 0; s < symbols; ++s)
+        cmd.push_back("kline:{SYM" + std::to_string(s) + "USDT}:events");
+      std::vector<const char*> a;
+      std::vector<size_t> l;
+      for (const std::string& x : cmd) {
+        a.push_back(x.data());
+        l.push_back(x.size());
+      }
+      redisAppendCommandArgv(sub, static_cast<int>(a.size()), a.data(), l.data());
+      reader = std::thread([sub, &stop] {
+        while (!stop.load()) {
+          void* r = nullptr;
+          if (redisGetReply(sub, &r) != REDIS_OK) return;
+          freeReplyObject(r);
+        }
+      });
+    }
+    std::vector<double> p, q, m;
+    for (int r = 0; r < rounds; ++r) {
+      p.push_back(measure(pub, "evalsha"));
+      q.push_back(measure(qu, "evalsha"));
+      m.push_back(measure(ms, "mset"));
+    }
+    auto median = [](std::vector<double> v) {
+      std::sort(v.begin(), v.end());
+      return v[v.size() / 2];
+    };
+    const double mp = median(p), mq = median(q), mm = median(m);
+    std::printf(
+        "  %s: FLUSH with SPUBLISH %.2f us/call, without %.2f us/call (+%.1f%%), MSET floor %.2f "
+        "us/call; FLUSH/MSET %.2fx (medians of %d rounds)\n",
+        with_subscriber ? "one subscriber on every channel" : "no subscriber", mp, mq,
+        100 * (mp - mq) / mq, mm, mp / mm, rounds);
+    if (with_subscriber) {
+      stop.store(true);
+      // Wake the reader with one more message, then close.
+      redisReply* rr = Command(c, {"SPUBLISH", "kline:{SYM0USDT}:events", "x"});
+      freeReplyObject(rr);
+      reader.join();
+      redisFree(sub);
+    }
+  }
+  redisFree(c);
+  return 0;
+}

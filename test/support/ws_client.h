@@ -1,0 +1,40 @@
+// A WebSocket client for the tests (Boost.Beast): connect to 127.0.0.1:port at a target, send
+// text or binary frames, read the text messages the server pushes, with timeouts. One thread
+// of its own runs the I/O; every message received is queued until Read takes it.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+
+namespace klined::test {
+
+class WsClient {
+ public:
+  WsClient();
+  ~WsClient();
+  WsClient(const WsClient&) = delete;
+  WsClient& operator=(const WsClient&) = delete;
+
+  // Connects and completes the handshake at `target` (e.g. "/ws", "/stream?streams=a/b").
+  // False, with error() saying why, on any failure (the HTTP status of a refused upgrade too).
+  bool Open(int port, const std::string& target);
+  void Send(const std::string& text);
+  void SendBinary(const std::string& data);
+  // Stops reading: the server's messages queue up in its socket (a stalled client).
+  void PauseReading();
+
+  // The next text message, or nullopt when none arrived within timeout (or the connection
+  // ended and everything received was read).
+  std::optional<std::string> Read(std::chrono::milliseconds timeout);
+  // True once the connection ended (the server closed it, or an error).
+  bool Closed() const;
+  std::string error() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace klined::test
