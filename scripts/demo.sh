@@ -13,6 +13,9 @@ for bin in src/app/klined src/tools/testbroker/klined-testbroker \
   [ -x "$BUILD/$bin" ] || { echo "demo: $BUILD/$bin missing: build first (make)"; exit 1; }
 done
 KLINECTL="$BUILD/src/tools/klinectl/klinectl"
+# The chart page's library (web/vendor/, from the pinned npm packages). Without the registry
+# the demo still runs; only the chart page lacks its library.
+./scripts/npm-install.sh || echo "demo: WARNING: npm packages not installed: the chart page cannot draw"
 
 TMP=$(mktemp -d /tmp/klined-demo.XXXXXX)
 PIDS=()
@@ -92,6 +95,7 @@ metrics:
   listen: "127.0.0.1:$METRICS_PORT"
 api:
   listen: "127.0.0.1:$API_PORT"
+  web_root: "$PWD/web"
 YAML
 setsid "$BUILD/src/app/klined" --config "$TMP/klined.yaml" 2>"$TMP/klined.log" &
 PIDS+=($!)
@@ -104,6 +108,7 @@ setsid "$BUILD/src/tools/tradegen/klined-tradegen" --brokers "$BOOTSTRAP" --topi
 PIDS+=($!)
 
 echo "demo: redis 127.0.0.1:$REDIS_PORT, mariadb 127.0.0.1:$MYSQL_PORT, kafka $BOOTSTRAP, metrics http://127.0.0.1:$METRICS_PORT/metrics"
+echo "demo: chart page: http://127.0.0.1:$API_PORT/"
 echo "demo: market-data API (Binance REST, docs/api.md): http://127.0.0.1:$API_PORT/api/v3/klines?symbol=BTCUSDT&interval=1m&limit=5"
 echo "demo: logs in $TMP; Ctrl-C to stop"
 echo "demo: try: $KLINECTL --redis 127.0.0.1:$REDIS_PORT candles ETHUSDT 1s --limit 10"

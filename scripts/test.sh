@@ -46,6 +46,9 @@ elif [ "$UNIT_ONLY" = 0 ]; then
     ./scripts/fuzz.sh "${FUZZ_SMOKE_SECONDS:-20}" || failed=1
   fi
   if [ -x "$BUILD/test/integration_tests" ]; then
+    # The web cases run the pinned npm clients and load the chart page's vendored library.
+    echo "== npm packages (web/)"
+    ./scripts/npm-install.sh || failed=1
     echo "== integration tests"
     KLINED_BUILD="$BUILD" "$BUILD/test/integration_tests" --no-colors || failed=1
   fi

@@ -14,17 +14,6 @@ using namespace klined_it;
 
 namespace {
 
-// One field of the reference's flat candle JSON, as it is written (a number or a string's
-// contents).
-std::string Field(const std::string& json, const std::string& key) {
-  const std::string k = "\"" + key + "\":";
-  size_t at = json.find(k);
-  if (at == std::string::npos) return "?";
-  at += k.size();
-  if (json[at] == '"') return json.substr(at + 1, json.find('"', at + 1) - at - 1);
-  return json.substr(at, json.find_first_of(",}", at) - at);
-}
-
 // The Binance kline row of a reference candle: [t,"o","h","l","c","v",T,"q",n,"V","Q","0"].
 std::string RefRow(const std::string& json) {
   auto q = [&](const char* k) { return "\"" + Field(json, k) + "\""; };
@@ -76,16 +65,6 @@ std::string ApiTail(int port, const std::string& more = "") {
          more;
 }
 
-// Waits until the API knows `sym` (the known-symbol set is refreshed every 200 ms here).
-bool WaitKnown(int port, const std::string& sym) {
-  return WaitUntil(
-      [&] {
-        return kt::HttpFetch(port, "/api/v3/klines?interval=1m&limit=1&symbol=" + sym).status ==
-               200;
-      },
-      seconds(20));
-}
-
 }  // namespace
 
 TEST_CASE("api: klines rows equal the independent computation across the Redis/MySQL seam") {
@@ -113,7 +92,7 @@ TEST_CASE("api: klines rows equal the independent computation across the Redis/M
                       },
                       seconds(60)),
                   klined->OutputTail());
-  for (const std::string& s : symbols) REQUIRE(WaitKnown(api_port, s));
+  for (const std::string& s : symbols) REQUIRE(WaitApiKnows(api_port, s));
 
   for (const std::string& sym : symbols) {
     for (const auto& [iv, len] : kIntervals) {
@@ -193,7 +172,7 @@ TEST_CASE("api: klines/latest, 24h tickers, prices, exchangeInfo, ping and time"
   kt::Producer producer(stack.broker.bootstrap());
   Produce(&producer, trades);
   REQUIRE_MESSAGE(stack.WaitForWatermarks(LastIds(trades), seconds(60)), klined->OutputTail());
-  for (const std::string& s : symbols) REQUIRE(WaitKnown(api_port, s));
+  for (const std::string& s : symbols) REQUIRE(WaitApiKnows(api_port, s));
 
   CHECK(kt::HttpFetch(api_port, "/api/v3/ping").body == "{}");
   const kt::HttpResponse time = kt::HttpFetch(api_port, "/api/v3/time");
@@ -279,7 +258,7 @@ TEST_CASE("api: every bad request gets Binance's error; unknown symbols cost no 
   kt::Producer producer(stack.broker.bootstrap());
   Produce(&producer, trades);
   REQUIRE_MESSAGE(stack.WaitForWatermarks(LastIds(trades), seconds(60)), klined->OutputTail());
-  REQUIRE(WaitKnown(api_port, "BTCUSDT"));
+  REQUIRE(WaitApiKnows(api_port, "BTCUSDT"));
 
   struct Case {
     std::string target;
@@ -394,7 +373,7 @@ TEST_CASE("api: roles split the work; Redis or MySQL down answers 503 and recove
   int reader_metrics = 0;
   stack.config_tail = ApiTail(reader_port, "  weight_per_minute: 0\n") + "roles: [api]\n";
   auto reader = stack.StartInstance("reader", &reader_metrics);
-  REQUIRE_MESSAGE(WaitKnown(reader_port, "BTCUSDT"), reader->OutputTail());
+  REQUIRE_MESSAGE(WaitApiKnows(reader_port, "BTCUSDT"), reader->OutputTail());
   kt::RedisClient rc = stack.redis.Connect();
   REQUIRE(WaitUntil(
       [&] {
@@ -443,12 +422,6 @@ TEST_CASE("api: roles split the work; Redis or MySQL down answers 503 and recove
 // ---- WebSocket streams -------------------------------------------------------------------
 
 namespace {
-
-int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 // The k object of a kline event, as the reference JSON's fields (same names but "B").
 struct Kline {
@@ -510,7 +483,7 @@ TEST_CASE("api ws: kline events equal the independent computation; closes are pu
   std::mt19937_64 rng(2024);
   std::vector<RefTrade> trades = LiveTrades(&producer, "BTCUSDT", 1, 1, 0, &rng);
   REQUIRE_MESSAGE(stack.WaitForWatermarks(LastIds(trades), seconds(60)), klined->OutputTail());
-  REQUIRE(WaitKnown(api_port, "BTCUSDT"));
+  REQUIRE(WaitApiKnows(api_port, "BTCUSDT"));
 
   kt::WsClient ws;
   REQUIRE_MESSAGE(ws.Open(api_port, "/ws"), ws.error());
@@ -622,7 +595,7 @@ TEST_CASE("api ws: bad input gets Binance's errors and the connection stays; lim
   std::mt19937_64 rng(7);
   const std::vector<RefTrade> trades = LiveTrades(&producer, "ETHUSDT", 1, 1, 0, &rng);
   REQUIRE(stack.WaitForWatermarks(LastIds(trades), seconds(60)));
-  REQUIRE(WaitKnown(api_port, "ETHUSDT"));
+  REQUIRE(WaitApiKnows(api_port, "ETHUSDT"));
 
   kt::WsClient ws;
   REQUIRE_MESSAGE(ws.Open(api_port, "/ws/0"), ws.error());  // ccxt's form: acts as /ws

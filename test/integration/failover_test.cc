@@ -24,22 +24,8 @@ namespace {
 constexpr char kJobsTail[] =
     "intervals: [1s, 1m]\nlease:\n  ttl_ms: 1000\nrollover_grace_ms: 500\n";
 
-int64_t NowMs() {
-  return std::chrono::duration_cast<milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-// "t" and the given string field of a candle JSON.
+// "t" of a candle JSON (Field, in stack.h, reads the others).
 int64_t OpenTime(const std::string& json) { return std::stoll(json.substr(5, json.find(',') - 5)); }
-std::string Field(const std::string& json, const std::string& name) {
-  const std::string key = "\"" + name + "\":";
-  size_t b = json.find(key) + key.size();
-  if (json[b] == '"') ++b;
-  size_t e = b;
-  while (json[e] != '"' && json[e] != ',' && json[e] != '}') ++e;
-  return json.substr(b, e - b);
-}
 // MySQL DECIMAL(38,18) text -> canonical decimal text.
 std::string Canonical(std::string d) {
   if (d.find('.') != std::string::npos) {

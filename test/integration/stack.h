@@ -329,6 +329,34 @@ bool WaitUntil(Pred pred, seconds timeout) {
   return pred();
 }
 
+// One field of a flat JSON object as written (a number, or a string's contents); "?" if absent.
+// For the reference's candle JSON and klined's API replies.
+inline std::string Field(const std::string& json, const std::string& key) {
+  const std::string k = "\"" + key + "\":";
+  size_t at = json.find(k);
+  if (at == std::string::npos) return "?";
+  at += k.size();
+  if (json[at] == '"') return json.substr(at + 1, json.find('"', at + 1) - at - 1);
+  return json.substr(at, json.find_first_of(",}", at) - at);
+}
+
+inline int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Waits until klined's API on `port` knows `sym` (its known-symbol set is refreshed every
+// api.symbols_refresh_ms).
+inline bool WaitApiKnows(int port, const std::string& sym) {
+  return WaitUntil(
+      [&] {
+        return kt::HttpFetch(port, "/api/v3/klines?interval=1m&limit=1&symbol=" + sym).status ==
+               200;
+      },
+      seconds(20));
+}
+
 inline double MetricValue(const std::string& text, const std::string& series) {
   double sum = 0;
   size_t pos = 0;
