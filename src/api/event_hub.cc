@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "api/rest_format.h"
 #include "api/ws_protocol.h"
 #include "base/backoff.h"
 #include "base/log.h"
@@ -179,6 +180,19 @@ void EventHub::OnMessage(std::string_view channel, std::string_view payload) {
     const std::string_view line = payload.substr(start, nl - start);
     start = nl + 1;
     if (line.empty()) continue;
+    if (line.rfind("{\"symbol\":", 0) == 0) {  // the 24h ticker
+      StreamEvent e;
+      if (!AppendTickerEvent(line, now, &e.raw)) {
+        stats_.bad_messages.Add();
+        LOG_RATE(kWarn, "api.bad_event", "channel=" << channel << " bytes=" << line.size());
+        continue;
+      }
+      e.key = std::string(symbol) + "|ticker";
+      e.stream = TickerStreamOf(symbol);
+      e.combined = WrapCombined(e.stream, e.raw);
+      events->events.push_back(std::move(e));
+      continue;
+    }
     Candle c;
     std::string_view sym;
     bool closed = false;

@@ -375,6 +375,36 @@ bool AppendTickerPrice(std::string_view stored_json, std::string* out) {
   return true;
 }
 
+bool AppendTickerEvent(std::string_view stored_json, int64_t event_ms, std::string* out) {
+  StoredTicker t;
+  if (!ParseStoredTicker(stored_json, &t)) return false;
+  out->append("{\"e\":\"24hrTicker\",\"E\":");
+  AppendInt(event_ms, out);
+  out->append(",\"s\":\"").append(t.symbol).push_back('"');
+  PutString("p", t.price_change, out);
+  PutString("P", t.price_change_percent, out);
+  PutString("w", t.weighted_avg_price, out);
+  PutString("x", t.open_price, out);  // prevClosePrice, as the REST ticker's
+  PutString("c", t.last_price, out);
+  PutString("Q", t.last_qty, out);
+  PutString("b", "0", out);
+  PutString("B", "0", out);
+  PutString("a", "0", out);
+  PutString("A", "0", out);
+  PutString("o", t.open_price, out);
+  PutString("h", t.high_price, out);
+  PutString("l", t.low_price, out);
+  PutString("v", t.volume, out);
+  PutString("q", t.quote_volume, out);
+  PutRaw("O", t.open_time, out);
+  PutRaw("C", t.close_time, out);
+  PutRaw("F", t.first_id, out);
+  PutRaw("L", t.last_id, out);
+  PutRaw("n", t.count, out);
+  out->push_back('}');
+  return true;
+}
+
 void AppendServerTime(int64_t server_time_ms, std::string* out) {
   out->append("{\"serverTime\":");
   AppendInt(server_time_ms, out);

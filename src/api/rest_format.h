@@ -37,6 +37,13 @@ void AppendSymbolKlineRow(std::string_view symbol, const Candle& c, std::string*
 // The same stored ticker as one /api/v3/ticker/price object: {"symbol":"..","price":lastPrice}.
 [[nodiscard]] bool AppendTickerPrice(std::string_view stored_json, std::string* out);
 
+// The same stored ticker as the <symbol>@ticker stream's event, Binance's 24hrTicker:
+// {"e":"24hrTicker","E":event_ms,"s":..,"p","P","w","x","c","Q","b","B","a","A","o","h","l",
+//  "v","q","O","C","F","L","n"} with the REST ticker's defaults for what klined cannot know
+// (x = the open price, bid/ask "0"). False, out untouched, if stored_json does not parse.
+[[nodiscard]] bool AppendTickerEvent(std::string_view stored_json, int64_t event_ms,
+                                     std::string* out);
+
 // /api/v3/time: {"serverTime":ms}.
 void AppendServerTime(int64_t server_time_ms, std::string* out);
 

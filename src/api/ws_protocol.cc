@@ -312,6 +312,23 @@ std::string KlineStreamOf(std::string_view symbol, Interval iv) {
   return out;
 }
 
+std::optional<std::string> ParseTickerStream(std::string_view stream) {
+  constexpr std::string_view kMark = "@ticker";
+  if (stream.size() <= kMark.size() || stream.size() - kMark.size() > 32 ||
+      stream.substr(stream.size() - kMark.size()) != kMark) {
+    return std::nullopt;
+  }
+  return std::string(stream.substr(0, stream.size() - kMark.size()));
+}
+
+std::string TickerStreamOf(std::string_view symbol) {
+  std::string out(symbol);
+  for (char& c : out) {
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  }
+  return out + "@ticker";
+}
+
 void AppendKlineEvent(const Candle& c, std::string_view symbol, bool closed, int64_t event_ms,
                       std::string* out) {
   auto num = [out](std::string_view key, int64_t v) {

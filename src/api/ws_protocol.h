@@ -54,6 +54,11 @@ std::optional<KlineStreamName> ParseKlineStream(std::string_view stream);
 // The canonical stream name of a symbol's interval: lower-case symbol, `@kline_`, interval.
 std::string KlineStreamOf(std::string_view symbol, Interval iv);
 
+// The symbol of a 24h ticker stream name, `<symbol>@ticker`; nullopt when it is not one.
+std::optional<std::string> ParseTickerStream(std::string_view stream);
+// `<lower-case symbol>@ticker`.
+std::string TickerStreamOf(std::string_view symbol);
+
 // {"e":"kline","E":event_ms,"s":"SYM","k":{"t":..,"T":..,"s":"SYM","i":"1m","f":..,"L":..,
 //  "o":"..","c":"..","h":"..","l":"..","v":"..","n":..,"x":false,"q":"..","V":"..","Q":"..",
 //  "B":"0"}}

@@ -24,6 +24,11 @@ using tcp = net::ip::tcp;
 namespace {
 
 constexpr size_t kMaxMessageBytes = 4096;
+// The kernel's send buffer of a stream connection. Fixed (no autotuning, which lets one
+// socket that a client stopped reading hold up to tcp_wmem's 4 MiB): a stalled client shows up
+// in the session's own bounded queue, where conflation and the disconnect apply, within
+// seconds. 64 KiB still carries ~600 KiB/s to a client 100 ms away.
+constexpr int kSendBufferBytes = 64 * 1024;
 
 std::string Lower(std::string_view s) {
   std::string out(s);
@@ -70,6 +75,9 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
 
   void Run(http::request<http::string_body> req) {
     ctx_.stats->open.Add();
+    beast::error_code ignored;
+    beast::get_lowest_layer(ws_).socket().set_option(
+        net::socket_base::send_buffer_size(kSendBufferBytes), ignored);
     const std::string target(req.target());
     combined_ = target.rfind("/stream", 0) == 0;
     initial_ = InitialStreams(target);
@@ -139,7 +147,7 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
     } else if (target.size() > 4 && target.rfind("/ws/", 0) == 0) {
       // /ws/<stream>; any other /ws/... acts as /ws (ccxt opens /ws/0, then subscribes).
       std::string name = target.substr(4);
-      if (ParseKlineStream(name)) out.push_back(std::move(name));
+      if (ParseKlineStream(name) || ParseTickerStream(name)) out.push_back(std::move(name));
     }
     return out;
   }
@@ -254,9 +262,20 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
 
   // A valid kline stream of a known symbol and a configured interval; else *why.
   bool Check(const std::string& stream, std::string* why) {
+    if (std::optional<std::string> ticker = ParseTickerStream(stream)) {
+      std::optional<std::string> symbol = Resolve(*ctx_.symbols->Get(), *ticker);
+      if (!symbol) {
+        *why = "unknown symbol in '" + stream + "'";
+        return false;
+      }
+      resolved_[stream] = *symbol + "|ticker";
+      resolved_symbol_[stream] = *symbol;
+      return true;
+    }
     std::optional<KlineStreamName> name = ParseKlineStream(stream);
     if (!name) {
-      *why = "unknown stream '" + stream + "' (streams: <symbol>@kline_<interval>)";
+      *why =
+          "unknown stream '" + stream + "' (streams: <symbol>@kline_<interval>, <symbol>@ticker)";
       return false;
     }
     if (std::find(ctx_.options->intervals.begin(), ctx_.options->intervals.end(), name->interval) ==

@@ -13,6 +13,8 @@
 // - a close event (x:true) and a reply are never replaced or dropped;
 // - past the bound the connection is closed (klined_api_ws_closed_total{reason="slow"}):
 //   one slow client never delays another, and never holds more than the bound.
+// The socket's kernel send buffer is fixed at 64 KiB (no autotuning), so what a stalled client
+// holds is this queue's bound plus that, not up to tcp_wmem's 4 MiB.
 // Liveness: a ping every 20 s; a client from which nothing (a pong or any frame) arrived for
 // 60 s is closed. Inbound: text frames of at most 4 KiB, at most api.ws_messages_per_second
 // messages a second (Binance closes past 5/s too), at most api.ws_max_streams streams.

@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <csignal>
 #include <numeric>
 
@@ -487,7 +488,8 @@ TEST_CASE("api ws: kline events equal the independent computation; closes are pu
 
   kt::WsClient ws;
   REQUIRE_MESSAGE(ws.Open(api_port, "/ws"), ws.error());
-  ws.Send(R"({"method":"SUBSCRIBE","params":["btcusdt@kline_1s","btcusdt@kline_1m"],"id":1})");
+  ws.Send(
+      R"({"method":"SUBSCRIBE","params":["btcusdt@kline_1s","btcusdt@kline_1m","btcusdt@ticker"],"id":1})");
   REQUIRE(ws.Read(seconds(5)) == std::optional<std::string>(R"({"result":null,"id":1})"));
   kt::WsClient combined;
   REQUIRE_MESSAGE(combined.Open(api_port, "/stream?streams=btcusdt@kline_1m"), combined.error());
@@ -503,11 +505,16 @@ TEST_CASE("api ws: kline events equal the independent computation; closes are pu
   const int64_t last_1s = trades.back().time_ms - trades.back().time_ms % 1000;
 
   std::map<std::pair<std::string, int64_t>, Kline> last_event;
+  std::string last_ticker;
   bool saw_last_close = false;
   const auto until = std::chrono::steady_clock::now() + seconds(10);
   while (!saw_last_close && std::chrono::steady_clock::now() < until) {
     std::optional<std::string> msg = ws.Read(milliseconds(500));
     if (!msg) continue;
+    if (msg->rfind("{\"e\":\"24hrTicker\",", 0) == 0) {
+      last_ticker = *msg;
+      continue;
+    }
     std::optional<Kline> k = KlineOf(*msg);
     REQUIRE_MESSAGE(k.has_value(), *msg);
     CHECK(Field(*msg, "s") == "BTCUSDT");
@@ -548,6 +555,15 @@ TEST_CASE("api ws: kline events equal the independent computation; closes are pu
     CAPTURE(b);
     CHECK((last_event.contains({"1s", b}) && last_event[{"1s", b}].closed));
   }
+
+  // <symbol>@ticker: the 24h ticker after the last flush holds every trade.
+  REQUIRE(!last_ticker.empty());
+  CHECK(Field(last_ticker, "s") == "BTCUSDT");
+  CHECK(Field(last_ticker, "c") == Scaled(trades.back().price_cents, 2));
+  CHECK(Field(last_ticker, "n") == std::to_string(trades.size()));
+  CHECK(Field(last_ticker, "F") == "1");
+  CHECK(Field(last_ticker, "L") == std::to_string(trades.back().id));
+  CHECK(Field(last_ticker, "b") == "0");
 
   // /stream wraps: {"stream":"btcusdt@kline_1m","data":{...}}; /ws/<stream> is subscribed.
   std::optional<std::string> wrapped = combined.Read(seconds(5));
@@ -655,5 +671,91 @@ TEST_CASE("api ws: bad input gets Binance's errors and the connection stays; lim
   CHECK(MetricValue(metrics, "klined_api_ws_closed_total{reason=\"flood\"}") == 1);
   CHECK(MetricValue(metrics, "klined_api_ws_closed_total{reason=\"error\"}") == 1);
   CHECK(MetricValue(metrics, "klined_api_ws_error_replies_total") == cases.size() + 1);
+  StopCleanly(*klined);
+}
+
+TEST_CASE("api ws: a stalled client is conflated, then disconnected; the others keep up") {
+  const int api_port = kt::FreePort();
+  // A small send queue (32 KiB: above one flush's burst of 40 events, ~14 KiB), so the stalled
+  // client passes it within seconds once its socket buffers are full.
+  Stack stack(false, ApiTail(api_port, "  weight_per_minute: 0\n  ws_send_queue_bytes: 32768\n") +
+                         "intervals: [1s, 1m]\n");
+  auto klined = stack.StartKlined("klined");
+  kt::Producer producer(stack.broker.bootstrap());
+  std::mt19937_64 rng(99);
+  std::vector<std::string> symbols;
+  std::vector<RefTrade> first;
+  for (int s = 0; s < 20; ++s) {
+    symbols.push_back("S" + std::to_string(s) + "USDT");
+    std::vector<RefTrade> t = LiveTrades(&producer, symbols.back(), 1, 1, 0, &rng);
+    first.insert(first.end(), t.begin(), t.end());
+  }
+  REQUIRE(stack.WaitForWatermarks(LastIds(first), seconds(60)));
+  for (const std::string& s : symbols) REQUIRE(WaitApiKnows(api_port, s));
+
+  std::string subscribe = R"({"method":"SUBSCRIBE","params":[)";
+  for (size_t i = 0; i < symbols.size(); ++i) {
+    std::string lower = symbols[i];
+    for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    subscribe += (i ? "," : "") + ("\"" + lower + "@kline_1s\",\"" + lower + "@kline_1m\"");
+  }
+  subscribe += R"(],"id":1})";
+  kt::WsClient slow, fast;
+  REQUIRE(slow.Open(api_port, "/ws"));
+  REQUIRE(fast.Open(api_port, "/ws"));
+  slow.Send(subscribe);
+  fast.Send(subscribe);
+  REQUIRE(slow.Read(seconds(5)) == std::optional<std::string>(R"({"result":null,"id":1})"));
+  REQUIRE(fast.Read(seconds(5)) == std::optional<std::string>(R"({"result":null,"id":1})"));
+  slow.PauseReading();
+
+  // Trades on every symbol for up to 20 s, until the server drops the stalled client; the
+  // reading client keeps receiving all the while (no gap of a second without an event).
+  std::atomic<bool> stop{false};
+  std::thread trader([&] {
+    int64_t id = 2;
+    while (!stop.load()) {
+      for (const std::string& s : symbols) {
+        RefTrade t{s, id, NowMs(), 10000 + static_cast<int64_t>(rng() % 500), 1, false};
+        producer.Produce("trades", t.symbol, TradeJson(t));
+      }
+      producer.Flush();
+      ++id;
+      std::this_thread::sleep_for(milliseconds(20));
+    }
+  });
+  const auto start = std::chrono::steady_clock::now();
+  auto longest_gap = milliseconds(0);
+  auto last_event = std::chrono::steady_clock::now();
+  size_t fast_events = 0;
+  bool dropped = false;
+  while (std::chrono::steady_clock::now() - start < seconds(20)) {
+    if (fast.Read(milliseconds(100))) {
+      ++fast_events;
+      const auto now = std::chrono::steady_clock::now();
+      longest_gap =
+          std::max(longest_gap, std::chrono::duration_cast<milliseconds>(now - last_event));
+      last_event = now;
+    }
+    if (!dropped &&
+        MetricValue(stack.Metrics(), "klined_api_ws_closed_total{reason=\"slow\"}") == 1) {
+      dropped = true;
+      // Keep reading a little longer: the fast client is not affected by the drop.
+      const auto after = std::chrono::steady_clock::now();
+      while (std::chrono::steady_clock::now() - after < seconds(2)) {
+        if (fast.Read(milliseconds(100))) ++fast_events;
+      }
+      break;
+    }
+  }
+  stop.store(true);
+  trader.join();
+  CHECK(dropped);
+  CHECK(!fast.Closed());
+  CHECK(fast_events > 100);
+  CHECK(longest_gap < milliseconds(1000));
+  const std::string metrics = stack.Metrics();
+  CHECK(MetricValue(metrics, "klined_api_ws_conflated_total") > 0);
+  CHECK(MetricValue(metrics, "klined_api_ws_connections") == 1);
   StopCleanly(*klined);
 }

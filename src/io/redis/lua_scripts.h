@@ -109,7 +109,8 @@ end
 // shard's candle goes to history and its close is re-carried.
 // Publishes on B:events the candles it wrote: the closed ones, each interval's current (or, when
 // storage was newer, the shard's bucket as closed), each late update and the empty candles it
-// created; not the closes re-carried into later empty candles.
+// created; not the closes re-carried into later empty candles. And the 24h ticker JSON when it
+// wrote one (a line starting {"symbol":).
 inline constexpr const char kFlush[] = R"LUA(
 local prefix, sym, wm, base_stamp, stamp = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local base = prefix .. ':{' .. sym .. '}'
@@ -238,7 +239,10 @@ end
 for r = mysql_at, mysql_at + 2 * nmysql - 1, 2 do
   redis.call('HSET', base .. ':late', ARGV[r], ARGV[r + 1])
 end
-if ticker_key ~= '' then redis.call('SET', ticker_key, ticker_json) end
+if ticker_key ~= '' then
+  redis.call('SET', ticker_key, ticker_json)
+  events[#events + 1] = ticker_json
+end
 -- The global index sets are shared by every symbol: a wrong type there is an operator's to
 -- fix; it must not fail this symbol's write (which is complete at this point).
 if nmysql > 0 then redis.pcall('SADD', prefix .. ':late', sym) end

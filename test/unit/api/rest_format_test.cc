@@ -139,6 +139,18 @@ TEST_CASE("api format: 24hr ticker FULL and MINI from the stored JSON, byte for 
                R"("closeTime":1732147200000,"firstId":-1,"lastId":-1,"count":0})");
 }
 
+TEST_CASE("api format: the <symbol>@ticker event is Binance's 24hrTicker, byte for byte") {
+  std::string out;
+  REQUIRE(AppendTickerEvent(kStored, 1732152000200, &out));
+  CHECK(out == R"({"e":"24hrTicker","E":1732152000200,"s":"BTCUSDT","p":"-998.5","P":"-3.328",)"
+               R"("w":"29594.83783784","x":"29999","c":"29000.5","Q":"1","b":"0","B":"0","a":"0",)"
+               R"("A":"0","o":"29999","h":"31000","l":"29000.5","v":"1.85","q":"54750.45",)"
+               R"("O":1732065660000,"C":1732152000123,"F":99,"L":102,"n":4})");
+  out = "keep";
+  CHECK_FALSE(AppendTickerEvent(R"({"symbol":"X"})", 1, &out));
+  CHECK(out == "keep");
+}
+
 TEST_CASE("api format: the stored ticker scanner accepts JSON's freedoms") {
   // Whitespace, another member order, unknown string/integer members, escapes copied as sent.
   const std::string spaced =

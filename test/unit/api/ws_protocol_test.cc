@@ -102,6 +102,11 @@ TEST_CASE("ws protocol: stream names") {
   CHECK_FALSE(ParseKlineStream("btcusdt"));
   CHECK_FALSE(ParseKlineStream(std::string(40, 'a') + "@kline_1m"));
   CHECK(KlineStreamOf("BTCUSDT", Interval::k15m) == "btcusdt@kline_15m");
+  CHECK(ParseTickerStream("btcusdt@ticker") == std::optional<std::string>("btcusdt"));
+  CHECK_FALSE(ParseTickerStream("@ticker"));
+  CHECK_FALSE(ParseTickerStream("btcusdt@tickers"));
+  CHECK_FALSE(ParseTickerStream("btcusdt@kline_1m"));
+  CHECK(TickerStreamOf("BTCUSDT") == "btcusdt@ticker");
 }
 
 TEST_CASE("ws protocol: the kline event has Binance's fields in Binance's order") {
