@@ -4,7 +4,8 @@
 #   SANITIZE=list   meson b_sanitize value, e.g. address,undefined
 #   --unit-only     skip fuzz smoke and integration suites
 #   --threaded      unit suite, then the integration cases that run klined's threads hardest
-#                   (pipeline, failover, exactly once, poison), no fuzz smoke: for TSan builds
+#                   (pipeline, failover, exactly once, poison, api: REST, WebSocket, pub/sub),
+#                   no fuzz smoke: for TSan builds
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,7 +40,7 @@ echo "== unit tests"
 if [ "$THREADED" = 1 ]; then
   echo "== integration tests (threaded cases)"
   KLINED_BUILD="$BUILD" "$BUILD/test/integration_tests" --no-colors \
-    -tc='pipeline*,failover*,exactly once*,poison*' || failed=1
+    -tc='pipeline*,failover*,exactly once*,poison*,api*' || failed=1
 elif [ "$UNIT_ONLY" = 0 ]; then
   if [ -x scripts/fuzz.sh ]; then
     echo "== fuzz smoke"
