@@ -65,20 +65,7 @@ TEST_CASE("api format: AppendJsonString escapes quotes, backslashes and control 
 }
 
 TEST_CASE("api format: kline rows have the 12 Binance fields with canonical decimals") {
-  Candle c;  // contract section 3's example candle
-  c.open_time = 1732147200000;
-  c.close_time = 1732147259999;
-  c.first_id = 101;
-  c.last_id = 180;
-  c.open = Dec("43210.5");
-  c.high = Dec("43250");
-  c.low = Dec("43200.1");
-  c.close = Dec("43249.9");
-  c.volume = Dec("12.5");
-  c.quote_volume = Dec("540123.75");
-  c.taker_volume = Dec("6.1");
-  c.taker_quote_volume = Dec("263601.4");
-  c.count = 80;
+  Candle c = test::ContractExampleCandle();  // contract section 3's example
   std::string out = "[";
   AppendKlineRow(c, &out);
   CHECK(out == R"([[1732147200000,"43210.5","43250","43200.1","43249.9","12.5",1732147259999,)"

@@ -1,6 +1,7 @@
 // The WebSocket stream protocol without I/O: requests, replies, errors, stream names, events.
 #include <doctest/doctest.h>
 
+#include "../core/trade_text.h"
 #include "api/ws_protocol.h"
 #include "klined/decimal.h"
 
@@ -19,12 +20,6 @@ WsError Err(std::string_view text) {
   auto r = ParseWsRequest(text);
   REQUIRE_MESSAGE(std::holds_alternative<WsError>(r), std::string(text));
   return std::get<WsError>(r);
-}
-
-Decimal Dec(std::string_view s) {
-  Decimal d;
-  REQUIRE(ParseStoredDecimal(s, &d) == DecimalError::kOk);
-  return d;
 }
 
 }  // namespace
@@ -110,21 +105,7 @@ TEST_CASE("ws protocol: stream names") {
 }
 
 TEST_CASE("ws protocol: the kline event has Binance's fields in Binance's order") {
-  Candle c;
-  c.open_time = 1732147200000;
-  c.close_time = 1732147259999;
-  c.interval = Interval::k1m;
-  c.first_id = 101;
-  c.last_id = 180;
-  c.open = Dec("43210.5");
-  c.high = Dec("43250");
-  c.low = Dec("43200.1");
-  c.close = Dec("43249.9");
-  c.volume = Dec("12.5");
-  c.quote_volume = Dec("540123.75");
-  c.taker_volume = Dec("6.1");
-  c.taker_quote_volume = Dec("263601.4");
-  c.count = 80;
+  Candle c = test::ContractExampleCandle();  // contract section 3's example
   std::string out;
   AppendKlineEvent(c, "BTCUSDT", false, 1732147230123, &out);
   CHECK(out ==

@@ -142,21 +142,7 @@ Candle MergeRandomly(std::mt19937_64& rng, std::vector<Candle> parts) {
 // --- Apply and JSON: exact strings ----------------------------------------------------------
 
 TEST_CASE("candle: contract example serializes byte for byte") {
-  Candle c;
-  c.open_time = 1732147200000;
-  c.close_time = 1732147259999;
-  c.interval = Interval::k1m;
-  c.first_id = 101;
-  c.last_id = 180;
-  c.open = Dec("43210.5");
-  c.high = Dec("43250");
-  c.low = Dec("43200.1");
-  c.close = Dec("43249.9");
-  c.volume = Dec("12.5");
-  c.quote_volume = Dec("540123.75");
-  c.taker_volume = Dec("6.1");
-  c.taker_quote_volume = Dec("263601.4");
-  c.count = 80;
+  Candle c = test::ContractExampleCandle();  // contract section 3's example
   const std::string expected =
       R"({"t":1732147200000,"T":1732147259999,"s":"BTCUSDT","i":"1m",)"
       R"("f":101,"L":180,"o":"43210.5","h":"43250","l":"43200.1","c":"43249.9",)"
