@@ -34,12 +34,6 @@ constexpr uint32_t kHeaderLimit = 8 * 1024;
 constexpr uint64_t kBodyLimit = 4 * 1024;
 constexpr int kAcceptRetryMs = 100;  // after an accept error such as EMFILE
 
-int64_t WallMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 bool SplitListen(const std::string& listen, std::string* host, uint16_t* port) {
   const size_t colon = listen.rfind(':');
   if (colon == std::string::npos) return false;

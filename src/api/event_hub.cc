@@ -11,6 +11,7 @@
 #include "api/rest_format.h"
 #include "api/ws_protocol.h"
 #include "base/backoff.h"
+#include "base/clock.h"
 #include "base/log.h"
 #include "base/thread_name.h"
 #include "klined/candle.h"
@@ -20,12 +21,6 @@ namespace {
 
 constexpr int kPollMs = 50;
 constexpr int kMaxBackoffMs = 5000;
-
-int64_t WallMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 redisContext* Ctx(void* p) { return static_cast<redisContext*>(p); }
 
@@ -122,7 +117,7 @@ bool EventHub::SendCommand(const char* verb, const std::vector<std::string>& sym
   std::vector<const char*> argv{verb};
   std::vector<size_t> lens{std::strlen(verb)};
   for (const std::string& s : symbols) {
-    channels.push_back(ChannelOf(s));
+    channels.push_back(keys_.Events(s));
     argv.push_back(channels.back().data());
     lens.push_back(channels.back().size());
   }

@@ -95,7 +95,6 @@ class EventHub {
   void ApplyChanges(std::vector<std::string>* subscribe, std::vector<std::string>* unsubscribe);
   bool SendCommand(const char* verb, const std::vector<std::string>& symbols);
   void OnMessage(std::string_view channel, std::string_view payload);
-  std::string ChannelOf(std::string_view symbol) const { return keys_.Base(symbol) + ":events"; }
 
   RedisOptions redis_;
   KeyLayout keys_;

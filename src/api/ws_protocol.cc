@@ -303,13 +303,16 @@ std::optional<KlineStreamName> ParseKlineStream(std::string_view stream) {
   return KlineStreamName{std::string(stream.substr(0, at)), *iv};
 }
 
-std::string KlineStreamOf(std::string_view symbol, Interval iv) {
-  std::string out(symbol);
+std::string LowerAscii(std::string_view s) {
+  std::string out(s);
   for (char& c : out) {
     if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
   }
-  out.append("@kline_").append(IntervalName(iv));
   return out;
+}
+
+std::string KlineStreamOf(std::string_view symbol, Interval iv) {
+  return LowerAscii(symbol).append("@kline_").append(IntervalName(iv));
 }
 
 std::optional<std::string> ParseTickerStream(std::string_view stream) {
@@ -321,13 +324,7 @@ std::optional<std::string> ParseTickerStream(std::string_view stream) {
   return std::string(stream.substr(0, stream.size() - kMark.size()));
 }
 
-std::string TickerStreamOf(std::string_view symbol) {
-  std::string out(symbol);
-  for (char& c : out) {
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  }
-  return out + "@ticker";
-}
+std::string TickerStreamOf(std::string_view symbol) { return LowerAscii(symbol) + "@ticker"; }
 
 void AppendKlineEvent(const Candle& c, std::string_view symbol, bool closed, int64_t event_ms,
                       std::string* out) {

@@ -51,6 +51,9 @@ struct KlineStreamName {
 };
 std::optional<KlineStreamName> ParseKlineStream(std::string_view stream);
 
+// ASCII lower case: stream names carry symbols in lower case.
+std::string LowerAscii(std::string_view s);
+
 // The canonical stream name of a symbol's interval: lower-case symbol, `@kline_`, interval.
 std::string KlineStreamOf(std::string_view symbol, Interval iv);
 

@@ -30,22 +30,14 @@ constexpr size_t kMaxMessageBytes = 4096;
 // seconds. 64 KiB still carries ~600 KiB/s to a client 100 ms away.
 constexpr int kSendBufferBytes = 64 * 1024;
 
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) {
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-  }
-  return out;
-}
-
 // The known symbol a stream's symbol names: the exact one, else the only one equal ignoring
 // case (stream names are lower case); none when two known symbols differ only in case.
 std::optional<std::string> Resolve(const SymbolSnapshot& known, std::string_view s) {
   if (known.Contains(s)) return std::string(s);
-  const std::string want = Lower(s);
+  const std::string want = LowerAscii(s);
   std::optional<std::string> found;
   for (const std::string& k : known.sorted) {
-    if (k.size() == want.size() && Lower(k) == want) {
+    if (k.size() == want.size() && LowerAscii(k) == want) {
       if (found) return std::nullopt;
       found = k;
     }

@@ -51,6 +51,7 @@
 #include "kafka_broker.h"
 #include "mariadb_server.h"
 #include "redis_server.h"
+#include "source_dir.h"
 #include "subprocess.h"
 #include "temp_dir.h"
 
@@ -60,28 +61,12 @@ using std::chrono::milliseconds;
 using std::chrono::seconds;
 using Clock = std::chrono::steady_clock;
 
+using kt::BuildDir;
+using kt::SourceDir;
+
 namespace {
 
-std::string BuildDir() {
-  const char* build = std::getenv("KLINED_BUILD");
-  return build ? build : "build";
-}
-
 std::string KlinedPath() { return BuildDir() + "/src/app/klined"; }
-
-// The source tree, from meson's record of the build directory (falls back to this file's
-// location).
-fs::path SourceDir() {
-  const std::string info = kt::ReadFile(fs::path(BuildDir()) / "meson-info" / "meson-info.json");
-  const std::string key = "\"source\": \"";
-  const size_t at = info.find(key);
-  if (at != std::string::npos) {
-    const size_t begin = at + key.size();
-    const fs::path dir = info.substr(begin, info.find('"', begin) - begin);
-    if (fs::exists(dir / "systemd")) return dir;
-  }
-  return fs::absolute(fs::path(__FILE__)).parent_path().parent_path().parent_path();
-}
 
 // Every distinct klined_* name in `text` (std::regex is avoided: GCC 12 -O3 warns inside it).
 std::set<std::string> MetricNames(const std::string& text, const std::string& prefix = "") {
@@ -275,8 +260,9 @@ struct OpsStack {
            "mysql:\n  host: \"" +
            mysql.host() + "\"\n  port: " + std::to_string(mysql.port()) +
            "\n  user: " + mysql.user() + "\n  database: " + mysql.database() + "\n" +
-           "intervals: [1m, 5m]\napi:\n  listen: \"127.0.0.1:0\"\nmetrics:\n  listen: \"127.0.0.1:" + std::to_string(metrics_port) +
-           "\"\n" + extra;
+           "intervals: [1m, 5m]\napi:\n  listen: \"127.0.0.1:0\"\nmetrics:\n  listen: "
+           "\"127.0.0.1:" +
+           std::to_string(metrics_port) + "\"\n" + extra;
   }
   void WriteConfig(const std::string& extra) { kt::WriteFile(config, Yaml(extra)); }
   // The same with more keys in one section ("redis", "mysql"), e.g. "  user: u\n".
@@ -410,8 +396,8 @@ TEST_CASE("ops: SIGTERM while waiting for dependencies exits 0 at once") {
   kt::WriteFile(config, "kafka:\n  brokers: \"127.0.0.1:" + std::to_string(kt::FreePort()) +
                             "\"\nredis:\n  address: \"127.0.0.1:" + std::to_string(kt::FreePort()) +
                             "\"\nmysql:\n  port: " + std::to_string(kt::FreePort()) +
-                            "\napi:\n  listen: \"127.0.0.1:0\"\nmetrics:\n  listen: \"127.0.0.1:" + std::to_string(metrics_port) +
-                            "\"\n");
+                            "\napi:\n  listen: \"127.0.0.1:0\"\nmetrics:\n  listen: \"127.0.0.1:" +
+                            std::to_string(metrics_port) + "\"\n");
   kt::Subprocess p(
       KlinedPath(), {"--config", config.string()},
       kt::SubprocessOptions{.log_dir = dir.path(), .name = "klined", .env = {}, .cwd = {}});

@@ -287,15 +287,10 @@ TEST_CASE("pipeline: one symbol's trades split across partitions reach one owner
 
 namespace {
 
+// Field (stack.h) of a member that must be there.
 std::string JsonField(const std::string& json, const std::string& name) {
-  const std::string key = "\"" + name + "\":";
-  size_t b = json.find(key);
-  REQUIRE(b != std::string::npos);
-  b += key.size();
-  if (json[b] == '"') ++b;
-  size_t e = b;
-  while (json[e] != '"' && json[e] != ',' && json[e] != '}') ++e;
-  return json.substr(b, e - b);
+  REQUIRE(json.find("\"" + name + "\":") != std::string::npos);
+  return Field(json, name);
 }
 
 std::string SignedScaled(I128 v, int scale) {
@@ -303,6 +298,26 @@ std::string SignedScaled(I128 v, int scale) {
 }
 
 // The ticker fields that need no division, computed from the trades alone.
+void CheckTicker(const std::string& json, const std::vector<RefTrade>& trades);
+
+// Produces `next` (a TICK trade) to a restarted klined, waits until it is applied and in the
+// 24h ticker, and returns that ticker.
+std::string TickAfterRestart(Stack& stack, kt::Producer* producer, kt::RedisClient* rc,
+                             kt::Subprocess& klined, std::vector<RefTrade>* all,
+                             const RefTrade& next) {
+  Produce(producer, {next});
+  all->push_back(next);
+  REQUIRE_MESSAGE(stack.WaitForWatermarks(LastIds(*all), seconds(60)), klined.OutputTail());
+  std::optional<std::string> ticker;
+  REQUIRE(WaitUntil(
+      [&] {
+        ticker = rc->Get("ticker:{TICK}");
+        return ticker && JsonField(*ticker, "lastId") == std::to_string(next.id);
+      },
+      seconds(10)));
+  return *ticker;
+}
+
 void CheckTicker(const std::string& json, const std::vector<RefTrade>& trades) {
   I128 v = 0, q = 0;
   int64_t hi = 0, lo = INT64_MAX;
@@ -399,17 +414,7 @@ TEST_CASE("pipeline: a ticker restored from its persisted state takes the minute
   klined->Wait(seconds(10));
   auto klined2 = stack.StartKlined("klined-2");
   const RefTrade next{"TICK", ++id, m0 + 17 * 60000, 310000, 5, false};
-  Produce(&producer, {next});
-  all.push_back(next);
-  REQUIRE_MESSAGE(stack.WaitForWatermarks(LastIds(all), seconds(60)), klined2->OutputTail());
-  std::optional<std::string> ticker;
-  REQUIRE(WaitUntil(
-      [&] {
-        ticker = rc.Get("ticker:{TICK}");
-        return ticker && JsonField(*ticker, "lastId") == std::to_string(next.id);
-      },
-      seconds(10)));
-  CheckTicker(*ticker, all);
+  CheckTicker(TickAfterRestart(stack, &producer, &rc, *klined2, &all, next), all);
   StopCleanly(*klined2);
 }
 
@@ -454,17 +459,8 @@ TEST_CASE("pipeline: a ticker state that does not restore is counted and rebuilt
   }
   auto klined2 = stack.StartKlined("klined-2");
   const RefTrade next{"TICK", trades.back().id + 1, trades.back().time_ms + 1, 4242424, 777, false};
-  Produce(&producer, {next});
-  trades.push_back(next);
-  REQUIRE_MESSAGE(stack.WaitForWatermarks(LastIds(trades), seconds(60)), klined2->OutputTail());
-  std::optional<std::string> ticker;
-  REQUIRE(WaitUntil(
-      [&] {
-        ticker = rc.Get("ticker:{TICK}");
-        return ticker && JsonField(*ticker, "lastId") == std::to_string(next.id);
-      },
-      seconds(10)));
-  CheckTicker(*ticker, trades);
+  const std::string ticker = TickAfterRestart(stack, &producer, &rc, *klined2, &trades, next);
+  CheckTicker(ticker, trades);
   const std::string m = stack.Metrics();
   CHECK(MetricValue(m, "klined_store_corrupt_values_total{kind=\"" + kind + "\"}") == 1);
   CHECK(MetricValue(m, "klined_store_repairs_total{kind=\"" + kind + "\"}") == 1);

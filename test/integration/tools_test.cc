@@ -20,6 +20,7 @@
 #include "klined/trade.h"
 #include "mariadb_server.h"
 #include "redis_server.h"
+#include "source_dir.h"
 #include "subprocess.h"
 #include "temp_dir.h"
 
@@ -27,12 +28,10 @@ namespace kt = klined::test;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 
+using kt::BuildDir;
+
 namespace {
 
-std::string BuildDir() {
-  const char* b = std::getenv("KLINED_BUILD");
-  return b != nullptr ? b : "build";
-}
 std::string TradegenPath() { return BuildDir() + "/src/tools/tradegen/klined-tradegen"; }
 std::string KlinectlPath() { return BuildDir() + "/src/tools/klinectl/klinectl"; }
 

@@ -22,11 +22,14 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "source_dir.h"
 #include "stack.h"
 #include "ws_client.h"
 
 using namespace klined_it;
 namespace fs = std::filesystem;
+using kt::BuildDir;
+using kt::SourceDir;
 
 namespace {
 
@@ -197,25 +200,6 @@ std::string RefOhlc(const std::string& candle) {
 }
 
 // ---- the environment: source tree, node, npm packages, chromium -------------------------
-std::string BuildDir() {
-  const char* build = std::getenv("KLINED_BUILD");
-  return build ? build : "build";
-}
-
-// The source tree, from meson's record of the build directory (falls back to this file's
-// location), as ops_test.cc finds it.
-fs::path SourceDir() {
-  const std::string info = kt::ReadFile(fs::path(BuildDir()) / "meson-info" / "meson-info.json");
-  const std::string key = "\"source\": \"";
-  const size_t at = info.find(key);
-  if (at != std::string::npos) {
-    const size_t begin = at + key.size();
-    const fs::path dir = info.substr(begin, info.find('"', begin) - begin);
-    if (fs::exists(dir / "web" / "package.json")) return dir;
-  }
-  return fs::absolute(fs::path(__FILE__)).parent_path().parent_path().parent_path();
-}
-
 // Empty when node, the npm packages and chromium are all there; else what is missing and how
 // to install it. The cases fail on it: `make test` installs all of them.
 std::string MissingForWeb(const fs::path& src) {

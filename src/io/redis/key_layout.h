@@ -36,6 +36,8 @@ class KeyLayout {
   std::string Ticker(std::string_view symbol) const {
     return std::string(ticker_prefix_).append(":{").append(symbol).append("}");
   }
+  // PREFIX:{SYMBOL}:events: the shard channel FLUSH and ROLLOVER publish written candles on.
+  std::string Events(std::string_view symbol) const { return Base(symbol).append(":events"); }
   // PREFIX:symbols: every symbol with an applied trade (set).
   std::string Symbols() const { return prefix_ + ":symbols"; }
 
