@@ -33,13 +33,38 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 # test/tsan.supp: the one report that is librdkafka's own (see there).
 export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:exitcode=66:second_deadlock_stack=1:suppressions=$PWD/test/tsan.supp}
 
+# Each suite's output is also kept, so the end of the run can name what failed: CI shows
+# only the last lines, and one failed assertion deep in a 10-minute log is otherwise lost.
+logs=$(mktemp -d "${TMPDIR:-/tmp}/klined-testlogs-XXXXXX")
+suite() {  # suite NAME CMD...: runs CMD, output to the terminal and to $logs/NAME
+  local name=$1; shift
+  "$@" 2>&1 | tee "$logs/$name"
+  return "${PIPESTATUS[0]}"
+}
+# Failed test cases (name and first failed assertions) and each suite's doctest summary.
+digest() {
+  echo "== summary"
+  for f in "$logs"/*; do
+    [ -f "$f" ] || continue
+    awk -v suite="$(basename "$f")" '
+      /^TEST CASE:/ { tc = $0; sub(/^TEST CASE: */, "", tc); shown = 0 }
+      /: (FATAL )?ERROR: / { if (shown < 2) { if (!shown) print suite ": FAILED: " tc; print "    " $0 } shown++ }
+    ' "$f" | head -40
+  done
+  for f in "$logs"/*; do
+    [ -f "$f" ] || continue
+    grep -h '^\[doctest\] test cases:' "$f" | sed "s/^/$(basename "$f"): /" || true
+  done
+}
+
+export KLINED_BUILD="$BUILD"
 failed=0
 echo "== unit tests"
-"$BUILD/test/unit_tests" --no-colors || failed=1
+suite unit "$BUILD/test/unit_tests" --no-colors || failed=1
 
 if [ "$THREADED" = 1 ]; then
   echo "== integration tests (threaded cases)"
-  KLINED_BUILD="$BUILD" "$BUILD/test/integration_tests" --no-colors \
+  suite integration "$BUILD/test/integration_tests" --no-colors \
     -tc='pipeline*,failover*,exactly once*,poison*,api*' || failed=1
 elif [ "$UNIT_ONLY" = 0 ]; then
   if [ -x scripts/fuzz.sh ]; then
@@ -51,10 +76,12 @@ elif [ "$UNIT_ONLY" = 0 ]; then
     echo "== npm packages (web/)"
     ./scripts/npm-install.sh || failed=1
     echo "== integration tests"
-    KLINED_BUILD="$BUILD" "$BUILD/test/integration_tests" --no-colors || failed=1
+    suite integration "$BUILD/test/integration_tests" --no-colors || failed=1
   fi
 fi
 
+digest
+rm -rf "$logs"
 if [ "$failed" != 0 ]; then
   echo "test.sh: FAILED"
   exit 1
