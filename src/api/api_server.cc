@@ -51,12 +51,12 @@ bool SplitListen(const std::string& listen, std::string* host, uint16_t* port) {
 
 struct ApiServer::Loop : EventSink {
   Loop(size_t index, const ApiServerOptions& o, const SymbolDirectory* symbols, EventHub* hub,
-       const WsOptions* ws_options, std::atomic<int64_t>* connections)
+       CandleCache* cache, const WsOptions* ws_options, std::atomic<int64_t>* connections)
       : index(index),
         router(hub, index),
         ws{&router, symbols, ws_options, &ws_stats, connections},
         reader(o.redis, o.mysql, o.keys, o.handler.time_zone),
-        handler(o.handler, symbols, &reader),
+        handler(o.handler, symbols, &reader, cache),
         idle_timeout(std::chrono::milliseconds(o.idle_timeout_ms)) {}
 
   // The hub's thread: hand the events to this loop.
@@ -89,6 +89,9 @@ class ApiServer::Impl {
   WsOptions ws_options;
   // Before the loops: a session leaving at shutdown tells the hub (Unwant).
   std::unique_ptr<EventHub> hub;
+  // The hub's last sink; after the hub (stopped before either goes), before the loops.
+  std::unique_ptr<HubSubscriptions> cache_subscriptions;
+  std::unique_ptr<CandleCache> cache;
   std::atomic<int64_t> open{0};  // before loops: sessions destroyed with a loop decrement it
   // Declared after what the sessions use, before what runs on the loops (acceptor, timer):
   // those go first, the loops (io_context, pending sessions) after them.
@@ -302,11 +305,16 @@ bool ApiServer::Start(std::string* error) {
   im.ws_options = options_.ws;
   im.ws_options.intervals = options_.handler.intervals;
   im.hub = std::make_unique<EventHub>(options_.redis, options_.keys);
+  if (options_.cache.max_bytes > 0) {
+    im.cache_subscriptions = std::make_unique<HubSubscriptions>(im.hub.get(), n);
+    im.cache = std::make_unique<CandleCache>(options_.cache, im.cache_subscriptions.get());
+  }
   for (size_t i = 0; i < n; ++i) {
-    im.loops.push_back(
-        std::make_unique<Loop>(i, options_, &im.symbols, im.hub.get(), &im.ws_options, &im.open));
+    im.loops.push_back(std::make_unique<Loop>(i, options_, &im.symbols, im.hub.get(),
+                                              im.cache.get(), &im.ws_options, &im.open));
     im.hub->AddSink(im.loops.back().get());
   }
+  if (im.cache) im.hub->AddSink(im.cache.get());  // sink n
   std::string host;
   uint16_t port = 0;
   if (!SplitListen(options_.listen, &host, &port)) {
@@ -411,6 +419,21 @@ ApiSnapshot ApiServer::Snapshot() const {
   s.pubsub_bad = h.bad_messages.Get();
   s.pubsub_reconnects = h.reconnects.Get();
   s.pubsub_symbols = h.subscribed.load(std::memory_order_relaxed);
+  if (im.cache) {
+    const CacheStats& c = im.cache->stats();
+    auto get = [](const std::atomic<uint64_t>& v) { return v.load(std::memory_order_relaxed); };
+    s.cache_hits = get(c.hits);
+    s.cache_misses = get(c.misses);
+    s.cache_page_hits = get(c.page_hits);
+    s.cache_page_misses = get(c.page_misses);
+    s.cache_waits = get(c.waits);
+    s.cache_loads = get(c.loads);
+    s.cache_evictions = get(c.evictions);
+    s.cache_invalidations = get(c.invalidations);
+    s.cache_bytes = get(c.bytes);
+    s.cache_entries = get(c.entries);
+    s.cache_pages = get(c.pages);
+  }
   s.connections_open = static_cast<uint64_t>(std::max<int64_t>(0, im.open.load()));
   s.connections_accepted = im.accepted.Get();
   s.connections_rejected = im.rejected.Get();

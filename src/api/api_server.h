@@ -14,7 +14,9 @@
 // api.mysql_timeout_ms); the other loops go on meanwhile.
 //
 // WebSocket upgrades of /ws, /ws/<stream>, /stream become WsSessions on the same loop
-// (ws_session.h); live updates come from one EventHub (api-sub thread, event_hub.h).
+// (ws_session.h); live updates come from one EventHub (api-sub thread, event_hub.h), which
+// also keeps the loops' shared L1 cache of klines rows fresh (candle_cache.h, a sink of its
+// own after the loops').
 //
 // Bounds, and what happens past them:
 // - connections: api.max_connections open sockets; one more is accepted and closed at once
@@ -35,6 +37,7 @@
 #include <thread>
 #include <vector>
 
+#include "api/candle_cache.h"
 #include "api/market_reader.h"
 #include "api/rest_handler.h"
 #include "api/symbol_directory.h"
@@ -54,7 +57,8 @@ struct ApiServerOptions {
   MysqlOptions mysql;
   KeyLayout keys{"kline", "ticker"};
   HandlerOptions handler;
-  WsOptions ws;  // its intervals are the handler's
+  WsOptions ws;        // its intervals are the handler's
+  CacheOptions cache;  // max_bytes 0 = no L1 cache
 };
 
 // Sums over the loops, for the metrics scrape (any thread).
@@ -77,6 +81,10 @@ struct ApiSnapshot {
   // pub/sub
   uint64_t pubsub_messages = 0, pubsub_events = 0, pubsub_bad = 0, pubsub_reconnects = 0;
   uint64_t pubsub_symbols = 0;
+  // the L1 cache
+  uint64_t cache_hits = 0, cache_misses = 0, cache_page_hits = 0, cache_page_misses = 0;
+  uint64_t cache_waits = 0, cache_loads = 0, cache_evictions = 0, cache_invalidations = 0;
+  uint64_t cache_bytes = 0, cache_entries = 0, cache_pages = 0;
 };
 
 class ApiServer {

@@ -3,6 +3,8 @@
 
 #include <hiredis/hiredis.h>
 #include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
@@ -34,14 +36,34 @@ std::string_view SymbolOfChannel(std::string_view channel) {
   return channel.substr(open + 2, close - open - 2);
 }
 
+std::string_view Str(const redisReply* r) { return std::string_view(r->str, r->len); }
+
+// The kind of a pushed reply ["smessage"|"ssubscribe"|"sunsubscribe", channel, x], or "".
+std::string_view PushKind(const redisReply* r) {
+  if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
+      r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_STRING) {
+    return {};
+  }
+  return Str(r->element[0]);
+}
+
 }  // namespace
 
 EventHub::EventHub(RedisOptions redis, KeyLayout keys)
-    : redis_(std::move(redis)), keys_(std::move(keys)) {}
+    : redis_(std::move(redis)), keys_(std::move(keys)) {
+  wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+}
 
 EventHub::~EventHub() {
   Stop();
   Disconnect();
+  if (wake_fd_ >= 0) close(wake_fd_);
+}
+
+void EventHub::Wake() {
+  if (wake_fd_ < 0) return;  // no eventfd: the poll's timeout picks the change up
+  const uint64_t one = 1;
+  [[maybe_unused]] const ssize_t n = write(wake_fd_, &one, sizeof one);
 }
 
 void EventHub::Start() {
@@ -54,17 +76,24 @@ void EventHub::Stop() {
     std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
   }
+  Wake();
   if (thread_.joinable()) thread_.join();
 }
 
 void EventHub::Want(size_t sink, const std::string& symbol) {
-  std::lock_guard<std::mutex> lock(mu_);
-  changes_.push_back({sink, symbol, true});
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    changes_.push_back({sink, symbol, true});
+  }
+  Wake();
 }
 
 void EventHub::Unwant(size_t sink, const std::string& symbol) {
-  std::lock_guard<std::mutex> lock(mu_);
-  changes_.push_back({sink, symbol, false});
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    changes_.push_back({sink, symbol, false});
+  }
+  Wake();
 }
 
 bool EventHub::Connect() {
@@ -110,6 +139,13 @@ void EventHub::Disconnect() {
   ctx_ = nullptr;
 }
 
+void EventHub::Drop() {
+  Disconnect();
+  for (auto& [symbol, w] : wanted_) w.confirmed = false;
+  unsubscribing_.clear();
+  for (EventSink* sink : sinks_) sink->Lost();
+}
+
 bool EventHub::SendCommand(const char* verb, const std::vector<std::string>& symbols) {
   if (symbols.empty()) return true;
   std::vector<std::string> channels;
@@ -139,25 +175,53 @@ void EventHub::ApplyChanges(std::vector<std::string>* subscribe,
     std::lock_guard<std::mutex> lock(mu_);
     changes.swap(changes_);
   }
+  // Per symbol touched: was it wanted before this round? Only the net change goes to Redis.
+  std::unordered_map<std::string, bool> before;
+  std::vector<std::pair<size_t, std::string>> confirmed_wants;
   for (Change& ch : changes) {
     auto it = wanted_.find(ch.symbol);
+    before.try_emplace(ch.symbol, it != wanted_.end());
     if (ch.want) {
       if (it == wanted_.end()) {
-        it = wanted_.emplace(ch.symbol, std::vector<uint32_t>(sinks_.size(), 0)).first;
-        subscribe->push_back(ch.symbol);
+        it = wanted_.emplace(ch.symbol, Wanted{std::vector<uint32_t>(sinks_.size(), 0), false})
+                 .first;
       }
-      ++it->second[ch.sink];
-    } else if (it != wanted_.end() && it->second[ch.sink] > 0) {
-      --it->second[ch.sink];
+      ++it->second.counts[ch.sink];
+      if (it->second.confirmed) confirmed_wants.emplace_back(ch.sink, ch.symbol);
+    } else if (it != wanted_.end() && it->second.counts[ch.sink] > 0) {
+      --it->second.counts[ch.sink];
       bool any = false;
-      for (uint32_t n : it->second) any |= n > 0;
-      if (!any) {
-        wanted_.erase(it);
-        unsubscribe->push_back(ch.symbol);
-      }
+      for (uint32_t n : it->second.counts) any |= n > 0;
+      if (!any) wanted_.erase(it);
     }
   }
+  for (const auto& [symbol, was] : before) {
+    const bool is = wanted_.contains(symbol);
+    if (is && !was) subscribe->push_back(symbol);
+    if (was && !is) unsubscribe->push_back(symbol);
+  }
   stats_.subscribed.store(wanted_.size(), std::memory_order_relaxed);
+  // Already subscribed on this connection: the new wanter can rely on it now.
+  for (const auto& [sink, symbol] : confirmed_wants) {
+    auto it = wanted_.find(symbol);
+    if (it != wanted_.end() && it->second.counts[sink] > 0) sinks_[sink]->Subscribed(symbol);
+  }
+}
+
+void EventHub::OnUnsubscribed(std::string_view channel) {
+  auto it = unsubscribing_.find(std::string(SymbolOfChannel(channel)));
+  if (it != unsubscribing_.end() && --it->second == 0) unsubscribing_.erase(it);
+}
+
+void EventHub::OnSubscribed(std::string_view channel) {
+  const std::string symbol(SymbolOfChannel(channel));
+  if (unsubscribing_.contains(symbol)) return;  // a later SUNSUBSCRIBE may undo it
+  auto it = wanted_.find(symbol);
+  if (it == wanted_.end() || it->second.confirmed) return;  // unwanted meanwhile, or a repeat
+  it->second.confirmed = true;
+  for (size_t s = 0; s < sinks_.size(); ++s) {
+    if (it->second.counts[s] > 0) sinks_[s]->Subscribed(it->first);
+  }
 }
 
 void EventHub::OnMessage(std::string_view channel, std::string_view payload) {
@@ -196,6 +260,7 @@ void EventHub::OnMessage(std::string_view channel, std::string_view payload) {
       LOG_RATE(kWarn, "api.bad_event", "channel=" << channel << " bytes=" << line.size());
       continue;
     }
+    events->candles.push_back(c);
     StreamEvent& e = events->events.emplace_back();
     e.key = std::string(symbol) + "|" + std::string(IntervalName(c.interval));
     e.stream = KlineStreamOf(symbol, c.interval);
@@ -208,7 +273,7 @@ void EventHub::OnMessage(std::string_view channel, std::string_view payload) {
   stats_.events.Add(events->events.size());
   std::shared_ptr<const SymbolEvents> shared = std::move(events);
   for (size_t s = 0; s < sinks_.size(); ++s) {
-    if (it->second[s] > 0) sinks_[s]->Deliver(shared);
+    if (it->second.counts[s] > 0) sinks_[s]->Deliver(shared);
   }
 }
 
@@ -233,34 +298,42 @@ void EventHub::Run() {
       std::vector<std::string> all;
       for (const auto& [symbol, counts] : wanted_) all.push_back(symbol);
       if (!SendCommand("SSUBSCRIBE", all)) {
-        Disconnect();
+        Drop();
         continue;
       }
     }
     std::vector<std::string> subscribe, unsubscribe;
     ApplyChanges(&subscribe, &unsubscribe);
+    for (const std::string& symbol : unsubscribe) ++unsubscribing_[symbol];
     if (!SendCommand("SSUBSCRIBE", subscribe) || !SendCommand("SUNSUBSCRIBE", unsubscribe)) {
       LOG_RATE(kWarn, "api.subscriber_lost", "error=\"" << Ctx(ctx_)->errstr << "\"");
-      Disconnect();
+      Drop();
       continue;
     }
-    pollfd pfd{Ctx(ctx_)->fd, POLLIN, 0};
-    const int ready = poll(&pfd, 1, kPollMs);
+    pollfd pfd[2] = {{Ctx(ctx_)->fd, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
+    const int ready = poll(pfd, wake_fd_ >= 0 ? 2 : 1, kPollMs);
     if (ready <= 0) continue;
+    if (wake_fd_ >= 0 && (pfd[1].revents & POLLIN)) {
+      uint64_t n = 0;
+      [[maybe_unused]] const ssize_t got = read(wake_fd_, &n, sizeof n);
+    }
+    if (!(pfd[0].revents & (POLLIN | POLLERR | POLLHUP))) continue;
     if (redisBufferRead(Ctx(ctx_)) != REDIS_OK) {
       LOG_RATE(kWarn, "api.subscriber_lost", "error=\"" << Ctx(ctx_)->errstr << "\"");
-      Disconnect();
+      Drop();
       continue;
     }
     void* reply = nullptr;
     while (ctx_ != nullptr && redisGetReplyFromReader(Ctx(ctx_), &reply) == REDIS_OK &&
            reply != nullptr) {
       auto* r = static_cast<redisReply*>(reply);
-      if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
-          r->element[0]->type == REDIS_REPLY_STRING &&
-          std::string_view(r->element[0]->str, r->element[0]->len) == "smessage") {
-        OnMessage(std::string_view(r->element[1]->str, r->element[1]->len),
-                  std::string_view(r->element[2]->str, r->element[2]->len));
+      const std::string_view kind = PushKind(r);
+      if (kind == "smessage" && r->element[2]->type == REDIS_REPLY_STRING) {
+        OnMessage(Str(r->element[1]), Str(r->element[2]));
+      } else if (kind == "ssubscribe") {
+        OnSubscribed(Str(r->element[1]));
+      } else if (kind == "sunsubscribe") {
+        OnUnsubscribed(Str(r->element[1]));
       } else if (r->type == REDIS_REPLY_ERROR) {
         LOG_RATE(kWarn, "api.subscriber_error",
                  "error=\"" << std::string_view(r->str, r->len) << "\"");

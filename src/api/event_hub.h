@@ -10,11 +10,15 @@
 // serialized once (plain and /stream-wrapped) into one immutable SymbolEvents that every
 // interested loop receives through its EventSink (the sink only posts to its loop).
 //
-// The subscriber speaks hiredis in push mode over its own socket, polled every 50 ms so that
-// (un)subscriptions queued by the loops go out within that time. Connection loss: reconnect
-// with backoff and subscribe again to everything wanted; messages published meanwhile are
-// not seen (the next flush or rollover of each symbol brings its candles again), counted as
-// reconnects.
+// The subscriber speaks hiredis in push mode over its own socket; Want and Unwant wake it
+// (an eventfd beside the socket in its poll), so a subscription goes out at once. What goes
+// out is the net change of the queued (un)subscriptions: SUBSCRIBE, UNSUBSCRIBE, SUBSCRIBE of
+// one symbol in a row leaves it subscribed. Redis's confirmation of each subscription is
+// passed on (EventSink::Subscribed): the L1 cache reads a symbol only once every later
+// change of it is sure to arrive. Connection loss: every sink hears Lost, the hub reconnects
+// with backoff and subscribes again to everything wanted; messages published meanwhile are
+// not seen (the next flush or rollover of each symbol brings its candles again; the cache
+// drops what it held), counted as reconnects.
 #pragma once
 
 #include <atomic>
@@ -29,6 +33,7 @@
 #include "base/counter.h"
 #include "io/redis/key_layout.h"
 #include "io/redis/redis_conn.h"
+#include "klined/candle.h"
 #include "klined/interval.h"
 
 namespace klined::api {
@@ -46,14 +51,21 @@ struct StreamEvent {
 struct SymbolEvents {
   std::string symbol;
   std::vector<StreamEvent> events;
+  std::vector<Candle> candles;  // every candle of the message, in its order (the L1 cache's)
 };
 
-// A loop's door for events. Deliver runs on the hub's thread and must only hand the events
-// over (post them to the loop).
+// A door for events: an API loop's, or the L1 cache's. Every call runs on the hub's thread
+// and must be quick (a loop's posts the events over to the loop).
 class EventSink {
  public:
   virtual ~EventSink() = default;
   virtual void Deliver(std::shared_ptr<const SymbolEvents> events) = 0;
+  // Redis confirmed the subscription of `symbol`, which this sink wants: every message
+  // published from now on arrives (for a symbol already subscribed, right after Want).
+  virtual void Subscribed(const std::string& symbol) { (void)symbol; }
+  // The subscriber's connection ended: messages published since may never arrive. Every
+  // symbol is subscribed again (Subscribed once more) when it is back.
+  virtual void Lost() {}
 };
 
 struct HubStats {
@@ -91,10 +103,15 @@ class EventHub {
   void Run();
   bool Connect();
   void Disconnect();
-  // Applies the queued changes; fills the symbols to (un)subscribe on Redis.
+  // Applies the queued changes; fills the symbols to (un)subscribe on Redis (the net change).
   void ApplyChanges(std::vector<std::string>* subscribe, std::vector<std::string>* unsubscribe);
   bool SendCommand(const char* verb, const std::vector<std::string>& symbols);
   void OnMessage(std::string_view channel, std::string_view payload);
+  void OnSubscribed(std::string_view channel);
+  void OnUnsubscribed(std::string_view channel);
+  // Disconnect, and tell every sink (Lost); nothing is confirmed any more.
+  void Drop();
+  void Wake();
 
   RedisOptions redis_;
   KeyLayout keys_;
@@ -105,8 +122,17 @@ class EventHub {
   std::vector<Change> changes_;
   bool stopping_ = false;
 
-  // The hub thread's: per symbol, how many streams each loop wants.
-  std::unordered_map<std::string, std::vector<uint32_t>> wanted_;
+  // The hub thread's: per symbol, how many streams each sink wants, and whether Redis has
+  // confirmed its subscription on this connection.
+  struct Wanted {
+    std::vector<uint32_t> counts;
+    bool confirmed = false;
+  };
+  std::unordered_map<std::string, Wanted> wanted_;
+  // SUNSUBSCRIBEs sent whose reply has not come back, per symbol: a subscription confirmed
+  // before them may be undone by them, so it confirms nothing.
+  std::unordered_map<std::string, uint32_t> unsubscribing_;
+  int wake_fd_ = -1;  // eventfd: Want/Unwant/Stop end the hub's poll
   void* ctx_ = nullptr;  // redisContext*
   std::thread thread_;
   bool started_ = false;

@@ -10,9 +10,6 @@
 namespace klined::api {
 namespace {
 
-constexpr int64_t kMinTime = std::numeric_limits<int64_t>::min();
-constexpr int64_t kMaxTime = std::numeric_limits<int64_t>::max();
-
 std::string_view Str(const redisReply* r) { return std::string_view(r->str, r->len); }
 
 bool IsString(const redisReply* r) {
@@ -56,17 +53,13 @@ ReadStatus MarketReader::MysqlRange(std::string_view symbol, Interval iv, int64_
   return ReadStatus::kMysqlDown;
 }
 
-ReadStatus MarketReader::Klines(const RangeQuery& q, std::vector<Candle>* out) {
-  out->clear();
-  if (q.limit == 0) return ReadStatus::kOk;
+ReadStatus MarketReader::ReadRedisPart(const RangeQuery& q, RedisPart* out) {
+  *out = RedisPart{};
   const bool oldest = q.start_ms.has_value();
-  const int64_t lo = q.start_ms.value_or(kMinTime);
-  const int64_t hi = q.end_ms.value_or(kMaxTime);
-  if (lo > hi) return ReadStatus::kOk;
   const std::string current_key = keys_.Current(q.symbol, q.interval);
   const std::string hist_key = keys_.History(q.symbol, q.interval);
-  const std::string lo_s = q.start_ms ? Int(lo) : "-inf";
-  const std::string hi_s = q.end_ms ? Int(hi) : "+inf";
+  const std::string lo_s = q.start_ms ? Int(*q.start_ms) : "-inf";
+  const std::string hi_s = q.end_ms ? Int(*q.end_ms) : "+inf";
   const std::string limit_s = Int(static_cast<int64_t>(q.limit));
 
   stats_.redis_reads.Add();
@@ -104,75 +97,48 @@ ReadStatus MarketReader::Klines(const RangeQuery& q, std::vector<Candle>* out) {
   const redisReply* first_r = exec->element[1];
   const redisReply* range_r = exec->element[2];
 
-  std::optional<Candle> current;
   if (IsString(cur_r)) {
     Candle c;
-    if (ParseStored(Str(cur_r), q.interval, &c)) current = c;
+    if (ParseStored(Str(cur_r), q.interval, &c)) out->current = c;
   } else if (cur_r->type == REDIS_REPLY_ERROR) {
     stats_.corrupt_values.Add();
   }
   // The seam: everything before it is MySQL's, everything from it on is Redis's.
-  int64_t seam = current ? current->open_time : kMaxTime;
+  out->seam = out->current ? out->current->open_time : kMaxTime;
   if (first_r->type == REDIS_REPLY_ARRAY && first_r->elements == 2) {
     int64_t h0 = 0;
-    if (ParseScore(first_r->element[1], &h0)) seam = std::min(seam, h0);
+    if (ParseScore(first_r->element[1], &h0)) out->seam = std::min(out->seam, h0);
   }
-  std::vector<Candle> redis_rows;  // ascending
-  size_t range_members = 0;
   if (range_r->type == REDIS_REPLY_ARRAY) {
-    range_members = range_r->elements;
-    redis_rows.reserve(range_members + 1);
+    out->range_members = range_r->elements;
+    out->rows.reserve(range_r->elements);
     for (size_t i = 0; i < range_r->elements; ++i) {
       Candle c;
       if (IsString(range_r->element[i]) && ParseStored(Str(range_r->element[i]), q.interval, &c)) {
-        redis_rows.push_back(c);
+        out->rows.push_back(c);
       }
     }
-    if (!oldest) std::reverse(redis_rows.begin(), redis_rows.end());
+    if (!oldest) std::reverse(out->rows.begin(), out->rows.end());
   } else if (range_r->type == REDIS_REPLY_ERROR) {
     stats_.corrupt_values.Add();
   }
-  const bool current_in_range = current && current->open_time >= lo && current->open_time <= hi;
+  return ReadStatus::kOk;
+}
 
-  if (oldest) {
-    // MySQL first (open times before the seam), then Redis history, then the current candle.
-    if (lo < seam) {
-      const ReadStatus s = MysqlRange(q.symbol, q.interval, lo, std::min(hi, seam - 1), q.limit,
-                                      /*newest_first=*/false, out);
-      if (s != ReadStatus::kOk) return s;
-    }
-    for (const Candle& c : redis_rows) {
-      if (out->size() >= q.limit) break;
-      if (c.open_time >= seam) out->push_back(c);
-    }
-    if (current_in_range && out->size() < q.limit &&
-        (out->empty() || out->back().open_time < current->open_time)) {
-      out->push_back(*current);
-    }
+ReadStatus MarketReader::Klines(const RangeQuery& q, std::vector<Candle>* out) {
+  out->clear();
+  if (q.limit == 0 || q.start_ms.value_or(kMinTime) > q.end_ms.value_or(kMaxTime)) {
     return ReadStatus::kOk;
   }
-
-  // Newest `limit`: the current candle, then history downwards, then MySQL below the seam when
-  // Redis ran out before `limit`.
-  size_t have = redis_rows.size() + (current_in_range ? 1 : 0);
-  if (have < q.limit && range_members < q.limit) {
-    const int64_t mysql_hi = std::min(hi, seam - 1);
-    if (mysql_hi >= lo) {
-      const ReadStatus s = MysqlRange(q.symbol, q.interval, lo, mysql_hi, q.limit - have,
-                                      /*newest_first=*/true, out);
-      if (s != ReadStatus::kOk) return s;
-    }
-  }
-  for (const Candle& c : redis_rows) {
-    if (c.open_time >= seam && (out->empty() || out->back().open_time < c.open_time)) {
-      out->push_back(c);
-    }
-  }
-  if (current_in_range && (out->empty() || out->back().open_time < current->open_time)) {
-    out->push_back(*current);
-  }
-  if (out->size() > q.limit) out->erase(out->begin(), out->end() - static_cast<ptrdiff_t>(q.limit));
-  return ReadStatus::kOk;
+  RedisPart part;
+  if (const ReadStatus s = ReadRedisPart(q, &part); s != ReadStatus::kOk) return s;
+  auto fetch = [&](int64_t lo, int64_t hi, size_t limit, bool newest_first,
+                   std::vector<Candle>* rows) {
+    return MysqlRange(q.symbol, q.interval, lo, hi, limit, newest_first, rows);
+  };
+  return Stitch<Candle>(
+      q, part.current ? &*part.current : nullptr, part.seam, std::span<const Candle>(part.rows),
+      part.range_members, [](const Candle& c) { return c.open_time; }, fetch, out);
 }
 
 ReadStatus MarketReader::GetAll(std::span<const std::string> keys,

@@ -29,6 +29,7 @@
 #include <string_view>
 #include <vector>
 
+#include "api/stitch.h"
 #include "base/counter.h"
 #include "io/mysql/kline_table.h"
 #include "io/mysql/mysql_conn.h"
@@ -48,22 +49,36 @@ struct ReaderStats {
   OwnedCounter corrupt_values;  // stored values that do not parse (skipped, logged)
 };
 
-struct RangeQuery {
-  std::string_view symbol;
-  Interval interval = Interval::k1m;
-  std::optional<int64_t> start_ms;
-  std::optional<int64_t> end_ms;
-  size_t limit = 500;
+// One snapshot read of a range's Redis side (see DESIGN).
+struct RedisPart {
+  std::optional<Candle> current;  // the current candle, if stored and readable
+  int64_t seam = kMaxTime;        // open times below it are MySQL's
+  std::vector<Candle> rows;       // the range's history members that parse, ascending
+  size_t range_members = 0;       // members the range read returned
 };
 
-enum class ReadStatus : uint8_t { kOk, kRedisDown, kMysqlDown };
+// What the L1 cache (candle_cache.h) reads through: MarketReader in klined; the unit tests'
+// own sources of candles.
+class CacheSource {
+ public:
+  virtual ~CacheSource() = default;
+  virtual ReadStatus ReadRedisPart(const RangeQuery& q, RedisPart* out) = 0;
+  virtual ReadStatus MysqlRange(std::string_view symbol, Interval iv, int64_t lo, int64_t hi,
+                                size_t limit, bool newest_first, std::vector<Candle>* out) = 0;
+};
 
-class MarketReader {
+class MarketReader : public CacheSource {
  public:
   MarketReader(RedisOptions redis, MysqlOptions mysql, KeyLayout keys, UtcOffset tz);
 
   // Candles of the range, ascending (see DESIGN). kOk with *out filled, else why not.
   ReadStatus Klines(const RangeQuery& q, std::vector<Candle>* out);
+  // The Redis side of q in one MULTI/EXEC (q's limit bounds the history members read).
+  ReadStatus ReadRedisPart(const RangeQuery& q, RedisPart* out) override;
+  // MySQL's candles of open times [lo, hi]: the oldest `limit`, or the newest when
+  // newest_first; ascending either way.
+  ReadStatus MysqlRange(std::string_view symbol, Interval iv, int64_t lo, int64_t hi, size_t limit,
+                        bool newest_first, std::vector<Candle>* out) override;
 
   // The current candle of each symbol that has one, in the order given, with its symbol
   // (one pipelined read). Symbols without a current candle are left out.
@@ -85,8 +100,6 @@ class MarketReader {
   // GET of every key in one pipeline; on_reply(index, reply) for each, in order.
   ReadStatus GetAll(std::span<const std::string> keys,
                     const std::function<void(size_t, const redisReply*)>& on_reply);
-  ReadStatus MysqlRange(std::string_view symbol, Interval iv, int64_t lo, int64_t hi, size_t limit,
-                        bool newest_first, std::vector<Candle>* out);
 
   RedisConn redis_;
   MysqlConn mysql_;

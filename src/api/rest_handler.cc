@@ -96,10 +96,11 @@ const char* OutcomeName(Outcome o) {
 }
 
 RestHandler::RestHandler(HandlerOptions options, const SymbolDirectory* symbols,
-                         MarketReader* reader)
+                         MarketReader* reader, CandleCache* cache)
     : options_(std::move(options)),
       symbols_(symbols),
       reader_(reader),
+      cache_(cache),
       limiter_(static_cast<int>(options_.weight_per_minute), kWeightClients) {}
 
 Endpoint RestHandler::Route(std::string_view path) const {
@@ -170,6 +171,13 @@ void RestHandler::Serve(Endpoint e, std::string_view path, const Params& params,
       if (const ApiError* err = std::get_if<ApiError>(&parsed)) return SetError(*err, out);
       const KlinesQuery& q = std::get<KlinesQuery>(parsed);
       RangeQuery rq{q.symbol, q.interval, q.start_ms, q.end_ms, static_cast<size_t>(q.limit)};
+      if (cache_ != nullptr) {
+        if (cache_->Klines(rq, reader_, &out->body) != ReadStatus::kOk) {
+          out->body.clear();
+          return SetError(Unavailable(), out);
+        }
+        return;
+      }
       if (reader_->Klines(rq, &candles_) != ReadStatus::kOk) return SetError(Unavailable(), out);
       out->body.reserve(candles_.size() * 160 + 2);
       out->body.push_back('[');

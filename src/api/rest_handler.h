@@ -2,7 +2,8 @@
 // Binance-shaped body. Transport-free (api_server.cc owns sockets and HTTP framing), so the
 // routes are the same whoever calls them.
 //
-// One RestHandler per API thread; it uses that thread's MarketReader and WeightLimiter. The
+// One RestHandler per API thread; it uses that thread's MarketReader and WeightLimiter (and
+// the L1 cache all threads share, when there is one, for klines and uiKlines). The
 // server assigns every connection of one client IP to the same thread, so one limiter per
 // thread counts a client's whole weight without a lock.
 #pragma once
@@ -13,6 +14,7 @@
 #include <string_view>
 #include <vector>
 
+#include "api/candle_cache.h"
 #include "api/market_reader.h"
 #include "api/rest_request.h"
 #include "api/symbol_directory.h"
@@ -65,7 +67,9 @@ struct HttpReply {
 
 class RestHandler {
  public:
-  RestHandler(HandlerOptions options, const SymbolDirectory* symbols, MarketReader* reader);
+  // cache may be null (api.cache_bytes 0): every klines request reads Redis.
+  RestHandler(HandlerOptions options, const SymbolDirectory* symbols, MarketReader* reader,
+              CandleCache* cache);
 
   // method and target as received (target = path + query); client = the peer's IP.
   void Handle(std::string_view method, std::string_view target, std::string_view client,
@@ -86,6 +90,7 @@ class RestHandler {
   HandlerOptions options_;
   const SymbolDirectory* symbols_;
   MarketReader* reader_;
+  CandleCache* cache_;
   WeightLimiter limiter_;
   HandlerStats stats_;
   std::vector<Candle> candles_;  // scratch, reused

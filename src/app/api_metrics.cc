@@ -112,6 +112,44 @@ class ApiCollector : public prometheus::Collectable {
         double(s.pubsub_reconnects));
     add("klined_api_pubsub_symbols", "Symbols this instance is subscribed to", G,
         double(s.pubsub_symbols));
+    auto labelled = [&family](const char* name, const char* help, MetricType type,
+                              const char* label, std::initializer_list<std::pair<const char*, uint64_t>> values) {
+      MetricFamily& f = family(name, help, type);
+      for (const auto& [value, n] : values) {
+        ClientMetric m;
+        m.label = {{label, value}};
+        if (type == MetricType::Counter) {
+          m.counter.value = double(n);
+        } else {
+          m.gauge.value = double(n);
+        }
+        f.metric.push_back(m);
+      }
+    };
+    labelled("klined_api_cache_hits_total",
+             "klines requests (layer candles) and MySQL ranges (layer pages) the L1 cache "
+             "answered with no Redis or MySQL read",
+             C, "layer", {{"candles", s.cache_hits}, {"pages", s.cache_page_hits}});
+    labelled("klined_api_cache_misses_total",
+             "klines requests that read Redis (layer candles) and MySQL ranges read from MySQL "
+             "(layer pages)",
+             C, "layer", {{"candles", s.cache_misses}, {"pages", s.cache_page_misses}});
+    add("klined_api_cache_waits_total",
+        "Requests that waited for another request's read of the same entry or page (single "
+        "flight)",
+        C, double(s.cache_waits));
+    add("klined_api_cache_loads_total", "L1 entries read from Redis", C, double(s.cache_loads));
+    add("klined_api_cache_evictions_total",
+        "L1 entries and pages dropped to stay within api.cache_bytes", C,
+        double(s.cache_evictions));
+    add("klined_api_cache_invalidations_total",
+        "L1 entries whose rows were dropped (a gap in the stream, the subscriber's connection "
+        "lost, stored rows not cacheable)",
+        C, double(s.cache_invalidations));
+    add("klined_api_cache_bytes", "Bytes the L1 cache holds (rows and bookkeeping)", G,
+        double(s.cache_bytes));
+    labelled("klined_api_cache_entries", "L1 entries (layer candles) and MySQL pages (pages)", G,
+             "layer", {{"candles", s.cache_entries}, {"pages", s.cache_pages}});
     return out;
   }
 

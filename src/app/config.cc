@@ -589,6 +589,14 @@ const std::vector<KeySpec>& Keys() {
                        1, 10000, kRestart,
                        "messages a WebSocket client may send per second; more closes it "
                        "(Binance: 5)"));
+    k.push_back(IntKey("api.cache_bytes", KLINED_FIELD(api.cache_bytes), 10485760, 0,
+                       68719476736, kRestart,
+                       "bytes the L1 cache of klines rows may hold (hot symbol/interval pairs, "
+                       "kept fresh by pub/sub); 0 = no cache, every request reads Redis"));
+    k.push_back(IntKey("api.cache_page_ttl_ms", KLINED_FIELD(api.cache_page_ttl_ms), 30000, 100,
+                       86400000, kRestart,
+                       "lifetime of a cached page of MySQL rows (history older than Redis), "
+                       "x a random 0.8-1.2"));
     return k;
   }();
   return keys;

@@ -1,5 +1,7 @@
 #include "app/conn_options.h"
 
+#include <algorithm>
+
 namespace klined {
 
 RedisOptions RedisOptionsFrom(const Config& c, int command_timeout_ms) {
@@ -61,6 +63,12 @@ api::ApiServerOptions ApiOptionsFrom(const Config& c) {
   o.ws.max_streams = static_cast<size_t>(c.api.ws_max_streams);
   o.ws.send_queue_bytes = static_cast<size_t>(c.api.ws_send_queue_bytes);
   o.ws.messages_per_second = static_cast<int>(c.api.ws_messages_per_second);
+  o.cache.max_bytes = static_cast<size_t>(c.api.cache_bytes);
+  // Every row an entry holds must stay in Redis (so each change of it is published): at most
+  // the history limit, and at most a reply's 1000.
+  o.cache.rows = static_cast<size_t>(std::clamp<int64_t>(c.redis.history_limit, 1, 1000));
+  o.cache.page_ttl_ms = c.api.cache_page_ttl_ms;
+  o.cache.time_zone = c.time_zone;
   return o;
 }
 

@@ -65,8 +65,10 @@ return 1
 // Deletes each record if unchanged and re-carries the close into the empty history candles
 // that follow the bucket (the bucket itself is no longer in Redis), stopping at the first
 // candle with trades; the current candle only when nothing bounds the carry. Idempotent.
+// Publishes every candle it rewrites on B:events (see lua_scripts.h).
 // Returns 1, or -1 if fenced out.
 constexpr const char kLateDone[] = R"LUA(
+local events = {}
 local function recarry_until(base, iv, t, bound, close)
   local hist = base .. ':' .. iv .. ':hist'
   local from = '(' .. ms(t)
@@ -83,16 +85,13 @@ local function recarry_until(base, iv, t, bound, close)
       local nm = with_close(m, close)
       if nm == m then return end  -- already carried: so are the ones after it
       put_hist(base, iv, mt, nm)
+      events[#events + 1] = nm
     end
     if #later < 256 then break end
     from = '(' .. ms(open_time(later[#later]))
   end
   if bound ~= '+inf' then return end
-  local cur_key = base .. ':' .. iv
-  local cur = redis.pcall('GET', cur_key)
-  if type(cur) ~= 'string' then return end  -- none, or a key of another type
-  local ct = open_time(cur)
-  if ct and ct > t and is_empty(cur) then redis.call('SET', cur_key, with_close(cur, close)) end
+  recarry_current(base .. ':' .. iv, close, events, t)
 end
 
 local sym, base = ARGV[1], ARGV[2]
@@ -107,6 +106,7 @@ for i = 5, #ARGV, 4 do
 end
 if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], sym) end
 if redis.call('EXISTS', base .. ':pending') == 1 then redis.call('SADD', KEYS[3], sym) end
+if #events > 0 then redis.call('SPUBLISH', base .. ':events', table.concat(events, '\n')) end
 return 1
 )LUA";
 

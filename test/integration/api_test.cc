@@ -507,9 +507,13 @@ TEST_CASE("api ws: kline events equal the independent computation; closes are pu
   std::map<std::pair<std::string, int64_t>, Kline> last_event;
   std::string last_ticker;
   bool saw_last_close = false;
-  const auto until = std::chrono::steady_clock::now() + seconds(10);
-  while (!saw_last_close && std::chrono::steady_clock::now() < until) {
-    std::optional<std::string> msg = ws.Read(milliseconds(500));
+  // Read until the last trade's 1s bucket has closed, then on for a second: under load a
+  // rollover can close that bucket before the last trade's flush, which then arrives as a late
+  // update of the closed candle (published before the watermarks above were reached, so it is
+  // already on its way).
+  auto until = std::chrono::steady_clock::now() + seconds(10);
+  while (std::chrono::steady_clock::now() < until) {
+    std::optional<std::string> msg = ws.Read(milliseconds(200));
     if (!msg) continue;
     if (msg->rfind("{\"e\":\"24hrTicker\",", 0) == 0) {
       last_ticker = *msg;
@@ -519,7 +523,10 @@ TEST_CASE("api ws: kline events equal the independent computation; closes are pu
     REQUIRE_MESSAGE(k.has_value(), *msg);
     CHECK(Field(*msg, "s") == "BTCUSDT");
     last_event[{k->interval, k->open}] = *k;
-    saw_last_close |= k->interval == "1s" && k->open == last_1s && k->closed;
+    if (!saw_last_close && k->interval == "1s" && k->open == last_1s && k->closed) {
+      saw_last_close = true;
+      until = std::chrono::steady_clock::now() + seconds(1);
+    }
   }
   REQUIRE(saw_last_close);
   // Every bucket's last event is the reference candle of that bucket (all its trades, the
@@ -594,8 +601,30 @@ TEST_CASE("api ws: kline events equal the independent computation; closes are pu
   CHECK(listed);
   CHECK(unsubscribed);
   CHECK(late_1s == 0);
+
+  // SUBSCRIBE, UNSUBSCRIBE, SUBSCRIBE of a symbol no one else wants, within one poll of the
+  // hub: the symbol ends subscribed on Redis (the net change decides, not the order of the
+  // commands the hub would otherwise send).
+  LiveTrades(&producer, "ETHUSDT", 1, 1, 0, &rng);  // a known symbol no client wants yet
+  REQUIRE(WaitApiKnows(api_port, "ETHUSDT"));
+  kt::WsClient again;
+  REQUIRE_MESSAGE(again.Open(api_port, "/ws"), again.error());
+  again.Send(R"({"method":"SUBSCRIBE","params":["ethusdt@kline_1m"],"id":1})");
+  again.Send(R"({"method":"UNSUBSCRIBE","params":["ethusdt@kline_1m"],"id":2})");
+  again.Send(R"({"method":"SUBSCRIBE","params":["ethusdt@kline_1m"],"id":3})");
+  for (int id = 1; id <= 3; ++id) {
+    const std::optional<std::string> reply = again.Read(seconds(5));
+    CHECK(reply.value_or("(none)") == R"({"result":null,"id":)" + std::to_string(id) + "}");
+  }
+  std::this_thread::sleep_for(milliseconds(300));
+  LiveTrades(&producer, "ETHUSDT", 2, 1, 0, &rng);
+  std::optional<std::string> eth_event = again.Read(seconds(5));
+  REQUIRE_MESSAGE(eth_event.has_value(), "no event after SUBSCRIBE, UNSUBSCRIBE, SUBSCRIBE");
+  CHECK(Field(*eth_event, "s") == "ETHUSDT");
+  CHECK(Field(*eth_event, "i") == "1m");
+
   const std::string metrics = stack.Metrics();
-  CHECK(MetricValue(metrics, "klined_api_ws_connections") == 3);
+  CHECK(MetricValue(metrics, "klined_api_ws_connections") == 4);
   CHECK(MetricValue(metrics, "klined_api_pubsub_messages_total") > 0);
   CHECK(MetricValue(metrics, "klined_api_pubsub_bad_total") == 0);
   StopCleanly(*klined);
@@ -757,5 +786,103 @@ TEST_CASE("api ws: a stalled client is conflated, then disconnected; the others 
   const std::string metrics = stack.Metrics();
   CHECK(MetricValue(metrics, "klined_api_ws_conflated_total") > 0);
   CHECK(MetricValue(metrics, "klined_api_ws_connections") == 1);
+  StopCleanly(*klined);
+}
+
+namespace {
+
+// The klines rows of `query` equal the reference rows that end where they end, once the
+// cache has caught up with the writes whose messages are on their way (a few ms): polled for
+// up to 3 s. A stale cache never catches up.
+bool RestMatches(int api_port, const std::vector<RefTrade>& trades, const std::string& sym,
+                 const std::string& iv, int64_t len, const std::string& query,
+                 std::string* last) {
+  const auto until = std::chrono::steady_clock::now() + seconds(3);
+  while (true) {
+    const std::vector<std::string> rows = Rows(
+        kt::HttpFetch(api_port, "/api/v3/klines?symbol=" + sym + "&interval=" + iv + query).body);
+    if (!rows.empty()) {
+      std::vector<std::string> ref = RefRows(trades, sym, iv, len, OpenOf(rows.back()));
+      if (ref.size() > rows.size()) ref.erase(ref.begin(), ref.end() - ptrdiff_t(rows.size()));
+      if (rows == ref) return true;
+      *last = "rows " + std::to_string(rows.size()) + ", first differing: ";
+      for (size_t i = 0; i < rows.size() && i < ref.size(); ++i) {
+        if (rows[i] != ref[i]) {
+          *last += rows[i] + " vs " + ref[i];
+          break;
+        }
+      }
+    }
+    if (std::chrono::steady_clock::now() > until) return false;
+    std::this_thread::sleep_for(milliseconds(50));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("api cache: hits equal the independent computation through trades, late trades, "
+          "re-carries and a lost subscriber") {
+  const int api_port = kt::FreePort();
+  Stack stack(false, ApiTail(api_port, "  weight_per_minute: 0\n") + "intervals: [1s, 1m]\n");
+  auto klined = stack.StartKlined("klined");
+  kt::Producer producer(stack.broker.bootstrap());
+  std::mt19937_64 rng(77);
+  std::vector<RefTrade> trades = LiveTrades(&producer, "BTCUSDT", 1, 5, 100, &rng);
+  REQUIRE_MESSAGE(stack.WaitForWatermarks(LastIds(trades), seconds(60)), klined->OutputTail());
+  REQUIRE(WaitApiKnows(api_port, "BTCUSDT"));
+  std::string diff;
+  auto check_all = [&](const std::string& when) {
+    CAPTURE(when);
+    CHECK_MESSAGE(RestMatches(api_port, trades, "BTCUSDT", "1s", 1000, "&limit=1000", &diff), diff);
+    CHECK_MESSAGE(RestMatches(api_port, trades, "BTCUSDT", "1s", 1000, "&limit=3", &diff), diff);
+    CHECK_MESSAGE(RestMatches(api_port, trades, "BTCUSDT", "1m", 60000, "", &diff), diff);
+  };
+  check_all("first reads");  // a miss each, then entries
+  check_all("entries");
+  const double loads = MetricValue(stack.Metrics(), "klined_api_cache_loads_total");
+  CHECK(loads >= 2);
+
+  // Live trades: every answer from the cache follows them.
+  for (int round = 0; round < 5; ++round) {
+    const std::vector<RefTrade> more =
+        LiveTrades(&producer, "BTCUSDT", trades.back().id + 1, 3, 100, &rng);
+    trades.insert(trades.end(), more.begin(), more.end());
+    REQUIRE(stack.WaitForWatermarks(LastIds(trades), seconds(30)));
+    check_all("live trades");
+  }
+
+  // A late trade into the last traded 1s bucket after two seconds of empty ones: its close is
+  // re-carried into the empty candles after it (FLUSH publishes those too).
+  std::this_thread::sleep_for(milliseconds(2500));
+  RefTrade late = trades.back();
+  late.id += 1;
+  late.price_cents += 777;
+  producer.Produce("trades", late.symbol, TradeJson(late));
+  producer.Flush();
+  trades.push_back(late);
+  REQUIRE(stack.WaitForWatermarks(LastIds(trades), seconds(30)));
+  check_all("a late trade re-carried");
+
+  // The subscriber's connection is killed: the cache drops what it held (messages may have
+  // been missed) and reads Redis again once resubscribed.
+  kt::RedisClient rc = stack.redis.Connect();
+  rc.Command({"CLIENT", "KILL", "TYPE", "pubsub"});
+  const std::vector<RefTrade> after = LiveTrades(&producer, "BTCUSDT", trades.back().id + 1, 3, 50, &rng);
+  trades.insert(trades.end(), after.begin(), after.end());
+  REQUIRE(stack.WaitForWatermarks(LastIds(trades), seconds(30)));
+  check_all("after the subscriber's reconnect");
+
+  const std::string metrics = stack.Metrics();
+  CHECK(MetricValue(metrics, "klined_api_cache_hits_total{layer=\"candles\"}") > 10);
+  CHECK(MetricValue(metrics, "klined_api_pubsub_reconnects_total") >= 1);
+  CHECK(MetricValue(metrics, "klined_api_cache_invalidations_total") >= 1);
+  CHECK(MetricValue(metrics, "klined_api_cache_loads_total") > loads);
+  CHECK(MetricValue(metrics, "klined_api_cache_bytes") > 0);
+  CHECK(MetricValue(metrics, "klined_api_cache_entries{layer=\"candles\"}") == 2);  // 1s, 1m
+  MESSAGE("cache: hits " << MetricValue(metrics, "klined_api_cache_hits_total{layer=\"candles\"}")
+                         << ", misses "
+                         << MetricValue(metrics, "klined_api_cache_misses_total{layer=\"candles\"}")
+                         << ", loads " << MetricValue(metrics, "klined_api_cache_loads_total")
+                         << ", bytes " << MetricValue(metrics, "klined_api_cache_bytes"));
   StopCleanly(*klined);
 }

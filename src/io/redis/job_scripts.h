@@ -46,8 +46,9 @@ return redis.call('DEL', KEYS[1])
 // History holds only scores below the current candle's open time, so the closed candles are
 // new scores: one ZADD per interval and one HSET of B:pending per symbol. Should any score
 // at or after the old current exist anyway, put_hist keeps one member per score.
-// Publishes on B:events (see lua_scripts.h) each rolled interval's old current, closed, and its
-// new current; not the empty fillers between them, which were never current.
+// Publishes on B:events (see lua_scripts.h) every closed candle it writes (the old current and
+// the empty fillers after it, oldest first) and each rolled interval's new current: a reader
+// following the channel sees every bucket.
 // Returns {intervals rolled, closed candles written, conflicts, intervals left because their
 // history (or the pending hash) holds another type}, or {-1} if fenced out.
 inline constexpr const char kRollover[] = R"LUA(
@@ -99,7 +100,7 @@ for k, e in ipairs(ivs) do
     end
     mset[#mset + 1] = keys[k]
     mset[#mset + 1] = e.new
-    if e.nclosed > 0 then events[#events + 1] = ARGV[e.first + 1] end
+    for a = e.first + 1, last + 1, 2 do events[#events + 1] = ARGV[a] end
     events[#events + 1] = e.new
     rolled = rolled + 1
   else

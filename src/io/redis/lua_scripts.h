@@ -55,11 +55,25 @@ local function put_hist(base, iv, t, json)
   return true
 end
 
+-- The current candle at cur_key takes `close` if it is empty (and, with after_t, opens after
+-- it); appended to `events` when that changes it. Anything but a candle there is left alone.
+local function recarry_current(cur_key, close, events, after_t)
+  local cur = redis.pcall('GET', cur_key)
+  if type(cur) ~= 'string' or not is_empty(cur) then return end
+  if after_t and not ((open_time(cur) or after_t) > after_t) then return end
+  local nc = with_close(cur, close)
+  if nc ~= cur then
+    redis.call('SET', cur_key, nc)
+    events[#events + 1] = nc
+  end
+end
+
 -- After the closed candle at t changed its close: every empty candle after it (history,
 -- then the current one) takes the new close, up to the first candle with trades. True when
 -- the current candle was reached (so it carries `close`, or holds trades of its own).
 -- A member that is not a candle stops the carry (stored garbage never raises an error).
-local function recarry_after(base, iv, t, close)
+-- Each candle it rewrites is appended to `events` (the call publishes them).
+local function recarry_after(base, iv, t, close, events)
   local hist = base .. ':' .. iv .. ':hist'
   local from = '(' .. ms(t)
   while true do
@@ -70,13 +84,12 @@ local function recarry_after(base, iv, t, close)
       local nm = with_close(m, close)
       if nm == m then return true end  -- already carried: so are the ones after it
       put_hist(base, iv, mt, nm)
+      events[#events + 1] = nm
     end
     if #later < 256 then break end
     from = '(' .. ms(open_time(later[#later]))
   end
-  local cur_key = base .. ':' .. iv
-  local cur = redis.call('GET', cur_key)
-  if cur and is_empty(cur) then redis.call('SET', cur_key, with_close(cur, close)) end
+  recarry_current(base .. ':' .. iv, close, events, nil)
   return true
 end
 )LUA";
@@ -109,8 +122,9 @@ end
 // shard's candle goes to history and its close is re-carried.
 // Publishes on B:events the candles it wrote: the closed ones, each interval's current (or, when
 // storage was newer, the shard's bucket as closed), each late update and the empty candles it
-// created; not the closes re-carried into later empty candles. And the 24h ticker JSON when it
-// wrote one (a line starting {"symbol":).
+// created, and the empty candles a changed close was re-carried into (so a reader that follows
+// the channel, the API's cache, sees every candle the call changed). And the 24h ticker JSON
+// when it wrote one (a line starting {"symbol":).
 inline constexpr const char kFlush[] = R"LUA(
 local prefix, sym, wm, base_stamp, stamp = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local base = prefix .. ':{' .. sym .. '}'
@@ -203,7 +217,7 @@ for k, a in ipairs(currents) do
     -- and the shard's bucket is a closed one.
     local closed = as_closed(json)
     if put_hist(base, iv, tonumber(ts), closed) then
-      recarry_after(base, iv, tonumber(ts), close_of(json))
+      recarry_after(base, iv, tonumber(ts), close_of(json), events)
     end
     events[#events + 1] = closed
   else
@@ -233,7 +247,7 @@ for k, l in ipairs(lates) do
     put_hist(base, l.iv, last_t, ARGV[e])
     events[#events + 1] = ARGV[e]
   end
-  result[k + 1] = recarry_after(base, l.iv, last_t, close_of(l.json)) and 1 or 0
+  result[k + 1] = recarry_after(base, l.iv, last_t, close_of(l.json), events) and 1 or 0
 end
 
 for r = mysql_at, mysql_at + 2 * nmysql - 1, 2 do

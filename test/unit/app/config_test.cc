@@ -170,6 +170,8 @@ api:
   ws_max_streams: 200
   ws_send_queue_bytes: 65536
   ws_messages_per_second: 10
+  cache_bytes: 0
+  cache_page_ttl_ms: 5000
 )");
   CHECK(c.kafka.brokers == "k1:9092,k2:9093");
   CHECK(c.kafka.topic == "spot.trades");
@@ -227,6 +229,8 @@ api:
   CHECK(c.api.ws_max_streams == 200);
   CHECK(c.api.ws_send_queue_bytes == 65536);
   CHECK(c.api.ws_messages_per_second == 10);
+  CHECK(c.api.cache_bytes == 0);
+  CHECK(c.api.cache_page_ttl_ms == 5000);
   // Every key was set to something other than its default.
   CHECK(ChangedKeys(c, Config()).size() == ConfigKeys().size());
 }
