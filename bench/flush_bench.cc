@@ -112,6 +112,11 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "flush_bench: the SPUBLISH line of FLUSH changed; update the bench\n");
     return 1;
   }
+  // What publishing only the intervals clients stream would cost for a client streaming one:
+  // the same script publishing only its first candle.
+  std::string one = flush;
+  one.replace(at, publish_line.size(),
+              "if #events > 0 then redis.call('SPUBLISH', base .. ':events', events[1]) end\n");
   quiet.erase(at, publish_line.size());
   auto load = [&](const std::string& body) {
     redisReply* r = Command(c, {"SCRIPT", "LOAD", body});
@@ -119,11 +124,11 @@ int main(int argc, char** argv) {
     freeReplyObject(r);
     return sha;
   };
-  const std::string sha_publish = load(flush), sha_quiet = load(quiet);
+  const std::string sha_publish = load(flush), sha_quiet = load(quiet), sha_one = load(one);
 
   // Per symbol: the FLUSH arguments and the equivalent MSET.
   const long long t = 1732147200000;
-  std::vector<std::vector<std::string>> pub_calls, quiet_calls, mset_calls;
+  std::vector<std::vector<std::string>> pub_calls, quiet_calls, one_calls, mset_calls;
   for (int s = 0; s < symbols; ++s) {
     const std::string sym = "SYM" + std::to_string(s) + "USDT";
     const std::string stamp = "0:1180";
@@ -139,11 +144,14 @@ int main(int argc, char** argv) {
     // Storage as the shard left it: the stamp and the candles.
     redisReply* r = Command(c, mset);
     freeReplyObject(r);
-    std::vector<std::string> p = {"EVALSHA", sha_publish, "0"}, q = {"EVALSHA", sha_quiet, "0"};
+    std::vector<std::string> p = {"EVALSHA", sha_publish, "0"}, q = {"EVALSHA", sha_quiet, "0"},
+                             o = {"EVALSHA", sha_one, "0"};
     p.insert(p.end(), args.begin(), args.end());
     q.insert(q.end(), args.begin(), args.end());
+    o.insert(o.end(), args.begin(), args.end());
     pub_calls.push_back(std::move(p));
     quiet_calls.push_back(std::move(q));
+    one_calls.push_back(std::move(o));
     mset_calls.push_back(std::move(mset));
   }
   auto batch = [&](const std::vector<std::vector<std::string>>& all) {
@@ -151,7 +159,8 @@ int main(int argc, char** argv) {
     for (int i = 0; i < per_round; ++i) out.push_back(all[static_cast<size_t>(i) % all.size()]);
     return out;
   };
-  const auto pub = batch(pub_calls), qu = batch(quiet_calls), ms = batch(mset_calls);
+  const auto pub = batch(pub_calls), qu = batch(quiet_calls), on = batch(one_calls),
+             ms = batch(mset_calls);
 
   // Redis time per call of a variant: the change of its command's usec / calls over a round.
   auto measure = [&](const std::vector<std::vector<std::string>>& calls, const char* cmd) {
@@ -187,22 +196,24 @@ int main(int argc, char** argv) {
         }
       });
     }
-    std::vector<double> p, q, m;
+    std::vector<double> p, q, one_p, m;
     for (int r = 0; r < rounds; ++r) {
       p.push_back(measure(pub, "evalsha"));
       q.push_back(measure(qu, "evalsha"));
+      one_p.push_back(measure(on, "evalsha"));
       m.push_back(measure(ms, "mset"));
     }
     auto median = [](std::vector<double> v) {
       std::sort(v.begin(), v.end());
       return v[v.size() / 2];
     };
-    const double mp = median(p), mq = median(q), mm = median(m);
+    const double mp = median(p), mq = median(q), mo = median(one_p), mm = median(m);
     std::printf(
-        "  %s: FLUSH with SPUBLISH %.2f us/call, without %.2f us/call (+%.1f%%), MSET floor %.2f "
-        "us/call; FLUSH/MSET %.2fx (medians of %d rounds)\n",
+        "  %s: FLUSH with SPUBLISH %.2f us/call, without %.2f us/call (+%.1f%%), publishing one "
+        "candle %.2f us/call (+%.1f%%), MSET floor %.2f us/call; FLUSH/MSET %.2fx (medians of %d "
+        "rounds)\n",
         with_subscriber ? "one subscriber on every channel" : "no subscriber", mp, mq,
-        100 * (mp - mq) / mq, mm, mp / mm, rounds);
+        100 * (mp - mq) / mq, mo, 100 * (mo - mq) / mq, mm, mp / mm, rounds);
     if (with_subscriber) {
       stop.store(true);
       // Wake the reader with one more message, then close.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs every Debian package klined's build, tests, benchmarks and demo need, including
 # every tool the scripts, the Makefile and the tests call that a minimal Debian 12 lacks
-# (column: bsdextrautils, openssl, clang-format, curl, kcat, ...); the ops test
+# (column: bsdextrautils, openssl, clang-format, curl, kcat, wrk for bench/api_bench, ...); the ops test
 # 'install-deps.sh installs every tool' checks the list. nodejs, npm and chromium: the chart
 # page's npm packages (scripts/npm-install.sh) and the web tests' clients (ccxt, puppeteer-core
 # driving Debian's /usr/bin/chromium); Debian 12's node is 18, which web/package.json's pins
@@ -18,7 +18,7 @@ PACKAGES=(
   libboost-dev
   redis-server redis-tools mariadb-server mariadb-client
   clang libclang-rt-14-dev llvm clang-format
-  python3 python3-yaml curl procps iproute2 systemd kcat openssl bsdextrautils
+  python3 python3-yaml curl procps iproute2 systemd kcat openssl bsdextrautils wrk
   nodejs npm chromium
 )
 

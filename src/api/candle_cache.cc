@@ -68,6 +68,11 @@ struct CandleCache::Entry {
   uint64_t generation = 0;  // Lost and Drop bump it: a read in flight is void
   int64_t retry_at_ms = 0;
   std::deque<Row> rows;
+  // The last body composed from rows alone, for the same query again (a chart's newest 500
+  // asked over and over): one copy instead of a row-by-row composition. Any change clears it.
+  std::string memo_query;
+  std::string memo_body;
+  size_t memo_bytes = 0;  // counted in bytes
   std::vector<std::pair<Candle, std::string>> pending;  // messages during the read
   size_t bytes = kEntryOverhead;
   std::list<Lru>::iterator lru;
@@ -134,7 +139,17 @@ std::shared_ptr<CandleCache::Entry> CandleCache::Admit(const std::string& key,
   return e;
 }
 
+void CandleCache::ClearMemo(Entry* e) {
+  if (e->memo_bytes == 0) return;
+  e->memo_body = std::string();
+  e->memo_query = std::string();
+  e->bytes -= e->memo_bytes;
+  Account(-static_cast<int64_t>(e->memo_bytes));
+  e->memo_bytes = 0;
+}
+
 void CandleCache::Drop(Entry* e) {
+  ClearMemo(e);
   int64_t freed = 0;
   for (const Row& r : e->rows) freed += static_cast<int64_t>(RowBytes(r));
   e->rows.clear();
@@ -146,6 +161,7 @@ void CandleCache::Drop(Entry* e) {
 }
 
 void CandleCache::Apply(Entry* e, const Candle& c, std::string text) {
+  ClearMemo(e);
   const int64_t t = c.open_time;
   const int64_t back = e->rows.back().open_time;
   if (t > back) {
@@ -254,6 +270,12 @@ CandleCache::Answer CandleCache::FromEntry(std::unique_lock<std::mutex>& lock, c
                                            Entry* e, CacheSource* source,
                                            std::vector<std::shared_ptr<const Page>>* pages,
                                            std::string* body, ReadStatus* status) {
+  std::string query = std::to_string(q.start_ms.value_or(kMinTime)) + "|" +
+                      std::to_string(q.end_ms.value_or(kMaxTime)) + "|" + std::to_string(q.limit);
+  if (!e->memo_body.empty() && e->memo_query == query) {
+    *body = e->memo_body;
+    return Answer::kAnswered;
+  }
   // The entry's rows as Stitch's Redis part: the current candle last, the history rows of
   // the range bounded by `limit` from the end the rule reads from.
   const int64_t lo = q.start_ms.value_or(kMinTime);
@@ -282,6 +304,7 @@ CandleCache::Answer CandleCache::FromEntry(std::unique_lock<std::mutex>& lock, c
   const Row* current = &e->rows.back();
   const bool at_seam = e->at_seam;
   bool need_source = false;
+  bool used_page = false;  // the body holds MySQL rows (which expire): not memoized
   std::optional<std::tuple<int64_t, int64_t, size_t, bool>> need_page;
   // No I/O under the lock: MySQL's rows come from a page held, or the caller reads one.
   auto fetch = [&](int64_t flo, int64_t fhi, size_t limit, bool newest_first,
@@ -297,6 +320,7 @@ CandleCache::Answer CandleCache::FromEntry(std::unique_lock<std::mutex>& lock, c
       return ReadStatus::kMysqlDown;
     }
     UsePage(key, it->second, pages, out);
+    used_page = true;
     return ReadStatus::kOk;
   };
   std::vector<const Row*> rows;
@@ -305,6 +329,14 @@ CandleCache::Answer CandleCache::FromEntry(std::unique_lock<std::mutex>& lock, c
                                           OpenOf, fetch, &rows);
   if (s == ReadStatus::kOk) {
     Compose(rows, body);
+    if (!used_page) {
+      ClearMemo(e);
+      e->memo_query = std::move(query);
+      e->memo_body = *body;
+      e->memo_bytes = e->memo_body.capacity() + e->memo_query.capacity();
+      e->bytes += e->memo_bytes;
+      Account(static_cast<int64_t>(e->memo_bytes));
+    }
     return Answer::kAnswered;
   }
   if (need_source || !need_page) return Answer::kNeedsSource;

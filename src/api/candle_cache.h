@@ -147,7 +147,8 @@ class CandleCache : public EventSink {
   void Load(std::unique_lock<std::mutex>& lock, const std::shared_ptr<Entry>& e,
             CacheSource* source);
   void Apply(Entry* e, const Candle& c, std::string text);
-  void Drop(Entry* e);  // its rows go; it stays (subscribed), read again on the next request
+  void Drop(Entry* e);
+  void ClearMemo(Entry* e);  // its rows go; it stays (subscribed), read again on the next request
   void Touch(std::list<Lru>::iterator* at, bool page, const std::string& key);
   void Account(int64_t delta);
   void Evict();

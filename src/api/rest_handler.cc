@@ -13,7 +13,8 @@ namespace klined::api {
 namespace {
 
 constexpr size_t kWeightClients = 100000;       // distinct IPs a thread tracks per minute
-constexpr size_t kMaxPageFileBytes = 8u << 20;  // chart page assets
+constexpr size_t kMaxPageFileBytes = 8u << 20;    // chart page assets
+constexpr size_t kMaxPageCacheBytes = 32u << 20;  // of them kept in memory, per API thread
 
 // Redis or MySQL unreachable: Binance's -1001 with 503, which load balancers and clients treat
 // as retryable (another instance may answer).
@@ -258,13 +259,22 @@ void RestHandler::Serve(Endpoint e, std::string_view path, const Params& params,
 void RestHandler::ServePage(std::string_view path, HttpReply* out) {
   std::string rel = path == "/" ? std::string("/index.html") : std::string(path);
   if (!SafePagePath(rel)) return SetError(UnknownPath(), out);
+  out->content_type = ContentTypeOf(rel);
+  if (auto it = page_files_.find(rel); it != page_files_.end()) {
+    out->body = it->second;
+    return;
+  }
   std::ifstream in(options_.web_root + rel, std::ios::binary);
   if (!in) return SetError(UnknownPath(), out);
   std::ostringstream buf;
   buf << in.rdbuf();
   if (buf.str().size() > kMaxPageFileBytes) return SetError(UnknownPath(), out);
   out->body = std::move(buf).str();
-  out->content_type = ContentTypeOf(rel);
+  // Kept for the next requests (a file that is missing is looked for again each time).
+  if (page_bytes_ + out->body.size() <= kMaxPageCacheBytes) {
+    page_bytes_ += out->body.size();
+    page_files_.emplace(std::move(rel), out->body);
+  }
 }
 
 }  // namespace klined::api

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "api/candle_cache.h"
@@ -94,6 +95,10 @@ class RestHandler {
   WeightLimiter limiter_;
   HandlerStats stats_;
   std::vector<Candle> candles_;  // scratch, reused
+  // The chart page's files, read from api.web_root at their first request and kept (a
+  // changed file is served after a restart).
+  std::unordered_map<std::string, std::string> page_files_;
+  size_t page_bytes_ = 0;
 };
 
 }  // namespace klined::api
