@@ -28,6 +28,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench_util.h"
 #include "http_get.h"
 #include "io/mysql/kline_table.h"
 #include "klined/candle.h"
@@ -61,8 +62,9 @@ struct Options {
 };
 
 Candle Bucket(int64_t open, int64_t i) {
-  Candle c = Candle::Empty(Interval::k1m, open, klined::UtcOffset{},
-                           Decimal::FromRaw(Decimal::kOne * (43000 + i % 500) + 5 * (Decimal::kOne / 10)));
+  Candle c =
+      Candle::Empty(Interval::k1m, open, klined::UtcOffset{},
+                    Decimal::FromRaw(Decimal::kOne * (43000 + i % 500) + 5 * (Decimal::kOne / 10)));
   c.count = 10 + i % 90;
   c.first_id = 1000 * i + 1;
   c.last_id = c.first_id + c.count - 1;
@@ -147,8 +149,10 @@ void Fill(const kt::RedisServer& redis, const kt::MariaDbServer& mysql, const Op
   std::string sql;
   for (int k = 1; k <= o.mysql_rows; ++k) {
     const Candle b = Bucket(oldest_redis - k * kMin, k);
-    if (sql.empty()) sql = "INSERT INTO kline VALUES ";
-    else sql += ",";
+    if (sql.empty())
+      sql = "INSERT INTO kline VALUES ";
+    else
+      sql += ",";
     sql += "('BTCUSDT','1m'," + std::to_string(b.open_time) + "," + std::to_string(b.close_time) +
            "," + b.open.ToString() + "," + b.high.ToString() + "," + b.low.ToString() + "," +
            b.close.ToString() + "," + b.volume.ToString() + "," + b.quote_volume.ToString() + "," +
@@ -175,22 +179,22 @@ Klined StartKlined(const kt::RedisServer& redis, const kt::MariaDbServer& mysql,
   k.port = kt::FreePort();
   k.metrics_port = kt::FreePort();
   const auto config = dir / (name + ".yaml");
-  kt::WriteFile(config,
-                "roles: [api]\nredis:\n  address: \"" + redis.address() + "\"\nmysql:\n  port: " +
-                    std::to_string(mysql.port()) + "\n  user: " + mysql.user() +
-                    "\n  password: \"" + mysql.password() + "\"\n  database: " + mysql.database() +
-                    "\nintervals: [1m]\napi:\n  listen: \"127.0.0.1:" + std::to_string(k.port) +
-                    "\"\n  threads: 1\n  weight_per_minute: 0\n  web_root: \"" +
-                    (dir / "web").string() + "\"\n  cache_bytes: " + std::to_string(cache_bytes) +
-                    "\nmetrics:\n  listen: \"127.0.0.1:" + std::to_string(k.metrics_port) +
-                    "\"\nlog:\n  level: warn\n");
+  kt::WriteFile(
+      config, "roles: [api]\nredis:\n  address: \"" + redis.address() + "\"\nmysql:\n  port: " +
+                  std::to_string(mysql.port()) + "\n  user: " + mysql.user() + "\n  password: \"" +
+                  mysql.password() + "\"\n  database: " + mysql.database() +
+                  "\nintervals: [1m]\napi:\n  listen: \"127.0.0.1:" + std::to_string(k.port) +
+                  "\"\n  threads: 1\n  weight_per_minute: 0\n  web_root: \"" +
+                  (dir / "web").string() + "\"\n  cache_bytes: " + std::to_string(cache_bytes) +
+                  "\nmetrics:\n  listen: \"127.0.0.1:" + std::to_string(k.metrics_port) +
+                  "\"\nlog:\n  level: warn\n");
   const char* build = std::getenv("KLINED_BUILD");
-  k.process.emplace(std::string(build ? build : "build") + "/src/app/klined",
-                    std::vector<std::string>{"--config", config.string()},
-                    kt::SubprocessOptions{.log_dir = dir.path(), .name = name, .env = {}, .cwd = {}});
+  k.process.emplace(
+      std::string(build ? build : "build") + "/src/app/klined",
+      std::vector<std::string>{"--config", config.string()},
+      kt::SubprocessOptions{.log_dir = dir.path(), .name = name, .env = {}, .cwd = {}});
   const auto deadline = Clock::now() + seconds(60);
-  while (kt::HttpFetch(k.port, "/api/v3/klines?symbol=BTCUSDT&interval=1m&limit=1").status !=
-         200) {
+  while (kt::HttpFetch(k.port, "/api/v3/klines?symbol=BTCUSDT&interval=1m&limit=1").status != 200) {
     if (!k.process->Running() || Clock::now() > deadline) {
       std::fprintf(stderr, "api_bench: %s did not answer:\n%s\n", name.c_str(),
                    k.process->OutputTail().c_str());
@@ -204,8 +208,8 @@ Klined StartKlined(const kt::RedisServer& redis, const kt::MariaDbServer& mysql,
 // wrk's requests per second for `path` (keep-alive).
 double Wrk(int port, const std::string& path, const Options& o) {
   const std::string cmd = "wrk -t1 -c" + std::to_string(o.connections) + " -d" +
-                          std::to_string(o.seconds) + "s 'http://127.0.0.1:" +
-                          std::to_string(port) + path + "' 2>&1";
+                          std::to_string(o.seconds) +
+                          "s 'http://127.0.0.1:" + std::to_string(port) + path + "' 2>&1";
   FILE* p = popen(cmd.c_str(), "r");
   if (p == nullptr) return 0;
   std::string out;
@@ -223,11 +227,6 @@ double Wrk(int port, const std::string& path, const Options& o) {
 double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
-}
-
-double Percentile(std::vector<double> v, double p) {
-  std::sort(v.begin(), v.end());
-  return v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
 }
 
 // Milliseconds of one GET each (a new connection per request, as HttpFetch does).
@@ -249,17 +248,15 @@ std::vector<double> Latencies(int port, const std::vector<std::string>& paths) {
 
 int main(int argc, char** argv) {
   Options o;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string a = argv[i];
-    const int v = std::atoi(argv[i + 1]);
-    if (a == "--symbols") o.symbols = v;
-    if (a == "--seconds") o.seconds = v;
-    if (a == "--rounds") o.rounds = v;
-    if (a == "--connections") o.connections = v;
-    if (a == "--mysql-rows") o.mysql_rows = v;
-    if (a == "--mysql-requests") o.mysql_requests = v;
-    if (a == "--latest-requests") o.latest_requests = v;
-  }
+  klined::bench::IntFlags(argc, argv,
+                          {{"--symbols", &o.symbols},
+                           {"--seconds", &o.seconds},
+                           {"--rounds", &o.rounds},
+                           {"--connections", &o.connections},
+                           {"--mysql-rows", &o.mysql_rows},
+                           {"--mysql-requests", &o.mysql_requests},
+                           {"--latest-requests", &o.latest_requests}});
+
   kt::TempDir dir("klined-api-bench");
   kt::RedisServer redis;
   kt::MariaDbServer mysql;
@@ -291,47 +288,55 @@ int main(int argc, char** argv) {
       none.push_back(Wrk(direct.port, path, o));
     }
     const double h = Median(hot), c = Median(ceiling), n = Median(none);
-    std::printf("klines %-9s cached %9.0f req/s  static body %9.0f req/s  ratio %.2f  |  no cache "
-                "%9.0f req/s (%.2f of static)\n",
-                label, h, c, h / c, n, n / c);
+    std::printf(
+        "klines %-9s cached %9.0f req/s  static body %9.0f req/s  ratio %.2f  |  no cache "
+        "%9.0f req/s (%.2f of static)\n",
+        label, h, c, h / c, n, n / c);
   }
   const std::string m = "\n" + kt::HttpGet(cached.metrics_port, "/metrics");
-  std::printf("cache: hits %.0f, misses %.0f, loads %.0f, invalidations %.0f, entries %.0f, "
-              "waits %.0f, pub/sub symbols %.0f\n",
-              kt::MetricSum(m, "klined_api_cache_hits_total"),
-              kt::MetricSum(m, "klined_api_cache_misses_total"),
-              kt::MetricSum(m, "klined_api_cache_loads_total"),
-              kt::MetricSum(m, "klined_api_cache_invalidations_total"),
-              kt::MetricSum(m, "klined_api_cache_entries"),
-              kt::MetricSum(m, "klined_api_cache_waits_total"),
-              kt::MetricSum(m, "klined_api_pubsub_symbols"));
+  std::printf(
+      "cache: hits %.0f, misses %.0f, loads %.0f, invalidations %.0f, entries %.0f, "
+      "waits %.0f, pub/sub symbols %.0f\n",
+      kt::MetricSum(m, "klined_api_cache_hits_total"),
+      kt::MetricSum(m, "klined_api_cache_misses_total"),
+      kt::MetricSum(m, "klined_api_cache_loads_total"),
+      kt::MetricSum(m, "klined_api_cache_invalidations_total"),
+      kt::MetricSum(m, "klined_api_cache_entries"),
+      kt::MetricSum(m, "klined_api_cache_waits_total"),
+      kt::MetricSum(m, "klined_api_pubsub_symbols"));
 
   // MySQL range reads: limit 1000 at a start not asked before (a new page each time).
   std::mt19937_64 rng(7);
   const int64_t oldest_redis = now_open - 999 * kMin;
   std::vector<std::string> paths;
   for (int i = 0; i < o.mysql_requests; ++i) {
-    const int64_t back = 1000 + static_cast<int64_t>(rng() % static_cast<uint64_t>(o.mysql_rows - 1000));
+    const int64_t back =
+        1000 + static_cast<int64_t>(rng() % static_cast<uint64_t>(o.mysql_rows - 1000));
     paths.push_back("/api/v3/klines?symbol=BTCUSDT&interval=1m&limit=1000&startTime=" +
                     std::to_string(oldest_redis - back * kMin + static_cast<int64_t>(i % 7)));
   }
   std::vector<double> ms = Latencies(cached.port, paths);
   std::printf("MySQL range, limit 1000, a new page each: p50 %.2f ms  p99 %.2f ms  (%d requests)\n",
-              Percentile(ms, 0.5), Percentile(ms, 0.99), o.mysql_requests);
+              klined::bench::Percentile(ms, 0.5), klined::bench::Percentile(ms, 0.99),
+              o.mysql_requests);
   // The floor of those: the same server's static body of the same size, one connection each.
   const std::string body1000 = kt::HttpFetch(cached.port, paths[0]).body;
   kt::WriteFile(dir / "web" / "static1000.json", body1000);
   std::vector<double> floor = Latencies(
-      cached.port, std::vector<std::string>(static_cast<size_t>(o.mysql_requests), "/static1000.json"));
-  std::printf("  static body of the same size (%zu bytes): p50 %.2f ms  p99 %.2f ms\n",
-              body1000.size(), Percentile(floor, 0.5), Percentile(floor, 0.99));
-
-  std::vector<double> latest = Latencies(
       cached.port,
-      std::vector<std::string>(static_cast<size_t>(o.latest_requests), "/api/v3/klines/latest?interval=1m"));
-  const size_t latest_bytes = kt::HttpFetch(cached.port, "/api/v3/klines/latest?interval=1m").body.size();
-  std::printf("klines/latest over %d symbols (%zu bytes): p50 %.2f ms  p99 %.2f ms  (%d requests)\n",
-              o.symbols, latest_bytes, Percentile(latest, 0.5), Percentile(latest, 0.99),
-              o.latest_requests);
+      std::vector<std::string>(static_cast<size_t>(o.mysql_requests), "/static1000.json"));
+  std::printf("  static body of the same size (%zu bytes): p50 %.2f ms  p99 %.2f ms\n",
+              body1000.size(), klined::bench::Percentile(floor, 0.5),
+              klined::bench::Percentile(floor, 0.99));
+
+  std::vector<double> latest =
+      Latencies(cached.port, std::vector<std::string>(static_cast<size_t>(o.latest_requests),
+                                                      "/api/v3/klines/latest?interval=1m"));
+  const size_t latest_bytes =
+      kt::HttpFetch(cached.port, "/api/v3/klines/latest?interval=1m").body.size();
+  std::printf(
+      "klines/latest over %d symbols (%zu bytes): p50 %.2f ms  p99 %.2f ms  (%d requests)\n",
+      o.symbols, latest_bytes, klined::bench::Percentile(latest, 0.5),
+      klined::bench::Percentile(latest, 0.99), o.latest_requests);
   return 0;
 }

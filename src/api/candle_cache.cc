@@ -10,11 +10,11 @@
 namespace klined::api {
 namespace {
 
-constexpr size_t kSeenKeys = 4096;       // keys remembered as missed once
-constexpr size_t kMaxPending = 10000;    // messages kept while one entry is being read
-constexpr int64_t kRetryFailedMs = 1000;  // after a read that failed (Redis down)
+constexpr size_t kSeenKeys = 4096;          // keys remembered as missed once
+constexpr size_t kMaxPending = 10000;       // messages kept while one entry is being read
+constexpr int64_t kRetryFailedMs = 1000;    // after a read that failed (Redis down)
 constexpr int64_t kRetryUnusableMs = 5000;  // after a read whose rows could not be cached
-constexpr size_t kEntryOverhead = 256;   // bytes an entry costs besides its rows
+constexpr size_t kEntryOverhead = 256;      // bytes an entry costs besides its rows
 constexpr size_t kPageOverhead = 128;
 
 std::string KeyOf(std::string_view symbol, Interval iv) {
@@ -60,11 +60,11 @@ struct CandleCache::Entry {
   std::string key;
   std::string symbol;
   Interval interval = Interval::k1m;
-  bool live = false;     // Redis confirmed the subscription
-  bool loading = false;  // a request owns its read (subscription wait, then snapshot)
-  bool ready = false;    // rows hold the run (see DESIGN)
-  bool removed = false;  // evicted: a read in flight is void
-  bool at_seam = false;  // rows start at the oldest candle Redis holds
+  bool live = false;        // Redis confirmed the subscription
+  bool loading = false;     // a request owns its read (subscription wait, then snapshot)
+  bool ready = false;       // rows hold the run (see DESIGN)
+  bool removed = false;     // evicted: a read in flight is void
+  bool at_seam = false;     // rows start at the oldest candle Redis holds
   uint64_t generation = 0;  // Lost and Drop bump it: a read in flight is void
   int64_t retry_at_ms = 0;
   std::deque<Row> rows;
@@ -72,7 +72,7 @@ struct CandleCache::Entry {
   // asked over and over): one copy instead of a row-by-row composition. Any change clears it.
   std::string memo_query;
   std::string memo_body;
-  size_t memo_bytes = 0;  // counted in bytes
+  size_t memo_bytes = 0;                                // counted in bytes
   std::vector<std::pair<Candle, std::string>> pending;  // messages during the read
   size_t bytes = kEntryOverhead;
   std::list<Lru>::iterator lru;
@@ -89,8 +89,7 @@ struct CandleCache::Page {
 CandleCache::CandleCache(CacheOptions options, Subscriptions* subscriptions)
     : options_(std::move(options)),
       subscriptions_(subscriptions),
-      jitter_(static_cast<uint32_t>(
-          std::chrono::steady_clock::now().time_since_epoch().count())) {}
+      jitter_(static_cast<uint32_t>(std::chrono::steady_clock::now().time_since_epoch().count())) {}
 
 CandleCache::~CandleCache() {
   std::lock_guard<std::mutex> lock(mu_);
@@ -227,8 +226,8 @@ void CandleCache::Load(std::unique_lock<std::mutex>& lock, const std::shared_ptr
     }
   }
   // All of history read: the run starts at the seam.
-  const bool at_seam = usable && part.range_members < options_.rows &&
-                       rows.front().open_time == part.seam;
+  const bool at_seam =
+      usable && part.range_members < options_.rows && rows.front().open_time == part.seam;
   while (rows.size() > options_.rows) rows.pop_front();
 
   lock.lock();
@@ -324,9 +323,9 @@ CandleCache::Answer CandleCache::FromEntry(std::unique_lock<std::mutex>& lock, c
     return ReadStatus::kOk;
   };
   std::vector<const Row*> rows;
-  const ReadStatus s = Stitch<const Row*>(q, &current, e->rows.front().open_time,
-                                          std::span<const Row* const>(view), view.size(),
-                                          OpenOf, fetch, &rows);
+  const ReadStatus s =
+      Stitch<const Row*>(q, &current, e->rows.front().open_time, std::span<const Row* const>(view),
+                         view.size(), OpenOf, fetch, &rows);
   if (s == ReadStatus::kOk) {
     Compose(rows, body);
     if (!used_page) {
@@ -459,10 +458,9 @@ ReadStatus CandleCache::FromSource(const RangeQuery& q, CacheSource* source, std
     return PageRows(source, q.symbol, q.interval, lo, hi, limit, newest_first, &pages, out);
   };
   std::vector<const Row*> rows;
-  const ReadStatus s =
-      Stitch<const Row*>(q, current_ptr ? &current_ptr : nullptr, part.seam,
-                         std::span<const Row* const>(view), part.range_members, OpenOf, fetch,
-                         &rows);
+  const ReadStatus s = Stitch<const Row*>(q, current_ptr ? &current_ptr : nullptr, part.seam,
+                                          std::span<const Row* const>(view), part.range_members,
+                                          OpenOf, fetch, &rows);
   if (s == ReadStatus::kOk) Compose(rows, body);
   return s;
 }
@@ -518,7 +516,8 @@ ReadStatus CandleCache::Klines(const RangeQuery& q, CacheSource* source, std::st
 void CandleCache::Deliver(std::shared_ptr<const SymbolEvents> events) {
   std::vector<std::pair<std::string, Row>> rows;  // formatted without the lock
   rows.reserve(events->candles.size());
-  for (const Candle& c : events->candles) rows.emplace_back(KeyOf(events->symbol, c.interval), RowOf(c));
+  for (const Candle& c : events->candles)
+    rows.emplace_back(KeyOf(events->symbol, c.interval), RowOf(c));
   std::lock_guard<std::mutex> lock(mu_);
   for (size_t i = 0; i < rows.size(); ++i) {
     auto it = entries_.find(rows[i].first);

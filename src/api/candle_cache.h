@@ -78,14 +78,14 @@ class Subscriptions {
 
 // Counters (any thread; relaxed).
 struct CacheStats {
-  std::atomic<uint64_t> hits{0};          // klines answered with no Redis read
-  std::atomic<uint64_t> misses{0};        // klines that read Redis
-  std::atomic<uint64_t> page_hits{0};     // MySQL ranges answered from a page
-  std::atomic<uint64_t> page_misses{0};   // MySQL ranges read from MySQL
-  std::atomic<uint64_t> waits{0};         // requests that waited for another's read
-  std::atomic<uint64_t> loads{0};         // entries read from Redis
-  std::atomic<uint64_t> evictions{0};     // entries and pages dropped for bytes
-  std::atomic<uint64_t> invalidations{0}; // entries dropped: a gap in the stream, Lost, bad rows
+  std::atomic<uint64_t> hits{0};           // klines answered with no Redis read
+  std::atomic<uint64_t> misses{0};         // klines that read Redis
+  std::atomic<uint64_t> page_hits{0};      // MySQL ranges answered from a page
+  std::atomic<uint64_t> page_misses{0};    // MySQL ranges read from MySQL
+  std::atomic<uint64_t> waits{0};          // requests that waited for another's read
+  std::atomic<uint64_t> loads{0};          // entries read from Redis
+  std::atomic<uint64_t> evictions{0};      // entries and pages dropped for bytes
+  std::atomic<uint64_t> invalidations{0};  // entries dropped: a gap in the stream, Lost, bad rows
   std::atomic<uint64_t> bytes{0};
   std::atomic<uint64_t> entries{0};
   std::atomic<uint64_t> pages{0};
@@ -136,8 +136,7 @@ class CandleCache : public EventSink {
   // MySQL rows of [lo, hi] through the page cache; *held keeps them alive.
   ReadStatus PageRows(CacheSource* source, std::string_view symbol, Interval iv, int64_t lo,
                       int64_t hi, size_t limit, bool newest_first,
-                      std::vector<std::shared_ptr<const Page>>* held,
-                      std::vector<const Row*>* out);
+                      std::vector<std::shared_ptr<const Page>>* held, std::vector<const Row*>* out);
   // A fresh page answers (a hit): *held keeps it, *out points at its rows. Lock held.
   void UsePage(const std::string& key, const std::shared_ptr<Page>& page,
                std::vector<std::shared_ptr<const Page>>* held, std::vector<const Row*>* out);

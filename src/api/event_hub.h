@@ -132,7 +132,7 @@ class EventHub {
   // SUNSUBSCRIBEs sent whose reply has not come back, per symbol: a subscription confirmed
   // before them may be undone by them, so it confirms nothing.
   std::unordered_map<std::string, uint32_t> unsubscribing_;
-  int wake_fd_ = -1;  // eventfd: Want/Unwant/Stop end the hub's poll
+  int wake_fd_ = -1;     // eventfd: Want/Unwant/Stop end the hub's poll
   void* ctx_ = nullptr;  // redisContext*
   std::thread thread_;
   bool started_ = false;

@@ -12,7 +12,7 @@
 namespace klined::api {
 namespace {
 
-constexpr size_t kWeightClients = 100000;       // distinct IPs a thread tracks per minute
+constexpr size_t kWeightClients = 100000;         // distinct IPs a thread tracks per minute
 constexpr size_t kMaxPageFileBytes = 8u << 20;    // chart page assets
 constexpr size_t kMaxPageCacheBytes = 32u << 20;  // of them kept in memory, per API thread
 

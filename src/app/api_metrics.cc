@@ -113,7 +113,8 @@ class ApiCollector : public prometheus::Collectable {
     add("klined_api_pubsub_symbols", "Symbols this instance is subscribed to", G,
         double(s.pubsub_symbols));
     auto labelled = [&family](const char* name, const char* help, MetricType type,
-                              const char* label, std::initializer_list<std::pair<const char*, uint64_t>> values) {
+                              const char* label,
+                              std::initializer_list<std::pair<const char*, uint64_t>> values) {
       MetricFamily& f = family(name, help, type);
       for (const auto& [value, n] : values) {
         ClientMetric m;

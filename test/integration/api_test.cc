@@ -795,8 +795,7 @@ namespace {
 // cache has caught up with the writes whose messages are on their way (a few ms): polled for
 // up to 3 s. A stale cache never catches up.
 bool RestMatches(int api_port, const std::vector<RefTrade>& trades, const std::string& sym,
-                 const std::string& iv, int64_t len, const std::string& query,
-                 std::string* last) {
+                 const std::string& iv, int64_t len, const std::string& query, std::string* last) {
   const auto until = std::chrono::steady_clock::now() + seconds(3);
   while (true) {
     const std::vector<std::string> rows = Rows(
@@ -820,8 +819,9 @@ bool RestMatches(int api_port, const std::vector<RefTrade>& trades, const std::s
 
 }  // namespace
 
-TEST_CASE("api cache: hits equal the independent computation through trades, late trades, "
-          "re-carries and a lost subscriber") {
+TEST_CASE(
+    "api cache: hits equal the independent computation through trades, late trades, "
+    "re-carries and a lost subscriber") {
   const int api_port = kt::FreePort();
   Stack stack(false, ApiTail(api_port, "  weight_per_minute: 0\n") + "intervals: [1s, 1m]\n");
   auto klined = stack.StartKlined("klined");
@@ -867,7 +867,8 @@ TEST_CASE("api cache: hits equal the independent computation through trades, lat
   // been missed) and reads Redis again once resubscribed.
   kt::RedisClient rc = stack.redis.Connect();
   rc.Command({"CLIENT", "KILL", "TYPE", "pubsub"});
-  const std::vector<RefTrade> after = LiveTrades(&producer, "BTCUSDT", trades.back().id + 1, 3, 50, &rng);
+  const std::vector<RefTrade> after =
+      LiveTrades(&producer, "BTCUSDT", trades.back().id + 1, 3, 50, &rng);
   trades.insert(trades.end(), after.begin(), after.end());
   REQUIRE(stack.WaitForWatermarks(LastIds(trades), seconds(30)));
   check_all("after the subscriber's reconnect");

@@ -247,11 +247,21 @@ RangeQuery Random(std::mt19937_64* rng, int64_t first, int64_t last) {
   const int64_t span = (last - first) / kMin + 3;
   auto at = [&] { return first + (static_cast<int64_t>((*rng)() % span) - 1) * kMin; };
   switch ((*rng)() % 5) {
-    case 0: break;  // the newest
-    case 1: q.start_ms = at(); break;
-    case 2: q.end_ms = at(); break;
-    case 3: q.start_ms = at(); q.end_ms = *q.start_ms + static_cast<int64_t>((*rng)() % 40) * kMin; break;
-    default: q.start_ms = 0; break;  // paging forward from 0
+    case 0:
+      break;  // the newest
+    case 1:
+      q.start_ms = at();
+      break;
+    case 2:
+      q.end_ms = at();
+      break;
+    case 3:
+      q.start_ms = at();
+      q.end_ms = *q.start_ms + static_cast<int64_t>((*rng)() % 40) * kMin;
+      break;
+    default:
+      q.start_ms = 0;
+      break;  // paging forward from 0
   }
   static constexpr size_t kLimits[] = {1, 2, 5, 17, 60, 150, 500, 1000};
   q.limit = kLimits[(*rng)() % 8];
@@ -283,12 +293,24 @@ TEST_CASE("cache: property: every answer equals the rules over the whole series,
     std::string body;
     for (int step = 0; step < 3000; ++step) {
       switch (rng() % 10) {
-        case 0: Publish(&cache, "BTCUSDT", model.Rollover(1)); break;
-        case 1: Publish(&cache, "BTCUSDT", model.Rollover(1 + int(rng() % 4))); break;
-        case 2: Publish(&cache, "BTCUSDT", model.Late(rng() % 12)); break;
-        case 3: model.Trim(); break;
-        case 4: if (rng() % 50 == 0) cache.Lost(), cache.Subscribed("BTCUSDT"); break;
-        default: Publish(&cache, "BTCUSDT", model.Trade()); break;
+        case 0:
+          Publish(&cache, "BTCUSDT", model.Rollover(1));
+          break;
+        case 1:
+          Publish(&cache, "BTCUSDT", model.Rollover(1 + int(rng() % 4)));
+          break;
+        case 2:
+          Publish(&cache, "BTCUSDT", model.Late(rng() % 12));
+          break;
+        case 3:
+          model.Trim();
+          break;
+        case 4:
+          if (rng() % 50 == 0) cache.Lost(), cache.Subscribed("BTCUSDT");
+          break;
+        default:
+          Publish(&cache, "BTCUSDT", model.Trade());
+          break;
       }
       const RangeQuery q = Random(&rng, kT0, model.CurrentOpen());
       CAPTURE(step);
@@ -300,9 +322,9 @@ TEST_CASE("cache: property: every answer equals the rules over the whole series,
       subs.Join();
     }
     MESSAGE("history " << history_limit << ": hits " << cache.stats().hits.load() << ", misses "
-                       << cache.stats().misses.load() << ", page hits " << cache.stats().page_hits.load()
-                       << ", Redis reads " << model.redis_reads.load() << ", MySQL reads "
-                       << model.mysql_reads.load());
+                       << cache.stats().misses.load() << ", page hits "
+                       << cache.stats().page_hits.load() << ", Redis reads "
+                       << model.redis_reads.load() << ", MySQL reads " << model.mysql_reads.load());
     // Queries are spread over the whole series: those reaching below a run that does not
     // start at the seam read Redis (more of them the shorter the run).
     CHECK(cache.stats().hits.load() > (rows >= 1000 ? 2000u : 300u));
@@ -385,7 +407,8 @@ TEST_CASE("cache: bytes stay within the bound; the least recently used go, unsub
     }
   }
   MESSAGE("peak " << peak << " bytes of a " << bound << " bound; entries "
-                  << cache.stats().entries.load() << ", evictions " << cache.stats().evictions.load());
+                  << cache.stats().entries.load() << ", evictions "
+                  << cache.stats().evictions.load());
   // An entry of 1000 rows is ~200 KB: at most the bound plus the entry being added.
   CHECK(peak <= bound + (250u << 10));
   CHECK(cache.stats().bytes.load() <= bound);
