@@ -3,7 +3,7 @@
 # stack (bench/e2e_bench) across shard and symbol counts, RUNS times each, reported as
 # medians with the machine and the exact commands. Figures go to docs/benchmarks.md.
 #   RUNS=3          repetitions per end-to-end configuration
-#   QUICK=1         core micro-benchmarks and one end-to-end configuration only
+#   QUICK=1         core micro-benchmarks, one end-to-end configuration, the smaller API runs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -89,3 +89,16 @@ for c, rs in runs.items():
 print("\nlatency and replaced-design run (--symbols 1000 --shards 2 --rate 100000):")
 print("\n".join(extra))
 PY
+
+# The market-data API (docs/benchmarks.md, "FLUSH and its publish", "Market-data API",
+# "WebSocket fan-out"); each prints its own figures and ratios.
+echo
+for cmd in "$BUILD/bench/flush_bench --rounds 11" "$BUILD/bench/api_bench" \
+           "$BUILD/bench/ws_bench --connections 2000 --rate 10000"; do
+  echo "command: $cmd"
+  $cmd 2>&1 | grep -v "^20[0-9][0-9]-"
+done
+if [ "${QUICK:-0}" != 1 ]; then
+  echo "command: $BUILD/bench/ws_bench"
+  "$BUILD/bench/ws_bench" 2>&1 | grep -v "^20[0-9][0-9]-"
+fi
