@@ -76,34 +76,6 @@ Candle Bucket(int64_t open, int64_t i) {
   return c;
 }
 
-void Check(redisReply* r) {
-  if (r == nullptr || r->type == REDIS_REPLY_ERROR) {
-    std::fprintf(stderr, "api_bench: Redis: %s\n", r ? r->str : "no reply");
-    std::exit(1);
-  }
-  freeReplyObject(r);
-}
-
-void Pipeline(redisContext* c, const std::vector<std::vector<std::string>>& cmds) {
-  for (const auto& argv : cmds) {
-    std::vector<const char*> a;
-    std::vector<size_t> l;
-    for (const std::string& s : argv) {
-      a.push_back(s.data());
-      l.push_back(s.size());
-    }
-    redisAppendCommandArgv(c, static_cast<int>(a.size()), a.data(), l.data());
-  }
-  for (size_t i = 0; i < cmds.size(); ++i) {
-    void* r = nullptr;
-    if (redisGetReply(c, &r) != REDIS_OK) {
-      std::fprintf(stderr, "api_bench: Redis connection lost\n");
-      std::exit(1);
-    }
-    Check(static_cast<redisReply*>(r));
-  }
-}
-
 std::string Sym(int i) { return i == 0 ? "BTCUSDT" : "S" + std::to_string(i) + "USDT"; }
 
 // Redis: every symbol known with a current 1m candle; BTCUSDT with 999 closed ones below it.
@@ -117,7 +89,7 @@ void Fill(const kt::RedisServer& redis, const kt::MariaDbServer& mysql, const Op
     cmds.push_back({"SET", "kline:{" + Sym(i) + "}:1m",
                     klined::CandleJson(Bucket(now_open, i), Sym(i), false)});
     if (cmds.size() >= 2000) {
-      Pipeline(c, cmds);
+      klined::bench::Pipeline(c, cmds, "api_bench");
       cmds.clear();
     }
   }
@@ -128,7 +100,7 @@ void Fill(const kt::RedisServer& redis, const kt::MariaDbServer& mysql, const Op
     zadd.push_back(klined::CandleJson(Bucket(t, k), "BTCUSDT", true));
   }
   cmds.push_back(zadd);
-  Pipeline(c, cmds);
+  klined::bench::Pipeline(c, cmds, "api_bench");
   redisFree(c);
 
   MYSQL* m = mysql_init(nullptr);

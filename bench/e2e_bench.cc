@@ -34,6 +34,8 @@
 #include <thread>
 #include <vector>
 
+#include "base/clock.h"
+#include "bench_util.h"
 #include "http_get.h"
 #include "kafka_broker.h"
 #include "mariadb_server.h"
@@ -60,12 +62,6 @@ struct Options {
 };
 
 double Secs(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
-
-int64_t WallMs() {
-  return std::chrono::duration_cast<milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 std::string SymbolName(int i, char prefix = 'S') {
   char b[32];
@@ -265,18 +261,6 @@ return 1
   return rate;
 }
 
-// A field of /proc/PID/status ("VmHWM" -> "123456 kB"), "?" when absent.
-std::string ProcStatus(pid_t pid, const std::string& field) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  for (std::string line; std::getline(in, line);) {
-    if (line.rfind(field + ":", 0) == 0) {
-      const size_t v = line.find_first_not_of(" \t", field.size() + 1);
-      return v == std::string::npos ? "?" : line.substr(v);
-    }
-  }
-  return "?";
-}
-
 std::string Scrape(int port) { return "\n" + kt::HttpGet(port, "/metrics"); }
 
 // True once every symbol's watermark in Redis reached last_ids (pipelined GETs).
@@ -356,7 +340,7 @@ int main(int argc, char** argv) {
   rd_kafka_t* prod = MakeProducer(broker.bootstrap(), "20");
   std::string msg;
   const int64_t span_ms = int64_t{o.span_seconds} * 1000;
-  const int64_t t0 = WallMs() - span_ms - 1000;
+  const int64_t t0 = klined::WallMs() - span_ms - 1000;
   auto fill_start = Clock::now();
   for (int64_t i = 0; i < o.trades; ++i) {
     const int s = gen.Next(t0 + i * span_ms / o.trades, &msg);
@@ -388,18 +372,19 @@ int main(int argc, char** argv) {
   const int metrics_port = kt::FreePort();
   const auto config = dir / "klined.yaml";
   kt::WriteFile(
-      config,
-      "kafka:\n  brokers: \"" + broker.bootstrap() + "\"\n  group: bench\n" +
-          ExtraYaml("KLINED_BENCH_KAFKA", "  ") +
-          "  properties:\n    session.timeout.ms: \"6000\"\n"
-          "    heartbeat.interval.ms: \"500\"\n" +
-          ExtraYaml("KLINED_BENCH_KAFKA_PROPS", "    ", true) + "redis:\n  address: \"" +
-          redis.address() + "\"\nmysql:\n  port: " + std::to_string(mysql.port()) +
-          "\n  user: " + mysql.user() + "\n  password: \"" + mysql.password() +
-          "\"\n  database: " + mysql.database() + "\nshards: " + std::to_string(o.shards) + "\n" +
-          ExtraYaml("KLINED_BENCH_CONFIG", "") + "\napi:\n  listen: \"127.0.0.1:0\"\nmetrics:\n  listen: \"127.0.0.1:" +
-          std::to_string(metrics_port) + "\"\nlog:\n  level: " +
-          (std::getenv("KLINED_BENCH_LOG") ? std::getenv("KLINED_BENCH_LOG") : "warn") + "\n");
+      config, "kafka:\n  brokers: \"" + broker.bootstrap() + "\"\n  group: bench\n" +
+                  ExtraYaml("KLINED_BENCH_KAFKA", "  ") +
+                  "  properties:\n    session.timeout.ms: \"6000\"\n"
+                  "    heartbeat.interval.ms: \"500\"\n" +
+                  ExtraYaml("KLINED_BENCH_KAFKA_PROPS", "    ", true) + "redis:\n  address: \"" +
+                  redis.address() + "\"\nmysql:\n  port: " + std::to_string(mysql.port()) +
+                  "\n  user: " + mysql.user() + "\n  password: \"" + mysql.password() +
+                  "\"\n  database: " + mysql.database() + "\nshards: " + std::to_string(o.shards) +
+                  "\n" + ExtraYaml("KLINED_BENCH_CONFIG", "") +
+                  "\napi:\n  listen: \"127.0.0.1:0\"\nmetrics:\n  listen: \"127.0.0.1:" +
+                  std::to_string(metrics_port) + "\"\nlog:\n  level: " +
+                  (std::getenv("KLINED_BENCH_LOG") ? std::getenv("KLINED_BENCH_LOG") : "warn") +
+                  "\n");
   const char* build = std::getenv("KLINED_BUILD");
   kt::Subprocess klined(std::string(build ? build : "build") + "/src/app/klined",
                         {"--config", config.string()},
@@ -456,7 +441,8 @@ int main(int argc, char** argv) {
   std::printf("consumer waits for a free shard batch (back-pressure): %.0f\n",
               kt::MetricSum(metrics, "klined_backpressure_waits_total"));
   std::printf("klined memory after the catch-up: peak RSS %s, RSS %s\n",
-              ProcStatus(klined.pid(), "VmHWM").c_str(), ProcStatus(klined.pid(), "VmRSS").c_str());
+              klined::bench::ProcStatus(klined.pid(), "VmHWM").c_str(),
+              klined::bench::ProcStatus(klined.pid(), "VmRSS").c_str());
 
   // 3. latency at a steady rate: the produce time of every trade of 8 sampled symbols
   //    (their own names, prefix L), and when the sampler first sees its id in Redis.
@@ -555,7 +541,7 @@ int main(int argc, char** argv) {
       const int64_t due =
           static_cast<int64_t>(Secs(Clock::now() - start) * static_cast<double>(o.rate));
       for (; n < due; ++n) {
-        const int s = lat_gen.Next(WallMs(), &msg);
+        const int s = lat_gen.Next(klined::WallMs(), &msg);
         if (s < kSampled) {
           const int64_t id = lat_gen.last_ids()[static_cast<size_t>(s)];
           if (static_cast<size_t>(id) < cap) {

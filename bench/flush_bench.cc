@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench_util.h"
 #include "io/redis/lua_scripts.h"
 #include "redis_server.h"
 
@@ -40,40 +41,9 @@ std::string CandleJson(const std::string& sym, const char* iv, long long t) {
 }
 
 redisReply* Command(redisContext* c, const std::vector<std::string>& argv) {
-  std::vector<const char*> a;
-  std::vector<size_t> l;
-  for (const std::string& s : argv) {
-    a.push_back(s.data());
-    l.push_back(s.size());
-  }
-  return static_cast<redisReply*>(
-      redisCommandArgv(c, static_cast<int>(a.size()), a.data(), l.data()));
-}
-
-// Pipelines `calls` commands, reads every reply; aborts on an error reply.
-void Run(redisContext* c, const std::vector<std::vector<std::string>>& calls) {
-  for (const auto& argv : calls) {
-    std::vector<const char*> a;
-    std::vector<size_t> l;
-    for (const std::string& s : argv) {
-      a.push_back(s.data());
-      l.push_back(s.size());
-    }
-    redisAppendCommandArgv(c, static_cast<int>(a.size()), a.data(), l.data());
-  }
-  for (size_t i = 0; i < calls.size(); ++i) {
-    void* r = nullptr;
-    if (redisGetReply(c, &r) != REDIS_OK) {
-      std::fprintf(stderr, "flush_bench: connection error\n");
-      std::exit(1);
-    }
-    auto* rep = static_cast<redisReply*>(r);
-    if (rep->type == REDIS_REPLY_ERROR) {
-      std::fprintf(stderr, "flush_bench: %s\n", rep->str);
-      std::exit(1);
-    }
-    freeReplyObject(rep);
-  }
+  klined::bench::AppendArgv(c, argv);
+  void* r = nullptr;
+  return redisGetReply(c, &r) == REDIS_OK ? static_cast<redisReply*>(r) : nullptr;
 }
 
 // usec per call of one command from INFO commandstats (e.g. "evalsha"), and the call count.
@@ -165,7 +135,7 @@ int main(int argc, char** argv) {
   // Redis time per call of a variant: the change of its command's usec / calls over a round.
   auto measure = [&](const std::vector<std::vector<std::string>>& calls, const char* cmd) {
     const auto before = Stat(c, cmd);
-    Run(c, calls);
+    klined::bench::Pipeline(c, calls, "flush_bench");
     const auto after = Stat(c, cmd);
     return (after.first - before.first) / (after.second - before.second);
   };
@@ -181,13 +151,7 @@ int main(int argc, char** argv) {
       std::vector<std::string> cmd = {"SSUBSCRIBE"};
       for (int s = 0; s < symbols; ++s)
         cmd.push_back("kline:{SYM" + std::to_string(s) + "USDT}:events");
-      std::vector<const char*> a;
-      std::vector<size_t> l;
-      for (const std::string& x : cmd) {
-        a.push_back(x.data());
-        l.push_back(x.size());
-      }
-      redisAppendCommandArgv(sub, static_cast<int>(a.size()), a.data(), l.data());
+      klined::bench::AppendArgv(sub, cmd);
       reader = std::thread([sub, &stop] {
         while (!stop.load()) {
           void* r = nullptr;

@@ -25,6 +25,8 @@
 #include <thread>
 #include <vector>
 
+#include "base/clock.h"
+#include "bench_util.h"
 #include "http_get.h"
 #include "kafka_broker.h"
 #include "klined/candle.h"
@@ -50,12 +52,6 @@ struct Options {
   int shards = 2;
   int partitions = 16;
 };
-
-int64_t WallMs() {
-  return std::chrono::duration_cast<milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 std::string SymbolName(int i) {
   char b[32];
@@ -101,7 +97,7 @@ void Populate(const kt::RedisServer& redis, const Options& o, bool with_history)
       {}};
   redisContext* rc = redisConnect("127.0.0.1", redis.port());
   Check(rc, "connect");
-  const int64_t now = WallMs();
+  const int64_t now = klined::WallMs();
   const int64_t start = now - now % 60000 - int64_t{o.history} * 60000;
   std::mt19937_64 rng(7);
   size_t pending = 0;
@@ -141,13 +137,7 @@ void Populate(const kt::RedisServer& redis, const Options& o, bool with_history)
     }
     for (const auto* argv : {&cmd, &zadd}) {
       if (argv->size() <= 2) continue;
-      std::vector<const char*> a;
-      std::vector<size_t> l;
-      for (const std::string& x : *argv) {
-        a.push_back(x.data());
-        l.push_back(x.size());
-      }
-      redisAppendCommandArgv(rc, static_cast<int>(a.size()), a.data(), l.data());
+      klined::bench::AppendArgv(rc, *argv);
       ++pending;
     }
     redisAppendCommand(rc, "SADD kline:symbols %s", sym.c_str());
@@ -191,7 +181,7 @@ Timing TimeRestart(const kt::RedisServer& redis, const kt::MariaDbServer& mysql,
   std::this_thread::sleep_for(seconds(7));
   {
     kt::Producer producer(broker.bootstrap());
-    const int64_t now = WallMs();
+    const int64_t now = klined::WallMs();
     for (int i = 0; i < o.symbols; ++i) {
       const std::string sym = SymbolName(i);
       producer.Produce("trades", sym,
@@ -211,8 +201,8 @@ Timing TimeRestart(const kt::RedisServer& redis, const kt::MariaDbServer& mysql,
                   redis.address() + "\"\nmysql:\n  port: " + std::to_string(mysql.port()) +
                   "\n  user: " + mysql.user() + "\n  password: \"" + mysql.password() +
                   "\"\n  database: " + mysql.database() + "\nshards: " + std::to_string(o.shards) +
-                  "\napi:\n  listen: \"127.0.0.1:0\"\nmetrics:\n  listen: \"127.0.0.1:" + std::to_string(metrics_port) +
-                  "\"\nlog:\n  level: warn\n");
+                  "\napi:\n  listen: \"127.0.0.1:0\"\nmetrics:\n  listen: \"127.0.0.1:" +
+                  std::to_string(metrics_port) + "\"\nlog:\n  level: warn\n");
   const char* build = std::getenv("KLINED_BUILD");
   const double cpu_before = RedisCpu(redis);
   const auto spawned = Clock::now();

@@ -39,6 +39,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "base/clock.h"
 #include "bench_util.h"
 #include "http_get.h"
 #include "kafka_broker.h"
@@ -74,12 +75,6 @@ std::string Sym(int i) { return "S" + std::to_string(i) + "USDT"; }
 
 double NowUs() {
   return std::chrono::duration<double, std::micro>(Clock::now().time_since_epoch()).count();
-}
-
-int64_t WallMs() {
-  return std::chrono::duration_cast<milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
 }
 
 // The value of "k":<value> in a flat JSON object (numbers and strings, no nesting needed).
@@ -239,14 +234,7 @@ class Client : public std::enable_shared_from_this<Client> {
   std::atomic<bool> closed_{false};
 };
 
-long RssKiB(int pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::atol(line.c_str() + 6);
-  }
-  return 0;
-}
+long RssKiB(int pid) { return std::atol(klined::bench::ProcStatus(pid, "VmRSS").c_str()); }
 
 // CPU seconds of each thread of `pid`, by thread name (summed over threads of one name).
 std::map<std::string, double> ThreadCpu(int pid) {
@@ -328,8 +316,9 @@ int main(int argc, char** argv) {
     const int64_t id = next_id[static_cast<size_t>(s)]++;
     producer.Produce("trades", sym,
                      "{\"s\":\"" + sym + "\",\"t\":" + std::to_string(id) + ",\"p\":\"" +
-                         std::to_string(1000 + id % 50) + ".5\",\"q\":\"0.25\",\"T\":" +
-                         std::to_string(WallMs()) + ",\"m\":" + (id % 2 ? "true" : "false") + "}");
+                         std::to_string(1000 + id % 50) +
+                         ".5\",\"q\":\"0.25\",\"T\":" + std::to_string(klined::WallMs()) +
+                         ",\"m\":" + (id % 2 ? "true" : "false") + "}");
   };
   for (int s = 0; s < o.symbols; ++s) produce(s);
   producer.Flush(seconds(60));
@@ -352,13 +341,7 @@ int main(int argc, char** argv) {
     redisContext* c = redisConnect(redis.host().c_str(), redis.port());
     std::vector<std::string> cmd = {"SSUBSCRIBE"};
     for (int s = 0; s < o.symbols; ++s) cmd.push_back("kline:{" + Sym(s) + "}:events");
-    std::vector<const char*> a;
-    std::vector<size_t> l;
-    for (const std::string& x : cmd) {
-      a.push_back(x.data());
-      l.push_back(x.size());
-    }
-    redisAppendCommandArgv(c, static_cast<int>(a.size()), a.data(), l.data());
+    klined::bench::AppendArgv(c, cmd);
     while (!stop.load()) {
       void* r = nullptr;
       if (redisGetReply(c, &r) != REDIS_OK) break;
@@ -442,7 +425,7 @@ int main(int argc, char** argv) {
     const double elapsed = std::chrono::duration<double>(Clock::now() - load_start).count();
     if (!measuring.load() && elapsed >= 3) {
       measuring.store(true);
-      window_from_ms = WallMs();
+      window_from_ms = klined::WallMs();
     }
     const int64_t due = static_cast<int64_t>(elapsed * o.rate);
     while (produced < due) {
@@ -452,7 +435,7 @@ int main(int argc, char** argv) {
     }
     std::this_thread::sleep_for(milliseconds(2));
   }
-  window_to_ms = WallMs();
+  window_to_ms = klined::WallMs();
   const std::map<std::string, double> cpu_after = ThreadCpu(klined.pid());
   const double redis_cpu = ProcessCpu(redis.process().pid()) - redis_cpu_before;
   const std::map<std::string, double> self_after = ThreadCpu(getpid());

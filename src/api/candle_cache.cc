@@ -5,6 +5,7 @@
 #include <chrono>
 
 #include "api/rest_format.h"
+#include "base/clock.h"
 #include "base/log.h"
 
 namespace klined::api {
@@ -16,13 +17,6 @@ constexpr int64_t kRetryFailedMs = 1000;    // after a read that failed (Redis d
 constexpr int64_t kRetryUnusableMs = 5000;  // after a read whose rows could not be cached
 constexpr size_t kEntryOverhead = 256;      // bytes an entry costs besides its rows
 constexpr size_t kPageOverhead = 128;
-
-std::string KeyOf(std::string_view symbol, Interval iv) {
-  std::string k(symbol);
-  k.push_back('|');
-  k.append(IntervalName(iv));
-  return k;
-}
 
 std::string PageKey(std::string_view entry_key, int64_t lo, int64_t hi, size_t limit,
                     bool newest_first) {
@@ -97,15 +91,14 @@ CandleCache::~CandleCache() {
   cv_.notify_all();
 }
 
-int64_t CandleCache::NowMs() const {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
 void CandleCache::Account(int64_t delta) {
   bytes_ = static_cast<size_t>(static_cast<int64_t>(bytes_) + delta);
   stats_.bytes.store(bytes_, std::memory_order_relaxed);
+}
+
+void CandleCache::Charge(Entry* e, int64_t delta) {
+  e->bytes = static_cast<size_t>(static_cast<int64_t>(e->bytes) + delta);
+  Account(delta);
 }
 
 void CandleCache::Touch(std::list<Lru>::iterator* at, bool page, const std::string& key) {
@@ -142,8 +135,7 @@ void CandleCache::ClearMemo(Entry* e) {
   if (e->memo_bytes == 0) return;
   e->memo_body = std::string();
   e->memo_query = std::string();
-  e->bytes -= e->memo_bytes;
-  Account(-static_cast<int64_t>(e->memo_bytes));
+  Charge(e, -static_cast<int64_t>(e->memo_bytes));
   e->memo_bytes = 0;
 }
 
@@ -152,8 +144,7 @@ void CandleCache::Drop(Entry* e) {
   int64_t freed = 0;
   for (const Row& r : e->rows) freed += static_cast<int64_t>(RowBytes(r));
   e->rows.clear();
-  e->bytes -= static_cast<size_t>(freed);
-  Account(-freed);
+  Charge(e, -freed);
   e->ready = false;
   e->at_seam = false;
   ++e->generation;
@@ -169,14 +160,10 @@ void CandleCache::Apply(Entry* e, const Candle& c, std::string text) {
       stats_.invalidations.fetch_add(1, std::memory_order_relaxed);
       return Drop(e);
     }
-    Row& r = e->rows.emplace_back(Row{t, std::move(text)});
-    e->bytes += RowBytes(r);
-    Account(static_cast<int64_t>(RowBytes(r)));
+    Charge(e, static_cast<int64_t>(RowBytes(e->rows.emplace_back(Row{t, std::move(text)}))));
     while (e->rows.size() > options_.rows) {
-      const int64_t b = static_cast<int64_t>(RowBytes(e->rows.front()));
+      Charge(e, -static_cast<int64_t>(RowBytes(e->rows.front())));
       e->rows.pop_front();
-      e->bytes -= static_cast<size_t>(b);
-      Account(-b);
       e->at_seam = false;
     }
     return;
@@ -198,9 +185,7 @@ void CandleCache::Apply(Entry* e, const Candle& c, std::string text) {
   }
   const int64_t before = static_cast<int64_t>(RowBytes(*it));
   it->text = std::move(text);
-  const int64_t delta = static_cast<int64_t>(RowBytes(*it)) - before;
-  e->bytes = static_cast<size_t>(static_cast<int64_t>(e->bytes) + delta);
-  Account(delta);
+  Charge(e, static_cast<int64_t>(RowBytes(*it)) - before);
 }
 
 void CandleCache::Load(std::unique_lock<std::mutex>& lock, const std::shared_ptr<Entry>& e,
@@ -235,11 +220,11 @@ void CandleCache::Load(std::unique_lock<std::mutex>& lock, const std::shared_ptr
   cv_.notify_all();
   if (e->removed || e->generation != generation || !usable) {
     if (status != ReadStatus::kOk) {
-      e->retry_at_ms = NowMs() + kRetryFailedMs;
+      e->retry_at_ms = MonotonicMs() + kRetryFailedMs;
     } else if (!usable) {
       // A corrupt member, a gap, no current candle: serve it from Redis for a while.
       stats_.invalidations.fetch_add(1, std::memory_order_relaxed);
-      e->retry_at_ms = NowMs() + kRetryUnusableMs;
+      e->retry_at_ms = MonotonicMs() + kRetryUnusableMs;
       LOG_RATE(kInfo, "api.cache_unusable",
                "symbol=" << symbol << " interval=" << IntervalName(iv)
                          << " detail=\"stored rows are not one gapless run ending with a current "
@@ -251,8 +236,7 @@ void CandleCache::Load(std::unique_lock<std::mutex>& lock, const std::shared_ptr
   int64_t added = 0;
   for (const Row& r : rows) added += static_cast<int64_t>(RowBytes(r));
   e->rows = std::move(rows);
-  e->bytes += static_cast<size_t>(added);
-  Account(added);
+  Charge(e.get(), added);
   e->at_seam = at_seam;
   e->ready = true;
   stats_.loads.fetch_add(1, std::memory_order_relaxed);
@@ -269,22 +253,18 @@ CandleCache::Answer CandleCache::FromEntry(std::unique_lock<std::mutex>& lock, c
                                            Entry* e, CacheSource* source,
                                            std::vector<std::shared_ptr<const Page>>* pages,
                                            std::string* body, ReadStatus* status) {
-  std::string query = std::to_string(q.start_ms.value_or(kMinTime)) + "|" +
-                      std::to_string(q.end_ms.value_or(kMaxTime)) + "|" + std::to_string(q.limit);
+  const int64_t lo = q.start_ms.value_or(kMinTime);
+  const int64_t hi = q.end_ms.value_or(kMaxTime);
+  std::string query = std::to_string(lo) + "|" + std::to_string(hi) + "|" + std::to_string(q.limit);
   if (!e->memo_body.empty() && e->memo_query == query) {
     *body = e->memo_body;
     return Answer::kAnswered;
   }
   // The entry's rows as Stitch's Redis part: the current candle last, the history rows of
   // the range bounded by `limit` from the end the rule reads from.
-  const int64_t lo = q.start_ms.value_or(kMinTime);
-  const int64_t hi = q.end_ms.value_or(kMaxTime);
   const auto hist_end = e->rows.end() - 1;
-  auto first_at_or_after = [&](int64_t t) {
-    return std::lower_bound(e->rows.begin(), hist_end, t,
-                            [](const Row& r, int64_t v) { return r.open_time < v; });
-  };
-  auto from = first_at_or_after(lo);
+  auto from = std::lower_bound(e->rows.begin(), hist_end, lo,
+                               [](const Row& r, int64_t v) { return r.open_time < v; });
   auto to = std::upper_bound(e->rows.begin(), hist_end, hi,
                              [](int64_t v, const Row& r) { return v < r.open_time; });
   std::vector<const Row*> view;
@@ -313,12 +293,10 @@ CandleCache::Answer CandleCache::FromEntry(std::unique_lock<std::mutex>& lock, c
       return ReadStatus::kMysqlDown;
     }
     const std::string key = PageKey(e->key, flo, fhi, limit, newest_first);
-    auto it = pages_.find(key);
-    if (it == pages_.end() || it->second->loading || it->second->expires_ms <= NowMs()) {
+    if (!UseFreshPage(key, pages, out)) {
       need_page.emplace(flo, fhi, limit, newest_first);
       return ReadStatus::kMysqlDown;
     }
-    UsePage(key, it->second, pages, out);
     used_page = true;
     return ReadStatus::kOk;
   };
@@ -333,8 +311,7 @@ CandleCache::Answer CandleCache::FromEntry(std::unique_lock<std::mutex>& lock, c
       e->memo_query = std::move(query);
       e->memo_body = *body;
       e->memo_bytes = e->memo_body.capacity() + e->memo_query.capacity();
-      e->bytes += e->memo_bytes;
-      Account(static_cast<int64_t>(e->memo_bytes));
+      Charge(e, static_cast<int64_t>(e->memo_bytes));
     }
     return Answer::kAnswered;
   }
@@ -350,28 +327,37 @@ CandleCache::Answer CandleCache::FromEntry(std::unique_lock<std::mutex>& lock, c
   return *status == ReadStatus::kOk ? Answer::kRetry : Answer::kFailed;
 }
 
-void CandleCache::UsePage(const std::string& key, const std::shared_ptr<Page>& page,
-                          std::vector<std::shared_ptr<const Page>>* held,
-                          std::vector<const Row*>* out) {
+bool CandleCache::UseFreshPage(const std::string& key,
+                               std::vector<std::shared_ptr<const Page>>* held,
+                               std::vector<const Row*>* out) {
+  auto it = pages_.find(key);
+  if (it == pages_.end() || it->second->loading || it->second->expires_ms <= MonotonicMs()) {
+    return false;
+  }
   stats_.page_hits.fetch_add(1, std::memory_order_relaxed);
-  Touch(&page->lru, true, key);
-  held->push_back(page);
+  Touch(&it->second->lru, true, key);
+  held->push_back(it->second);
   out->clear();
-  for (const Row& r : page->rows) out->push_back(&r);
+  for (const Row& r : it->second->rows) out->push_back(&r);
+  return true;
+}
+
+void CandleCache::ErasePage(std::unordered_map<std::string, std::shared_ptr<Page>>::iterator it) {
+  lru_.erase(it->second->lru);
+  Account(-static_cast<int64_t>(it->second->bytes));
+  pages_.erase(it);
+  stats_.pages.store(pages_.size(), std::memory_order_relaxed);
 }
 
 ReadStatus CandleCache::PageRows(CacheSource* source, std::string_view symbol, Interval iv,
                                  int64_t lo, int64_t hi, size_t limit, bool newest_first,
                                  std::vector<std::shared_ptr<const Page>>* held,
                                  std::vector<const Row*>* out) {
-  const std::string key = PageKey(KeyOf(symbol, iv), lo, hi, limit, newest_first);
+  const std::string key = PageKey(EventKey(symbol, iv), lo, hi, limit, newest_first);
   std::unique_lock<std::mutex> lock(mu_);
   for (int round = 0;; ++round) {
+    if (UseFreshPage(key, held, out)) return ReadStatus::kOk;
     auto it = pages_.find(key);
-    if (it != pages_.end() && !it->second->loading && it->second->expires_ms > NowMs()) {
-      UsePage(key, it->second, held, out);
-      return ReadStatus::kOk;
-    }
     if (it != pages_.end() && it->second->loading && round == 0) {
       stats_.waits.fetch_add(1, std::memory_order_relaxed);
       std::shared_ptr<Page> p = it->second;
@@ -386,11 +372,7 @@ ReadStatus CandleCache::PageRows(CacheSource* source, std::string_view symbol, I
   std::shared_ptr<Page> page;
   auto it = pages_.find(key);
   if (it == pages_.end() || !it->second->loading) {
-    if (it != pages_.end()) {  // expired
-      lru_.erase(it->second->lru);
-      Account(-static_cast<int64_t>(it->second->bytes));
-      pages_.erase(it);
-    }
+    if (it != pages_.end()) ErasePage(it);  // expired
     page = std::make_shared<Page>();
     page->lru = lru_.end();
     Touch(&page->lru, true, key);
@@ -414,12 +396,7 @@ ReadStatus CandleCache::PageRows(CacheSource* source, std::string_view symbol, I
     auto at = pages_.find(key);
     const bool mine = at != pages_.end() && at->second == page;
     if (s != ReadStatus::kOk || !mine) {
-      if (mine) {
-        lru_.erase(page->lru);
-        Account(-static_cast<int64_t>(page->bytes));
-        pages_.erase(at);
-        stats_.pages.store(pages_.size(), std::memory_order_relaxed);
-      }
+      if (mine) ErasePage(at);
     } else {
       page->rows = std::move(result->rows);
       size_t b = kPageOverhead;
@@ -427,7 +404,7 @@ ReadStatus CandleCache::PageRows(CacheSource* source, std::string_view symbol, I
       Account(static_cast<int64_t>(b) - static_cast<int64_t>(page->bytes));
       page->bytes = b;
       std::uniform_real_distribution<double> u(0.8, 1.2);
-      page->expires_ms = NowMs() + static_cast<int64_t>(options_.page_ttl_ms * u(jitter_));
+      page->expires_ms = MonotonicMs() + static_cast<int64_t>(options_.page_ttl_ms * u(jitter_));
       result = page;
       Evict();
     }
@@ -466,7 +443,7 @@ ReadStatus CandleCache::FromSource(const RangeQuery& q, CacheSource* source, std
 }
 
 ReadStatus CandleCache::Klines(const RangeQuery& q, CacheSource* source, std::string* body) {
-  const std::string key = KeyOf(q.symbol, q.interval);
+  const std::string key = EventKey(q.symbol, q.interval);
   std::unique_lock<std::mutex> lock(mu_);
   std::shared_ptr<Entry> e;
   bool read_redis = false;  // this request made the entry's read: not a hit
@@ -483,7 +460,7 @@ ReadStatus CandleCache::Klines(const RangeQuery& q, CacheSource* source, std::st
       read_redis = true;
     } else {
       e->loading = false;
-      e->retry_at_ms = NowMs() + kRetryFailedMs;
+      e->retry_at_ms = MonotonicMs() + kRetryFailedMs;
       cv_.notify_all();
     }
   }
@@ -492,7 +469,7 @@ ReadStatus CandleCache::Klines(const RangeQuery& q, CacheSource* source, std::st
       stats_.waits.fetch_add(1, std::memory_order_relaxed);
       cv_.wait_for(lock, std::chrono::milliseconds(options_.load_wait_ms),
                    [&] { return !e->loading || stopping_; });
-    } else if (e->live && NowMs() >= e->retry_at_ms) {
+    } else if (e->live && MonotonicMs() >= e->retry_at_ms) {
       e->loading = true;
       Load(lock, e, source);
       read_redis = true;
@@ -517,7 +494,7 @@ void CandleCache::Deliver(std::shared_ptr<const SymbolEvents> events) {
   std::vector<std::pair<std::string, Row>> rows;  // formatted without the lock
   rows.reserve(events->candles.size());
   for (const Candle& c : events->candles)
-    rows.emplace_back(KeyOf(events->symbol, c.interval), RowOf(c));
+    rows.emplace_back(EventKey(events->symbol, c.interval), RowOf(c));
   std::lock_guard<std::mutex> lock(mu_);
   for (size_t i = 0; i < rows.size(); ++i) {
     auto it = entries_.find(rows[i].first);
@@ -540,7 +517,7 @@ void CandleCache::Deliver(std::shared_ptr<const SymbolEvents> events) {
 void CandleCache::Subscribed(const std::string& symbol) {
   std::lock_guard<std::mutex> lock(mu_);
   for (Interval iv : kAllIntervals) {
-    auto it = entries_.find(KeyOf(symbol, iv));
+    auto it = entries_.find(EventKey(symbol, iv));
     if (it != entries_.end()) it->second->live = true;
   }
   cv_.notify_all();
@@ -560,12 +537,11 @@ void CandleCache::Evict() {
   auto it = lru_.end();
   while (bytes_ > options_.max_bytes && it != lru_.begin()) {
     --it;
+    const auto next = std::next(it);
     if (it->page) {
       auto p = pages_.find(it->key);
       if (p == pages_.end() || p->second->loading) continue;
-      Account(-static_cast<int64_t>(p->second->bytes));
-      pages_.erase(p);
-      stats_.pages.store(pages_.size(), std::memory_order_relaxed);
+      ErasePage(p);  // its LRU place, `it`, too
     } else {
       auto en = entries_.find(it->key);
       if (en == entries_.end() || en->second->loading) continue;
@@ -575,9 +551,10 @@ void CandleCache::Evict() {
       subscriptions_->Unwant(e->symbol);
       entries_.erase(en);
       stats_.entries.store(entries_.size(), std::memory_order_relaxed);
+      lru_.erase(it);
     }
     stats_.evictions.fetch_add(1, std::memory_order_relaxed);
-    it = lru_.erase(it);
+    it = next;
   }
 }
 

@@ -137,9 +137,12 @@ class CandleCache : public EventSink {
   ReadStatus PageRows(CacheSource* source, std::string_view symbol, Interval iv, int64_t lo,
                       int64_t hi, size_t limit, bool newest_first,
                       std::vector<std::shared_ptr<const Page>>* held, std::vector<const Row*>* out);
-  // A fresh page answers (a hit): *held keeps it, *out points at its rows. Lock held.
-  void UsePage(const std::string& key, const std::shared_ptr<Page>& page,
-               std::vector<std::shared_ptr<const Page>>* held, std::vector<const Row*>* out);
+  // The page of key, if read and not expired, answers (a hit): *held keeps it, *out points
+  // at its rows. False when there is no such page. Lock held.
+  bool UseFreshPage(const std::string& key, std::vector<std::shared_ptr<const Page>>* held,
+                    std::vector<const Row*>* out);
+  // Removes a page, its LRU place and its bytes. Lock held.
+  void ErasePage(std::unordered_map<std::string, std::shared_ptr<Page>>::iterator it);
   // The entry of key, made on its second miss; null when it is not (yet) an entry.
   std::shared_ptr<Entry> Admit(const std::string& key, const RangeQuery& q);
   // Reads e from Redis (this request is e's single flight). Lock held on entry and exit.
@@ -150,8 +153,8 @@ class CandleCache : public EventSink {
   void ClearMemo(Entry* e);  // its rows go; it stays (subscribed), read again on the next request
   void Touch(std::list<Lru>::iterator* at, bool page, const std::string& key);
   void Account(int64_t delta);
+  void Charge(Entry* e, int64_t delta);  // e's bytes and the total
   void Evict();
-  int64_t NowMs() const;
 
   const CacheOptions options_;
   Subscriptions* const subscriptions_;

@@ -246,7 +246,7 @@ void EventHub::OnMessage(std::string_view channel, std::string_view payload) {
         LOG_RATE(kWarn, "api.bad_event", "channel=" << channel << " bytes=" << line.size());
         continue;
       }
-      e.key = std::string(symbol) + "|ticker";
+      e.key = TickerEventKey(symbol);
       e.stream = TickerStreamOf(symbol);
       e.combined = WrapCombined(e.stream, e.raw);
       events->events.push_back(std::move(e));
@@ -262,7 +262,7 @@ void EventHub::OnMessage(std::string_view channel, std::string_view payload) {
     }
     events->candles.push_back(c);
     StreamEvent& e = events->events.emplace_back();
-    e.key = std::string(symbol) + "|" + std::string(IntervalName(c.interval));
+    e.key = EventKey(symbol, c.interval);
     e.stream = KlineStreamOf(symbol, c.interval);
     e.open_time = c.open_time;
     e.closed = closed;

@@ -26,6 +26,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -38,9 +39,22 @@
 
 namespace klined::api {
 
+// The routing key of one symbol's events of one kind, the exact symbol: "SYMBOL|1m" for an
+// interval's candles, "SYMBOL|ticker" for its 24h ticker. StreamEvent::key, the WebSocket
+// router's keys and the L1 cache's entries.
+inline std::string EventKey(std::string_view symbol, Interval iv) {
+  std::string k(symbol);
+  k.push_back('|');
+  k.append(IntervalName(iv));
+  return k;
+}
+inline std::string TickerEventKey(std::string_view symbol) {
+  return std::string(symbol) + "|ticker";
+}
+
 // One stream's event from one published message.
 struct StreamEvent {
-  std::string key;     // routing key: SYMBOL|INTERVAL (the exact symbol)
+  std::string key;     // routing key: EventKey or TickerEventKey
   std::string stream;  // Binance's stream name, e.g. btcusdt@kline_1m
   int64_t open_time = 0;
   bool closed = false;   // x:true (a close, or a late trade's update of a closed candle)

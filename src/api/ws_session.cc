@@ -260,7 +260,7 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
         *why = "unknown symbol in '" + stream + "'";
         return false;
       }
-      resolved_[stream] = *symbol + "|ticker";
+      resolved_[stream] = TickerEventKey(*symbol);
       resolved_symbol_[stream] = *symbol;
       return true;
     }
@@ -280,7 +280,7 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
       *why = "unknown symbol in '" + stream + "'";
       return false;
     }
-    resolved_[stream] = *symbol + "|" + std::string(IntervalName(name->interval));
+    resolved_[stream] = EventKey(*symbol, name->interval);
     resolved_symbol_[stream] = *symbol;
     return true;
   }

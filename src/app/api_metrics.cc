@@ -13,7 +13,6 @@
 namespace klined {
 namespace {
 
-using prometheus::ClientMetric;
 using prometheus::MetricFamily;
 using prometheus::MetricType;
 
@@ -41,11 +40,10 @@ class ApiCollector : public prometheus::Collectable {
         "REST replies by endpoint and outcome (ok, client_error, rate_limited, unavailable)", C);
     for (size_t e = 0; e < api::kEndpointCount; ++e) {
       for (size_t o = 0; o < api::kOutcomeCount; ++o) {
-        ClientMetric m;
-        m.label = {{"endpoint", api::EndpointName(static_cast<api::Endpoint>(e))},
-                   {"outcome", api::OutcomeName(static_cast<api::Outcome>(o))}};
-        m.counter.value = double(s.responses[e][o]);
-        responses.metric.push_back(m);
+        responses.metric.push_back(
+            Sample(C, double(s.responses[e][o]),
+                   {{"endpoint", api::EndpointName(static_cast<api::Endpoint>(e))},
+                    {"outcome", api::OutcomeName(static_cast<api::Outcome>(o))}}));
       }
     }
     add("klined_api_connections", "Open API connections (HTTP and WebSocket)", G,
@@ -85,10 +83,8 @@ class ApiCollector : public prometheus::Collectable {
                "api.ws_messages_per_second, error, shutdown)",
                C);
     for (size_t r = 0; r < api::kWsCloseCount; ++r) {
-      ClientMetric m;
-      m.label = {{"reason", api::WsCloseName(static_cast<api::WsClose>(r))}};
-      m.counter.value = double(s.ws_closed[r]);
-      closed.metric.push_back(m);
+      closed.metric.push_back(Sample(C, double(s.ws_closed[r]),
+                                     {{"reason", api::WsCloseName(static_cast<api::WsClose>(r))}}));
     }
     add("klined_api_ws_messages_in_total", "Messages WebSocket clients sent", C,
         double(s.ws_messages_in));
@@ -112,29 +108,16 @@ class ApiCollector : public prometheus::Collectable {
         double(s.pubsub_reconnects));
     add("klined_api_pubsub_symbols", "Symbols this instance is subscribed to", G,
         double(s.pubsub_symbols));
-    auto labelled = [&family](const char* name, const char* help, MetricType type,
-                              const char* label,
-                              std::initializer_list<std::pair<const char*, uint64_t>> values) {
-      MetricFamily& f = family(name, help, type);
-      for (const auto& [value, n] : values) {
-        ClientMetric m;
-        m.label = {{label, value}};
-        if (type == MetricType::Counter) {
-          m.counter.value = double(n);
-        } else {
-          m.gauge.value = double(n);
-        }
-        f.metric.push_back(m);
-      }
-    };
-    labelled("klined_api_cache_hits_total",
-             "klines requests (layer candles) and MySQL ranges (layer pages) the L1 cache "
-             "answered with no Redis or MySQL read",
-             C, "layer", {{"candles", s.cache_hits}, {"pages", s.cache_page_hits}});
-    labelled("klined_api_cache_misses_total",
-             "klines requests that read Redis (layer candles) and MySQL ranges read from MySQL "
-             "(layer pages)",
-             C, "layer", {{"candles", s.cache_misses}, {"pages", s.cache_page_misses}});
+    AddLabelled(&out, "klined_api_cache_hits_total",
+                "klines requests (layer candles) and MySQL ranges (layer pages) the L1 cache "
+                "answered with no Redis or MySQL read",
+                C, "layer",
+                {{"candles", double(s.cache_hits)}, {"pages", double(s.cache_page_hits)}});
+    AddLabelled(&out, "klined_api_cache_misses_total",
+                "klines requests that read Redis (layer candles) and MySQL ranges read from MySQL "
+                "(layer pages)",
+                C, "layer",
+                {{"candles", double(s.cache_misses)}, {"pages", double(s.cache_page_misses)}});
     add("klined_api_cache_waits_total",
         "Requests that waited for another request's read of the same entry or page (single "
         "flight)",
@@ -149,8 +132,9 @@ class ApiCollector : public prometheus::Collectable {
         C, double(s.cache_invalidations));
     add("klined_api_cache_bytes", "Bytes the L1 cache holds (rows and bookkeeping)", G,
         double(s.cache_bytes));
-    labelled("klined_api_cache_entries", "L1 entries (layer candles) and MySQL pages (pages)", G,
-             "layer", {{"candles", s.cache_entries}, {"pages", s.cache_pages}});
+    AddLabelled(&out, "klined_api_cache_entries",
+                "L1 entries (layer candles) and MySQL pages (pages)", G, "layer",
+                {{"candles", double(s.cache_entries)}, {"pages", double(s.cache_pages)}});
     return out;
   }
 
