@@ -84,8 +84,7 @@ local function recarry_until(base, iv, t, bound, close)
       if not mt or not is_empty(m) then return end
       local nm = with_close(m, close)
       if nm == m then return end  -- already carried: so are the ones after it
-      put_hist(base, iv, mt, nm)
-      events[#events + 1] = nm
+      put_hist(base, iv, mt, nm, events)
     end
     if #later < 256 then break end
     from = '(' .. ms(open_time(later[#later]))

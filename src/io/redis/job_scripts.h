@@ -47,8 +47,8 @@ return redis.call('DEL', KEYS[1])
 // new scores: one ZADD per interval and one HSET of B:pending per symbol. Should any score
 // at or after the old current exist anyway, put_hist keeps one member per score.
 // Publishes on B:events (see lua_scripts.h) every closed candle it writes (the old current and
-// the empty fillers after it, oldest first) and each rolled interval's new current: a reader
-// following the channel sees every bucket.
+// the empty fillers after it, oldest first; not one history already held as is) and each
+// rolled interval's new current: a reader following the channel sees every bucket.
 // Returns {intervals rolled, closed candles written, conflicts, intervals left because their
 // history (or the pending hash) holds another type}, or {-1} if fenced out.
 inline constexpr const char kRollover[] = R"LUA(
@@ -93,14 +93,16 @@ for k, e in ipairs(ivs) do
       end
       if #z > 0 then bulk('ZADD', hist, z) end
       written = written + e.nclosed
+      for a = e.first + 1, last + 1, 2 do events[#events + 1] = ARGV[a] end
     else
       for a = e.first, last, 2 do
-        if put_hist(base, e.iv, tonumber(ARGV[a]), ARGV[a + 1]) then written = written + 1 end
+        if put_hist(base, e.iv, tonumber(ARGV[a]), ARGV[a + 1], events) then
+          written = written + 1
+        end
       end
     end
     mset[#mset + 1] = keys[k]
     mset[#mset + 1] = e.new
-    for a = e.first + 1, last + 1, 2 do events[#events + 1] = ARGV[a] end
     events[#events + 1] = e.new
     rolled = rolled + 1
   else

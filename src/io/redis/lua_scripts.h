@@ -39,12 +39,14 @@ local function with_close(json, c)
   return (string.gsub(json, '"o":"[^"]*","h":"[^"]*","l":"[^"]*","c":"[^"]*"', r, 1))
 end
 
--- Writes a closed candle into history (one member per score) and marks it for MySQL.
+-- Writes a closed candle into history (one member per score) and marks it for MySQL; when
+-- that changed history, appends it to `events` (given: the candles the call publishes). A
+-- candle history already holds as is is neither written nor published again.
 local wrote_pending = false  -- set by put_hist: this call added MySQL work
 -- Times go to Redis as exact integer strings (a Lua number would print as %.14g).
 local function ms(t) return string.format('%d', t) end
 
-local function put_hist(base, iv, t, json)
+local function put_hist(base, iv, t, json, events)
   local hist, ts = base .. ':' .. iv .. ':hist', ms(t)
   local old = redis.call('ZRANGEBYSCORE', hist, ts, ts)
   if #old == 1 and old[1] == json then return false end
@@ -52,6 +54,7 @@ local function put_hist(base, iv, t, json)
   redis.call('ZADD', hist, ts, json)
   redis.call('HSET', base .. ':pending', iv .. '|' .. ts, json)
   wrote_pending = true
+  if events then events[#events + 1] = json end
   return true
 end
 
@@ -83,8 +86,7 @@ local function recarry_after(base, iv, t, close, events)
       if not mt or not is_empty(m) then return false end
       local nm = with_close(m, close)
       if nm == m then return true end  -- already carried: so are the ones after it
-      put_hist(base, iv, mt, nm)
-      events[#events + 1] = nm
+      put_hist(base, iv, mt, nm, events)
     end
     if #later < 256 then break end
     from = '(' .. ms(open_time(later[#later]))
@@ -120,8 +122,9 @@ end
 // late update k re-carried its close all the way into the current candle.
 // Never undoes a rollover: if storage's current candle is newer than the shard's, the
 // shard's candle goes to history and its close is re-carried.
-// Publishes on B:events the candles it wrote: the closed ones, each interval's current (or, when
-// storage was newer, the shard's bucket as closed), each late update and the empty candles it
+// Publishes on B:events the candles it changed: the closed ones, each interval's current (or,
+// when storage was newer, the shard's bucket as closed) unless storage already held it as is,
+// each late update and the empty candles it
 // created, and the empty candles a changed close was re-carried into (so a reader that follows
 // the channel, the API's cache, sees every candle the call changed). And the 24h ticker JSON
 // when it wrote one (a line starting {"symbol":).
@@ -205,22 +208,21 @@ for k, a in ipairs(currents) do
   local iv, ts, json = ARGV[a], ARGV[a + 1], ARGV[a + 2]
   if plan[k] == 2 then
     local older = as_closed(stored[k])
-    put_hist(base, iv, open_time(stored[k]), older)
-    events[#events + 1] = older
+    put_hist(base, iv, open_time(stored[k]), older, events)
   end
   for e = a + 4, a + 3 + tonumber(ARGV[a + 3]) do
-    put_hist(base, iv, open_time(ARGV[e]), ARGV[e])
-    events[#events + 1] = ARGV[e]
+    put_hist(base, iv, open_time(ARGV[e]), ARGV[e], events)
   end
   if plan[k] == 1 then
     -- A rollover moved storage past the shard's current bucket: storage's current stays,
     -- and the shard's bucket is a closed one.
     local closed = as_closed(json)
-    if put_hist(base, iv, tonumber(ts), closed) then
+    if put_hist(base, iv, tonumber(ts), closed, events) then
       recarry_after(base, iv, tonumber(ts), close_of(json), events)
     end
-    events[#events + 1] = closed
-  else
+  elseif stored[k] ~= json then
+    -- (A current candle the shard sends unchanged, e.g. a rolled 1s bucket of a symbol whose
+    -- 1m took a trade, is neither written again nor published again.)
     mset[#mset + 1] = cur_keys[k]
     mset[#mset + 1] = json
     events[#events + 1] = json
@@ -239,13 +241,11 @@ redis.call('MSET', unpack(mset))
 
 local result = {1}
 for k, l in ipairs(lates) do
-  put_hist(base, l.iv, l.t, l.json)
-  events[#events + 1] = l.json
+  put_hist(base, l.iv, l.t, l.json, events)
   local last_t = l.t
   for e = l.first, l.first + l.nempty - 1 do
     last_t = open_time(ARGV[e])
-    put_hist(base, l.iv, last_t, ARGV[e])
-    events[#events + 1] = ARGV[e]
+    put_hist(base, l.iv, last_t, ARGV[e], events)
   end
   result[k + 1] = recarry_after(base, l.iv, last_t, close_of(l.json), events) and 1 or 0
 end
