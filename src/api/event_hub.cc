@@ -265,6 +265,8 @@ void EventHub::OnMessage(std::string_view channel, std::string_view payload) {
     e.key = EventKey(symbol, c.interval);
     e.stream = KlineStreamOf(symbol, c.interval);
     e.open_time = c.open_time;
+    e.conflate_id = std::hash<std::string>{}(e.key) ^
+                    (static_cast<uint64_t>(c.open_time) * 0x9E3779B97F4A7C15ULL);
     e.closed = closed;
     AppendKlineEvent(c, symbol, closed, now, &e.raw);
     e.combined = WrapCombined(e.stream, e.raw);

@@ -57,6 +57,9 @@ struct StreamEvent {
   std::string key;     // routing key: EventKey or TickerEventKey
   std::string stream;  // Binance's stream name, e.g. btcusdt@kline_1m
   int64_t open_time = 0;
+  // A hash of (key, open_time): a session's queued update of the same candle is replaced by
+  // this one (conflation; the session checks key and open_time on a match).
+  uint64_t conflate_id = 0;
   bool closed = false;   // x:true (a close, or a late trade's update of a closed candle)
   std::string raw;       // the event JSON (/ws)
   std::string combined;  // {"stream":..,"data":..} (/stream)

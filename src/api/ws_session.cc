@@ -5,11 +5,14 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/websocket.hpp>
 
+#include <absl/container/flat_hash_map.h>
+
 #include <algorithm>
-#include <list>
+#include <deque>
 #include <set>
 
 #include "api/rest_request.h"
+#include "api/ws_frame.h"
 #include "api/ws_protocol.h"
 #include "base/log.h"
 
@@ -24,6 +27,8 @@ using tcp = net::ip::tcp;
 namespace {
 
 constexpr size_t kMaxMessageBytes = 4096;
+// What one write carries at most (a client far behind gets its backlog in several).
+constexpr size_t kBatchBytes = 64 * 1024;
 // The kernel's send buffer of a stream connection. Fixed (no autotuning, which lets one
 // socket that a client stopped reading hold up to tcp_wmem's 4 MiB): a stalled client shows up
 // in the session's own bounded queue, where conflation and the disconnect apply, within
@@ -56,7 +61,10 @@ const char* WsCloseName(WsClose c) {
 class WsSession : public std::enable_shared_from_this<WsSession> {
  public:
   WsSession(tcp::socket&& socket, WsContext ctx)
-      : ws_(std::move(socket)), ctx_(ctx), ping_timer_(ws_.get_executor()) {}
+      : socket_(std::move(socket)),
+        ctx_(ctx),
+        ping_timer_(socket_.get_executor()),
+        reader_(kMaxMessageBytes) {}
 
   ~WsSession() {
     for (const auto& [key, sub] : subs_) ctx_.router->Remove(key, sub.symbol, this);
@@ -68,58 +76,62 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
   void Run(http::request<http::string_body> req) {
     ctx_.stats->open.Add();
     beast::error_code ignored;
-    beast::get_lowest_layer(ws_).socket().set_option(
-        net::socket_base::send_buffer_size(kSendBufferBytes), ignored);
+    socket_.set_option(net::socket_base::send_buffer_size(kSendBufferBytes), ignored);
+    // Writes are batched here (Pump); Nagle would hold a batch back behind the previous one's
+    // delayed ACK.
+    socket_.set_option(tcp::no_delay(true), ignored);
     const std::string target(req.target());
     combined_ = target.rfind("/stream", 0) == 0;
     initial_ = InitialStreams(target);
-    beast::get_lowest_layer(ws_).expires_never();
-    websocket::stream_base::timeout t =
-        websocket::stream_base::timeout::suggested(beast::role_type::server);
-    t.idle_timeout = websocket::stream_base::none();  // our own ping timer (see Ping)
-    t.keep_alive_pings = false;
-    ws_.set_option(t);
-    ws_.read_message_max(kMaxMessageBytes);
-    ws_.control_callback([this](websocket::frame_type, beast::string_view) { Heard(); });
-    ws_.async_accept(req, beast::bind_front_handler(&WsSession::OnAccept, shared_from_this()));
+    // Beast checks the upgrade request and writes the 101 response; its stream object lives
+    // only for that (see ws_frame.h: the frames after it are ours).
+    handshake_ = std::make_unique<websocket::stream<tcp::socket&>>(socket_);
+    handshake_->async_accept(req,
+                             beast::bind_front_handler(&WsSession::OnAccept, shared_from_this()));
   }
 
   // The router, on this loop: an event of a stream this session subscribed.
   void Enqueue(const std::shared_ptr<const SymbolEvents>& owner, const StreamEvent& e) {
-    if (closing_) return;
+    if (closing_ || ending_) return;
     ctx_.stats->events_out.Add();
-    const std::string& text = combined_ ? e.combined : e.raw;
+    const size_t size = TextOf(e).size();
     if (!e.closed) {
-      const std::string ckey = e.key + "|" + std::to_string(e.open_time);
-      auto it = conflate_.find(ckey);
-      if (it != conflate_.end()) {
-        queued_bytes_ += text.size() - it->second->text->size();
-        it->second->owner = owner;
-        it->second->text = &text;
+      auto it = conflate_.find(e.conflate_id);
+      if (it != conflate_.end() && it->second->event->key == e.key &&
+          it->second->event->open_time == e.open_time) {
+        Item& queued = *it->second;
+        queued_bytes_ += size - TextOf(*queued.event).size();
+        queued.owner = owner;
+        queued.event = &e;
         ctx_.stats->conflated.Add();
         return;
       }
-      queue_.push_back(Item{owner, &text, {}, ckey});
-      conflate_[ckey] = std::prev(queue_.end());
+      queue_.push_back(Item{owner, &e, {}});
+      // (A hash collision with another queued candle: this one is just not replaceable.)
+      conflate_.try_emplace(e.conflate_id, &queue_.back());
     } else {
-      queue_.push_back(Item{owner, &text, {}, {}});
+      queue_.push_back(Item{owner, &e, {}});
     }
-    queued_bytes_ += text.size();
+    queued_bytes_ += size;
     if (queued_bytes_ > ctx_.options->send_queue_bytes) return Abort(WsClose::kSlow);
-    Pump();
+    SchedulePump();
   }
 
  private:
   struct Item {
-    std::shared_ptr<const SymbolEvents> owner;  // keeps *text alive (an event)
-    const std::string* text = nullptr;          // the frame: an event, or own
-    std::string own;                            // a reply
-    std::string conflate_key;                   // non-empty: replaceable while queued
+    std::shared_ptr<const SymbolEvents> owner;  // keeps *event alive
+    const StreamEvent* event = nullptr;         // an event, or null for a reply (own)
+    std::string own;
   };
   struct Sub {
     std::string symbol;
     std::string name;  // as the client wrote it (LIST_SUBSCRIPTIONS)
   };
+
+  const std::string& TextOf(const StreamEvent& e) const { return combined_ ? e.combined : e.raw; }
+  const std::string& TextOf(const Item& item) const {
+    return item.event != nullptr ? TextOf(*item.event) : item.own;
+  }
 
   std::vector<std::string> InitialStreams(const std::string& target) {
     std::vector<std::string> out;
@@ -145,6 +157,7 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
   }
 
   void OnAccept(beast::error_code ec) {
+    handshake_.reset();
     if (ec) {
       close_reason_ = WsClose::kError;
       return;
@@ -167,16 +180,43 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
   void Heard() { last_heard_ = std::chrono::steady_clock::now(); }
 
   void DoRead() {
-    ws_.async_read(rbuf_, beast::bind_front_handler(&WsSession::OnRead, shared_from_this()));
+    socket_.async_read_some(net::buffer(rbuf_),
+                            beast::bind_front_handler(&WsSession::OnRead, shared_from_this()));
   }
 
-  void OnRead(beast::error_code ec, size_t) {
-    if (ec) {
-      // The client closed or went away, or sent a frame past the limit (Beast then closes
-      // with 1009); after our own Abort the reason is already set.
-      return Abort(ec == websocket::error::message_too_big ? WsClose::kError : WsClose::kClient);
-    }
+  void OnRead(beast::error_code ec, size_t n) {
+    // The client went away (or our own Abort closed the socket: the reason is already set).
+    if (ec) return Abort(WsClose::kClient);
     Heard();
+    reader_.Feed(rbuf_.data(), n);
+    for (WsInbound in = reader_.Next(); in.kind != WsInbound::kNone; in = reader_.Next()) {
+      switch (in.kind) {
+        case WsInbound::kText:
+        case WsInbound::kBinary:
+          if (!OnMessage(in)) return;
+          break;
+        case WsInbound::kPing:
+          AppendFrame(&control_, WsOpcode::kPong, in.payload);
+          break;
+        case WsInbound::kPong:
+        case WsInbound::kNone:
+          break;
+        case WsInbound::kClose:
+          // The client's close: answered with its code, then the connection ends.
+          return End(WsClose::kClient, in.close_code == 1005 ? kWsCloseNormal : in.close_code,
+                     "");
+        case WsInbound::kFail:
+          // Past the size limit (1009), not UTF-8 (1007), a protocol violation (1002).
+          return End(WsClose::kError, in.close_code, in.payload);
+      }
+      if (closing_ || ending_) return;
+    }
+    SchedulePump();  // pongs
+    DoRead();
+  }
+
+  // A client message; false when it ended the session.
+  bool OnMessage(const WsInbound& in) {
     ctx_.stats->messages_in.Add();
     // At most messages_per_second, in one-second windows.
     const auto now = std::chrono::steady_clock::now();
@@ -187,17 +227,16 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
     if (++window_count_ > ctx_.options->messages_per_second) {
       LOG_RATE(kWarn, "api.ws_flood",
                "limit_per_s=" << ctx_.options->messages_per_second << " detail=\"closed\"");
-      return Abort(WsClose::kFlood);
+      Abort(WsClose::kFlood);
+      return false;
     }
-    std::string text = beast::buffers_to_string(rbuf_.data());
-    rbuf_.consume(rbuf_.size());
-    if (!ws_.got_text()) {
+    if (in.kind == WsInbound::kBinary) {
       Reply(WsErrorReply(WsError{3, "Invalid JSON: binary frames are not supported", "null"}));
       ctx_.stats->error_replies.Add();
     } else {
-      Handle(text);
+      Handle(in.payload);
     }
-    DoRead();
+    return !closing_;
   }
 
   void Handle(const std::string& text) {
@@ -301,67 +340,92 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
   }
 
   void Reply(std::string text) {
-    if (closing_) return;
+    if (closing_ || ending_) return;
     queued_bytes_ += text.size();
-    queue_.push_back(Item{nullptr, nullptr, std::move(text), {}});
+    queue_.push_back(Item{nullptr, nullptr, std::move(text)});
     if (queued_bytes_ > ctx_.options->send_queue_bytes) return Abort(WsClose::kSlow);
-    Pump();
+    SchedulePump();
   }
 
+  // Writes once the loop has delivered what it has in hand: the events of one flush for
+  // this client's streams go out in one send.
+  void SchedulePump() {
+    if (pump_posted_ || writing_ || closing_) return;
+    pump_posted_ = true;
+    net::post(socket_.get_executor(), [self = shared_from_this()] {
+      self->pump_posted_ = false;
+      self->Pump();
+    });
+  }
+
+  // One write in flight: the control frames due, then the queue's frames in order, up to
+  // kBatchBytes (at least one). Frames leave the queue as they are copied into the batch; their
+  // bytes count against the bound until the write completes.
   void Pump() {
-    if (writing_ || queue_.empty() || closing_) return;
-    Item& front = queue_.front();
-    if (!front.conflate_key.empty()) {
-      conflate_.erase(front.conflate_key);
-      front.conflate_key.clear();
+    if (writing_ || closing_) return;
+    wbuf_.clear();
+    if (ending_) {
+      wbuf_.swap(final_);
+    } else {
+      wbuf_.swap(control_);
+      while (!queue_.empty() && wbuf_.size() < kBatchBytes) {
+        Item& front = queue_.front();
+        const std::string& text = TextOf(front);
+        AppendFrame(&wbuf_, WsOpcode::kText, text);
+        in_flight_ += text.size();
+        if (front.event != nullptr && !front.event->closed) {
+          auto it = conflate_.find(front.event->conflate_id);
+          if (it != conflate_.end() && it->second == &front) conflate_.erase(it);
+        }
+        queue_.pop_front();
+      }
     }
-    const std::string& text = front.text != nullptr ? *front.text : front.own;
+    if (wbuf_.empty()) return;
     writing_ = true;
-    ws_.text(true);
-    ws_.async_write(net::buffer(text),
-                    beast::bind_front_handler(&WsSession::OnWrite, shared_from_this()));
+    net::async_write(socket_, net::buffer(wbuf_),
+                     beast::bind_front_handler(&WsSession::OnWrite, shared_from_this()));
   }
 
   void OnWrite(beast::error_code ec, size_t) {
     writing_ = false;
+    queued_bytes_ -= in_flight_;
+    in_flight_ = 0;
+    // A large batch's buffer is not kept (10,000 idle sessions hold little).
+    if (wbuf_.capacity() > 2 * kBatchBytes / 8) std::string().swap(wbuf_);
     if (ec) return Abort(close_reason_);
-    const Item& done = queue_.front();
-    queued_bytes_ -= (done.text != nullptr ? done.text->size() : done.own.size());
-    queue_.pop_front();
-    if (ping_due_) {
-      ping_due_ = false;
-      writing_ = true;
-      ws_.async_ping({}, [self = shared_from_this()](beast::error_code e) {
-        self->writing_ = false;
-        if (e) return self->Abort(self->close_reason_);
-        self->Pump();
-      });
-      return;
-    }
+    // Our close frame is out: the connection ends.
+    if (ending_) return Abort(close_reason_);
     Pump();
   }
 
-  // Every ping_every: a client silent past silent_limit is closed; else a ping is sent (after
-  // the write in flight, if any: one write operation at a time).
+  // Every ping_every: a client silent past silent_limit is closed; else a ping is sent (with
+  // the next write).
   void SchedulePing() {
     ping_timer_.expires_after(ctx_.options->ping_every);
     ping_timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
       if (ec || self->closing_) return;
-      if (std::chrono::steady_clock::now() - self->last_heard_ > self->ctx_.options->silent_limit) {
-        return self->Abort(WsClose::kSilent);
+      if (self->ending_ ||
+          std::chrono::steady_clock::now() - self->last_heard_ > self->ctx_.options->silent_limit) {
+        // (A close frame still not out after a ping interval: the client stopped reading.)
+        return self->Abort(self->ending_ ? self->close_reason_ : WsClose::kSilent);
       }
-      if (self->writing_) {
-        self->ping_due_ = true;
-      } else {
-        self->writing_ = true;
-        self->ws_.async_ping({}, [self](beast::error_code e) {
-          self->writing_ = false;
-          if (e) return self->Abort(self->close_reason_);
-          self->Pump();
-        });
-      }
+      AppendFrame(&self->control_, WsOpcode::kPing, {});
+      self->SchedulePump();
       self->SchedulePing();
     });
+  }
+
+  // Ends the session with a close frame (code, reason) after the write in flight; no more
+  // events or replies.
+  void End(WsClose why, uint16_t code, std::string_view reason) {
+    if (closing_ || ending_) return;
+    ending_ = true;
+    close_reason_ = why;
+    LeaveStreams();
+    control_.clear();
+    final_.clear();
+    AppendFrame(&final_, WsOpcode::kClose, ClosePayload(code, reason));
+    SchedulePump();
   }
 
   // Ends the session now: the socket is closed (pending operations end with an error and
@@ -369,33 +433,46 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
   void Abort(WsClose why) {
     if (closing_) return;
     closing_ = true;
-    close_reason_ = why;
+    if (!ending_) close_reason_ = why;
     if (why == WsClose::kSlow) {
       LOG_RATE(kWarn, "api.ws_slow_client",
                "queued_bytes=" << queued_bytes_ << " limit=" << ctx_.options->send_queue_bytes
                                << " detail=\"closed\"");
     }
-    for (const auto& [key, sub] : subs_) ctx_.router->Remove(key, sub.symbol, this);
-    subs_.clear();
+    LeaveStreams();
     ping_timer_.cancel();
     beast::error_code ignored;
-    beast::get_lowest_layer(ws_).socket().close(ignored);
+    socket_.shutdown(tcp::socket::shutdown_both, ignored);
+    socket_.close(ignored);
   }
 
-  websocket::stream<beast::tcp_stream> ws_;
+  void LeaveStreams() {
+    for (const auto& [key, sub] : subs_) ctx_.router->Remove(key, sub.symbol, this);
+    subs_.clear();
+  }
+
+  tcp::socket socket_;
   WsContext ctx_;
   net::steady_timer ping_timer_;
-  beast::flat_buffer rbuf_;
+  std::unique_ptr<websocket::stream<tcp::socket&>> handshake_;
+  FrameReader reader_;
+  std::array<char, 1024> rbuf_;
   bool combined_ = false;
   std::vector<std::string> initial_;
   std::unordered_map<std::string, Sub> subs_;                                // by routing key
   std::unordered_map<std::string, std::string> resolved_, resolved_symbol_;  // Check -> Subscribe
-  std::list<Item> queue_;
-  std::unordered_map<std::string, std::list<Item>::iterator> conflate_;
+  std::deque<Item> queue_;  // (references stay valid as it grows at the back and shrinks at
+                            // the front: conflate_ points into it)
+  absl::flat_hash_map<uint64_t, Item*> conflate_;  // queued updates by StreamEvent::conflate_id
+  std::string control_;  // framed pongs and pings, ahead of the queue
+  std::string final_;    // our close frame, once End
+  std::string wbuf_;     // the write in flight
   size_t queued_bytes_ = 0;
+  size_t in_flight_ = 0;  // of queued_bytes_, in the write in flight
   bool writing_ = false;
-  bool ping_due_ = false;
-  bool closing_ = false;
+  bool pump_posted_ = false;
+  bool ending_ = false;   // End: only the close frame goes out
+  bool closing_ = false;  // Abort: the socket is closed
   WsClose close_reason_ = WsClose::kClient;
   std::chrono::steady_clock::time_point last_heard_{};
   std::chrono::steady_clock::time_point window_start_{};

@@ -455,6 +455,17 @@ void CheckKline(const Kline& k, const std::string& ref_json) {
   CHECK(Field(k.text, "B") == "0");
 }
 
+// A client frame as a client library writes it: masked, final unless `first_byte` says not.
+std::string ClientFrame(uint8_t first_byte, const std::string& payload) {
+  std::string f;
+  f.push_back(static_cast<char>(first_byte));
+  f.push_back(static_cast<char>(0x80 | payload.size()));  // < 126 bytes here
+  const char mask[4] = {0x11, 0x22, 0x33, 0x44};
+  f.append(mask, 4);
+  for (size_t i = 0; i < payload.size(); ++i) f.push_back(static_cast<char>(payload[i] ^ mask[i & 3]));
+  return f;
+}
+
 // Live trades of `sym` at the wall clock, ids from first_id, one every `gap_ms`.
 std::vector<RefTrade> LiveTrades(kt::Producer* producer, const std::string& sym, int64_t first_id,
                                  int count, int gap_ms, std::mt19937_64* rng) {
@@ -507,6 +518,7 @@ TEST_CASE("api ws: kline events equal the independent computation; closes are pu
   std::map<std::pair<std::string, int64_t>, Kline> last_event;
   std::string last_ticker;
   bool saw_last_close = false;
+  size_t unchanged_repeats = 0;
   // Read until the last trade's 1s bucket has closed, then on for a second: under load a
   // rollover can close that bucket before the last trade's flush, which then arrives as a late
   // update of the closed candle (published before the watermarks above were reached, so it is
@@ -522,6 +534,13 @@ TEST_CASE("api ws: kline events equal the independent computation; closes are pu
     std::optional<Kline> k = KlineOf(*msg);
     REQUIRE_MESSAGE(k.has_value(), *msg);
     CHECK(Field(*msg, "s") == "BTCUSDT");
+    // No candle is pushed twice unchanged (the k object; the event time differs): a flush
+    // that leaves a candle as it was publishes nothing for it.
+    auto prev = last_event.find({k->interval, k->open});
+    if (prev != last_event.end() && prev->second.text == k->text) {
+      ++unchanged_repeats;
+      MESSAGE("pushed again unchanged: " << *msg);
+    }
     last_event[{k->interval, k->open}] = *k;
     if (!saw_last_close && k->interval == "1s" && k->open == last_1s && k->closed) {
       saw_last_close = true;
@@ -529,6 +548,7 @@ TEST_CASE("api ws: kline events equal the independent computation; closes are pu
     }
   }
   REQUIRE(saw_last_close);
+  CHECK(unchanged_repeats == 0);
   // Every bucket's last event is the reference candle of that bucket (all its trades, the
   // close flag of a candle that has closed), including the empty ones the rollover pushed.
   // The series' end: the newest bucket seen, or the one after it when that one closed (its
@@ -686,11 +706,37 @@ TEST_CASE("api ws: bad input gets Binance's errors and the connection stays; lim
   // A plain GET of /ws is not an upgrade: 404.
   CHECK(kt::HttpFetch(api_port, "/ws").status == 404);
 
-  // A frame over 4 KiB closes the connection.
+  // A ping is answered with a pong; a message in fragments, with a ping between them, is
+  // one message.
+  ws.Ping();
+  CHECK(WaitUntil([&] { return ws.pongs() == 1; }, seconds(5)));
+  std::this_thread::sleep_for(milliseconds(120));
+  const std::string list = R"({"method":"LIST_SUBSCRIPTIONS","id":21})";
+  ws.SendRaw(ClientFrame(0x01, list.substr(0, 10)) + ClientFrame(0x89, "p") +
+             ClientFrame(0x80, list.substr(10)));
+  std::optional<std::string> listed = ws.Read(seconds(5));
+  REQUIRE(listed.has_value());
+  CHECK(listed->rfind(R"({"result":[)", 0) == 0);
+  CHECK(listed->find(R"("id":21})") != std::string::npos);
+  CHECK(WaitUntil([&] { return ws.pongs() == 2; }, seconds(5)));
+  CHECK(!ws.Closed());
+
+  // A frame over 4 KiB closes the connection (1009), a text frame that is not UTF-8 too (1007).
   kt::WsClient big;
   REQUIRE(big.Open(api_port, "/ws"));
   big.Send(std::string(5000, 'x'));
   CHECK(WaitUntil([&] { return big.Closed(); }, seconds(5)));
+  CHECK(big.close_code() == 1009);
+  kt::WsClient bad_text;
+  REQUIRE(bad_text.Open(api_port, "/ws"));
+  bad_text.SendRaw(ClientFrame(0x81, "{\"method\":\"\xff\"}"));
+  CHECK(WaitUntil([&] { return bad_text.Closed(); }, seconds(5)));
+  CHECK(bad_text.close_code() == 1007);
+  // The client's close is answered with a close frame (a clean close).
+  kt::WsClient leaving;
+  REQUIRE(leaving.Open(api_port, "/ws"));
+  leaving.Close();
+  CHECK(WaitUntil([&] { return leaving.closed_cleanly(); }, seconds(5)));
   // A flood (more than 10 messages a second) closes it too.
   kt::WsClient flood;
   REQUIRE(flood.Open(api_port, "/ws"));
@@ -698,7 +744,8 @@ TEST_CASE("api ws: bad input gets Binance's errors and the connection stays; lim
   CHECK(WaitUntil([&] { return flood.Closed(); }, seconds(5)));
   const std::string metrics = stack.Metrics();
   CHECK(MetricValue(metrics, "klined_api_ws_closed_total{reason=\"flood\"}") == 1);
-  CHECK(MetricValue(metrics, "klined_api_ws_closed_total{reason=\"error\"}") == 1);
+  CHECK(MetricValue(metrics, "klined_api_ws_closed_total{reason=\"error\"}") == 2);
+  CHECK(MetricValue(metrics, "klined_api_ws_closed_total{reason=\"client\"}") == 1);
   CHECK(MetricValue(metrics, "klined_api_ws_error_replies_total") == cases.size() + 1);
   StopCleanly(*klined);
 }

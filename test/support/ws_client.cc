@@ -31,12 +31,16 @@ struct WsClient::Impl {
   std::condition_variable cv;
   std::deque<std::string> in;
   bool closed = false;
+  bool clean = false;
+  int close_code = 0;
+  int pongs = 0;
   std::string error;
 
   void Fail(const std::string& why) {
     std::lock_guard<std::mutex> lock(mu);
     if (!closed) error = why;
     closed = true;
+    close_code = ws.reason().code;
     cv.notify_all();
   }
 
@@ -92,6 +96,12 @@ bool WsClient::Open(int port, const std::string& target) {
     impl_->error = e.what();
     return false;
   }
+  impl_->ws.control_callback([this](websocket::frame_type kind, beast::string_view) {
+    if (kind != websocket::frame_type::pong) return;
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    ++impl_->pongs;
+    impl_->cv.notify_all();
+  });
   impl_->DoRead();
   impl_->thread = std::thread([this] {
     auto guard = net::make_work_guard(impl_->ioc);
@@ -112,6 +122,41 @@ void WsClient::SendBinary(const std::string& data) {
     impl_->out.emplace_back(data, false);
     impl_->DoWrite();
   });
+}
+
+void WsClient::SendRaw(const std::string& bytes) {
+  net::post(impl_->ioc, [this, bytes = std::make_shared<std::string>(bytes)] {
+    net::async_write(impl_->ws.next_layer(), net::buffer(*bytes),
+                     [bytes](beast::error_code, size_t) {});
+  });
+}
+
+void WsClient::Ping() {
+  net::post(impl_->ioc, [this] { impl_->ws.async_ping({}, [](beast::error_code) {}); });
+}
+
+int WsClient::pongs() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->pongs;
+}
+
+void WsClient::Close() {
+  net::post(impl_->ioc, [this] {
+    impl_->ws.async_close(websocket::close_code::normal, [this](beast::error_code ec) {
+      std::lock_guard<std::mutex> lock(impl_->mu);
+      impl_->clean = !ec;
+    });
+  });
+}
+
+bool WsClient::closed_cleanly() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->clean;
+}
+
+int WsClient::close_code() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->close_code;
 }
 
 void WsClient::PauseReading() {

@@ -22,6 +22,17 @@ class WsClient {
   bool Open(int port, const std::string& target);
   void Send(const std::string& text);
   void SendBinary(const std::string& data);
+  // Bytes written as they are on the socket, after what was sent before (hand-made frames:
+  // fragments, bad UTF-8, protocol violations).
+  void SendRaw(const std::string& bytes);
+  // A ping; pongs() counts the server's pongs.
+  void Ping();
+  int pongs() const;
+  // Our close frame (code 1000); the server's close frame completes it (closed_cleanly).
+  void Close();
+  bool closed_cleanly() const;
+  // The code of the server's close frame, once Closed (0: the server sent none).
+  int close_code() const;
   // Stops reading: the server's messages queue up in its socket (a stalled client).
   void PauseReading();
 
