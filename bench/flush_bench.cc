@@ -4,8 +4,9 @@
 // one subscriber on every symbol's channel. One redis-server, one run, the variants alternated
 // round by round (machines here are noisy); the figure is Redis's own usec_per_call from INFO
 // commandstats, so client and network time do not count.
-// Common case: one symbol's 15 current candles in the same buckets, no closed candles, no late
-// trades, no ticker (what most FLUSH calls are at steady state).
+// Common case: one symbol's 15 current candles in the same buckets, each changed by the call
+// (a trade more), no closed candles, no late trades, no ticker (what most FLUSH calls are at
+// steady state).
 // Usage: flush_bench [--symbols N] [--calls-per-round C] [--rounds R]
 #include <hiredis/hiredis.h>
 
@@ -29,14 +30,17 @@ namespace {
 const char* const kIntervals[] = {"1m", "3m", "5m",  "15m", "30m", "1h", "2h", "4h",
                                   "6h", "8h", "12h", "1d",  "3d",  "1w", "1M"};
 
-std::string CandleJson(const std::string& sym, const char* iv, long long t) {
+// Two versions of a candle (`version` 0 or 1: one trade more): consecutive calls of a symbol
+// alternate them, so every call changes every candle (FLUSH neither writes nor publishes a
+// candle storage already holds as is).
+std::string CandleJson(const std::string& sym, const char* iv, long long t, int version) {
   char buf[512];
   std::snprintf(buf, sizeof buf,
-                "{\"t\":%lld,\"T\":%lld,\"s\":\"%s\",\"i\":\"%s\",\"f\":1001,\"L\":1180,"
+                "{\"t\":%lld,\"T\":%lld,\"s\":\"%s\",\"i\":\"%s\",\"f\":1001,\"L\":%d,"
                 "\"o\":\"43210.5\",\"h\":\"43250\",\"l\":\"43200.1\",\"c\":\"43249.9\","
-                "\"v\":\"12.5\",\"q\":\"540123.75\",\"V\":\"6.1\",\"Q\":\"263601.4\",\"n\":80,"
+                "\"v\":\"12.%d\",\"q\":\"540123.75\",\"V\":\"6.1\",\"Q\":\"263601.4\",\"n\":%d,"
                 "\"x\":false}",
-                t, t + 59999, sym.c_str(), iv);
+                t, t + 59999, sym.c_str(), iv, 1180 + version, 5 + version, 80 + version);
   return buf;
 }
 
@@ -96,41 +100,56 @@ int main(int argc, char** argv) {
   };
   const std::string sha_publish = load(flush), sha_quiet = load(quiet), sha_one = load(one);
 
-  // Per symbol: the FLUSH arguments and the equivalent MSET.
+  // Per symbol and version: the FLUSH arguments and the equivalent MSET.
   const long long t = 1732147200000;
-  std::vector<std::vector<std::string>> pub_calls, quiet_calls, one_calls, mset_calls;
-  for (int s = 0; s < symbols; ++s) {
-    const std::string sym = "SYM" + std::to_string(s) + "USDT";
-    const std::string stamp = "0:1180";
-    std::vector<std::string> args = {"kline", sym, "1180", stamp, stamp, "15"};
-    std::vector<std::string> mset = {"MSET"};
-    for (const char* iv : kIntervals) {
-      const std::string json = CandleJson(sym, iv, t);
-      args.insert(args.end(), {iv, std::to_string(t), json, "0"});
-      mset.insert(mset.end(), {"kline:{" + sym + "}:" + iv, json});
+  // [version][symbol]
+  std::vector<std::vector<std::string>> pub_calls[2], quiet_calls[2], one_calls[2], mset_calls[2];
+  for (int v = 0; v < 2; ++v) {
+    for (int s = 0; s < symbols; ++s) {
+      const std::string sym = "SYM" + std::to_string(s) + "USDT";
+      const std::string stamp = "0:1180";
+      std::vector<std::string> args = {"kline", sym, std::to_string(1180 + v), stamp, stamp, "15"};
+      std::vector<std::string> mset = {"MSET"};
+      for (const char* iv : kIntervals) {
+        const std::string json = CandleJson(sym, iv, t, v);
+        args.insert(args.end(), {iv, std::to_string(t), json, "0"});
+        mset.insert(mset.end(), {"kline:{" + sym + "}:" + iv, json});
+      }
+      args.insert(args.end(), {"0", "0", "", "", ""});
+      mset.insert(mset.end(),
+                  {"kline:{" + sym + "}:wm", std::to_string(1180 + v), "kline:{" + sym + "}:wmp", stamp});
+      if (v == 1) {
+        // Storage as the shard left it: the stamp and the candles (version 1: the first call
+        // brings version 0).
+        redisReply* r = Command(c, mset);
+        freeReplyObject(r);
+      }
+      std::vector<std::string> p = {"EVALSHA", sha_publish, "0"}, q = {"EVALSHA", sha_quiet, "0"},
+                               o = {"EVALSHA", sha_one, "0"};
+      p.insert(p.end(), args.begin(), args.end());
+      q.insert(q.end(), args.begin(), args.end());
+      o.insert(o.end(), args.begin(), args.end());
+      pub_calls[v].push_back(std::move(p));
+      quiet_calls[v].push_back(std::move(q));
+      one_calls[v].push_back(std::move(o));
+      mset_calls[v].push_back(std::move(mset));
     }
-    args.insert(args.end(), {"0", "0", "", "", ""});
-    mset.insert(mset.end(), {"kline:{" + sym + "}:wm", "1180", "kline:{" + sym + "}:wmp", stamp});
-    // Storage as the shard left it: the stamp and the candles.
-    redisReply* r = Command(c, mset);
-    freeReplyObject(r);
-    std::vector<std::string> p = {"EVALSHA", sha_publish, "0"}, q = {"EVALSHA", sha_quiet, "0"},
-                             o = {"EVALSHA", sha_one, "0"};
-    p.insert(p.end(), args.begin(), args.end());
-    q.insert(q.end(), args.begin(), args.end());
-    o.insert(o.end(), args.begin(), args.end());
-    pub_calls.push_back(std::move(p));
-    quiet_calls.push_back(std::move(q));
-    one_calls.push_back(std::move(o));
-    mset_calls.push_back(std::move(mset));
   }
-  auto batch = [&](const std::vector<std::vector<std::string>>& all) {
+  // A round's calls: every symbol an even number of times, versions 0, 1, 0, 1, ...: each
+  // call changes storage, and so does the next round's first (the MSET floor writes version
+  // 1 only).
+  const int per_symbol = std::max(2, (per_round / symbols + 1) / 2 * 2);
+  auto batch = [&](const std::vector<std::vector<std::string>>* versions) {
     std::vector<std::vector<std::string>> out;
-    for (int i = 0; i < per_round; ++i) out.push_back(all[static_cast<size_t>(i) % all.size()]);
+    for (int k = 0; k < per_symbol; ++k) {
+      for (const auto& call : versions[k % 2]) out.push_back(call);
+    }
     return out;
   };
+  const std::vector<std::vector<std::string>> mset_only[2] = {mset_calls[1], mset_calls[1]};
   const auto pub = batch(pub_calls), qu = batch(quiet_calls), on = batch(one_calls),
-             ms = batch(mset_calls);
+             ms = batch(mset_only);
+  per_round = per_symbol * symbols;
 
   // Redis time per call of a variant: the change of its command's usec / calls over a round.
   auto measure = [&](const std::vector<std::vector<std::string>>& calls, const char* cmd) {

@@ -59,12 +59,30 @@ struct ApiServer::Loop : EventSink {
         handler(o.handler, symbols, &reader, cache),
         idle_timeout(std::chrono::milliseconds(o.idle_timeout_ms)) {}
 
-  // The hub's thread: hand the events to this loop.
+  // The hub's thread: hand the events to this loop. What arrives while the loop has not run
+  // yet joins one batch (one handler, and one send per client for all of it).
   void Deliver(std::shared_ptr<const SymbolEvents> events) override {
-    net::post(ioc, [this, events = std::move(events)] { router.Deliver(events); });
+    {
+      std::lock_guard<std::mutex> lock(pending_mu);
+      pending.push_back(std::move(events));
+      if (delivery_posted) return;
+      delivery_posted = true;
+    }
+    net::post(ioc, [this] {
+      std::vector<std::shared_ptr<const SymbolEvents>> batch;
+      {
+        std::lock_guard<std::mutex> lock(pending_mu);
+        batch.swap(pending);
+        delivery_posted = false;
+      }
+      router.Deliver(batch);
+    });
   }
 
   const size_t index;
+  std::mutex pending_mu;  // guards pending and delivery_posted (hub thread and this loop)
+  std::vector<std::shared_ptr<const SymbolEvents>> pending;
+  bool delivery_posted = false;
   // Before ioc: the sessions destroyed with the io_context leave the router and count in
   // ws_stats.
   WsStats ws_stats;
@@ -176,8 +194,13 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
     if (reply.used_weight >= 0) res_.set("X-MBX-USED-WEIGHT-1M", std::to_string(reply.used_weight));
     if (reply.retry_after_s >= 0)
       res_.set(http::field::retry_after, std::to_string(reply.retry_after_s));
-    res_.body() = std::move(reply.body);
-    res_.prepare_payload();
+    if (req.method() == http::verb::head) {
+      // GET's headers, its Content-Length too, and no body.
+      res_.content_length(reply.body.size());
+    } else {
+      res_.body() = std::move(reply.body);
+      res_.prepare_payload();
+    }
     DoWrite();
   }
 

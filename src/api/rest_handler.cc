@@ -134,7 +134,7 @@ void RestHandler::Handle(std::string_view method, std::string_view target, std::
   Endpoint e = Endpoint::kOther;
   if (!ParseTarget(target, &path, &params, &target_error)) {
     SetError(target_error, out);
-  } else if (e = Route(path); method != "GET") {
+  } else if (e = Route(path); method != "GET" && method != "HEAD") {
     e = Endpoint::kOther;
     SetError(MethodNotAllowed(), out);
   } else if (e == Endpoint::kOther) {

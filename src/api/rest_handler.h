@@ -72,7 +72,8 @@ class RestHandler {
   RestHandler(HandlerOptions options, const SymbolDirectory* symbols, MarketReader* reader,
               CandleCache* cache);
 
-  // method and target as received (target = path + query); client = the peer's IP.
+  // method and target as received (target = path + query); client = the peer's IP. GET and HEAD
+  // are served (HEAD: the server sends the headers only); any other method is refused (405).
   void Handle(std::string_view method, std::string_view target, std::string_view client,
               int64_t now_ms, HttpReply* out);
 

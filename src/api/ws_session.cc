@@ -114,7 +114,16 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
     }
     queued_bytes_ += size;
     if (queued_bytes_ > ctx_.options->send_queue_bytes) return Abort(WsClose::kSlow);
-    SchedulePump();
+    if (!pump_posted_ && !writing_) {
+      pump_posted_ = true;
+      ctx_.router->WantPump(shared_from_this());
+    }
+  }
+
+  // The router, after a batch: writes what the batch queued.
+  void RunPump() {
+    pump_posted_ = false;
+    Pump();
   }
 
  private:
@@ -487,6 +496,14 @@ void StreamRouter::Add(const std::string& key, const std::string& symbol, WsSess
 }
 
 void StreamRouter::Remove(const std::string& key, const std::string& symbol, WsSession* s) {
+  if (delivering_) {
+    deferred_.push_back(Removal{key, symbol, s});
+    return;
+  }
+  RemoveNow(key, symbol, s);
+}
+
+void StreamRouter::RemoveNow(const std::string& key, const std::string& symbol, WsSession* s) {
   auto it = by_key_.find(key);
   if (it == by_key_.end()) return;
   auto& v = it->second;
@@ -501,18 +518,23 @@ void StreamRouter::Remove(const std::string& key, const std::string& symbol, WsS
   }
 }
 
-void StreamRouter::Deliver(const std::shared_ptr<const SymbolEvents>& events) {
-  for (const StreamEvent& e : events->events) {
-    auto it = by_key_.find(e.key);
-    if (it == by_key_.end()) continue;
-    // A copy: a session's Enqueue may end it (Abort), which removes it from by_key_ at once.
-    // Only that session: the others in the copy stay alive and subscribed, and an ended one
-    // is destroyed later, from its own handlers (Enqueue returns at once while it closes).
-    // No per-session lookup here: with 10,000 clients on one hot stream that lookup made each
-    // event quadratic in the stream's clients.
-    const std::vector<WsSession*> sessions = it->second;
-    for (WsSession* s : sessions) s->Enqueue(events, e);
+void StreamRouter::Deliver(const std::vector<std::shared_ptr<const SymbolEvents>>& batch) {
+  // No session is destroyed in here: one that an event ends (Abort) only closes its socket,
+  // and its handlers, which hold it, run after this one.
+  delivering_ = true;
+  for (const std::shared_ptr<const SymbolEvents>& events : batch) {
+    for (const StreamEvent& e : events->events) {
+      auto it = by_key_.find(e.key);
+      if (it == by_key_.end()) continue;
+      for (WsSession* s : it->second) s->Enqueue(events, e);
+    }
   }
+  delivering_ = false;
+  for (const Removal& r : deferred_) RemoveNow(r.key, r.symbol, r.session);
+  deferred_.clear();
+  std::vector<std::shared_ptr<WsSession>> pumps;
+  pumps.swap(pumps_);
+  for (const std::shared_ptr<WsSession>& s : pumps) s->RunPump();
 }
 
 bool IsWsTarget(std::string_view target) {

@@ -71,15 +71,30 @@ class StreamRouter {
   StreamRouter(EventHub* hub, size_t loop_index) : hub_(hub), loop_(loop_index) {}
 
   void Add(const std::string& key, const std::string& symbol, WsSession* s);
+  // During Deliver (a session ended by an event it was given), applied once the batch is
+  // delivered: the lists being walked do not change under the walk.
   void Remove(const std::string& key, const std::string& symbol, WsSession* s);
-  // Queues each event to the sessions of its stream.
-  void Deliver(const std::shared_ptr<const SymbolEvents>& events);
+  // Queues each event of the batch (what the hub handed this loop since it last ran) to the
+  // sessions of its stream; then every session given an event writes what it has queued, one
+  // send each.
+  void Deliver(const std::vector<std::shared_ptr<const SymbolEvents>>& batch);
+  // A session given an event during Deliver: its write is started after the batch.
+  void WantPump(std::shared_ptr<WsSession> s) { pumps_.push_back(std::move(s)); }
 
  private:
+  struct Removal {
+    std::string key, symbol;
+    WsSession* session;
+  };
+  void RemoveNow(const std::string& key, const std::string& symbol, WsSession* s);
+
   EventHub* hub_;
   size_t loop_;
   std::unordered_map<std::string, std::vector<WsSession*>> by_key_;
   std::unordered_map<std::string, uint32_t> per_symbol_;
+  bool delivering_ = false;
+  std::vector<Removal> deferred_;
+  std::vector<std::shared_ptr<WsSession>> pumps_;
 };
 
 struct WsContext {

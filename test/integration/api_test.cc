@@ -298,6 +298,14 @@ TEST_CASE("api: every bad request gets Binance's error; unknown symbols cost no 
   CHECK(kt::HttpFetch(api_port, "/").status == 404);  // no web_root configured
   CHECK(kt::HttpRaw(api_port, "POST /api/v3/ping HTTP/1.0\r\nContent-Length: 0\r\n\r\n").status ==
         405);
+  // HEAD: GET's status and headers (its Content-Length too), no body.
+  const kt::HttpResponse head = kt::HttpRaw(api_port, "HEAD /api/v3/time HTTP/1.0\r\n\r\n");
+  CHECK(head.status == 200);
+  CHECK(head.body.empty());
+  CHECK(std::stoi(head.Header("Content-Length").empty() ? "0" : head.Header("Content-Length")) ==
+        static_cast<int>(kt::HttpFetch(api_port, "/api/v3/time").body.size()));
+  CHECK(kt::HttpRaw(api_port, "HEAD /api/v3/klines?symbol=NOPE&interval=1m HTTP/1.0\r\n\r\n")
+            .status == 400);
   // Oversized headers and garbage: an HTTP error and a close, and the server goes on.
   CHECK(kt::HttpRaw(api_port,
                     "GET /api/v3/ping HTTP/1.1\r\nX: " + std::string(10000, 'a') + "\r\n\r\n")
