@@ -11,10 +11,14 @@
 //   memory: klined's RSS after the connections opened minus before, per connection;
 //   one stalled client (stops reading): it must be disconnected while the others' p99 holds.
 // Usage: ws_bench [--connections N] [--symbols S] [--rate R] [--seconds T] [--partitions P]
-//                 [--flush-ms F] [--api-threads A]
+//                 [--flush-ms F] [--api-threads A] [--baseline 1]
+// --baseline 1: the same clients against a bare Beast WebSocket server pushing frames of the
+// same size at the same rate (ServeBaseline): the library's ceiling on this machine.
 // Needs KLINED_BUILD (the build dir).
 #include <hiredis/hiredis.h>
 
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <algorithm>
 #include <atomic>
@@ -25,8 +29,10 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <deque>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -67,6 +73,7 @@ struct Options {
   int partitions = 64;
   int flush_ms = 333;  // klined's default flush interval: each symbol is pushed at most this often
   int api_threads = 1;
+  int baseline = 0;  // 1: only the baseline server (RunBaseline), no klined
 };
 
 const char* const kIntervals[] = {"1s", "1m", "5m"};
@@ -157,6 +164,7 @@ class Client : public std::enable_shared_from_this<Client> {
   Client(net::io_context& ioc, int id, std::vector<std::string> symbols, bool stalled,
          Reference* ref, Stats* stats, const std::atomic<bool>* measuring)
       : ws_(ioc),
+        baseline_(ref == nullptr),
         id_(id),
         symbols_(std::move(symbols)),
         stalled_(stalled),
@@ -202,6 +210,16 @@ class Client : public std::enable_shared_from_this<Client> {
   }
   void OnFrame(const std::string& frame, double us) {
     if (!measuring_->load(std::memory_order_relaxed)) return;
+    if (baseline_) {  // the baseline server's frames carry their send time (us) in E
+      const double sent = std::atof(std::string(Field(frame, "E")).c_str());
+      std::lock_guard<std::mutex> lock(stats_->mu);
+      ++stats_->frames;
+      stats_->latencies_ms.push_back((us - sent) / 1000.0);
+      if (stats_->latencies_ms.size() % 16 == 0) {
+        stats_->by_time.emplace_back(us, stats_->latencies_ms.back());
+      }
+      return;
+    }
     const size_t k = frame.find("\"k\":{");
     if (k == std::string::npos) return;
     const std::string_view body(frame.data() + k + 4, frame.size() - k - 4);
@@ -224,6 +242,7 @@ class Client : public std::enable_shared_from_this<Client> {
   }
 
   websocket::stream<beast::tcp_stream> ws_;
+  bool baseline_;  // no reference: frames from the baseline server
   beast::flat_buffer buf_;
   int id_;
   std::vector<std::string> symbols_;
@@ -267,6 +286,185 @@ double ProcessCpu(int pid) {
   return sum;
 }
 
+// Every client (and one stalled one) connected to the server at `port`; their I/O thread.
+// Connection c streams symbols 3c, 3c+1, 3c+2 (mod S), one interval each.
+struct Clients {
+  Clients(const Options& o, int port, Reference* ref, Stats* stats,
+          const std::atomic<bool>* measuring) {
+    const tcp::endpoint ep(net::ip::make_address("127.0.0.1"), static_cast<uint16_t>(port));
+    for (int c = 0; c <= o.connections; ++c) {
+      const bool stalled = c == o.connections;  // the last one never reads
+      std::vector<std::string> syms;
+      for (int k = 0; k < (stalled ? std::min(200, o.symbols) : 3); ++k) {
+        syms.push_back(Sym((3 * c + k) % o.symbols));
+      }
+      clients.push_back(std::make_shared<Client>(ioc, c, syms, stalled, ref, stats, measuring));
+    }
+    io = std::thread([this] {
+      pthread_setname_np(pthread_self(), "ws-clients");
+      auto guard = net::make_work_guard(ioc);
+      ioc.run();
+    });
+    const auto open_start = Clock::now();
+    for (auto& c : clients) {
+      net::post(ioc, [this, c, ep] { c->Start(ep, &open, &failed); });
+      // Accept backlog: pace the connects a little.
+      if ((&c - clients.data()) % 500 == 499) std::this_thread::sleep_for(milliseconds(50));
+    }
+    while (open.load() + failed.load() < static_cast<int>(clients.size()) &&
+           Clock::now() < open_start + seconds(120)) {
+      std::this_thread::sleep_for(milliseconds(100));
+    }
+    open_seconds = std::chrono::duration<double>(Clock::now() - open_start).count();
+    std::this_thread::sleep_for(seconds(1));
+  }
+  net::io_context ioc;
+  std::vector<std::shared_ptr<Client>> clients;
+  std::thread io;
+  std::atomic<int> open{0}, failed{0};
+  double open_seconds = 0;
+};
+
+// Latency percentiles of the window, and the p99 second by second (sampled): a transient or
+// a steady state.
+void PrintLatency(Stats& stats, const char* what) {
+  std::lock_guard<std::mutex> lock(stats.mu);
+  std::printf("latency %s: p50 %.1f ms  p99 %.1f ms  max %.1f ms (%zu frames)\n", what,
+      klined::bench::Percentile(stats.latencies_ms, 0.5),
+      klined::bench::Percentile(stats.latencies_ms, 0.99),
+      klined::bench::Percentile(stats.latencies_ms, 1.0), stats.latencies_ms.size());
+  // The latency over the window, second by second (sampled): a transient or a steady state.
+  if (!stats.by_time.empty()) {
+    const double t0 = stats.by_time.front().first;
+    std::map<int, std::vector<double>> per_second;
+    for (const auto& [us, ms] : stats.by_time) per_second[int((us - t0) / 1e6)].push_back(ms);
+    std::printf("  p99 by second of the window:");
+    for (const auto& [sec, v] : per_second)
+      std::printf(" %d:%.0f", sec, klined::bench::Percentile(v, 0.99));
+    std::printf(" (ms)\n");
+  }
+}
+
+// The baseline: the server library's plain use, no klined. A Beast WebSocket server (one
+// thread, as api.threads 1) that accepts the same clients and pushes each, every flush
+// interval, one frame per stream of the size klined's are (plus a close a second for the 1s
+// stream), one async_write per frame, as a Beast application does; E carries the send time.
+class BaselineSession : public std::enable_shared_from_this<BaselineSession> {
+ public:
+  explicit BaselineSession(tcp::socket s) : ws_(std::move(s)) {}
+  void Start(std::vector<std::shared_ptr<BaselineSession>>* all) {
+    ws_.async_accept([self = shared_from_this(), all](beast::error_code ec) {
+      if (!ec) all->push_back(self);
+    });
+  }
+  void Push(std::string frame) {
+    if (dead_) return;
+    if (queue_.size() >= 1000) {  // a stalled client: bounded, then closed
+      dead_ = true;
+      beast::get_lowest_layer(ws_).close();
+      return;
+    }
+    queue_.push_back(std::move(frame));
+    Write();
+  }
+  bool dead() const { return dead_; }
+
+ private:
+  void Write() {
+    if (writing_ || queue_.empty()) return;
+    writing_ = true;
+    ws_.async_write(net::buffer(queue_.front()),
+                    [self = shared_from_this()](beast::error_code ec, size_t) {
+                      self->writing_ = false;
+                      if (ec) {
+                        self->dead_ = true;
+                        return;
+                      }
+                      self->queue_.pop_front();
+                      self->Write();
+                    });
+  }
+  websocket::stream<beast::tcp_stream> ws_;
+  std::deque<std::string> queue_;
+  bool writing_ = false, dead_ = false;
+};
+
+[[noreturn]] void ServeBaseline(tcp::acceptor* acceptor, int flush_ms) {
+  pthread_setname_np(pthread_self(), "baseline-0");
+  net::io_context& ioc = static_cast<net::io_context&>(acceptor->get_executor().context());
+  std::vector<std::shared_ptr<BaselineSession>> sessions;
+  std::function<void()> accept = [&] {
+    acceptor->async_accept([&](beast::error_code ec, tcp::socket s) {
+      if (!ec) std::make_shared<BaselineSession>(std::move(s))->Start(&sessions);
+      accept();
+    });
+  };
+  accept();
+  net::steady_timer tick(ioc);
+  uint64_t ticks = 0;
+  std::function<void()> on_tick = [&] {
+    tick.expires_after(milliseconds(flush_ms));
+    tick.async_wait([&](beast::error_code) {
+      ++ticks;
+      const bool close_due = ticks % std::max(1, 1000 / flush_ms) == 0;
+      for (auto& s : sessions) {
+        for (int k = 0; k < 3 + (close_due ? 1 : 0); ++k) {
+          char frame[512];
+          std::snprintf(frame, sizeof frame,
+                        "{\"stream\":\"s1usdt@kline_%s\",\"data\":{\"e\":\"kline\",\"E\":%.0f,"
+                        "\"s\":\"S1USDT\",\"k\":{\"t\":1796197092000,\"T\":1796197092999,\"s\":"
+                        "\"S1USDT\",\"i\":\"%s\",\"f\":1,\"L\":1,\"o\":\"104.74\",\"c\":\"104.74\","
+                        "\"h\":\"104.74\",\"l\":\"104.74\",\"v\":\"0.77\",\"n\":1,\"x\":%s,\"q\":"
+                        "\"80.6498\",\"V\":\"0.77\",\"Q\":\"80.6498\",\"B\":\"0\"}}}",
+                        kIntervals[k % 3], NowUs(), kIntervals[k % 3], k == 3 ? "true" : "false");
+          s->Push(frame);
+        }
+      }
+      std::erase_if(sessions, [](const auto& s) { return s->dead(); });
+      on_tick();
+    });
+  };
+  on_tick();
+  ioc.run();
+  std::_Exit(0);
+}
+
+// The baseline run: the same clients against ServeBaseline in a child process, for
+// o.seconds; the latency of its frames and its CPU.
+int RunBaseline(const Options& o) {
+  net::io_context server_ioc;
+  tcp::acceptor acceptor(server_ioc, tcp::endpoint(net::ip::make_address("127.0.0.1"), 0));
+  acceptor.listen(4096);
+  const int port = acceptor.local_endpoint().port();
+  server_ioc.notify_fork(net::execution_context::fork_prepare);
+  const pid_t child = fork();
+  if (child == 0) {
+    server_ioc.notify_fork(net::execution_context::fork_child);
+    ServeBaseline(&acceptor, o.flush_ms);
+  }
+  server_ioc.notify_fork(net::execution_context::fork_parent);
+  acceptor.close();
+  Stats stats;
+  std::atomic<bool> measuring{false};
+  Clients cl(o, port, nullptr, &stats, &measuring);
+  const double cpu_before = ProcessCpu(child);
+  std::this_thread::sleep_for(seconds(3));
+  measuring.store(true);
+  std::this_thread::sleep_for(seconds(o.seconds));
+  measuring.store(false);
+  std::printf(
+      "baseline (a bare Beast WebSocket server, one thread, one async_write per frame, %d frames "
+      "per %d ms per client): %d connections open (%d failed); its CPU %.1f s over %d s\n",
+      3, o.flush_ms, cl.open.load(), cl.failed.load(), ProcessCpu(child) - cpu_before, o.seconds);
+  PrintLatency(stats, "baseline server sent -> frame received");
+  kill(child, SIGKILL);
+  waitpid(child, nullptr, 0);
+  for (auto& c : cl.clients) net::post(cl.ioc, [c] { c->Close(); });
+  cl.ioc.stop();
+  cl.io.join();
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -278,7 +476,9 @@ int main(int argc, char** argv) {
                            {"--seconds", &o.seconds},
                            {"--partitions", &o.partitions},
                            {"--flush-ms", &o.flush_ms},
-                           {"--api-threads", &o.api_threads}});
+                           {"--api-threads", &o.api_threads},
+                           {"--baseline", &o.baseline}});
+  if (o.baseline != 0) return RunBaseline(o);
 
   kt::TempDir dir("klined-ws-bench");
   kt::RedisServer redis;
@@ -367,44 +567,21 @@ int main(int argc, char** argv) {
     redisFree(c);
   });
 
-  // The clients: connection c streams symbols 3c, 3c+1, 3c+2 (mod S), one interval each.
   const long rss_before = RssKiB(klined.pid());
-  net::io_context ioc;
   Stats stats;
   std::atomic<bool> measuring{false};
-  std::atomic<int> open{0}, failed{0};
-  std::vector<std::shared_ptr<Client>> clients;
-  const tcp::endpoint ep(net::ip::make_address("127.0.0.1"), static_cast<uint16_t>(api_port));
-  for (int c = 0; c <= o.connections; ++c) {
-    const bool stalled = c == o.connections;  // the last one never reads
-    std::vector<std::string> syms;
-    for (int k = 0; k < (stalled ? std::min(200, o.symbols) : 3); ++k) {
-      syms.push_back(Sym((3 * c + k) % o.symbols));
-    }
-    clients.push_back(std::make_shared<Client>(ioc, c, syms, stalled, &ref, &stats, &measuring));
-  }
-  std::thread io([&] {
-    pthread_setname_np(pthread_self(), "ws-clients");
-    auto guard = net::make_work_guard(ioc);
-    ioc.run();
-  });
-  const auto open_start = Clock::now();
-  for (auto& c : clients) {
-    net::post(ioc, [c, &ep, &open, &failed] { c->Start(ep, &open, &failed); });
-    // Accept backlog: pace the connects a little.
-    if ((&c - clients.data()) % 500 == 499) std::this_thread::sleep_for(milliseconds(50));
-  }
-  while (open.load() + failed.load() < static_cast<int>(clients.size()) &&
-         Clock::now() < open_start + seconds(120)) {
-    std::this_thread::sleep_for(milliseconds(100));
-  }
-  std::this_thread::sleep_for(seconds(1));
+  Clients cl(o, api_port, &ref, &stats, &measuring);
   const long rss_open = RssKiB(klined.pid());
+  auto& clients = cl.clients;
+  auto& ioc = cl.ioc;
+  auto& io = cl.io;
+  const int open_count = cl.open.load(), failed_count = cl.failed.load();
+  const double open_s = cl.open_seconds;
   std::printf(
       "ws_bench: %d connections open (%d failed) in %.1f s; klined RSS %ld -> %ld KiB: "
       "%.1f KiB per connection\n",
-      open.load(), failed.load(), std::chrono::duration<double>(Clock::now() - open_start).count(),
-      rss_before, rss_open, double(rss_open - rss_before) / std::max(1, open.load()));
+      open_count, failed_count, open_s, rss_before, rss_open,
+      double(rss_open - rss_before) / std::max(1, open_count));
 
   // Load: o.rate trades/s round-robin over the symbols, for o.seconds; measure after 3 s.
   const std::map<std::string, double> cpu_before = ThreadCpu(klined.pid());
@@ -488,22 +665,7 @@ int main(int argc, char** argv) {
       "away or published before the window)\n",
       static_cast<unsigned long long>(stats.frames),
       static_cast<unsigned long long>(stats.unmatched));
-  std::printf(
-      "latency written to Redis -> frame received: p50 %.1f ms  p99 %.1f ms  max %.1f ms "
-      "(%zu frames)\n",
-      klined::bench::Percentile(stats.latencies_ms, 0.5),
-      klined::bench::Percentile(stats.latencies_ms, 0.99),
-      klined::bench::Percentile(stats.latencies_ms, 1.0), stats.latencies_ms.size());
-  // The latency over the window, second by second (sampled): a transient or a steady state.
-  if (!stats.by_time.empty()) {
-    const double t0 = stats.by_time.front().first;
-    std::map<int, std::vector<double>> per_second;
-    for (const auto& [us, ms] : stats.by_time) per_second[int((us - t0) / 1e6)].push_back(ms);
-    std::printf("  p99 by second of the window:");
-    for (const auto& [sec, v] : per_second)
-      std::printf(" %d:%.0f", sec, klined::bench::Percentile(v, 0.99));
-    std::printf(" (ms)\n");
-  }
+  PrintLatency(stats, "written to Redis -> frame received");
   std::printf("1s closes: %llu expected, %llu missing; reading clients disconnected: %d\n",
               static_cast<unsigned long long>(expected_closes),
               static_cast<unsigned long long>(missing_closes), closed_readers);

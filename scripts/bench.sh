@@ -94,11 +94,14 @@ PY
 # "WebSocket fan-out"); each prints its own figures and ratios.
 echo
 for cmd in "$BUILD/bench/flush_bench --rounds 11" "$BUILD/bench/api_bench" \
+           "$BUILD/bench/ws_bench --baseline 1 --connections 2000" \
            "$BUILD/bench/ws_bench --connections 2000 --rate 10000"; do
   echo "command: $cmd"
   $cmd 2>&1 | grep -v "^20[0-9][0-9]-"
 done
 if [ "${QUICK:-0}" != 1 ]; then
-  echo "command: $BUILD/bench/ws_bench"
-  "$BUILD/bench/ws_bench" 2>&1 | grep -v "^20[0-9][0-9]-"
+  for cmd in "$BUILD/bench/ws_bench --baseline 1" "$BUILD/bench/ws_bench"; do
+    echo "command: $cmd"
+    $cmd 2>&1 | grep -v "^20[0-9][0-9]-"
+  done
 fi
