@@ -1,7 +1,8 @@
 // Redis time per FLUSH call: the real script (src/io/redis/lua_scripts.h) with its SPUBLISH of
-// the written candles (the market-data API's live stream), the same script without that line,
-// and the floor, a plain MSET of the same candles and watermarks; with no subscriber and with
-// one subscriber on every symbol's channel. One redis-server, one run, the variants alternated
+// the written candles of the watched intervals (the market-data API's live stream), the same
+// script without the publish (and without its read of B:watch), and the floor, a plain MSET of
+// the same candles and watermarks; with nobody watching, with one subscriber on every symbol's
+// channel watching 1m, and watching all 15 intervals. One redis-server, one run, the variants alternated
 // round by round (machines here are noisy); the figure is Redis's own usec_per_call from INFO
 // commandstats, so client and network time do not count.
 // Common case: one symbol's 15 current candles in the same buckets, each changed by the call
@@ -86,24 +87,27 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "flush_bench: the SPUBLISH line of FLUSH changed; update the bench\n");
     return 1;
   }
-  // What publishing only the intervals clients stream would cost for a client streaming one:
-  // the same script publishing only its first candle.
-  std::string one = flush;
-  one.replace(at, publish_line.size(),
-              "if #events > 0 then redis.call('SPUBLISH', base .. ':events', events[1]) end\n");
+  // Without the publish: no SPUBLISH, and no read of the watch it consults.
   quiet.erase(at, publish_line.size());
+  const std::string watch_line = "cur_keys[n + 2] = base .. ':watch'\n";
+  const size_t wat = quiet.find(watch_line);
+  if (wat == std::string::npos) {
+    std::fprintf(stderr, "flush_bench: FLUSH's read of B:watch changed; update the bench\n");
+    return 1;
+  }
+  quiet.erase(wat, watch_line.size());
   auto load = [&](const std::string& body) {
     redisReply* r = Command(c, {"SCRIPT", "LOAD", body});
     std::string sha(r->str, r->len);
     freeReplyObject(r);
     return sha;
   };
-  const std::string sha_publish = load(flush), sha_quiet = load(quiet), sha_one = load(one);
+  const std::string sha_publish = load(flush), sha_quiet = load(quiet);
 
   // Per symbol and version: the FLUSH arguments and the equivalent MSET.
   const long long t = 1732147200000;
   // [version][symbol]
-  std::vector<std::vector<std::string>> pub_calls[2], quiet_calls[2], one_calls[2], mset_calls[2];
+  std::vector<std::vector<std::string>> pub_calls[2], quiet_calls[2], mset_calls[2];
   for (int v = 0; v < 2; ++v) {
     for (int s = 0; s < symbols; ++s) {
       const std::string sym = "SYM" + std::to_string(s) + "USDT";
@@ -124,14 +128,11 @@ int main(int argc, char** argv) {
         redisReply* r = Command(c, mset);
         freeReplyObject(r);
       }
-      std::vector<std::string> p = {"EVALSHA", sha_publish, "0"}, q = {"EVALSHA", sha_quiet, "0"},
-                               o = {"EVALSHA", sha_one, "0"};
+      std::vector<std::string> p = {"EVALSHA", sha_publish, "0"}, q = {"EVALSHA", sha_quiet, "0"};
       p.insert(p.end(), args.begin(), args.end());
       q.insert(q.end(), args.begin(), args.end());
-      o.insert(o.end(), args.begin(), args.end());
       pub_calls[v].push_back(std::move(p));
       quiet_calls[v].push_back(std::move(q));
-      one_calls[v].push_back(std::move(o));
       mset_calls[v].push_back(std::move(mset));
     }
   }
@@ -147,8 +148,7 @@ int main(int argc, char** argv) {
     return out;
   };
   const std::vector<std::vector<std::string>> mset_only[2] = {mset_calls[1], mset_calls[1]};
-  const auto pub = batch(pub_calls), qu = batch(quiet_calls), on = batch(one_calls),
-             ms = batch(mset_only);
+  const auto pub = batch(pub_calls), qu = batch(quiet_calls), ms = batch(mset_only);
   per_round = per_symbol * symbols;
 
   // Redis time per call of a variant: the change of its command's usec / calls over a round.
@@ -160,11 +160,31 @@ int main(int argc, char** argv) {
   };
   std::printf("flush_bench: %d symbols, %d calls per round, %d rounds, redis %s\n", symbols,
               per_round, rounds, redis.address().c_str());
-  for (int with_subscriber = 0; with_subscriber < 2; ++with_subscriber) {
+  // What API instances follow (B:watch, written by their WATCH calls; here set directly):
+  // FLUSH publishes only those intervals.
+  struct Scenario {
+    const char* name;
+    std::string watch;  // "" = no watch key
+    bool subscriber;
+  };
+  std::string all_intervals = ",";
+  for (const char* iv : kIntervals) all_intervals.append(iv).append(",");
+  const std::vector<Scenario> scenarios = {
+      {"nobody streams the symbols (no watch, no subscriber)", "", false},
+      {"one subscriber on every symbol streaming 1m (watch ,1m,)", ",1m,", true},
+      {"one subscriber on every symbol streaming all 15 intervals", all_intervals, true},
+  };
+  for (const Scenario& sc : scenarios) {
+    for (int s = 0; s < symbols; ++s) {
+      const std::string key = "kline:{SYM" + std::to_string(s) + "USDT}:watch";
+      redisReply* r = Command(c, sc.watch.empty() ? std::vector<std::string>{"DEL", key}
+                                                  : std::vector<std::string>{"SET", key, sc.watch});
+      freeReplyObject(r);
+    }
     std::atomic<bool> stop{false};
     std::thread reader;
     redisContext* sub = nullptr;
-    if (with_subscriber) {
+    if (sc.subscriber) {
       // One subscriber on every symbol's channel, reading everything (as an API instance).
       sub = redisConnect(redis.host().c_str(), redis.port());
       std::vector<std::string> cmd = {"SSUBSCRIBE"};
@@ -179,25 +199,22 @@ int main(int argc, char** argv) {
         }
       });
     }
-    std::vector<double> p, q, one_p, m;
+    std::vector<double> p, q, m;
     for (int r = 0; r < rounds; ++r) {
       p.push_back(measure(pub, "evalsha"));
       q.push_back(measure(qu, "evalsha"));
-      one_p.push_back(measure(on, "evalsha"));
       m.push_back(measure(ms, "mset"));
     }
     auto median = [](std::vector<double> v) {
       std::sort(v.begin(), v.end());
       return v[v.size() / 2];
     };
-    const double mp = median(p), mq = median(q), mo = median(one_p), mm = median(m);
+    const double mp = median(p), mq = median(q), mm = median(m);
     std::printf(
-        "  %s: FLUSH with SPUBLISH %.2f us/call, without %.2f us/call (+%.1f%%), publishing one "
-        "candle %.2f us/call (+%.1f%%), MSET floor %.2f us/call; FLUSH/MSET %.2fx (medians of %d "
-        "rounds)\n",
-        with_subscriber ? "one subscriber on every channel" : "no subscriber", mp, mq,
-        100 * (mp - mq) / mq, mo, 100 * (mo - mq) / mq, mm, mp / mm, rounds);
-    if (with_subscriber) {
+        "  %s: FLUSH %.2f us/call, without publishing (no SPUBLISH, no watch read) %.2f us/call "
+        "(publish cost %+.1f%%), MSET floor %.2f us/call; FLUSH/MSET %.2fx (medians of %d rounds)\n",
+        sc.name, mp, mq, 100 * (mp - mq) / mq, mm, mp / mm, rounds);
+    if (sc.subscriber) {
       stop.store(true);
       // Wake the reader with one more message, then close.
       redisReply* rr = Command(c, {"SPUBLISH", "kline:{SYM0USDT}:events", "x"});

@@ -327,7 +327,7 @@ bool ApiServer::Start(std::string* error) {
   const size_t n = static_cast<size_t>(std::max(1, options_.threads));
   im.ws_options = options_.ws;
   im.ws_options.intervals = options_.handler.intervals;
-  im.hub = std::make_unique<EventHub>(options_.redis, options_.keys);
+  im.hub = std::make_unique<EventHub>(options_.redis, options_.keys, options_.watch_ttl_ms);
   if (options_.cache.max_bytes > 0) {
     im.cache_subscriptions = std::make_unique<HubSubscriptions>(im.hub.get(), n);
     im.cache = std::make_unique<CandleCache>(options_.cache, im.cache_subscriptions.get());
@@ -442,6 +442,7 @@ ApiSnapshot ApiServer::Snapshot() const {
   s.pubsub_bad = h.bad_messages.Get();
   s.pubsub_reconnects = h.reconnects.Get();
   s.pubsub_symbols = h.subscribed.load(std::memory_order_relaxed);
+  s.watch_writes = h.watch_writes.Get();
   if (im.cache) {
     const CacheStats& c = im.cache->stats();
     auto get = [](const std::atomic<uint64_t>& v) { return v.load(std::memory_order_relaxed); };

@@ -59,6 +59,7 @@ struct ApiServerOptions {
   HandlerOptions handler;
   WsOptions ws;        // its intervals are the handler's
   CacheOptions cache;  // max_bytes 0 = no L1 cache
+  int64_t watch_ttl_ms = 30000;  // EventHub: what this instance streams, in B:watch
 };
 
 // Sums over the loops, for the metrics scrape (any thread).
@@ -80,7 +81,7 @@ struct ApiSnapshot {
   std::array<uint64_t, kWsCloseCount> ws_closed{};
   // pub/sub
   uint64_t pubsub_messages = 0, pubsub_events = 0, pubsub_bad = 0, pubsub_reconnects = 0;
-  uint64_t pubsub_symbols = 0;
+  uint64_t pubsub_symbols = 0, watch_writes = 0;
   // the L1 cache
   uint64_t cache_hits = 0, cache_misses = 0, cache_page_hits = 0, cache_page_misses = 0;
   uint64_t cache_waits = 0, cache_loads = 0, cache_evictions = 0, cache_invalidations = 0;

@@ -127,7 +127,7 @@ std::shared_ptr<CandleCache::Entry> CandleCache::Admit(const std::string& key,
   entries_.emplace(key, e);
   stats_.entries.store(entries_.size(), std::memory_order_relaxed);
   Account(static_cast<int64_t>(e->bytes));
-  subscriptions_->Want(e->symbol);
+  subscriptions_->Want(e->symbol, e->interval);
   return e;
 }
 
@@ -514,12 +514,10 @@ void CandleCache::Deliver(std::shared_ptr<const SymbolEvents> events) {
   Evict();
 }
 
-void CandleCache::Subscribed(const std::string& symbol) {
+void CandleCache::Subscribed(const std::string& symbol, const std::string& kind) {
   std::lock_guard<std::mutex> lock(mu_);
-  for (Interval iv : kAllIntervals) {
-    auto it = entries_.find(EventKey(symbol, iv));
-    if (it != entries_.end()) it->second->live = true;
-  }
+  auto it = entries_.find(symbol + "|" + kind);  // EventKey's form
+  if (it != entries_.end()) it->second->live = true;
   cv_.notify_all();
 }
 
@@ -548,7 +546,7 @@ void CandleCache::Evict() {
       Entry* e = en->second.get();
       e->removed = true;
       Account(-static_cast<int64_t>(e->bytes));
-      subscriptions_->Unwant(e->symbol);
+      subscriptions_->Unwant(e->symbol, e->interval);
       entries_.erase(en);
       stats_.entries.store(entries_.size(), std::memory_order_relaxed);
       lru_.erase(it);

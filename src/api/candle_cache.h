@@ -72,8 +72,8 @@ struct CacheOptions {
 class Subscriptions {
  public:
   virtual ~Subscriptions() = default;
-  virtual void Want(const std::string& symbol) = 0;
-  virtual void Unwant(const std::string& symbol) = 0;
+  virtual void Want(const std::string& symbol, Interval iv) = 0;
+  virtual void Unwant(const std::string& symbol, Interval iv) = 0;
 };
 
 // Counters (any thread; relaxed).
@@ -104,7 +104,7 @@ class CandleCache : public EventSink {
 
   // EventSink (the hub's thread).
   void Deliver(std::shared_ptr<const SymbolEvents> events) override;
-  void Subscribed(const std::string& symbol) override;
+  void Subscribed(const std::string& symbol, const std::string& kind) override;
   void Lost() override;
 
   const CacheStats& stats() const { return stats_; }
@@ -175,8 +175,12 @@ class CandleCache : public EventSink {
 class HubSubscriptions : public Subscriptions {
  public:
   HubSubscriptions(EventHub* hub, size_t sink) : hub_(hub), sink_(sink) {}
-  void Want(const std::string& symbol) override { hub_->Want(sink_, symbol); }
-  void Unwant(const std::string& symbol) override { hub_->Unwant(sink_, symbol); }
+  void Want(const std::string& symbol, Interval iv) override {
+    hub_->Want(sink_, symbol, std::string(IntervalName(iv)));
+  }
+  void Unwant(const std::string& symbol, Interval iv) override {
+    hub_->Unwant(sink_, symbol, std::string(IntervalName(iv)));
+  }
 
  private:
   EventHub* hub_;

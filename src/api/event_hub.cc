@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <random>
 
 #include "api/rest_format.h"
 #include "api/ws_protocol.h"
@@ -16,6 +17,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/thread_name.h"
+#include "io/redis/lua_scripts.h"
 #include "klined/candle.h"
 
 namespace klined::api {
@@ -49,9 +51,29 @@ std::string_view PushKind(const redisReply* r) {
 
 }  // namespace
 
-EventHub::EventHub(RedisOptions redis, KeyLayout keys)
-    : redis_(std::move(redis)), keys_(std::move(keys)) {
+std::string EventHub::Wanted::Watch() const {
+  std::string w;
+  for (const auto& [kind, counts] : kinds) w.append(",").append(kind);
+  if (!w.empty()) w.push_back(',');
+  return w;
+}
+
+bool EventHub::Wanted::WantedBy(size_t sink) const {
+  for (const auto& [kind, counts] : kinds) {
+    if (counts[sink] > 0) return true;
+  }
+  return false;
+}
+
+EventHub::EventHub(RedisOptions redis, KeyLayout keys, int64_t watch_ttl_ms)
+    : redis_(std::move(redis)), keys_(std::move(keys)), watch_ttl_ms_(watch_ttl_ms) {
   wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  cmd_ = std::make_unique<RedisConn>(redis_);
+  watch_script_ = cmd_->AddScript(lua::kWatch);
+  std::random_device rd;
+  char id[40];
+  std::snprintf(id, sizeof id, "%08x%08x-%d", rd(), rd(), static_cast<int>(getpid()));
+  instance_ = id;
 }
 
 EventHub::~EventHub() {
@@ -80,18 +102,18 @@ void EventHub::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-void EventHub::Want(size_t sink, const std::string& symbol) {
+void EventHub::Want(size_t sink, const std::string& symbol, const std::string& kind) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    changes_.push_back({sink, symbol, true});
+    changes_.push_back({sink, symbol, kind, true});
   }
   Wake();
 }
 
-void EventHub::Unwant(size_t sink, const std::string& symbol) {
+void EventHub::Unwant(size_t sink, const std::string& symbol, const std::string& kind) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    changes_.push_back({sink, symbol, false});
+    changes_.push_back({sink, symbol, kind, false});
   }
   Wake();
 }
@@ -141,9 +163,82 @@ void EventHub::Disconnect() {
 
 void EventHub::Drop() {
   Disconnect();
-  for (auto& [symbol, w] : wanted_) w.confirmed = false;
+  cmd_->Disconnect("subscriber dropped");
+  // Everything is subscribed and watched again on the next connection, and every wanter told
+  // once more.
+  for (auto& [symbol, w] : wanted_) {
+    w.confirmed = false;
+    w.acked.clear();
+    w.waiting.clear();
+    for (const auto& [kind, counts] : w.kinds) {
+      for (size_t sink = 0; sink < counts.size(); ++sink) {
+        if (counts[sink] > 0) w.waiting.emplace(sink, kind);
+      }
+    }
+    watch_dirty_.insert(symbol);
+  }
   unsubscribing_.clear();
   for (EventSink* sink : sinks_) sink->Lost();
+}
+
+bool EventHub::SyncWatches(bool refresh) {
+  if (refresh) {
+    for (const auto& [symbol, w] : wanted_) watch_dirty_.insert(symbol);
+  }
+  if (watch_dirty_.empty() && unwatched_.empty()) return true;
+  if (!cmd_->EnsureConnected()) return false;
+  const std::string ttl = std::to_string(watch_ttl_ms_);
+  std::vector<std::pair<std::string, std::string>> sent;  // (symbol, watch)
+  for (const std::string& symbol : unwatched_) {
+    if (wanted_.contains(symbol)) continue;  // wanted again meanwhile: written below
+    sent.emplace_back(symbol, "");
+  }
+  for (const std::string& symbol : watch_dirty_) {
+    auto it = wanted_.find(symbol);
+    if (it != wanted_.end()) sent.emplace_back(symbol, it->second.Watch());
+  }
+  for (const auto& [symbol, watch] : sent) {
+    const std::string base = keys_.Base(symbol);
+    cmd_->Append({"EVALSHA", cmd_->Sha(watch_script_), "0", base, instance_, watch, ttl});
+  }
+  if (!cmd_->FlushWrites()) return false;
+  for (const auto& [symbol, watch] : sent) {
+    RedisReply r = cmd_->GetReply();
+    if (!r || r->type == REDIS_REPLY_ERROR) {
+      LOG_RATE(kWarn, "api.watch_failed",
+               "symbol=" << symbol << " error=\""
+                         << (r ? std::string_view(r->str, r->len) : std::string_view(cmd_->error()))
+                         << "\"");
+      if (r && std::string_view(r->str, r->len).rfind("NOSCRIPT", 0) == 0) cmd_->ReloadScripts();
+      return false;
+    }
+    stats_.watch_writes.Add();
+    auto it = wanted_.find(symbol);
+    if (it == wanted_.end()) continue;
+    it->second.acked = watch;
+    NotifyReady(symbol);
+  }
+  watch_dirty_.clear();
+  unwatched_.clear();
+  return true;
+}
+
+void EventHub::NotifyReady(const std::string& symbol) {
+  auto it = wanted_.find(symbol);
+  if (it == wanted_.end() || !it->second.confirmed) return;
+  Wanted& w = it->second;
+  for (auto p = w.waiting.begin(); p != w.waiting.end();) {
+    const auto& [sink, kind] = *p;
+    auto k = w.kinds.find(kind);
+    if (k == w.kinds.end() || k->second[sink] == 0) {
+      p = w.waiting.erase(p);  // not wanted any more
+    } else if (w.acked.find("," + kind + ",") != std::string::npos) {
+      sinks_[sink]->Subscribed(symbol, kind);
+      p = w.waiting.erase(p);
+    } else {
+      ++p;
+    }
+  }
 }
 
 bool EventHub::SendCommand(const char* verb, const std::vector<std::string>& symbols) {
@@ -177,35 +272,39 @@ void EventHub::ApplyChanges(std::vector<std::string>* subscribe,
   }
   // Per symbol touched: was it wanted before this round? Only the net change goes to Redis.
   std::unordered_map<std::string, bool> before;
-  std::vector<std::pair<size_t, std::string>> confirmed_wants;
   for (Change& ch : changes) {
     auto it = wanted_.find(ch.symbol);
     before.try_emplace(ch.symbol, it != wanted_.end());
     if (ch.want) {
-      if (it == wanted_.end()) {
-        it = wanted_.emplace(ch.symbol, Wanted{std::vector<uint32_t>(sinks_.size(), 0), false})
-                 .first;
-      }
-      ++it->second.counts[ch.sink];
-      if (it->second.confirmed) confirmed_wants.emplace_back(ch.sink, ch.symbol);
-    } else if (it != wanted_.end() && it->second.counts[ch.sink] > 0) {
-      --it->second.counts[ch.sink];
+      if (it == wanted_.end()) it = wanted_.emplace(ch.symbol, Wanted{}).first;
+      auto [k, fresh] = it->second.kinds.try_emplace(ch.kind, sinks_.size(), 0);
+      if (fresh) watch_dirty_.insert(ch.symbol);
+      ++k->second[ch.sink];
+      it->second.waiting.emplace(ch.sink, ch.kind);
+    } else if (it != wanted_.end()) {
+      auto k = it->second.kinds.find(ch.kind);
+      if (k == it->second.kinds.end() || k->second[ch.sink] == 0) continue;
+      --k->second[ch.sink];
       bool any = false;
-      for (uint32_t n : it->second.counts) any |= n > 0;
-      if (!any) wanted_.erase(it);
+      for (uint32_t n : k->second) any |= n > 0;
+      if (any) continue;
+      it->second.kinds.erase(k);
+      watch_dirty_.insert(ch.symbol);
+      if (it->second.kinds.empty()) {
+        wanted_.erase(it);
+        watch_dirty_.erase(ch.symbol);
+        unwatched_.insert(ch.symbol);
+      }
     }
   }
   for (const auto& [symbol, was] : before) {
     const bool is = wanted_.contains(symbol);
     if (is && !was) subscribe->push_back(symbol);
     if (was && !is) unsubscribe->push_back(symbol);
+    // Subscribed and watched already: a new wanter of a kind the watch names can rely on it now.
+    if (is) NotifyReady(symbol);
   }
   stats_.subscribed.store(wanted_.size(), std::memory_order_relaxed);
-  // Already subscribed on this connection: the new wanter can rely on it now.
-  for (const auto& [sink, symbol] : confirmed_wants) {
-    auto it = wanted_.find(symbol);
-    if (it != wanted_.end() && it->second.counts[sink] > 0) sinks_[sink]->Subscribed(symbol);
-  }
 }
 
 void EventHub::OnUnsubscribed(std::string_view channel) {
@@ -219,9 +318,7 @@ void EventHub::OnSubscribed(std::string_view channel) {
   auto it = wanted_.find(symbol);
   if (it == wanted_.end() || it->second.confirmed) return;  // unwanted meanwhile, or a repeat
   it->second.confirmed = true;
-  for (size_t s = 0; s < sinks_.size(); ++s) {
-    if (it->second.counts[s] > 0) sinks_[s]->Subscribed(it->first);
-  }
+  NotifyReady(symbol);
 }
 
 void EventHub::OnMessage(std::string_view channel, std::string_view payload) {
@@ -275,7 +372,7 @@ void EventHub::OnMessage(std::string_view channel, std::string_view payload) {
   stats_.events.Add(events->events.size());
   std::shared_ptr<const SymbolEvents> shared = std::move(events);
   for (size_t s = 0; s < sinks_.size(); ++s) {
-    if (it->second.counts[s] > 0) sinks_[s]->Deliver(shared);
+    if (it->second.WantedBy(s)) sinks_[s]->Deliver(shared);
   }
 }
 
@@ -298,7 +395,7 @@ void EventHub::Run() {
       if (connected_once) stats_.reconnects.Add();
       connected_once = true;
       std::vector<std::string> all;
-      for (const auto& [symbol, counts] : wanted_) all.push_back(symbol);
+      for (const auto& [symbol, w] : wanted_) all.push_back(symbol);
       if (!SendCommand("SSUBSCRIBE", all)) {
         Drop();
         continue;
@@ -309,6 +406,17 @@ void EventHub::Run() {
     for (const std::string& symbol : unsubscribe) ++unsubscribing_[symbol];
     if (!SendCommand("SSUBSCRIBE", subscribe) || !SendCommand("SUNSUBSCRIBE", unsubscribe)) {
       LOG_RATE(kWarn, "api.subscriber_lost", "error=\"" << Ctx(ctx_)->errstr << "\"");
+      Drop();
+      continue;
+    }
+    // The watches (what FLUSH publishes), after the subscriptions went out; refreshed every
+    // ttl/3. One that Redis does not take ends the connection as a lost subscriber would: the
+    // sinks cannot rely on the stream until it is written.
+    const int64_t now_ms = MonotonicMs();
+    const bool refresh = now_ms >= next_refresh_ms_;
+    if (refresh) next_refresh_ms_ = now_ms + std::max<int64_t>(watch_ttl_ms_ / 3, 1);
+    if (!SyncWatches(refresh)) {
+      LOG_RATE(kWarn, "api.watch_lost", "error=\"" << cmd_->error() << "\"");
       Drop();
       continue;
     }

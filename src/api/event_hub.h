@@ -13,9 +13,14 @@
 // The subscriber speaks hiredis in push mode over its own socket; Want and Unwant wake it
 // (an eventfd beside the socket in its poll), so a subscription goes out at once. What goes
 // out is the net change of the queued (un)subscriptions: SUBSCRIBE, UNSUBSCRIBE, SUBSCRIBE of
-// one symbol in a row leaves it subscribed. Redis's confirmation of each subscription is
-// passed on (EventSink::Subscribed): the L1 cache reads a symbol only once every later
-// change of it is sure to arrive. Connection loss: every sink hears Lost, the hub reconnects
+// one symbol in a row leaves it subscribed.
+// Wants are per kind (an interval's name, or "ticker"): FLUSH publishes only the kinds some
+// instance follows (B:watch, lua_scripts.h), so the hub writes what this instance follows of
+// each symbol with WATCH on a command connection of its own, again every ttl/3 (a part not
+// refreshed for api.watch_ttl_ms, an instance that died, drops out). A sink hears
+// Subscribed(symbol, kind) once Redis confirmed the subscription *and* acknowledged a watch
+// naming the kind: from then on every change of it is sure to arrive (the L1 cache reads an
+// entry only after that). Connection loss: every sink hears Lost, the hub reconnects
 // with backoff and subscribes again to everything wanted; messages published meanwhile are
 // not seen (the next flush or rollover of each symbol brings its candles again; the cache
 // drops what it held), counted as reconnects.
@@ -23,8 +28,10 @@
 
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -77,11 +84,15 @@ class EventSink {
  public:
   virtual ~EventSink() = default;
   virtual void Deliver(std::shared_ptr<const SymbolEvents> events) = 0;
-  // Redis confirmed the subscription of `symbol`, which this sink wants: every message
-  // published from now on arrives (for a symbol already subscribed, right after Want).
-  virtual void Subscribed(const std::string& symbol) { (void)symbol; }
-  // The subscriber's connection ended: messages published since may never arrive. Every
-  // symbol is subscribed again (Subscribed once more) when it is back.
+  // Every change of `kind` ("1m", "ticker") of `symbol`, which this sink wants, published
+  // from now on arrives: Redis confirmed the subscription and acknowledged the watch.
+  virtual void Subscribed(const std::string& symbol, const std::string& kind) {
+    (void)symbol;
+    (void)kind;
+  }
+  // The subscriber's connection ended (or a watch could not be written): messages published
+  // since may never arrive. Every symbol is subscribed again (Subscribed once more) when it
+  // is back.
   virtual void Lost() {}
 };
 
@@ -90,12 +101,13 @@ struct HubStats {
   OwnedCounter events;                  // stream events built from them
   OwnedCounter bad_messages;            // messages or candle lines that did not parse (skipped)
   OwnedCounter reconnects;              // subscriber connections re-established
+  OwnedCounter watch_writes;            // WATCH calls that succeeded (changes and refreshes)
   std::atomic<uint64_t> subscribed{0};  // symbols subscribed now
 };
 
 class EventHub {
  public:
-  EventHub(RedisOptions redis, KeyLayout keys);
+  EventHub(RedisOptions redis, KeyLayout keys, int64_t watch_ttl_ms = 30000);
   ~EventHub();
   EventHub(const EventHub&) = delete;
   EventHub& operator=(const EventHub&) = delete;
@@ -105,9 +117,10 @@ class EventHub {
   void Start();
   void Stop();  // idempotent; no Deliver call after it returns
 
-  // Any thread: loop `sink` wants the events of `symbol` (counted per loop; Unwant undoes one).
-  void Want(size_t sink, const std::string& symbol);
-  void Unwant(size_t sink, const std::string& symbol);
+  // Any thread: `sink` wants the events of `kind` ("1m", "ticker") of `symbol` (counted per
+  // sink and kind; Unwant undoes one).
+  void Want(size_t sink, const std::string& symbol, const std::string& kind);
+  void Unwant(size_t sink, const std::string& symbol, const std::string& kind);
 
   const HubStats& stats() const { return stats_; }
 
@@ -115,6 +128,7 @@ class EventHub {
   struct Change {
     size_t sink;
     std::string symbol;
+    std::string kind;
     bool want;
   };
   void Run();
@@ -126,6 +140,11 @@ class EventHub {
   void OnMessage(std::string_view channel, std::string_view payload);
   void OnSubscribed(std::string_view channel);
   void OnUnsubscribed(std::string_view channel);
+  // Writes the watch of every symbol whose kinds changed (all of them when `refresh`), and
+  // "" for those no longer wanted; false when Redis did not take them all.
+  bool SyncWatches(bool refresh);
+  // Subscribed to every sink waiting for a kind of `symbol` that is now sure to arrive.
+  void NotifyReady(const std::string& symbol);
   // Disconnect, and tell every sink (Lost); nothing is confirmed any more.
   void Drop();
   void Wake();
@@ -139,13 +158,25 @@ class EventHub {
   std::vector<Change> changes_;
   bool stopping_ = false;
 
-  // The hub thread's: per symbol, how many streams each sink wants, and whether Redis has
-  // confirmed its subscription on this connection.
+  // The hub thread's: per symbol, how many streams of each kind each sink wants, whether
+  // Redis has confirmed its subscription on this connection, the watch Redis acknowledged
+  // (",1m,ticker,"), and the (sink, kind) pairs not yet told Subscribed.
   struct Wanted {
-    std::vector<uint32_t> counts;
+    std::map<std::string, std::vector<uint32_t>> kinds;
     bool confirmed = false;
+    std::string acked;
+    std::set<std::pair<size_t, std::string>> waiting;
+    std::string Watch() const;  // what the kinds make: ",1m,ticker,"
+    bool WantedBy(size_t sink) const;
   };
   std::unordered_map<std::string, Wanted> wanted_;
+  std::set<std::string> watch_dirty_;  // symbols whose watch must be written
+  std::set<std::string> unwatched_;    // symbols no longer wanted: their part goes
+  std::unique_ptr<RedisConn> cmd_;     // WATCH calls
+  size_t watch_script_ = 0;
+  std::string instance_;  // this instance's part of B:watchers
+  int64_t watch_ttl_ms_;
+  int64_t next_refresh_ms_ = 0;
   // SUNSUBSCRIBEs sent whose reply has not come back, per symbol: a subscription confirmed
   // before them may be undone by them, so it confirms nothing.
   std::unordered_map<std::string, uint32_t> unsubscribing_;

@@ -490,9 +490,15 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
   friend class StreamRouter;
 };
 
+namespace {
+// The kind of a routing key "SYMBOL|1m": "1m" (or "ticker").
+std::string KindOf(const std::string& key) { return key.substr(key.rfind('|') + 1); }
+}  // namespace
+
 void StreamRouter::Add(const std::string& key, const std::string& symbol, WsSession* s) {
-  by_key_[key].push_back(s);
-  if (per_symbol_[symbol]++ == 0) hub_->Want(loop_, symbol);
+  std::vector<WsSession*>& v = by_key_[key];
+  v.push_back(s);
+  if (v.size() == 1) hub_->Want(loop_, symbol, KindOf(key));
 }
 
 void StreamRouter::Remove(const std::string& key, const std::string& symbol, WsSession* s) {
@@ -510,11 +516,9 @@ void StreamRouter::RemoveNow(const std::string& key, const std::string& symbol, 
   auto pos = std::find(v.begin(), v.end(), s);
   if (pos == v.end()) return;
   v.erase(pos);
-  if (v.empty()) by_key_.erase(it);
-  auto ps = per_symbol_.find(symbol);
-  if (ps != per_symbol_.end() && --ps->second == 0) {
-    per_symbol_.erase(ps);
-    hub_->Unwant(loop_, symbol);
+  if (v.empty()) {
+    by_key_.erase(it);
+    hub_->Unwant(loop_, symbol, KindOf(key));
   }
 }
 

@@ -4,7 +4,8 @@
 // DESIGN
 // A session is owned by one loop (the one its HTTP connection was on) and lives in that
 // loop's StreamRouter for each stream it subscribed; the router tells the EventHub when the
-// loop's first stream of a symbol appears or its last goes. Events arrive from the hub already
+// loop's first session of a stream (a symbol's interval, or its ticker) appears or its last
+// goes. Events arrive from the hub already
 // serialized (one shared buffer per event for every session of every loop).
 //
 // Send queue, per session, bounded in bytes (api.ws_send_queue_bytes), one write in flight:
@@ -91,7 +92,6 @@ class StreamRouter {
   EventHub* hub_;
   size_t loop_;
   std::unordered_map<std::string, std::vector<WsSession*>> by_key_;
-  std::unordered_map<std::string, uint32_t> per_symbol_;
   bool delivering_ = false;
   std::vector<Removal> deferred_;
   std::vector<std::shared_ptr<WsSession>> pumps_;

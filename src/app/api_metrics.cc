@@ -108,6 +108,9 @@ class ApiCollector : public prometheus::Collectable {
         double(s.pubsub_reconnects));
     add("klined_api_pubsub_symbols", "Symbols this instance is subscribed to", G,
         double(s.pubsub_symbols));
+    add("klined_api_watch_writes_total",
+        "WATCH calls that wrote what this instance streams of a symbol (changes and refreshes)",
+        C, double(s.watch_writes));
     AddLabelled(&out, "klined_api_cache_hits_total",
                 "klines requests (layer candles) and MySQL ranges (layer pages) the L1 cache "
                 "answered with no Redis or MySQL read",

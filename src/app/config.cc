@@ -597,6 +597,12 @@ const std::vector<KeySpec>& Keys() {
                        86400000, kRestart,
                        "lifetime of a cached page of MySQL rows (history older than Redis), "
                        "x a random 0.8-1.2"));
+    k.push_back(IntKey("api.watch_ttl_ms", KLINED_FIELD(api.watch_ttl_ms), 30000, 1000,
+                       3600000, kRestart,
+                       "how long what this instance streams stays in Redis's watch of a symbol "
+                       "(FLUSH publishes only watched intervals) without a refresh; refreshed "
+                       "every third of it, so an instance that died stops costing publishes "
+                       "after this"));
     return k;
   }();
   return keys;

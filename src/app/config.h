@@ -98,6 +98,7 @@ struct Config {
     int64_t ws_messages_per_second = 0;     // client messages; more closes the connection
     int64_t cache_bytes = 0;                // the L1 cache's bound; 0 = no cache
     int64_t cache_page_ttl_ms = 0;          // lifetime of a cached MySQL page (jittered)
+    int64_t watch_ttl_ms = 0;               // B:watch part lifetime (refreshed every third)
   };
   struct Limits {
     int64_t max_pending_trades = 0;  // per shard, before consumption pauses

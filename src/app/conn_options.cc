@@ -68,6 +68,7 @@ api::ApiServerOptions ApiOptionsFrom(const Config& c) {
   // the history limit, and at most a reply's 1000.
   o.cache.rows = static_cast<size_t>(std::clamp<int64_t>(c.redis.history_limit, 1, 1000));
   o.cache.page_ttl_ms = c.api.cache_page_ttl_ms;
+  o.watch_ttl_ms = c.api.watch_ttl_ms;
   o.cache.time_zone = c.time_zone;
   return o;
 }

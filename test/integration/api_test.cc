@@ -6,7 +6,11 @@
 #include <algorithm>
 #include <atomic>
 #include <csignal>
+#include <mutex>
 #include <numeric>
+#include <set>
+#include <sstream>
+#include <thread>
 
 #include "stack.h"
 #include "ws_client.h"
@@ -655,6 +659,112 @@ TEST_CASE("api ws: kline events equal the independent computation; closes are pu
   CHECK(MetricValue(metrics, "klined_api_ws_connections") == 4);
   CHECK(MetricValue(metrics, "klined_api_pubsub_messages_total") > 0);
   CHECK(MetricValue(metrics, "klined_api_pubsub_bad_total") == 0);
+  StopCleanly(*klined);
+}
+
+TEST_CASE("api ws: FLUSH publishes only what API instances stream; a killed instance's part "
+          "expires") {
+  const int api_port = kt::FreePort();
+  const std::string tail = "intervals: [1s, 1m]\n";
+  Stack stack(false,
+              ApiTail(api_port, "  weight_per_minute: 0\n  watch_ttl_ms: 1500\n  cache_bytes: 0\n") +
+                  tail);
+  auto klined = stack.StartKlined("klined");
+  kt::Producer producer(stack.broker.bootstrap());
+  std::mt19937_64 rng(31);
+  int64_t id = 1;
+  auto trade = [&] {
+    const std::vector<RefTrade> t = LiveTrades(&producer, "BTCUSDT", id++, 1, 0, &rng);
+    REQUIRE(stack.WaitForWatermarks(LastIds(t), seconds(30)));
+  };
+  trade();
+  REQUIRE(WaitApiKnows(api_port, "BTCUSDT"));
+
+  // Everything published on the symbol's channel. Only FLUSH publishes a current candle with
+  // trades (x:false, n > 0): the rollover's new currents are empty.
+  std::mutex mu;
+  std::vector<std::string> lines;
+  std::thread listener([&] {
+    kt::RedisClient sub(stack.redis.host(), stack.redis.port(), seconds(60));
+    freeReplyObject(redisCommand(sub.get(), "SSUBSCRIBE kline:{BTCUSDT}:events"));
+    while (true) {
+      void* r = nullptr;
+      if (redisGetReply(sub.get(), &r) != REDIS_OK) return;
+      auto* rep = static_cast<redisReply*>(r);
+      std::string payload;
+      if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 3) {
+        payload.assign(rep->element[2]->str, rep->element[2]->len);
+      }
+      freeReplyObject(rep);
+      if (payload == "stop") return;
+      std::lock_guard<std::mutex> lock(mu);
+      std::istringstream in(payload);
+      for (std::string l; std::getline(in, l);) lines.push_back(l);
+    }
+  });
+  // The intervals of the FLUSH currents published since the last call.
+  auto flushed = [&] {
+    std::this_thread::sleep_for(milliseconds(500));  // the publish reaches the listener
+    std::lock_guard<std::mutex> lock(mu);
+    std::set<std::string> out;
+    for (const std::string& l : lines) {
+      if (l.rfind("{\"t\":", 0) == 0 && Field(l, "x") == "false" && Field(l, "n") != "0") {
+        out.insert(Field(l, "i"));
+      }
+    }
+    lines.clear();
+    return out;
+  };
+  kt::RedisClient rc = stack.redis.Connect();
+  auto watch = [&] { return rc.Get("kline:{BTCUSDT}:watch").value_or("(none)"); };
+  std::this_thread::sleep_for(milliseconds(300));  // the listener is subscribed
+
+  // Nobody streams the symbol: FLUSH publishes nothing.
+  CHECK(watch() == "(none)");
+  flushed();
+  trade();
+  CHECK(flushed() == std::set<std::string>{});
+
+  // A client of this instance streams 1m: only 1m is published.
+  kt::WsClient a;
+  REQUIRE(a.Open(api_port, "/ws/btcusdt@kline_1m"));
+  CHECK(WaitUntil([&] { return watch() == ",1m,"; }, seconds(5)));
+  trade();
+  CHECK(flushed() == std::set<std::string>{"1m"});
+  CHECK(a.Read(seconds(5)).has_value());
+
+  // A second instance's client streams 1s: the watch is the union.
+  const int b_port = kt::FreePort();
+  int b_metrics = 0;
+  stack.config_tail = ApiTail(b_port, "  weight_per_minute: 0\n  watch_ttl_ms: 1500\n") +
+                      "roles: [api]\n" + tail;
+  auto b_instance = stack.StartInstance("b", &b_metrics);
+  REQUIRE_MESSAGE(WaitApiKnows(b_port, "BTCUSDT"), b_instance->OutputTail());
+  kt::WsClient b;
+  REQUIRE(b.Open(b_port, "/ws/btcusdt@kline_1s"));
+  CHECK(WaitUntil(
+      [&] {
+        const std::string w = watch();
+        return w.find(",1s,") != std::string::npos && w.find(",1m,") != std::string::npos;
+      },
+      seconds(5)));
+  trade();
+  CHECK(flushed().contains("1m"));
+
+  // kill -9 of that instance: its part expires within its ttl (1.5 s) and the 1s candles are no
+  // longer published; the live instance's part stays.
+  b_instance->Kill();
+  CHECK(WaitUntil([&] { return watch() == ",1m,"; }, seconds(10)));
+  flushed();
+  trade();
+  CHECK(flushed() == std::set<std::string>{"1m"});
+
+  // The last client leaves: the watch goes.
+  a.Close();
+  CHECK(WaitUntil([&] { return watch() == "(none)"; }, seconds(5)));
+  rc.Command({"SPUBLISH", "kline:{BTCUSDT}:events", "stop"});
+  listener.join();
+  CHECK(MetricValue(stack.Metrics(), "klined_api_watch_writes_total") > 0);
   StopCleanly(*klined);
 }
 

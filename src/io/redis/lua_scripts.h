@@ -19,7 +19,12 @@
 //   PREFIX:pending    symbols whose B:pending is non-empty
 //   B:events          shard pub/sub channel (SPUBLISH): every call that changes candles
 //                     publishes their JSONs, one per line (current x=false, closed x=true),
-//                     for the market-data API's WebSocket streams
+//                     for the market-data API's WebSocket streams and L1 cache
+//   B:watch           what API instances follow of the symbol: ",1m,5m,ticker," (with a TTL;
+//                     written by WATCH only). FLUSH publishes a candle only when its interval
+//                     is in it (the 24h ticker when "ticker" is); the other writers publish
+//                     everything (rare calls; a reader ignores what it does not follow)
+//   B:watchers        hash instance -> "expiry_ms|kinds": each instance's part of B:watch
 #pragma once
 
 namespace klined::lua {
@@ -59,7 +64,7 @@ local function put_hist(base, iv, t, json, events)
 end
 
 -- The current candle at cur_key takes `close` if it is empty (and, with after_t, opens after
--- it); appended to `events` when that changes it. Anything but a candle there is left alone.
+-- it); appended to `events` (when given) when that changes it. Anything but a candle there is left alone.
 local function recarry_current(cur_key, close, events, after_t)
   local cur = redis.pcall('GET', cur_key)
   if type(cur) ~= 'string' or not is_empty(cur) then return end
@@ -67,7 +72,7 @@ local function recarry_current(cur_key, close, events, after_t)
   local nc = with_close(cur, close)
   if nc ~= cur then
     redis.call('SET', cur_key, nc)
-    events[#events + 1] = nc
+    if events then events[#events + 1] = nc end
   end
 end
 
@@ -75,7 +80,7 @@ end
 -- then the current one) takes the new close, up to the first candle with trades. True when
 -- the current candle was reached (so it carries `close`, or holds trades of its own).
 -- A member that is not a candle stops the carry (stored garbage never raises an error).
--- Each candle it rewrites is appended to `events` (the call publishes them).
+-- Each candle it rewrites is appended to `events` when given (the call publishes them).
 local function recarry_after(base, iv, t, close, events)
   local hist = base .. ':' .. iv .. ':hist'
   local from = '(' .. ms(t)
@@ -122,12 +127,13 @@ end
 // late update k re-carried its close all the way into the current candle.
 // Never undoes a rollover: if storage's current candle is newer than the shard's, the
 // shard's candle goes to history and its close is re-carried.
-// Publishes on B:events the candles it changed: the closed ones, each interval's current (or,
-// when storage was newer, the shard's bucket as closed) unless storage already held it as is,
+// Publishes on B:events the candles it changed of the intervals B:watch names (nothing when
+// no API instance follows the symbol): the closed ones, each interval's current (or, when
+// storage was newer, the shard's bucket as closed) unless storage already held it as is,
 // each late update and the empty candles it
 // created, and the empty candles a changed close was re-carried into (so a reader that follows
 // the channel, the API's cache, sees every candle the call changed). And the 24h ticker JSON
-// when it wrote one (a line starting {"symbol":).
+// when it wrote one and "ticker" is watched (a line starting {"symbol":).
 inline constexpr const char kFlush[] = R"LUA(
 local prefix, sym, wm, base_stamp, stamp = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local base = prefix .. ':{' .. sym .. '}'
@@ -153,12 +159,21 @@ local mysql_at = i + 1
 i = mysql_at + 2 * nmysql
 local ticker_key, ticker_json, ticker_state = ARGV[i], ARGV[i + 1], ARGV[i + 2]
 
--- One MGET for every current candle and the stamp: a command costs Redis far more than Lua.
+-- One MGET for every current candle, the stamp and the watch: a command costs Redis far more
+-- than Lua.
+local events = {}  -- the candles this call publishes
 local cur_keys = {}
 for k, a in ipairs(currents) do cur_keys[k] = base .. ':' .. ARGV[a] end
 cur_keys[n + 1] = base .. ':wmp'
+cur_keys[n + 2] = base .. ':watch'
 local stored = redis.call('MGET', unpack(cur_keys))
 if (stored[n + 1] or '') ~= base_stamp then return {-1} end
+-- The events table for what an API instance follows (see B:watch), else nil: not published.
+local watch = stored[n + 2]
+local function followed(kind)
+  if watch and string.find(watch, ',' .. kind .. ',', 1, true) then return events end
+  return nil
+end
 
 -- Plan every write before making one. `hist` collects the history keys written.
 local hist = {}
@@ -203,29 +218,30 @@ for _, l in ipairs(lates) do
   if (old[1] or '') ~= l.expect then return {0} end
 end
 
-local mset, events = {}, {}
+local mset = {}
 for k, a in ipairs(currents) do
   local iv, ts, json = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+  local ev = followed(iv)
   if plan[k] == 2 then
     local older = as_closed(stored[k])
-    put_hist(base, iv, open_time(stored[k]), older, events)
+    put_hist(base, iv, open_time(stored[k]), older, ev)
   end
   for e = a + 4, a + 3 + tonumber(ARGV[a + 3]) do
-    put_hist(base, iv, open_time(ARGV[e]), ARGV[e], events)
+    put_hist(base, iv, open_time(ARGV[e]), ARGV[e], ev)
   end
   if plan[k] == 1 then
     -- A rollover moved storage past the shard's current bucket: storage's current stays,
     -- and the shard's bucket is a closed one.
     local closed = as_closed(json)
-    if put_hist(base, iv, tonumber(ts), closed, events) then
-      recarry_after(base, iv, tonumber(ts), close_of(json), events)
+    if put_hist(base, iv, tonumber(ts), closed, ev) then
+      recarry_after(base, iv, tonumber(ts), close_of(json), ev)
     end
   elseif stored[k] ~= json then
     -- (A current candle the shard sends unchanged, e.g. a rolled 1s bucket of a symbol whose
     -- 1m took a trade, is neither written again nor published again.)
     mset[#mset + 1] = cur_keys[k]
     mset[#mset + 1] = json
-    events[#events + 1] = json
+    if ev then events[#events + 1] = json end
   end
 end
 -- Storage matched the base stamp, so this shard's watermark is storage's plus its own.
@@ -241,13 +257,14 @@ redis.call('MSET', unpack(mset))
 
 local result = {1}
 for k, l in ipairs(lates) do
-  put_hist(base, l.iv, l.t, l.json, events)
+  local ev = followed(l.iv)
+  put_hist(base, l.iv, l.t, l.json, ev)
   local last_t = l.t
   for e = l.first, l.first + l.nempty - 1 do
     last_t = open_time(ARGV[e])
-    put_hist(base, l.iv, last_t, ARGV[e], events)
+    put_hist(base, l.iv, last_t, ARGV[e], ev)
   end
-  result[k + 1] = recarry_after(base, l.iv, last_t, close_of(l.json), events) and 1 or 0
+  result[k + 1] = recarry_after(base, l.iv, last_t, close_of(l.json), ev) and 1 or 0
 end
 
 for r = mysql_at, mysql_at + 2 * nmysql - 1, 2 do
@@ -255,7 +272,7 @@ for r = mysql_at, mysql_at + 2 * nmysql - 1, 2 do
 end
 if ticker_key ~= '' then
   redis.call('SET', ticker_key, ticker_json)
-  events[#events + 1] = ticker_json
+  if followed('ticker') then events[#events + 1] = ticker_json end
 end
 -- The global index sets are shared by every symbol: a wrong type there is an operator's to
 -- fix; it must not fail this symbol's write (which is complete at this point).
@@ -288,6 +305,47 @@ if #missing > 0 and redis.call('EXISTS', unpack(missing)) > 0 then
   end
 end
 return v
+)LUA";
+
+// WATCH: an API instance says what it follows of one symbol (the market-data API's EventHub).
+// KEYS: none (B:watch, B:watchers). ARGV: base B, instance id, kinds (",1m,ticker,"; "" = none),
+// ttl_ms. Sets the instance's part with expiry now + ttl, drops expired parts (an instance that
+// died), and writes B:watch = the union of the live parts, expiring with the last of them
+// (both keys go when none is left). Returns the number of kinds followed.
+inline constexpr const char kWatch[] = R"LUA(
+local base, inst, kinds, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local wk, key = base .. ':watchers', base .. ':watch'
+if kinds == '' then
+  redis.call('HDEL', wk, inst)
+else
+  redis.call('HSET', wk, inst, string.format('%d', now + ttl) .. '|' .. kinds)
+end
+local parts = redis.call('HGETALL', wk)
+local union, seen, last = {}, {}, 0
+for i = 1, #parts, 2 do
+  local exp, ks = string.match(parts[i + 1], '^(%d+)|(.*)$')
+  exp = tonumber(exp)
+  if not exp or exp <= now then
+    redis.call('HDEL', wk, parts[i])
+  else
+    if exp > last then last = exp end
+    for k in string.gmatch(ks, '[^,]+') do
+      if not seen[k] then
+        seen[k] = true
+        union[#union + 1] = k
+      end
+    end
+  end
+end
+if #union == 0 then
+  redis.call('DEL', key, wk)
+  return 0
+end
+redis.call('SET', key, ',' .. table.concat(union, ',') .. ',', 'PX', last - now)
+redis.call('PEXPIRE', wk, last - now)
+return #union
 )LUA";
 
 }  // namespace klined::lua

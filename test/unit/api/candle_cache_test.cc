@@ -174,17 +174,17 @@ class Model : public CacheSource {
 class Subs : public Subscriptions {
  public:
   ~Subs() override { Join(); }
-  void Want(const std::string& symbol) override {
+  void Want(const std::string& symbol, Interval iv) override {
     std::lock_guard<std::mutex> lock(mu_);
     ++wants;
     if (cache != nullptr && confirm) {
-      pending_.push_back(std::async(std::launch::async, [this, symbol] {
+      pending_.push_back(std::async(std::launch::async, [this, symbol, iv] {
         std::this_thread::sleep_for(std::chrono::milliseconds(2));
-        cache->Subscribed(symbol);
+        cache->Subscribed(symbol, std::string(IntervalName(iv)));
       }));
     }
   }
-  void Unwant(const std::string&) override {
+  void Unwant(const std::string&, Interval) override {
     std::lock_guard<std::mutex> lock(mu_);
     ++unwants;
   }
@@ -306,7 +306,7 @@ TEST_CASE("cache: property: every answer equals the rules over the whole series,
           model.Trim();
           break;
         case 4:
-          if (rng() % 50 == 0) cache.Lost(), cache.Subscribed("BTCUSDT");
+          if (rng() % 50 == 0) cache.Lost(), cache.Subscribed("BTCUSDT", "1m");
           break;
         default:
           Publish(&cache, "BTCUSDT", model.Trade());
@@ -434,7 +434,7 @@ TEST_CASE("cache: never served from the cache: a lost stream, a gap, unreadable 
     model.Trade();  // not published to the cache: the connection was down
     REQUIRE(cache.Klines(q, &model, &body) == ReadStatus::kOk);
     CHECK(body == Expected(model.All(), q));
-    cache.Subscribed("BTCUSDT");
+    cache.Subscribed("BTCUSDT", "1m");
     REQUIRE(cache.Klines(q, &model, &body) == ReadStatus::kOk);  // read again
     CHECK(body == Expected(model.All(), q));
     CHECK(cache.stats().loads.load() == 2);
@@ -463,7 +463,7 @@ TEST_CASE("cache: never served from the cache: a lost stream, a gap, unreadable 
   }
   SUBCASE("Redis down: the read fails, nothing is cached, it recovers") {
     cache.Lost();
-    cache.Subscribed("BTCUSDT");
+    cache.Subscribed("BTCUSDT", "1m");
     model.redis_down = true;
     CHECK(cache.Klines(q, &model, &body) == ReadStatus::kRedisDown);
     model.redis_down = false;

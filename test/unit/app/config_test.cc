@@ -172,6 +172,7 @@ api:
   ws_messages_per_second: 10
   cache_bytes: 0
   cache_page_ttl_ms: 5000
+  watch_ttl_ms: 9000
 )");
   CHECK(c.kafka.brokers == "k1:9092,k2:9093");
   CHECK(c.kafka.topic == "spot.trades");
@@ -231,6 +232,7 @@ api:
   CHECK(c.api.ws_messages_per_second == 10);
   CHECK(c.api.cache_bytes == 0);
   CHECK(c.api.cache_page_ttl_ms == 5000);
+  CHECK(c.api.watch_ttl_ms == 9000);
   // Every key was set to something other than its default.
   CHECK(ChangedKeys(c, Config()).size() == ConfigKeys().size());
 }
