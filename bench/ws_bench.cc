@@ -156,6 +156,12 @@ struct Stats {
   uint64_t frames = 0, unmatched = 0;
   // (client, symbol) -> 1s open times received closed, in the window
   std::map<std::pair<int, std::string>, std::set<int64_t>> closes;
+
+  // A frame received at `us`, sent (or published) at `from_us`. With mu held.
+  void AddLatency(double us, double from_us) {
+    latencies_ms.push_back((us - from_us) / 1000.0);
+    if (latencies_ms.size() % 16 == 0) by_time.emplace_back(us, latencies_ms.back());
+  }
 };
 
 // One client: /stream with its streams, reading every frame (unless stalled).
@@ -214,10 +220,7 @@ class Client : public std::enable_shared_from_this<Client> {
       const double sent = std::atof(std::string(Field(frame, "E")).c_str());
       std::lock_guard<std::mutex> lock(stats_->mu);
       ++stats_->frames;
-      stats_->latencies_ms.push_back((us - sent) / 1000.0);
-      if (stats_->latencies_ms.size() % 16 == 0) {
-        stats_->by_time.emplace_back(us, stats_->latencies_ms.back());
-      }
+      stats_->AddLatency(us, sent);
       return;
     }
     const size_t k = frame.find("\"k\":{");
@@ -229,10 +232,7 @@ class Client : public std::enable_shared_from_this<Client> {
     std::lock_guard<std::mutex> lock(stats_->mu);
     ++stats_->frames;
     if (stamp) {
-      stats_->latencies_ms.push_back((us - *stamp) / 1000.0);
-      if (stats_->latencies_ms.size() % 16 == 0) {
-        stats_->by_time.emplace_back(us, stats_->latencies_ms.back());
-      }
+      stats_->AddLatency(us, *stamp);
     } else {
       ++stats_->unmatched;
     }
@@ -573,15 +573,11 @@ int main(int argc, char** argv) {
   Clients cl(o, api_port, &ref, &stats, &measuring);
   const long rss_open = RssKiB(klined.pid());
   auto& clients = cl.clients;
-  auto& ioc = cl.ioc;
-  auto& io = cl.io;
-  const int open_count = cl.open.load(), failed_count = cl.failed.load();
-  const double open_s = cl.open_seconds;
   std::printf(
       "ws_bench: %d connections open (%d failed) in %.1f s; klined RSS %ld -> %ld KiB: "
       "%.1f KiB per connection\n",
-      open_count, failed_count, open_s, rss_before, rss_open,
-      double(rss_open - rss_before) / std::max(1, open_count));
+      cl.open.load(), cl.failed.load(), cl.open_seconds, rss_before, rss_open,
+      double(rss_open - rss_before) / std::max(1, cl.open.load()));
 
   // Load: o.rate trades/s round-robin over the symbols, for o.seconds; measure after 3 s.
   const std::map<std::string, double> cpu_before = ThreadCpu(klined.pid());
@@ -687,8 +683,8 @@ int main(int argc, char** argv) {
   }
   reference.join();
   pruner.join();
-  for (auto& c : clients) net::post(ioc, [c] { c->Close(); });
-  ioc.stop();
-  io.join();
+  for (auto& c : clients) net::post(cl.ioc, [c] { c->Close(); });
+  cl.ioc.stop();
+  cl.io.join();
   return 0;
 }

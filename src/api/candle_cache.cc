@@ -515,8 +515,10 @@ void CandleCache::Deliver(std::shared_ptr<const SymbolEvents> events) {
 }
 
 void CandleCache::Subscribed(const std::string& symbol, const std::string& kind) {
+  const std::optional<Interval> iv = ParseInterval(kind);
+  if (!iv) return;  // entries are intervals only
   std::lock_guard<std::mutex> lock(mu_);
-  auto it = entries_.find(symbol + "|" + kind);  // EventKey's form
+  auto it = entries_.find(EventKey(symbol, *iv));
   if (it != entries_.end()) it->second->live = true;
   cv_.notify_all();
 }

@@ -29,6 +29,9 @@ namespace {
 constexpr size_t kMaxMessageBytes = 4096;
 // What one write carries at most (a client far behind gets its backlog in several).
 constexpr size_t kBatchBytes = 64 * 1024;
+// A write buffer grown past this is given back after its write (10,000 idle sessions hold
+// little).
+constexpr size_t kKeptWriteBufferBytes = 16 * 1024;
 // The kernel's send buffer of a stream connection. Fixed (no autotuning, which lets one
 // socket that a client stopped reading hold up to tcp_wmem's 4 MiB): a stalled client shows up
 // in the session's own bounded queue, where conflation and the disconnect apply, within
@@ -67,7 +70,7 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
         reader_(kMaxMessageBytes) {}
 
   ~WsSession() {
-    for (const auto& [key, sub] : subs_) ctx_.router->Remove(key, sub.symbol, this);
+    LeaveStreams();
     ctx_.stats->open.Set(ctx_.stats->open.Get() - 1);
     ctx_.stats->closed[static_cast<size_t>(close_reason_)].Add();
     ctx_.connections->fetch_sub(1, std::memory_order_relaxed);
@@ -399,8 +402,7 @@ class WsSession : public std::enable_shared_from_this<WsSession> {
     writing_ = false;
     queued_bytes_ -= in_flight_;
     in_flight_ = 0;
-    // A large batch's buffer is not kept (10,000 idle sessions hold little).
-    if (wbuf_.capacity() > 2 * kBatchBytes / 8) std::string().swap(wbuf_);
+    if (wbuf_.capacity() > kKeptWriteBufferBytes) std::string().swap(wbuf_);
     if (ec) return Abort(close_reason_);
     // Our close frame is out: the connection ends.
     if (ending_) return Abort(close_reason_);
