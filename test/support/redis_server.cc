@@ -81,6 +81,14 @@ void RedisServer::WriteConfig() {
   } else {
     conf += "appendonly no\n";
   }
+  if (options_.cluster_node) {
+    if (bus_port_ == 0) bus_port_ = FreePort();
+    conf += "cluster-enabled yes\ncluster-config-file nodes.conf\n";
+    conf += "cluster-node-timeout 1000\ncluster-port " + std::to_string(bus_port_) + "\n";
+    // A replica may be promoted as soon as its primary is seen failed (tests fail over in
+    // seconds, not after the production default's checks).
+    conf += "cluster-replica-validity-factor 0\ncluster-allow-replica-migration no\n";
+  }
   for (const auto& line : options_.extra_config) conf += line + "\n";
   WriteFile(dir_ / "redis.conf", conf);
 }

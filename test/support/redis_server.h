@@ -47,6 +47,8 @@ struct RedisOptions {
   bool appendonly = false;
   // Extra redis.conf lines, e.g. "maxmemory 10mb".
   std::vector<std::string> extra_config;
+  // A Redis Cluster node (cluster-enabled, its own bus port; see RedisCluster).
+  bool cluster_node = false;
 };
 
 class RedisServer {
@@ -82,6 +84,7 @@ class RedisServer {
   TempDir dir_{"klined-redis"};
   std::string host_ = "127.0.0.1";
   int port_ = 0;
+  int bus_port_ = 0;  // cluster nodes: kept across restarts (nodes.conf records it)
   std::optional<Subprocess> proc_;
 };
 

@@ -1,0 +1,319 @@
+#include "io/redis/cluster/router.h"
+
+#include <algorithm>
+#include <random>
+#include <thread>
+
+#include "base/clock.h"
+
+namespace klined::cluster {
+namespace {
+
+int64_t Jitter(int64_t up_to) {
+  thread_local std::minstd_rand rng{std::random_device{}()};
+  return up_to <= 0 ? 0 : static_cast<int64_t>(rng() % static_cast<uint64_t>(up_to + 1));
+}
+
+std::string_view ErrorText(const redisReply* r) { return {r->str, r->len}; }
+
+}  // namespace
+
+std::string Encode(std::span<const std::string_view> argv) {
+  std::string out = "*" + std::to_string(argv.size()) + "\r\n";
+  for (const std::string_view a : argv) {
+    out.append("$").append(std::to_string(a.size())).append("\r\n").append(a).append("\r\n");
+  }
+  return out;
+}
+
+// ---- Topology ----------------------------------------------------------------------------
+
+Topology::Topology(TopologyOptions options) : options_(std::move(options)) {
+  map_ = std::make_shared<const SlotMap>(
+      SlotMap::Single(options_.seeds.empty() ? std::string() : options_.seeds.front()));
+}
+
+std::shared_ptr<const SlotMap> Topology::Current(uint64_t* version) const {
+  std::lock_guard lock(mu_);
+  *version = version_.load(std::memory_order_relaxed);
+  return map_;
+}
+
+std::string Topology::error() const {
+  std::lock_guard lock(mu_);
+  return error_;
+}
+
+bool Topology::MaybeRefresh() {
+  if (!options_.cluster) return false;
+  const int64_t now = MonotonicMs();
+  const bool periodic = now >= next_periodic_ms_.load(std::memory_order_relaxed);
+  if (!periodic && !wanted_.load(std::memory_order_relaxed)) return false;
+  if (now < next_allowed_ms_.load(std::memory_order_relaxed)) return false;
+  std::unique_lock lock(mu_, std::try_to_lock);
+  if (!lock.owns_lock()) return false;  // another thread is refreshing
+  const uint64_t before = version_.load(std::memory_order_relaxed);
+  RefreshLocked();
+  return version_.load(std::memory_order_relaxed) != before;
+}
+
+bool Topology::Refresh() {
+  if (!options_.cluster) return true;
+  std::lock_guard lock(mu_);
+  return RefreshLocked();
+}
+
+bool Topology::RefreshLocked() {
+  wanted_.store(false, std::memory_order_relaxed);
+  const int64_t now = MonotonicMs();
+  next_allowed_ms_.store(now + options_.min_refresh_gap_ms + Jitter(options_.min_refresh_gap_ms),
+                         std::memory_order_relaxed);
+  next_periodic_ms_.store(
+      now + options_.periodic_refresh_ms + Jitter(options_.periodic_refresh_ms / 4),
+      std::memory_order_relaxed);
+  // Ask the node we asked last, then the known primaries, then the seeds.
+  std::vector<std::string> candidates;
+  if (!conn_address_.empty()) candidates.push_back(conn_address_);
+  for (const Node& n : map_->primaries()) candidates.push_back(n.address);
+  for (const std::string& s : options_.seeds) candidates.push_back(s);
+  std::string why;
+  for (const std::string& address : candidates) {
+    if (address.empty()) continue;
+    if (conn_ == nullptr || conn_address_ != address) {
+      RedisOptions o = options_.node;
+      o.address = address;
+      conn_ = std::make_unique<RedisConn>(std::move(o));
+      conn_address_ = address;
+    }
+    if (!conn_->EnsureConnected()) {
+      why = address + ": " + conn_->error();
+      conn_.reset();
+      conn_address_.clear();
+      continue;
+    }
+    RedisReply r = conn_->Command({"CLUSTER", "SHARDS"});
+    if (r == nullptr || r->type == REDIS_REPLY_ERROR) {
+      why = address + ": " + (r == nullptr ? conn_->error() : std::string(ErrorText(r.get())));
+      conn_.reset();
+      conn_address_.clear();
+      continue;
+    }
+    std::optional<SlotMap> map = SlotMap::FromShardsReply(r.get(), address, &why);
+    if (!map) {
+      why = address + ": " + why;
+      continue;
+    }
+    map_ = std::make_shared<const SlotMap>(std::move(*map));
+    version_.fetch_add(1, std::memory_order_release);
+    stats_.refreshes.fetch_add(1, std::memory_order_relaxed);
+    error_.clear();
+    return true;
+  }
+  error_ = why.empty() ? "no node to ask for CLUSTER SHARDS" : why;
+  stats_.refresh_failures.fetch_add(1, std::memory_order_relaxed);
+  return false;
+}
+
+// ---- Router ------------------------------------------------------------------------------
+
+Router::Router(Topology* topology, int max_redirects, int64_t retry_budget_ms)
+    : topology_(topology), max_redirects_(max_redirects), retry_budget_ms_(retry_budget_ms) {
+  SyncMap();
+}
+
+size_t Router::AddScript(std::string body) {
+  for (auto& [address, conn] : conns_) conn->AddScript(body);
+  scripts_.push_back(std::move(body));
+  script_shas_.emplace_back();
+  for (auto& [address, conn] : conns_) {
+    if (conn->connected()) script_shas_.back() = std::string(conn->Sha(scripts_.size() - 1));
+  }
+  return scripts_.size() - 1;
+}
+
+RedisConn* Router::Node(const std::string& address) {
+  RedisConn* conn = nullptr;
+  for (auto& [a, c] : conns_) {
+    if (a == address) conn = c.get();
+  }
+  if (conn == nullptr) {
+    RedisOptions o = topology_->options().node;
+    o.address = address;
+    auto owned = std::make_unique<RedisConn>(std::move(o));
+    for (const std::string& s : scripts_) owned->AddScript(s);
+    conn = owned.get();
+    conns_.emplace_back(address, std::move(owned));
+  }
+  if (conn->EnsureConnected()) {
+    for (size_t i = 0; i < scripts_.size(); ++i) {
+      if (script_shas_[i].empty()) script_shas_[i] = std::string(conn->Sha(i));
+    }
+  } else {
+    error_ = address + ": " + conn->error();
+  }
+  return conn;
+}
+
+void Router::SyncMap() {
+  if (topology_->version() == map_version_) return;
+  shared_map_ = topology_->Current(&map_version_);
+  map_ = *shared_map_;
+}
+
+const SlotMap& Router::map() {
+  SyncMap();
+  return map_;
+}
+
+std::string Router::AddressOf(uint16_t slot) {
+  int node = map_.NodeOf(slot);
+  if (node < 0 && topology_->cluster()) {
+    topology_->RequestRefresh();
+    topology_->MaybeRefresh();
+    SyncMap();
+    node = map_.NodeOf(slot);
+  }
+  return node < 0 ? std::string() : map_.primaries()[node].address;
+}
+
+RedisReply Router::Command(uint16_t slot, std::initializer_list<std::string_view> argv) {
+  const Call call{slot, Encode(argv)};
+  std::vector<RedisReply> replies;
+  Execute(std::span<const Call>(&call, 1), &replies);
+  return std::move(replies.front());
+}
+
+void Router::Execute(std::span<const Call> calls, std::vector<RedisReply>* replies) {
+  replies->clear();
+  replies->resize(calls.size());
+  if (calls.empty()) return;
+  topology_->MaybeRefresh();
+  SyncMap();
+  RouterStats& stats = topology_->stats();
+
+  std::vector<Pending> pending;
+  pending.reserve(calls.size());
+  for (size_t i = 0; i < calls.size(); ++i) pending.push_back({i, AddressOf(calls[i].slot)});
+
+  const int64_t deadline = MonotonicMs() + retry_budget_ms_;
+  int64_t backoff_ms = 10;
+  std::vector<Pending> next;
+  std::vector<std::string> addresses;
+  int redirect_rounds = 0;
+  while (!pending.empty()) {
+    // The nodes of this round, in first-use order; each node's calls keep their order.
+    addresses.clear();
+    for (const Pending& p : pending) {
+      if (std::find(addresses.begin(), addresses.end(), p.address) == addresses.end()) {
+        addresses.push_back(p.address);
+      }
+    }
+    // Write every node's pipeline, then read.
+    std::vector<RedisConn*> conns(addresses.size(), nullptr);
+    for (size_t n = 0; n < addresses.size(); ++n) {
+      if (addresses[n].empty()) continue;  // slot unserved: CLUSTERDOWN-like, below
+      RedisConn* conn = Node(addresses[n]);
+      if (!conn->connected()) {
+        topology_->RequestRefresh();  // the node may have failed over
+        continue;
+      }
+      for (const Pending& p : pending) {
+        if (p.address != addresses[n]) continue;
+        if (p.asking) conn->Append({"ASKING"});
+        conn->AppendFormatted(calls[p.call].resp);
+      }
+      if (conn->FlushWrites())
+        conns[n] = conn;
+      else
+        error_ = addresses[n] + ": " + conn->error();
+    }
+    next.clear();
+    bool back_off = false;
+    bool redirected = false;
+    bool reload_scripts_on_some = false;
+    for (size_t n = 0; n < addresses.size(); ++n) {
+      RedisConn* conn = conns[n];
+      bool lost = false;
+      for (const Pending& p : pending) {
+        if (p.address != addresses[n]) continue;
+        if (conn == nullptr || lost) {
+          if (addresses[n].empty()) {
+            back_off = true;  // no primary serves the slot now: wait for the map to heal
+            next.push_back({p.call, {}});
+          }
+          continue;  // reply stays null: unknown whether it ran
+        }
+        if (p.asking) {
+          RedisReply ok = conn->GetReply();
+          if (ok == nullptr) {
+            lost = true;
+            error_ = addresses[n] + ": " + conn->error();
+            continue;
+          }
+        }
+        RedisReply r = conn->GetReply();
+        if (r == nullptr) {
+          lost = true;
+          error_ = addresses[n] + ": " + conn->error();
+          topology_->RequestRefresh();  // the node may have failed over
+          continue;
+        }
+        if (r->type == REDIS_REPLY_ERROR && topology_->cluster()) {
+          const Redirect rd = ParseRedirect(ErrorText(r.get()));
+          if (rd.kind == Redirect::Kind::kMoved) {
+            stats.moved.fetch_add(1, std::memory_order_relaxed);
+            const std::string target = ResolveEndpoint(rd.address, addresses[n]);
+            map_.Move(rd.slot, target);
+            topology_->RequestRefresh();
+            redirected = true;
+            next.push_back({p.call, target});
+          } else if (rd.kind == Redirect::Kind::kAsk) {
+            stats.ask.fetch_add(1, std::memory_order_relaxed);
+            redirected = true;
+            next.push_back({p.call, ResolveEndpoint(rd.address, addresses[n]), true});
+          } else if (rd.kind == Redirect::Kind::kTryAgain ||
+                     rd.kind == Redirect::Kind::kClusterDown) {
+            (rd.kind == Redirect::Kind::kTryAgain ? stats.tryagain : stats.clusterdown)
+                .fetch_add(1, std::memory_order_relaxed);
+            if (rd.kind == Redirect::Kind::kClusterDown) topology_->RequestRefresh();
+            back_off = true;
+            next.push_back({p.call, p.address, p.asking});
+          }
+          if (rd.kind != Redirect::Kind::kNone) {
+            (*replies)[p.call] = std::move(r);  // kept if the call runs out of rounds
+            continue;
+          }
+        }
+        if (IsNoScript(r.get())) {
+          stats.noscript.fetch_add(1, std::memory_order_relaxed);
+          reload_scripts_on_some = true;
+          (*replies)[p.call] = std::move(r);
+          next.push_back({p.call, p.address, p.asking});
+          continue;
+        }
+        (*replies)[p.call] = std::move(r);
+      }
+      if (reload_scripts_on_some && conn != nullptr && !lost) {
+        conn->ReloadScripts();
+        reload_scripts_on_some = false;
+      }
+    }
+    if (next.empty()) break;
+    // Out of redirects or of time: the last replies stand.
+    if ((redirected && ++redirect_rounds > max_redirects_) || MonotonicMs() >= deadline) break;
+    if (back_off) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(
+          std::min<int64_t>(backoff_ms, std::max<int64_t>(0, deadline - MonotonicMs()))));
+      backoff_ms = std::min<int64_t>(backoff_ms * 2, 200);
+      topology_->MaybeRefresh();
+      SyncMap();
+      // Calls that were deferred (not ASK) go where the map says now.
+      for (Pending& p : next) {
+        if (!p.asking) p.address = AddressOf(calls[p.call].slot);
+      }
+    }
+    pending.swap(next);
+  }
+}
+
+}  // namespace klined::cluster

@@ -1,0 +1,157 @@
+// Routes pipelines of commands to the Redis Cluster primaries that serve their slots, on
+// blocking hiredis. Knows nothing of candles: a call is a slot and a RESP-encoded command.
+//
+// DESIGN
+// Topology is shared by every Router of a process (one per thread that talks to Redis: shard
+// flushers, the timer jobs, the API). It holds the current SlotMap behind a version number;
+// a refresh (CLUSTER SHARDS from a known primary or a seed) is done by one caller at a time
+// (try-lock: the others keep routing on the map they have) and no more often than
+// `min_refresh_gap_ms` plus up to 100% jitter, so MOVED replies from many threads at once
+// cause one refresh, not a storm. A Router re-reads the map when the version moved.
+//
+// Router is owned by one thread. It keeps one RedisConn per node address (created on first
+// use, scripts registered on every one). Execute() splits a batch by node, writes every node's
+// pipeline before reading any reply (so the nodes work concurrently), then reads each node's
+// replies in order. Per call:
+//   MOVED       the map is patched for that slot, a refresh is requested, the call is resent
+//   ASK         the call is resent to the target, preceded by ASKING; the map is unchanged
+//   TRYAGAIN, CLUSTERDOWN
+//               backed off (10 ms doubling, up to `retry_budget_ms` in all) and resent
+//   NOSCRIPT    that node's scripts are loaded again and the call is resent
+// A call still redirected after `max_redirects` rounds, or out of retry budget, gets its last
+// error reply. A call whose node connection fails gets a null reply: Redis may or may not
+// have run it, so the caller decides (klined's writes are idempotent under retry); a refresh
+// is requested (the node may have failed over).
+//
+// With `cluster` false the map is one node serving every slot and no CLUSTER command is sent:
+// one code path for a single Redis and for a cluster.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/counter.h"
+#include "io/redis/cluster/slot_map.h"
+#include "io/redis/redis_conn.h"
+
+namespace klined::cluster {
+
+struct TopologyOptions {
+  bool cluster = false;
+  std::vector<std::string> seeds;  // host:port; the first one alone when not a cluster
+  RedisOptions node;               // password, user, timeouts (address ignored)
+  int64_t min_refresh_gap_ms = 200;
+  int64_t periodic_refresh_ms = 30000;
+};
+
+// Counters summed into klined_redis_cluster_*_total (any thread reads).
+struct RouterStats {
+  std::atomic<uint64_t> moved{0};
+  std::atomic<uint64_t> ask{0};
+  std::atomic<uint64_t> tryagain{0};
+  std::atomic<uint64_t> clusterdown{0};
+  std::atomic<uint64_t> noscript{0};
+  std::atomic<uint64_t> refreshes{0};
+  std::atomic<uint64_t> refresh_failures{0};
+};
+
+class Topology {
+ public:
+  explicit Topology(TopologyOptions options);
+
+  const TopologyOptions& options() const { return options_; }
+  bool cluster() const { return options_.cluster; }
+  // The current map and its version.
+  std::shared_ptr<const SlotMap> Current(uint64_t* version) const;
+  uint64_t version() const { return version_.load(std::memory_order_acquire); }
+  // Asks for a refresh soon (MOVED, a lost connection).
+  void RequestRefresh() { wanted_.store(true, std::memory_order_relaxed); }
+  // Refreshes if one was requested or the periodic one is due, and the gap since the last
+  // one has passed, and no other thread is refreshing. Blocking (CLUSTER SHARDS), so call it
+  // from threads that may block on Redis. True if the map changed.
+  bool MaybeRefresh();
+  // Refreshes now (startup, tests). False (and error() says why) when no node answered with
+  // a usable map.
+  bool Refresh();
+  std::string error() const;
+
+  RouterStats& stats() { return stats_; }
+
+ private:
+  bool RefreshLocked();
+
+  TopologyOptions options_;
+  mutable std::mutex mu_;  // guards map_, error_, conn_ (never held while routing)
+  std::shared_ptr<const SlotMap> map_;
+  std::string error_;
+  std::unique_ptr<RedisConn> conn_;  // the refresher's connection
+  std::string conn_address_;
+  std::atomic<uint64_t> version_{1};
+  std::atomic<bool> wanted_{false};
+  std::atomic<int64_t> next_allowed_ms_{0};
+  std::atomic<int64_t> next_periodic_ms_{0};
+  RouterStats stats_;
+};
+
+// One call of a batch.
+struct Call {
+  uint16_t slot = 0;
+  std::string resp;  // one command, RESP-encoded (Encode)
+};
+// RESP encoding of one command (binary safe).
+std::string Encode(std::span<const std::string_view> argv);
+inline std::string Encode(std::initializer_list<std::string_view> argv) {
+  return Encode(std::span<const std::string_view>(argv.begin(), argv.size()));
+}
+
+class Router {
+ public:
+  explicit Router(Topology* topology, int max_redirects = 5, int64_t retry_budget_ms = 2000);
+  Router(const Router&) = delete;
+  Router& operator=(const Router&) = delete;
+
+  // Registered on every node connection, present and future; the handle is for Sha().
+  size_t AddScript(std::string body);
+  const std::string& Sha(size_t script) const { return script_shas_[script]; }
+
+  // Runs the calls; (*replies)[i] is call i's reply (null: its node's connection failed).
+  void Execute(std::span<const Call> calls, std::vector<RedisReply>* replies);
+  // One call.
+  RedisReply Command(uint16_t slot, std::initializer_list<std::string_view> argv);
+
+  // The connection that serves `address` (created on first use), for node-wide commands.
+  RedisConn* Node(const std::string& address);
+  // The current map (refreshed from the topology when its version moved).
+  const SlotMap& map();
+  // The last connection error, for logs.
+  const std::string& error() const { return error_; }
+
+ private:
+  struct Pending {
+    size_t call;
+    std::string address;  // where it goes this round
+    bool asking = false;
+  };
+
+  void SyncMap();
+  std::string AddressOf(uint16_t slot);
+
+  Topology* topology_;
+  int max_redirects_;
+  int64_t retry_budget_ms_;
+  std::shared_ptr<const SlotMap> shared_map_;
+  uint64_t map_version_ = 0;
+  SlotMap map_ = SlotMap::Single("");  // the shared map plus this router's MOVED patches
+  std::vector<std::pair<std::string, std::unique_ptr<RedisConn>>> conns_;
+  std::vector<std::string> scripts_;
+  std::vector<std::string> script_shas_;
+  std::string error_;
+};
+
+}  // namespace klined::cluster

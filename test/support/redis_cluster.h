@@ -1,0 +1,41 @@
+// A real Redis Cluster on 127.0.0.1 for integration tests: `primaries` redis-server nodes
+// with `cluster-enabled yes`, each with `replicas` replicas, joined by
+// `redis-cli --cluster create`, every slot covered.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "redis_server.h"
+
+namespace klined::test {
+
+class RedisCluster {
+ public:
+  // Starts the nodes, creates the cluster and waits until every node says cluster_state:ok
+  // and every replica is in sync (throws on failure).
+  explicit RedisCluster(int primaries = 3, int replicas = 1);
+
+  // Every node, primaries first as created (roles change after a failover: see PrimaryOf).
+  std::vector<std::unique_ptr<RedisServer>>& nodes() { return nodes_; }
+  // "host:port,host:port,..." of every node: a seed list.
+  std::string Seeds() const;
+  // The node serving `slot` now (asks CLUSTER SHARDS of a live node).
+  RedisServer& PrimaryOf(int slot);
+  // The node id of a node.
+  std::string IdOf(RedisServer& node);
+  // Moves one slot with its keys to `target` the way redis-cli --cluster reshard does:
+  // SETSLOT IMPORTING/MIGRATING, MIGRATE of every key, SETSLOT NODE on both. `between` runs
+  // after MIGRATING is set and before any key moves (ASK is then answered for keys that are
+  // not on the source).
+  void MoveSlot(int slot, RedisServer& target, const std::function<void()>& between = {});
+  // Waits until every live node reports cluster_state:ok (throws after `timeout`).
+  void WaitHealthy(milliseconds timeout = milliseconds(20000));
+
+ private:
+  std::vector<std::unique_ptr<RedisServer>> nodes_;
+};
+
+}  // namespace klined::test
