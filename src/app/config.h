@@ -53,6 +53,9 @@ struct Config {
     std::string ticker_prefix;
     int64_t history_limit = 0;  // closed candles kept per history key, at least
     int64_t connect_timeout_ms = 0;
+    bool cluster = false;        // Redis Cluster (not yet: refused by the cross-check)
+    int64_t wait_replicas = 0;   // replicas that must have a flush before its offsets commit
+    int64_t wait_timeout_ms = 0;  // how long one WAIT may take
   };
   struct Mysql {
     std::string host;

@@ -331,6 +331,9 @@ int Run(const std::string& config_path, Config config) {
                        : config.shards > 0  ? static_cast<size_t>(config.shards)
                                             : std::max(1u, std::thread::hardware_concurrency());
   const RedisOptions redis = RedisOptionsFrom(config, 5000);
+  RedisOptions shard_redis = redis;
+  shard_redis.wait_replicas = static_cast<int>(config.redis.wait_replicas);
+  shard_redis.wait_timeout_ms = static_cast<int>(config.redis.wait_timeout_ms);
 
   std::vector<std::unique_ptr<Shard>> shards;
   std::vector<TradeSink*> shard_ptrs;
@@ -342,7 +345,8 @@ int Run(const std::string& config_path, Config config) {
     so.idle_release_ms = config.limits.idle_release_ms;
     shards.push_back(std::make_unique<Shard>(
         i, &layout, so,
-        KlineStore::Create(redis, config.redis.key_prefix, &layout, config.redis.ticker_prefix)));
+        KlineStore::Create(shard_redis, config.redis.key_prefix, &layout,
+                           config.redis.ticker_prefix)));
     shard_ptrs.push_back(shards.back().get());
     shard_views.push_back(shards.back().get());
   }

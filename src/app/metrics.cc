@@ -149,6 +149,10 @@ class Metrics::Collector : public prometheus::Collectable {
          &ShardStats::flushes},
         {"klined_flush_failures_total", "Failed shard flushes (retried)", MetricType::Counter,
          &ShardStats::flush_failures},
+        {"klined_redis_replica_wait_timeouts_total",
+         "Flushes written to the primary that fewer than redis.wait_replicas replicas "
+         "acknowledged in time (offsets held; retried)",
+         MetricType::Counter, &ShardStats::replica_wait_timeouts},
         {"klined_flushed_symbols_total", "Symbol writes (one Lua call each)", MetricType::Counter,
          &ShardStats::flushed_symbols},
         {"klined_writes_refused_total",

@@ -75,6 +75,12 @@ struct FlushJob {
   virtual ~FlushJob() = default;
   uint64_t seq = 0;   // the shard's processed routing sequence when the snapshot was taken
   std::string error;  // why the write failed, if it did
+  // Set by the shard when the store WaitsForReplicas: after the writes, confirm that every
+  // write of this connection so far reached the replicas. `durable` says whether it did
+  // (false also when the connection failed); `replicas` is how many acknowledged.
+  bool confirm = false;
+  bool durable = true;
+  int64_t replicas = -1;
 };
 
 enum class LoadStatus : uint8_t {
@@ -91,8 +97,10 @@ class SeriesStore {
   // Shard thread: snapshots (BeginFlush) and encodes every series; may read storage first
   // for late trades. Null, with nothing begun, if storage is unreachable.
   virtual std::unique_ptr<FlushJob> PrepareFlush(std::span<SymbolSeries* const> series) = 0;
-  // Flusher thread: performs the write.
+  // Flusher thread: performs the write (and, with job->confirm, waits for the replicas).
   virtual void ExecuteFlush(FlushJob* job) = 0;
+  // Whether a flush counts only once replicas acknowledged it (redis.wait_replicas > 0).
+  virtual bool WaitsForReplicas() const { return false; }
   // Shard thread: commits (CommitFlush) each series written and aborts the others, which
   // stay dirty and are retried by the next flush (see FlushReport for the kinds).
   virtual FlushReport FinishFlush(FlushJob* job) = 0;

@@ -386,7 +386,7 @@ void Shard::StartFlush() {
       return;
     }
   }
-  if (dirty_.empty()) {
+  if (dirty_.empty() && !unconfirmed_) {
     // Nothing unwritten: everything applied so far is in Redis (an empty flush, counted).
     stats_.flushes.Add();
     ReleaseHeld(held_.size());
@@ -407,6 +407,9 @@ void Shard::StartFlush() {
     closed_total_ += s->closed_count();
     late_total_ += s->late().size();
   }
+  // With redis.wait_replicas, a flush counts once the replicas have it; one whose wait timed
+  // out leaves the writes unconfirmed, and the next flush (even with nothing dirty) waits
+  // again before any offset behind them is committed.
   std::unique_ptr<FlushJob> job = store_->PrepareFlush(dirty_);
   if (job == nullptr) {
     stats_.flush_failures.Add();
@@ -416,6 +419,7 @@ void Shard::StartFlush() {
     return;
   }
   job->seq = processed_seq_;
+  job->confirm = store_->WaitsForReplicas();
   held_at_snapshot_ = held_.size();
   flush_started_us_ = NowUs();
   in_flight_ = job.release();
@@ -486,6 +490,20 @@ void Shard::FinishFlush(FlushJob* job) {
       } else {
         ++it;
       }
+    }
+  }
+  if (job->confirm) {
+    // Some writes may have landed, whatever the outcome: until a wait confirms them, the next
+    // flush confirms again.
+    unconfirmed_ = !report.ok || !job->durable;
+    if (report.ok && !job->durable) {
+      stats_.replica_wait_timeouts.Add();
+      LOG_RATE(kWarn, "shard.replica_wait",
+               "shard=" << index_ << " replicas=" << job->replicas << " error=\"" << job->error
+                        << "\" detail=\"the writes are on the primary but fewer replicas than "
+                           "redis.wait_replicas acknowledged them in time; offsets are held "
+                           "until they do\"");
+      return;
     }
   }
   if (!report.ok) {

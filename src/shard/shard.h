@@ -87,6 +87,7 @@ struct ShardStats {
   OwnedCounter late_conflicts;
   OwnedCounter flushes;
   OwnedCounter flush_failures;
+  OwnedCounter replica_wait_timeouts;  // flushes written but not acknowledged by the replicas
   OwnedCounter flushed_symbols;
   OwnedCounter writes_refused;  // symbol writes refused: storage moved (another writer, a retry)
   OwnedCounter reloads;         // symbols reloaded after a refused write
@@ -178,7 +179,8 @@ class Shard final : public TradeSink {
   moodycamel::ConcurrentQueue<FlushJob*> from_flusher_;
   FlushJob* in_flight_ = nullptr;  // shard thread: the flush the flusher is writing
   int64_t flush_started_us_ = 0;
-  size_t held_at_snapshot_ = 0;    // held_ batches the flush in flight covers
+  size_t held_at_snapshot_ = 0;
+  bool unconfirmed_ = false;  // writes not yet acknowledged by redis.wait_replicas replicas    // held_ batches the flush in flight covers
   size_t closed_total_ = 0;        // unflushed closed candles at the last flush start
   size_t late_total_ = 0;          // unflushed late trades at the last flush start
   int64_t ticker_minute_ = 0;      // wall-clock minute of the last idle-ticker refresh

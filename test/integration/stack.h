@@ -236,8 +236,10 @@ struct Stack {
     return false;
   }
 
-  void CheckCandles(const std::vector<RefTrade>& trades, const std::vector<std::string>& symbols) {
-    kt::RedisClient rc = redis.Connect();
+  // Redis (or `server`, e.g. a promoted replica) equals the independent computation.
+  void CheckCandles(const std::vector<RefTrade>& trades, const std::vector<std::string>& symbols,
+                    const kt::RedisServer* server = nullptr) {
+    kt::RedisClient rc = (server != nullptr ? *server : redis).Connect();
     for (const std::string& sym : symbols) {
       for (const auto& [iv, len] : kIntervals) {
         const std::string base = "kline:{" + sym + "}:" + iv;

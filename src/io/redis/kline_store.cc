@@ -71,7 +71,9 @@ class OwningKlineStore final : public SeriesStore {
                    std::string ticker_prefix)
       : conn_(options),
         write_conn_(options),
-        store_(&conn_, std::move(prefix), layout, &write_conn_, std::move(ticker_prefix)) {}
+        store_(&conn_, std::move(prefix), layout, &write_conn_, std::move(ticker_prefix)) {
+    store_.SetReplicaWait(options.wait_replicas, options.wait_timeout_ms);
+  }
   bool Load(std::span<SymbolSeries* const> series, std::vector<LoadStatus>* status) override {
     return store_.Load(series, status);
   }
@@ -79,6 +81,7 @@ class OwningKlineStore final : public SeriesStore {
     return store_.PrepareFlush(series);
   }
   void ExecuteFlush(FlushJob* job) override { store_.ExecuteFlush(job); }
+  bool WaitsForReplicas() const override { return store_.WaitsForReplicas(); }
   FlushReport FinishFlush(FlushJob* job) override { return store_.FinishFlush(job); }
   std::string LastError() const override { return store_.LastError(); }
   uint64_t Errors() const override { return store_.Errors(); }
@@ -421,6 +424,39 @@ std::unique_ptr<FlushJob> KlineStore::PrepareFlush(std::span<SymbolSeries* const
 
 void KlineStore::ExecuteFlush(FlushJob* base) {
   Job* job = static_cast<Job*>(base);
+  WriteCalls(job);
+  if (job->confirm && wait_replicas_ > 0) ConfirmReplicas(job);
+}
+
+void KlineStore::ConfirmReplicas(Job* job) {
+  job->durable = false;
+  if (!write_conn_->EnsureConnected()) {
+    if (job->error.empty()) job->error = write_conn_->error();
+    return;
+  }
+  const std::string durable_key = prefix_ + ":durable";
+  const std::string replicas = std::to_string(wait_replicas_);
+  const std::string timeout = std::to_string(wait_timeout_ms_);
+  write_conn_->Append({"INCR", durable_key});
+  write_conn_->Append({"WAIT", replicas, timeout});
+  RedisReply incr = write_conn_->GetReply();
+  RedisReply wait = incr == nullptr ? nullptr : write_conn_->GetReply();
+  if (wait == nullptr) {
+    if (job->error.empty()) job->error = write_conn_->error();
+    return;
+  }
+  if (wait->type != REDIS_REPLY_INTEGER) {
+    if (job->error.empty()) {
+      job->error = "WAIT: " + (wait->type == REDIS_REPLY_ERROR ? std::string(wait->str, wait->len)
+                                                               : std::string("unexpected reply"));
+    }
+    return;
+  }
+  job->replicas = wait->integer;
+  job->durable = wait->integer >= wait_replicas_;
+}
+
+void KlineStore::WriteCalls(Job* job) {
   std::vector<size_t> calls;  // the series whose calls this attempt sends
   for (size_t k = 0; k < job->series.size(); ++k) {
     if (job->left_out[k].series == nullptr) calls.push_back(k);

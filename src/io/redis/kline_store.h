@@ -61,6 +61,15 @@ class KlineStore final : public SeriesStore {
     return conn_->reconnects() + (write_conn_ != conn_ ? write_conn_->reconnects() : 0);
   }
   const StoreStats& stats() const override { return stats_; }
+  bool WaitsForReplicas() const override { return wait_replicas_ > 0; }
+  // A flush with job->confirm ends with INCR PREFIX:durable (so the connection has a write of
+  // its own to wait for, even when the flush changed nothing or follows a reconnect: the
+  // replication stream is ordered, so its acknowledgement covers every earlier write) and
+  // WAIT replicas timeout_ms.
+  void SetReplicaWait(int replicas, int timeout_ms) {
+    wait_replicas_ = replicas;
+    wait_timeout_ms_ = timeout_ms;
+  }
 
   std::string KeyBase(std::string_view symbol) const;
 
@@ -80,6 +89,9 @@ class KlineStore final : public SeriesStore {
     std::string trade_json;
   };
   struct Job;
+  // ExecuteFlush's writes, then its confirmation.
+  void WriteCalls(Job* job);
+  void ConfirmReplicas(Job* job);
   // Reads and merges every series' late trades. False if the connection failed; a series
   // whose stored candle does not parse gets (*corrupt)[k] set to why (it is left out).
   bool PlanLate(std::span<SymbolSeries* const> series, FlushReport* report,
@@ -118,6 +130,8 @@ class KlineStore final : public SeriesStore {
   std::string prefix_;
   std::string ticker_prefix_;
   const SeriesLayout* layout_;
+  int wait_replicas_ = 0;
+  int wait_timeout_ms_ = 1000;
   int one_minute_slot_ = -1;  // index of 1m in the layout (the ticker's source), -1 if none
   size_t flush_script_;
   size_t load_script_;

@@ -37,6 +37,10 @@ struct RedisOptions {
   // ACL user: AUTH user password. Empty: AUTH password (the default user), only if a password
   // is set.
   std::string user;
+  // Shard stores only (redis.wait_replicas): a flush is durable once this many replicas
+  // acknowledge it (WAIT), within wait_timeout_ms. 0 = no wait.
+  int wait_replicas = 0;
+  int wait_timeout_ms = 1000;
 };
 
 class RedisConn {

@@ -118,6 +118,8 @@ redis:
   ticker_prefix: t24
   history_limit: 5000
   connect_timeout_ms: 250
+  wait_replicas: 2
+  wait_timeout_ms: 300
 mysql:
   host: db.internal
   port: 3307
@@ -188,6 +190,8 @@ api:
   CHECK(c.redis.ticker_prefix == "t24");
   CHECK(c.redis.history_limit == 5000);
   CHECK(c.redis.connect_timeout_ms == 250);
+  CHECK(c.redis.wait_replicas == 2);
+  CHECK(c.redis.wait_timeout_ms == 300);
   CHECK(c.mysql.host == "db.internal");
   CHECK(c.mysql.port == 3307);
   CHECK(c.mysql.user == "writer");
@@ -233,8 +237,9 @@ api:
   CHECK(c.api.cache_bytes == 0);
   CHECK(c.api.cache_page_ttl_ms == 5000);
   CHECK(c.api.watch_ttl_ms == 9000);
-  // Every key was set to something other than its default.
-  CHECK(ChangedKeys(c, Config()).size() == ConfigKeys().size());
+  // Every key was set to something other than its default, except redis.cluster (true is
+  // refused until cluster mode lands: see the next test).
+  CHECK(ChangedKeys(c, Config()).size() == ConfigKeys().size() - 1);
 }
 
 TEST_CASE("config: errors name the key and the position") {
@@ -341,6 +346,15 @@ TEST_CASE("config: errors name the key and the position") {
           "disabled|preferred|required|verify_ca|verify_identity");
     CHECK(Load("mysql:\n  ssl_mode: verify_identity\n").mysql.ssl_mode ==
           MysqlSslMode::kVerifyIdentity);
+    // The contract's redis.cluster key exists; cluster mode itself is refused until it lands.
+    CHECK_FALSE(Load("redis:\n  cluster: false\n").redis.cluster);
+    CHECK(ErrorOf("redis:\n  cluster: true\n").rfind("t.yaml:2:12: redis.cluster: true is not "
+                                                      "supported yet",
+                                                      0) == 0);
+    CHECK(ErrorOf("redis:\n  cluster: yes\n") ==
+          "t.yaml:2:12: redis.cluster: \"yes\" is not one of false|true");
+    CHECK(ErrorOf("redis:\n  wait_timeout_ms: 5000\n") ==
+          "t.yaml:2:20: redis.wait_timeout_ms: 5000 is out of range 10..4000");
     CHECK(ErrorOf("kafka:\n  dead_letter_topic: trades\n") ==
           "t.yaml:2:22: kafka.dead_letter_topic: must differ from kafka.topic (rejected messages "
           "would be consumed again)");
