@@ -28,16 +28,6 @@ constexpr int kMaxBackoffMs = 5000;
 
 redisContext* Ctx(void* p) { return static_cast<redisContext*>(p); }
 
-// The symbol of PREFIX:{SYMBOL}:events.
-std::string_view SymbolOfChannel(std::string_view channel) {
-  const size_t open = channel.find(":{");
-  const size_t close = channel.rfind("}:events");
-  if (open == std::string_view::npos || close == std::string_view::npos || close <= open + 2) {
-    return {};
-  }
-  return channel.substr(open + 2, close - open - 2);
-}
-
 std::string_view Str(const redisReply* r) { return std::string_view(r->str, r->len); }
 
 // The kind of a pushed reply ["smessage"|"ssubscribe"|"sunsubscribe", channel, x], or "".
@@ -308,12 +298,12 @@ void EventHub::ApplyChanges(std::vector<std::string>* subscribe,
 }
 
 void EventHub::OnUnsubscribed(std::string_view channel) {
-  auto it = unsubscribing_.find(std::string(SymbolOfChannel(channel)));
+  auto it = unsubscribing_.find(std::string(keys_.SymbolOfEvents(channel)));
   if (it != unsubscribing_.end() && --it->second == 0) unsubscribing_.erase(it);
 }
 
 void EventHub::OnSubscribed(std::string_view channel) {
-  const std::string symbol(SymbolOfChannel(channel));
+  const std::string symbol(keys_.SymbolOfEvents(channel));
   if (unsubscribing_.contains(symbol)) return;  // a later SUNSUBSCRIBE may undo it
   auto it = wanted_.find(symbol);
   if (it == wanted_.end() || it->second.confirmed) return;  // unwanted meanwhile, or a repeat
@@ -323,7 +313,7 @@ void EventHub::OnSubscribed(std::string_view channel) {
 
 void EventHub::OnMessage(std::string_view channel, std::string_view payload) {
   stats_.messages.Add();
-  const std::string_view symbol = SymbolOfChannel(channel);
+  const std::string_view symbol = keys_.SymbolOfEvents(channel);
   auto it = wanted_.find(std::string(symbol));
   if (symbol.empty() || it == wanted_.end()) return;  // a late message after SUNSUBSCRIBE
   auto events = std::make_shared<SymbolEvents>();

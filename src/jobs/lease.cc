@@ -50,7 +50,7 @@ int64_t Lease::NowMs() {
 
 Lease::Lease(RedisOptions options, std::string key_prefix, int64_t ttl_ms, LeaseStats* stats)
     : conn_(LeaseConnOptions(std::move(options), ttl_ms)),
-      prefix_(std::move(key_prefix)),
+      keys_(std::move(key_prefix), ""),
       stem_(MakeStem()),
       ttl_ms_(ttl_ms),
       margin_ms_(MarginMs(ttl_ms)),
@@ -99,7 +99,7 @@ bool Lease::TryAcquire() {
   next_poll_ms_ = start + std::clamp<int64_t>(ttl_ms_ / 4, 10, 250);
   if (!conn_.EnsureConnected()) return false;
   const std::string ttl = std::to_string(ttl_ms_);
-  const std::string epoch_key = key() + ":epoch";
+  const std::string epoch_key = keys_.LeaseEpoch();
   for (int attempt = 0; attempt < 2; ++attempt) {
     RedisReply r =
         conn_.Command({"EVALSHA", conn_.Sha(acquire_script_), "2", key(), epoch_key, stem_, ttl});

@@ -28,6 +28,7 @@
 #include <string>
 
 #include "base/counter.h"
+#include "io/redis/key_layout.h"
 #include "io/redis/redis_conn.h"
 
 namespace klined {
@@ -68,7 +69,7 @@ class Lease {
   int64_t epoch() const { return epoch_; }
   int64_t ttl_ms() const { return ttl_ms_; }
   int64_t margin_ms() const { return margin_ms_; }
-  std::string key() const { return prefix_ + ":lease"; }
+  std::string key() const { return keys_.Lease(); }
 
   // CLOCK_BOOTTIME in ms: the clock every lease deadline is measured on.
   static int64_t NowMs();
@@ -82,7 +83,7 @@ class Lease {
   void SetDeadline(int64_t ms);
 
   RedisConn conn_;
-  std::string prefix_;
+  KeyLayout keys_;
   std::string stem_;  // "<hostname>:<pid>:<random>"
   int64_t ttl_ms_;
   int64_t margin_ms_;

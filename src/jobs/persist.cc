@@ -195,7 +195,8 @@ PersistWorker::PersistWorker(PersistOptions options)
       redis_(options_.redis),
       mysql_(options_.mysql),
       table_(&mysql_, options_.batch_rows, options_.tz),
-      lease_key_(options_.key_prefix + ":lease"),
+      keys_(options_.key_prefix, ""),
+      lease_key_(keys_.Lease()),
       interval_ms_(options_.persist_interval_ms) {
   pending_script_ = redis_.AddScript(kPendingDone);
   quarantine_script_ = redis_.AddScript(kQuarantine);
@@ -267,13 +268,6 @@ void PersistWorker::Loop() {
   }
 }
 
-std::string PersistWorker::KeyBase(std::string_view symbol) const {
-  std::string base;
-  base.reserve(options_.key_prefix.size() + symbol.size() + 3);
-  base.append(options_.key_prefix).append(":{").append(symbol).append("}");
-  return base;
-}
-
 bool PersistWorker::FailRedis(PersistRunReport* report) {
   report->error = "redis: " + redis_.error();
   return false;
@@ -321,9 +315,8 @@ PersistRunReport PersistWorker::RunOnce() {
     run_epoch_ = epoch_;
   }
   std::vector<std::string> symbols;
-  report.ok = Connect(&report) && ScanSet(options_.key_prefix + ":pending", &symbols, &report) &&
-              PersistPending(symbols, &report) &&
-              ScanSet(options_.key_prefix + ":late", &symbols, &report) &&
+  report.ok = Connect(&report) && ScanSet(keys_.PendingSymbols(), &symbols, &report) &&
+              PersistPending(symbols, &report) && ScanSet(keys_.LateSymbols(), &symbols, &report) &&
               DrainLate(symbols, &report);
   stats_.runs.Add();
   stats_.last_run_ms.Set(static_cast<uint64_t>(MonotonicMs() - start));
@@ -420,13 +413,13 @@ bool PersistWorker::PersistPending(const std::vector<std::string>& symbols,
   std::vector<long long> results;
   std::vector<Suspect> suspects;
   std::deque<std::string> keys;  // stable storage for the views in calls
-  const std::string set_key = options_.key_prefix + ":pending";
-  const std::string quarantine_set = options_.key_prefix + ":quarantine";
+  const std::string set_key = keys_.PendingSymbols();
+  const std::string quarantine_set = keys_.QuarantineSymbols();
   size_t chunk = std::min(options_.max_chunk_symbols, std::max<size_t>(symbols.size(), 1));
   for (size_t begin = 0; begin < symbols.size();) {
     const size_t end = std::min(symbols.size(), begin + chunk);
     keys.clear();
-    for (size_t i = begin; i < end; ++i) keys.push_back(KeyBase(symbols[i]) + ":pending");
+    for (size_t i = begin; i < end; ++i) keys.push_back(keys_.Pending(symbols[i]));
     if (!ReadHashes(keys, &replies, report)) return false;
 
     candles.clear();
@@ -481,8 +474,8 @@ bool PersistWorker::PersistPending(const std::vector<std::string>& symbols,
     if (!suspects.empty()) {
       for (const Suspect& sus : suspects) {
         if (!sus.field_ok) continue;
-        const std::string& hist = keys.emplace_back(KeyBase(symbols[begin + sus.symbol]) + ":" +
-                                                    std::string(IntervalName(sus.iv)) + ":hist");
+        const std::string& hist =
+            keys.emplace_back(keys_.History(symbols[begin + sus.symbol], sus.iv));
         const std::string& score = keys.emplace_back(std::to_string(sus.open));
         redis_.Append({"ZRANGEBYSCORE", hist, score, score, "LIMIT", "0", "2"});
       }
@@ -526,8 +519,8 @@ bool PersistWorker::PersistPending(const std::vector<std::string>& symbols,
         LOG_RATE(kError, "persist.quarantine",
                  "symbol=" << symbol << " field=" << sus.field << " why=\"" << sus.why
                            << "\" history=\"" << repair << "\" json=\"" << Clip(sus.json)
-                           << "\" detail=\"moved to " << KeyBase(symbol) << ":quarantine\"");
-        const std::string& qkey = keys.emplace_back(KeyBase(symbol) + ":quarantine");
+                           << "\" detail=\"moved to " << keys_.Quarantine(symbol) << "\"");
+        const std::string& qkey = keys.emplace_back(keys_.Quarantine(symbol));
         calls.push_back({"EVALSHA", redis_.Sha(quarantine_script_), "4", keys[sus.symbol], qkey,
                          quarantine_set, set_key, symbol, lease_key_, run_token_, sus.field,
                          sus.json});
@@ -570,15 +563,15 @@ bool PersistWorker::DrainLate(const std::vector<std::string>& symbols, PersistRu
   std::vector<std::vector<std::string_view>> calls;
   std::deque<std::string> strings;  // stable storage for the views in calls
   std::vector<Trade> trades;
-  const std::string set_key = options_.key_prefix + ":late";
-  const std::string pending_key = options_.key_prefix + ":pending";
+  const std::string set_key = keys_.LateSymbols();
+  const std::string pending_key = keys_.PendingSymbols();
   for (size_t begin = 0; begin < symbols.size(); begin += kLateChunkSymbols) {
     const size_t end = std::min(symbols.size(), begin + kLateChunkSymbols);
     strings.clear();
     std::vector<std::string_view> bases, late_keys;
     for (size_t i = begin; i < end; ++i) {
-      bases.push_back(strings.emplace_back(KeyBase(symbols[i])));
-      late_keys.push_back(strings.emplace_back(KeyBase(symbols[i]) + ":late"));
+      bases.push_back(strings.emplace_back(keys_.Base(symbols[i])));
+      late_keys.push_back(strings.emplace_back(keys_.Late(symbols[i])));
     }
     if (!ReadHashes(late_keys, &replies, report)) return false;
 

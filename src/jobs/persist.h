@@ -59,6 +59,7 @@
 #include "base/counter.h"
 #include "io/mysql/kline_table.h"
 #include "io/mysql/mysql_conn.h"
+#include "io/redis/key_layout.h"
 #include "io/redis/redis_conn.h"
 #include "klined/interval.h"
 #include "klined/trade_decoder.h"
@@ -155,13 +156,13 @@ class PersistWorker {
   bool FailRedis(PersistRunReport* report);
   bool FailMysql(PersistRunReport* report);
   bool Fenced(PersistRunReport* report);
-  std::string KeyBase(std::string_view symbol) const;
 
   PersistOptions options_;
   RedisConn redis_;
   MysqlConn mysql_;
   KlineTable table_;
   TradeDecoder decoder_;
+  const KeyLayout keys_;
   const std::string lease_key_;  // PREFIX:lease, read by the fenced scripts
   std::string run_token_;        // the grant the current run works under (worker thread)
   int64_t run_epoch_ = 0;

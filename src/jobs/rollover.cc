@@ -82,7 +82,7 @@ bool PlanRollover(std::string_view stored_json, std::string_view symbol, Interva
 
 RolloverJob::RolloverJob(RedisConn* conn, std::string key_prefix, const SeriesLayout* layout,
                          RolloverStats* stats)
-    : conn_(conn), prefix_(std::move(key_prefix)), layout_(layout), stats_(stats) {
+    : conn_(conn), keys_(std::move(key_prefix), ""), layout_(layout), stats_(stats) {
   script_ = conn_->AddScript(std::string(lua::kCommon) + lua::kRollover);
   step_script_ = conn_->AddScript(std::string(lua::kCommon) + lua::kRolloverStep);
 }
@@ -135,8 +135,8 @@ bool RolloverJob::StepChunk(const std::vector<std::string>& symbols, int64_t now
     size_t appended = 0;
     for (const std::string& sym : symbols) {
       args_.clear();
-      args_.insert(args_.end(),
-                   {"EVALSHA", conn_->Sha(step_script_), "0", prefix_, sym, fence, count, tail});
+      args_.insert(args_.end(), {"EVALSHA", conn_->Sha(step_script_), "0", keys_.prefix(), sym,
+                                 fence, count, tail});
       for (size_t i = 0; i < n_iv; ++i) {
         args_.insert(args_.end(), {IntervalName(ivs[i]), prev[i], now[i], close_time[i]});
       }
@@ -206,10 +206,8 @@ bool RolloverJob::RollChunk(const std::vector<std::string>& symbols, int64_t now
       const std::string& sym = symbols[idx];
       args_.clear();
       args_.push_back("MGET");
-      const std::string base = prefix_ + ":{" + sym + "}:";
       for (size_t i = 0; i < n_iv; ++i) {
-        keys[i] = base;
-        keys[i].append(IntervalName(layout_->intervals[i]));
+        keys[i] = keys_.Current(sym, layout_->intervals[i]);
         args_.push_back(keys[i]);
       }
       conn_->Append(args_);
@@ -230,7 +228,8 @@ bool RolloverJob::RollChunk(const std::vector<std::string>& symbols, int64_t now
       const std::string& sym = symbols[pending[k]];
       args_.clear();
       nums_.clear();
-      args_.insert(args_.end(), {"EVALSHA", conn_->Sha(script_), "0", prefix_, sym, fence, ""});
+      args_.insert(args_.end(),
+                   {"EVALSHA", conn_->Sha(script_), "0", keys_.prefix(), sym, fence, ""});
       size_t n_roll = 0;
       for (size_t i = 0; i < n_iv; ++i) {
         const redisReply* e = reads[k]->element[i];
@@ -321,7 +320,7 @@ RolloverResult RolloverJob::RunOnce(int64_t now_ms, std::string_view fence,
                                     const std::function<bool()>& may_continue, int64_t since_ms) {
   RolloverResult result;
   const int64_t start = MonotonicMs();
-  const std::string symbols_key = prefix_ + ":symbols";
+  const std::string symbols_key = keys_.Symbols();
   const std::string count = ToDec(static_cast<int64_t>(chunk_));
   std::string cursor = "0";
   std::vector<std::string> chunk, planned, window;

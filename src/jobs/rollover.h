@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "base/counter.h"
+#include "io/redis/key_layout.h"
 #include "io/redis/redis_conn.h"
 #include "klined/series.h"
 
@@ -113,7 +114,7 @@ class RolloverJob {
                  RolloverResult* result);
 
   RedisConn* conn_;
-  std::string prefix_;
+  KeyLayout keys_;
   const SeriesLayout* layout_;
   RolloverStats* stats_;
   size_t script_;       // ROLLOVER

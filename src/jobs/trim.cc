@@ -20,7 +20,7 @@ constexpr const char kMaxScan[] = "20000";
 TrimJob::TrimJob(RedisConn* conn, std::string key_prefix, const SeriesLayout* layout,
                  int64_t history_limit, TrimStats* stats)
     : conn_(conn),
-      prefix_(std::move(key_prefix)),
+      keys_(std::move(key_prefix), ""),
       layout_(layout),
       limit_(history_limit),
       stats_(stats) {
@@ -30,7 +30,7 @@ TrimJob::TrimJob(RedisConn* conn, std::string key_prefix, const SeriesLayout* la
 TrimResult TrimJob::RunOnce(std::string_view fence, const std::function<bool()>& may_continue) {
   TrimResult result;
   const int64_t start = MonotonicMs();
-  const std::string symbols_key = prefix_ + ":symbols";
+  const std::string symbols_key = keys_.Symbols();
   const std::string count = std::to_string(chunk_);
   const std::string limit = std::to_string(history_limit());
   std::string cursor = cursor_;  // resumes an interrupted pass
@@ -53,8 +53,8 @@ TrimResult TrimJob::RunOnce(std::string_view fence, const std::function<bool()>&
     for (int attempt = 0; attempt < 2 && ok; ++attempt) {
       for (const std::string& symbol : members) {
         args.clear();
-        args.insert(args.end(),
-                    {"EVALSHA", conn_->Sha(script_), "0", prefix_, symbol, fence, limit, kMaxScan});
+        args.insert(args.end(), {"EVALSHA", conn_->Sha(script_), "0", keys_.prefix(), symbol, fence,
+                                 limit, kMaxScan});
         for (Interval iv : layout_->intervals) args.push_back(IntervalName(iv));
         conn_->Append(args);
       }

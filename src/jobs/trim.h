@@ -19,6 +19,7 @@
 #include <string_view>
 
 #include "base/counter.h"
+#include "io/redis/key_layout.h"
 #include "io/redis/redis_conn.h"
 #include "klined/series.h"
 
@@ -58,7 +59,7 @@ class TrimJob {
 
  private:
   RedisConn* conn_;
-  std::string prefix_;
+  KeyLayout keys_;
   const SeriesLayout* layout_;
   std::atomic<int64_t> limit_;
   TrimStats* stats_;

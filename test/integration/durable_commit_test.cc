@@ -15,7 +15,8 @@ namespace {
 std::pair<int64_t, int64_t> CommittedTotal(Stack& stack) {
   int64_t committed = 0;
   int64_t end = 0;
-  for (const auto& [c, e] : kt::CommittedAndEnd(stack.broker.bootstrap(), "klined-it", "trades", 4)) {
+  for (const auto& [c, e] :
+       kt::CommittedAndEnd(stack.broker.bootstrap(), "klined-it", "trades", 4)) {
     committed += std::max<int64_t>(c, 0);
     end += e;
   }
@@ -43,10 +44,12 @@ TEST_CASE("durable commits: offsets wait for the replica; a SIGKILLed primary lo
   kt::Producer producer(stack.broker.bootstrap());
   Produce(&producer, trades);
   REQUIRE(stack.WaitForWatermarks(LastIds(trades), seconds(30)));
-  REQUIRE_MESSAGE(WaitUntil([&] {
-                    const auto [committed, end] = CommittedTotal(stack);
-                    return committed == end;
-                  }, seconds(30)),
+  REQUIRE_MESSAGE(WaitUntil(
+                      [&] {
+                        const auto [committed, end] = CommittedTotal(stack);
+                        return committed == end;
+                      },
+                      seconds(30)),
                   klined->OutputTail());
   const int64_t committed_before = CommittedTotal(stack).first;
 
@@ -69,10 +72,12 @@ TEST_CASE("durable commits: offsets wait for the replica; a SIGKILLed primary lo
 
   // Back: the wait succeeds and the commits catch up.
   replica.process().Resume();
-  REQUIRE_MESSAGE(WaitUntil([&] {
-                    const auto [committed, end] = CommittedTotal(stack);
-                    return committed == end;
-                  }, seconds(30)),
+  REQUIRE_MESSAGE(WaitUntil(
+                      [&] {
+                        const auto [committed, end] = CommittedTotal(stack);
+                        return committed == end;
+                      },
+                      seconds(30)),
                   klined->OutputTail());
   CHECK(CommittedTotal(stack).first > committed_before);
 

@@ -1,10 +1,12 @@
-// The contract's Redis key layout (section 4), spelled once for the readers that use it.
+// The contract's Redis key layout (section 4) and klined's bookkeeping keys, spelled once for
+// the C++ side: the shards' store, the timer jobs, the API and klinectl build every key here.
 // Every per-symbol key carries the symbol as a Redis Cluster hash tag, `{SYMBOL}`, so all of a
-// symbol's keys share one slot.
-// (The write path's scripts and jobs still spell their keys themselves; moving them here is
-// part of the Redis Cluster issue.)
+// symbol's keys share one slot. (The Lua scripts, src/io/redis/lua_scripts.h and
+// job_scripts.h, still derive a symbol's keys from its base `PREFIX:{SYMBOL}` passed in ARGV;
+// their list of suffixes is the one below.)
 #pragma once
 
+#include <cassert>
 #include <string>
 #include <string_view>
 
@@ -14,34 +16,77 @@ namespace klined {
 
 class KeyLayout {
  public:
+  // ticker_prefix may be empty for users that never name a ticker key.
   KeyLayout(std::string prefix, std::string ticker_prefix)
       : prefix_(std::move(prefix)), ticker_prefix_(std::move(ticker_prefix)) {}
+
+  const std::string& prefix() const { return prefix_; }
 
   // PREFIX:{SYMBOL}
   std::string Base(std::string_view symbol) const {
     std::string k;
-    k.reserve(prefix_.size() + symbol.size() + 3);
+    k.reserve(prefix_.size() + symbol.size() + 16);
     k.append(prefix_).append(":{").append(symbol).append("}");
     return k;
   }
   // PREFIX:{SYMBOL}:INTERVAL: the current candle (string).
   std::string Current(std::string_view symbol, Interval iv) const {
-    return Base(symbol).append(":").append(IntervalName(iv));
+    return Of(symbol, IntervalName(iv));
   }
   // PREFIX:{SYMBOL}:INTERVAL:hist: closed candles (sorted set, score = open time).
   std::string History(std::string_view symbol, Interval iv) const {
     return Current(symbol, iv).append(":hist");
   }
+  // PREFIX:{SYMBOL}:wm: the highest applied trade id.
+  std::string Watermark(std::string_view symbol) const { return Of(symbol, "wm"); }
+  // PREFIX:{SYMBOL}:wmp: per-partition watermarks, FLUSH's compare-and-set stamp.
+  std::string Marks(std::string_view symbol) const { return Of(symbol, "wmp"); }
+  // PREFIX:{SYMBOL}:tks: the 24h ticker's persisted state.
+  std::string TickerState(std::string_view symbol) const { return Of(symbol, "tks"); }
+  // PREFIX:{SYMBOL}:pending: hash "INTERVAL|open_time" -> candle JSON not yet in MySQL.
+  std::string Pending(std::string_view symbol) const { return Of(symbol, "pending"); }
+  // PREFIX:{SYMBOL}:late: hash of late trades whose bucket left Redis, for MySQL.
+  std::string Late(std::string_view symbol) const { return Of(symbol, "late"); }
+  // PREFIX:{SYMBOL}:trimmed: hash INTERVAL -> newest open time trimmed from history.
+  std::string Trimmed(std::string_view symbol) const { return Of(symbol, "trimmed"); }
+  // PREFIX:{SYMBOL}:quarantine: pending entries set aside for a person.
+  std::string Quarantine(std::string_view symbol) const { return Of(symbol, "quarantine"); }
+  // PREFIX:{SYMBOL}:events: the shard channel FLUSH and ROLLOVER publish written candles on.
+  std::string Events(std::string_view symbol) const { return Of(symbol, "events"); }
+  // The symbol of an Events channel; empty for any other name.
+  std::string_view SymbolOfEvents(std::string_view channel) const {
+    constexpr std::string_view kTail = "}:events";
+    if (channel.size() < prefix_.size() + 2 + kTail.size() + 1 ||
+        channel.substr(0, prefix_.size()) != prefix_ || channel.substr(prefix_.size(), 2) != ":{" ||
+        channel.substr(channel.size() - kTail.size()) != kTail) {
+      return {};
+    }
+    return channel.substr(prefix_.size() + 2, channel.size() - prefix_.size() - 2 - kTail.size());
+  }
   // TICKER_PREFIX:{SYMBOL}: the 24h ticker JSON.
   std::string Ticker(std::string_view symbol) const {
+    assert(!ticker_prefix_.empty());
     return std::string(ticker_prefix_).append(":{").append(symbol).append("}");
   }
-  // PREFIX:{SYMBOL}:events: the shard channel FLUSH and ROLLOVER publish written candles on.
-  std::string Events(std::string_view symbol) const { return Base(symbol).append(":events"); }
+
+  // Global keys.
   // PREFIX:symbols: every symbol with an applied trade (set).
   std::string Symbols() const { return prefix_ + ":symbols"; }
+  // PREFIX:pending / PREFIX:late / PREFIX:quarantine: symbols with such entries (sets).
+  std::string PendingSymbols() const { return prefix_ + ":pending"; }
+  std::string LateSymbols() const { return prefix_ + ":late"; }
+  std::string QuarantineSymbols() const { return prefix_ + ":quarantine"; }
+  // PREFIX:lease and PREFIX:lease:epoch: the timer jobs' lease and its fencing counter.
+  std::string Lease() const { return prefix_ + ":lease"; }
+  std::string LeaseEpoch() const { return prefix_ + ":lease:epoch"; }
+  // PREFIX:durable: bumped by the flushers before WAIT (redis.wait_replicas).
+  std::string Durable() const { return prefix_ + ":durable"; }
 
  private:
+  std::string Of(std::string_view symbol, std::string_view suffix) const {
+    return Base(symbol).append(":").append(suffix);
+  }
+
   std::string prefix_;
   std::string ticker_prefix_;
 };

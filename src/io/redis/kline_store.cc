@@ -53,8 +53,7 @@ KlineStore::KlineStore(RedisConn* conn, std::string key_prefix, const SeriesLayo
                        RedisConn* write_conn, std::string ticker_prefix)
     : conn_(conn),
       write_conn_(write_conn != nullptr ? write_conn : conn),
-      prefix_(std::move(key_prefix)),
-      ticker_prefix_(std::move(ticker_prefix)),
+      keys_(std::move(key_prefix), std::move(ticker_prefix)),
       layout_(layout) {
   for (size_t i = 0; i < layout_->intervals.size(); ++i) {
     if (layout_->intervals[i] == Interval::k1m) one_minute_slot_ = static_cast<int>(i);
@@ -102,13 +101,6 @@ std::unique_ptr<SeriesStore> KlineStore::Create(RedisOptions options, std::strin
                                             std::move(ticker_prefix));
 }
 
-std::string KlineStore::KeyBase(std::string_view symbol) const {
-  std::string base;
-  base.reserve(prefix_.size() + symbol.size() + 3);
-  base.append(prefix_).append(":{").append(symbol).append("}");
-  return base;
-}
-
 std::string_view KlineStore::Keep(std::string s) {
   strings_.push_back(std::move(s));
   return strings_.back();
@@ -132,7 +124,7 @@ bool KlineStore::EncodeFlushCommand(SymbolSeries& s, std::string_view stamp,
   strings_.clear();
   args_.clear();
   const std::string_view sym = s.symbol().view();
-  args_.insert(args_.end(), {"EVALSHA", conn_->Sha(flush_script_), "0", prefix_, sym});
+  args_.insert(args_.end(), {"EVALSHA", conn_->Sha(flush_script_), "0", keys_.prefix(), sym});
   args_.push_back(Keep(ToDec(s.watermark())));
   args_.push_back(s.storage_stamp());
   args_.push_back(stamp);
@@ -164,7 +156,7 @@ bool KlineStore::EncodeFlushCommand(SymbolSeries& s, std::string_view stamp,
   }
   // The 24h ticker, current as of this flush (only when 1m candles feed it).
   if (one_minute_slot_ >= 0) {
-    args_.push_back(Keep(ticker_prefix_ + ":{" + std::string(sym) + "}"));
+    args_.push_back(Keep(keys_.Ticker(sym)));
     std::string json;
     TickerWindow* ticker = s.ticker();
     ticker->AppendJson(sym, WallMs(), &json);  // advances the window first
@@ -221,15 +213,16 @@ bool KlineStore::PlanLate(std::span<SymbolSeries* const> series, FlushReport* re
   }
   size_t reads = 0;
   for (size_t k = 0; k < series.size(); ++k) {
-    const std::string base = KeyBase(series[k]->symbol().view());
+    const std::string_view sym = series[k]->symbol().view();
+    const std::string trimmed = keys_.Trimmed(sym);
     for (const LateUpdate& u : late_plans_[k]) {
-      const std::string iv(IntervalName(series[k]->interval(u.slot)));
-      const std::string hist = base + ":" + iv + ":hist";
+      const Interval iv = series[k]->interval(u.slot);
+      const std::string hist = keys_.History(sym, iv);
       const std::string open_s = ToDec(u.open);
       conn_->Append({"ZRANGEBYSCORE", hist, open_s, open_s});
       conn_->Append({"ZRANGE", hist, "0", "0", "WITHSCORES"});
-      conn_->Append({"GET", base + ":" + iv});
-      conn_->Append({"HGET", base + ":trimmed", iv});
+      conn_->Append({"GET", keys_.Current(sym, iv)});
+      conn_->Append({"HGET", trimmed, IntervalName(iv)});
       ++reads;
     }
   }
@@ -257,7 +250,7 @@ bool KlineStore::PlanLate(std::span<SymbolSeries* const> series, FlushReport* re
       if (at->type == REDIS_REPLY_ERROR || first->type == REDIS_REPLY_ERROR ||
           cur->type == REDIS_REPLY_ERROR || trimmed->type == REDIS_REPLY_ERROR) {
         // A key of another type (WRONGTYPE): nothing planned here can be trusted.
-        const std::string key = KeyBase(sym) + ":" + std::string(IntervalName(iv)) + ":hist";
+        const std::string key = keys_.History(sym, iv);
         NoteCorrupt(CorruptKind::kType, sym, key, "", false);
         (*corrupt)[k] = {s, key + " holds another type", -1, 0};
         continue;
@@ -305,7 +298,7 @@ bool KlineStore::PlanLate(std::span<SymbolSeries* const> series, FlushReport* re
       if (uk != k || (*corrupt)[k].series != nullptr) continue;
       LateUpdate& u = *up;
       const Interval iv = s->interval(u.slot);
-      const std::string key = KeyBase(sym) + ":" + std::string(IntervalName(iv)) + ":hist";
+      const std::string key = keys_.History(sym, iv);
       const int j = FinerSlot(u.slot, [](size_t) { return true; });
       std::optional<Candle> rebuilt;
       if (j >= 0 && !RebuildFromFiner(sym, iv, u.open, static_cast<size_t>(j), nullptr, &rebuilt)) {
@@ -434,7 +427,7 @@ void KlineStore::ConfirmReplicas(Job* job) {
     if (job->error.empty()) job->error = write_conn_->error();
     return;
   }
-  const std::string durable_key = prefix_ + ":durable";
+  const std::string durable_key = keys_.Durable();
   const std::string replicas = std::to_string(wait_replicas_);
   const std::string timeout = std::to_string(wait_timeout_ms_);
   write_conn_->Append({"INCR", durable_key});
@@ -599,13 +592,13 @@ bool KlineStore::Load(std::span<SymbolSeries* const> series, std::vector<LoadSta
     for (const SymbolSeries* s : series) {
       args_.clear();
       args_.insert(args_.end(),
-                   {"EVALSHA", conn_->Sha(load_script_), "0", prefix_, s->symbol().view()});
+                   {"EVALSHA", conn_->Sha(load_script_), "0", keys_.prefix(), s->symbol().view()});
       for (size_t i = 0; i < s->interval_count(); ++i)
         args_.push_back(IntervalName(s->interval(i)));
       conn_->Append(args_);
       // The ticker state (~20 KiB) by a plain GET: through the script it would be copied into
       // a Lua string and out again, which was most of Redis's work in a restart.
-      conn_->Append({"GET", KeyBase(s->symbol().view()) + ":tks"});
+      conn_->Append({"GET", keys_.TickerState(s->symbol().view())});
     }
     replies.clear();
     ticker_states.clear();
@@ -636,7 +629,6 @@ bool KlineStore::Load(std::span<SymbolSeries* const> series, std::vector<LoadSta
       return false;
     }
     const std::string_view sym = s->symbol().view();
-    const std::string base = KeyBase(sym);
     // Watermark and per-source watermarks: each repairs the other; both unreadable is fatal
     // for the symbol (its trades could be counted twice or dropped).
     const redisReply* wm = r->element[0];
@@ -654,17 +646,19 @@ bool KlineStore::Load(std::span<SymbolSeries* const> series, std::vector<LoadSta
       return e->type == REDIS_REPLY_NIL ? std::string_view() : ReplyStr(e);
     };
     if (!wm_ok && !marks_ok) {
-      NoteCorrupt(kind_of(wm, CorruptKind::kWatermark), sym, base + ":wm", text_of(wm), false);
-      NoteCorrupt(kind_of(wmp, CorruptKind::kMarks), sym, base + ":wmp", text_of(wmp), false);
+      NoteCorrupt(kind_of(wm, CorruptKind::kWatermark), sym, keys_.Watermark(sym), text_of(wm),
+                  false);
+      NoteCorrupt(kind_of(wmp, CorruptKind::kMarks), sym, keys_.Marks(sym), text_of(wmp), false);
       (*status)[k] = LoadStatus::kCorrupt;
       continue;
     }
     if (!wm_ok) {
       // The per-source watermarks hold it exactly; the next write stores it again.
-      NoteCorrupt(kind_of(wm, CorruptKind::kWatermark), sym, base + ":wm", text_of(wm), true);
+      NoteCorrupt(kind_of(wm, CorruptKind::kWatermark), sym, keys_.Watermark(sym), text_of(wm),
+                  true);
     } else if (!marks_ok) {
       // Every id up to the watermark is in (from some source): a floor for every source.
-      NoteCorrupt(kind_of(wmp, CorruptKind::kMarks), sym, base + ":wmp", text_of(wmp), true);
+      NoteCorrupt(kind_of(wmp, CorruptKind::kMarks), sym, keys_.Marks(sym), text_of(wmp), true);
       marks = SourceMarks{watermark, {}};
     } else if (wmp->type == REDIS_REPLY_NIL && watermark > 0) {
       marks = SourceMarks{watermark, {}};  // written before per-source watermarks existed
@@ -695,9 +689,8 @@ bool KlineStore::Load(std::span<SymbolSeries* const> series, std::vector<LoadSta
         return false;
       }
       const redisReply* e = r->element[i + 2];
-      NoteCorrupt(kind_of(e, CorruptKind::kCurrent), sym,
-                  base + ":" + std::string(IntervalName(s->interval(i))), text_of(e),
-                  rebuilt.has_value());
+      NoteCorrupt(kind_of(e, CorruptKind::kCurrent), sym, keys_.Current(sym, s->interval(i)),
+                  text_of(e), rebuilt.has_value());
       current[i] = rebuilt;
       current_ok &= rebuilt.has_value();
     }
@@ -713,7 +706,7 @@ bool KlineStore::Load(std::span<SymbolSeries* const> series, std::vector<LoadSta
     const redisReply* tks = ticker_states[k].get();
     states.push_back(tks->type == REDIS_REPLY_STRING ? ReplyStr(tks) : std::string_view());
     if (tks->type == REDIS_REPLY_ERROR) {
-      NoteCorrupt(CorruptKind::kType, sym, base + ":tks", text_of(tks), true);
+      NoteCorrupt(CorruptKind::kType, sym, keys_.TickerState(sym), text_of(tks), true);
     }
   }
   return RebuildTickers(loaded, states);
@@ -726,12 +719,9 @@ bool KlineStore::RepairCurrent(std::string_view sym, size_t slot, size_t finer_s
   // series' first candle. (Not the finer current's bucket: a rollover cannot roll an
   // unreadable candle, so the finer series may be ahead.)
   const Interval iv = layout_->intervals[slot];
-  const std::string base = KeyBase(sym);
+  conn_->Append({"ZRANGE", keys_.History(sym, iv), "-1", "-1", "WITHSCORES"});
   conn_->Append(
-      {"ZRANGE", base + ":" + std::string(IntervalName(iv)) + ":hist", "-1", "-1", "WITHSCORES"});
-  conn_->Append({"ZRANGE",
-                 base + ":" + std::string(IntervalName(layout_->intervals[finer_slot])) + ":hist",
-                 "0", "0", "WITHSCORES"});
+      {"ZRANGE", keys_.History(sym, layout_->intervals[finer_slot]), "0", "0", "WITHSCORES"});
   RedisReply last = conn_->GetReply();
   RedisReply first_fine = conn_->GetReply();
   if (!last || !first_fine) return false;
@@ -770,12 +760,11 @@ bool KlineStore::RebuildFromFiner(std::string_view sym, Interval iv, int64_t ope
   const bool with_current = finer_current != nullptr && finer_current->open_time >= open &&
                             finer_current->open_time < next;
   const int64_t end = with_current ? finer_current->open_time : next;  // history covers [open, end)
-  const std::string base = KeyBase(sym);
-  const std::string hist = base + ":" + std::string(IntervalName(fine)) + ":hist";
+  const std::string hist = keys_.History(sym, fine);
   const std::string from = ToDec(open);
   conn_->Append({"ZRANGEBYSCORE", hist, from, "(" + ToDec(end)});
   conn_->Append({"ZRANGEBYSCORE", hist, "-inf", "(" + from, "LIMIT", "0", "1"});
-  conn_->Append({"HGET", base + ":trimmed", IntervalName(fine)});
+  conn_->Append({"HGET", keys_.Trimmed(sym), IntervalName(fine)});
   RedisReply members = conn_->GetReply();
   RedisReply before = conn_->GetReply();
   RedisReply trimmed = conn_->GetReply();
@@ -835,12 +824,13 @@ bool KlineStore::RebuildTickers(std::span<SymbolSeries* const> series,
     if (!states[k].empty()) {
       restored[k] = ticker->RestoreState(states[k]) ? 1 : 0;
       if (!restored[k]) {
-        NoteCorrupt(CorruptKind::kTicker, s->symbol().view(), KeyBase(s->symbol().view()) + ":tks",
+        NoteCorrupt(CorruptKind::kTicker, s->symbol().view(), keys_.TickerState(s->symbol().view()),
                     "", /*repaired=*/true);
       }
     }
     const std::string from = restored[k] ? ToDec(ticker->end() * 60000) : day_ago;
-    conn_->Append({"ZRANGEBYSCORE", KeyBase(s->symbol().view()) + ":1m:hist", from, "+inf"});
+    conn_->Append(
+        {"ZRANGEBYSCORE", keys_.History(s->symbol().view(), Interval::k1m), from, "+inf"});
   }
   std::vector<Candle> candles;
   for (size_t k = 0; k < series.size(); ++k) {

@@ -32,6 +32,7 @@
 #include <string_view>
 #include <vector>
 
+#include "io/redis/key_layout.h"
 #include "io/redis/redis_conn.h"
 #include "klined/series.h"
 #include "shard/series_store.h"
@@ -70,8 +71,6 @@ class KlineStore final : public SeriesStore {
     wait_replicas_ = replicas;
     wait_timeout_ms_ = timeout_ms;
   }
-
-  std::string KeyBase(std::string_view symbol) const;
 
  private:
   // A stored closed candle that late trades change, as planned before the FLUSH call.
@@ -127,8 +126,7 @@ class KlineStore final : public SeriesStore {
 
   RedisConn* conn_;
   RedisConn* write_conn_;
-  std::string prefix_;
-  std::string ticker_prefix_;
+  KeyLayout keys_;
   const SeriesLayout* layout_;
   int wait_replicas_ = 0;
   int wait_timeout_ms_ = 1000;

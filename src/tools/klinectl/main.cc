@@ -1,14 +1,17 @@
 // klinectl: reads what klined wrote. `klinectl --help` lists the commands.
 //
 // DESIGN
-// A one-shot client: blocking hiredis to Redis (the newest candles: the current one and the
+// A one-shot client: klined's RedisConn to Redis (the newest candles: the current one and the
 // history zset), optionally libmariadb to MySQL for older candles that Redis has trimmed. For
 // one open time Redis wins over MySQL (Redis is ahead: MySQL gets closed candles within
 // mysql.persist_interval_ms), and the current candle wins over history. Candle JSON is read
 // with the core's ParseCandleJson, MySQL DECIMALs with ParseStoredDecimal: no floating point.
 // Exit codes: 0 done, 1 nothing found, 2 usage or connection error.
 #include <hiredis/hiredis.h>
+
 #include <mysql.h>
+#include "io/redis/key_layout.h"
+#include "io/redis/redis_conn.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -105,70 +108,56 @@ Options ParseArgs(int argc, char** argv) {
 
 // ---- Redis -----------------------------------------------------------------------------
 
-struct ReplyFree {
-  void operator()(redisReply* r) const { freeReplyObject(r); }
-};
-using Reply = std::unique_ptr<redisReply, ReplyFree>;
+using Reply = klined::RedisReply;
 
+// klined's own connection (RedisConn: AUTH, timeouts), with klinectl's error reporting.
 class Redis {
  public:
-  // nullopt-like: ok() false with error() set when the connection failed.
-  explicit Redis(const Options& o) : address_(o.redis) {
-    const timeval timeout{5, 0};
-    if (o.redis.rfind("unix:", 0) == 0) {
-      ctx_ = redisConnectUnixWithTimeout(o.redis.substr(5).c_str(), timeout);
-    } else {
-      const auto colon = o.redis.rfind(':');
-      if (colon == std::string::npos) Die("--redis: expected host:port or unix:/path");
-      const std::string host = o.redis.substr(0, colon);
-      const int port = std::atoi(o.redis.c_str() + colon + 1);
-      if (port <= 0 || port > 65535) Die("--redis: bad port in '" + o.redis + "'");
-      ctx_ = redisConnectWithTimeout(host.c_str(), port, timeout);
+  // ok() false with error() set when the connection failed.
+  explicit Redis(const Options& o) : address_(o.redis), conn_(ConnOptions(o)) {
+    if (!conn_.EnsureConnected()) {
+      const std::string& why = conn_.error();
+      constexpr std::string_view kAuth = "AUTH failed: ";  // RedisConn quotes Redis's reply
+      error_ = why.rfind(kAuth, 0) == 0 ? "Redis AUTH: " + why.substr(kAuth.size())
+                                        : "cannot connect to Redis at " + address_ + ": " + why;
     }
-    if (ctx_ == nullptr || ctx_->err != 0) {
-      error_ = "cannot connect to Redis at " + address_ + ": " +
-               (ctx_ != nullptr ? ctx_->errstr : "out of memory");
-      return;
-    }
-    redisSetTimeout(ctx_, timeout);
-    if (!o.redis_user.empty()) {
-      Reply r = Command({"AUTH", o.redis_user, o.redis_password});
-      if (r == nullptr) return;
-    } else if (!o.redis_password.empty()) {
-      Reply r = Command({"AUTH", o.redis_password});
-      if (r == nullptr) return;
-    }
-  }
-  ~Redis() {
-    if (ctx_ != nullptr) redisFree(ctx_);
   }
   bool ok() const { return error_.empty(); }
   const std::string& error() const { return error_; }
 
   // nullptr on an I/O error or an error reply (error() says which).
-  Reply Command(const std::vector<std::string>& argv) {
-    std::vector<const char*> ptrs;
-    std::vector<size_t> lens;
-    for (const std::string& a : argv) {
-      ptrs.push_back(a.data());
-      lens.push_back(a.size());
-    }
-    Reply r(static_cast<redisReply*>(
-        redisCommandArgv(ctx_, static_cast<int>(argv.size()), ptrs.data(), lens.data())));
+  Reply Command(std::initializer_list<std::string_view> argv) {
+    Reply r = conn_.Command(argv);
     if (r == nullptr) {
-      error_ = "Redis " + address_ + ": " + ctx_->errstr;
+      error_ = "Redis " + address_ + ": " + conn_.error();
       return nullptr;
     }
     if (r->type == REDIS_REPLY_ERROR) {
-      error_ = "Redis " + argv[0] + ": " + std::string(r->str, r->len);
+      error_ = "Redis " + std::string(*argv.begin()) + ": " + std::string(r->str, r->len);
       return nullptr;
     }
     return r;
   }
 
  private:
+  static klined::RedisOptions ConnOptions(const Options& o) {
+    if (o.redis.rfind("unix:", 0) != 0) {
+      const auto colon = o.redis.rfind(':');
+      if (colon == std::string::npos) Die("--redis: expected host:port or unix:/path");
+      const int port = std::atoi(o.redis.c_str() + colon + 1);
+      if (port <= 0 || port > 65535) Die("--redis: bad port in '" + o.redis + "'");
+    }
+    klined::RedisOptions r;
+    r.address = o.redis;
+    r.user = o.redis_user;
+    r.password = o.redis_password;
+    r.connect_timeout_ms = 5000;
+    r.command_timeout_ms = 5000;
+    return r;
+  }
+
   std::string address_;
-  redisContext* ctx_ = nullptr;
+  klined::RedisConn conn_;
   std::string error_;
 };
 
@@ -317,9 +306,7 @@ void PrintTable(const std::vector<std::vector<std::string>>& table) {
 
 // ---- commands --------------------------------------------------------------------------
 
-std::string KeyBase(const Options& o, const std::string& symbol) {
-  return o.prefix + ":{" + symbol + "}";
-}
+klined::KeyLayout Keys(const Options& o) { return klined::KeyLayout(o.prefix, o.ticker_prefix); }
 
 int Candles(const Options& o) {
   if (o.args.size() != 3) Die("usage: klinectl candles SYMBOL INTERVAL [--limit N]");
@@ -327,7 +314,7 @@ int Candles(const Options& o) {
   if (!klined::IsValidSymbol(symbol)) Die("bad symbol '" + symbol + "'");
   const auto iv = klined::ParseInterval(o.args[2]);
   if (!iv) Die("unknown interval '" + o.args[2] + "' (1s 1m 3m 5m ... 1d 3d 1w 1M)");
-  const std::string base = KeyBase(o, symbol) + ":" + o.args[2];
+  const std::string base = Keys(o).Current(symbol, *iv);
 
   std::map<int64_t, Row> rows;  // by open time
   Redis redis(o);
@@ -345,7 +332,8 @@ int Candles(const Options& o) {
     rows[row.candle.open_time] = std::move(row);  // Redis replaces MySQL; current replaces hist
   };
   if (redis_ok) {
-    Reply hist = redis.Command({"ZREVRANGE", base + ":hist", "0", std::to_string(o.limit - 1)});
+    Reply hist = redis.Command(
+        {"ZREVRANGE", Keys(o).History(symbol, *iv), "0", std::to_string(o.limit - 1)});
     Reply cur = hist ? redis.Command({"GET", base}) : nullptr;
     if (!hist || !cur) {
       redis_ok = false;
@@ -450,7 +438,7 @@ int Ticker(const Options& o) {
   if (!klined::IsValidSymbol(symbol)) Die("bad symbol '" + symbol + "'");
   Redis redis(o);
   if (!redis.ok()) Die(redis.error());
-  const std::string key = o.ticker_prefix + ":{" + symbol + "}";
+  const std::string key = Keys(o).Ticker(symbol);
   Reply r = redis.Command({"GET", key});
   if (!r) Die(redis.error());
   if (r->type != REDIS_REPLY_STRING) {
@@ -487,14 +475,14 @@ int Symbols(const Options& o) {
   if (o.args.size() != 1) Die("usage: klinectl symbols");
   Redis redis(o);
   if (!redis.ok()) Die(redis.error());
-  Reply r = redis.Command({"SMEMBERS", o.prefix + ":symbols"});
+  Reply r = redis.Command({"SMEMBERS", Keys(o).Symbols()});
   if (!r) Die(redis.error());
   std::vector<std::string> names;
   for (size_t i = 0; i < r->elements; ++i) {
     names.emplace_back(r->element[i]->str, r->element[i]->len);
   }
   if (names.empty()) {
-    std::fprintf(stderr, "klinectl: no symbols in %s:symbols\n", o.prefix.c_str());
+    std::fprintf(stderr, "klinectl: no symbols in %s\n", Keys(o).Symbols().c_str());
     return 1;
   }
   std::sort(names.begin(), names.end());
