@@ -149,6 +149,10 @@ class Metrics::Collector : public prometheus::Collectable {
          &ShardStats::flushes},
         {"klined_flush_failures_total", "Failed shard flushes (retried)", MetricType::Counter,
          &ShardStats::flush_failures},
+        {"klined_redis_data_loss_total",
+         "Symbols whose state vanished from Redis while a shard held it (FLUSHALL, a restart "
+         "without persistence, a failover to an empty node); memory was written back",
+         MetricType::Counter, &ShardStats::redis_data_loss},
         {"klined_redis_replica_wait_timeouts_total",
          "Flushes written to the primary that fewer than redis.wait_replicas replicas "
          "acknowledged in time (offsets held; retried)",

@@ -181,6 +181,15 @@ void Shard::Quarantine(SymbolSeries* s, std::string_view why) {
   QuarantineSymbol(symbol, why);
 }
 
+namespace {
+bool HoldsNoCandle(SymbolSeries* s) {
+  for (size_t i = 0; i < s->interval_count(); ++i) {
+    if (s->current(i) != nullptr) return false;
+  }
+  return true;
+}
+}  // namespace
+
 Shard::ReloadResult Shard::Reload(SymbolSeries* old, const FlushReport::Corrupt* skip,
                                   std::span<const Trade> also, SymbolSeries** fresh_out) {
   if (fresh_out != nullptr) *fresh_out = nullptr;
@@ -200,6 +209,26 @@ Shard::ReloadResult Shard::Reload(SymbolSeries* old, const FlushReport::Corrupt*
     }
     Quarantine(old, "stored state unreadable at reload");
     return ReloadResult::kQuarantined;
+  }
+  if (!old->storage_stamp().empty() && s->storage_stamp().empty() && s->watermark() == 0 &&
+      HoldsNoCandle(s)) {
+    // Storage lost the symbol this shard last matched (FLUSHALL, a restart without
+    // persistence, a failover to an empty node): never a fresh start. What memory holds (every
+    // trade applied, confirmed or not) is written back whole by the next flush; closed
+    // candles already written are gone from Redis and come back from MySQL
+    // (klinectl restore-redis).
+    stats_.redis_data_loss.Add();
+    LOG_RATE(kError, "shard.redis_data_loss",
+             "shard=" << index_ << " symbol=" << old->symbol().view()
+                      << " detail=\"Redis no longer holds this symbol's state; writing back what "
+                         "memory holds (current candles, watermarks, ticker); its history "
+                         "comes back from MySQL with klinectl restore-redis\"");
+    old->set_storage_stamp("");
+    old->MarkDirty();
+    std::erase(reload_pending_, old);
+    if (std::find(dirty_.begin(), dirty_.end(), old) == dirty_.end()) dirty_.push_back(old);
+    if (fresh_out != nullptr) *fresh_out = old;
+    return ReloadResult::kReloaded;
   }
   std::erase(dirty_, old);
   std::erase(reload_pending_, old);

@@ -87,7 +87,8 @@ struct ShardStats {
   OwnedCounter late_conflicts;
   OwnedCounter flushes;
   OwnedCounter flush_failures;
-  OwnedCounter replica_wait_timeouts;  // flushes written but not acknowledged by the replicas
+  OwnedCounter replica_wait_timeouts;
+  OwnedCounter redis_data_loss;  // symbols whose stored state vanished under this shard  // flushes written but not acknowledged by the replicas
   OwnedCounter flushed_symbols;
   OwnedCounter writes_refused;  // symbol writes refused: storage moved (another writer, a retry)
   OwnedCounter reloads;         // symbols reloaded after a refused write
