@@ -23,6 +23,11 @@ std::pair<int64_t, int64_t> CommittedTotal(Stack& stack) {
   return {committed, end};
 }
 
+bool AllCommitted(Stack& stack) {
+  const auto [committed, end] = CommittedTotal(stack);
+  return committed == end;
+}
+
 bool ReplicaInSync(kt::RedisServer& replica) {
   kt::RedisClient rc = replica.Connect();
   kt::RedisReplyPtr r = rc.Command({"INFO", "replication"});
@@ -44,12 +49,7 @@ TEST_CASE("durable commits: offsets wait for the replica; a SIGKILLed primary lo
   kt::Producer producer(stack.broker.bootstrap());
   Produce(&producer, trades);
   REQUIRE(stack.WaitForWatermarks(LastIds(trades), seconds(30)));
-  REQUIRE_MESSAGE(WaitUntil(
-                      [&] {
-                        const auto [committed, end] = CommittedTotal(stack);
-                        return committed == end;
-                      },
-                      seconds(30)),
+  REQUIRE_MESSAGE(WaitUntil([&] { return AllCommitted(stack); }, seconds(30)),
                   klined->OutputTail());
   const int64_t committed_before = CommittedTotal(stack).first;
 
@@ -72,12 +72,7 @@ TEST_CASE("durable commits: offsets wait for the replica; a SIGKILLed primary lo
 
   // Back: the wait succeeds and the commits catch up.
   replica.process().Resume();
-  REQUIRE_MESSAGE(WaitUntil(
-                      [&] {
-                        const auto [committed, end] = CommittedTotal(stack);
-                        return committed == end;
-                      },
-                      seconds(30)),
+  REQUIRE_MESSAGE(WaitUntil([&] { return AllCommitted(stack); }, seconds(30)),
                   klined->OutputTail());
   CHECK(CommittedTotal(stack).first > committed_before);
 

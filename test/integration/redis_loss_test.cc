@@ -27,7 +27,8 @@ TEST_CASE("redis loss: FLUSHALL under klined is detected and memory is written b
   std::vector<RefTrade> more;
   const int64_t t0 = NowMs() - 300;
   for (const std::string& sym : symbols) {
-    for (int i = 1; i <= 5; ++i) more.push_back(RefTrade{sym, 1080 + i, t0 + i, 30000 + i, i, true});
+    for (int i = 1; i <= 5; ++i)
+      more.push_back(RefTrade{sym, 1080 + i, t0 + i, 30000 + i, i, true});
   }
   Produce(&producer, more);
   trades.insert(trades.end(), more.begin(), more.end());
