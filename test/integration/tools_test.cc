@@ -381,6 +381,31 @@ TEST_CASE("tools: tradegen -> Kafka -> klined -> klinectl shows what Redis holds
   for (const auto& [s, id] : last_id) want_symbols.push_back(s);
   CHECK(Lines(symbols.out) == want_symbols);
 
+  // --config reads klined's own file (Redis address, prefixes, MySQL): the same answers with
+  // no address repeated; a flag still wins over it; a broken file is a clear error.
+  const RunResult by_config =
+      Run(dir, KlinectlPath(), {"--config", config.string(), "symbols"}, "by_config");
+  CHECK(by_config.code == 0);
+  CHECK(Lines(by_config.out) == want_symbols);
+  const RunResult overridden = Run(dir, KlinectlPath(),
+                                   {"--config", config.string(), "--redis",
+                                    "127.0.0.1:" + std::to_string(kt::FreePort()), "symbols"},
+                                   "overridden");
+  CHECK(overridden.code == 2);
+  CHECK(overridden.err.find("cannot connect to Redis") != std::string::npos);
+  const RunResult merged =
+      Run(dir, KlinectlPath(),
+          {"--config", config.string(), "candles", "BTCUSDT", "1m", "--limit", "1000", "--json"},
+          "merged");
+  CHECK(merged.code == 0);
+  CHECK(merged.err.find("MySQL") == std::string::npos);  // it reached the configured MySQL
+  const std::filesystem::path broken = dir / "broken.yaml";
+  kt::WriteFile(broken, "redis:\n  history_limit: many\n");
+  const RunResult bad_config =
+      Run(dir, KlinectlPath(), {"--config", broken.string(), "symbols"}, "bad_config");
+  CHECK(bad_config.code == 2);
+  CHECK(bad_config.err.find("redis.history_limit") != std::string::npos);
+
   // The ticker is written by klined's ticker job if there is one: shown, or said absent.
   const RunResult ticker = klinectl({"ticker", "BTCUSDT"}, "ticker");
   if (ticker.code == 0) {

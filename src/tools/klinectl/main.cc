@@ -10,6 +10,7 @@
 #include <hiredis/hiredis.h>
 
 #include <mysql.h>
+#include "app/config.h"
 #include "io/redis/key_layout.h"
 #include "io/redis/redis_conn.h"
 
@@ -20,8 +21,10 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
+#include <variant>
 #include <vector>
 
 #include "klined/candle.h"
@@ -42,6 +45,9 @@ Commands:
   ticker SYMBOL                         the 24h ticker (ticker:{SYMBOL})
   symbols                               every symbol klined has seen (PREFIX:symbols)
 Options:
+  --config FILE           klined's config file (e.g. /etc/klined/klined.yaml): Redis address,
+                          user, password, key prefixes and the MySQL connection come from it
+                          (with its KLINED_* environment overrides); the flags below override
   --redis ADDR            host:port or unix:/path (default 127.0.0.1:6379)
   --redis-user USER       Redis ACL user (AUTH USER PW), or $KLINED_REDIS_USER
   --redis-password PW     or $KLINED_REDIS_PASSWORD
@@ -56,6 +62,7 @@ Exit status: 0 ok, 1 not found, 2 usage or connection error.
 )";
 
 struct Options {
+  std::string config;  // klined's config file; empty = none
   std::string redis = "127.0.0.1:6379";
   std::string redis_user;
   std::string redis_password;
@@ -73,6 +80,7 @@ Options ParseArgs(int argc, char** argv) {
   Options o;
   if (const char* pw = std::getenv("KLINED_REDIS_PASSWORD")) o.redis_password = pw;
   if (const char* user = std::getenv("KLINED_REDIS_USER")) o.redis_user = user;
+  std::set<std::string> given;  // flags set on the command line: they win over --config
   klined::tools::ArgWalker args("klinectl", argc, argv);
   while (args.Next()) {
     const std::string& arg = args.name();
@@ -80,18 +88,26 @@ Options ParseArgs(int argc, char** argv) {
     if (arg == "--help" || arg == "-h") {
       std::fputs(kUsage, stdout);
       std::exit(0);
+    } else if (arg == "--config") {
+      o.config = next();
     } else if (arg == "--redis") {
       o.redis = next();
+      given.insert("redis");
     } else if (arg == "--redis-user") {
       o.redis_user = next();
+      given.insert("redis-user");
     } else if (arg == "--redis-password") {
       o.redis_password = next();
+      given.insert("redis-password");
     } else if (arg == "--prefix") {
       o.prefix = next();
+      given.insert("prefix");
     } else if (arg == "--ticker-prefix") {
       o.ticker_prefix = next();
+      given.insert("ticker-prefix");
     } else if (arg == "--mysql") {
       o.mysql = next();
+      given.insert("mysql");
     } else if (arg == "--json") {
       o.json = true;
     } else if (arg == "--limit" || arg == "-n") {
@@ -103,6 +119,21 @@ Options ParseArgs(int argc, char** argv) {
     }
   }
   if (o.args.empty()) Die("missing command (see --help)");
+  if (!o.config.empty()) {
+    // klined's own loader: the same validation, defaults and KLINED_* overrides as klined.
+    klined::ConfigResult loaded = klined::LoadConfigFile(o.config);
+    if (const auto* e = std::get_if<klined::ConfigError>(&loaded)) Die(e->message);
+    const klined::Config& c = std::get<klined::Config>(loaded);
+    if (!given.contains("redis")) o.redis = c.redis.address;
+    if (!given.contains("redis-user")) o.redis_user = c.redis.user;
+    if (!given.contains("redis-password")) o.redis_password = c.redis.password;
+    if (!given.contains("prefix")) o.prefix = c.redis.key_prefix;
+    if (!given.contains("ticker-prefix")) o.ticker_prefix = c.redis.ticker_prefix;
+    if (!given.contains("mysql")) {
+      o.mysql = c.mysql.host + ":" + std::to_string(c.mysql.port) + ":" + c.mysql.user + ":" +
+                c.mysql.password + ":" + c.mysql.database;
+    }
+  }
   return o;
 }
 
