@@ -11,8 +11,10 @@
 
 #include <mysql.h>
 #include "app/config.h"
+#include "app/conn_options.h"
 #include "io/redis/key_layout.h"
 #include "io/redis/redis_conn.h"
+#include "tools/klinectl/restore.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -44,6 +46,12 @@ Commands:
                                         older ones from MySQL with --mysql
   ticker SYMBOL                         the 24h ticker (ticker:{SYMBOL})
   symbols                               every symbol klined has seen (PREFIX:symbols)
+  restore-redis [--symbols A,B] [--dry-run]
+                                        rebuild Redis history from MySQL after Redis lost
+                                        it: the newest redis.history_limit closed candles of
+                                        every configured interval, only where Redis has no
+                                        candle at that open time (idempotent, resumable,
+                                        safe while klined runs); needs --config or --mysql
 Options:
   --config FILE           klined's config file (e.g. /etc/klined/klined.yaml): Redis address,
                           user, password, key prefixes and the MySQL connection come from it
@@ -57,12 +65,18 @@ Options:
                           also read the kline table (password may be empty: then
                           $KLINED_MYSQL_PASSWORD)
   --json                  print stored JSON, one object per line, instead of a table
+  --symbols A,B           restore-redis: only these symbols (default: every symbol in MySQL)
+  --dry-run               restore-redis: count what would be written, write nothing
   --help
 Exit status: 0 ok, 1 not found, 2 usage or connection error.
 )";
 
 struct Options {
-  std::string config;  // klined's config file; empty = none
+  std::string config;                 // klined's config file; empty = none
+  std::optional<klined::Config> cfg;  // its contents, when given
+  bool mysql_flag = false;            // --mysql given (wins over the config's MySQL)
+  std::vector<std::string> symbols;   // restore-redis --symbols
+  bool dry_run = false;
   std::string redis = "127.0.0.1:6379";
   std::string redis_user;
   std::string redis_password;
@@ -110,6 +124,17 @@ Options ParseArgs(int argc, char** argv) {
       given.insert("mysql");
     } else if (arg == "--json") {
       o.json = true;
+    } else if (arg == "--dry-run") {
+      o.dry_run = true;
+    } else if (arg == "--symbols") {
+      const std::string list = next();
+      for (size_t start = 0; start <= list.size();) {
+        const size_t comma = std::min(list.find(',', start), list.size());
+        const std::string sym = list.substr(start, comma - start);
+        if (!klined::IsValidSymbol(sym)) Die("--symbols: bad symbol '" + sym + "'");
+        o.symbols.push_back(sym);
+        start = comma + 1;
+      }
     } else if (arg == "--limit" || arg == "-n") {
       o.limit = static_cast<int>(args.Int(1, 1000000));
     } else if (arg.size() > 1 && arg[0] == '-') {
@@ -119,11 +144,13 @@ Options ParseArgs(int argc, char** argv) {
     }
   }
   if (o.args.empty()) Die("missing command (see --help)");
+  o.mysql_flag = given.contains("mysql");
   if (!o.config.empty()) {
     // klined's own loader: the same validation, defaults and KLINED_* overrides as klined.
     klined::ConfigResult loaded = klined::LoadConfigFile(o.config);
     if (const auto* e = std::get_if<klined::ConfigError>(&loaded)) Die(e->message);
-    const klined::Config& c = std::get<klined::Config>(loaded);
+    o.cfg = std::get<klined::Config>(std::move(loaded));
+    const klined::Config& c = *o.cfg;
     if (!given.contains("redis")) o.redis = c.redis.address;
     if (!given.contains("redis-user")) o.redis_user = c.redis.user;
     if (!given.contains("redis-password")) o.redis_password = c.redis.password;
@@ -521,6 +548,36 @@ int Symbols(const Options& o) {
   return 0;
 }
 
+int RestoreRedis(const Options& o) {
+  if (o.args.size() != 1) {
+    Die("usage: klinectl (--config FILE | --mysql SPEC) restore-redis [--symbols A,B] [--dry-run]");
+  }
+  if (!o.cfg && o.mysql.empty()) Die("restore-redis reads MySQL: give --config FILE or --mysql");
+  const klined::Config defaults;
+  const klined::Config& c = o.cfg ? *o.cfg : defaults;
+  klined::klinectl::RestoreOptions r;
+  r.redis = klined::RedisOptionsFrom(c, 5000);
+  r.redis.address = o.redis;  // the flags, merged over the config in ParseArgs
+  r.redis.user = o.redis_user;
+  r.redis.password = o.redis_password;
+  r.mysql = klined::MysqlOptionsFrom(c);
+  if (o.mysql_flag || !o.cfg) {
+    const MysqlSpec m = ParseMysqlSpec(o.mysql);
+    r.mysql.host = m.host;
+    r.mysql.port = static_cast<int>(m.port);
+    r.mysql.user = m.user;
+    r.mysql.password = m.password;
+    r.mysql.database = m.db;
+  }
+  r.keys = Keys(o);
+  r.intervals = c.intervals;
+  r.tz = c.time_zone;
+  r.limit = c.redis.history_limit;
+  r.symbols = o.symbols;
+  r.dry_run = o.dry_run;
+  return klined::klinectl::RestoreRedis(r);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -529,5 +586,6 @@ int main(int argc, char** argv) {
   if (cmd == "candles") return Candles(o);
   if (cmd == "ticker") return Ticker(o);
   if (cmd == "symbols") return Symbols(o);
-  Die("unknown command '" + cmd + "' (candles, ticker, symbols; see --help)");
+  if (cmd == "restore-redis") return RestoreRedis(o);
+  Die("unknown command '" + cmd + "' (candles, ticker, symbols, restore-redis; see --help)");
 }
