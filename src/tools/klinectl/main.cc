@@ -12,11 +12,13 @@
 #include <mysql.h>
 #include "app/config.h"
 #include "app/conn_options.h"
+#include "core/iso8601.h"
 #include "io/redis/key_layout.h"
 #include "io/redis/redis_conn.h"
-#include "tools/klinectl/restore.h"
+#include "tools/klinectl/history.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
@@ -52,6 +54,11 @@ Commands:
                                         every configured interval, only where Redis has no
                                         candle at that open time (idempotent, resumable,
                                         safe while klined runs); needs --config or --mysql
+  derive --interval IV [--source IV] [--from T] [--to T] [--symbols A,B] [--dry-run]
+                                        IV's closed candles as the exact merge of a finer
+                                        stored interval's (default: the coarsest configured
+                                        one nesting in IV), upserted into MySQL and added to
+                                        Redis history; T is ms since the epoch or ISO 8601
 Options:
   --config FILE           klined's config file (e.g. /etc/klined/klined.yaml): Redis address,
                           user, password, key prefixes and the MySQL connection come from it
@@ -66,7 +73,7 @@ Options:
                           $KLINED_MYSQL_PASSWORD)
   --json                  print stored JSON, one object per line, instead of a table
   --symbols A,B           restore-redis: only these symbols (default: every symbol in MySQL)
-  --dry-run               restore-redis: count what would be written, write nothing
+  --dry-run               restore-redis, derive: count what would be written, write nothing
   --help
 Exit status: 0 ok, 1 not found, 2 usage or connection error.
 )";
@@ -77,6 +84,8 @@ struct Options {
   bool mysql_flag = false;            // --mysql given (wins over the config's MySQL)
   std::vector<std::string> symbols;   // restore-redis --symbols
   bool dry_run = false;
+  std::optional<klined::Interval> derive_interval, derive_source;  // derive --interval/--source
+  int64_t from_ms = INT64_MIN, to_ms = INT64_MAX;                  // derive --from/--to
   std::string redis = "127.0.0.1:6379";
   std::string redis_user;
   std::string redis_password;
@@ -126,6 +135,19 @@ Options ParseArgs(int argc, char** argv) {
       o.json = true;
     } else if (arg == "--dry-run") {
       o.dry_run = true;
+    } else if (arg == "--interval" || arg == "--source") {
+      const std::string v = next();
+      const auto iv = klined::ParseInterval(v);
+      if (!iv) Die(arg + ": unknown interval '" + v + "'");
+      (arg == "--interval" ? o.derive_interval : o.derive_source) = *iv;
+    } else if (arg == "--from" || arg == "--to") {
+      const std::string v = next();
+      int64_t ms = 0;
+      const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), ms);
+      if ((ec != std::errc() || end != v.data() + v.size()) && !klined::ParseIso8601(v, &ms)) {
+        Die(arg + ": expected ms since the epoch or an ISO 8601 time, got '" + v + "'");
+      }
+      (arg == "--from" ? o.from_ms : o.to_ms) = ms;
     } else if (arg == "--symbols") {
       const std::string list = next();
       for (size_t start = 0; start <= list.size();) {
@@ -548,11 +570,9 @@ int Symbols(const Options& o) {
   return 0;
 }
 
-int RestoreRedis(const Options& o) {
-  if (o.args.size() != 1) {
-    Die("usage: klinectl (--config FILE | --mysql SPEC) restore-redis [--symbols A,B] [--dry-run]");
-  }
-  if (!o.cfg && o.mysql.empty()) Die("restore-redis reads MySQL: give --config FILE or --mysql");
+// The connections and settings the history tools work with: klined's config, flags over it.
+klined::klinectl::RestoreOptions HistoryOptions(const Options& o) {
+  if (!o.cfg && o.mysql.empty()) Die(o.args[0] + " reads MySQL: give --config FILE or --mysql");
   const klined::Config defaults;
   const klined::Config& c = o.cfg ? *o.cfg : defaults;
   klined::klinectl::RestoreOptions r;
@@ -575,7 +595,29 @@ int RestoreRedis(const Options& o) {
   r.limit = c.redis.history_limit;
   r.symbols = o.symbols;
   r.dry_run = o.dry_run;
-  return klined::klinectl::RestoreRedis(r);
+  return r;
+}
+
+int RestoreRedis(const Options& o) {
+  if (o.args.size() != 1) {
+    Die("usage: klinectl (--config FILE | --mysql SPEC) restore-redis [--symbols A,B] [--dry-run]");
+  }
+  return klined::klinectl::RestoreRedis(HistoryOptions(o));
+}
+
+int Derive(const Options& o) {
+  if (o.args.size() != 1 || !o.derive_interval) {
+    Die("usage: klinectl (--config FILE | --mysql SPEC) derive --interval IV [--source IV] "
+        "[--from T] [--to T] [--symbols A,B] [--dry-run]");
+  }
+  if (o.from_ms > o.to_ms) Die("--from is after --to");
+  klined::klinectl::DeriveOptions d;
+  d.base = HistoryOptions(o);
+  d.target = *o.derive_interval;
+  d.source = o.derive_source;
+  d.from_ms = o.from_ms;
+  d.to_ms = o.to_ms;
+  return klined::klinectl::Derive(d);
 }
 
 }  // namespace
@@ -587,5 +629,7 @@ int main(int argc, char** argv) {
   if (cmd == "ticker") return Ticker(o);
   if (cmd == "symbols") return Symbols(o);
   if (cmd == "restore-redis") return RestoreRedis(o);
-  Die("unknown command '" + cmd + "' (candles, ticker, symbols, restore-redis; see --help)");
+  if (cmd == "derive") return Derive(o);
+  Die("unknown command '" + cmd +
+      "' (candles, ticker, symbols, restore-redis, derive; see --help)");
 }

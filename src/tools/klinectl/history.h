@@ -1,7 +1,9 @@
-// klinectl restore-redis: rebuilds Redis history from MySQL after Redis lost it.
+// klinectl's history tools: restore-redis (Redis history from MySQL) and derive (a new
+// interval's closed candles from a finer stored one).
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -26,5 +28,18 @@ struct RestoreOptions {
 // Exit status: 0 done (or, dry run, nothing to do or what would be done printed), 2 a
 // connection or query error (what was restored so far stays; a rerun resumes).
 int RestoreRedis(const RestoreOptions& options);
+
+struct DeriveOptions {
+  RestoreOptions base;  // connections, keys, tz, Redis history limit, symbols, dry run
+  Interval target = Interval::k2h;
+  // The stored interval merged: the coarsest configured one finer than target that nests in
+  // it (base.intervals), unless given.
+  std::optional<Interval> source;
+  int64_t from_ms = INT64_MIN;  // target buckets opening in [from_ms, to_ms]
+  int64_t to_ms = INT64_MAX;
+};
+
+// Exit status as RestoreRedis; 2 also when no configured interval nests in the target.
+int Derive(const DeriveOptions& options);
 
 }  // namespace klined::klinectl

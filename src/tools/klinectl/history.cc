@@ -1,0 +1,397 @@
+// klinectl restore-redis.
+//
+// DESIGN
+// For each symbol (given, or every symbol of the kline table) and configured interval: the
+// newest `limit` closed candles from MySQL (one primary-key range read), written into the
+// history key by one RESTORE call per (symbol, interval), pipelined per symbol. RESTORE only
+// fills holes: a candle Redis already has at that open time is kept (Redis is ahead of MySQL:
+// a late trade's update may not be persisted yet), nothing is written at or after the current
+// candle's open time (that bucket is still open), nor at or below the interval's `trimmed`
+// mark (the trim job removed those on purpose). Restored candles are not added to the pending
+// hash: they came from MySQL, so persistence never writes them twice, and the trim job may
+// trim them (they are persisted). So the tool is idempotent (a second run writes nothing),
+// resumable (a rerun fills what an interrupted one did not) and safe while klined runs (every
+// write is a per-symbol atomic fill of holes). The symbol is added to PREFIX:symbols (the
+// rollover and the ticker find it again) by its own command. Current candles are not rebuilt
+// here: MySQL holds only closed ones; a running klined writes back the current candles it
+// holds (klined_redis_data_loss_total) and the rollover opens the rest.
+#include "tools/klinectl/history.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <span>
+#include <string>
+
+#include "io/mysql/kline_table.h"
+#include "klined/candle.h"
+
+namespace klined::klinectl {
+namespace {
+
+// KEYS: history, trimmed hash, current candle. ARGV: interval, dry ("1"/"0"), then
+// (open_time, candle JSON) pairs. Returns {written, already present, outside the window}.
+constexpr const char kRestore[] = R"LUA(
+local trimmed = -1
+local t = redis.pcall('HGET', KEYS[2], ARGV[1])
+if type(t) == 'string' then trimmed = tonumber(t) or -1 end
+local cur_open = nil
+local cur = redis.pcall('GET', KEYS[3])
+if type(cur) == 'string' then cur_open = tonumber(string.match(cur, '^{"t":(%-?%d+)')) end
+local written, present, outside = 0, 0, 0
+for i = 3, #ARGV, 2 do
+  local open = tonumber(ARGV[i])
+  if open <= trimmed or (cur_open and open >= cur_open) then
+    outside = outside + 1
+  elseif #redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[i], ARGV[i]) > 0 then
+    present = present + 1
+  else
+    written = written + 1
+    if ARGV[2] == '0' then redis.call('ZADD', KEYS[1], ARGV[i], ARGV[i + 1]) end
+  end
+end
+return {written, present, outside}
+)LUA";
+
+// Progress on stderr: a line rewritten in place on a terminal, a line every 5 s otherwise.
+class Progress {
+ public:
+  explicit Progress(size_t total) : total_(total), tty_(isatty(2) == 1), start_(Now()) {}
+  void Update(size_t done, uint64_t written) {
+    const double now = Now();
+    if (now - last_ < (tty_ ? 0.2 : 5.0) && done != total_) return;
+    last_ = now;
+    const double elapsed = std::max(now - start_, 1e-3);
+    const double rate = static_cast<double>(done) / elapsed;
+    const double eta = rate > 0 ? static_cast<double>(total_ - done) / rate : 0;
+    std::fprintf(
+        stderr,
+        "%srestore-redis: %zu/%zu symbols, %llu candles written, %.1f symbols/s, ETA %.0f s%s",
+        tty_ ? "\r" : "", done, total_, static_cast<unsigned long long>(written), rate, eta,
+        tty_ ? "   " : "\n");
+    if (tty_ && done == total_) std::fputc('\n', stderr);
+  }
+
+ private:
+  static double Now() {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  }
+  size_t total_;
+  bool tty_;
+  double start_;
+  double last_ = 0;
+};
+
+bool AllSymbols(MysqlConn* db, std::vector<std::string>* out) {
+  if (!db->Query("SELECT DISTINCT symbol FROM kline ORDER BY symbol")) return false;
+  MysqlResult res = db->StoreResult();
+  if (res == nullptr) return false;
+  while (MYSQL_ROW r = mysql_fetch_row(res.get())) {
+    if (r[0] != nullptr) out->emplace_back(r[0]);
+  }
+  return true;
+}
+
+// What both tools open: MySQL, Redis with RESTORE loaded, the symbols to work on.
+struct Session {
+  explicit Session(const RestoreOptions& o) : db(o.mysql), redis(o.redis) {}
+  // False with the reason printed.
+  bool Open(const RestoreOptions& o) {
+    if (!db.EnsureConnected()) {
+      std::fprintf(stderr, "klinectl: cannot connect to MySQL at %s:%d: %s\n", o.mysql.host.c_str(),
+                   o.mysql.port, db.error().c_str());
+      return false;
+    }
+    script = redis.AddScript(kRestore);
+    if (!redis.EnsureConnected()) {
+      std::fprintf(stderr, "klinectl: cannot connect to Redis at %s: %s\n", o.redis.address.c_str(),
+                   redis.error().c_str());
+      return false;
+    }
+    symbols = o.symbols;
+    if (symbols.empty() && !AllSymbols(&db, &symbols)) {
+      std::fprintf(stderr, "klinectl: listing the kline table's symbols: %s\n", db.error().c_str());
+      return false;
+    }
+    return true;
+  }
+
+  // Appends one RESTORE call: `candles` (closed, ascending) into sym's iv history.
+  void AppendRestore(const RestoreOptions& o, const std::string& sym, Interval iv,
+                     std::span<const Candle> candles) {
+    strings_.clear();
+    strings_.reserve(3 + 2 * candles.size());
+    strings_.push_back(o.keys.History(sym, iv));
+    strings_.push_back(o.keys.Trimmed(sym));
+    strings_.push_back(o.keys.Current(sym, iv));
+    for (const Candle& c : candles) {
+      strings_.push_back(std::to_string(c.open_time));
+      strings_.push_back(CandleJson(c, sym, /*closed=*/true));
+    }
+    args_.assign({"EVALSHA", redis.Sha(script), "3", strings_[0], strings_[1], strings_[2],
+                  IntervalName(iv), o.dry_run ? "1" : "0"});
+    for (size_t i = 3; i < strings_.size(); ++i) args_.push_back(strings_[i]);
+    redis.Append(args_);
+    ++calls_;
+  }
+  // Reads the replies of the calls appended, adds them up and (not in a dry run, when any
+  // call was made) adds the symbol to PREFIX:symbols. False with the reason printed.
+  bool FinishSymbol(const RestoreOptions& o, const std::string& sym, uint64_t* sym_written) {
+    *sym_written = 0;
+    const size_t calls = calls_;
+    calls_ = 0;
+    bool ok = true;
+    for (size_t c = 0; c < calls; ++c) {
+      RedisReply r = redis.GetReply();
+      if (r == nullptr) {
+        std::fprintf(stderr, "\nklinectl: Redis: %s (a rerun resumes)\n", redis.error().c_str());
+        return false;
+      }
+      if (r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
+        std::fprintf(stderr, "\nklinectl: %s: RESTORE answered %s\n", sym.c_str(),
+                     r->type == REDIS_REPLY_ERROR ? r->str : "an unexpected reply");
+        ok = false;  // the other replies are still read
+        continue;
+      }
+      *sym_written += static_cast<uint64_t>(r->element[0]->integer);
+      present += static_cast<uint64_t>(r->element[1]->integer);
+      outside += static_cast<uint64_t>(r->element[2]->integer);
+    }
+    if (!ok) return false;
+    if (calls > 0 && !o.dry_run) {
+      RedisReply r = redis.Command({"SADD", o.keys.Symbols(), sym});
+      if (r == nullptr || r->type == REDIS_REPLY_ERROR) {
+        std::fprintf(stderr, "\nklinectl: Redis SADD: %s\n",
+                     r == nullptr ? redis.error().c_str() : r->str);
+        return false;
+      }
+    }
+    return true;
+  }
+
+  MysqlConn db;
+  RedisConn redis;
+  size_t script = 0;
+  std::vector<std::string> symbols;
+  uint64_t present = 0;  // candles Redis already held at that open time
+  uint64_t outside = 0;  // candles outside the history window
+
+ private:
+  size_t calls_ = 0;
+  std::vector<std::string> strings_;
+  std::vector<std::string_view> args_;
+};
+
+}  // namespace
+
+int RestoreRedis(const RestoreOptions& o) {
+  Session session(o);
+  if (!session.Open(o)) return 2;
+  KlineTable table(&session.db, 500, o.tz);
+  Progress progress(session.symbols.size());
+  uint64_t written = 0, symbols_touched = 0;
+  std::vector<Candle> candles;
+  for (size_t k = 0; k < session.symbols.size(); ++k) {
+    const std::string& sym = session.symbols[k];
+    for (const Interval iv : o.intervals) {
+      candles.clear();
+      if (!table.ReadRange(sym, iv, INT64_MIN, INT64_MAX, static_cast<size_t>(o.limit),
+                           /*newest_first=*/true, &candles)) {
+        std::fprintf(stderr, "\nklinectl: reading %s %s from MySQL: %s\n", sym.c_str(),
+                     std::string(IntervalName(iv)).c_str(), session.db.error().c_str());
+        return 2;
+      }
+      if (!candles.empty()) session.AppendRestore(o, sym, iv, candles);
+    }
+    uint64_t sym_written = 0;
+    if (!session.FinishSymbol(o, sym, &sym_written)) return 2;
+    written += sym_written;
+    symbols_touched += sym_written > 0 ? 1 : 0;
+    progress.Update(k + 1, written);
+  }
+  std::printf(
+      "restore-redis%s: %zu symbols, %llu candles %s, %llu already in Redis, %llu outside "
+      "the history window (trimmed, or the open bucket); %llu symbols %s\n",
+      o.dry_run ? " (dry run)" : "", session.symbols.size(),
+      static_cast<unsigned long long>(written), o.dry_run ? "would be written" : "written",
+      static_cast<unsigned long long>(session.present),
+      static_cast<unsigned long long>(session.outside),
+      static_cast<unsigned long long>(symbols_touched), o.dry_run ? "would change" : "changed");
+  return 0;
+}
+
+// ---- derive ------------------------------------------------------------------------------
+
+namespace {
+
+// Target buckets built from consecutive source candles, streamed in ascending open time.
+// A bucket is emitted only when its source candles are contiguous and reach its end: from its
+// open, or from the symbol's first source candle (a series that starts inside a bucket is
+// what streaming saw too). The last, still open bucket never reaches its end in MySQL.
+class BucketMerger {
+ public:
+  BucketMerger(Interval source, Interval target, UtcOffset tz, int64_t series_first)
+      : source_(source), target_(target), tz_(tz), series_first_(series_first) {}
+
+  // False if a sum passes 20 digits (stored candles no trade could have made).
+  bool Add(const Candle& c, std::vector<Candle>* out) {
+    const int64_t bucket = BucketOpen(target_, c.open_time, tz_);
+    Candle part = c;
+    part.interval = target_;
+    part.open_time = bucket;
+    part.close_time = NextBucketOpen(target_, bucket, tz_) - 1;
+    if (!open_ || bucket != merged_.open_time) {
+      Finish(out);
+      open_ = true;
+      contiguous_ = c.open_time == bucket || c.open_time == series_first_;
+      merged_ = part;
+    } else {
+      contiguous_ &= c.open_time == next_source_;
+      if (!Merge(merged_, part, &merged_)) return false;
+    }
+    next_source_ = NextBucketOpen(source_, c.open_time, tz_);
+    return true;
+  }
+  void Finish(std::vector<Candle>* out) {
+    if (!open_) return;
+    open_ = false;
+    if (contiguous_ && next_source_ == merged_.close_time + 1) {
+      out->push_back(merged_);
+    } else {
+      ++incomplete_;
+    }
+  }
+  uint64_t incomplete() const { return incomplete_; }
+
+ private:
+  Interval source_, target_;
+  UtcOffset tz_;
+  int64_t series_first_;
+  bool open_ = false;
+  bool contiguous_ = false;
+  Candle merged_;
+  int64_t next_source_ = 0;
+  uint64_t incomplete_ = 0;
+};
+
+// The fence epoch klined's persistence writes under now: derive's upserts go in under it, and
+// are refused (the run stops; rerun) if a new lease holder raises it meanwhile.
+bool CurrentFence(MysqlConn* db, int64_t* epoch) {
+  *epoch = 0;
+  if (!db->Query("SELECT epoch FROM kline_fence WHERE id=1")) {
+    // No fence table yet: klined never persisted here; nothing to be fenced against.
+    return db->error_number() == 1146;
+  }
+  MysqlResult res = db->StoreResult();
+  if (res == nullptr) return false;
+  if (MYSQL_ROW r = mysql_fetch_row(res.get()); r != nullptr && r[0] != nullptr) {
+    *epoch = std::strtoll(r[0], nullptr, 10);
+  }
+  return true;
+}
+
+}  // namespace
+
+int Derive(const DeriveOptions& d) {
+  const RestoreOptions& o = d.base;
+  std::optional<Interval> source = d.source;
+  if (!source) {
+    for (const Interval iv : o.intervals) {  // ascending: the last one that nests is coarsest
+      if (iv != d.target && Nests(iv, d.target)) source = iv;
+    }
+  }
+  if (!source || !Nests(*source, d.target) || *source == d.target) {
+    std::fprintf(stderr, "klinectl: no stored interval nests in %s (give --source)\n",
+                 std::string(IntervalName(d.target)).c_str());
+    return 2;
+  }
+  Session session(o);
+  if (!session.Open(o)) return 2;
+  KlineTable table(&session.db, 500, o.tz);
+  int64_t epoch = 0;
+  if (!CurrentFence(&session.db, &epoch)) {
+    std::fprintf(stderr, "klinectl: reading kline_fence: %s\n", session.db.error().c_str());
+    return 2;
+  }
+  table.set_fence_epoch(epoch);
+  Progress progress(session.symbols.size());
+  constexpr size_t kPage = 20000;
+  uint64_t derived = 0, incomplete = 0, redis_written = 0;
+  std::vector<Candle> page, out;
+  std::vector<StoredCandle> rows;
+  for (size_t k = 0; k < session.symbols.size(); ++k) {
+    const std::string& sym = session.symbols[k];
+    // The symbol's first source candle: where its series starts.
+    page.clear();
+    if (!table.ReadRange(sym, *source, INT64_MIN, INT64_MAX, 1, false, &page)) {
+      std::fprintf(stderr, "\nklinectl: reading %s from MySQL: %s\n", sym.c_str(),
+                   session.db.error().c_str());
+      return 2;
+    }
+    if (page.empty()) continue;
+    BucketMerger merger(*source, d.target, o.tz, page.front().open_time);
+    out.clear();
+    int64_t lo = d.from_ms == INT64_MIN ? INT64_MIN : BucketOpen(d.target, d.from_ms, o.tz);
+    const int64_t hi =
+        d.to_ms == INT64_MAX
+            ? INT64_MAX
+            : NextBucketOpen(d.target, BucketOpen(d.target, d.to_ms, o.tz), o.tz) - 1;
+    for (;;) {
+      page.clear();
+      if (!table.ReadRange(sym, *source, lo, hi, kPage, false, &page)) {
+        std::fprintf(stderr, "\nklinectl: reading %s from MySQL: %s\n", sym.c_str(),
+                     session.db.error().c_str());
+        return 2;
+      }
+      for (const Candle& c : page) {
+        if (!merger.Add(c, &out)) {
+          std::fprintf(stderr, "\nklinectl: %s: a merged sum passes 20 digits at %lld; skipped\n",
+                       sym.c_str(), static_cast<long long>(c.open_time));
+          return 2;
+        }
+      }
+      if (page.size() < kPage) break;
+      lo = page.back().open_time + 1;
+    }
+    merger.Finish(&out);
+    incomplete += merger.incomplete();
+    derived += out.size();
+    if (!o.dry_run && !out.empty()) {
+      rows.clear();
+      for (const Candle& c : out) rows.push_back(StoredCandle{sym, c});
+      const WriteStatus st = table.Upsert(rows);
+      if (st != WriteStatus::kOk) {
+        std::fprintf(stderr, "\nklinectl: writing %s's %s candles to MySQL: %s\n", sym.c_str(),
+                     std::string(IntervalName(d.target)).c_str(),
+                     st == WriteStatus::kFenced
+                         ? "fenced (a new lease holder raised kline_fence meanwhile): rerun"
+                         : session.db.error().c_str());
+        return 2;
+      }
+    }
+    // Redis history: the newest history_limit of them, where Redis has none.
+    const size_t keep = std::min(out.size(), static_cast<size_t>(o.limit));
+    if (keep > 0) {
+      session.AppendRestore(o, sym, d.target,
+                            std::span<const Candle>(out).subspan(out.size() - keep));
+    }
+    uint64_t sym_written = 0;
+    if (!session.FinishSymbol(o, sym, &sym_written)) return 2;
+    redis_written += sym_written;
+    progress.Update(k + 1, derived);
+  }
+  std::printf(
+      "derive%s: %s from %s, %zu symbols, %llu closed candles %s MySQL, %llu %s Redis "
+      "history; %llu buckets left out (incomplete: a gap in %s, or still open)\n",
+      o.dry_run ? " (dry run)" : "", std::string(IntervalName(d.target)).c_str(),
+      std::string(IntervalName(*source)).c_str(), session.symbols.size(),
+      static_cast<unsigned long long>(derived),
+      o.dry_run ? "would be upserted into" : "upserted into",
+      static_cast<unsigned long long>(redis_written), o.dry_run ? "would be added to" : "added to",
+      static_cast<unsigned long long>(incomplete), std::string(IntervalName(*source)).c_str());
+  return 0;
+}
+
+}  // namespace klined::klinectl
