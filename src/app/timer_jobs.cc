@@ -69,6 +69,13 @@ class JobsCollector : public prometheus::Collectable {
         "another type, an error reply (the rest of the run goes on)",
         C, double(r.skipped.Get()));
     const TrimStats& t = loop_->trim_stats();
+    add("klined_symbols_active",
+        "Symbols rolled over, persisted and trimmed (PREFIX:symbols), after the last trim pass "
+        "(lease holder)",
+        G, double(t.active_symbols.Get()));
+    add("klined_symbols_retired",
+        "Symbols retired with klinectl retire and not traded since (lease holder)", G,
+        double(t.retired_symbols.Get()));
     add("klined_trim_removed_total", "History members trimmed (already in MySQL)", C,
         double(t.removed.Get()));
     add("klined_trim_failures_total", "Trim runs cut short", C, double(t.failures.Get()));

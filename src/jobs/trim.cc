@@ -99,11 +99,50 @@ TrimResult TrimJob::RunOnce(std::string_view fence, const std::function<bool()>&
   if (ok) {
     stats_->runs.Add();
     stats_->last_run_ms.Set(static_cast<uint64_t>(MonotonicMs() - start));
+    if (!Census()) LOG_RATE(kWarn, "trim.census_failed", "error=\"" << conn_->error() << "\"");
   } else if (!interrupted) {
     stats_->failures.Add();
     LOG_RATE(kWarn, "trim.incomplete", "error=\"" << conn_->error() << "\"");
   }
   return result;
+}
+
+bool TrimJob::Census() {
+  const std::string symbols_key = keys_.Symbols();
+  const std::string retired_key = keys_.RetiredSymbols();
+  RedisReply active = conn_->Command({"SCARD", symbols_key});
+  if (active == nullptr || active->type != REDIS_REPLY_INTEGER) return false;
+  stats_->active_symbols.Set(static_cast<uint64_t>(active->integer));
+  std::string cursor = "0";
+  std::vector<std::string> members;
+  uint64_t retired = 0;
+  std::vector<std::string_view> args;
+  do {
+    members.clear();
+    if (!conn_->SscanStep(retired_key, &cursor, "500", &members)) return false;
+    if (members.empty()) continue;
+    args.assign({"SMISMEMBER", symbols_key});
+    args.insert(args.end(), members.begin(), members.end());
+    conn_->Append(args);
+    RedisReply in = conn_->GetReply();
+    if (in == nullptr || in->type != REDIS_REPLY_ARRAY || in->elements != members.size()) {
+      return false;
+    }
+    args.assign({"SREM", retired_key});
+    for (size_t i = 0; i < members.size(); ++i) {
+      if (in->element[i]->integer == 1) {
+        args.push_back(members[i]);  // traded again: active
+      } else {
+        ++retired;  // (SSCAN may repeat a member: a gauge, not a ledger)
+      }
+    }
+    if (args.size() > 2) {
+      conn_->Append(args);
+      if (conn_->GetReply() == nullptr) return false;
+    }
+  } while (cursor != "0");
+  stats_->retired_symbols.Set(retired);
+  return true;
 }
 
 }  // namespace klined

@@ -31,6 +31,9 @@ struct TrimStats {
   OwnedCounter last_run_ms;  // gauge: duration of the call that completed the last pass
   OwnedCounter failures;     // runs cut short (Redis error, lease lost)
   OwnedCounter skipped;      // symbols whose call failed (a key of another type): passed over
+  // Gauges from the census after each complete pass (the lease holder's; 0 elsewhere).
+  OwnedCounter active_symbols;   // PREFIX:symbols: rolled over, persisted, trimmed
+  OwnedCounter retired_symbols;  // PREFIX:retired and not traded since
 };
 
 struct TrimResult {
@@ -58,6 +61,10 @@ class TrimJob {
   void set_chunk(size_t n) { chunk_ = n; }
 
  private:
+  // Counts active and retired symbols; a retired symbol that traded again (a flush added it
+  // back to PREFIX:symbols) leaves PREFIX:retired. False on a Redis error.
+  bool Census();
+
   RedisConn* conn_;
   KeyLayout keys_;
   const SeriesLayout* layout_;

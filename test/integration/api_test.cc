@@ -474,7 +474,8 @@ std::string ClientFrame(uint8_t first_byte, const std::string& payload) {
   f.push_back(static_cast<char>(0x80 | payload.size()));  // < 126 bytes here
   const char mask[4] = {0x11, 0x22, 0x33, 0x44};
   f.append(mask, 4);
-  for (size_t i = 0; i < payload.size(); ++i) f.push_back(static_cast<char>(payload[i] ^ mask[i & 3]));
+  for (size_t i = 0; i < payload.size(); ++i)
+    f.push_back(static_cast<char>(payload[i] ^ mask[i & 3]));
   return f;
 }
 
@@ -662,13 +663,14 @@ TEST_CASE("api ws: kline events equal the independent computation; closes are pu
   StopCleanly(*klined);
 }
 
-TEST_CASE("api ws: FLUSH publishes only what API instances stream; a killed instance's part "
-          "expires") {
+TEST_CASE(
+    "api ws: FLUSH publishes only what API instances stream; a killed instance's part "
+    "expires") {
   const int api_port = kt::FreePort();
   const std::string tail = "intervals: [1s, 1m]\n";
-  Stack stack(false,
-              ApiTail(api_port, "  weight_per_minute: 0\n  watch_ttl_ms: 1500\n  cache_bytes: 0\n") +
-                  tail);
+  Stack stack(
+      false,
+      ApiTail(api_port, "  weight_per_minute: 0\n  watch_ttl_ms: 1500\n  cache_bytes: 0\n") + tail);
   auto klined = stack.StartKlined("klined");
   kt::Producer producer(stack.broker.bootstrap());
   std::mt19937_64 rng(31);
@@ -736,8 +738,8 @@ TEST_CASE("api ws: FLUSH publishes only what API instances stream; a killed inst
   // A second instance's client streams 1s: the watch is the union.
   const int b_port = kt::FreePort();
   int b_metrics = 0;
-  stack.config_tail = ApiTail(b_port, "  weight_per_minute: 0\n  watch_ttl_ms: 1500\n") +
-                      "roles: [api]\n" + tail;
+  stack.config_tail =
+      ApiTail(b_port, "  weight_per_minute: 0\n  watch_ttl_ms: 1500\n") + "roles: [api]\n" + tail;
   auto b_instance = stack.StartInstance("b", &b_metrics);
   REQUIRE_MESSAGE(WaitApiKnows(b_port, "BTCUSDT"), b_instance->OutputTail());
   kt::WsClient b;

@@ -9,34 +9,6 @@ using namespace klined_it;  // NOLINT: the shared stack and reference
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 
-namespace {
-
-struct Ran {
-  int code = -1;
-  std::string out, err;
-};
-
-Ran Klinectl(Stack& stack, std::vector<std::string> args, const std::string& name) {
-  const char* build = std::getenv("KLINED_BUILD");
-  const std::string bin = std::string(build ? build : "build") + "/src/tools/klinectl/klinectl";
-  args.insert(args.begin(), {"--config", stack.config.string()});
-  kt::Subprocess p(
-      bin, args,
-      kt::SubprocessOptions{.log_dir = stack.dir.path(), .name = name, .env = {}, .cwd = {}});
-  const auto st = p.Wait(milliseconds(120000));
-  REQUIRE_MESSAGE(st.has_value(), p.OutputTail());
-  return Ran{st->Code(), p.Stdout(), p.Stderr()};
-}
-
-std::vector<std::string> Lines(const std::string& text) {
-  std::vector<std::string> out;
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);) out.push_back(line);
-  return out;
-}
-
-}  // namespace
-
 TEST_CASE("derive: 2h and 4h from stored 1m candles equal the independent computation") {
   Stack stack;  // intervals [1m, 5m, 1h]
   const std::vector<std::string> symbols = {"BTCUSDT", "ETHUSDT"};
@@ -66,12 +38,12 @@ TEST_CASE("derive: 2h and 4h from stored 1m candles equal the independent comput
       },
       seconds(60)));
 
-  const Ran dry = Klinectl(stack, {"derive", "--interval", "2h", "--dry-run"}, "derive-dry");
+  const Stack::Ran dry = stack.Klinectl({"derive", "--interval", "2h", "--dry-run"}, "derive-dry");
   CAPTURE(dry.out);
   CAPTURE(dry.err);
   CHECK(dry.code == 0);
   CHECK(dry.out.find("derive (dry run): 2h from 1h") == 0);
-  CHECK(Klinectl(stack, {"candles", "BTCUSDT", "2h"}, "none-yet").code == 1);
+  CHECK(stack.Klinectl({"candles", "BTCUSDT", "2h"}, "none-yet").code == 1);
 
   for (const auto& [iv, len] :
        std::vector<std::pair<std::string, int64_t>>{{"2h", 7200000}, {"4h", 14400000}}) {
@@ -80,8 +52,8 @@ TEST_CASE("derive: 2h and 4h from stored 1m candles equal the independent comput
     for (const std::string source : {"1h", "1m"}) {
       CAPTURE(iv);
       CAPTURE(source);
-      const Ran run = Klinectl(stack, {"derive", "--interval", iv, "--source", source},
-                               "derive-" + iv + source);
+      const Stack::Ran run =
+          stack.Klinectl({"derive", "--interval", iv, "--source", source}, "derive-" + iv + source);
       CAPTURE(run.out);
       CAPTURE(run.err);
       REQUIRE(run.code == 0);
@@ -89,10 +61,10 @@ TEST_CASE("derive: 2h and 4h from stored 1m candles equal the independent comput
         const int64_t current_open = now - now % len;  // the open bucket: not derived
         const std::vector<std::string> want = Expected(trades, sym, iv, len, current_open).first;
         REQUIRE(!want.empty());
-        const Ran got =
-            Klinectl(stack, {"candles", sym, iv, "--limit", "1000", "--json"}, "candles-" + sym);
+        const Stack::Ran got =
+            stack.Klinectl({"candles", sym, iv, "--limit", "1000", "--json"}, "candles-" + sym);
         CAPTURE(sym);
-        CHECK(Lines(got.out) == want);
+        CHECK(SplitLines(got.out) == want);
         // Redis history holds the same candles (the newest history_limit of them).
         CHECK(rc.Strings({"ZRANGE", "kline:{" + sym + "}:" + iv + ":hist", "0", "-1"}) == want);
       }
@@ -100,7 +72,7 @@ TEST_CASE("derive: 2h and 4h from stored 1m candles equal the independent comput
     }
   }
   // A second run: MySQL rows are upserted with equal values, Redis gets nothing new.
-  const Ran again = Klinectl(stack, {"derive", "--interval", "2h"}, "derive-again");
+  const Stack::Ran again = stack.Klinectl({"derive", "--interval", "2h"}, "derive-again");
   CHECK(again.code == 0);
   CHECK(again.out.find(", 0 added to Redis history") != std::string::npos);
   StopCleanly(*klined);

@@ -91,19 +91,10 @@ TEST_CASE("redis loss: klinectl restore-redis rebuilds history from MySQL, idemp
   trades.insert(trades.end(), more.begin(), more.end());
   REQUIRE(stack.WaitForWatermarks(LastIds(trades), seconds(30)));
 
-  const char* build = std::getenv("KLINED_BUILD");
-  const std::string klinectl =
-      std::string(build ? build : "build") + "/src/tools/klinectl/klinectl";
   auto run = [&](std::vector<std::string> args, const std::string& name) {
-    std::vector<std::string> a = {"--config", stack.config.string()};
-    a.insert(a.end(), args.begin(), args.end());
-    kt::Subprocess p(
-        klinectl, a,
-        kt::SubprocessOptions{.log_dir = stack.dir.path(), .name = name, .env = {}, .cwd = {}});
-    const auto st = p.Wait(milliseconds(60000));
-    REQUIRE_MESSAGE(st.has_value(), p.OutputTail());
-    CHECK_MESSAGE(st->Code() == 0, p.OutputTail());
-    return p.Stdout();
+    const Stack::Ran r = stack.Klinectl(std::move(args), name);
+    CHECK_MESSAGE(r.code == 0, r.err);
+    return r.out;
   };
   const auto written = [](const std::string& out) {
     const size_t at = out.find(" symbols, ");

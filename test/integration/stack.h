@@ -262,6 +262,23 @@ struct Stack {
     }
   }
 
+  // Runs klinectl with this stack's config file to completion.
+  struct Ran {
+    int code = -1;
+    std::string out, err;
+  };
+  Ran Klinectl(std::vector<std::string> args, const std::string& name) {
+    const char* build = std::getenv("KLINED_BUILD");
+    const std::string bin = std::string(build ? build : "build") + "/src/tools/klinectl/klinectl";
+    args.insert(args.begin(), {"--config", config.string()});
+    kt::Subprocess p(
+        bin, args,
+        kt::SubprocessOptions{.log_dir = dir.path(), .name = name, .env = {}, .cwd = {}});
+    const auto st = p.Wait(std::chrono::milliseconds(120000));
+    REQUIRE_MESSAGE(st.has_value(), p.OutputTail());
+    return Ran{st->Code(), p.Stdout(), p.Stderr()};
+  }
+
   std::string Metrics(int port = 0) const {
     return kt::HttpGet(port ? port : metrics_port, "/metrics");
   }
@@ -357,6 +374,17 @@ inline bool WaitApiKnows(int port, const std::string& sym) {
                200;
       },
       seconds(20));
+}
+
+inline std::vector<std::string> SplitLines(const std::string& text) {
+  std::vector<std::string> out;
+  size_t at = 0;
+  while (at < text.size()) {
+    const size_t nl = std::min(text.find('\n', at), text.size());
+    out.push_back(text.substr(at, nl - at));
+    at = nl + 1;
+  }
+  return out;
 }
 
 inline double MetricValue(const std::string& text, const std::string& series) {

@@ -76,6 +76,8 @@ class KeyLayout {
   std::string PendingSymbols() const { return prefix_ + ":pending"; }
   std::string LateSymbols() const { return prefix_ + ":late"; }
   std::string QuarantineSymbols() const { return prefix_ + ":quarantine"; }
+  // PREFIX:retired: symbols retired with klinectl retire (a trade since brings one back).
+  std::string RetiredSymbols() const { return prefix_ + ":retired"; }
   // PREFIX:lease and PREFIX:lease:epoch: the timer jobs' lease and its fencing counter.
   std::string Lease() const { return prefix_ + ":lease"; }
   std::string LeaseEpoch() const { return prefix_ + ":lease:epoch"; }

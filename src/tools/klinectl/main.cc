@@ -54,6 +54,10 @@ Commands:
                                         every configured interval, only where Redis has no
                                         candle at that open time (idempotent, resumable,
                                         safe while klined runs); needs --config or --mysql
+  retire SYMBOL... [--dry-run]          take delisted symbols out of the rollover, trimming
+                                        and the API's symbol list (PREFIX:symbols ->
+                                        PREFIX:retired); their stored candles stay, pending
+                                        ones still reach MySQL; a new trade brings one back
   derive --interval IV [--source IV] [--from T] [--to T] [--symbols A,B] [--dry-run]
                                         IV's closed candles as the exact merge of a finer
                                         stored interval's (default: the coarsest configured
@@ -598,6 +602,41 @@ klined::klinectl::RestoreOptions HistoryOptions(const Options& o) {
   return r;
 }
 
+int Retire(const Options& o) {
+  if (o.args.size() < 2) Die("usage: klinectl retire SYMBOL... [--dry-run]");
+  Redis redis(o);
+  if (!redis.ok()) Die(redis.error());
+  const klined::KeyLayout keys = Keys(o);
+  int code = 0;
+  for (size_t i = 1; i < o.args.size(); ++i) {
+    const std::string& sym = o.args[i];
+    if (!klined::IsValidSymbol(sym)) Die("bad symbol '" + sym + "'");
+    Reply active = redis.Command({"SISMEMBER", keys.Symbols(), sym});
+    if (!active) Die(redis.error());
+    if (active->integer != 1) {
+      std::fprintf(stderr,
+                   "klinectl: %s is not active (not in %s: retired already, or never "
+                   "traded)\n",
+                   sym.c_str(), keys.Symbols().c_str());
+      code = 1;
+      continue;
+    }
+    if (o.dry_run) {
+      std::printf("would retire %s\n", sym.c_str());
+      continue;
+    }
+    // Atomic move: the rollover never sees the symbol in neither set nor in both.
+    if (!redis.Command({"MULTI"}) || !redis.Command({"SREM", keys.Symbols(), sym}) ||
+        !redis.Command({"SADD", keys.RetiredSymbols(), sym})) {
+      Die(redis.error());
+    }
+    Reply done = redis.Command({"EXEC"});
+    if (!done || done->type != REDIS_REPLY_ARRAY) Die(redis.error());
+    std::printf("retired %s\n", sym.c_str());
+  }
+  return code;
+}
+
 int RestoreRedis(const Options& o) {
   if (o.args.size() != 1) {
     Die("usage: klinectl (--config FILE | --mysql SPEC) restore-redis [--symbols A,B] [--dry-run]");
@@ -630,6 +669,7 @@ int main(int argc, char** argv) {
   if (cmd == "symbols") return Symbols(o);
   if (cmd == "restore-redis") return RestoreRedis(o);
   if (cmd == "derive") return Derive(o);
+  if (cmd == "retire") return Retire(o);
   Die("unknown command '" + cmd +
-      "' (candles, ticker, symbols, restore-redis, derive; see --help)");
+      "' (candles, ticker, symbols, retire, restore-redis, derive; see --help)");
 }

@@ -1,0 +1,86 @@
+// klinectl retire with the real binaries. Invariants: a retired symbol leaves PREFIX:symbols
+// (so the rollover stops rolling it and the API stops listing it) for PREFIX:retired, its
+// stored candles stay; the census counts it (klined_symbols_retired); a new trade brings it
+// back, and its candles then equal the independent computation, as if it had never been
+// retired (the shard gap-fills what the rollover did not write).
+#include "stack.h"
+
+using namespace klined_it;  // NOLINT: the shared stack and reference
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+TEST_CASE("retire: a retired symbol stops rolling, keeps its candles, and a trade revives it") {
+  Stack stack(false, "intervals: [1s, 1m]\n");
+  const std::vector<std::string> symbols = {"OLDUSDT", "BTCUSDT"};
+  std::vector<RefTrade> trades = MakeTrades(symbols, 30, 5);
+  auto klined = stack.StartKlined("klined");
+  kt::Producer producer(stack.broker.bootstrap());
+  Produce(&producer, trades);
+  REQUIRE(stack.WaitForWatermarks(LastIds(trades), seconds(30)));
+  kt::RedisClient rc = stack.redis.Connect();
+
+  const Stack::Ran dry = stack.Klinectl({"retire", "OLDUSDT", "--dry-run"}, "retire-dry");
+  CHECK(dry.code == 0);
+  CHECK(dry.out == "would retire OLDUSDT\n");
+  CHECK(rc.Integer({"SISMEMBER", "kline:symbols", "OLDUSDT"}) == 1);
+  const Stack::Ran retired = stack.Klinectl({"retire", "OLDUSDT"}, "retire");
+  CHECK(retired.code == 0);
+  CHECK(retired.out == "retired OLDUSDT\n");
+  CHECK(rc.Integer({"SISMEMBER", "kline:symbols", "OLDUSDT"}) == 0);
+  CHECK(rc.Integer({"SISMEMBER", "kline:retired", "OLDUSDT"}) == 1);
+  const Stack::Ran again = stack.Klinectl({"retire", "OLDUSDT"}, "retire-again");
+  CHECK(again.code == 1);
+  CHECK(again.err.find("OLDUSDT is not active") != std::string::npos);
+
+  // The rollover rolls BTCUSDT's 1s candle on, not OLDUSDT's; its history stays.
+  const auto open_of = [&](const std::string& key) {
+    const std::string cur = rc.Get(key).value_or("{\"t\":0,");
+    return std::stoll(cur.substr(5, cur.find(',') - 5));
+  };
+  const int64_t old_open = open_of("kline:{OLDUSDT}:1s");
+  const int64_t btc_open = open_of("kline:{BTCUSDT}:1s");
+  const int64_t old_hist = rc.Integer({"ZCARD", "kline:{OLDUSDT}:1m:hist"});
+  REQUIRE(WaitUntil([&] { return open_of("kline:{BTCUSDT}:1s") >= btc_open + 3000; }, seconds(10)));
+  CHECK(open_of("kline:{OLDUSDT}:1s") == old_open);
+  CHECK(rc.Integer({"ZCARD", "kline:{OLDUSDT}:1m:hist"}) == old_hist);
+  REQUIRE(WaitUntil(
+      [&] {
+        const std::string m = stack.Metrics();
+        return MetricValue(m, "klined_symbols_retired") == 1 &&
+               MetricValue(m, "klined_symbols_active") == 1;
+      },
+      seconds(20)));
+
+  // A trade brings it back: active again, counted so, candles as if never retired.
+  const RefTrade revive{"OLDUSDT", 2000, NowMs() - 200, 77777, 3, true};
+  Produce(&producer, {revive});
+  trades.push_back(revive);
+  REQUIRE(stack.WaitForWatermarks(LastIds(trades), seconds(30)));
+  CHECK(rc.Integer({"SISMEMBER", "kline:symbols", "OLDUSDT"}) == 1);
+  REQUIRE(WaitUntil(
+      [&] {
+        const std::string m = stack.Metrics();
+        return MetricValue(m, "klined_symbols_retired") == 0 &&
+               MetricValue(m, "klined_symbols_active") == 2 &&
+               rc.Integer({"SISMEMBER", "kline:retired", "OLDUSDT"}) == 0;
+      },
+      seconds(20)));
+  for (const auto& [iv, len] :
+       std::vector<std::pair<std::string, int64_t>>{{"1s", 1000}, {"1m", 60000}}) {
+    const std::string key = "kline:{OLDUSDT}:" + iv;
+    CAPTURE(key);
+    // Current candle, and the newest 50 closed ones (older 1s history is trimmed).
+    REQUIRE(WaitUntil(
+        [&] {
+          const std::optional<std::string> cur = rc.Get(key);
+          if (!cur) return false;
+          const auto [hist, want_cur] = Expected(trades, "OLDUSDT", iv, len, open_of(key));
+          std::vector<std::string> got = rc.Strings({"ZRANGE", key + ":hist", "-50", "-1"});
+          const std::vector<std::string> want(hist.end() - std::min<ptrdiff_t>(50, ssize(hist)),
+                                              hist.end());
+          return *cur == want_cur && got == want;
+        },
+        seconds(10)));
+  }
+  StopCleanly(*klined);
+}
