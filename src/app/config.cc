@@ -559,6 +559,10 @@ const std::vector<KeySpec>& Keys() {
                        1000, 31536000000, kSighup,
                        "a symbol that took no trade for this long leaves shard memory and is "
                        "reloaded on its next trade; below 24h+1m its 24h ticker stops sliding"));
+    k.push_back(IntKey("limits.retire_idle_after", KLINED_FIELD(limits.retire_idle_after), 0, 0,
+                       31536000000000, kSighup,
+                       "ms without a trade before the lease holder retires a symbol (as "
+                       "klinectl retire: out of the rollover; a trade brings it back); 0 = off"));
 
     k.push_back(RolesKey("roles", KLINED_FIELD(roles),
                          "ingest = consume Kafka; jobs = compete for the timer-job lease; api = "
@@ -596,20 +600,20 @@ const std::vector<KeySpec>& Keys() {
                        4096, 1073741824, kRestart,
                        "bytes queued to one WebSocket client (after conflation) before it is "
                        "closed as too slow"));
-    k.push_back(IntKey("api.ws_messages_per_second", KLINED_FIELD(api.ws_messages_per_second), 5,
-                       1, 10000, kRestart,
+    k.push_back(IntKey("api.ws_messages_per_second", KLINED_FIELD(api.ws_messages_per_second), 5, 1,
+                       10000, kRestart,
                        "messages a WebSocket client may send per second; more closes it "
                        "(Binance: 5)"));
-    k.push_back(IntKey("api.cache_bytes", KLINED_FIELD(api.cache_bytes), 10485760, 0,
-                       68719476736, kRestart,
+    k.push_back(IntKey("api.cache_bytes", KLINED_FIELD(api.cache_bytes), 10485760, 0, 68719476736,
+                       kRestart,
                        "bytes the L1 cache of klines rows may hold (hot symbol/interval pairs, "
                        "kept fresh by pub/sub); 0 = no cache, every request reads Redis"));
     k.push_back(IntKey("api.cache_page_ttl_ms", KLINED_FIELD(api.cache_page_ttl_ms), 30000, 100,
                        86400000, kRestart,
                        "lifetime of a cached page of MySQL rows (history older than Redis), "
                        "x a random 0.8-1.2"));
-    k.push_back(IntKey("api.watch_ttl_ms", KLINED_FIELD(api.watch_ttl_ms), 30000, 1000,
-                       3600000, kRestart,
+    k.push_back(IntKey("api.watch_ttl_ms", KLINED_FIELD(api.watch_ttl_ms), 30000, 1000, 3600000,
+                       kRestart,
                        "how long what this instance streams stays in Redis's watch of a symbol "
                        "(FLUSH publishes only watched intervals) without a refresh; refreshed "
                        "every third of it, so an instance that died stops costing publishes "

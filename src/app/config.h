@@ -107,6 +107,7 @@ struct Config {
     int64_t max_pending_trades = 0;  // per shard, before consumption pauses
     int64_t max_gap_candles = 0;     // empty candles one trade may gap-fill per interval
     int64_t idle_release_ms = 0;     // a symbol idle this long leaves shard memory
+    int64_t retire_idle_after = 0;   // ms without a trade before a symbol is retired; 0 = off
   };
 
   Kafka kafka;

@@ -29,6 +29,7 @@ TimerLoopOptions LoopFrom(const Config& c, const SeriesLayout* layout) {
   o.layout = layout;
   o.lease_ttl_ms = c.lease.ttl_ms;
   o.history_limit = c.redis.history_limit;
+  o.retire_idle_after_ms = c.limits.retire_idle_after;
   o.rollover_grace_ms = c.rollover_grace_ms;
   return o;
 }
@@ -73,6 +74,9 @@ class JobsCollector : public prometheus::Collectable {
         "Symbols rolled over, persisted and trimmed (PREFIX:symbols), after the last trim pass "
         "(lease holder)",
         G, double(t.active_symbols.Get()));
+    add("klined_symbols_auto_retired_total",
+        "Symbols retired by limits.retire_idle_after (lease holder)", C,
+        double(t.auto_retired.Get()));
     add("klined_symbols_retired",
         "Symbols retired with klinectl retire and not traded since (lease holder)", G,
         double(t.retired_symbols.Get()));
@@ -149,6 +153,7 @@ void TimerJobs::Stop() {
 
 void TimerJobs::Reload(const Config& config) {
   loop_.SetHistoryLimit(config.redis.history_limit);
+  loop_.SetRetireIdleAfterMs(config.limits.retire_idle_after);
   loop_.SetRolloverGraceMs(config.rollover_grace_ms);
   persist_.set_persist_interval_ms(config.mysql.persist_interval_ms);
 }

@@ -37,7 +37,9 @@ TimerLoop::TimerLoop(TimerLoopOptions options, OnActive on_active)
       lease_(options_.redis, options_.key_prefix, options_.lease_ttl_ms, &lease_stats_),
       conn_(options_.redis),
       rollover_(&conn_, options_.key_prefix, options_.layout, &rollover_stats_),
-      trim_(&conn_, options_.key_prefix, options_.layout, options_.history_limit, &trim_stats_) {}
+      trim_(&conn_, options_.key_prefix, options_.layout, options_.history_limit, &trim_stats_) {
+  trim_.set_retire_idle_after_ms(options_.retire_idle_after_ms);
+}
 
 TimerLoop::~TimerLoop() { Stop(); }
 

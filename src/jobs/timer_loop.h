@@ -42,6 +42,7 @@ struct TimerLoopOptions {
   int64_t lease_ttl_ms = 3000;
   int64_t history_limit = 1000;
   int64_t trim_interval_ms = 10000;
+  int64_t retire_idle_after_ms = 0;  // limits.retire_idle_after (0 = off)
   int64_t rollover_delay_ms = 5;     // after the boundary
   int64_t rollover_grace_ms = 1000;  // rollover_grace_ms: a follow-up run at boundary + grace/2
   int64_t full_sweep_interval_ms = 10000;  // a rollover checking every interval of every symbol
@@ -64,6 +65,7 @@ class TimerLoop {
 
   // SIGHUP: any thread.
   void SetHistoryLimit(int64_t limit) { trim_.set_history_limit(limit); }
+  void SetRetireIdleAfterMs(int64_t ms) { trim_.set_retire_idle_after_ms(ms); }
   void SetRolloverGraceMs(int64_t ms) { grace_ms_.store(ms, std::memory_order_relaxed); }
 
   bool active() const { return active_.load(std::memory_order_relaxed); }

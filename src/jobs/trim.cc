@@ -15,6 +15,19 @@ namespace {
 // Redis when MySQL has been down for long and much history is pending.
 constexpr const char kMaxScan[] = "20000";
 
+// KEYS: watermark, symbols, retired, lease. ARGV: symbol, the watermark seen, fencing token
+// ("" = unfenced). Moves the symbol to the retired set only if its watermark is still the one
+// seen (a trade flushed since keeps it active). 1 retired, 0 it traded, -1 fenced.
+constexpr const char kRetireIdle[] = R"LUA(
+if ARGV[3] ~= '' and redis.call('GET', KEYS[4]) ~= ARGV[3] then return -1 end
+local wm = redis.pcall('GET', KEYS[1])
+if type(wm) ~= 'string' then wm = '' end
+if wm ~= ARGV[2] then return 0 end
+redis.call('SREM', KEYS[2], ARGV[1])
+redis.call('SADD', KEYS[3], ARGV[1])
+return 1
+)LUA";
+
 }  // namespace
 
 TrimJob::TrimJob(RedisConn* conn, std::string key_prefix, const SeriesLayout* layout,
@@ -25,6 +38,7 @@ TrimJob::TrimJob(RedisConn* conn, std::string key_prefix, const SeriesLayout* la
       limit_(history_limit),
       stats_(stats) {
   script_ = conn_->AddScript(std::string(lua::kCommon) + lua::kTrim);
+  retire_script_ = conn_->AddScript(kRetireIdle);
 }
 
 TrimResult TrimJob::RunOnce(std::string_view fence, const std::function<bool()>& may_continue) {
@@ -99,7 +113,7 @@ TrimResult TrimJob::RunOnce(std::string_view fence, const std::function<bool()>&
   if (ok) {
     stats_->runs.Add();
     stats_->last_run_ms.Set(static_cast<uint64_t>(MonotonicMs() - start));
-    if (!Census()) LOG_RATE(kWarn, "trim.census_failed", "error=\"" << conn_->error() << "\"");
+    if (!Census(fence)) LOG_RATE(kWarn, "trim.census_failed", "error=\"" << conn_->error() << "\"");
   } else if (!interrupted) {
     stats_->failures.Add();
     LOG_RATE(kWarn, "trim.incomplete", "error=\"" << conn_->error() << "\"");
@@ -107,14 +121,64 @@ TrimResult TrimJob::RunOnce(std::string_view fence, const std::function<bool()>&
   return result;
 }
 
-bool TrimJob::Census() {
+bool TrimJob::RetireIdle(const std::vector<std::string>& members, std::string_view fence,
+                         int64_t idle_ms) {
+  for (const std::string& sym : members) conn_->Append({"GET", keys_.Watermark(sym)});
+  std::vector<std::string> due_wm;
+  std::vector<const std::string*> due;
+  const int64_t now = MonotonicMs();
+  for (const std::string& sym : members) {
+    RedisReply wm = conn_->GetReply();
+    if (wm == nullptr) return false;
+    const std::string value = wm->type == REDIS_REPLY_STRING ? std::string(wm->str, wm->len) : "";
+    auto [it, fresh] = idle_.try_emplace(sym, value, now);
+    if (fresh || it->second.first != value) {
+      it->second = {value, now};  // traded (or first seen): the clock starts again
+    } else if (now - it->second.second >= idle_ms) {
+      due.push_back(&sym);
+      due_wm.push_back(value);
+    }
+  }
+  const std::string lease = keys_.Lease();
+  for (size_t i = 0; i < due.size(); ++i) {
+    conn_->Append({"EVALSHA", conn_->Sha(retire_script_), "4", keys_.Watermark(*due[i]),
+                   keys_.Symbols(), keys_.RetiredSymbols(), lease, *due[i], due_wm[i], fence});
+  }
+  for (size_t i = 0; i < due.size(); ++i) {
+    RedisReply r = conn_->GetReply();
+    if (r == nullptr) return false;
+    if (r->type == REDIS_REPLY_INTEGER && r->integer == 1) {
+      stats_->auto_retired.Add();
+      LOG(kInfo, "trim.retired",
+          "symbol=" << *due[i] << " idle_ms=" << idle_ms
+                    << " detail=\"no trade for limits.retire_idle_after: left the rollover; a "
+                       "trade brings it back\"");
+      idle_.erase(*due[i]);
+    } else if (r->type == REDIS_REPLY_ERROR) {
+      LOG_RATE(kWarn, "trim.retire_failed", "symbol=" << *due[i] << " error=\"" << r->str << "\"");
+    }
+  }
+  return true;
+}
+
+bool TrimJob::Census(std::string_view fence) {
   const std::string symbols_key = keys_.Symbols();
   const std::string retired_key = keys_.RetiredSymbols();
+  std::string cursor = "0";
+  std::vector<std::string> members;
+  if (const int64_t idle_ms = retire_idle_ms_.load(std::memory_order_relaxed); idle_ms > 0) {
+    do {
+      members.clear();
+      if (!conn_->SscanStep(symbols_key, &cursor, "500", &members)) return false;
+      if (!members.empty() && !RetireIdle(members, fence, idle_ms)) return false;
+    } while (cursor != "0");
+  } else {
+    idle_.clear();
+  }
   RedisReply active = conn_->Command({"SCARD", symbols_key});
   if (active == nullptr || active->type != REDIS_REPLY_INTEGER) return false;
   stats_->active_symbols.Set(static_cast<uint64_t>(active->integer));
-  std::string cursor = "0";
-  std::vector<std::string> members;
+  cursor = "0";
   uint64_t retired = 0;
   std::vector<std::string_view> args;
   do {

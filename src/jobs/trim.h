@@ -17,6 +17,7 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 
 #include "base/counter.h"
 #include "io/redis/key_layout.h"
@@ -34,6 +35,7 @@ struct TrimStats {
   // Gauges from the census after each complete pass (the lease holder's; 0 elsewhere).
   OwnedCounter active_symbols;   // PREFIX:symbols: rolled over, persisted, trimmed
   OwnedCounter retired_symbols;  // PREFIX:retired and not traded since
+  OwnedCounter auto_retired;     // symbols retired by limits.retire_idle_after
 };
 
 struct TrimResult {
@@ -59,11 +61,19 @@ class TrimJob {
   void set_history_limit(int64_t limit) { limit_.store(limit, std::memory_order_relaxed); }
   int64_t history_limit() const { return limit_.load(std::memory_order_relaxed); }
   void set_chunk(size_t n) { chunk_ = n; }
+  // limits.retire_idle_after (ms, 0 = off): a symbol whose watermark this job saw unchanged
+  // for that long is retired (PREFIX:symbols -> PREFIX:retired, compare-and-move on the
+  // watermark, fenced). Any thread (SIGHUP).
+  void set_retire_idle_after_ms(int64_t ms) {
+    retire_idle_ms_.store(ms, std::memory_order_relaxed);
+  }
 
  private:
   // Counts active and retired symbols; a retired symbol that traded again (a flush added it
   // back to PREFIX:symbols) leaves PREFIX:retired. False on a Redis error.
-  bool Census();
+  bool Census(std::string_view fence);
+  // Retires the symbols of `members` idle past limits.retire_idle_after. False on a Redis error.
+  bool RetireIdle(const std::vector<std::string>& members, std::string_view fence, int64_t idle_ms);
 
   RedisConn* conn_;
   KeyLayout keys_;
@@ -73,6 +83,11 @@ class TrimJob {
   size_t script_;
   size_t chunk_ = 500;
   std::string cursor_ = "0";  // SSCAN cursor of the pass in progress (timer thread)
+  size_t retire_script_ = 0;
+  std::atomic<int64_t> retire_idle_ms_{0};
+  // symbol -> (watermark last seen, when it was first seen at that value), timer thread. Lost
+  // with the lease: a new holder starts the clocks again (retiring later, never earlier).
+  std::unordered_map<std::string, std::pair<std::string, int64_t>> idle_;
 };
 
 }  // namespace klined

@@ -84,3 +84,39 @@ TEST_CASE("retire: a retired symbol stops rolling, keeps its candles, and a trad
   }
   StopCleanly(*klined);
 }
+
+TEST_CASE("retire: limits.retire_idle_after retires an idle symbol, not a trading one") {
+  // IDLEUSDT takes no trade after the start, BTCUSDT one every 200 ms: after 2 s without a
+  // trade (seen by two censuses) only IDLEUSDT is retired; a trade brings it back.
+  Stack stack(false, "intervals: [1s, 1m]\nlimits:\n  retire_idle_after: 2000\n");
+  const std::vector<std::string> symbols = {"IDLEUSDT", "BTCUSDT"};
+  std::vector<RefTrade> trades = MakeTrades(symbols, 10, 6);
+  auto klined = stack.StartKlined("klined");
+  kt::Producer producer(stack.broker.bootstrap());
+  Produce(&producer, trades);
+  REQUIRE(stack.WaitForWatermarks(LastIds(trades), seconds(30)));
+  kt::RedisClient rc = stack.redis.Connect();
+  int64_t id = 5000;
+  const auto deadline = std::chrono::steady_clock::now() + seconds(40);
+  bool retired = false;
+  while (!retired && std::chrono::steady_clock::now() < deadline) {
+    const RefTrade t{"BTCUSDT", ++id, NowMs() - 100, 60000, 1, true};
+    Produce(&producer, {t});
+    trades.push_back(t);
+    std::this_thread::sleep_for(milliseconds(200));
+    retired = rc.Integer({"SISMEMBER", "kline:retired", "IDLEUSDT"}) == 1;
+  }
+  REQUIRE(retired);
+  CHECK(rc.Integer({"SISMEMBER", "kline:symbols", "IDLEUSDT"}) == 0);
+  CHECK(rc.Integer({"SISMEMBER", "kline:symbols", "BTCUSDT"}) == 1);
+  CHECK(rc.Integer({"SISMEMBER", "kline:retired", "BTCUSDT"}) == 0);
+  CHECK(MetricValue(stack.Metrics(), "klined_symbols_auto_retired_total") == 1);
+  CHECK(klined->Stderr().find("event=trim.retired symbol=IDLEUSDT") != std::string::npos);
+
+  const RefTrade back{"IDLEUSDT", 9000, NowMs() - 100, 12345, 2, false};
+  Produce(&producer, {back});
+  trades.push_back(back);
+  REQUIRE(stack.WaitForWatermarks(LastIds(trades), seconds(30)));
+  CHECK(rc.Integer({"SISMEMBER", "kline:symbols", "IDLEUSDT"}) == 1);
+  StopCleanly(*klined);
+}

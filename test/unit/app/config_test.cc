@@ -158,6 +158,7 @@ limits:
   max_pending_trades: 5000
   max_gap_candles: 2000
   idle_release_ms: 60000
+  retire_idle_after: 604800000
 roles: [api]
 api:
   listen: "0.0.0.0:8081"
@@ -221,6 +222,7 @@ api:
   CHECK(c.limits.max_pending_trades == 5000);
   CHECK(c.limits.max_gap_candles == 2000);
   CHECK(c.limits.idle_release_ms == 60000);
+  CHECK(c.limits.retire_idle_after == 604800000);
   CHECK((c.roles == Config::Roles{false, false, true}));
   CHECK(c.api.listen == "0.0.0.0:8081");
   CHECK(c.api.threads == 4);
@@ -408,7 +410,8 @@ TEST_CASE("config: reload applies reloadable keys and reports the rest") {
                           "kafka.dead_letter_topic", "redis.history_limit",
                           "mysql.persist_interval_ms", "flush_interval_ms", "rollover_grace_ms",
                           "max_future_skew_ms", "log.level", "log.rate_limit_per_s",
-                          "limits.idle_release_ms", "api.weight_per_minute"});
+                          "limits.idle_release_ms", "limits.retire_idle_after",
+                          "api.weight_per_minute"});
 
   Config running;
   Config next = Load(R"(
