@@ -69,7 +69,7 @@ if [ "$THREADED" = 1 ]; then
 elif [ "$UNIT_ONLY" = 0 ]; then
   if [ -x scripts/fuzz.sh ]; then
     echo "== fuzz smoke"
-    ./scripts/fuzz.sh "${FUZZ_SMOKE_SECONDS:-20}" || failed=1
+    ./scripts/fuzz.sh "${FUZZ_SMOKE_SECONDS:-10}" || failed=1
   fi
   if [ -x "$BUILD/test/integration_tests" ]; then
     # The web cases run the pinned npm clients and load the chart page's vendored library.
