@@ -50,6 +50,8 @@ TrimResult TrimJob::RunOnce(std::string_view fence, const std::function<bool()>&
   std::string cursor = cursor_;  // resumes an interrupted pass
   std::vector<std::string_view> args;
   std::vector<std::string> members;
+  const int64_t idle_ms = retire_idle_ms_.load(std::memory_order_relaxed);
+  if (idle_ms <= 0) idle_.clear();
   bool ok = conn_->EnsureConnected();
   bool interrupted = false;
   while (ok) {
@@ -102,6 +104,8 @@ TrimResult TrimJob::RunOnce(std::string_view fence, const std::function<bool()>&
       if (!conn_->ReloadScripts()) ok = false;  // then the whole chunk again (idempotent)
     }
     if (noscript) ok = false;
+    // limits.retire_idle_after rides on the pass's own scan of the symbols.
+    if (ok && idle_ms > 0) ok = RetireIdle(members, fence, idle_ms);
     if (!ok) break;
     result.symbols += members.size();
     cursor_ = cursor;  // this chunk is done: an interrupted pass resumes after it
@@ -113,7 +117,7 @@ TrimResult TrimJob::RunOnce(std::string_view fence, const std::function<bool()>&
   if (ok) {
     stats_->runs.Add();
     stats_->last_run_ms.Set(static_cast<uint64_t>(MonotonicMs() - start));
-    if (!Census(fence)) LOG_RATE(kWarn, "trim.census_failed", "error=\"" << conn_->error() << "\"");
+    if (!Census()) LOG_RATE(kWarn, "trim.census_failed", "error=\"" << conn_->error() << "\"");
   } else if (!interrupted) {
     stats_->failures.Add();
     LOG_RATE(kWarn, "trim.incomplete", "error=\"" << conn_->error() << "\"");
@@ -161,24 +165,14 @@ bool TrimJob::RetireIdle(const std::vector<std::string>& members, std::string_vi
   return true;
 }
 
-bool TrimJob::Census(std::string_view fence) {
+bool TrimJob::Census() {
   const std::string symbols_key = keys_.Symbols();
   const std::string retired_key = keys_.RetiredSymbols();
-  std::string cursor = "0";
-  std::vector<std::string> members;
-  if (const int64_t idle_ms = retire_idle_ms_.load(std::memory_order_relaxed); idle_ms > 0) {
-    do {
-      members.clear();
-      if (!conn_->SscanStep(symbols_key, &cursor, "500", &members)) return false;
-      if (!members.empty() && !RetireIdle(members, fence, idle_ms)) return false;
-    } while (cursor != "0");
-  } else {
-    idle_.clear();
-  }
   RedisReply active = conn_->Command({"SCARD", symbols_key});
   if (active == nullptr || active->type != REDIS_REPLY_INTEGER) return false;
   stats_->active_symbols.Set(static_cast<uint64_t>(active->integer));
-  cursor = "0";
+  std::string cursor = "0";
+  std::vector<std::string> members;
   uint64_t retired = 0;
   std::vector<std::string_view> args;
   do {

@@ -71,8 +71,9 @@ class TrimJob {
  private:
   // Counts active and retired symbols; a retired symbol that traded again (a flush added it
   // back to PREFIX:symbols) leaves PREFIX:retired. False on a Redis error.
-  bool Census(std::string_view fence);
-  // Retires the symbols of `members` idle past limits.retire_idle_after. False on a Redis error.
+  bool Census();
+  // Retires the symbols of `members` (a chunk of the pass's scan) idle past
+  // limits.retire_idle_after. False on a Redis error.
   bool RetireIdle(const std::vector<std::string>& members, std::string_view fence, int64_t idle_ms);
 
   RedisConn* conn_;
