@@ -207,7 +207,7 @@ bool RolloverJob::RollChunk(const std::vector<std::string>& symbols, int64_t now
       args_.clear();
       args_.push_back("MGET");
       for (size_t i = 0; i < n_iv; ++i) {
-        keys[i] = keys_.Current(sym, layout_->intervals[i]);
+        keys_.CurrentInto(sym, layout_->intervals[i], &keys[i]);
         args_.push_back(keys[i]);
       }
       conn_->Append(args_);

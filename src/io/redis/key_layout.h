@@ -31,7 +31,13 @@ class KeyLayout {
   }
   // PREFIX:{SYMBOL}:INTERVAL: the current candle (string).
   std::string Current(std::string_view symbol, Interval iv) const {
-    return Of(symbol, IntervalName(iv));
+    std::string k;
+    CurrentInto(symbol, iv, &k);
+    return k;
+  }
+  // The same into *out, reusing its capacity (loops over many symbols' keys).
+  void CurrentInto(std::string_view symbol, Interval iv, std::string* out) const {
+    out->assign(prefix_).append(":{").append(symbol).append("}:").append(IntervalName(iv));
   }
   // PREFIX:{SYMBOL}:INTERVAL:hist: closed candles (sorted set, score = open time).
   std::string History(std::string_view symbol, Interval iv) const {

@@ -13,6 +13,9 @@ TEST_CASE("key layout: the contract's names") {
   const KeyLayout k("kline", "ticker");
   CHECK(k.Base("BTCUSDT") == "kline:{BTCUSDT}");
   CHECK(k.Current("BTCUSDT", Interval::k1m) == "kline:{BTCUSDT}:1m");
+  std::string into = "a longer leftover value";
+  k.CurrentInto("ETHUSDT", Interval::k5m, &into);
+  CHECK(into == k.Current("ETHUSDT", Interval::k5m));
   CHECK(k.History("BTCUSDT", Interval::k1M) == "kline:{BTCUSDT}:1M:hist");
   CHECK(k.Watermark("BTCUSDT") == "kline:{BTCUSDT}:wm");
   CHECK(k.Marks("BTCUSDT") == "kline:{BTCUSDT}:wmp");

@@ -230,10 +230,10 @@ void Router::Execute(std::span<const Call> calls, std::vector<RedisReply>* repli
     next.clear();
     bool back_off = false;
     bool redirected = false;
-    bool reload_scripts_on_some = false;
     for (size_t n = 0; n < addresses.size(); ++n) {
       RedisConn* conn = conns[n];
       bool lost = false;
+      bool reload_scripts = false;  // this node answered NOSCRIPT
       for (const Pending& p : pending) {
         if (p.address != addresses[n]) continue;
         if (conn == nullptr || lost) {
@@ -286,17 +286,14 @@ void Router::Execute(std::span<const Call> calls, std::vector<RedisReply>* repli
         }
         if (IsNoScript(r.get())) {
           stats.noscript.fetch_add(1, std::memory_order_relaxed);
-          reload_scripts_on_some = true;
+          reload_scripts = true;
           (*replies)[p.call] = std::move(r);
           next.push_back({p.call, p.address, p.asking});
           continue;
         }
         (*replies)[p.call] = std::move(r);
       }
-      if (reload_scripts_on_some && conn != nullptr && !lost) {
-        conn->ReloadScripts();
-        reload_scripts_on_some = false;
-      }
+      if (reload_scripts && conn != nullptr && !lost) conn->ReloadScripts();
     }
     if (next.empty()) break;
     // Out of redirects or of time: the last replies stand.
