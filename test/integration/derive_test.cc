@@ -12,6 +12,13 @@ using std::chrono::seconds;
 TEST_CASE("derive: 2h and 4h from stored 1m candles equal the independent computation") {
   Stack stack;  // intervals [1m, 5m, 1h]
   const std::vector<std::string> symbols = {"BTCUSDT", "ETHUSDT"};
+  // The expected candles end at the 2h and 4h buckets open at this start; a run that crosses
+  // a 2h boundary would derive one bucket more than computed, so a start in the last 90 s
+  // before one waits for it to pass.
+  constexpr int64_t k2h = 7200000;
+  if (NowMs() % k2h > k2h - 90000) {
+    std::this_thread::sleep_for(milliseconds(k2h - NowMs() % k2h + 1000));
+  }
   const int64_t now = NowMs();
   std::vector<RefTrade> trades;
   std::mt19937_64 rng(21);
@@ -25,6 +32,11 @@ TEST_CASE("derive: 2h and 4h from stored 1m candles equal the independent comput
       // Mostly a few minutes apart, now and then an hour of silence (empty candles).
       t += 30000 + static_cast<int64_t>(rng() % 240000) + (rng() % 40 == 0 ? 3600000 : 0);
     }
+    // A last trade a moment ago: its flush closes the candles before it, so the source rows
+    // below are in MySQL without waiting for a rollover (an hour of silence at the end would
+    // leave the previous hour's 1h candle current until the next rollover run, up to a minute).
+    trades.push_back(RefTrade{sym, trades.back().id + 1,
+                              std::max(trades.back().time_ms, now - 3000), 50000, 1, false});
   }
   auto klined = stack.StartKlined("klined");
   kt::Producer producer(stack.broker.bootstrap());
@@ -37,6 +49,27 @@ TEST_CASE("derive: 2h and 4h from stored 1m candles equal the independent comput
                rc.Integer({"SCARD", "kline:late"}) == 0;
       },
       seconds(60)));
+  // The source candles just before the open 2h bucket are in MySQL (the failure this test
+  // once had: the run began 8 minutes after a 2h boundary, a symbol's last trade was from the
+  // hour before it, and that 1h candle was still current in Redis, so the 2h bucket was left
+  // out as incomplete).
+  for (const std::string& sym : symbols) {
+    const int64_t open2h = now - now % k2h;
+    for (const auto& [iv, at] : std::vector<std::pair<std::string, int64_t>>{
+             {"1h", open2h - 3600000}, {"1m", open2h - 60000}}) {
+      CAPTURE(sym);
+      CAPTURE(iv);
+      REQUIRE(WaitUntil(
+          [&] {
+            return stack.mysql
+                       .Query("SELECT COUNT(*) FROM kline WHERE symbol='" + sym +
+                              "' AND `interval`='" + iv + "' AND open_time=" + std::to_string(at))
+                       .at(0)
+                       .at(0) == "1";
+          },
+          seconds(90)));
+    }
+  }
 
   const Stack::Ran dry = stack.Klinectl({"derive", "--interval", "2h", "--dry-run"}, "derive-dry");
   CAPTURE(dry.out);
