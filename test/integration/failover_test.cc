@@ -26,14 +26,6 @@ constexpr char kJobsTail[] =
 
 // "t" of a candle JSON (Field, in stack.h, reads the others).
 int64_t OpenTime(const std::string& json) { return std::stoll(json.substr(5, json.find(',') - 5)); }
-// MySQL DECIMAL(38,18) text -> canonical decimal text.
-std::string Canonical(std::string d) {
-  if (d.find('.') != std::string::npos) {
-    while (d.back() == '0') d.pop_back();
-    if (d.back() == '.') d.pop_back();
-  }
-  return d;
-}
 
 bool Held(const Stack& stack, int port) {
   return MetricValue(stack.Metrics(port), "klined_lease_held") == 1;

@@ -130,6 +130,15 @@ inline std::string TradeJson(const RefTrade& t) {
          "\",\"T\":" + std::to_string(t.time_ms) + ",\"m\":" + (t.maker ? "true" : "false") + "}";
 }
 
+// MySQL DECIMAL(38,18) text -> canonical decimal text.
+inline std::string Canonical(std::string d) {
+  if (d.find('.') != std::string::npos) {
+    while (d.back() == '0') d.pop_back();
+    if (d.back() == '.') d.pop_back();
+  }
+  return d;
+}
+
 // ---- the stack -------------------------------------------------------------------------
 inline const std::vector<std::pair<std::string, int64_t>> kIntervals = {
     {"1m", 60000}, {"5m", 300000}, {"1h", 3600000}};
@@ -279,6 +288,25 @@ struct Stack {
     return Ran{st->Code(), p.Stdout(), p.Stderr()};
   }
 
+  // Every row of (sym, iv) in MySQL's kline table as closed-candle JSON (RefJson's form),
+  // oldest first.
+  std::vector<std::string> MysqlCandles(const std::string& sym, const std::string& iv) {
+    std::vector<std::string> out;
+    for (const auto& r : mysql.Query(
+             "SELECT open_time, close_time, first_trade_id, last_trade_id, open, high, low, "
+             "close, volume, quote_volume, taker_buy_volume, taker_buy_quote_volume, trades "
+             "FROM kline WHERE symbol='" + sym + "' AND `interval`='" + iv +
+             "' ORDER BY open_time")) {
+      out.push_back("{\"t\":" + r[0] + ",\"T\":" + r[1] + ",\"s\":\"" + sym + "\",\"i\":\"" + iv +
+                    "\",\"f\":" + r[2] + ",\"L\":" + r[3] + ",\"o\":\"" + Canonical(r[4]) +
+                    "\",\"h\":\"" + Canonical(r[5]) + "\",\"l\":\"" + Canonical(r[6]) +
+                    "\",\"c\":\"" + Canonical(r[7]) + "\",\"v\":\"" + Canonical(r[8]) +
+                    "\",\"q\":\"" + Canonical(r[9]) + "\",\"V\":\"" + Canonical(r[10]) +
+                    "\",\"Q\":\"" + Canonical(r[11]) + "\",\"n\":" + r[12] + ",\"x\":true}");
+    }
+    return out;
+  }
+
   std::string Metrics(int port = 0) const {
     return kt::HttpGet(port ? port : metrics_port, "/metrics");
   }
@@ -331,9 +359,12 @@ inline int64_t MinuteAgo(int minutes) {
 
 // Produces trades to "trades", keyed by symbol (to `partition` if given), and waits for every
 // delivery.
+// stamped: each message's Kafka timestamp is its trade's time (else the time it is sent).
 inline void Produce(kt::Producer* producer, const std::vector<RefTrade>& trades,
-                    int32_t partition = -1 /* RD_KAFKA_PARTITION_UA */) {
-  for (const RefTrade& t : trades) producer->Produce("trades", t.symbol, TradeJson(t), partition);
+                    int32_t partition = -1 /* RD_KAFKA_PARTITION_UA */, bool stamped = false) {
+  for (const RefTrade& t : trades) {
+    producer->Produce("trades", t.symbol, TradeJson(t), partition, {}, stamped ? t.time_ms : 0);
+  }
   producer->Flush();
 }
 

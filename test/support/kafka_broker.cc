@@ -84,7 +84,8 @@ void Producer::OnDelivery(rd_kafka_t*, const rd_kafka_message_t* msg, void* opaq
 }
 
 void Producer::Produce(const std::string& topic, const std::optional<std::string>& key,
-                       const std::string& value, int32_t partition, const KafkaHeaders& headers) {
+                       const std::string& value, int32_t partition, const KafkaHeaders& headers,
+                       int64_t timestamp_ms) {
   rd_kafka_headers_t* hdrs = nullptr;
   if (!headers.empty()) {
     hdrs = rd_kafka_headers_new(headers.size());
@@ -102,7 +103,8 @@ void Producer::Produce(const std::string& topic, const std::optional<std::string
     rd_kafka_resp_err_t e = rd_kafka_producev(
         rk_.get(), RD_KAFKA_V_TOPIC(topic.c_str()), RD_KAFKA_V_PARTITION(partition),
         RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(key_data, key_len),
-        RD_KAFKA_V_VALUE(value_data, value_len), RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END);
+        RD_KAFKA_V_VALUE(value_data, value_len), RD_KAFKA_V_HEADERS(hdrs),
+        RD_KAFKA_V_TIMESTAMP(timestamp_ms), RD_KAFKA_V_END);
     if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
       rd_kafka_poll(rk_.get(), 10);
       continue;

@@ -74,10 +74,11 @@ class Producer {
   ~Producer();
 
   // partition = RD_KAFKA_PARTITION_UA uses the partitioner (murmur2 of the key,
-  // like the Java client, so keyed messages land like a real producer's).
+  // like the Java client, so keyed messages land like a real producer's). timestamp_ms: the
+  // message's CreateTime (0 = now).
   void Produce(const std::string& topic, const std::optional<std::string>& key,
                const std::string& value, int32_t partition = RD_KAFKA_PARTITION_UA,
-               const KafkaHeaders& headers = {});
+               const KafkaHeaders& headers = {}, int64_t timestamp_ms = 0);
   void Flush(milliseconds timeout = milliseconds(10000));
   rd_kafka_t* handle() const { return rk_.get(); }
 

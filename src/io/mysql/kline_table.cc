@@ -155,6 +155,58 @@ WriteStatus KlineTable::Upsert(std::span<const StoredCandle> candles, size_t* ba
   return WriteStatus::kOk;
 }
 
+// An unconditional replacement of every column (recompute may lower `trades`).
+constexpr std::string_view kReplaceTail =
+    " ON DUPLICATE KEY UPDATE close_time=VALUES(close_time),open=VALUES(open),"
+    "high=VALUES(high),low=VALUES(low),close=VALUES(close),volume=VALUES(volume),"
+    "quote_volume=VALUES(quote_volume),taker_buy_volume=VALUES(taker_buy_volume),"
+    "taker_buy_quote_volume=VALUES(taker_buy_quote_volume),trades=VALUES(trades),"
+    "first_trade_id=VALUES(first_trade_id),last_trade_id=VALUES(last_trade_id)";
+
+WriteStatus KlineTable::ReplaceIfUnchanged(std::string_view symbol, Interval iv,
+                                           std::span<const Replacement> rows,
+                                           std::vector<bool>* written) {
+  written->assign(rows.size(), false);
+  if (rows.empty()) return WriteStatus::kOk;
+  int64_t lo = INT64_MAX, hi = INT64_MIN;
+  for (const Replacement& r : rows) {
+    lo = std::min(lo, r.now.open_time);
+    hi = std::max(hi, r.now.open_time);
+  }
+  if (!conn_->EnsureConnected() || !conn_->Begin()) return WriteStatus::kFailed;
+  if (const WriteStatus fence = CheckFence(); fence != WriteStatus::kOk) {
+    conn_->Rollback();
+    return fence;
+  }
+  std::vector<Candle> locked;
+  if (!SelectRange(symbol, iv, lo, hi, " ORDER BY open_time FOR UPDATE", &locked)) {
+    conn_->Rollback();
+    return WriteStatus::kFailed;
+  }
+  // locked is ascending by open time (the primary key's order).
+  sql_.assign(kInsertHead);
+  size_t n = 0;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const auto it = std::lower_bound(
+        locked.begin(), locked.end(), rows[i].now.open_time,
+        [](const Candle& c, int64_t t) { return c.open_time < t; });
+    const bool present = it != locked.end() && it->open_time == rows[i].now.open_time;
+    const bool same = present ? rows[i].was.has_value() && *rows[i].was == *it
+                              : !rows[i].was.has_value();
+    if (!same) continue;
+    if (n++ != 0) sql_.push_back(',');
+    AppendRow(symbol, rows[i].now, &sql_);
+    (*written)[i] = true;
+  }
+  sql_.append(kReplaceTail);
+  if ((n > 0 && !conn_->Query(sql_)) || !conn_->Commit()) {
+    conn_->Rollback();
+    written->assign(rows.size(), false);
+    return WriteStatus::kFailed;
+  }
+  return WriteStatus::kOk;
+}
+
 bool KlineTable::UpsertRows(std::span<const Candle> rows, std::string_view symbol) {
   for (size_t start = 0; start < rows.size(); start += batch_rows_) {
     const size_t end = std::min(rows.size(), start + batch_rows_);
@@ -191,27 +243,35 @@ std::optional<Candle> KlineTable::FetchOne(Interval iv, bool* ok) {
   return c;
 }
 
-bool KlineTable::ReadRange(std::string_view symbol, Interval iv, int64_t lo, int64_t hi,
-                           size_t limit, bool newest_first, std::vector<Candle>* out) {
-  if (limit == 0 || lo > hi) return true;
-  if (!conn_->EnsureConnected()) return false;
+bool KlineTable::SelectRange(std::string_view symbol, Interval iv, int64_t lo, int64_t hi,
+                             std::string_view tail, std::vector<Candle>* out) {
   sql_.assign(kSelectColumns);
   AppendSelect(symbol, iv, &sql_);
   sql_.append(" AND open_time>=");
   AppendInt(lo, &sql_);
   sql_.append(" AND open_time<=");
   AppendInt(hi, &sql_);
-  sql_.append(newest_first ? " ORDER BY open_time DESC LIMIT " : " ORDER BY open_time ASC LIMIT ");
-  AppendInt(static_cast<int64_t>(limit), &sql_);
+  sql_.append(tail);
   if (!conn_->Query(sql_)) return false;
   MysqlResult res = conn_->StoreResult();
   if (res == nullptr || mysql_num_fields(res.get()) != kSelectColumnCount) return false;
-  const size_t first = out->size();
   while (MYSQL_ROW row = mysql_fetch_row(res.get())) {
     Candle c;
     if (!ParseRow(row, mysql_fetch_lengths(res.get()), iv, &c)) return false;
     out->push_back(c);
   }
+  return true;
+}
+
+bool KlineTable::ReadRange(std::string_view symbol, Interval iv, int64_t lo, int64_t hi,
+                           size_t limit, bool newest_first, std::vector<Candle>* out) {
+  if (limit == 0 || lo > hi) return true;
+  if (!conn_->EnsureConnected()) return false;
+  std::string tail(newest_first ? " ORDER BY open_time DESC LIMIT "
+                                : " ORDER BY open_time ASC LIMIT ");
+  AppendInt(static_cast<int64_t>(limit), &tail);
+  const size_t first = out->size();
+  if (!SelectRange(symbol, iv, lo, hi, tail, out)) return false;
   if (newest_first) std::reverse(out->begin() + static_cast<ptrdiff_t>(first), out->end());
   return true;
 }

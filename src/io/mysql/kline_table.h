@@ -119,6 +119,20 @@ class KlineTable {
   [[nodiscard]] WriteStatus Upsert(std::span<const StoredCandle> candles,
                                    size_t* batches = nullptr);
 
+  // One row of a replacement (klinectl recompute): `now` goes in where the stored row is
+  // still `was` (nullopt: no row). Unlike Upsert it may hold fewer trades than the row.
+  struct Replacement {
+    std::optional<Candle> was;
+    Candle now;
+  };
+  // Replaces the rows of (symbol, iv) in one transaction: checks the fence, locks the rows in
+  // the replacements' open-time range (SELECT ... FOR UPDATE), and writes each replacement
+  // whose row still equals `was` (a late trade merged meanwhile, or klined persisting a newer
+  // version, makes it a conflict: left as it is). (*written)[i] says whether rows[i] went in.
+  [[nodiscard]] WriteStatus ReplaceIfUnchanged(std::string_view symbol, Interval iv,
+                                               std::span<const Replacement> rows,
+                                               std::vector<bool>* written);
+
   // The stored candle, or nullopt when there is no such row or on an error (*ok, if given,
   // says which).
   std::optional<Candle> Read(std::string_view symbol, Interval iv, int64_t open_time,
@@ -150,6 +164,10 @@ class KlineTable {
  private:
   void AppendRow(std::string_view symbol, const Candle& c, std::string* sql);
   bool UpsertRows(std::span<const Candle> rows, std::string_view symbol);
+  // The rows of (symbol, iv) with lo <= open_time <= hi, `tail` (ORDER BY, LIMIT, FOR
+  // UPDATE) appended to the SELECT, appended to *out in the order MySQL returns them.
+  bool SelectRange(std::string_view symbol, Interval iv, int64_t lo, int64_t hi,
+                   std::string_view tail, std::vector<Candle>* out);
   // SELECT of the columns ParseRow reads, with a WHERE for one (symbol, interval).
   void AppendSelect(std::string_view symbol, Interval iv, std::string* sql);
   std::optional<Candle> FetchOne(Interval iv, bool* ok);

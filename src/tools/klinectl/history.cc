@@ -17,15 +17,13 @@
 // holds (klined_redis_data_loss_total) and the rollover opens the rest.
 #include "tools/klinectl/history.h"
 
-#include <unistd.h>
-
-#include <chrono>
 #include <cstdio>
 #include <span>
 #include <string>
 
 #include "io/mysql/kline_table.h"
 #include "klined/candle.h"
+#include "tools/klinectl/history_util.h"
 
 namespace klined::klinectl {
 namespace {
@@ -53,46 +51,6 @@ for i = 3, #ARGV, 2 do
 end
 return {written, present, outside}
 )LUA";
-
-// Progress on stderr: a line rewritten in place on a terminal, a line every 5 s otherwise.
-class Progress {
- public:
-  explicit Progress(size_t total) : total_(total), tty_(isatty(2) == 1), start_(Now()) {}
-  void Update(size_t done, uint64_t written) {
-    const double now = Now();
-    if (now - last_ < (tty_ ? 0.2 : 5.0) && done != total_) return;
-    last_ = now;
-    const double elapsed = std::max(now - start_, 1e-3);
-    const double rate = static_cast<double>(done) / elapsed;
-    const double eta = rate > 0 ? static_cast<double>(total_ - done) / rate : 0;
-    std::fprintf(
-        stderr,
-        "%srestore-redis: %zu/%zu symbols, %llu candles written, %.1f symbols/s, ETA %.0f s%s",
-        tty_ ? "\r" : "", done, total_, static_cast<unsigned long long>(written), rate, eta,
-        tty_ ? "   " : "\n");
-    if (tty_ && done == total_) std::fputc('\n', stderr);
-  }
-
- private:
-  static double Now() {
-    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-        .count();
-  }
-  size_t total_;
-  bool tty_;
-  double start_;
-  double last_ = 0;
-};
-
-bool AllSymbols(MysqlConn* db, std::vector<std::string>* out) {
-  if (!db->Query("SELECT DISTINCT symbol FROM kline ORDER BY symbol")) return false;
-  MysqlResult res = db->StoreResult();
-  if (res == nullptr) return false;
-  while (MYSQL_ROW r = mysql_fetch_row(res.get())) {
-    if (r[0] != nullptr) out->emplace_back(r[0]);
-  }
-  return true;
-}
 
 // What both tools open: MySQL, Redis with RESTORE loaded, the symbols to work on.
 struct Session {
@@ -190,7 +148,7 @@ int RestoreRedis(const RestoreOptions& o) {
   Session session(o);
   if (!session.Open(o)) return 2;
   KlineTable table(&session.db, 500, o.tz);
-  Progress progress(session.symbols.size());
+  Progress progress("restore-redis", o.dry_run ? "to write" : "written", session.symbols.size());
   uint64_t written = 0, symbols_touched = 0;
   std::vector<Candle> candles;
   for (size_t k = 0; k < session.symbols.size(); ++k) {
@@ -276,22 +234,6 @@ class BucketMerger {
   uint64_t incomplete_ = 0;
 };
 
-// The fence epoch klined's persistence writes under now: derive's upserts go in under it, and
-// are refused (the run stops; rerun) if a new lease holder raises it meanwhile.
-bool CurrentFence(MysqlConn* db, int64_t* epoch) {
-  *epoch = 0;
-  if (!db->Query("SELECT epoch FROM kline_fence WHERE id=1")) {
-    // No fence table yet: klined never persisted here; nothing to be fenced against.
-    return db->error_number() == 1146;
-  }
-  MysqlResult res = db->StoreResult();
-  if (res == nullptr) return false;
-  if (MYSQL_ROW r = mysql_fetch_row(res.get()); r != nullptr && r[0] != nullptr) {
-    *epoch = std::strtoll(r[0], nullptr, 10);
-  }
-  return true;
-}
-
 }  // namespace
 
 int Derive(const DeriveOptions& d) {
@@ -316,7 +258,7 @@ int Derive(const DeriveOptions& d) {
     return 2;
   }
   table.set_fence_epoch(epoch);
-  Progress progress(session.symbols.size());
+  Progress progress("derive", o.dry_run ? "to derive" : "derived", session.symbols.size());
   constexpr size_t kPage = 20000;
   uint64_t derived = 0, incomplete = 0, redis_written = 0;
   std::vector<Candle> page, out;

@@ -16,6 +16,7 @@
 #include "io/redis/key_layout.h"
 #include "io/redis/redis_conn.h"
 #include "tools/klinectl/history.h"
+#include "tools/klinectl/recompute.h"
 
 #include <algorithm>
 #include <charconv>
@@ -63,6 +64,13 @@ Commands:
                                         stored interval's (default: the coarsest configured
                                         one nesting in IV), upserted into MySQL and added to
                                         Redis history; T is ms since the epoch or ISO 8601
+  recompute --from T --to T [--symbols A,B] [--dry-run]
+                                        every configured interval's candles meeting [T, T]
+                                        recomputed from the trades still in Kafka (a reader of
+                                        its own, never the group's offsets) and replaced in
+                                        MySQL and Redis, with the closes carried into the empty
+                                        candles after; closed buckets only, compare-and-set
+                                        against klined's writes; needs --config
 Options:
   --config FILE           klined's config file (e.g. /etc/klined/klined.yaml): Redis address,
                           user, password, key prefixes and the MySQL connection come from it
@@ -79,7 +87,9 @@ Options:
   --symbols A,B           restore-redis: only these symbols (default: every symbol in MySQL)
   --dry-run               restore-redis, derive: count what would be written, write nothing
   --help
-Exit status: 0 ok, 1 not found, 2 usage or connection error.
+Exit status: 0 ok, 1 not found, 2 usage or connection error; recompute also 3 (done
+except for candles klined changed meanwhile, or still busy: rerun) and 4 (refused: Kafka no
+longer retains the start of the range).
 )";
 
 struct Options {
@@ -659,6 +669,23 @@ int Derive(const Options& o) {
   return klined::klinectl::Derive(d);
 }
 
+int Recompute(const Options& o) {
+  if (o.args.size() != 1 || o.from_ms == INT64_MIN || o.to_ms == INT64_MAX || !o.cfg) {
+    Die("usage: klinectl --config FILE recompute --from T --to T [--symbols A,B] [--dry-run]");
+  }
+  if (o.from_ms > o.to_ms) Die("--from is after --to");
+  const klined::Config& c = *o.cfg;
+  klined::klinectl::RecomputeOptions r;
+  r.base = HistoryOptions(o);
+  r.brokers = c.kafka.brokers;
+  r.topic = c.kafka.topic;
+  r.kafka_properties = c.kafka.properties;
+  r.fields = c.trade_fields;
+  r.from_ms = o.from_ms;
+  r.to_ms = o.to_ms;
+  return klined::klinectl::Recompute(r);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -670,6 +697,7 @@ int main(int argc, char** argv) {
   if (cmd == "restore-redis") return RestoreRedis(o);
   if (cmd == "derive") return Derive(o);
   if (cmd == "retire") return Retire(o);
+  if (cmd == "recompute") return Recompute(o);
   Die("unknown command '" + cmd +
-      "' (candles, ticker, symbols, retire, restore-redis, derive; see --help)");
+      "' (candles, ticker, symbols, retire, restore-redis, derive, recompute; see --help)");
 }

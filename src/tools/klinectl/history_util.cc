@@ -1,0 +1,62 @@
+#include "tools/klinectl/history_util.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+
+namespace klined::klinectl {
+namespace {
+
+double Now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+Progress::Progress(std::string tool, std::string what, size_t total)
+    : tool_(std::move(tool)), what_(std::move(what)), total_(total), tty_(isatty(2) == 1),
+      start_(Now()) {}
+
+void Progress::Update(size_t done, uint64_t candles) {
+  const double now = Now();
+  if (now - last_ < (tty_ ? 0.2 : 5.0) && done != total_) return;
+  last_ = now;
+  const double elapsed = std::max(now - start_, 1e-3);
+  const double rate = static_cast<double>(done) / elapsed;
+  const double eta = rate > 0 ? static_cast<double>(total_ - done) / rate : 0;
+  std::fprintf(stderr, "%s%s: %zu/%zu symbols, %llu candles %s, %.1f symbols/s, ETA %.0f s%s",
+               tty_ ? "\r" : "", tool_.c_str(), done, total_,
+               static_cast<unsigned long long>(candles), what_.c_str(), rate, eta,
+               tty_ ? "   " : "\n");
+  if (tty_ && done == total_) std::fputc('\n', stderr);
+}
+
+bool AllSymbols(MysqlConn* db, std::vector<std::string>* out) {
+  if (!db->Query("SELECT DISTINCT symbol FROM kline ORDER BY symbol")) return false;
+  MysqlResult res = db->StoreResult();
+  if (res == nullptr) return false;
+  while (MYSQL_ROW r = mysql_fetch_row(res.get())) {
+    if (r[0] != nullptr) out->emplace_back(r[0]);
+  }
+  return true;
+}
+
+bool CurrentFence(MysqlConn* db, int64_t* epoch) {
+  *epoch = 0;
+  if (!db->Query("SELECT epoch FROM kline_fence WHERE id=1")) {
+    // No fence table yet: klined never persisted here; nothing to be fenced against.
+    return db->error_number() == 1146;
+  }
+  MysqlResult res = db->StoreResult();
+  if (res == nullptr) return false;
+  if (MYSQL_ROW r = mysql_fetch_row(res.get()); r != nullptr && r[0] != nullptr) {
+    *epoch = std::strtoll(r[0], nullptr, 10);
+  }
+  return true;
+}
+
+}  // namespace klined::klinectl
