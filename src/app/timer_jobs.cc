@@ -19,6 +19,8 @@ PersistOptions PersistFrom(const Config& c) {
   o.persist_interval_ms = c.mysql.persist_interval_ms;
   o.batch_rows = static_cast<size_t>(c.mysql.batch_rows);
   o.tz = c.time_zone;
+  o.intervals = c.intervals;
+  o.history_limit = c.redis.history_limit;
   return o;
 }
 
@@ -103,6 +105,12 @@ class JobsCollector : public prometheus::Collectable {
     add("klined_persist_late_rejected_total",
         "Late-trade records that cannot be applied (malformed, out of range); dropped", C,
         double(p.late_rejected.Get()));
+    add("klined_redis_dataset_losses_total",
+        "Times the Redis dataset marker was found gone and history had to be restored from MySQL",
+        C, double(p.dataset_losses.Get()));
+    add("klined_redis_restored_candles_total",
+        "Closed candles written back into Redis history from MySQL after a dataset loss", C,
+        double(p.restored_candles.Get()));
     add("klined_persist_fenced_total",
         "Persistence runs stopped because a newer lease holder fenced this instance out", C,
         double(p.fenced.Get()));

@@ -11,6 +11,7 @@
 #include <limits>
 
 #include "base/log.h"
+#include "io/redis/job_scripts.h"
 #include "io/redis/lua_scripts.h"
 #include "klined/candle.h"
 
@@ -201,6 +202,7 @@ PersistWorker::PersistWorker(PersistOptions options)
   pending_script_ = redis_.AddScript(kPendingDone);
   quarantine_script_ = redis_.AddScript(kQuarantine);
   late_script_ = redis_.AddScript(std::string(lua::kCommon) + kLateDone);
+  restore_script_ = redis_.AddScript(std::string(lua::kHistoryWindow) + lua::kRestoreHistory);
 }
 
 PersistWorker::~PersistWorker() { Stop(); }
@@ -317,7 +319,7 @@ PersistRunReport PersistWorker::RunOnce() {
   std::vector<std::string> symbols;
   report.ok = Connect(&report) && ScanSet(keys_.PendingSymbols(), &symbols, &report) &&
               PersistPending(symbols, &report) && ScanSet(keys_.LateSymbols(), &symbols, &report) &&
-              DrainLate(symbols, &report);
+              DrainLate(symbols, &report) && RestoreStep(&report);
   stats_.runs.Add();
   stats_.last_run_ms.Set(static_cast<uint64_t>(MonotonicMs() - start));
   if (report.ok) {
@@ -371,6 +373,9 @@ bool PersistWorker::EvalAll(const std::vector<std::vector<std::string_view>>& ca
                         << View(r.get()) << "\"");
       } else if (r->type == REDIS_REPLY_INTEGER) {
         (*results)[i] = r->integer;
+      } else if (r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+                 r->element[0]->type == REDIS_REPLY_INTEGER) {
+        (*results)[i] = r->element[0]->integer;  // RESTORE_HISTORY: {written, ...}
       }
     }
     if (!noscript) return true;
@@ -554,6 +559,107 @@ bool PersistWorker::PersistPending(const std::vector<std::string>& symbols,
     const size_t per_symbol = std::max<size_t>(1, seen / (end - begin));
     chunk = std::clamp<size_t>(options_.chunk_candles / per_symbol, 1, options_.max_chunk_symbols);
     begin = end;
+  }
+  return true;
+}
+
+bool PersistWorker::RestoreStep(PersistRunReport* report) {
+  if (options_.intervals.empty()) return true;
+  const std::string marker = keys_.Dataset();
+  if (restoring_ && restore_epoch_ != run_epoch_) restoring_ = false;  // a new grant: anew
+  if (!restoring_) {
+    RedisReply r = redis_.Command({"EXISTS", marker});
+    if (r == nullptr) return FailRedis(report);
+    if (r->type == REDIS_REPLY_INTEGER && r->integer == 1) return true;
+    restore_symbols_.clear();
+    if (!table_.Symbols(&restore_symbols_)) return FailMysql(report);
+    restoring_ = true;
+    restore_next_ = 0;
+    restore_written_ = 0;
+    restore_gap_from_ = INT64_MAX;
+    restore_epoch_ = run_epoch_;
+    LOG(kWarn, "persist.dataset_missing",
+        "marker=" << marker << " symbols=" << restore_symbols_.size()
+                  << " detail=\"Redis holds no dataset marker: a new Redis, or one that lost its "
+                     "data; restoring every symbol's history from MySQL where Redis has none\"");
+  }
+  // A few symbols per run, one pipeline each (15 intervals x history_limit candles at most),
+  // so persistence goes on beside a long restore and memory stays bounded.
+  constexpr size_t kSymbolsPerRun = 20;
+  const size_t end = std::min(restore_symbols_.size(), restore_next_ + kSymbolsPerRun);
+  std::vector<Candle> candles;
+  std::deque<std::string> strings;  // stable addresses for the argv views
+  std::vector<std::vector<std::string_view>> calls;
+  std::vector<long long> results;
+  for (; restore_next_ < end; ++restore_next_) {
+    const std::string& sym = restore_symbols_[restore_next_];
+    strings.clear();
+    calls.clear();
+    for (const Interval iv : options_.intervals) {
+      candles.clear();
+      if (!table_.ReadRange(sym, iv, INT64_MIN, INT64_MAX,
+                            static_cast<size_t>(options_.history_limit), /*newest_first=*/true,
+                            &candles)) {
+        return FailMysql(report);
+      }
+      if (candles.empty()) continue;
+      restore_gap_from_ = std::min(
+          restore_gap_from_, NextBucketOpen(iv, candles.back().open_time, options_.tz));
+      std::vector<std::string_view>& argv = calls.emplace_back();
+      argv = {"EVALSHA",
+              redis_.Sha(restore_script_),
+              "3",
+              strings.emplace_back(keys_.History(sym, iv)),
+              strings.emplace_back(keys_.Trimmed(sym)),
+              strings.emplace_back(keys_.Current(sym, iv)),
+              lease_key_,
+              run_token_,
+              IntervalName(iv),
+              "0"};
+      for (const Candle& c : candles) {
+        argv.push_back(strings.emplace_back(std::to_string(c.open_time)));
+        argv.push_back(strings.emplace_back(CandleJson(c, sym, /*closed=*/true)));
+      }
+    }
+    if (calls.empty()) continue;
+    if (!EvalAll(calls, &results, report)) return false;
+    uint64_t written = 0;
+    for (const long long n : results) {
+      if (n == -1) return Fenced(report);
+      if (n > 0) written += static_cast<uint64_t>(n);
+    }
+    if (written > 0) {
+      // Back among the known symbols (the rollover and the API find it), unless retired.
+      RedisReply retired = redis_.Command({"SISMEMBER", keys_.RetiredSymbols(), sym});
+      if (retired == nullptr) return FailRedis(report);
+      if (retired->type != REDIS_REPLY_INTEGER || retired->integer != 1) {
+        if (redis_.Command({"SADD", keys_.Symbols(), sym}) == nullptr) return FailRedis(report);
+      }
+    }
+    restore_written_ += written;
+    stats_.restored_candles.Add(written);
+  }
+  if (restore_next_ < restore_symbols_.size()) return true;
+  const std::string value = "epoch:" + std::to_string(run_epoch_) + ":" + std::to_string(WallMs());
+  if (redis_.Command({"SET", marker, value}) == nullptr) return FailRedis(report);
+  restoring_ = false;
+  if (restore_written_ > 0) {
+    stats_.dataset_losses.Add();
+    // Closed candles written to Redis but not yet persisted when it lost them are in neither
+    // store (nor in shard memory, once written): they all open after MySQL's newest candle
+    // of their series, and their trades are still in Kafka.
+    const std::string since = std::to_string(restore_gap_from_);
+    LOG(kError, "persist.dataset_restored",
+        "symbols=" << restore_symbols_.size() << " candles=" << restore_written_
+                   << " recompute_from=" << since
+                   << " detail=\"Redis had lost history; the newest redis.history_limit closed "
+                      "candles per interval came back from MySQL; candles that closed shortly "
+                      "before the loss and were not yet in MySQL come back with klinectl "
+                      "recompute --from "
+                   << since << " --to now\"");
+  } else {
+    LOG(kInfo, "persist.dataset_marked",
+        "symbols=" << restore_symbols_.size() << " detail=\"Redis held every stored candle\"");
   }
   return true;
 }

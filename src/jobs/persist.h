@@ -38,6 +38,16 @@
 // the symbol from PREFIX:late when B:late is empty. A crash between COMMIT and the delete
 // re-runs the record: kline_late_applied turns it into a duplicate, counted once.
 //
+// Redis data loss: Redis keeps a marker of the dataset, PREFIX:dataset. Each run first checks
+// it; gone (FLUSHALL, a restart without persistence, a failover to an empty node, or a new
+// Redis) starts a restore: every symbol of the kline table, a few per run between the
+// persistence work, gets the newest redis.history_limit closed candles of each interval back
+// into its history (RESTORE_HISTORY: holes only, never the open bucket, never below the trim
+// mark, nothing pending) and into PREFIX:symbols; then the marker is set again. Shards write
+// back what their memory holds on their own (shard.cc). A restore that wrote anything counts
+// as a loss (klined_redis_dataset_losses_total, log persist.dataset_restored); one that found
+// everything in place (a new deployment, an upgrade) only sets the marker.
+//
 // Fenced by the lease: the worker runs under the token and epoch the timer loop handed it
 // (SetActive). Every Redis script it runs checks that PREFIX:lease still holds the token,
 // and every MySQL write transaction checks kline_fence (KlineTable: raised to the epoch when
@@ -75,6 +85,10 @@ struct PersistOptions {
   size_t chunk_candles = 50'000;  // pending candles held in memory at once, about
   size_t max_chunk_symbols = 500;
   UtcOffset tz;  // aligns empty candles the late path creates
+  // The dataset restore (below): the configured intervals and redis.history_limit. No
+  // intervals: no restore (tests of persistence alone).
+  std::vector<Interval> intervals;
+  int64_t history_limit = 1000;
 };
 
 // Written by the worker's thread (or whoever calls RunOnce), read by the metrics scraper.
@@ -94,6 +108,8 @@ struct PersistStats {
   OwnedCounter late_rejected;     // late records that cannot be applied (bad, out of range)
   OwnedCounter fenced;            // runs stopped because a newer lease holder fenced us out
   OwnedCounter script_errors;     // per-symbol script calls Redis answered with an error
+  OwnedCounter dataset_losses;    // restores after the dataset marker vanished that wrote back
+  OwnedCounter restored_candles;  // candles the dataset restore wrote back into Redis history
 };
 
 struct PersistRunReport {
@@ -145,6 +161,8 @@ class PersistWorker {
   bool ScanSet(const std::string& key, std::vector<std::string>* members, PersistRunReport* report);
   bool PersistPending(const std::vector<std::string>& symbols, PersistRunReport* report);
   bool DrainLate(const std::vector<std::string>& symbols, PersistRunReport* report);
+  // The dataset marker check and, after a loss, the next symbols of the history restore.
+  bool RestoreStep(PersistRunReport* report);
   // Sends pipelined EVALSHA calls (argv per call) and reads the replies; reloads the scripts
   // and resends once on NOSCRIPT (the calls are idempotent).
   // results[i]: call i's integer reply (0 if it was not an integer).
@@ -170,6 +188,15 @@ class PersistWorker {
   size_t pending_script_ = 0;
   size_t quarantine_script_ = 0;
   size_t late_script_ = 0;
+  size_t restore_script_ = 0;
+  // The dataset restore in progress (worker thread): symbols from MySQL, the next one, what
+  // was written so far, and the epoch it runs under (a new grant starts it again).
+  bool restoring_ = false;
+  std::vector<std::string> restore_symbols_;
+  size_t restore_next_ = 0;
+  uint64_t restore_written_ = 0;
+  int64_t restore_epoch_ = -1;
+  int64_t restore_gap_from_ = 0;  // the earliest bucket after MySQL's newest candle, any series
   bool schema_ready_ = false;
   PersistStats stats_;
 

@@ -15,36 +15,6 @@ using namespace klined_it;  // NOLINT: the shared stack and reference
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 
-namespace {
-
-// The MySQL rows of every symbol and interval equal the independent computation's closed
-// candles (those before the current one in Redis).
-void CheckMysql(Stack& stack, const std::vector<RefTrade>& trades,
-                const std::vector<std::string>& symbols) {
-  kt::RedisClient rc = stack.redis.Connect();
-  for (const std::string& sym : symbols) {
-    for (const auto& [iv, len] : kIntervals) {
-      CAPTURE(sym);
-      CAPTURE(iv);
-      const auto cur = rc.Get("kline:{" + sym + "}:" + iv);
-      REQUIRE(cur.has_value());
-      const int64_t end_open = std::stoll(cur->substr(5, cur->find(',') - 5));
-      const std::vector<std::string> got = stack.MysqlCandles(sym, iv);
-      const std::vector<std::string> want = Expected(trades, sym, iv, len, end_open).first;
-      CHECK(got == want);
-      if (got != want) {  // the first difference, readable
-        size_t i = 0;
-        while (i < got.size() && i < want.size() && got[i] == want[i]) ++i;
-        MESSAGE("rows " << got.size() << " want " << want.size() << "; first difference at "
-                        << i << ": " << (i < got.size() ? got[i] : "-") << " want "
-                        << (i < want.size() ? want[i] : "-"));
-      }
-    }
-  }
-}
-
-}  // namespace
-
 TEST_CASE("recompute: a corrupted hour in MySQL and Redis comes back equal to the trades") {
   Stack stack;  // intervals [1m, 5m, 1h]
   const std::vector<std::string> symbols = {"BTCUSDT", "ETHUSDT"};
@@ -109,7 +79,7 @@ TEST_CASE("recompute: a corrupted hour in MySQL and Redis comes back equal to th
         seconds(60));
   };
   REQUIRE(settled());
-  CheckMysql(stack, applied, symbols);  // the baseline: klined stored what it applied
+  stack.CheckMysql(applied, symbols);  // the baseline: klined stored what it applied
 
   // Corrupted too, in both stores.
   const std::string in_range =
@@ -159,7 +129,7 @@ TEST_CASE("recompute: a corrupted hour in MySQL and Redis comes back equal to th
                       [&](const RefTrade& t) { return t.time_ms >= from - 60000; }));
   REQUIRE(settled());
   stack.CheckCandles(trades, symbols);
-  CheckMysql(stack, trades, symbols);
+  stack.CheckMysql(trades, symbols);
 
   const Stack::Ran again = stack.Klinectl(
       {"recompute", "--from", std::to_string(from), "--to", std::to_string(to)}, "recompute-2");

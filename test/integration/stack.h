@@ -307,6 +307,31 @@ struct Stack {
     return out;
   }
 
+  // Every symbol's MySQL rows, each interval, equal the independent computation's closed
+  // candles (those before the current one in Redis).
+  void CheckMysql(const std::vector<RefTrade>& trades, const std::vector<std::string>& symbols) {
+    kt::RedisClient rc = redis.Connect();
+    for (const std::string& sym : symbols) {
+      for (const auto& [iv, len] : kIntervals) {
+        CAPTURE(sym);
+        CAPTURE(iv);
+        const auto cur = rc.Get("kline:{" + sym + "}:" + iv);
+        REQUIRE(cur.has_value());
+        const int64_t end_open = std::stoll(cur->substr(5, cur->find(',') - 5));
+        const std::vector<std::string> got = MysqlCandles(sym, iv);
+        const std::vector<std::string> want = Expected(trades, sym, iv, len, end_open).first;
+        CHECK(got == want);
+        if (got != want) {  // the first difference, readable
+          size_t i = 0;
+          while (i < got.size() && i < want.size() && got[i] == want[i]) ++i;
+          MESSAGE("rows " << got.size() << " want " << want.size() << "; first difference at "
+                          << i << ": " << (i < got.size() ? got[i] : "-") << " want "
+                          << (i < want.size() ? want[i] : "-"));
+        }
+      }
+    }
+  }
+
   std::string Metrics(int port = 0) const {
     return kt::HttpGet(port ? port : metrics_port, "/metrics");
   }

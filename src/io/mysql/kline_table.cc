@@ -243,6 +243,18 @@ std::optional<Candle> KlineTable::FetchOne(Interval iv, bool* ok) {
   return c;
 }
 
+bool KlineTable::Symbols(std::vector<std::string>* out) {
+  if (!conn_->EnsureConnected() || !conn_->Query("SELECT DISTINCT symbol FROM kline ORDER BY symbol")) {
+    return false;
+  }
+  MysqlResult res = conn_->StoreResult();
+  if (res == nullptr) return false;
+  while (MYSQL_ROW r = mysql_fetch_row(res.get())) {
+    if (r[0] != nullptr) out->emplace_back(r[0]);
+  }
+  return true;
+}
+
 bool KlineTable::SelectRange(std::string_view symbol, Interval iv, int64_t lo, int64_t hi,
                              std::string_view tail, std::vector<Candle>* out) {
   sql_.assign(kSelectColumns);

@@ -133,6 +133,9 @@ class KlineTable {
                                                std::span<const Replacement> rows,
                                                std::vector<bool>* written);
 
+  // Every symbol with a row, ascending, appended to *out. False on an error.
+  [[nodiscard]] bool Symbols(std::vector<std::string>* out);
+
   // The stored candle, or nullopt when there is no such row or on an error (*ok, if given,
   // says which).
   std::optional<Candle> Read(std::string_view symbol, Interval iv, int64_t open_time,

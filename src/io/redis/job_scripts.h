@@ -253,4 +253,47 @@ end
 return removed
 )LUA";
 
+// RESTORE_HISTORY: fills the holes of one (symbol, interval) history with candles read from
+// MySQL (klinectl restore-redis and derive, and the persistence worker after a dataset loss).
+// KEYS: history, trimmed hash, current candle. ARGV: lease key, token ('' = unfenced),
+// interval, dry ("1"/"0"), then (open_time, closed candle JSON) pairs, ascending. A candle
+// goes in only where the history has none at its open time (Redis wins: a late trade's update
+// may not be persisted yet), above the interval's trim mark (trimmed on purpose) and before the
+// current candle's open time (that bucket is still open). Nothing is marked pending: the
+// candles are in MySQL already. Returns {written, already present, outside}, or -1 if fenced.
+// HISTORY_WINDOW: the prelude of the scripts that write history from outside the stream
+// (RESTORE_HISTORY, klinectl recompute's RECOMPUTE). history_window(trimmed hash, interval,
+// current key) returns the interval's trim mark (-1: none) and the current candle's open
+// time (nil: none): history is written only strictly between them.
+inline constexpr const char kHistoryWindow[] = R"LUA(
+local function history_window(trimmed_key, iv, current_key)
+  local trimmed = -1
+  local t = redis.pcall('HGET', trimmed_key, iv)
+  if type(t) == 'string' then trimmed = tonumber(t) or -1 end
+  local cur_open = nil
+  local cur = redis.pcall('GET', current_key)
+  if type(cur) == 'string' then cur_open = tonumber(string.match(cur, '^{"t":(%-?%d+)')) end
+  return trimmed, cur_open
+end
+)LUA";
+
+// Used as std::string(kHistoryWindow) + kRestoreHistory.
+inline constexpr const char kRestoreHistory[] = R"LUA(
+if ARGV[2] ~= '' and redis.call('GET', ARGV[1]) ~= ARGV[2] then return -1 end
+local trimmed, cur_open = history_window(KEYS[2], ARGV[3], KEYS[3])
+local written, present, outside = 0, 0, 0
+for i = 5, #ARGV, 2 do
+  local open = tonumber(ARGV[i])
+  if open <= trimmed or (cur_open and open >= cur_open) then
+    outside = outside + 1
+  elseif #redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[i], ARGV[i]) > 0 then
+    present = present + 1
+  else
+    written = written + 1
+    if ARGV[4] == '0' then redis.call('ZADD', KEYS[1], ARGV[i], ARGV[i + 1]) end
+  end
+end
+return {written, present, outside}
+)LUA";
+
 }  // namespace klined::lua

@@ -87,6 +87,9 @@ class KeyLayout {
   // PREFIX:lease and PREFIX:lease:epoch: the timer jobs' lease and its fencing counter.
   std::string Lease() const { return prefix_ + ":lease"; }
   std::string LeaseEpoch() const { return prefix_ + ":lease:epoch"; }
+  // PREFIX:dataset: the persistence worker's marker of the dataset it restored or found;
+  // gone means Redis lost its data (or is new): history is restored from MySQL.
+  std::string Dataset() const { return prefix_ + ":dataset"; }
   // PREFIX:durable: bumped by the flushers before WAIT (redis.wait_replicas).
   std::string Durable() const { return prefix_ + ":durable"; }
 

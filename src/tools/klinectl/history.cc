@@ -22,35 +22,13 @@
 #include <string>
 
 #include "io/mysql/kline_table.h"
+#include "io/redis/job_scripts.h"
 #include "klined/candle.h"
 #include "tools/klinectl/history_util.h"
 
 namespace klined::klinectl {
 namespace {
 
-// KEYS: history, trimmed hash, current candle. ARGV: interval, dry ("1"/"0"), then
-// (open_time, candle JSON) pairs. Returns {written, already present, outside the window}.
-constexpr const char kRestore[] = R"LUA(
-local trimmed = -1
-local t = redis.pcall('HGET', KEYS[2], ARGV[1])
-if type(t) == 'string' then trimmed = tonumber(t) or -1 end
-local cur_open = nil
-local cur = redis.pcall('GET', KEYS[3])
-if type(cur) == 'string' then cur_open = tonumber(string.match(cur, '^{"t":(%-?%d+)')) end
-local written, present, outside = 0, 0, 0
-for i = 3, #ARGV, 2 do
-  local open = tonumber(ARGV[i])
-  if open <= trimmed or (cur_open and open >= cur_open) then
-    outside = outside + 1
-  elseif #redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[i], ARGV[i]) > 0 then
-    present = present + 1
-  else
-    written = written + 1
-    if ARGV[2] == '0' then redis.call('ZADD', KEYS[1], ARGV[i], ARGV[i + 1]) end
-  end
-end
-return {written, present, outside}
-)LUA";
 
 // What both tools open: MySQL, Redis with RESTORE loaded, the symbols to work on.
 struct Session {
@@ -62,7 +40,7 @@ struct Session {
                    o.mysql.port, db.error().c_str());
       return false;
     }
-    script = redis.AddScript(kRestore);
+    script = redis.AddScript(std::string(lua::kHistoryWindow) + lua::kRestoreHistory);
     if (!redis.EnsureConnected()) {
       std::fprintf(stderr, "klinectl: cannot connect to Redis at %s: %s\n", o.redis.address.c_str(),
                    redis.error().c_str());
@@ -88,8 +66,8 @@ struct Session {
       strings_.push_back(std::to_string(c.open_time));
       strings_.push_back(CandleJson(c, sym, /*closed=*/true));
     }
-    args_.assign({"EVALSHA", redis.Sha(script), "3", strings_[0], strings_[1], strings_[2],
-                  IntervalName(iv), o.dry_run ? "1" : "0"});
+    args_.assign({"EVALSHA", redis.Sha(script), "3", strings_[0], strings_[1], strings_[2], "",
+                  "", IntervalName(iv), o.dry_run ? "1" : "0"});
     for (size_t i = 3; i < strings_.size(); ++i) args_.push_back(strings_[i]);
     redis.Append(args_);
     ++calls_;

@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "io/mysql/kline_table.h"
+
 namespace klined::klinectl {
 namespace {
 
@@ -36,13 +38,7 @@ void Progress::Update(size_t done, uint64_t candles) {
 }
 
 bool AllSymbols(MysqlConn* db, std::vector<std::string>* out) {
-  if (!db->Query("SELECT DISTINCT symbol FROM kline ORDER BY symbol")) return false;
-  MysqlResult res = db->StoreResult();
-  if (res == nullptr) return false;
-  while (MYSQL_ROW r = mysql_fetch_row(res.get())) {
-    if (r[0] != nullptr) out->emplace_back(r[0]);
-  }
-  return true;
+  return KlineTable(db, 1, UtcOffset{}).Symbols(out);
 }
 
 bool CurrentFence(MysqlConn* db, int64_t* epoch) {

@@ -50,29 +50,44 @@
 
 #include "io/kafka/kafka_conf.h"
 #include "io/mysql/kline_table.h"
+#include "io/redis/job_scripts.h"
 #include "klined/candle.h"
 #include "tools/klinectl/history_util.h"
 
 namespace klined::klinectl {
 namespace {
 
-// KEYS: history, pending hash, current candle. ARGV: interval, dry ("1"/"0"), the current
-// candle as read and its replacement ('' '' = none), then (open_time, member as read, new
-// member) triples. A member is replaced only if it is still the one read and no pending
-// entry for it waits for MySQL; the current candle only if unchanged. Returns {written,
-// conflicts}.
+// KEYS: history, pending hash, current candle, trimmed hash. ARGV: interval, dry ("1"/"0"),
+// the current candle as read and its replacement ('' '' = none), then (open_time, member as
+// read or '' for none, new member) triples. A member is replaced only if it is still the one
+// read and no pending entry for it waits for MySQL; a missing one (a hole: Redis lost it) is
+// added only if still missing, above the interval's trim mark and before the current candle;
+// the current candle only if unchanged. Returns {written, conflicts}. Used after
+// lua::kHistoryWindow.
 constexpr const char kRecompute[] = R"LUA(
 local written, conflicts = 0, 0
 local pending_ok = redis.call('TYPE', KEYS[2]).ok
 pending_ok = pending_ok == 'none' or pending_ok == 'hash'
+local trimmed, cur_open = history_window(KEYS[4], ARGV[1], KEYS[3])
 for i = 5, #ARGV, 3 do
   local t = ARGV[i]
   local now = redis.call('ZRANGEBYSCORE', KEYS[1], t, t)
-  if #now == 1 and now[1] == ARGV[i + 1] and pending_ok and
-     redis.call('HEXISTS', KEYS[2], ARGV[1] .. '|' .. t) == 0 then
+  local was = ARGV[i + 1]
+  local free = pending_ok and redis.call('HEXISTS', KEYS[2], ARGV[1] .. '|' .. t) == 0
+  if was == '' then
+    local open = tonumber(t)
+    if open <= trimmed or (cur_open and open >= cur_open) then
+      -- outside Redis's window: MySQL's only
+    elseif #now == 0 and free then
+      written = written + 1
+      if ARGV[2] == '0' then redis.call('ZADD', KEYS[1], t, ARGV[i + 2]) end
+    else
+      conflicts = conflicts + 1
+    end
+  elseif #now == 1 and now[1] == was and free then
     written = written + 1
     if ARGV[2] == '0' then
-      redis.call('ZREM', KEYS[1], ARGV[i + 1])
+      redis.call('ZREM', KEYS[1], was)
       redis.call('ZADD', KEYS[1], t, ARGV[i + 2])
     end
   else
@@ -334,7 +349,7 @@ class Recomputer {
                    b.mysql.host.c_str(), b.mysql.port, db_.error().c_str());
       return 2;
     }
-    script_ = redis_.AddScript(kRecompute);
+    script_ = redis_.AddScript(std::string(lua::kHistoryWindow) + kRecompute);
     if (!redis_.EnsureConnected()) {
       std::fprintf(stderr, "klinectl: cannot connect to Redis at %s: %s\n",
                    b.redis.address.c_str(), redis_.error().c_str());
@@ -638,8 +653,9 @@ class Recomputer {
         mysql->push_back(KlineTable::Replacement{
             m == st.mysql.end() ? std::nullopt : std::optional<Candle>(m->second), now});
       }
-      if (r != st.redis.end() && !(in_redis && *in_redis == now)) {
-        same = false;
+      if (r == st.redis.end() || !(in_redis && *in_redis == now)) {
+        // A replacement, or a hole (the script adds it only inside Redis's window).
+        same &= r == st.redis.end();
         redis->emplace_back(now.open_time, CandleJson(now, s.symbol, /*closed=*/true));
       }
       if (same) ++unchanged_;
@@ -737,21 +753,23 @@ class Recomputer {
         changed_mysql_ += mysql.size();
       }
       // Redis: the members read in step 1, where MySQL took the new version (or had it).
-      std::vector<std::string> argv_s = {"EVALSHA", std::string(redis_.Sha(script_)), "3",
+      std::vector<std::string> argv_s = {"EVALSHA", std::string(redis_.Sha(script_)), "4",
                                          b.keys.History(s.symbol, st.iv),
                                          b.keys.Pending(s.symbol),
                                          b.keys.Current(s.symbol, st.iv),
+                                         b.keys.Trimmed(s.symbol),
                                          std::string(IntervalName(st.iv)),
                                          b.dry_run ? "1" : "0",
                                          new_current.empty() ? "" : st.current,
                                          new_current};
       for (const auto& [t, json] : redis) {
         if (mysql_conflicts.contains(t)) continue;
+        const auto was = st.redis.find(t);
         argv_s.push_back(std::to_string(t));
-        argv_s.push_back(st.redis.at(t));
+        argv_s.push_back(was == st.redis.end() ? std::string() : was->second);
         argv_s.push_back(json);
       }
-      if (argv_s.size() == 10 && new_current.empty()) continue;
+      if (argv_s.size() == 11 && new_current.empty()) continue;
       std::vector<std::string_view> argv(argv_s.begin(), argv_s.end());
       redis_.Append(argv);
       RedisReply r = redis_.GetReply();
