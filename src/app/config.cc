@@ -511,6 +511,8 @@ const std::vector<KeySpec>& Keys() {
                        kSighup, "a trade is in Redis within this + 100 ms"));
     k.push_back(IntKey("rollover_grace_ms", KLINED_FIELD(rollover_grace_ms), 1000, 10, 60000,
                        kSighup, "candles roll over within this after a bucket boundary"));
+    k.push_back(IntKey("drain_timeout_ms", KLINED_FIELD(drain_timeout_ms), 20000, 1000, 600000,
+                       kRestart, "the SIGTERM drain's bound; keep it below TimeoutStopSec"));
     k.push_back(IntKey("max_future_skew_ms", KLINED_FIELD(max_future_skew_ms), 60000, 0, 86400000,
                        kSighup, "trades further ahead of the wall clock are rejected"));
     k.push_back(IntKey("shards", KLINED_FIELD(shards), 0, 0, 256, kRestart, "0 = one per core"));

@@ -117,6 +117,7 @@ struct Config {
   UtcOffset time_zone;
   int64_t flush_interval_ms = 0;
   int64_t rollover_grace_ms = 0;
+  int64_t drain_timeout_ms = 0;  // the SIGTERM drain's bound
   int64_t max_future_skew_ms = 0;
   int shards = 0;  // 0 = one per core
   Lease lease;

@@ -17,7 +17,7 @@
 //
 // Shutdown order: set the drain deadline, release the lease and stop the timer jobs, stop the
 // consumer (which drains: final round, flush, commit, leave the group), then the shards, then
-// exit 0, within kDrainTimeoutMs (plus the timeouts of calls in flight). A second
+// exit 0, within drain_timeout_ms (plus the timeouts of calls in flight). A second
 // SIGTERM/SIGINT exits at once. Destruction: the metrics exposer goes first, so no scrape
 // reads the jobs, the consumer or the shards after they are destroyed.
 #include <librdkafka/rdkafka.h>
@@ -101,7 +101,6 @@ std::string Quoted(std::string s) {
   return s;
 }
 
-constexpr int64_t kDrainTimeoutMs = 20000;
 constexpr int64_t kTickMs = 50;
 constexpr int64_t kStatusEveryMs = 5000;
 constexpr int64_t kStartupBackoffMinMs = 200;
@@ -319,6 +318,7 @@ bool Reload(const std::string& config_path, Config* config,
 
 int Run(const std::string& config_path, Config config) {
   InstallSignals();
+  const int64_t drain_timeout_ms = config.drain_timeout_ms;
   ApplyLogConfig(config);
   LOG(kInfo, "start",
       "version=" << KLINED_VERSION << " allocator=\"" << AllocatorName() << "\" "
@@ -456,11 +456,11 @@ int Run(const std::string& config_path, Config config) {
   // The deadline first, before anything that can block: the consumer thread saw the stop
   // flag already and its drain waits until this deadline (re-reading it), so with Redis down
   // the drain ends there instead of never.
-  const int64_t deadline = MonotonicMs() + kDrainTimeoutMs;
+  const int64_t deadline = MonotonicMs() + drain_timeout_ms;
   drain_deadline.store(deadline);
   notifier.Stopping();
   metrics.set_ready(false);
-  LOG(kInfo, "drain.start", "timeout_ms=" << kDrainTimeoutMs);
+  LOG(kInfo, "drain.start", "timeout_ms=" << drain_timeout_ms);
   // The API answers from Redis and MySQL, never from what this instance holds: it stops
   // first, so a load balancer moves its clients to another instance while the drain runs.
   if (api) api->Stop();

@@ -265,10 +265,10 @@ TEST_CASE("failover: MySQL down for a while under load; everything reaches it af
 
 TEST_CASE("failover: SIGTERM while Redis is stopped under trades: exits within the drain bound") {
   // The drain's flush cannot finish with Redis stopped (SIGSTOP: connections hang rather than
-  // fail). klined must still exit within its drain bound (kDrainTimeoutMs, 20 s, plus the
-  // few seconds of timeouts of calls in flight), and a new instance must then replay what
+  // fail). klined must still exit within its drain bound (drain_timeout_ms, 5 s here, plus
+  // the few seconds of timeouts of calls in flight), and a new instance must then replay what
   // was not committed: nothing lost.
-  Stack stack(false, kJobsTail);
+  Stack stack(false, std::string(kJobsTail) + "drain_timeout_ms: 5000\n");
   auto klined = stack.StartKlined("klined");
   REQUIRE_MESSAGE(WaitFor([&] { return Held(stack, stack.metrics_port); }, seconds(15)),
                   klined->OutputTail());
@@ -311,7 +311,7 @@ TEST_CASE("failover: SIGTERM while Redis is stopped under trades: exits within t
 
   const auto t0 = Clock::now();
   klined->Terminate();
-  const auto st = klined->Wait(seconds(20 + 12));
+  const auto st = klined->Wait(seconds(5 + 12));
   const auto took = std::chrono::duration_cast<milliseconds>(Clock::now() - t0);
   stack.redis.process().Resume();
   REQUIRE_MESSAGE(st.has_value(), "still draining after " << took.count() << " ms\n"

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cstdlib>
 #include <vector>
 
 namespace klined {
@@ -241,6 +242,20 @@ std::optional<Candle> KlineTable::FetchOne(Interval iv, bool* ok) {
   if (!ParseRow(row, mysql_fetch_lengths(res.get()), iv, &c)) return std::nullopt;
   *ok = true;
   return c;
+}
+
+bool KlineTable::MaxTradeId(std::string_view symbol, int64_t* out) {
+  *out = 0;
+  if (!conn_->EnsureConnected()) return false;
+  sql_.assign("SELECT MAX(last_trade_id) FROM kline WHERE symbol=");
+  conn_->AppendQuoted(symbol, &sql_);
+  if (!conn_->Query(sql_)) return false;
+  MysqlResult res = conn_->StoreResult();
+  if (res == nullptr) return false;
+  if (MYSQL_ROW r = mysql_fetch_row(res.get()); r != nullptr && r[0] != nullptr) {
+    *out = std::max<int64_t>(0, std::strtoll(r[0], nullptr, 10));
+  }
+  return true;
 }
 
 bool KlineTable::Symbols(std::vector<std::string>* out) {

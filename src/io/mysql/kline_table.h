@@ -133,6 +133,8 @@ class KlineTable {
                                                std::span<const Replacement> rows,
                                                std::vector<bool>* written);
 
+  // The highest last_trade_id of the symbol's rows (0 when none has trades). False on an error.
+  [[nodiscard]] bool MaxTradeId(std::string_view symbol, int64_t* out);
   // Every symbol with a row, ascending, appended to *out. False on an error.
   [[nodiscard]] bool Symbols(std::vector<std::string>* out);
 

@@ -122,10 +122,48 @@ struct Session {
 
 }  // namespace
 
+namespace {
+
+// RESTORE_CURRENT: a symbol's watermark and current candles where klined is not running.
+// KEYS: watermark, then one current candle key per interval. ARGV: dry ("1"/"0"), the
+// watermark, then one current candle JSON per key. Nothing if the watermark exists (a
+// klined wrote this symbol since the loss: its state stands); else each missing current
+// candle is set, then the watermark. Returns the number of current candles written.
+constexpr const char kRestoreCurrent[] = R"LUA(
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local n = 0
+for i = 2, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 0 then
+    n = n + 1
+    if ARGV[1] == '0' then redis.call('SET', KEYS[i], ARGV[i + 1]) end
+  end
+end
+if ARGV[1] == '0' then redis.call('SET', KEYS[1], ARGV[2]) end
+return n
+)LUA";
+
+}  // namespace
+
 int RestoreRedis(const RestoreOptions& o) {
   Session session(o);
   if (!session.Open(o)) return 2;
   KlineTable table(&session.db, 500, o.tz);
+  // Current candles and watermarks only while no klined runs: a running one holds them in
+  // memory and writes them back itself (a shard that loaded an empty symbol meanwhile would
+  // find storage changed, reload it and re-apply what it holds).
+  RedisReply lease = session.redis.Command({"EXISTS", o.keys.Lease()});
+  if (lease == nullptr) {
+    std::fprintf(stderr, "klinectl: Redis: %s\n", session.redis.error().c_str());
+    return 2;
+  }
+  const bool klined_running = lease->type != REDIS_REPLY_INTEGER || lease->integer != 0;
+  const size_t current_script = session.redis.AddScript(kRestoreCurrent);
+  if (!klined_running && !session.redis.ReloadScripts()) {
+    std::fprintf(stderr, "klinectl: Redis: %s\n", session.redis.error().c_str());
+    return 2;
+  }
+  uint64_t currents = 0, watermarks = 0;
+  std::vector<std::string> current_keys, current_json;
   Progress progress("restore-redis", o.dry_run ? "to write" : "written", session.symbols.size());
   uint64_t written = 0, symbols_touched = 0;
   std::vector<Candle> candles;
@@ -139,10 +177,50 @@ int RestoreRedis(const RestoreOptions& o) {
                      std::string(IntervalName(iv)).c_str(), session.db.error().c_str());
         return 2;
       }
-      if (!candles.empty()) session.AppendRestore(o, sym, iv, candles);
+      if (candles.empty()) continue;
+      session.AppendRestore(o, sym, iv, candles);
+      if (!klined_running) {
+        // The bucket after MySQL's newest, empty, carrying its close: klined resumes a
+        // gapless series (the rollover brings it to now).
+        const Candle& newest = candles.back();
+        current_keys.push_back(o.keys.Current(sym, iv));
+        current_json.push_back(CandleJson(
+            Candle::Empty(iv, NextBucketOpen(iv, newest.open_time, o.tz), o.tz, newest.close), sym,
+            /*closed=*/false));
+      }
     }
     uint64_t sym_written = 0;
     if (!session.FinishSymbol(o, sym, &sym_written)) return 2;
+    if (!current_keys.empty()) {
+      int64_t last_id = 0;
+      if (!table.MaxTradeId(sym, &last_id)) {
+        std::fprintf(stderr, "\nklinectl: reading %s's last trade id: %s\n", sym.c_str(),
+                     session.db.error().c_str());
+        return 2;
+      }
+      const std::string wm_key = o.keys.Watermark(sym);
+      const std::string wm = std::to_string(last_id);
+      std::vector<std::string_view> argv = {"EVALSHA", session.redis.Sha(current_script), "", wm_key};
+      const std::string nkeys = std::to_string(current_keys.size() + 1);
+      argv[2] = nkeys;
+      for (const std::string& k : current_keys) argv.push_back(k);
+      argv.push_back(o.dry_run ? "1" : "0");
+      argv.push_back(wm);
+      for (const std::string& j : current_json) argv.push_back(j);
+      session.redis.Append(argv);
+      RedisReply r = session.redis.GetReply();
+      if (r == nullptr || r->type != REDIS_REPLY_INTEGER) {
+        std::fprintf(stderr, "\nklinectl: %s: RESTORE_CURRENT answered %s\n", sym.c_str(),
+                     r == nullptr ? session.redis.error().c_str()
+                     : r->type == REDIS_REPLY_ERROR ? r->str
+                                                     : "an unexpected reply");
+        return 2;
+      }
+      currents += static_cast<uint64_t>(r->integer);
+      watermarks += r->integer > 0 ? 1 : 0;
+      current_keys.clear();
+      current_json.clear();
+    }
     written += sym_written;
     symbols_touched += sym_written > 0 ? 1 : 0;
     progress.Update(k + 1, written);
@@ -155,6 +233,14 @@ int RestoreRedis(const RestoreOptions& o) {
       static_cast<unsigned long long>(session.present),
       static_cast<unsigned long long>(session.outside),
       static_cast<unsigned long long>(symbols_touched), o.dry_run ? "would change" : "changed");
+  if (klined_running) {
+    std::printf("current candles and watermarks left to the running klined (it holds the lease)\n");
+  } else {
+    std::printf("no klined running: %llu current candles and %llu watermarks %s\n",
+                static_cast<unsigned long long>(currents),
+                static_cast<unsigned long long>(watermarks),
+                o.dry_run ? "would be restored" : "restored");
+  }
   return 0;
 }
 
