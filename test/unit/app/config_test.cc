@@ -80,6 +80,7 @@ TEST_CASE("config: an empty file, comments only, or null keys give the defaults"
   CHECK(c.time_zone == UtcOffset{0});
   CHECK(c.flush_interval_ms == 333);
   CHECK(c.rollover_grace_ms == 1000);
+  CHECK(c.drain_timeout_ms == 20000);
   CHECK(c.max_future_skew_ms == 60000);
   CHECK(c.shards == 0);
   CHECK(c.lease.ttl_ms == 3000);
@@ -137,6 +138,7 @@ intervals:
 time_zone: "-05:30"
 flush_interval_ms: 100
 rollover_grace_ms: 500
+drain_timeout_ms: 7000
 max_future_skew_ms: 0
 shards: 8
 lease:
@@ -205,6 +207,7 @@ api:
   CHECK(c.intervals == Ivs({Interval::k1s, Interval::k1m, Interval::k1M}));  // canonical order
   CHECK(c.time_zone == UtcOffset{-(5 * 60 + 30) * 60000});
   CHECK(c.flush_interval_ms == 100);
+  CHECK(c.drain_timeout_ms == 7000);
   CHECK(c.rollover_grace_ms == 500);
   CHECK(c.max_future_skew_ms == 0);
   CHECK(c.shards == 8);
