@@ -267,6 +267,9 @@ void PersistWorker::Loop() {
     next = std::chrono::steady_clock::now() +
            std::chrono::milliseconds(interval_ms_.load(std::memory_order_relaxed));
     if (active()) RunOnce();
+    // A dataset restore in progress goes on at once (its steps are time-bounded, each run
+    // persisting first), not one step per persist interval.
+    if (restoring_) next = std::chrono::steady_clock::now() + std::chrono::milliseconds(20);
   }
 }
 
@@ -583,15 +586,17 @@ bool PersistWorker::RestoreStep(PersistRunReport* report) {
                   << " detail=\"Redis holds no dataset marker: a new Redis, or one that lost its "
                      "data; restoring every symbol's history from MySQL where Redis has none\"");
   }
-  // A few symbols per run, one pipeline each (15 intervals x history_limit candles at most),
-  // so persistence goes on beside a long restore and memory stays bounded.
-  constexpr size_t kSymbolsPerRun = 20;
-  const size_t end = std::min(restore_symbols_.size(), restore_next_ + kSymbolsPerRun);
+  // Symbols for up to kStepMs per run, one pipeline each (15 intervals x history_limit
+  // candles at most), so persistence goes on beside a long restore and memory stays bounded;
+  // the loop runs the next step at once (Loop).
+  constexpr int64_t kStepMs = 250;
+  const int64_t step_start = MonotonicMs();
+  const size_t end = restore_symbols_.size();
   std::vector<Candle> candles;
   std::deque<std::string> strings;  // stable addresses for the argv views
   std::vector<std::vector<std::string_view>> calls;
   std::vector<long long> results;
-  for (; restore_next_ < end; ++restore_next_) {
+  for (; restore_next_ < end && MonotonicMs() - step_start < kStepMs; ++restore_next_) {
     const std::string& sym = restore_symbols_[restore_next_];
     strings.clear();
     calls.clear();

@@ -38,12 +38,13 @@
 // the symbol from PREFIX:late when B:late is empty. A crash between COMMIT and the delete
 // re-runs the record: kline_late_applied turns it into a duplicate, counted once.
 //
-// Redis data loss: Redis keeps a marker of the dataset, PREFIX:dataset. Each run first checks
-// it; gone (FLUSHALL, a restart without persistence, a failover to an empty node, or a new
-// Redis) starts a restore: every symbol of the kline table, a few per run between the
-// persistence work, gets the newest redis.history_limit closed candles of each interval back
-// into its history (RESTORE_HISTORY: holes only, never the open bucket, never below the trim
-// mark, nothing pending) and into PREFIX:symbols; then the marker is set again. Shards write
+// Redis data loss: Redis keeps a marker of the dataset, PREFIX:dataset. Each run checks it
+// after its persistence work; gone (FLUSHALL, a restart without persistence, a failover to an
+// empty node, or a new Redis) starts a restore: every symbol of the kline table gets the
+// newest redis.history_limit closed candles of each interval back into its history
+// (RESTORE_HISTORY: holes only, never the open bucket, never below the trim mark, nothing
+// pending) and into PREFIX:symbols, in steps of 250 ms, one per run, the runs back to back
+// while it lasts (each persisting first); then the marker is set again. Shards write
 // back what their memory holds on their own (shard.cc). A restore that wrote anything counts
 // as a loss (klined_redis_dataset_losses_total, log persist.dataset_restored); one that found
 // everything in place (a new deployment, an upgrade) only sets the marker.

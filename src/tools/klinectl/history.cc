@@ -317,10 +317,7 @@ int Derive(const DeriveOptions& d) {
   if (!session.Open(o)) return 2;
   KlineTable table(&session.db, 500, o.tz);
   int64_t epoch = 0;
-  if (!CurrentFence(&session.db, &epoch)) {
-    std::fprintf(stderr, "klinectl: reading kline_fence: %s\n", session.db.error().c_str());
-    return 2;
-  }
+  if (!PrepareWrites(&session.db, o.dry_run, &epoch)) return 2;
   table.set_fence_epoch(epoch);
   Progress progress("derive", o.dry_run ? "to derive" : "derived", session.symbols.size());
   constexpr size_t kPage = 20000;

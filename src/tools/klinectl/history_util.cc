@@ -55,4 +55,16 @@ bool CurrentFence(MysqlConn* db, int64_t* epoch) {
   return true;
 }
 
+bool PrepareWrites(MysqlConn* db, bool dry_run, int64_t* epoch) {
+  if (!dry_run && !KlineTable(db, 1, UtcOffset{}).EnsureSchema()) {
+    std::fprintf(stderr, "klinectl: creating klined's tables: %s\n", db->error().c_str());
+    return false;
+  }
+  if (!CurrentFence(db, epoch)) {
+    std::fprintf(stderr, "klinectl: reading kline_fence: %s\n", db->error().c_str());
+    return false;
+  }
+  return true;
+}
+
 }  // namespace klined::klinectl

@@ -34,4 +34,9 @@ bool AllSymbols(MysqlConn* db, std::vector<std::string>* out);
 // rerun) if a new lease holder raises it meanwhile. False on a MySQL error.
 bool CurrentFence(MysqlConn* db, int64_t* epoch);
 
+// Before a tool's MySQL writes: klined's tables created if missing (a database its
+// persistence never wrote to has no kline_fence; not in a dry run), then *epoch =
+// CurrentFence. False with the reason printed.
+bool PrepareWrites(MysqlConn* db, bool dry_run, int64_t* epoch);
+
 }  // namespace klined::klinectl

@@ -361,10 +361,7 @@ class Recomputer {
       return 2;
     }
     int64_t epoch = 0;
-    if (!CurrentFence(&db_, &epoch)) {
-      std::fprintf(stderr, "klinectl: reading kline_fence: %s\n", db_.error().c_str());
-      return 2;
-    }
+    if (!PrepareWrites(&db_, b.dry_run, &epoch)) return 2;
     table_.set_fence_epoch(epoch);
     if (!ListSymbols()) return 2;
     // The trade times that matter: every interval's buckets meeting the range.
