@@ -573,18 +573,32 @@ bool PersistWorker::RestoreStep(PersistRunReport* report) {
   if (!restoring_) {
     RedisReply r = redis_.Command({"EXISTS", marker});
     if (r == nullptr) return FailRedis(report);
-    if (r->type == REDIS_REPLY_INTEGER && r->integer == 1) return true;
     restore_symbols_.clear();
-    if (!table_.Symbols(&restore_symbols_)) return FailMysql(report);
+    restore_dataset_ = !(r->type == REDIS_REPLY_INTEGER && r->integer == 1);
+    if (!restore_dataset_) {
+      // The dataset is there; single symbols a shard found gone may wait in PREFIX:restore.
+      RedisReply asked = redis_.Command({"SMEMBERS", keys_.RestoreSymbols()});
+      if (asked == nullptr) return FailRedis(report);
+      for (size_t i = 0; asked->type == REDIS_REPLY_ARRAY && i < asked->elements; ++i) {
+        restore_symbols_.emplace_back(asked->element[i]->str, asked->element[i]->len);
+      }
+      if (restore_symbols_.empty()) return true;
+      std::sort(restore_symbols_.begin(), restore_symbols_.end());
+    } else if (!table_.Symbols(&restore_symbols_)) {
+      return FailMysql(report);
+    }
     restoring_ = true;
     restore_next_ = 0;
     restore_written_ = 0;
     restore_gap_from_ = INT64_MAX;
     restore_epoch_ = run_epoch_;
-    LOG(kWarn, "persist.dataset_missing",
-        "marker=" << marker << " symbols=" << restore_symbols_.size()
-                  << " detail=\"Redis holds no dataset marker: a new Redis, or one that lost its "
-                     "data; restoring every symbol's history from MySQL where Redis has none\"");
+    if (restore_dataset_) {
+      LOG(kWarn, "persist.dataset_missing",
+          "marker=" << marker << " symbols=" << restore_symbols_.size()
+                    << " detail=\"Redis holds no dataset marker: a new Redis, or one that lost "
+                       "its data; restoring every symbol's history from MySQL where Redis has "
+                       "none\"");
+    }
   }
   // Symbols for up to kStepMs per run, one pipeline each (15 intervals x history_limit
   // candles at most), so persistence goes on beside a long restore and memory stays bounded;
@@ -643,8 +657,23 @@ bool PersistWorker::RestoreStep(PersistRunReport* report) {
     }
     restore_written_ += written;
     stats_.restored_candles.Add(written);
+    // Done with it (a request a shard made meanwhile is done too: the holes are filled).
+    if (redis_.Command({"SREM", keys_.RestoreSymbols(), sym}) == nullptr) {
+      return FailRedis(report);
+    }
   }
   if (restore_next_ < restore_symbols_.size()) return true;
+  if (!restore_dataset_) {
+    restoring_ = false;
+    LOG(kError, "persist.symbols_restored",
+        "symbols=" << restore_symbols_.size() << " candles=" << restore_written_
+                   << " recompute_from=" << restore_gap_from_
+                   << " detail=\"symbols whose state Redis lost; the newest "
+                      "redis.history_limit closed candles per interval came back from MySQL; "
+                      "candles closed shortly before the loss come back with klinectl "
+                      "recompute\"");
+    return true;
+  }
   const std::string value = "epoch:" + std::to_string(run_epoch_) + ":" + std::to_string(WallMs());
   if (redis_.Command({"SET", marker, value}) == nullptr) return FailRedis(report);
   restoring_ = false;

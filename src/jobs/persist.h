@@ -47,7 +47,9 @@
 // while it lasts (each persisting first); then the marker is set again. Shards write
 // back what their memory holds on their own (shard.cc). A restore that wrote anything counts
 // as a loss (klined_redis_dataset_losses_total, log persist.dataset_restored); one that found
-// everything in place (a new deployment, an upgrade) only sets the marker.
+// everything in place (a new deployment, an upgrade) only sets the marker. With the marker in
+// place, the symbols a shard found gone (PREFIX:restore, see Shard::Reload) are restored the
+// same way (log persist.symbols_restored), each removed from the set once done.
 //
 // Fenced by the lease: the worker runs under the token and epoch the timer loop handed it
 // (SetActive). Every Redis script it runs checks that PREFIX:lease still holds the token,
@@ -193,6 +195,7 @@ class PersistWorker {
   // The dataset restore in progress (worker thread): symbols from MySQL, the next one, what
   // was written so far, and the epoch it runs under (a new grant starts it again).
   bool restoring_ = false;
+  bool restore_dataset_ = false;  // the whole dataset (marker gone), else PREFIX:restore's
   std::vector<std::string> restore_symbols_;
   size_t restore_next_ = 0;
   uint64_t restore_written_ = 0;

@@ -125,6 +125,9 @@ class SeriesStore {
     }
     return true;
   }
+  // Shard thread: storage lost this symbol's state (see Shard::Reload): ask the lease
+  // holder's persistence worker to restore its history from MySQL. Best effort (logged).
+  virtual void RequestRestore(std::string_view symbol) = 0;
   // The shard-thread connection's last error (loads, late-trade reads).
   virtual std::string LastError() const = 0;
   // Any thread (metrics): failed calls and reconnects over the store's connections.

@@ -215,14 +215,15 @@ Shard::ReloadResult Shard::Reload(SymbolSeries* old, const FlushReport::Corrupt*
     // Storage lost the symbol this shard last matched (FLUSHALL, a restart without
     // persistence, a failover to an empty node): never a fresh start. What memory holds (every
     // trade applied, confirmed or not) is written back whole by the next flush; closed
-    // candles already written are gone from Redis and come back from MySQL
-    // (klinectl restore-redis).
+    // candles already written are gone from Redis and come back from MySQL: the persistence
+    // worker restores the symbols in PREFIX:restore.
     stats_.redis_data_loss.Add();
     LOG_RATE(kError, "shard.redis_data_loss",
              "shard=" << index_ << " symbol=" << old->symbol().view()
                       << " detail=\"Redis no longer holds this symbol's state; writing back what "
                          "memory holds (current candles, watermarks, ticker); its history "
-                         "comes back from MySQL with klinectl restore-redis\"");
+                         "comes back from MySQL (restore requested)\"");
+    store_->RequestRestore(old->symbol().view());
     old->set_storage_stamp("");
     old->MarkDirty();
     std::erase(reload_pending_, old);

@@ -278,3 +278,50 @@ TEST_CASE("redis loss: while klined is down, restore-redis brings back history, 
   stack.CheckMysql(trades, symbols);
   StopCleanly(*again);
 }
+
+TEST_CASE("redis loss: one symbol's keys vanish: its shard writes back memory and history returns") {
+  // Only one symbol's data disappears (its keys deleted: what a failover to an empty node
+  // does to the slots it owned), the dataset marker stays. The shard holding it notices at
+  // its next write and asks for a restore (PREFIX:restore); the persistence worker rebuilds
+  // that symbol's history from MySQL; Redis equals the independent computation again.
+  Stack stack;
+  const std::vector<std::string> symbols = {"BTCUSDT", "ETHUSDT"};
+  std::vector<RefTrade> trades = MakeTrades(symbols, 60, 14);
+  auto klined = stack.StartKlined("klined");
+  kt::Producer producer(stack.broker.bootstrap());
+  Produce(&producer, trades);
+  REQUIRE(stack.WaitForWatermarks(LastIds(trades), seconds(30)));
+  kt::RedisClient rc = stack.redis.Connect();
+  REQUIRE(WaitUntil(
+      [&] {
+        return rc.Integer({"SCARD", "kline:pending"}) == 0 &&
+               rc.Integer({"EXISTS", "kline:dataset"}) == 1;
+      },
+      seconds(30)));
+  for (const std::string& key : rc.Strings({"KEYS", "kline:{BTCUSDT}*"})) {
+    rc.Integer({"DEL", key});
+  }
+  std::vector<RefTrade> more;
+  for (const std::string& sym : symbols) {
+    for (int i = 1; i <= 3; ++i) {
+      more.push_back(RefTrade{sym, LastIds(trades)[sym] + i, NowMs() - 500 + i, 31000 + i, i, true});
+    }
+  }
+  Produce(&producer, more);
+  trades.insert(trades.end(), more.begin(), more.end());
+  REQUIRE_MESSAGE(stack.WaitForWatermarks(LastIds(trades), seconds(30)), klined->OutputTail());
+  REQUIRE(WaitUntil(
+      [&] {
+        return rc.Integer({"EXISTS", "kline:restore"}) == 0 &&
+               rc.Integer({"ZCARD", "kline:{BTCUSDT}:1m:hist"}) > 5 &&
+               rc.Integer({"SCARD", "kline:pending"}) == 0;
+      },
+      seconds(30)));
+  stack.CheckCandles(trades, symbols);
+  stack.CheckMysql(trades, symbols);
+  const std::string m = stack.Metrics();
+  CHECK(MetricValue(m, "klined_redis_data_loss_total") == 1);
+  CHECK(MetricValue(m, "klined_redis_restored_candles_total") > 0);
+  CHECK(klined->Stderr().find("event=persist.symbols_restored") != std::string::npos);
+  StopCleanly(*klined);
+}

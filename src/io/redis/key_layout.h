@@ -90,6 +90,9 @@ class KeyLayout {
   // PREFIX:dataset: the persistence worker's marker of the dataset it restored or found;
   // gone means Redis lost its data (or is new): history is restored from MySQL.
   std::string Dataset() const { return prefix_ + ":dataset"; }
+  // PREFIX:restore: symbols whose state a shard found gone (their history is restored from
+  // MySQL by the persistence worker, which then removes them).
+  std::string RestoreSymbols() const { return prefix_ + ":restore"; }
   // PREFIX:durable: bumped by the flushers before WAIT (redis.wait_replicas).
   std::string Durable() const { return prefix_ + ":durable"; }
 

@@ -82,6 +82,7 @@ class OwningKlineStore final : public SeriesStore {
   void ExecuteFlush(FlushJob* job) override { store_.ExecuteFlush(job); }
   bool WaitsForReplicas() const override { return store_.WaitsForReplicas(); }
   FlushReport FinishFlush(FlushJob* job) override { return store_.FinishFlush(job); }
+  void RequestRestore(std::string_view symbol) override { store_.RequestRestore(symbol); }
   std::string LastError() const override { return store_.LastError(); }
   uint64_t Errors() const override { return store_.Errors(); }
   uint64_t Reconnects() const override { return store_.Reconnects(); }
@@ -526,6 +527,16 @@ void KlineStore::WriteCalls(Job* job) {
       job->error = write_conn_->error();
       return;
     }
+  }
+}
+
+void KlineStore::RequestRestore(std::string_view symbol) {
+  RedisReply r = conn_->Command({"SADD", keys_.RestoreSymbols(), symbol});
+  if (r == nullptr || r->type == REDIS_REPLY_ERROR) {
+    LOG_RATE(kError, "store.restore_request_failed",
+             "symbol=" << symbol << " error=\""
+                       << (r == nullptr ? conn_->error() : std::string(r->str, r->len))
+                       << "\" detail=\"its history comes back with klinectl restore-redis\"");
   }
 }
 

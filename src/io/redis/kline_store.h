@@ -54,6 +54,8 @@ class KlineStore final : public SeriesStore {
   FlushReport FinishFlush(FlushJob* job) override;
 
   bool Load(std::span<SymbolSeries* const> series, std::vector<LoadStatus>* status) override;
+  // SADD PREFIX:restore SYMBOL on the shard thread's connection.
+  void RequestRestore(std::string_view symbol) override;
   std::string LastError() const override { return conn_->error(); }
   uint64_t Errors() const override {
     return conn_->errors() + (write_conn_ != conn_ ? write_conn_->errors() : 0);

@@ -169,6 +169,8 @@ class FakeStore final : public SeriesStore {
     return r;
   }
 
+  void RequestRestore(std::string_view symbol) override { restores.emplace_back(symbol); }
+  std::vector<std::string> restores;  // symbols RequestRestore was called for
   std::string LastError() const override { return "fake"; }
   uint64_t Errors() const override { return 0; }
   uint64_t Reconnects() const override { return 0; }
