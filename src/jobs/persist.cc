@@ -663,38 +663,30 @@ bool PersistWorker::RestoreStep(PersistRunReport* report) {
     }
   }
   if (restore_next_ < restore_symbols_.size()) return true;
-  if (!restore_dataset_) {
-    restoring_ = false;
-    LOG(kError, "persist.symbols_restored",
-        "symbols=" << restore_symbols_.size() << " candles=" << restore_written_
-                   << " recompute_from=" << restore_gap_from_
-                   << " detail=\"symbols whose state Redis lost; the newest "
-                      "redis.history_limit closed candles per interval came back from MySQL; "
-                      "candles closed shortly before the loss come back with klinectl "
-                      "recompute\"");
-    return true;
+  // Done. The dataset's marker goes back first: if that fails, the next run retries it.
+  if (restore_dataset_) {
+    const std::string value =
+        "epoch:" + std::to_string(run_epoch_) + ":" + std::to_string(WallMs());
+    if (redis_.Command({"SET", marker, value}) == nullptr) return FailRedis(report);
   }
-  const std::string value = "epoch:" + std::to_string(run_epoch_) + ":" + std::to_string(WallMs());
-  if (redis_.Command({"SET", marker, value}) == nullptr) return FailRedis(report);
   restoring_ = false;
-  if (restore_written_ > 0) {
-    stats_.dataset_losses.Add();
-    // Closed candles written to Redis but not yet persisted when it lost them are in neither
-    // store (nor in shard memory, once written): they all open after MySQL's newest candle
-    // of their series, and their trades are still in Kafka.
-    const std::string since = std::to_string(restore_gap_from_);
-    LOG(kError, "persist.dataset_restored",
-        "symbols=" << restore_symbols_.size() << " candles=" << restore_written_
-                   << " recompute_from=" << since
-                   << " detail=\"Redis had lost history; the newest redis.history_limit closed "
-                      "candles per interval came back from MySQL; candles that closed shortly "
-                      "before the loss and were not yet in MySQL come back with klinectl "
-                      "recompute --from "
-                   << since << " --to now\"");
-  } else {
+  if (restore_dataset_ && restore_written_ == 0) {
     LOG(kInfo, "persist.dataset_marked",
         "symbols=" << restore_symbols_.size() << " detail=\"Redis held every stored candle\"");
+    return true;
   }
+  if (restore_dataset_) stats_.dataset_losses.Add();
+  // Closed candles written to Redis but not yet persisted when it lost them are in neither
+  // store (nor in shard memory, once written): they all open after MySQL's newest candle of
+  // their series, and their trades are still in Kafka.
+  LOG(kError, restore_dataset_ ? "persist.dataset_restored" : "persist.symbols_restored",
+      "symbols=" << restore_symbols_.size() << " candles=" << restore_written_
+                 << " recompute_from=" << restore_gap_from_ << " detail=\""
+                 << (restore_dataset_ ? "Redis had lost history" : "symbols whose state Redis lost")
+                 << "; the newest redis.history_limit closed candles per interval came back from "
+                    "MySQL; candles that closed shortly before the loss and were not yet in MySQL "
+                    "come back with klinectl recompute --from "
+                 << restore_gap_from_ << " --to now\"");
   return true;
 }
 

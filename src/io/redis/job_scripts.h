@@ -253,14 +253,6 @@ end
 return removed
 )LUA";
 
-// RESTORE_HISTORY: fills the holes of one (symbol, interval) history with candles read from
-// MySQL (klinectl restore-redis and derive, and the persistence worker after a dataset loss).
-// KEYS: history, trimmed hash, current candle. ARGV: lease key, token ('' = unfenced),
-// interval, dry ("1"/"0"), then (open_time, closed candle JSON) pairs, ascending. A candle
-// goes in only where the history has none at its open time (Redis wins: a late trade's update
-// may not be persisted yet), above the interval's trim mark (trimmed on purpose) and before the
-// current candle's open time (that bucket is still open). Nothing is marked pending: the
-// candles are in MySQL already. Returns {written, already present, outside}, or -1 if fenced.
 // HISTORY_WINDOW: the prelude of the scripts that write history from outside the stream
 // (RESTORE_HISTORY, klinectl recompute's RECOMPUTE). history_window(trimmed hash, interval,
 // current key) returns the interval's trim mark (-1: none) and the current candle's open
@@ -277,6 +269,14 @@ local function history_window(trimmed_key, iv, current_key)
 end
 )LUA";
 
+// RESTORE_HISTORY: fills the holes of one (symbol, interval) history with candles read from
+// MySQL (klinectl restore-redis and derive, and the persistence worker after a dataset loss).
+// KEYS: history, trimmed hash, current candle. ARGV: lease key, token ('' = unfenced),
+// interval, dry ("1"/"0"), then (open_time, closed candle JSON) pairs, ascending. A candle
+// goes in only where the history has none at its open time (Redis wins: a late trade's update
+// may not be persisted yet), above the interval's trim mark (trimmed on purpose) and before the
+// current candle's open time (that bucket is still open). Nothing is marked pending: the
+// candles are in MySQL already. Returns {written, already present, outside}, or -1 if fenced.
 // Used as std::string(kHistoryWindow) + kRestoreHistory.
 inline constexpr const char kRestoreHistory[] = R"LUA(
 if ARGV[2] ~= '' and redis.call('GET', ARGV[1]) ~= ARGV[2] then return -1 end

@@ -47,7 +47,7 @@ struct Session {
       return false;
     }
     symbols = o.symbols;
-    if (symbols.empty() && !AllSymbols(&db, &symbols)) {
+    if (symbols.empty() && !KlineTable(&db, 1, o.tz).Symbols(&symbols)) {
       std::fprintf(stderr, "klinectl: listing the kline table's symbols: %s\n", db.error().c_str());
       return false;
     }
@@ -120,17 +120,13 @@ struct Session {
   std::vector<std::string_view> args_;
 };
 
-}  // namespace
-
-namespace {
-
 // RESTORE_CURRENT: a symbol's watermark and current candles where klined is not running.
 // KEYS: watermark, then one current candle key per interval. ARGV: dry ("1"/"0"), the
 // watermark, then one current candle JSON per key. Nothing if the watermark exists (a
 // klined wrote this symbol since the loss: its state stands); else each missing current
-// candle is set, then the watermark. Returns the number of current candles written.
+// candle is set, then the watermark. Returns {current candles written, watermark written}.
 constexpr const char kRestoreCurrent[] = R"LUA(
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 then return {0, 0} end
 local n = 0
 for i = 2, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 0 then
@@ -139,7 +135,7 @@ for i = 2, #KEYS do
   end
 end
 if ARGV[1] == '0' then redis.call('SET', KEYS[1], ARGV[2]) end
-return n
+return {n, 1}
 )LUA";
 
 }  // namespace
@@ -200,24 +196,24 @@ int RestoreRedis(const RestoreOptions& o) {
       }
       const std::string wm_key = o.keys.Watermark(sym);
       const std::string wm = std::to_string(last_id);
-      std::vector<std::string_view> argv = {"EVALSHA", session.redis.Sha(current_script), "", wm_key};
       const std::string nkeys = std::to_string(current_keys.size() + 1);
-      argv[2] = nkeys;
+      std::vector<std::string_view> argv = {"EVALSHA", session.redis.Sha(current_script), nkeys,
+                                            wm_key};
       for (const std::string& k : current_keys) argv.push_back(k);
       argv.push_back(o.dry_run ? "1" : "0");
       argv.push_back(wm);
       for (const std::string& j : current_json) argv.push_back(j);
       session.redis.Append(argv);
       RedisReply r = session.redis.GetReply();
-      if (r == nullptr || r->type != REDIS_REPLY_INTEGER) {
+      if (r == nullptr || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
         std::fprintf(stderr, "\nklinectl: %s: RESTORE_CURRENT answered %s\n", sym.c_str(),
                      r == nullptr ? session.redis.error().c_str()
                      : r->type == REDIS_REPLY_ERROR ? r->str
                                                      : "an unexpected reply");
         return 2;
       }
-      currents += static_cast<uint64_t>(r->integer);
-      watermarks += r->integer > 0 ? 1 : 0;
+      currents += static_cast<uint64_t>(r->element[0]->integer);
+      watermarks += static_cast<uint64_t>(r->element[1]->integer);
       current_keys.clear();
       current_json.clear();
     }
@@ -317,7 +313,7 @@ int Derive(const DeriveOptions& d) {
   if (!session.Open(o)) return 2;
   KlineTable table(&session.db, 500, o.tz);
   int64_t epoch = 0;
-  if (!PrepareWrites(&session.db, o.dry_run, &epoch)) return 2;
+  if (!PrepareWrites(&table, &session.db, o.dry_run, &epoch)) return 2;
   table.set_fence_epoch(epoch);
   Progress progress("derive", o.dry_run ? "to derive" : "derived", session.symbols.size());
   constexpr size_t kPage = 20000;

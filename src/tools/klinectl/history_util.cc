@@ -6,8 +6,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-
-#include "io/mysql/kline_table.h"
+#include <ctime>
 
 namespace klined::klinectl {
 namespace {
@@ -37,8 +36,14 @@ void Progress::Update(size_t done, uint64_t candles) {
   if (tty_ && done == total_) std::fputc('\n', stderr);
 }
 
-bool AllSymbols(MysqlConn* db, std::vector<std::string>* out) {
-  return KlineTable(db, 1, UtcOffset{}).Symbols(out);
+std::string IsoTime(int64_t ms) {
+  const time_t secs = static_cast<time_t>(ms >= 0 ? ms / 1000 : (ms - 999) / 1000);
+  tm t{};
+  gmtime_r(&secs, &t);
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02dZ", t.tm_year + 1900, t.tm_mon + 1,
+                t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec);
+  return buf;
 }
 
 bool CurrentFence(MysqlConn* db, int64_t* epoch) {
@@ -55,8 +60,8 @@ bool CurrentFence(MysqlConn* db, int64_t* epoch) {
   return true;
 }
 
-bool PrepareWrites(MysqlConn* db, bool dry_run, int64_t* epoch) {
-  if (!dry_run && !KlineTable(db, 1, UtcOffset{}).EnsureSchema()) {
+bool PrepareWrites(KlineTable* table, MysqlConn* db, bool dry_run, int64_t* epoch) {
+  if (!dry_run && !table->EnsureSchema()) {
     std::fprintf(stderr, "klinectl: creating klined's tables: %s\n", db->error().c_str());
     return false;
   }

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "io/mysql/kline_table.h"
 #include "io/mysql/mysql_conn.h"
 
 namespace klined::klinectl {
@@ -26,17 +27,17 @@ class Progress {
   double last_ = 0;
 };
 
-// Every symbol of the kline table, ascending, appended to *out. False on a MySQL error.
-bool AllSymbols(MysqlConn* db, std::vector<std::string>* out);
+// ms since the epoch as "YYYY-MM-DDTHH:MM:SSZ" (UTC; floor for negative times).
+std::string IsoTime(int64_t ms);
 
 // The fence epoch klined's persistence writes under now (kline_fence; 0 when klined never
 // persisted here): the tools' MySQL writes go in under it, and are refused (the run stops;
 // rerun) if a new lease holder raises it meanwhile. False on a MySQL error.
 bool CurrentFence(MysqlConn* db, int64_t* epoch);
 
-// Before a tool's MySQL writes: klined's tables created if missing (a database its
-// persistence never wrote to has no kline_fence; not in a dry run), then *epoch =
-// CurrentFence. False with the reason printed.
-bool PrepareWrites(MysqlConn* db, bool dry_run, int64_t* epoch);
+// Before a tool's MySQL writes through `table` (over db): klined's tables created if missing
+// (a database its persistence never wrote to has no kline_fence; not in a dry run), then
+// *epoch = CurrentFence. False with the reason printed.
+bool PrepareWrites(KlineTable* table, MysqlConn* db, bool dry_run, int64_t* epoch);
 
 }  // namespace klined::klinectl

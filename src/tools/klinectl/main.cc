@@ -16,6 +16,7 @@
 #include "io/redis/key_layout.h"
 #include "io/redis/redis_conn.h"
 #include "tools/klinectl/history.h"
+#include "tools/klinectl/history_util.h"
 #include "tools/klinectl/recompute.h"
 
 #include <algorithm>
@@ -369,15 +370,7 @@ bool ReadMysql(const Options& o, const std::string& symbol, klined::Interval iv,
 
 // ---- output ----------------------------------------------------------------------------
 
-std::string IsoTime(int64_t ms) {
-  const time_t secs = static_cast<time_t>(ms >= 0 ? ms / 1000 : (ms - 999) / 1000);
-  tm t{};
-  gmtime_r(&secs, &t);
-  char buf[40];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02dZ", t.tm_year + 1900, t.tm_mon + 1,
-                t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec);
-  return buf;
-}
+using klined::klinectl::IsoTime;
 
 void PrintTable(const std::vector<std::vector<std::string>>& table) {
   std::vector<size_t> width;

@@ -38,7 +38,6 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <ctime>
 #include <map>
 #include <memory>
 #include <optional>
@@ -48,6 +47,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "base/clock.h"
 #include "io/kafka/kafka_conf.h"
 #include "io/mysql/kline_table.h"
 #include "io/redis/job_scripts.h"
@@ -108,14 +108,6 @@ return {written, conflicts}
 constexpr size_t kChunk = 100;     // symbols per snapshot
 constexpr int kKafkaTimeoutMs = 10000;
 
-std::string TimeText(int64_t ms) {
-  const std::time_t s = static_cast<std::time_t>(ms / 1000);
-  std::tm tm{};
-  gmtime_r(&s, &tm);
-  char buf[40];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
 
 // ---- Kafka -------------------------------------------------------------------------------
 
@@ -361,7 +353,7 @@ class Recomputer {
       return 2;
     }
     int64_t epoch = 0;
-    if (!PrepareWrites(&db_, b.dry_run, &epoch)) return 2;
+    if (!PrepareWrites(&table_, &db_, b.dry_run, &epoch)) return 2;
     table_.set_fence_epoch(epoch);
     if (!ListSymbols()) return 2;
     // The trade times that matter: every interval's buckets meeting the range.
@@ -391,7 +383,7 @@ class Recomputer {
         "(%llu duplicates dropped, %llu newer than klined's watermark left to it), %llu candles "
         "%s MySQL, %llu %s Redis, %llu unchanged; %llu changed by klined meanwhile or busy "
         "(rerun)\n",
-        b.dry_run ? " (dry run)" : "", TimeText(o_.from_ms).c_str(), TimeText(o_.to_ms).c_str(),
+        b.dry_run ? " (dry run)" : "", IsoTime(o_.from_ms).c_str(), IsoTime(o_.to_ms).c_str(),
         symbols_.size(), static_cast<unsigned long long>(messages_),
         static_cast<unsigned long long>(trades_read_),
         static_cast<unsigned long long>(duplicates_),
@@ -409,7 +401,7 @@ class Recomputer {
     std::set<std::string> all(o_.base.symbols.begin(), o_.base.symbols.end());
     if (all.empty()) {
       std::vector<std::string> names;
-      if (!AllSymbols(&db_, &names)) {
+      if (!table_.Symbols(&names)) {
         std::fprintf(stderr, "klinectl: listing the kline table's symbols: %s\n",
                      db_.error().c_str());
         return false;
@@ -445,8 +437,8 @@ class Recomputer {
         std::fprintf(stderr,
                      "klinectl: refused: Kafka no longer retains the range: %s partition %d "
                      "holds messages from %s (offset %lld) on, the range needs them from %s\n",
-                     o_.topic.c_str(), p, TimeText(*retained_from).c_str(),
-                     static_cast<long long>(low), TimeText(t).c_str());
+                     o_.topic.c_str(), p, IsoTime(*retained_from).c_str(),
+                     static_cast<long long>(low), IsoTime(t).c_str());
         return 4;
       }
       position_[p] = start;
@@ -494,9 +486,7 @@ class Recomputer {
     const RestoreOptions& b = o_.base;
     const std::string& sym = s->symbol;
     s->ivs.clear();
-    const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
-                            std::chrono::system_clock::now().time_since_epoch())
-                            .count();
+    const int64_t now = WallMs();
     std::vector<std::string> keys;
     for (const Interval iv : b.intervals) {
       const std::string lo = std::to_string(BucketOpen(iv, o_.from_ms, b.tz));
