@@ -1,6 +1,7 @@
 // Throughput of the history tools against the real stack, in one run beside their ceiling:
-//  1. the ceiling: MySQL's own bulk read of the kline table (rows/s), the reads klinectl
-//     makes (newest history_limit rows per symbol and interval) through a bare client;
+//  1. the ceilings: MySQL's own bulk read of the kline table (rows/s), the reads klinectl
+//     makes (newest history_limit rows per symbol and interval) through a bare client, and
+//     its own bulk insert of derive 2h's output (rows/s);
 //  2. klinectl restore-redis into an empty Redis (candles/s);
 //  3. klinectl derive --interval 2h --source 1h and 1d from 1h (rows read/s, candles/s);
 //  4. a running klined's automatic restore after a FLUSHALL (seconds, candles/s).
@@ -75,6 +76,30 @@ double EvalshaSeconds(kt::RedisClient& rc) {
   return usec / 1e6;
 }
 
+// A price per symbol with cents; q = p x v and Q = p x V exactly (v = 2.5, V = 1).
+struct Prices {
+  explicit Prices(int k) : cents(1000 + 37LL * k) {}
+  long long cents;
+  std::string p = std::to_string(cents / 100) + "." + std::to_string(cents % 100 / 10) +
+                  std::to_string(cents % 10);
+  std::string q = Scaled(static_cast<I128>(cents) * 2500, 5);
+  std::string tq = Scaled(static_cast<I128>(cents) * 1000, 5);
+};
+
+std::string InsertHead(const std::string& table) {
+  return "INSERT INTO " + table +
+         " (symbol,`interval`,open_time,close_time,open,high,low,close,volume,quote_volume,"
+         "taker_buy_volume,taker_buy_quote_volume,trades,first_trade_id,last_trade_id) VALUES ";
+}
+
+// One row's VALUES tuple: a valid closed candle of 3 trades, o = h = l = c.
+std::string RowSql(const std::string& sym, const std::string& iv, int64_t open, int64_t len,
+                   const Prices& x, long long first) {
+  return "('" + sym + "','" + iv + "'," + std::to_string(open) + "," +
+         std::to_string(open + len - 1) + "," + x.p + "," + x.p + "," + x.p + "," + x.p + ",2.5," +
+         x.q + ",1," + x.tq + ",3," + std::to_string(first) + "," + std::to_string(first + 2) + ")";
+}
+
 }  // namespace
 
 TEST_CASE("history bench" * doctest::skip(std::getenv("KLINED_HISTORY_BENCH") == nullptr)) {
@@ -111,12 +136,7 @@ TEST_CASE("history bench" * doctest::skip(std::getenv("KLINED_HISTORY_BENCH") ==
     };
     for (int k = begin; k < end; ++k) {
       const std::string sym = SymbolName(k);
-      // A price per symbol with cents; q = p x v and Q = p x V exactly.
-      const long long cents = 1000 + 37LL * k;
-      const std::string p = std::to_string(cents / 100) + "." + std::to_string(cents % 100 / 10) +
-                            std::to_string(cents % 10);
-      const std::string q = Scaled(static_cast<I128>(cents) * 2500, 5);   // v = 2.5
-      const std::string tq = Scaled(static_cast<I128>(cents) * 1000, 5);  // V = 1
+      const Prices prices(k);
       if (!run("START TRANSACTION")) return false;
       for (const auto& [iv, len] : by_name) {
         // The newest closed bucket is the one before the current one.
@@ -126,17 +146,11 @@ TEST_CASE("history bench" * doctest::skip(std::getenv("KLINED_HISTORY_BENCH") ==
           const int64_t open = newest - static_cast<int64_t>(kCandles - 1 - j) * len;
           const long long first = 3LL * j + 1;
           if (in_batch == 0) {
-            sql.assign(
-                "INSERT INTO kline (symbol,`interval`,open_time,close_time,open,high,low,close,"
-                "volume,quote_volume,taker_buy_volume,taker_buy_quote_volume,trades,"
-                "first_trade_id,last_trade_id) VALUES ");
+            sql.assign(InsertHead("kline"));
           } else {
             sql.push_back(',');
           }
-          sql += "('" + sym + "','" + iv + "'," + std::to_string(open) + "," +
-                 std::to_string(open + len - 1) + "," + p + "," + p + "," + p + "," + p + ",2.5," +
-                 q + ",1," + tq + ",3," + std::to_string(first) + "," + std::to_string(first + 2) +
-                 ")";
+          sql += RowSql(sym, iv, open, len, prices, first);
           if (++in_batch == kRowsPerInsert || j == kCandles - 1) {
             if (!run(sql)) return false;
             *rows += static_cast<uint64_t>(in_batch);
@@ -207,6 +221,37 @@ TEST_CASE("history bench" * doctest::skip(std::getenv("KLINED_HISTORY_BENCH") ==
                                        << " s = " << ceiling << " rows/s");
   REQUIRE(ceiling_rows == rows);
 
+  // ---- 1b. the write ceiling: MySQL's own bulk insert of derive 2h's output -------------
+  // 1,000 symbols x 500 new 2h rows into an empty copy of the table, one 500-row INSERT and
+  // one transaction per symbol on one connection: derive's batches, without its fence check.
+  Exec(db.get(), "CREATE TABLE kline_write_ceiling LIKE kline");
+  t0 = std::chrono::steady_clock::now();
+  uint64_t written_rows = 0;
+  {
+    const int64_t len = 2 * 3600000;
+    const int64_t newest = now - now % len - len;
+    std::string sql;
+    for (int k = 0; k < kSymbols; ++k) {
+      const Prices prices(k);
+      sql.assign(InsertHead("kline_write_ceiling"));
+      for (int j = 0; j < kCandles / 2; ++j) {
+        if (j != 0) sql.push_back(',');
+        sql += RowSql(SymbolName(k), "2h", newest - (kCandles / 2 - 1 - j) * len, len, prices,
+                      6LL * j + 1);
+      }
+      Exec(db.get(), "START TRANSACTION");
+      Exec(db.get(), sql);
+      Exec(db.get(), "COMMIT");
+      written_rows += kCandles / 2;
+    }
+  }
+  const double write_ceiling_s = Since(t0);
+  const double write_ceiling = static_cast<double>(written_rows) / write_ceiling_s;
+  Exec(db.get(), "DROP TABLE kline_write_ceiling");
+  MESSAGE("write ceiling: MySQL bulk insert, " << written_rows << " new 2h rows (500 per "
+                                               << "INSERT and transaction) in " << write_ceiling_s
+                                               << " s = " << write_ceiling << " rows/s");
+
   // ---- 2. klinectl restore-redis into an empty Redis ------------------------------------
   kt::RedisClient rc = stack.redis.Connect();
   REQUIRE(rc.Integer({"DBSIZE"}) == 0);
@@ -258,8 +303,8 @@ TEST_CASE("history bench" * doctest::skip(std::getenv("KLINED_HISTORY_BENCH") ==
             << redis_added
             << std::string(dry ? " holes in Redis history) in " : " into Redis history) in ") << sec
             << " s = " << read_rate << " rows read/s (" << read_rate / ceiling
-            << " of the ceiling), " << derived / sec
-            << " candles derived/s; Redis's own time in its "
+            << " of the ceiling), " << derived / sec << " candles derived/s ("
+            << derived / sec / write_ceiling << " of the write ceiling); Redis's own time in its "
             << "RESTORE calls " << redis_s << " s");
   }
 
