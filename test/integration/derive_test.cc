@@ -2,7 +2,8 @@
 //  1. A week of trades streamed with 1m, 5m and 1h, then 2h, 4h and 3d derived from the
 //     stored 1h candles (2h from 1m as well). Every derived closed candle equals the
 //     independent computation over the trades, in MySQL and in Redis history; a dry run
-//     writes nothing; a second run changes nothing.
+//     writes nothing; a second run changes nothing; a MySQL write refused halfway stops the
+//     run with nothing in Redis that MySQL lacks, and a rerun completes it.
 //  2. The same week through a klined that had 2h, 4h and 3d from the start: its rows of those
 //     intervals are deleted from MySQL and Redis history, derived back (4h from the derived
 //     2h, 3d from the derived 4h), and equal what it had written, byte for byte.
@@ -133,6 +134,34 @@ TEST_CASE("derive: 2h, 4h and 3d from stored candles equal the independent compu
   const Stack::Ran again = stack.Klinectl({"derive", "--interval", "2h"}, "derive-again");
   CHECK(again.code == 0);
   CHECK(again.out.find(", 0 added to Redis history") != std::string::npos);
+  // A MySQL write that fails halfway (a trigger refuses ETHUSDT's 6h rows; BTCUSDT, before
+  // it, is written): exit 2 naming it, nothing of ETHUSDT in Redis history (MySQL is written
+  // before Redis), BTCUSDT's complete; a rerun completes ETHUSDT.
+  stack.mysql.Query(
+      "CREATE TRIGGER refuse_eth BEFORE INSERT ON kline FOR EACH ROW IF NEW.symbol = 'ETHUSDT' "
+      "AND NEW.`interval` = '6h' THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'refused'; "
+      "END IF");
+  const Stack::Ran refused = stack.Klinectl({"derive", "--interval", "6h"}, "derive-refused");
+  CAPTURE(refused.out);
+  CAPTURE(refused.err);
+  CHECK(refused.code == 2);
+  CHECK(refused.err.find("writing ETHUSDT's 6h candles to MySQL: refused") != std::string::npos);
+  constexpr int64_t k6h = 3 * k2h;
+  const auto want6h = [&](const std::string& sym) {
+    return Expected(trades, sym, "6h", k6h, now - now % k6h).first;
+  };
+  CHECK(stack.MysqlCandles("BTCUSDT", "6h") == want6h("BTCUSDT"));
+  CHECK(rc.Strings({"ZRANGE", "kline:{BTCUSDT}:6h:hist", "0", "-1"}) == want6h("BTCUSDT"));
+  CHECK(stack.MysqlCandles("ETHUSDT", "6h").empty());
+  CHECK(rc.Integer({"EXISTS", "kline:{ETHUSDT}:6h:hist"}) == 0);
+  stack.mysql.Query("DROP TRIGGER refuse_eth");
+  const Stack::Ran rerun = stack.Klinectl({"derive", "--interval", "6h"}, "derive-rerun");
+  CHECK(rerun.code == 0);
+  for (const std::string& sym : symbols) {
+    CAPTURE(sym);
+    CHECK(stack.MysqlCandles(sym, "6h") == want6h(sym));
+    CHECK(rc.Strings({"ZRANGE", "kline:{" + sym + "}:6h:hist", "0", "-1"}) == want6h(sym));
+  }
   StopCleanly(*klined);
   // A database klined's persistence never wrote to has no kline_fence table: derive creates
   // klined's bookkeeping tables before it writes (it once failed there with exit 2).
