@@ -17,19 +17,16 @@
 // holds (klined_redis_data_loss_total) and the rollover opens the rest.
 #include "tools/klinectl/history.h"
 
-#include <condition_variable>
 #include <cstdio>
-#include <deque>
-#include <functional>
-#include <mutex>
 #include <span>
 #include <string>
-#include <thread>
+#include <vector>
 
 #include "io/mysql/kline_table.h"
 #include "io/redis/job_scripts.h"
 #include "klined/candle.h"
 #include "tools/klinectl/history_util.h"
+#include "tools/klinectl/stage.h"
 
 namespace klined::klinectl {
 namespace {
@@ -298,90 +295,34 @@ class BucketMerger {
   uint64_t incomplete_ = 0;
 };
 
-// One step of a pipeline on a thread of its own, fed through a queue of at most `depth`
-// items. `work` returns false to stop the stage (having printed why); Push returns false
-// from then on, and Finish reports it.
-template <typename Item>
-class Stage {
- public:
-  Stage(size_t depth, std::function<bool(Item&)> work)
-      : depth_(depth), work_(std::move(work)), thread_([this] { Run(); }) {}
-  ~Stage() { Finish(); }
-  Stage(const Stage&) = delete;
-  Stage& operator=(const Stage&) = delete;
-
-  // Blocks while the queue is full.
-  bool Push(Item item) {
-    std::unique_lock lock(mu_);
-    space_.wait(lock, [this] { return queue_.size() < depth_ || failed_; });
-    if (failed_) return false;
-    queue_.push_back(std::move(item));
-    ready_.notify_one();
-    return true;
-  }
-  // Waits for everything pushed to be worked off. False if the stage stopped.
-  bool Finish() {
-    {
-      std::lock_guard lock(mu_);
-      done_ = true;
-      ready_.notify_one();
-    }
-    if (thread_.joinable()) thread_.join();
-    return !failed_;
-  }
-
- private:
-  void Run() {
-    for (;;) {
-      Item item;
-      {
-        std::unique_lock lock(mu_);
-        ready_.wait(lock, [this] { return !queue_.empty() || done_; });
-        if (queue_.empty()) return;
-        item = std::move(queue_.front());
-        queue_.pop_front();
-        space_.notify_one();
-      }
-      if (!work_(item)) {
-        std::lock_guard lock(mu_);
-        failed_ = true;
-        space_.notify_all();
-        return;
-      }
-    }
-  }
-
-  const size_t depth_;
-  std::function<bool(Item&)> work_;
-  std::mutex mu_;
-  std::condition_variable ready_, space_;
-  std::deque<Item> queue_;
-  bool done_ = false;
-  bool failed_ = false;
-  std::thread thread_;  // last: started once every other member is
-};
-
-// The writing half of derive: MySQL's upserts (the slowest step: ~0.4 of its read rate
-// here) on one thread, Redis history on another, both overlapping the next symbols' reads on
-// the caller's connection. Per symbol, MySQL is written before Redis history, as before: a
-// run stopped in between leaves Redis no candle MySQL lacks. Each queue holds at most kDepth
-// symbols.
+// The writing half of derive: MySQL's upserts (the slowest step) on one thread per MySQL
+// connection given, Redis history behind them on another, all overlapping the next symbols'
+// reads on the caller's connection. Per symbol, MySQL is written before Redis history, as
+// before: a run stopped in between leaves Redis no candle MySQL lacks. Each queue holds at
+// most kDepth symbols.
 class DeriveWriter {
  public:
   struct Item {
     size_t index = 0;  // into session.symbols
     std::vector<Candle> candles;
   };
+  // One MySQL connection of the writers' and the table over it (its fence epoch set).
+  struct Conn {
+    MysqlConn* db;
+    KlineTable* table;
+  };
 
-  DeriveWriter(const RestoreOptions& o, Session* session, KlineTable* table, Interval target)
+  DeriveWriter(const RestoreOptions& o, Session* session, std::vector<Conn> conns, Interval target)
       : o_(o),
         session_(session),
-        table_(table),
+        conns_(std::move(conns)),
+        rows_(conns_.size()),
         target_(target),
         progress_("derive", o.dry_run ? "to derive" : "derived", session->symbols.size()),
-        redis_(kDepth, [this](Item& item) { return WriteRedis(item); }),
-        mysql_(kDepth,
-               [this](Item& item) { return WriteMysql(item) && redis_.Push(std::move(item)); }) {}
+        redis_(kDepth, 1, [this](Item& item, size_t) { return WriteRedis(item); }),
+        mysql_(kDepth, conns_.size(), [this](Item& item, size_t w) {
+          return WriteMysql(item, w) && redis_.Push(std::move(item));
+        }) {}
 
   // Blocks while the first queue is full. False once a write failed (its reason printed).
   bool Push(Item item) { return mysql_.Push(std::move(item)); }
@@ -395,18 +336,19 @@ class DeriveWriter {
  private:
   static constexpr size_t kDepth = 8;
 
-  bool WriteMysql(const Item& item) {
+  bool WriteMysql(const Item& item, size_t worker) {
     if (o_.dry_run || item.candles.empty()) return true;
     const std::string& sym = session_->symbols[item.index];
-    rows_.clear();
-    for (const Candle& c : item.candles) rows_.push_back(StoredCandle{sym, c});
-    const WriteStatus st = table_->Upsert(rows_);
+    std::vector<StoredCandle>& rows = rows_[worker];
+    rows.clear();
+    for (const Candle& c : item.candles) rows.push_back(StoredCandle{sym, c});
+    const WriteStatus st = conns_[worker].table->Upsert(rows);
     if (st == WriteStatus::kOk) return true;
     std::fprintf(stderr, "\nklinectl: writing %s's %s candles to MySQL: %s\n", sym.c_str(),
                  std::string(IntervalName(target_)).c_str(),
                  st == WriteStatus::kFenced
                      ? "fenced (a new lease holder raised kline_fence meanwhile): rerun"
-                     : session_->db.error().c_str());
+                     : conns_[worker].db->error().c_str());
     return false;
   }
 
@@ -423,19 +365,21 @@ class DeriveWriter {
     if (!session_->FinishSymbol(o_, sym, &sym_written)) return false;
     redis_written_ += sym_written;
     derived_ += out.size();
-    progress_.Update(item.index + 1, derived_);
+    progress_.Update(++symbols_done_, derived_);
     return true;
   }
 
   const RestoreOptions& o_;
   Session* session_;
-  KlineTable* table_;  // over session->db: the MySQL stage's only
+  // The MySQL stage's: worker w uses conns_[w] and rows_[w].
+  const std::vector<Conn> conns_;
+  std::vector<std::vector<StoredCandle>> rows_;
   Interval target_;
-  std::vector<StoredCandle> rows_;  // the MySQL stage's
   // The Redis stage's (session->redis too):
   Progress progress_;
   uint64_t redis_written_ = 0;
   uint64_t derived_ = 0;
+  size_t symbols_done_ = 0;
   // Declared last, in this order: the MySQL stage, destroyed (finished) first, feeds the
   // Redis stage.
   Stage<Item> redis_;
@@ -464,18 +408,22 @@ int Derive(const DeriveOptions& d) {
   int64_t epoch = 0;
   if (!PrepareWrites(&table, &session.db, o.dry_run, &epoch)) return 2;
   table.set_fence_epoch(epoch);
-  // The reads go over a connection of their own, beside the writer's.
-  MysqlConn read_db(o.mysql);
-  if (!read_db.EnsureConnected()) {
-    std::fprintf(stderr, "klinectl: cannot connect to MySQL at %s:%d: %s\n", o.mysql.host.c_str(),
-                 o.mysql.port, read_db.error().c_str());
-    return 2;
+  // The reads go over a connection of their own, beside the writers' two.
+  MysqlConn read_db(o.mysql), write_db(o.mysql);
+  for (MysqlConn* db : {&read_db, &write_db}) {
+    if (!db->EnsureConnected()) {
+      std::fprintf(stderr, "klinectl: cannot connect to MySQL at %s:%d: %s\n", o.mysql.host.c_str(),
+                   o.mysql.port, db->error().c_str());
+      return 2;
+    }
   }
   KlineTable reader(&read_db, 1, o.tz);
+  KlineTable table2(&write_db, kUpsertBatch, o.tz);
+  table2.set_fence_epoch(epoch);
   constexpr size_t kPage = 20000;
   uint64_t derived = 0, incomplete = 0;
   std::vector<Candle> page;
-  DeriveWriter writer(o, &session, &table, d.target);
+  DeriveWriter writer(o, &session, {{&session.db, &table}, {&write_db, &table2}}, d.target);
   const auto read_failed = [&](const std::string& sym) {
     std::fprintf(stderr, "\nklinectl: reading %s from MySQL: %s\n", sym.c_str(),
                  read_db.error().c_str());
