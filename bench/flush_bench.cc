@@ -2,13 +2,12 @@
 // the written candles of the watched intervals (the market-data API's live stream), the same
 // script without the publish (and without its read of B:watch), and the floor, a plain MSET of
 // the same candles and watermarks; with nobody watching, with one subscriber on every symbol's
-// channel watching 1m, and watching all 15 intervals. One redis-server, one run, the variants alternated
-// round by round (machines here are noisy); the figure is Redis's own usec_per_call from INFO
-// commandstats, so client and network time do not count.
-// Common case: one symbol's 15 current candles in the same buckets, each changed by the call
-// (a trade more), no closed candles, no late trades, no ticker (what most FLUSH calls are at
-// steady state).
-// Usage: flush_bench [--symbols N] [--calls-per-round C] [--rounds R]
+// channel watching 1m, and watching all 15 intervals. One redis-server, one run, the variants
+// alternated round by round (machines here are noisy); the figure is Redis's own usec_per_call from
+// INFO commandstats, so client and network time do not count. Common case: one symbol's 15 current
+// candles in the same buckets, each changed by the call (a trade more), no closed candles, no late
+// trades, no ticker (what most FLUSH calls are at steady state). Usage: flush_bench [--symbols N]
+// [--calls-per-round C] [--rounds R]
 #include <hiredis/hiredis.h>
 
 #include <algorithm>
@@ -65,6 +64,19 @@ std::pair<double, double> Stat(redisContext* c, const std::string& cmd) {
   return {usec, calls};
 }
 
+// redis-server's CPU time so far (INFO cpu: used_cpu_sys + used_cpu_user), in us.
+double CpuUs(redisContext* c) {
+  redisReply* r = Command(c, {"INFO", "cpu"});
+  std::string text(r->str, r->len);
+  freeReplyObject(r);
+  double us = 0;
+  for (const char* key : {"used_cpu_sys:", "used_cpu_user:"}) {
+    const size_t at = text.find(key);
+    if (at != std::string::npos) us += 1e6 * std::atof(text.c_str() + at + std::strlen(key));
+  }
+  return us;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -103,11 +115,22 @@ int main(int argc, char** argv) {
     return sha;
   };
   const std::string sha_publish = load(flush), sha_quiet = load(quiet);
+  // Two floors for any script that takes these candles (measured with nobody streaming):
+  // FLUSH's very arguments to a script that does nothing, and the least a compare-and-set
+  // write can do: the keys given in KEYS, one GET of the stamp compared, one MSET.
+  const std::string sha_empty = load("return 1");
+  const std::string sha_cas = load(
+      "if redis.call('GET', KEYS[#KEYS]) ~= ARGV[#ARGV] then return -1 end\n"
+      "local a = {}\n"
+      "for i = 1, #KEYS do a[2 * i - 1] = KEYS[i]; a[2 * i] = ARGV[i] end\n"
+      "redis.call('MSET', unpack(a))\n"
+      "return 1\n");
 
   // Per symbol and version: the FLUSH arguments and the equivalent MSET.
   const long long t = 1732147200000;
   // [version][symbol]
-  std::vector<std::vector<std::string>> pub_calls[2], quiet_calls[2], mset_calls[2];
+  std::vector<std::vector<std::string>> pub_calls[2], quiet_calls[2], mset_calls[2], empty_calls[2],
+      cas_calls[2];
   for (int v = 0; v < 2; ++v) {
     for (int s = 0; s < symbols; ++s) {
       const std::string sym = "SYM" + std::to_string(s) + "USDT";
@@ -120,8 +143,8 @@ int main(int argc, char** argv) {
         mset.insert(mset.end(), {"kline:{" + sym + "}:" + iv, json});
       }
       args.insert(args.end(), {"0", "0", "", "", ""});
-      mset.insert(mset.end(),
-                  {"kline:{" + sym + "}:wm", std::to_string(1180 + v), "kline:{" + sym + "}:wmp", stamp});
+      mset.insert(mset.end(), {"kline:{" + sym + "}:wm", std::to_string(1180 + v),
+                               "kline:{" + sym + "}:wmp", stamp});
       if (v == 1) {
         // Storage as the shard left it: the stamp and the candles (version 1: the first call
         // brings version 0).
@@ -131,6 +154,15 @@ int main(int argc, char** argv) {
       std::vector<std::string> p = {"EVALSHA", sha_publish, "0"}, q = {"EVALSHA", sha_quiet, "0"};
       p.insert(p.end(), args.begin(), args.end());
       q.insert(q.end(), args.begin(), args.end());
+      std::vector<std::string> e = {"EVALSHA", sha_empty, "0"};
+      e.insert(e.end(), args.begin(), args.end());
+      // KEYS: the 17 keys of the MSET; ARGV: their values, then the stamp compared.
+      std::vector<std::string> cas = {"EVALSHA", sha_cas, "17"};
+      for (size_t k = 1; k < mset.size(); k += 2) cas.push_back(mset[k]);
+      for (size_t k = 2; k < mset.size(); k += 2) cas.push_back(mset[k]);
+      cas.push_back(stamp);
+      empty_calls[v].push_back(std::move(e));
+      cas_calls[v].push_back(std::move(cas));
       pub_calls[v].push_back(std::move(p));
       quiet_calls[v].push_back(std::move(q));
       mset_calls[v].push_back(std::move(mset));
@@ -148,14 +180,23 @@ int main(int argc, char** argv) {
     return out;
   };
   const std::vector<std::vector<std::string>> mset_only[2] = {mset_calls[1], mset_calls[1]};
-  const auto pub = batch(pub_calls), qu = batch(quiet_calls), ms = batch(mset_only);
+  const auto pub = batch(pub_calls), qu = batch(quiet_calls), ms = batch(mset_only),
+             em = batch(empty_calls), ca = batch(cas_calls);
   per_round = per_symbol * symbols;
 
   // Redis time per call of a variant: the change of its command's usec / calls over a round.
-  auto measure = [&](const std::vector<std::vector<std::string>>& calls, const char* cmd) {
+  // Also (into *cpu, when given) the server's whole CPU time per call over the round: that
+  // counts reading and parsing the request and writing the reply, which the command's usec
+  // does not (and which a plain MSET of the same bytes pays as well).
+  auto measure = [&](const std::vector<std::vector<std::string>>& calls, const char* cmd,
+                     std::vector<double>* cpu = nullptr) {
     const auto before = Stat(c, cmd);
+    const double cpu_before = CpuUs(c);
     klined::bench::Pipeline(c, calls, "flush_bench");
+    const double cpu_after = CpuUs(c);
     const auto after = Stat(c, cmd);
+    if (cpu != nullptr)
+      cpu->push_back((cpu_after - cpu_before) / static_cast<double>(calls.size()));
     return (after.first - before.first) / (after.second - before.second);
   };
   std::printf("flush_bench: %d symbols, %d calls per round, %d rounds, redis %s\n", symbols,
@@ -199,11 +240,16 @@ int main(int argc, char** argv) {
         }
       });
     }
-    std::vector<double> p, q, m;
+    std::vector<double> p, q, m, e, k, cpu_p, cpu_m, cpu_e, cpu_k;
+    const bool floors = &sc == &scenarios.front();
     for (int r = 0; r < rounds; ++r) {
-      p.push_back(measure(pub, "evalsha"));
+      p.push_back(measure(pub, "evalsha", &cpu_p));
       q.push_back(measure(qu, "evalsha"));
-      m.push_back(measure(ms, "mset"));
+      m.push_back(measure(ms, "mset", &cpu_m));
+      if (floors) {
+        e.push_back(measure(em, "evalsha", &cpu_e));
+        k.push_back(measure(ca, "evalsha", &cpu_k));
+      }
     }
     auto median = [](std::vector<double> v) {
       std::sort(v.begin(), v.end());
@@ -212,8 +258,22 @@ int main(int argc, char** argv) {
     const double mp = median(p), mq = median(q), mm = median(m);
     std::printf(
         "  %s: FLUSH %.2f us/call, without publishing (no SPUBLISH, no watch read) %.2f us/call "
-        "(publish cost %+.1f%%), MSET floor %.2f us/call; FLUSH/MSET %.2fx (medians of %d rounds)\n",
+        "(publish cost %+.1f%%), MSET floor %.2f us/call; FLUSH/MSET %.2fx (medians of %d "
+        "rounds)\n",
         sc.name, mp, mq, 100 * (mp - mq) / mq, mm, mp / mm, rounds);
+    const double cp = median(cpu_p), cm = median(cpu_m);
+    std::printf(
+        "    server CPU per call (parsing and replies included): FLUSH %.2f us, MSET %.2f us "
+        "(%.2fx)\n",
+        cp, cm, cp / cm);
+    if (floors) {
+      const double me = median(e), mk = median(k), ce = median(cpu_e), ck = median(cpu_k);
+      std::printf(
+          "  floors of a script: FLUSH's arguments to one that does nothing %.2f us/call "
+          "(%.2fx MSET; server CPU %.2f us, %.2fx); GET-compare + MSET with the keys in KEYS "
+          "%.2f us/call (%.2fx MSET; server CPU %.2f us, %.2fx)\n",
+          me, me / mm, ce, ce / cm, mk, mk / mm, ck, ck / cm);
+    }
     if (sc.subscriber) {
       stop.store(true);
       // Wake the reader with one more message, then close.
