@@ -119,6 +119,8 @@ int main(int argc, char** argv) {
   // FLUSH's very arguments to a script that does nothing, and the least a compare-and-set
   // write can do: the keys given in KEYS, one GET of the stamp compared, one MSET.
   const std::string sha_empty = load("return 1");
+  // FLUSH_FAST: the common case while storage holds the shard's last write (B:ws valid).
+  const std::string sha_fast = load(klined::lua::kFlushFast);
   const std::string sha_cas = load(
       "if redis.call('GET', KEYS[#KEYS]) ~= ARGV[#ARGV] then return -1 end\n"
       "local a = {}\n"
@@ -130,7 +132,7 @@ int main(int argc, char** argv) {
   const long long t = 1732147200000;
   // [version][symbol]
   std::vector<std::vector<std::string>> pub_calls[2], quiet_calls[2], mset_calls[2], empty_calls[2],
-      cas_calls[2];
+      cas_calls[2], fast_calls[2];
   for (int v = 0; v < 2; ++v) {
     for (int s = 0; s < symbols; ++s) {
       const std::string sym = "SYM" + std::to_string(s) + "USDT";
@@ -147,10 +149,24 @@ int main(int argc, char** argv) {
                                "kline:{" + sym + "}:wmp", stamp});
       if (v == 1) {
         // Storage as the shard left it: the stamp and the candles (version 1: the first call
-        // brings version 0).
+        // brings version 0), and the write stamp FLUSH_FAST finds (and writes again).
         redisReply* r = Command(c, mset);
         freeReplyObject(r);
+        r = Command(c, {"SET", "kline:{" + sym + "}:ws", "bench:1"});
+        freeReplyObject(r);
       }
+      // FLUSH_FAST: KEYS wmp, ws, watch, wm, the 15 currents, ticker, tks.
+      const std::string b = "kline:{" + sym + "}";
+      std::vector<std::string> f = {"EVALSHA",  sha_fast,  std::to_string(6 + 15),
+                                    b + ":wmp", b + ":ws", b + ":watch",
+                                    b + ":wm"};
+      for (const char* iv : kIntervals) f.push_back(b + ":" + iv);
+      f.insert(f.end(), {"ticker:{" + sym + "}", b + ":tks", stamp, "bench:1", stamp, "bench:1",
+                         std::to_string(1180 + v), "15"});
+      for (const char* iv : kIntervals) f.push_back(iv);
+      for (const char* iv : kIntervals) f.push_back(CandleJson(sym, iv, t, v));
+      f.insert(f.end(), {"", "", b + ":events"});
+      fast_calls[v].push_back(std::move(f));
       std::vector<std::string> p = {"EVALSHA", sha_publish, "0"}, q = {"EVALSHA", sha_quiet, "0"};
       p.insert(p.end(), args.begin(), args.end());
       q.insert(q.end(), args.begin(), args.end());
@@ -181,7 +197,7 @@ int main(int argc, char** argv) {
   };
   const std::vector<std::vector<std::string>> mset_only[2] = {mset_calls[1], mset_calls[1]};
   const auto pub = batch(pub_calls), qu = batch(quiet_calls), ms = batch(mset_only),
-             em = batch(empty_calls), ca = batch(cas_calls);
+             em = batch(empty_calls), ca = batch(cas_calls), fa = batch(fast_calls);
   per_round = per_symbol * symbols;
 
   // Redis time per call of a variant: the change of its command's usec / calls over a round.
@@ -240,12 +256,13 @@ int main(int argc, char** argv) {
         }
       });
     }
-    std::vector<double> p, q, m, e, k, cpu_p, cpu_m, cpu_e, cpu_k;
+    std::vector<double> p, q, m, e, k, f, cpu_p, cpu_m, cpu_e, cpu_k, cpu_f;
     const bool floors = &sc == &scenarios.front();
     for (int r = 0; r < rounds; ++r) {
       p.push_back(measure(pub, "evalsha", &cpu_p));
       q.push_back(measure(qu, "evalsha"));
       m.push_back(measure(ms, "mset", &cpu_m));
+      f.push_back(measure(fa, "evalsha", &cpu_f));
       if (floors) {
         e.push_back(measure(em, "evalsha", &cpu_e));
         k.push_back(measure(ca, "evalsha", &cpu_k));
@@ -261,11 +278,15 @@ int main(int argc, char** argv) {
         "(publish cost %+.1f%%), MSET floor %.2f us/call; FLUSH/MSET %.2fx (medians of %d "
         "rounds)\n",
         sc.name, mp, mq, 100 * (mp - mq) / mq, mm, mp / mm, rounds);
-    const double cp = median(cpu_p), cm = median(cpu_m);
+    const double cp = median(cpu_p), cm = median(cpu_m), mf = median(f), cf = median(cpu_f);
     std::printf(
         "    server CPU per call (parsing and replies included): FLUSH %.2f us, MSET %.2f us "
         "(%.2fx)\n",
         cp, cm, cp / cm);
+    std::printf(
+        "    FLUSH_FAST (storage holds the shard's last write): %.2f us/call (%.2fx MSET, %.2f "
+        "of FLUSH); server CPU %.2f us (%.2fx MSET, %.2f of FLUSH)\n",
+        mf, mf / mm, mf / mp, cf, cf / cm, cf / cp);
     if (floors) {
       const double me = median(e), mk = median(k), ce = median(cpu_e), ck = median(cpu_k);
       std::printf(

@@ -144,6 +144,10 @@ class SymbolSeries {
   // (set by the store on a load and on a confirmed write; opaque here).
   const std::string& storage_stamp() const { return storage_stamp_; }
   void set_storage_stamp(std::string stamp) { storage_stamp_ = std::move(stamp); }
+  // The store's write stamp: nonzero while storage's current candles are known to be exactly
+  // what the last confirmed write sent (set and cleared by the store; 0 after a load).
+  uint64_t write_token() const { return write_token_; }
+  void set_write_token(uint64_t token) { write_token_ = token; }
   bool dirty() const { return dirty_; }
   size_t interval_count() const { return slots_.size(); }
   Interval interval(size_t i) const { return layout_->intervals[i]; }
@@ -226,6 +230,7 @@ class SymbolSeries {
   SourceMarks flush_marks_;
   SourceMarks stored_marks_;
   std::string storage_stamp_;
+  uint64_t write_token_ = 0;
   size_t hot_mark_ = 0;  // marks_.by_source index of the last trade's source (a lookup cache)
   int64_t touched_ms_ = 0;
   // The last kRecentIds applied ids, oldest overwritten first; every applied id above

@@ -107,6 +107,7 @@ void SymbolSeries::Restore(const SourceMarks& marks,
   marks_ = marks;
   flush_marks_ = marks;
   stored_marks_ = marks;
+  write_token_ = 0;  // storage's current candles are not known to be a write of ours
   hot_mark_ = 0;
   watermark_ = marks.Max();
   // What storage holds was applied by someone: below the watermark, unseen ids are replays.

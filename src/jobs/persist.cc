@@ -65,7 +65,8 @@ return 1
 // candle with trades after the bucket).
 // Deletes each record if unchanged and re-carries the close into the empty history candles
 // that follow the bucket (the bucket itself is no longer in Redis), stopping at the first
-// candle with trades; the current candle only when nothing bounds the carry. Idempotent.
+// candle with trades; the current candle only when nothing bounds the carry (voiding B:ws).
+// Idempotent.
 // Publishes every candle it rewrites on B:events (see lua_scripts.h).
 // Returns 1, or -1 if fenced out.
 constexpr const char kLateDone[] = R"LUA(
@@ -106,6 +107,8 @@ for i = 5, #ARGV, 4 do
 end
 if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], sym) end
 if redis.call('EXISTS', base .. ':pending') == 1 then redis.call('SADD', KEYS[3], sym) end
+-- A current candle rewritten: the shard's write stamp is void (see FLUSH_FAST).
+if wrote_current then redis.call('SET', base .. ':ws', '') end
 if #events > 0 then redis.call('SPUBLISH', base .. ':events', table.concat(events, '\n')) end
 return 1
 )LUA";

@@ -15,9 +15,10 @@ namespace {
 // Redis when MySQL has been down for long and much history is pending.
 constexpr const char kMaxScan[] = "20000";
 
-// KEYS: watermark, symbols, retired, lease. ARGV: symbol, the watermark seen, fencing token
-// ("" = unfenced). Moves the symbol to the retired set only if its watermark is still the one
-// seen (a trade flushed since keeps it active). 1 retired, 0 it traded, -1 fenced.
+// KEYS: watermark, symbols, retired, lease, write stamp. ARGV: symbol, the watermark seen,
+// fencing token ("" = unfenced). Moves the symbol to the retired set only if its watermark is
+// still the one seen (a trade flushed since keeps it active), voiding the shard's write stamp
+// (its next flush is a FLUSH, which adds the symbol back). 1 retired, 0 it traded, -1 fenced.
 constexpr const char kRetireIdle[] = R"LUA(
 if ARGV[3] ~= '' and redis.call('GET', KEYS[4]) ~= ARGV[3] then return -1 end
 local wm = redis.pcall('GET', KEYS[1])
@@ -25,6 +26,7 @@ if type(wm) ~= 'string' then wm = '' end
 if wm ~= ARGV[2] then return 0 end
 redis.call('SREM', KEYS[2], ARGV[1])
 redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('SET', KEYS[5], '')
 return 1
 )LUA";
 
@@ -145,8 +147,9 @@ bool TrimJob::RetireIdle(const std::vector<std::string>& members, std::string_vi
   }
   const std::string lease = keys_.Lease();
   for (size_t i = 0; i < due.size(); ++i) {
-    conn_->Append({"EVALSHA", conn_->Sha(retire_script_), "4", keys_.Watermark(*due[i]),
-                   keys_.Symbols(), keys_.RetiredSymbols(), lease, *due[i], due_wm[i], fence});
+    conn_->Append({"EVALSHA", conn_->Sha(retire_script_), "5", keys_.Watermark(*due[i]),
+                   keys_.Symbols(), keys_.RetiredSymbols(), lease, keys_.WriteStamp(*due[i]),
+                   *due[i], due_wm[i], fence});
   }
   for (size_t i = 0; i < due.size(); ++i) {
     RedisReply r = conn_->GetReply();

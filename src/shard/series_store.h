@@ -51,6 +51,8 @@ struct FlushReport {
   uint64_t late_not_in_redis = 0;  // bucket trimmed from Redis (MySQL holds it)
   uint64_t late_out_of_range = 0;  // merged sum would pass 20 integer digits
   uint64_t late_conflicts = 0;
+  uint64_t fast_written = 0;  // series written by FLUSH_FAST (storage still held their last write)
+  uint64_t fast_missed = 0;   // FLUSH_FAST found the write stamp void: left dirty, sent as FLUSH
   // Written by someone else since this shard last matched storage (or a retried write that
   // had landed): the shard reloads these and re-applies their unconfirmed trades.
   std::vector<SymbolSeries*> refused;

@@ -464,6 +464,8 @@ void Shard::FinishFlush(FlushJob* job) {
   stats_.late_applied.Add(report.late_applied);
   stats_.late_not_in_redis.Add(report.late_not_in_redis);
   stats_.late_conflicts.Add(report.late_conflicts);
+  stats_.flush_fast.Add(report.fast_written);
+  stats_.flush_fast_missed.Add(report.fast_missed);
   stats_.trades_out_of_range.Add(report.late_out_of_range);
   stats_.flushed_symbols.Add(report.written);
   std::erase_if(dirty_, [](const SymbolSeries* s) { return !s->dirty(); });
@@ -535,6 +537,11 @@ void Shard::FinishFlush(FlushJob* job) {
                            "until they do\"");
       return;
     }
+  }
+  if (!report.ok && report.failed == report.fast_missed) {
+    // Only FLUSH_FAST calls that met another writer's change (a rollover first, say): no
+    // failure; those symbols go as FLUSH in the next flush, which releases the offsets.
+    return;
   }
   if (!report.ok) {
     stats_.flush_failures.Add();

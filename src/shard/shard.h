@@ -85,10 +85,12 @@ struct ShardStats {
   OwnedCounter late_applied;
   OwnedCounter late_not_in_redis;
   OwnedCounter late_conflicts;
+  OwnedCounter flush_fast;         // symbols written by FLUSH_FAST
+  OwnedCounter flush_fast_missed;  // FLUSH_FAST calls that found the write stamp void
   OwnedCounter flushes;
   OwnedCounter flush_failures;
-  OwnedCounter replica_wait_timeouts;
-  OwnedCounter redis_data_loss;  // symbols whose stored state vanished under this shard  // flushes written but not acknowledged by the replicas
+  OwnedCounter replica_wait_timeouts;  // flushes written but not acknowledged by the replicas
+  OwnedCounter redis_data_loss;        // symbols whose stored state vanished under this shard
   OwnedCounter flushed_symbols;
   OwnedCounter writes_refused;  // symbol writes refused: storage moved (another writer, a retry)
   OwnedCounter reloads;         // symbols reloaded after a refused write
@@ -181,10 +183,11 @@ class Shard final : public TradeSink {
   FlushJob* in_flight_ = nullptr;  // shard thread: the flush the flusher is writing
   int64_t flush_started_us_ = 0;
   size_t held_at_snapshot_ = 0;
-  bool unconfirmed_ = false;  // writes not yet acknowledged by redis.wait_replicas replicas    // held_ batches the flush in flight covers
-  size_t closed_total_ = 0;        // unflushed closed candles at the last flush start
-  size_t late_total_ = 0;          // unflushed late trades at the last flush start
-  int64_t ticker_minute_ = 0;      // wall-clock minute of the last idle-ticker refresh
+  bool unconfirmed_ = false;   // writes not yet acknowledged by redis.wait_replicas replicas    //
+                               // held_ batches the flush in flight covers
+  size_t closed_total_ = 0;    // unflushed closed candles at the last flush start
+  size_t late_total_ = 0;      // unflushed late trades at the last flush start
+  int64_t ticker_minute_ = 0;  // wall-clock minute of the last idle-ticker refresh
   int64_t next_idle_scan_ms_ = 0;  // monotonic: the next look for symbols to release
   std::atomic<bool> stop_{false};
   std::atomic<int64_t> stop_deadline_ms_{0};

@@ -52,7 +52,13 @@ TEST_CASE("retire: a retired symbol stops rolling, keeps its candles, and a trad
       seconds(20)));
 
   // A trade brings it back: active again, counted so, candles as if never retired.
-  const RefTrade revive{"OLDUSDT", 2000, NowMs() - 200, 77777, 3, true};
+  // In the buckets of the symbol's last trade: the shard's write stamp would let FLUSH_FAST
+  // write it, which does not add a symbol back; retiring voids the stamp, so it is a FLUSH.
+  int64_t last_t = 0;
+  for (const RefTrade& t : trades) {
+    if (t.symbol == "OLDUSDT") last_t = std::max(last_t, t.time_ms);
+  }
+  const RefTrade revive{"OLDUSDT", 2000, last_t, 77777, 3, true};
   Produce(&producer, {revive});
   trades.push_back(revive);
   REQUIRE(stack.WaitForWatermarks(LastIds(trades), seconds(30)));

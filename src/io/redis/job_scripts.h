@@ -109,7 +109,12 @@ for k, e in ipairs(ivs) do
     conflicts = conflicts + 1
   end
 end
-if #mset > 0 then redis.call('MSET', unpack(mset)) end
+if #mset > 0 then
+  -- The shard's write stamp is void: storage's current candles are no longer its own.
+  mset[#mset + 1] = base .. ':ws'
+  mset[#mset + 1] = ''
+  redis.call('MSET', unpack(mset))
+end
 if #pend > 0 then bulk('HSET', base .. ':pending', pend) end
 if written > 0 then redis.pcall('SADD', prefix .. ':pending', sym) end
 if #events > 0 then redis.call('SPUBLISH', base .. ':events', table.concat(events, '\n')) end
@@ -197,6 +202,8 @@ for _, r in ipairs(rolls) do
   end
 end
 if #mset > 0 then
+  mset[#mset + 1] = base .. 'ws'  -- the shard's write stamp is void (see ROLLOVER)
+  mset[#mset + 1] = ''
   redis.call('MSET', unpack(mset))
   redis.call('HSET', base .. 'pending', unpack(pend))
   redis.pcall('SADD', prefix .. ':pending', sym)

@@ -47,6 +47,10 @@ class KeyLayout {
   std::string Watermark(std::string_view symbol) const { return Of(symbol, "wm"); }
   // PREFIX:{SYMBOL}:wmp: per-partition watermarks, FLUSH's compare-and-set stamp.
   std::string Marks(std::string_view symbol) const { return Of(symbol, "wmp"); }
+  // PREFIX:{SYMBOL}:ws: the shard's write stamp (FLUSH_FAST; "" = void).
+  std::string WriteStamp(std::string_view symbol) const { return Of(symbol, "ws"); }
+  // PREFIX:{SYMBOL}:watch: what API instances follow of the symbol.
+  std::string Watch(std::string_view symbol) const { return Of(symbol, "watch"); }
   // PREFIX:{SYMBOL}:tks: the 24h ticker's persisted state.
   std::string TickerState(std::string_view symbol) const { return Of(symbol, "tks"); }
   // PREFIX:{SYMBOL}:pending: hash "INTERVAL|open_time" -> candle JSON not yet in MySQL.

@@ -6,6 +6,7 @@
 #include <charconv>
 #include <cstring>
 #include <optional>
+#include <random>
 
 #include <chrono>
 #include "base/log.h"
@@ -59,8 +60,20 @@ KlineStore::KlineStore(RedisConn* conn, std::string key_prefix, const SeriesLayo
     if (layout_->intervals[i] == Interval::k1m) one_minute_slot_ = static_cast<int>(i);
   }
   flush_script_ = conn_->AddScript(std::string(lua::kCommon) + lua::kFlush);
+  fast_script_ = conn_->AddScript(lua::kFlushFast);
   load_script_ = conn_->AddScript(lua::kLoad);
-  if (write_conn_ != conn_) write_conn_->AddScript(std::string(lua::kCommon) + lua::kFlush);
+  if (write_conn_ != conn_) {
+    write_conn_->AddScript(std::string(lua::kCommon) + lua::kFlush);
+    write_conn_->AddScript(lua::kFlushFast);
+  }
+  std::random_device rd;
+  char buf[20];
+  std::snprintf(buf, sizeof buf, "%08x%08x", rd(), rd());
+  nonce_ = buf;
+}
+
+std::string KlineStore::StampValue(uint64_t token) const {
+  return nonce_ + ":" + std::to_string(token);
 }
 
 namespace {
@@ -117,11 +130,83 @@ void KlineStore::NoteCorrupt(CorruptKind kind, std::string_view symbol, std::str
                      << "\" action=" << (repaired ? "repaired" : "quarantined"));
 }
 
-bool KlineStore::EncodeFlushCommand(SymbolSeries& s, std::string_view stamp,
+std::pair<std::string_view, std::string_view> KlineStore::TickerArgs(SymbolSeries& s,
+                                                                     bool* with_state,
+                                                                     uint64_t* ticker_token) {
+  *with_state = false;
+  if (one_minute_slot_ < 0) return {"", ""};
+  std::string json;
+  TickerWindow* ticker = s.ticker();
+  ticker->AppendJson(s.symbol().view(), WallMs(), &json);  // advances the window first
+  const std::string_view json_arg = Keep(std::move(json));
+  // The ticker's state, when due, atomically with the candles it is consistent with.
+  const int64_t now = WallMs();
+  if (!ticker->StateDue(kTickerStateEveryMinutes, now, kTickerStateMinGapMs)) return {json_arg, ""};
+  *ticker_token = ticker->BeginPersist(now);
+  std::string state;
+  ticker->AppendState(&state);
+  *with_state = true;
+  return {json_arg, Keep(std::move(state))};
+}
+
+void KlineStore::AppendArgs(std::string* payload) {
+  argv_.clear();
+  argv_len_.clear();
+  for (std::string_view a : args_) {
+    argv_.push_back(a.data());
+    argv_len_.push_back(a.size());
+  }
+  char* cmd = nullptr;
+  const int len =
+      redisFormatCommandArgv(&cmd, static_cast<int>(argv_.size()), argv_.data(), argv_len_.data());
+  assert(len > 0);
+  payload->append(cmd, static_cast<size_t>(len));
+  redisFreeCommand(cmd);
+}
+
+bool KlineStore::EncodeFastCommand(SymbolSeries& s, std::string_view stamp, std::string grant,
+                                   std::string* payload, uint64_t* ticker_token) {
+  strings_.clear();
+  args_.clear();
+  const std::string_view sym = s.symbol().view();
+  std::vector<size_t>& with = fast_slots_;
+  with.clear();
+  for (size_t i = 0; i < s.interval_count(); ++i) {
+    if (s.current(i) != nullptr) with.push_back(i);
+  }
+  const size_t n = with.size();
+  args_.insert(args_.end(),
+               {"EVALSHA", conn_->Sha(fast_script_), Keep(ToDec(static_cast<int64_t>(6 + n)))});
+  // KEYS
+  args_.push_back(Keep(keys_.Marks(sym)));
+  args_.push_back(Keep(keys_.WriteStamp(sym)));
+  args_.push_back(Keep(keys_.Watch(sym)));
+  args_.push_back(Keep(keys_.Watermark(sym)));
+  for (size_t i : with) args_.push_back(Keep(keys_.Current(sym, s.interval(i))));
+  args_.push_back(Keep(keys_.Ticker(sym)));
+  args_.push_back(Keep(keys_.TickerState(sym)));
+  // ARGV
+  args_.push_back(s.storage_stamp());
+  args_.push_back(Keep(StampValue(s.write_token())));
+  args_.push_back(stamp);
+  args_.push_back(Keep(std::move(grant)));
+  args_.push_back(Keep(ToDec(s.watermark())));
+  args_.push_back(Keep(ToDec(static_cast<int64_t>(n))));
+  for (size_t i : with) args_.push_back(IntervalName(s.interval(i)));
+  for (size_t i : with) args_.push_back(Keep(CandleJson(*s.current(i), sym, /*closed=*/false)));
+  bool with_state = false;
+  const auto [ticker_json, ticker_state] = TickerArgs(s, &with_state, ticker_token);
+  args_.push_back(ticker_json);
+  args_.push_back(ticker_state);
+  args_.push_back(Keep(keys_.Events(sym)));
+  AppendArgs(payload);
+  return with_state;
+}
+
+bool KlineStore::EncodeFlushCommand(SymbolSeries& s, std::string_view stamp, std::string grant,
                                     const std::vector<LateUpdate>& late,
                                     const std::vector<MysqlLate>& mysql_late, std::string* payload,
                                     uint64_t* ticker_token) {
-  bool with_state = false;
   strings_.clear();
   args_.clear();
   const std::string_view sym = s.symbol().view();
@@ -156,38 +241,13 @@ bool KlineStore::EncodeFlushCommand(SymbolSeries& s, std::string_view stamp,
     args_.push_back(m.trade_json);
   }
   // The 24h ticker, current as of this flush (only when 1m candles feed it).
-  if (one_minute_slot_ >= 0) {
-    args_.push_back(Keep(keys_.Ticker(sym)));
-    std::string json;
-    TickerWindow* ticker = s.ticker();
-    ticker->AppendJson(sym, WallMs(), &json);  // advances the window first
-    args_.push_back(Keep(std::move(json)));
-    // The ticker's state, when due, atomically with the candles it is consistent with.
-    const int64_t now = WallMs();
-    if (ticker->StateDue(kTickerStateEveryMinutes, now, kTickerStateMinGapMs)) {
-      *ticker_token = ticker->BeginPersist(now);
-      std::string state;
-      ticker->AppendState(&state);
-      args_.push_back(Keep(std::move(state)));
-      with_state = true;
-    } else {
-      args_.push_back("");
-    }
-  } else {
-    args_.insert(args_.end(), {"", "", ""});
-  }
-  argv_.clear();
-  argv_len_.clear();
-  for (std::string_view a : args_) {
-    argv_.push_back(a.data());
-    argv_len_.push_back(a.size());
-  }
-  char* cmd = nullptr;
-  const int len =
-      redisFormatCommandArgv(&cmd, static_cast<int>(argv_.size()), argv_.data(), argv_len_.data());
-  assert(len > 0);
-  payload->append(cmd, static_cast<size_t>(len));
-  redisFreeCommand(cmd);
+  bool with_state = false;
+  const auto [ticker_json, ticker_state] = TickerArgs(s, &with_state, ticker_token);
+  args_.push_back(one_minute_slot_ >= 0 ? Keep(keys_.Ticker(sym)) : std::string_view(""));
+  args_.push_back(ticker_json);
+  args_.push_back(ticker_state);
+  args_.push_back(Keep(std::move(grant)));
+  AppendArgs(payload);
   return with_state;
 }
 
@@ -365,10 +425,21 @@ bool KlineStore::PlanLate(std::span<SymbolSeries* const> series, FlushReport* re
 }
 
 struct KlineStore::Job : FlushJob {
-  enum class Result : uint8_t { kUnanswered, kOk, kConflict, kRefused, kCorrupt, kError };
+  enum class Result : uint8_t {
+    kUnanswered,
+    kOk,
+    kConflict,
+    kRefused,
+    kFastMissed,  // FLUSH_FAST found the write stamp void
+    kCorrupt,
+    kError
+  };
   std::vector<SymbolSeries*> series;
   std::vector<SymbolSeries::FlushTicket> tickets;
   std::vector<std::string> stamps;               // per series: the stamp the call writes
+  std::vector<uint64_t> tokens;                  // per series: the write stamp it offers
+  std::vector<bool> fast;                        // per series: the call is FLUSH_FAST
+  std::vector<bool> granted;                     // per series: the write stamp is storage's
   std::vector<std::pair<size_t, size_t>> spans;  // per series: its call's payload bytes
   std::vector<FlushReport::Corrupt> left_out;    // per series: why it was not encoded
   // Per series: (slot, close) of each late update, in the order the script reports them.
@@ -394,6 +465,9 @@ std::unique_ptr<FlushJob> KlineStore::PrepareFlush(std::span<SymbolSeries* const
   job->payload.reserve(series.size() * 4096);
   job->tickets.resize(series.size());
   job->stamps.resize(series.size());
+  job->tokens.assign(series.size(), 0);
+  job->fast.assign(series.size(), false);
+  job->granted.assign(series.size(), false);
   job->spans.assign(series.size(), {0, 0});
   job->carries.resize(series.size());
   job->ticker_tokens.assign(series.size(), std::nullopt);
@@ -403,10 +477,18 @@ std::unique_ptr<FlushJob> KlineStore::PrepareFlush(std::span<SymbolSeries* const
     job->stamps[k] = FormatMarks(series[k]->flush_marks());
     const size_t begin = job->payload.size();
     uint64_t token = 0;
-    if (EncodeFlushCommand(*series[k], job->stamps[k], late_plans_[k], mysql_late_[k],
-                           &job->payload, &token)) {
-      job->ticker_tokens[k] = token;
-    }
+    SymbolSeries& s = *series[k];
+    job->tokens[k] = ++next_token_;
+    // The common case, when storage still holds this series' last write as sent: trades since
+    // (the stamp moved), all in the buckets that write left current.
+    job->fast[k] = s.write_token() != 0 && late_plans_[k].empty() && mysql_late_[k].empty() &&
+                   s.closed_count() == 0 && job->stamps[k] != s.storage_stamp();
+    const bool with_state =
+        job->fast[k] ? EncodeFastCommand(s, job->stamps[k], StampValue(job->tokens[k]),
+                                         &job->payload, &token)
+                     : EncodeFlushCommand(s, job->stamps[k], StampValue(job->tokens[k]),
+                                          late_plans_[k], mysql_late_[k], &job->payload, &token);
+    if (with_state) job->ticker_tokens[k] = token;
     job->spans[k] = {begin, job->payload.size()};
     for (const LateUpdate& u : late_plans_[k]) job->carries[k].emplace_back(u.slot, u.candle.close);
   }
@@ -496,11 +578,16 @@ void KlineStore::WriteCalls(Job* job) {
         continue;
       }
       switch (r->element[0]->integer) {
+        case 2:  // and the write stamp granted
         case 1:
           job->results[k] = Job::Result::kOk;
+          job->granted[k] = r->element[0]->integer == 2;
           for (size_t u = 1; u < r->elements; ++u) {
             job->reached[k].push_back(r->element[u]->integer == 1);
           }
+          break;
+        case -3:
+          job->results[k] = Job::Result::kFastMissed;  // another writer since: sent as FLUSH
           break;
         case 0:
           job->results[k] = Job::Result::kConflict;  // a stored candle changed since planning
@@ -558,6 +645,9 @@ FlushReport KlineStore::FinishFlush(FlushJob* base) {
       case Job::Result::kRefused:
         report.refused.push_back(s);
         break;
+      case Job::Result::kFastMissed:
+        ++report.fast_missed;
+        break;
       case Job::Result::kCorrupt:
         NoteCorrupt(CorruptKind::kType, s->symbol().view(), job->detail[k], "", false);
         report.corrupt.push_back({s, job->detail[k] + " holds another type", -1, 0});
@@ -573,9 +663,12 @@ FlushReport KlineStore::FinishFlush(FlushJob* base) {
       s->ticker()->EndPersist(job->results[k] == Job::Result::kOk, *job->ticker_tokens[k]);
     }
     if (job->results[k] != Job::Result::kOk) {
+      s->set_write_token(0);  // the next call is FLUSH, whatever storage holds
       s->AbortFlush();
       continue;
     }
+    s->set_write_token(job->granted[k] ? job->tokens[k] : 0);
+    if (job->fast[k]) ++report.fast_written;
     s->CommitFlush(job->tickets[k]);
     s->set_storage_stamp(std::move(job->stamps[k]));
     const auto& carries = job->carries[k];

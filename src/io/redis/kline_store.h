@@ -117,10 +117,23 @@ class KlineStore final : public SeriesStore {
   int FinerSlot(size_t slot, const std::function<bool(size_t)>& usable) const;
   // Appends the FLUSH call of one series, RESP-encoded, to *payload. Returns whether the call
   // carries the ticker state (then *ticker_token is its TickerWindow::BeginPersist token).
-  bool EncodeFlushCommand(SymbolSeries& s, std::string_view stamp,
+  // One FLUSH call into *payload, offering the write stamp `grant`. True if it carries the
+  // ticker state (*ticker_token then set).
+  bool EncodeFlushCommand(SymbolSeries& s, std::string_view stamp, std::string grant,
                           const std::vector<LateUpdate>& late,
                           const std::vector<MysqlLate>& mysql_late, std::string* payload,
                           uint64_t* ticker_token);
+  // One FLUSH_FAST call (the series holds a write stamp, no closed candles, no late trades).
+  bool EncodeFastCommand(SymbolSeries& s, std::string_view stamp, std::string grant,
+                         std::string* payload, uint64_t* ticker_token);
+  // The 24h ticker's JSON and, when due, its state ("" = not due) as of now, kept in strings_;
+  // both "" when no 1m candles feed it. *with_state and *ticker_token as EncodeFlushCommand.
+  std::pair<std::string_view, std::string_view> TickerArgs(SymbolSeries& s, bool* with_state,
+                                                           uint64_t* ticker_token);
+  // args_ as one RESP command appended to *payload.
+  void AppendArgs(std::string* payload);
+  // A write stamp's value in B:ws: this store's nonce and the token.
+  std::string StampValue(uint64_t token) const;
   std::string_view Keep(std::string s);
   // Counts and logs an unreadable stored value (rate-limited): what, where, what became of it.
   void NoteCorrupt(CorruptKind kind, std::string_view symbol, std::string_view key,
@@ -134,7 +147,10 @@ class KlineStore final : public SeriesStore {
   int wait_timeout_ms_ = 1000;
   int one_minute_slot_ = -1;  // index of 1m in the layout (the ticker's source), -1 if none
   size_t flush_script_;
+  size_t fast_script_;
   size_t load_script_;
+  std::string nonce_;        // this store's, random: write stamps of other stores never match
+  uint64_t next_token_ = 0;  // write stamps handed out
   StoreStats stats_;
   std::vector<std::vector<LateUpdate>> late_plans_;  // per series of the current flush
   std::vector<std::vector<MysqlLate>> mysql_late_;   // per series of the current flush
@@ -144,6 +160,7 @@ class KlineStore final : public SeriesStore {
   std::vector<std::string_view> args_;
   std::vector<const char*> argv_;
   std::vector<size_t> argv_len_;
+  std::vector<size_t> fast_slots_;  // EncodeFastCommand's intervals with a current candle
 };
 
 }  // namespace klined

@@ -12,7 +12,13 @@
 //   B:INTERVAL        current candle (x=false)
 //   B:INTERVAL:hist   closed candles, score = open time
 //   B:wm              highest applied trade id
-//   B:wmp             per-source watermarks "source:id,..." (the write stamp, see FLUSH)
+//   B:wmp             per-source watermarks "source:id,..." (the compare-and-set stamp, see
+//                     FLUSH)
+//   B:ws              the shard's write stamp: set by FLUSH when storage's current candles are
+//                     exactly what it sent; every other writer of current candles (ROLLOVER,
+//                     ROLLOVER_STEP, the persistence worker's late re-carry, klinectl's
+//                     restore-redis and recompute) and of PREFIX:symbols membership (retire)
+//                     sets it to "" (see FLUSH_FAST)
 //   B:tks             the 24h ticker's persisted state (binary, TickerWindow::AppendState)
 //   B:pending         hash "INTERVAL|open_time" -> candle JSON not yet confirmed in MySQL
 //   PREFIX:symbols    every symbol with an applied trade
@@ -63,6 +69,7 @@ local function put_hist(base, iv, t, json, events)
   return true
 end
 
+local wrote_current = false  -- set by recarry_current: this call rewrote a current candle
 -- The current candle at cur_key takes `close` if it is empty (and, with after_t, opens after
 -- it); appended to `events` (when given) when that changes it. Anything but a candle there is left alone.
 local function recarry_current(cur_key, close, events, after_t)
@@ -72,6 +79,7 @@ local function recarry_current(cur_key, close, events, after_t)
   local nc = with_close(cur, close)
   if nc ~= cur then
     redis.call('SET', cur_key, nc)
+    wrote_current = true
     if events then events[#events + 1] = nc end
   end
 end
@@ -112,7 +120,8 @@ end
 //   MySQL-late count, then per record: field "INTERVAL|open_time|trade_id", trade JSON (a late
 //     trade whose bucket left Redis: B:late, drained into MySQL by the persistence worker);
 //   ticker key and JSON ("" "" = none): the symbol's 24h ticker, written as is; the ticker's
-//     persisted state for B:tks ("" = unchanged; binary, see TickerWindow::AppendState).
+//     persisted state for B:tks ("" = unchanged; binary, see TickerWindow::AppendState);
+//   the write stamp to grant ("" = none, or absent; see FLUSH_FAST).
 // The stamps are the symbol's per-source watermarks as stored in B:wmp ("" = none): the write
 // is refused ({-1}, nothing written) unless B:wmp still holds the base stamp, i.e. unless
 // storage is exactly what the shard loaded or last wrote. So a second writer of the symbol
@@ -124,7 +133,10 @@ end
 // Stored garbage never raises a Lua error (which would leave the writes before it in place):
 // every key the call writes with a typed command is checked first, and a key of another type
 // returns {-2, key} with nothing written. Otherwise returns {1, r1, r2, ...} where rk = 1 if
-// late update k re-carried its close all the way into the current candle.
+// late update k re-carried its close all the way into the current candle, or {2} when it
+// granted the write stamp: B:ws holds the one given, because every current candle stored is
+// now the one the call sent (no late update, no interval where storage was newer or older);
+// otherwise it sets B:ws to "" (void).
 // Never undoes a rollover: if storage's current candle is newer than the shard's, the
 // shard's candle goes to history and its close is re-carried.
 // Publishes on B:events the candles it changed of the intervals B:watch names (nothing when
@@ -158,6 +170,7 @@ local nmysql = tonumber(ARGV[i])
 local mysql_at = i + 1
 i = mysql_at + 2 * nmysql
 local ticker_key, ticker_json, ticker_state = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+local grant = ARGV[i + 3] or ''
 
 -- One MGET for every current candle, the stamp and the watch: a command costs Redis far more
 -- than Lua.
@@ -253,9 +266,17 @@ if ticker_state ~= '' then
   mset[#mset + 1] = base .. ':tks'
   mset[#mset + 1] = ticker_state
 end
+-- The write stamp: granted when storage's current candles are now exactly the ones sent (no
+-- interval found storage elsewhere, no late update that may re-carry into them), else void.
+local granted = grant ~= '' and nlate == 0
+for k = 1, n do
+  if plan[k] ~= 0 then granted = false end
+end
+mset[#mset + 1] = base .. ':ws'
+mset[#mset + 1] = granted and grant or ''
 redis.call('MSET', unpack(mset))
 
-local result = {1}
+local result = {granted and 2 or 1}
 for k, l in ipairs(lates) do
   local ev = followed(l.iv)
   put_hist(base, l.iv, l.t, l.json, ev)
@@ -281,6 +302,56 @@ redis.pcall('SADD', prefix .. ':symbols', sym)
 if wrote_pending then redis.pcall('SADD', prefix .. ':pending', sym) end
 if #events > 0 then redis.call('SPUBLISH', base .. ':events', table.concat(events, '\n')) end
 return result
+)LUA";
+
+// FLUSH_FAST: the common case of FLUSH, without reading the current candles: one symbol's
+// trades since its last write, every one in the buckets that write left current (no closed
+// candle, no late trade), while storage still holds exactly what that write sent.
+// KEYS: B:wmp, B:ws, B:watch, B:wm, then the n current candle keys, the ticker key and B:tks
+//   (those two always given; written only with a value).
+// ARGV: base stamp (B:wmp as the shard last matched it), write stamp (B:ws as the shard's last
+//   write left it), new stamp, new write stamp, watermark, n, the n interval names, the n
+//   current JSONs (x=false), ticker JSON ("" = none), ticker state ("" = unchanged), the
+//   events channel.
+// Refused ({-1}, nothing written) unless B:wmp holds the base stamp, as FLUSH; {-3}, nothing
+// written, unless B:ws holds the write stamp: somebody else wrote a current candle or the
+// symbol's index since (a rollover, a late re-carry, a tool), so the shard sends FLUSH. Both
+// hold: storage's current candles are the shard's previous ones, every one of which its trades
+// since changed, so all are written, and published where B:watch names them, and B:ws takes
+// the new write stamp. PREFIX:symbols already holds the symbol (FLUSH added it; retire voids
+// B:ws). Returns {2}.
+inline constexpr const char kFlushFast[] = R"LUA(
+local got = redis.call('MGET', KEYS[1], KEYS[2], KEYS[3])
+if (got[1] or '') ~= ARGV[1] then return {-1} end
+if got[2] ~= ARGV[2] then return {-3} end
+local n = tonumber(ARGV[6])
+local mset = {KEYS[1], ARGV[3], KEYS[2], ARGV[4], KEYS[4], ARGV[5]}
+for k = 1, n do
+  mset[#mset + 1] = KEYS[4 + k]
+  mset[#mset + 1] = ARGV[6 + n + k]
+end
+local ticker_json, ticker_state = ARGV[7 + 2 * n], ARGV[8 + 2 * n]
+if ticker_json ~= '' then
+  mset[#mset + 1] = KEYS[5 + n]
+  mset[#mset + 1] = ticker_json
+end
+if ticker_state ~= '' then
+  mset[#mset + 1] = KEYS[6 + n]
+  mset[#mset + 1] = ticker_state
+end
+redis.call('MSET', unpack(mset))
+local watch = got[3]
+if watch then
+  local events, find = {}, string.find
+  for k = 1, n do
+    if find(watch, ',' .. ARGV[6 + k] .. ',', 1, true) then events[#events + 1] = ARGV[6 + n + k] end
+  end
+  if ticker_json ~= '' and find(watch, ',ticker,', 1, true) then
+    events[#events + 1] = ticker_json
+  end
+  if #events > 0 then redis.call('SPUBLISH', ARGV[9 + 2 * n], table.concat(events, '\n')) end
+end
+return {2}
 )LUA";
 
 // LOAD: what a shard needs to take one symbol over (start, rebalance, reload).

@@ -122,20 +122,21 @@ struct Session {
 };
 
 // RESTORE_CURRENT: a symbol's watermark and current candles where klined is not running.
-// KEYS: watermark, then one current candle key per interval. ARGV: dry ("1"/"0"), the
-// watermark, then one current candle JSON per key. Nothing if the watermark exists (a
-// klined wrote this symbol since the loss: its state stands); else each missing current
-// candle is set, then the watermark. Returns {current candles written, watermark written}.
+// KEYS: watermark, write stamp (B:ws), then one current candle key per interval. ARGV: dry
+// ("1"/"0"), the watermark, then one current candle JSON per current key. Nothing if the
+// watermark exists (a klined wrote this symbol since the loss: its state stands); else each
+// missing current candle is set, then the watermark, and the write stamp is voided. Returns
+// {current candles written, watermark written}.
 constexpr const char kRestoreCurrent[] = R"LUA(
 if redis.call('EXISTS', KEYS[1]) == 1 then return {0, 0} end
 local n = 0
-for i = 2, #KEYS do
+for i = 3, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 0 then
     n = n + 1
-    if ARGV[1] == '0' then redis.call('SET', KEYS[i], ARGV[i + 1]) end
+    if ARGV[1] == '0' then redis.call('SET', KEYS[i], ARGV[i]) end
   end
 end
-if ARGV[1] == '0' then redis.call('SET', KEYS[1], ARGV[2]) end
+if ARGV[1] == '0' then redis.call('MSET', KEYS[1], ARGV[2], KEYS[2], '') end
 return {n, 1}
 )LUA";
 
@@ -197,9 +198,10 @@ int RestoreRedis(const RestoreOptions& o) {
       }
       const std::string wm_key = o.keys.Watermark(sym);
       const std::string wm = std::to_string(last_id);
-      const std::string nkeys = std::to_string(current_keys.size() + 1);
+      const std::string nkeys = std::to_string(current_keys.size() + 2);
+      const std::string ws_key = o.keys.WriteStamp(sym);
       std::vector<std::string_view> argv = {"EVALSHA", session.redis.Sha(current_script), nkeys,
-                                            wm_key};
+                                            wm_key, ws_key};
       for (const std::string& k : current_keys) argv.push_back(k);
       argv.push_back(o.dry_run ? "1" : "0");
       argv.push_back(wm);

@@ -629,8 +629,11 @@ int Retire(const Options& o) {
       continue;
     }
     // Atomic move: the rollover never sees the symbol in neither set nor in both.
+    // The shard's write stamp is voided with it: its next flush is a FLUSH, which adds a
+    // symbol that trades again back (FLUSH_FAST does not).
     if (!redis.Command({"MULTI"}) || !redis.Command({"SREM", keys.Symbols(), sym}) ||
-        !redis.Command({"SADD", keys.RetiredSymbols(), sym})) {
+        !redis.Command({"SADD", keys.RetiredSymbols(), sym}) ||
+        !redis.Command({"SET", keys.WriteStamp(sym), ""})) {
       Die(redis.error());
     }
     Reply done = redis.Command({"EXEC"});

@@ -57,7 +57,8 @@
 namespace klined::klinectl {
 namespace {
 
-// KEYS: history, pending hash, current candle, trimmed hash. ARGV: interval, dry ("1"/"0"),
+// KEYS: history, pending hash, current candle, trimmed hash, write stamp (B:ws, voided when
+// the current candle is replaced). ARGV: interval, dry ("1"/"0"),
 // the current candle as read and its replacement ('' '' = none), then (open_time, member as
 // read or '' for none, new member) triples. A member is replaced only if it is still the one
 // read and no pending entry for it waits for MySQL; a missing one (a hole: Redis lost it) is
@@ -97,7 +98,7 @@ end
 if ARGV[3] ~= '' then
   if redis.call('GET', KEYS[3]) == ARGV[3] then
     written = written + 1
-    if ARGV[2] == '0' then redis.call('SET', KEYS[3], ARGV[4]) end
+    if ARGV[2] == '0' then redis.call('MSET', KEYS[3], ARGV[4], KEYS[5], '') end
   else
     conflicts = conflicts + 1
   end
@@ -740,11 +741,12 @@ class Recomputer {
         changed_mysql_ += mysql.size();
       }
       // Redis: the members read in step 1, where MySQL took the new version (or had it).
-      std::vector<std::string> argv_s = {"EVALSHA", std::string(redis_.Sha(script_)), "4",
+      std::vector<std::string> argv_s = {"EVALSHA", std::string(redis_.Sha(script_)), "5",
                                          b.keys.History(s.symbol, st.iv),
                                          b.keys.Pending(s.symbol),
                                          b.keys.Current(s.symbol, st.iv),
                                          b.keys.Trimmed(s.symbol),
+                                         b.keys.WriteStamp(s.symbol),
                                          std::string(IntervalName(st.iv)),
                                          b.dry_run ? "1" : "0",
                                          new_current.empty() ? "" : st.current,
@@ -756,7 +758,7 @@ class Recomputer {
         argv_s.push_back(was == st.redis.end() ? std::string() : was->second);
         argv_s.push_back(json);
       }
-      if (argv_s.size() == 11 && new_current.empty()) continue;
+      if (argv_s.size() == 12 && new_current.empty()) continue;
       std::vector<std::string_view> argv(argv_s.begin(), argv_s.end());
       redis_.Append(argv);
       RedisReply r = redis_.GetReply();
