@@ -428,6 +428,12 @@ int main(int argc, char** argv) {
               o.trades / catchup, bare / catchup);
   std::printf("\nRedis calls per trade (catch-up): %.5f (%.0f flush calls for %.0f trades)\n",
               calls / applied, calls, applied);
+  std::printf(
+      "of the flush calls: FLUSH_FAST %.0f, FLUSH_FAST that found the write stamp void "
+      "%.0f; symbols refused (reloaded) %.0f\n",
+      kt::MetricSum(metrics, "klined_flush_fast_total"),
+      kt::MetricSum(metrics, "klined_flush_fast_missed_total"),
+      kt::MetricSum(metrics, "klined_writes_refused_total"));
   if (auto* info = static_cast<redisReply*>(redisCommand(rc, "INFO commandstats"))) {
     // Redis's own time in klined's Lua calls (FLUSH, the first-sight loads, rollover).
     const std::string s = info->type == REDIS_REPLY_STRING ? info->str : "";
@@ -587,6 +593,22 @@ int main(int argc, char** argv) {
           "p99 %.1f ms, max %.1f ms (flush interval 333 ms)\n",
           static_cast<long long>(o.rate), o.latency_seconds, lat_ms.size(),
           lat_ms[lat_ms.size() / 2], lat_ms[lat_ms.size() * 99 / 100], lat_ms.back());
+    }
+    const std::string m = Scrape(metrics_port);
+    std::printf(
+        "flush calls so far %.0f: FLUSH_FAST %.0f, FLUSH_FAST that found the write stamp "
+        "void %.0f\n",
+        kt::MetricSum(m, "klined_flushed_symbols_total"),
+        kt::MetricSum(m, "klined_flush_fast_total"),
+        kt::MetricSum(m, "klined_flush_fast_missed_total"));
+    if (auto* info = static_cast<redisReply*>(redisCommand(rc, "INFO commandstats"))) {
+      const std::string text(info->str, info->len);
+      const size_t at = text.find("cmdstat_evalsha:");
+      if (at != std::string::npos) {
+        std::printf("Redis EVALSHA so far: %s\n",
+                    text.substr(at + 16, text.find('\r', at) - at - 16).c_str());
+      }
+      freeReplyObject(info);
     }
   }
   klined.Stop(seconds(30));
