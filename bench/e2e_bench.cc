@@ -263,6 +263,30 @@ return 1
 
 std::string Scrape(int port) { return "\n" + kt::HttpGet(port, "/metrics"); }
 
+// Of klined's flush calls (metrics: a Scrape), how many went as FLUSH_FAST and how many of
+// those found the write stamp void, the symbols refused; then Redis's own time in klined's
+// Lua calls (FLUSH, the first-sight loads, rollover) from INFO commandstats, all of it with
+// dump_cmdstats. `when` follows "Redis EVALSHA" (" so far").
+void PrintFlushStats(const std::string& metrics, redisContext* rc, const char* when,
+                     bool dump_cmdstats) {
+  std::printf(
+      "of the flush calls: FLUSH_FAST %.0f, FLUSH_FAST that found the write stamp void "
+      "%.0f; symbols refused (reloaded) %.0f\n",
+      kt::MetricSum(metrics, "klined_flush_fast_total"),
+      kt::MetricSum(metrics, "klined_flush_fast_missed_total"),
+      kt::MetricSum(metrics, "klined_writes_refused_total"));
+  auto* info = static_cast<redisReply*>(redisCommand(rc, "INFO commandstats"));
+  if (info == nullptr) return;
+  const std::string s = info->type == REDIS_REPLY_STRING ? std::string(info->str, info->len) : "";
+  freeReplyObject(info);
+  if (dump_cmdstats) std::printf("%s\n", s.c_str());
+  const size_t at = s.find("cmdstat_evalsha:");
+  if (at != std::string::npos) {
+    std::printf("Redis EVALSHA%s: %s\n", when,
+                s.substr(at + 16, s.find('\r', at) - at - 16).c_str());
+  }
+}
+
 // True once every symbol's watermark in Redis reached last_ids (pipelined GETs).
 // Extra YAML lines from an environment variable "key=value,key=value" (for experiments
 // with consumer settings), each indented by `indent`.
@@ -428,22 +452,7 @@ int main(int argc, char** argv) {
               o.trades / catchup, bare / catchup);
   std::printf("\nRedis calls per trade (catch-up): %.5f (%.0f flush calls for %.0f trades)\n",
               calls / applied, calls, applied);
-  std::printf(
-      "of the flush calls: FLUSH_FAST %.0f, FLUSH_FAST that found the write stamp void "
-      "%.0f; symbols refused (reloaded) %.0f\n",
-      kt::MetricSum(metrics, "klined_flush_fast_total"),
-      kt::MetricSum(metrics, "klined_flush_fast_missed_total"),
-      kt::MetricSum(metrics, "klined_writes_refused_total"));
-  if (auto* info = static_cast<redisReply*>(redisCommand(rc, "INFO commandstats"))) {
-    // Redis's own time in klined's Lua calls (FLUSH, the first-sight loads, rollover).
-    const std::string s = info->type == REDIS_REPLY_STRING ? info->str : "";
-    if (std::getenv("KLINED_BENCH_CMDSTATS")) std::printf("%s\n", s.c_str());
-    const size_t at = s.find("cmdstat_evalsha:");
-    if (at != std::string::npos) {
-      std::printf("Redis EVALSHA: %s\n", s.substr(at + 16, s.find('\r', at) - at - 16).c_str());
-    }
-    freeReplyObject(info);
-  }
+  PrintFlushStats(metrics, rc, "", std::getenv("KLINED_BENCH_CMDSTATS") != nullptr);
   std::printf("consumer waits for a free shard batch (back-pressure): %.0f\n",
               kt::MetricSum(metrics, "klined_backpressure_waits_total"));
   std::printf("klined memory after the catch-up: peak RSS %s, RSS %s\n",
@@ -594,22 +603,9 @@ int main(int argc, char** argv) {
           static_cast<long long>(o.rate), o.latency_seconds, lat_ms.size(),
           lat_ms[lat_ms.size() / 2], lat_ms[lat_ms.size() * 99 / 100], lat_ms.back());
     }
-    const std::string m = Scrape(metrics_port);
-    std::printf(
-        "flush calls so far %.0f: FLUSH_FAST %.0f, FLUSH_FAST that found the write stamp "
-        "void %.0f\n",
-        kt::MetricSum(m, "klined_flushed_symbols_total"),
-        kt::MetricSum(m, "klined_flush_fast_total"),
-        kt::MetricSum(m, "klined_flush_fast_missed_total"));
-    if (auto* info = static_cast<redisReply*>(redisCommand(rc, "INFO commandstats"))) {
-      const std::string text(info->str, info->len);
-      const size_t at = text.find("cmdstat_evalsha:");
-      if (at != std::string::npos) {
-        std::printf("Redis EVALSHA so far: %s\n",
-                    text.substr(at + 16, text.find('\r', at) - at - 16).c_str());
-      }
-      freeReplyObject(info);
-    }
+    const std::string now = Scrape(metrics_port);
+    std::printf("flush calls so far: %.0f\n", kt::MetricSum(now, "klined_flushed_symbols_total"));
+    PrintFlushStats(now, rc, " so far", false);
   }
   klined.Stop(seconds(30));
   rd_kafka_destroy(prod);

@@ -182,12 +182,11 @@ class Shard final : public TradeSink {
   moodycamel::ConcurrentQueue<FlushJob*> from_flusher_;
   FlushJob* in_flight_ = nullptr;  // shard thread: the flush the flusher is writing
   int64_t flush_started_us_ = 0;
-  size_t held_at_snapshot_ = 0;
-  bool unconfirmed_ = false;   // writes not yet acknowledged by redis.wait_replicas replicas    //
-                               // held_ batches the flush in flight covers
-  size_t closed_total_ = 0;    // unflushed closed candles at the last flush start
-  size_t late_total_ = 0;      // unflushed late trades at the last flush start
-  int64_t ticker_minute_ = 0;  // wall-clock minute of the last idle-ticker refresh
+  size_t held_at_snapshot_ = 0;    // held_ batches the flush in flight covers
+  bool unconfirmed_ = false;       // writes not yet acknowledged by redis.wait_replicas replicas
+  size_t closed_total_ = 0;        // unflushed closed candles at the last flush start
+  size_t late_total_ = 0;          // unflushed late trades at the last flush start
+  int64_t ticker_minute_ = 0;      // wall-clock minute of the last idle-ticker refresh
   int64_t next_idle_scan_ms_ = 0;  // monotonic: the next look for symbols to release
   std::atomic<bool> stop_{false};
   std::atomic<int64_t> stop_deadline_ms_{0};

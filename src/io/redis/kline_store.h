@@ -115,15 +115,15 @@ class KlineStore final : public SeriesStore {
   // The coarsest configured interval finer than slot's whose buckets nest in it, among those
   // `usable` allows; -1 if none.
   int FinerSlot(size_t slot, const std::function<bool(size_t)>& usable) const;
-  // Appends the FLUSH call of one series, RESP-encoded, to *payload. Returns whether the call
-  // carries the ticker state (then *ticker_token is its TickerWindow::BeginPersist token).
-  // One FLUSH call into *payload, offering the write stamp `grant`. True if it carries the
-  // ticker state (*ticker_token then set).
+  // Appends the FLUSH call of one series, RESP-encoded, to *payload, offering the write stamp
+  // `grant`. Returns whether the call carries the ticker state (then *ticker_token is its
+  // TickerWindow::BeginPersist token).
   bool EncodeFlushCommand(SymbolSeries& s, std::string_view stamp, std::string grant,
                           const std::vector<LateUpdate>& late,
                           const std::vector<MysqlLate>& mysql_late, std::string* payload,
                           uint64_t* ticker_token);
-  // One FLUSH_FAST call (the series holds a write stamp, no closed candles, no late trades).
+  // The same for a FLUSH_FAST call (the series holds a write stamp, no closed candles, no late
+  // trades).
   bool EncodeFastCommand(SymbolSeries& s, std::string_view stamp, std::string grant,
                          std::string* payload, uint64_t* ticker_token);
   // The 24h ticker's JSON and, when due, its state ("" = not due) as of now, kept in strings_;

@@ -425,11 +425,12 @@ int Derive(const DeriveOptions& d) {
   constexpr size_t kPage = 20000;
   uint64_t derived = 0, incomplete = 0;
   std::vector<Candle> page;
+  // An early return below still waits for what was pushed: the writer's stages finish when
+  // it is destroyed (before the connections it writes on).
   DeriveWriter writer(o, &session, {{&session.db, &table}, {&write_db, &table2}}, d.target);
   const auto read_failed = [&](const std::string& sym) {
     std::fprintf(stderr, "\nklinectl: reading %s from MySQL: %s\n", sym.c_str(),
                  read_db.error().c_str());
-    writer.Finish();
     return 2;
   };
   for (size_t k = 0; k < session.symbols.size(); ++k) {
@@ -454,7 +455,6 @@ int Derive(const DeriveOptions& d) {
           if (!merger.Add(c, &item.candles)) {
             std::fprintf(stderr, "\nklinectl: %s: a merged sum passes 20 digits at %lld; skipped\n",
                          sym.c_str(), static_cast<long long>(c.open_time));
-            writer.Finish();
             return 2;
           }
         }
@@ -465,10 +465,7 @@ int Derive(const DeriveOptions& d) {
       incomplete += merger.incomplete();
       derived += item.candles.size();
     }
-    if (!writer.Push(std::move(item))) {
-      writer.Finish();
-      return 2;
-    }
+    if (!writer.Push(std::move(item))) return 2;
   }
   if (!writer.Finish()) return 2;
   std::printf(
