@@ -5,7 +5,7 @@ TSAN_BUILD ?= build-tsan
 FUZZ_BUILD ?= build-fuzz
 MESON_OPTS ?=
 
-.PHONY: all deps build test unit asan tsan fuzz chaos bench demo format clean
+.PHONY: all deps build test test-one-slot unit asan tsan fuzz chaos bench demo format clean
 
 all: build
 
@@ -25,6 +25,13 @@ test: deps
 
 unit: build
 	$(BUILD)/test/unit_tests
+
+# The write path's, jobs' and tools' integration cases with every Redis a one-node cluster
+# (cluster-enabled, serving every slot): any script call, MULTI or multi-key command that
+# touches more than one slot is refused, as a real cluster would (~8 min).
+test-one-slot: deps build
+	env KLINED_BUILD=$(BUILD) KLINED_TEST_ONE_NODE_CLUSTER=1 $(BUILD)/test/integration_tests \
+	  --no-colors -tc='pipeline*,jobs*,persist*,exactly once*,poison*,retire*,redis loss*,recompute*,derive*,failover*,tools*'
 
 # Unit and integration tests under AddressSanitizer + UndefinedBehaviorSanitizer.
 asan: deps

@@ -77,6 +77,12 @@ elif [ "$UNIT_ONLY" = 0 ]; then
     ./scripts/npm-install.sh || failed=1
     echo "== integration tests"
     suite integration "$BUILD/test/integration_tests" --no-colors || failed=1
+    # Redis as a one-node cluster, which refuses any call touching two slots (what cluster
+    # mode could not route): a few cases that run every script (make test-one-slot: all).
+    echo "== integration tests, Redis as a one-node cluster (a sample)"
+    suite one-slot env KLINED_TEST_ONE_NODE_CLUSTER=1 "$BUILD/test/integration_tests" --no-colors \
+      -tc='jobs rollover: idle*,persist: late trades*,retire: a retired*,pipeline: late trades*' ||
+      failed=1
   fi
 fi
 

@@ -2,10 +2,11 @@
 //
 // DESIGN
 // Key PREFIX:lease holds the holder's token "<hostname>:<pid>:<random>:<epoch>", with a TTL of
-// ttl_ms. Acquire is SET NX PX followed, in the same Lua call, by INCR PREFIX:lease:epoch
-// (the fencing epoch, recorded in the token; job scripts given the token refuse to write
-// once it is no longer the key's value). Renew is a compare-and-extend (PEXPIRE only if the
-// value is ours), every ttl/3; release a compare-and-delete.
+// ttl_ms. Acquire is SET NX PX followed, in the same Lua call, by a new fencing epoch (the
+// larger of the last one + 1 and Redis's clock in ms, kept in KeyLayout::LeaseEpoch, recorded
+// in the token; the job scripts carry it and refuse to write a symbol that has seen a newer
+// one). Renew is a compare-and-extend (PEXPIRE only if the value is ours), every ttl/3;
+// release a compare-and-delete.
 //
 // Holding is judged locally, never by asking Redis: the holder considers itself holding only
 // until  start of the last successful acquire/renew call + ttl - margin,  with margin =

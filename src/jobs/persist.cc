@@ -3,11 +3,13 @@
 #include "base/thread_name.h"
 
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <chrono>
 #include <climits>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <limits>
 
 #include "base/log.h"
@@ -18,48 +20,53 @@
 namespace klined {
 namespace {
 
-// Every script here is fenced like the job scripts (job_scripts.h): ARGV carries the lease key
-// and the worker's lease token, and a script does nothing and returns -1 unless the lease
-// key holds that token ('' = unfenced, for tests and tools without a lease). An ex-holder
-// that was paused mid-run therefore cannot delete, move or re-carry anything.
+// Every script here is fenced like the job scripts (kFence in job_scripts.h): KEYS carry the
+// symbol's B:fence and ARGV the worker's lease epoch, and a script does nothing and returns
+// -1 once the symbol has seen a newer epoch ('' = unfenced, for tests and tools without a
+// lease). An ex-holder that was paused mid-run therefore cannot delete, move or re-carry
+// anything a newer holder worked on. (Its MySQL writes are fenced by kline_fence.)
+//
+// The scripts touch one symbol's keys; the global index sets (PREFIX:pending, :late,
+// :quarantine) are updated by the worker from what they return. A symbol leaves an index set
+// in three steps, SREM, then EXISTS of its hash, then SADD back if that found entries: a
+// writer adds a symbol after its write lands, so any add this could undo is followed by one
+// it cannot (see DropEmpty).
 
 // PENDING_DONE: compare-and-delete of persisted candles, one symbol.
-// KEYS: B:pending, PREFIX:pending. ARGV: symbol, lease key, token, then field, json pairs as
-// read. A field is deleted only if it still holds the JSON that reached MySQL: a later write
-// of the same candle (late trade, re-carry) stays pending. Returns the number of fields
-// deleted, or -1 if fenced out.
+// KEYS: B:pending, B:fence. ARGV: epoch, then field, json pairs as read. A field is deleted
+// only if it still holds the JSON that reached MySQL: a later write of the same candle (late
+// trade, re-carry) stays pending. Returns {fields deleted, 1 if B:pending is now empty}, or
+// -1 if fenced out.
 constexpr const char kPendingDone[] = R"LUA(
-if ARGV[3] ~= '' and redis.call('GET', ARGV[2]) ~= ARGV[3] then return -1 end
+if fenced_out(KEYS[2], ARGV[1]) then return -1 end
 local n = 0
-for i = 4, #ARGV, 2 do
+for i = 2, #ARGV, 2 do
   if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
     redis.call('HDEL', KEYS[1], ARGV[i])
     n = n + 1
   end
 end
-if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[1]) end
-return n
+return {n, 1 - redis.call('EXISTS', KEYS[1])}
 )LUA";
 
 // QUARANTINE: moves one pending entry that cannot be persisted out of the way, one symbol.
-// KEYS: B:pending, B:quarantine, PREFIX:quarantine, PREFIX:pending. ARGV: symbol, lease key,
-// token, field, json as read. Only if the field still holds that JSON (compare-and-move: a
-// shard may have re-written it meanwhile) it moves to B:quarantine (same field, same value)
-// for a person to inspect, the symbol joins PREFIX:quarantine, and the symbol leaves
-// PREFIX:pending once B:pending is empty. Returns 1 if moved, 0 if the field changed, -1 if
-// fenced out.
+// KEYS: B:pending, B:quarantine, B:fence. ARGV: epoch, field, json as read. Only if the field
+// still holds that JSON (compare-and-move: a shard may have re-written it meanwhile) it moves
+// to B:quarantine (same field, same value) for a person to inspect (the worker then adds the
+// symbol to PREFIX:quarantine). Returns {1 if moved, 0 if the field changed; 1 if B:pending is
+// now empty}, or -1 if fenced out.
 constexpr const char kQuarantine[] = R"LUA(
-if ARGV[3] ~= '' and redis.call('GET', ARGV[2]) ~= ARGV[3] then return -1 end
-if redis.call('HGET', KEYS[1], ARGV[4]) ~= ARGV[5] then return 0 end
-redis.call('HSET', KEYS[2], ARGV[4], ARGV[5])
-redis.call('HDEL', KEYS[1], ARGV[4])
-redis.call('SADD', KEYS[3], ARGV[1])
-if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SREM', KEYS[4], ARGV[1]) end
-return 1
+if fenced_out(KEYS[3], ARGV[1]) then return -1 end
+if redis.call('HGET', KEYS[1], ARGV[2]) ~= ARGV[3] then
+  return {0, 1 - redis.call('EXISTS', KEYS[1])}
+end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+redis.call('HDEL', KEYS[1], ARGV[2])
+return {1, 1 - redis.call('EXISTS', KEYS[1])}
 )LUA";
 
 // LATE_DONE: after late trades were committed to MySQL, one symbol.
-// KEYS: B:late, PREFIX:late, PREFIX:pending. ARGV: symbol, base B, lease key, token, then per
+// KEYS: B:late, B:fence. ARGV: base B, epoch, then per
 // record: field ("INTERVAL|open_time|trade_id"), json as read, close to re-carry ('' =
 // none), score bound of the re-carry ('+inf', or '(T' with T the open time of MySQL's first
 // candle with trades after the bucket).
@@ -68,7 +75,8 @@ return 1
 // candle with trades; the current candle only when nothing bounds the carry (voiding B:ws).
 // Idempotent.
 // Publishes every candle it rewrites on B:events (see lua_scripts.h).
-// Returns 1, or -1 if fenced out.
+// Returns {1, 1 if B:late is now empty, 1 if B:pending is not (a re-carry rewrote history)},
+// or -1 if fenced out.
 constexpr const char kLateDone[] = R"LUA(
 local events = {}
 local function recarry_until(base, iv, t, bound, close)
@@ -95,9 +103,9 @@ local function recarry_until(base, iv, t, bound, close)
   recarry_current(base .. ':' .. iv, close, events, t)
 end
 
-local sym, base = ARGV[1], ARGV[2]
-if ARGV[4] ~= '' and redis.call('GET', ARGV[3]) ~= ARGV[4] then return -1 end
-for i = 5, #ARGV, 4 do
+local base = ARGV[1]
+if fenced_out(KEYS[2], ARGV[2]) then return -1 end
+for i = 3, #ARGV, 4 do
   local field, json, close, bound = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   if redis.call('HGET', KEYS[1], field) == json then redis.call('HDEL', KEYS[1], field) end
   if close ~= '' then
@@ -105,15 +113,15 @@ for i = 5, #ARGV, 4 do
     if iv then recarry_until(base, iv, tonumber(t), bound, close) end
   end
 end
-if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], sym) end
-if redis.call('EXISTS', base .. ':pending') == 1 then redis.call('SADD', KEYS[3], sym) end
 -- A current candle rewritten: the shard's write stamp is void (see FLUSH_FAST).
 if wrote_current then redis.call('SET', base .. ':ws', '') end
 if #events > 0 then redis.call('SPUBLISH', base .. ':events', table.concat(events, '\n')) end
-return 1
+return {1, 1 - redis.call('EXISTS', KEYS[1]), redis.call('EXISTS', base .. ':pending')}
 )LUA";
 
 constexpr size_t kScanCount = 1000;
+// How often the index sweep (SweepIndexes) runs besides each new active period.
+constexpr int64_t kSweepEveryMs = 10 * 60 * 1000;
 // The result of a pipelined script call Redis answered with an error (see EvalAll).
 constexpr long long kScriptFailed = LLONG_MIN;
 constexpr size_t kLateChunkSymbols = 100;
@@ -200,12 +208,12 @@ PersistWorker::PersistWorker(PersistOptions options)
       mysql_(options_.mysql),
       table_(&mysql_, options_.batch_rows, options_.tz),
       keys_(options_.key_prefix, ""),
-      lease_key_(keys_.Lease()),
       interval_ms_(options_.persist_interval_ms) {
-  pending_script_ = redis_.AddScript(kPendingDone);
-  quarantine_script_ = redis_.AddScript(kQuarantine);
-  late_script_ = redis_.AddScript(std::string(lua::kCommon) + kLateDone);
-  restore_script_ = redis_.AddScript(std::string(lua::kHistoryWindow) + lua::kRestoreHistory);
+  pending_script_ = redis_.AddScript(std::string(lua::kFence) + kPendingDone);
+  quarantine_script_ = redis_.AddScript(std::string(lua::kFence) + kQuarantine);
+  late_script_ = redis_.AddScript(std::string(lua::kCommon) + lua::kFence + kLateDone);
+  restore_script_ =
+      redis_.AddScript(std::string(lua::kHistoryWindow) + lua::kFence + lua::kRestoreHistory);
 }
 
 PersistWorker::~PersistWorker() { Stop(); }
@@ -319,11 +327,12 @@ PersistRunReport PersistWorker::RunOnce() {
     // The whole run works under the grant it started with; if the lease moves meanwhile,
     // the fences stop it.
     std::lock_guard lock(mu_);
-    run_token_ = token_;
+    run_fence_ = token_.empty() ? std::string() : std::to_string(epoch_);
     run_epoch_ = epoch_;
   }
   std::vector<std::string> symbols;
-  report.ok = Connect(&report) && ScanSet(keys_.PendingSymbols(), &symbols, &report) &&
+  report.ok = Connect(&report) && SweepIndexes(&report) &&
+              ScanSet(keys_.PendingSymbols(), &symbols, &report) &&
               PersistPending(symbols, &report) && ScanSet(keys_.LateSymbols(), &symbols, &report) &&
               DrainLate(symbols, &report) && RestoreStep(&report);
   stats_.runs.Add();
@@ -359,8 +368,10 @@ bool PersistWorker::ScanSet(const std::string& key, std::vector<std::string>* me
 }
 
 bool PersistWorker::EvalAll(const std::vector<std::vector<std::string_view>>& calls,
-                            std::vector<long long>* results, PersistRunReport* report) {
+                            std::vector<long long>* results, PersistRunReport* report,
+                            std::vector<std::array<long long, 2>>* flags) {
   results->assign(calls.size(), 0);
+  if (flags != nullptr) flags->assign(calls.size(), {0, 0});
   for (int attempt = 0; attempt < 2; ++attempt) {
     for (const auto& argv : calls) redis_.Append(std::span<const std::string_view>(argv));
     bool noscript = false;
@@ -381,7 +392,11 @@ bool PersistWorker::EvalAll(const std::vector<std::vector<std::string_view>>& ca
         (*results)[i] = r->integer;
       } else if (r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
                  r->element[0]->type == REDIS_REPLY_INTEGER) {
-        (*results)[i] = r->element[0]->integer;  // RESTORE_HISTORY: {written, ...}
+        (*results)[i] = r->element[0]->integer;  // {result, flags...}
+        for (size_t e = 1; flags != nullptr && e < r->elements && e <= 2; ++e) {
+          if (r->element[e]->type == REDIS_REPLY_INTEGER)
+            (*flags)[i][e - 1] = r->element[e]->integer;
+        }
       }
     }
     if (!noscript) return true;
@@ -421,11 +436,13 @@ bool PersistWorker::PersistPending(const std::vector<std::string>& symbols,
   std::vector<StoredCandle> candles;
   std::vector<std::vector<std::string_view>> calls;
   std::vector<bool> is_quarantine;  // per call: QUARANTINE, else PENDING_DONE
+  std::vector<size_t> call_symbol;  // per call: its symbol's index in symbols
   std::vector<long long> results;
+  std::vector<std::array<long long, 2>> flags;
+  std::vector<std::string> emptied, quarantined;
   std::vector<Suspect> suspects;
   std::deque<std::string> keys;  // stable storage for the views in calls
   const std::string set_key = keys_.PendingSymbols();
-  const std::string quarantine_set = keys_.QuarantineSymbols();
   size_t chunk = std::min(options_.max_chunk_symbols, std::max<size_t>(symbols.size(), 1));
   for (size_t begin = 0; begin < symbols.size();) {
     const size_t end = std::min(symbols.size(), begin + chunk);
@@ -436,6 +453,7 @@ bool PersistWorker::PersistPending(const std::vector<std::string>& symbols,
     candles.clear();
     calls.clear();
     is_quarantine.clear();
+    call_symbol.clear();
     suspects.clear();
     std::vector<size_t> call_of(replies.size(), SIZE_MAX);  // symbol -> its PENDING_DONE call
     size_t seen = 0;
@@ -452,9 +470,10 @@ bool PersistWorker::PersistPending(const std::vector<std::string>& symbols,
         continue;
       }
       call_of[k] = calls.size();
-      calls.push_back({"EVALSHA", redis_.Sha(pending_script_), "2", keys[k], set_key, symbol,
-                       lease_key_, run_token_});
+      calls.push_back({"EVALSHA", redis_.Sha(pending_script_), "2", keys[k],
+                       keys.emplace_back(keys_.Fence(symbol)), run_fence_});
       is_quarantine.push_back(false);
+      call_symbol.push_back(begin + k);
       for (size_t e = 0; e + 1 < r->elements; e += 2) {
         const redisReply* f = r->element[e];
         const redisReply* v = r->element[e + 1];
@@ -532,10 +551,10 @@ bool PersistWorker::PersistPending(const std::vector<std::string>& symbols,
                            << "\" history=\"" << repair << "\" json=\"" << Clip(sus.json)
                            << "\" detail=\"moved to " << keys_.Quarantine(symbol) << "\"");
         const std::string& qkey = keys.emplace_back(keys_.Quarantine(symbol));
-        calls.push_back({"EVALSHA", redis_.Sha(quarantine_script_), "4", keys[sus.symbol], qkey,
-                         quarantine_set, set_key, symbol, lease_key_, run_token_, sus.field,
-                         sus.json});
+        calls.push_back({"EVALSHA", redis_.Sha(quarantine_script_), "3", keys[sus.symbol], qkey,
+                         keys.emplace_back(keys_.Fence(symbol)), run_fence_, sus.field, sus.json});
         is_quarantine.push_back(true);
+        call_symbol.push_back(begin + sus.symbol);
       }
     }
 
@@ -547,19 +566,37 @@ bool PersistWorker::PersistPending(const std::vector<std::string>& symbols,
     stats_.candles_upserted.Add(candles.size());
     report->upserted += candles.size();
     // MySQL committed every candle read: now, and only now, they may leave B:pending.
-    if (!EvalAll(calls, &results, report)) return false;
+    if (!EvalAll(calls, &results, report, &flags)) return false;
+    emptied.clear();
+    quarantined.clear();
+    bool fenced = false;
     for (size_t i = 0; i < calls.size(); ++i) {
       if (results[i] == kScriptFailed) continue;  // counted and logged by EvalAll
-      if (results[i] < 0) return Fenced(report);
+      if (results[i] < 0) {
+        fenced = true;
+        continue;
+      }
+      const std::string& symbol = symbols[call_symbol[i]];
+      if (flags[i][0] == 1) emptied.push_back(symbol);
       if (is_quarantine[i]) {
         if (results[i] == 1) {
           stats_.quarantined.Add();
           ++report->quarantined;
+          quarantined.push_back(symbol);
         }
       } else {
         report->deleted += static_cast<uint64_t>(std::max<long long>(results[i], 0));
       }
     }
+    // The index sets after the calls, for what they did (also when one call was fenced).
+    if (!quarantined.empty() && !AddTo(keys_.QuarantineSymbols(), quarantined)) {
+      return FailRedis(report);
+    }
+    if (!DropEmpty(set_key, emptied,
+                   [this](const std::string& sym) { return keys_.Pending(sym); })) {
+      return FailRedis(report);
+    }
+    if (fenced) return Fenced(report);
 
     // Aim the next chunk at about chunk_candles candles.
     const size_t per_symbol = std::max<size_t>(1, seen / (end - begin));
@@ -625,17 +662,17 @@ bool PersistWorker::RestoreStep(PersistRunReport* report) {
         return FailMysql(report);
       }
       if (candles.empty()) continue;
-      restore_gap_from_ = std::min(
-          restore_gap_from_, NextBucketOpen(iv, candles.back().open_time, options_.tz));
+      restore_gap_from_ =
+          std::min(restore_gap_from_, NextBucketOpen(iv, candles.back().open_time, options_.tz));
       std::vector<std::string_view>& argv = calls.emplace_back();
       argv = {"EVALSHA",
               redis_.Sha(restore_script_),
-              "3",
+              "4",
               strings.emplace_back(keys_.History(sym, iv)),
               strings.emplace_back(keys_.Trimmed(sym)),
               strings.emplace_back(keys_.Current(sym, iv)),
-              lease_key_,
-              run_token_,
+              strings.emplace_back(keys_.Fence(sym)),
+              run_fence_,
               IntervalName(iv),
               "0"};
       for (const Candle& c : candles) {
@@ -699,7 +736,8 @@ bool PersistWorker::DrainLate(const std::vector<std::string>& symbols, PersistRu
   std::deque<std::string> strings;  // stable storage for the views in calls
   std::vector<Trade> trades;
   const std::string set_key = keys_.LateSymbols();
-  const std::string pending_key = keys_.PendingSymbols();
+  std::vector<size_t> call_symbol;  // per call: its symbol's index in symbols
+  std::vector<std::string> emptied, pending;
   for (size_t begin = 0; begin < symbols.size(); begin += kLateChunkSymbols) {
     const size_t end = std::min(symbols.size(), begin + kLateChunkSymbols);
     strings.clear();
@@ -711,6 +749,7 @@ bool PersistWorker::DrainLate(const std::vector<std::string>& symbols, PersistRu
     if (!ReadHashes(late_keys, &replies, report)) return false;
 
     calls.clear();
+    call_symbol.clear();
     bool mysql_failed = false;
     bool fenced = false;
     for (size_t k = 0; k < replies.size() && !mysql_failed && !fenced; ++k) {
@@ -719,11 +758,14 @@ bool PersistWorker::DrainLate(const std::vector<std::string>& symbols, PersistRu
       const std::string_view base = bases[k];
       if (!IsPairs(r)) continue;
       std::vector<std::string_view>& argv = calls.emplace_back();
-      argv = {"EVALSHA",  redis_.Sha(late_script_),
-              "3",        late_keys[k],
-              set_key,    pending_key,
-              symbol,     base,
-              lease_key_, run_token_};
+      call_symbol.push_back(begin + k);
+      argv = {"EVALSHA",
+              redis_.Sha(late_script_),
+              "2",
+              late_keys[k],
+              strings.emplace_back(keys_.Fence(symbol)),
+              base,
+              run_fence_};
       for (size_t e = 0; e + 1 < r->elements; e += 2) {
         const redisReply* f = r->element[e];
         const redisReply* v = r->element[e + 1];
@@ -795,12 +837,91 @@ bool PersistWorker::DrainLate(const std::vector<std::string>& symbols, PersistRu
     }
     // Clean up what MySQL committed, even when a later record failed.
     std::vector<long long> results;
-    if (!EvalAll(calls, &results, report)) return false;
+    std::vector<std::array<long long, 2>> flags;
+    if (!EvalAll(calls, &results, report, &flags)) return false;
+    emptied.clear();
+    pending.clear();
+    for (size_t i = 0; i < calls.size(); ++i) {
+      if (results[i] != 1) continue;
+      if (flags[i][0] == 1) emptied.push_back(symbols[call_symbol[i]]);
+      if (flags[i][1] == 1) pending.push_back(symbols[call_symbol[i]]);
+    }
+    if (!AddTo(keys_.PendingSymbols(), pending) ||
+        !DropEmpty(set_key, emptied, [this](const std::string& sym) { return keys_.Late(sym); })) {
+      return FailRedis(report);
+    }
     if (fenced || std::find(results.begin(), results.end(), -1) != results.end()) {
       return Fenced(report);
     }
     if (mysql_failed) return FailMysql(report);
   }
+  return true;
+}
+
+bool PersistWorker::AddTo(const std::string& set_key, const std::vector<std::string>& symbols) {
+  if (symbols.empty()) return true;
+  std::vector<std::string_view> args = {"SADD", set_key};
+  args.insert(args.end(), symbols.begin(), symbols.end());
+  redis_.Append(args);
+  RedisReply r = redis_.GetReply();
+  if (r == nullptr) return false;
+  if (r->type == REDIS_REPLY_ERROR) {  // an operator's to fix: logged, the run goes on
+    LOG_RATE(kError, "persist.index_failed",
+             "key=" << set_key << " error=\"" << View(r.get()) << "\"");
+  }
+  return true;
+}
+
+bool PersistWorker::DropEmpty(const std::string& set_key, const std::vector<std::string>& symbols,
+                              const std::function<std::string(const std::string&)>& hash_of) {
+  if (symbols.empty()) return true;
+  // 1. SREM. 2. EXISTS of each hash. 3. SADD back the ones a writer filled meanwhile: a
+  // writer's entry that step 2 missed landed after it, and so its add after its write comes
+  // after step 1 and stands.
+  std::vector<std::string_view> args = {"SREM", set_key};
+  args.insert(args.end(), symbols.begin(), symbols.end());
+  redis_.Append(args);
+  std::vector<std::string> hashes;
+  hashes.reserve(symbols.size());
+  for (const std::string& sym : symbols)
+    redis_.Append({"EXISTS", hashes.emplace_back(hash_of(sym))});
+  if (redis_.GetReply() == nullptr) return false;
+  std::vector<std::string> refilled;
+  for (const std::string& sym : symbols) {
+    RedisReply r = redis_.GetReply();
+    if (r == nullptr) return false;
+    if (r->type == REDIS_REPLY_INTEGER && r->integer == 1) refilled.push_back(sym);
+  }
+  return AddTo(set_key, refilled);
+}
+
+bool PersistWorker::SweepIndexes(PersistRunReport* report) {
+  // At the start of each active period, then every kSweepEveryMs: a writer that died between
+  // its write and its index add left entries no index names.
+  const int64_t now = MonotonicMs();
+  if (swept_epoch_ == run_epoch_ && now < next_sweep_ms_) return true;
+  std::vector<std::string> symbols, pending, late;
+  if (!ScanSet(keys_.Symbols(), &symbols, report)) return false;
+  for (size_t begin = 0; begin < symbols.size(); begin += kScanCount) {
+    const size_t end = std::min(symbols.size(), begin + kScanCount);
+    std::vector<std::string> hashes;
+    for (size_t i = begin; i < end; ++i) {
+      redis_.Append({"EXISTS", hashes.emplace_back(keys_.Pending(symbols[i]))});
+      redis_.Append({"EXISTS", hashes.emplace_back(keys_.Late(symbols[i]))});
+    }
+    for (size_t i = begin; i < end; ++i) {
+      RedisReply p = redis_.GetReply();
+      RedisReply l = p ? redis_.GetReply() : nullptr;
+      if (l == nullptr) return FailRedis(report);
+      if (p->type == REDIS_REPLY_INTEGER && p->integer == 1) pending.push_back(symbols[i]);
+      if (l->type == REDIS_REPLY_INTEGER && l->integer == 1) late.push_back(symbols[i]);
+    }
+  }
+  if (!AddTo(keys_.PendingSymbols(), pending) || !AddTo(keys_.LateSymbols(), late)) {
+    return FailRedis(report);
+  }
+  swept_epoch_ = run_epoch_;
+  next_sweep_ms_ = now + kSweepEveryMs;
   return true;
 }
 

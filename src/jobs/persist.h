@@ -60,9 +60,11 @@
 // Idempotent: two workers overlapping during a lease hand-over write the same absolute values.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -169,8 +171,20 @@ class PersistWorker {
   // Sends pipelined EVALSHA calls (argv per call) and reads the replies; reloads the scripts
   // and resends once on NOSCRIPT (the calls are idempotent).
   // results[i]: call i's integer reply (0 if it was not an integer).
+  // flags (optional)[i]: the next two integers of an array reply ({result, flag, flag}).
   bool EvalAll(const std::vector<std::vector<std::string_view>>& calls,
-               std::vector<long long>* results, PersistRunReport* report);
+               std::vector<long long>* results, PersistRunReport* report,
+               std::vector<std::array<long long, 2>>* flags = nullptr);
+  // SADD set_key symbols... (none: nothing sent). False if the connection failed.
+  bool AddTo(const std::string& set_key, const std::vector<std::string>& symbols);
+  // Takes symbols whose hash (hash_of) a call found empty out of set_key, race-free against
+  // writers that add after they write (see the scripts' comment in persist.cc).
+  bool DropEmpty(const std::string& set_key, const std::vector<std::string>& symbols,
+                 const std::function<std::string(const std::string&)>& hash_of);
+  // The index sweep: every known symbol with entries in B:pending or B:late back in
+  // PREFIX:pending / PREFIX:late (a writer that died between its write and its add left them
+  // out). At the start of each active period and every 10 minutes.
+  bool SweepIndexes(PersistRunReport* report);
   // HGETALL of every key, pipelined; *replies gets one reply per key, in order.
   template <class Keys>
   bool ReadHashes(const Keys& keys, std::vector<RedisReply>* replies, PersistRunReport* report);
@@ -184,9 +198,10 @@ class PersistWorker {
   KlineTable table_;
   TradeDecoder decoder_;
   const KeyLayout keys_;
-  const std::string lease_key_;  // PREFIX:lease, read by the fenced scripts
-  std::string run_token_;        // the grant the current run works under (worker thread)
+  std::string run_fence_;  // the current run's fencing epoch for the scripts ("" = unfenced)
   int64_t run_epoch_ = 0;
+  int64_t swept_epoch_ = -1;  // the active period SweepIndexes last ran in
+  int64_t next_sweep_ms_ = 0;
   int64_t raised_epoch_ = 0;  // the epoch this worker last raised kline_fence to
   size_t pending_script_ = 0;
   size_t quarantine_script_ = 0;

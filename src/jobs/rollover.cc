@@ -83,8 +83,25 @@ bool PlanRollover(std::string_view stored_json, std::string_view symbol, Interva
 RolloverJob::RolloverJob(RedisConn* conn, std::string key_prefix, const SeriesLayout* layout,
                          RolloverStats* stats)
     : conn_(conn), keys_(std::move(key_prefix), ""), layout_(layout), stats_(stats) {
-  script_ = conn_->AddScript(std::string(lua::kCommon) + lua::kRollover);
-  step_script_ = conn_->AddScript(std::string(lua::kCommon) + lua::kRolloverStep);
+  script_ = conn_->AddScript(std::string(lua::kCommon) + lua::kFence + lua::kRollover);
+  step_script_ = conn_->AddScript(std::string(lua::kCommon) + lua::kFence + lua::kRolloverStep);
+}
+
+void RolloverJob::AddPending() {
+  if (unindexed_.empty() || !conn_->connected()) return;
+  std::sort(unindexed_.begin(), unindexed_.end());  // (left by failed adds: no repeats)
+  unindexed_.erase(std::unique(unindexed_.begin(), unindexed_.end()), unindexed_.end());
+  args_.assign({"SADD"});
+  const std::string key = keys_.PendingSymbols();
+  args_.push_back(key);
+  args_.insert(args_.end(), unindexed_.begin(), unindexed_.end());
+  conn_->Append(args_);
+  RedisReply r = conn_->GetReply();
+  if (r == nullptr) return;
+  if (r->type == REDIS_REPLY_ERROR) {
+    LOG_RATE(kError, "rollover.index_failed", "key=" << key << " error=\"" << r->str << "\"");
+  }
+  unindexed_.clear();
 }
 
 bool RolloverJob::StepChunk(const std::vector<std::string>& symbols, int64_t now_ms,
@@ -163,7 +180,10 @@ bool RolloverJob::StepChunk(const std::vector<std::string>& symbols, int64_t now
         continue;
       }
       result->candles_closed += static_cast<uint64_t>(rolled);
-      if (rolled > 0) ++result->symbols_rolled;
+      if (rolled > 0) {
+        ++result->symbols_rolled;
+        unindexed_.push_back(sym);
+      }
       bool plan = false;
       for (size_t e = 1; e < r->elements; ++e) {
         const long long k = r->element[e]->integer;
@@ -179,7 +199,7 @@ bool RolloverJob::StepChunk(const std::vector<std::string>& symbols, int64_t now
       if (plan) planned->push_back(sym);
     }
     if (fenced) {
-      LOG_RATE(kWarn, "rollover.fenced", "token=" << fence);
+      LOG_RATE(kWarn, "rollover.fenced", "epoch=" << fence);
       return false;
     }
     if (!noscript) return true;
@@ -282,7 +302,7 @@ bool RolloverJob::RollChunk(const std::vector<std::string>& symbols, int64_t now
         continue;
       }
       if (r->element[0]->integer < 0) {
-        LOG_RATE(kWarn, "rollover.fenced", "token=" << fence);
+        LOG_RATE(kWarn, "rollover.fenced", "epoch=" << fence);
         return false;
       }
       if (r->elements != 4) {
@@ -299,6 +319,7 @@ bool RolloverJob::RollChunk(const std::vector<std::string>& symbols, int64_t now
                            << " detail=\"a history or pending key holds another type\"");
       }
       result->candles_closed += static_cast<uint64_t>(written);
+      if (written > 0) unindexed_.push_back(symbols[pending[k]]);
       if (rolled > 0 && !rolled_once[pending[k]]) {
         rolled_once[pending[k]] = 1;
         ++result->symbols_rolled;
@@ -346,6 +367,7 @@ RolloverResult RolloverJob::RunOnce(int64_t now_ms, std::string_view fence,
             planned.begin() + static_cast<ptrdiff_t>(std::min(planned.size(), w + kPlannedWindow)));
         ok = RollChunk(window, now_ms, fence, &result);
       }
+      AddPending();  // (also after a failed or fenced chunk: what it wrote is written)
       if (!ok) break;
       chunk.clear();
     }

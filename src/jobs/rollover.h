@@ -90,14 +90,15 @@ class RolloverJob {
               RolloverStats* stats);
 
   // Rolls every known symbol to the bucket of now_ms (wall clock, ms UTC). `fence` is the
-  // lease token the scripts require to still be the lease's value ("" = unfenced, for tests
-  // and tools). `may_continue` is asked before each chunk's writes (the timer loop renews the
-  // lease there and answers Holding()); false stops the run (complete = false).
-  // since_ms >= 0 limits the step path to the intervals with a bucket boundary in
-  // (since_ms, now_ms]: in steady state the others cannot be behind, and skipping them is
-  // what keeps a minute boundary cheap (one interval instead of fifteen per symbol). Symbols
-  // the step finds behind by more than one bucket still get the planned path for all their
-  // intervals. since_ms < 0 checks every interval (the full sweep).
+  // lease holder's fencing epoch as a decimal string: a symbol that has seen a newer one is
+  // left alone and the run stops (kFence in job_scripts.h; "" = unfenced, for tests and
+  // tools). The symbols that got closed candles join PREFIX:pending after their calls.
+  // `may_continue` is asked before each chunk's writes (the timer loop renews the lease there and
+  // answers Holding()); false stops the run (complete = false). since_ms >= 0 limits the step path
+  // to the intervals with a bucket boundary in (since_ms, now_ms]: in steady state the others
+  // cannot be behind, and skipping them is what keeps a minute boundary cheap (one interval instead
+  // of fifteen per symbol). Symbols the step finds behind by more than one bucket still get the
+  // planned path for all their intervals. since_ms < 0 checks every interval (the full sweep).
   RolloverResult RunOnce(int64_t now_ms, std::string_view fence = {},
                          const std::function<bool()>& may_continue = {}, int64_t since_ms = -1);
 
@@ -113,12 +114,17 @@ class RolloverJob {
   bool RollChunk(const std::vector<std::string>& symbols, int64_t now_ms, std::string_view fence,
                  RolloverResult* result);
 
+  // SADD PREFIX:pending of the symbols in unindexed_ (after their calls were answered); left
+  // for the next chunk or run if the connection fails.
+  void AddPending();
+
   RedisConn* conn_;
   KeyLayout keys_;
   const SeriesLayout* layout_;
   RolloverStats* stats_;
-  size_t script_;       // ROLLOVER
-  size_t step_script_;  // ROLLOVER_STEP
+  std::vector<std::string> unindexed_;  // rolled symbols not yet in PREFIX:pending
+  size_t script_;                       // ROLLOVER
+  size_t step_script_;                  // ROLLOVER_STEP
   size_t chunk_ = 1000;
   std::vector<std::string_view> args_;
   std::deque<std::string> nums_;  // decimal strings args_ points into (stable addresses)

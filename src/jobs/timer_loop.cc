@@ -102,8 +102,10 @@ void TimerLoop::Run() {
       next_trim = Lease::NowMs() + options_.trim_interval_ms / 2;
     }
     if (holding && lease_.Holding()) {
-      const std::string fence = lease_.token();
-      auto still_holding = [this, &fence] { return StillHolding(fence); };
+      // The jobs' scripts fence with the epoch (kFence); the lease itself is judged by token.
+      const std::string token = lease_.token();
+      const std::string fence = std::to_string(lease_.epoch());
+      auto still_holding = [this, &token] { return StillHolding(token); };
       const int64_t now = WallMs();
       if (now >= next_rollover) {
         // Steady state checks only the intervals with a boundary since the last complete run
@@ -136,11 +138,11 @@ void TimerLoop::Run() {
                       << " truncated=" << r.truncated);
         }
       }
-      if (lease_.Holding() && lease_.token() == fence && Lease::NowMs() >= next_trim) {
+      if (lease_.Holding() && lease_.token() == token && Lease::NowMs() >= next_trim) {
         // Trimming yields to the next rollover (a pass may take a while with many symbols):
         // interrupted, it resumes after the rollover where it stopped.
         const TrimResult t = trim_.RunOnce(fence, [&] {
-          return StillHolding(fence) && WallMs() < next_rollover - options_.rollover_delay_ms;
+          return StillHolding(token) && WallMs() < next_rollover - options_.rollover_delay_ms;
         });
         next_trim = Lease::NowMs() + (t.complete      ? options_.trim_interval_ms
                                       : t.interrupted ? 0

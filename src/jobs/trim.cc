@@ -15,18 +15,18 @@ namespace {
 // Redis when MySQL has been down for long and much history is pending.
 constexpr const char kMaxScan[] = "20000";
 
-// KEYS: watermark, symbols, retired, lease, write stamp. ARGV: symbol, the watermark seen,
-// fencing token ("" = unfenced). Moves the symbol to the retired set only if its watermark is
-// still the one seen (a trade flushed since keeps it active), voiding the shard's write stamp
-// (its next flush is a FLUSH, which adds the symbol back). 1 retired, 0 it traded, -1 fenced.
+// RETIRE_IDLE (prepend kFence). KEYS: watermark, write stamp, B:fence. ARGV: the watermark
+// seen, fencing epoch ("" = unfenced). Only if the symbol's watermark is still the one seen (a
+// trade flushed since keeps it active) it voids the shard's write stamp (its next flush is a
+// FLUSH, which reports the void stamp: the store adds the symbol back to PREFIX:symbols) and
+// returns 1; the caller then moves the symbol from PREFIX:symbols to PREFIX:retired (other
+// slots). 0 it traded, -1 fenced.
 constexpr const char kRetireIdle[] = R"LUA(
-if ARGV[3] ~= '' and redis.call('GET', KEYS[4]) ~= ARGV[3] then return -1 end
+if fenced_out(KEYS[3], ARGV[2]) then return -1 end
 local wm = redis.pcall('GET', KEYS[1])
 if type(wm) ~= 'string' then wm = '' end
-if wm ~= ARGV[2] then return 0 end
-redis.call('SREM', KEYS[2], ARGV[1])
-redis.call('SADD', KEYS[3], ARGV[1])
-redis.call('SET', KEYS[5], '')
+if wm ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], '')
 return 1
 )LUA";
 
@@ -39,8 +39,8 @@ TrimJob::TrimJob(RedisConn* conn, std::string key_prefix, const SeriesLayout* la
       layout_(layout),
       limit_(history_limit),
       stats_(stats) {
-  script_ = conn_->AddScript(std::string(lua::kCommon) + lua::kTrim);
-  retire_script_ = conn_->AddScript(kRetireIdle);
+  script_ = conn_->AddScript(std::string(lua::kCommon) + lua::kFence + lua::kTrim);
+  retire_script_ = conn_->AddScript(std::string(lua::kFence) + kRetireIdle);
 }
 
 TrimResult TrimJob::RunOnce(std::string_view fence, const std::function<bool()>& may_continue) {
@@ -95,7 +95,7 @@ TrimResult TrimJob::RunOnce(std::string_view fence, const std::function<bool()>&
           ok = false;
           break;
         } else if (t->integer < 0) {
-          LOG_RATE(kWarn, "trim.fenced", "token=" << fence);
+          LOG_RATE(kWarn, "trim.fenced", "epoch=" << fence);
           ok = false;
         } else {
           result.removed += static_cast<uint64_t>(t->integer);
@@ -145,16 +145,16 @@ bool TrimJob::RetireIdle(const std::vector<std::string>& members, std::string_vi
       due_wm.push_back(value);
     }
   }
-  const std::string lease = keys_.Lease();
   for (size_t i = 0; i < due.size(); ++i) {
-    conn_->Append({"EVALSHA", conn_->Sha(retire_script_), "5", keys_.Watermark(*due[i]),
-                   keys_.Symbols(), keys_.RetiredSymbols(), lease, keys_.WriteStamp(*due[i]),
-                   *due[i], due_wm[i], fence});
+    conn_->Append({"EVALSHA", conn_->Sha(retire_script_), "3", keys_.Watermark(*due[i]),
+                   keys_.WriteStamp(*due[i]), keys_.Fence(*due[i]), due_wm[i], fence});
   }
+  std::vector<size_t> retired;  // indexes into due
   for (size_t i = 0; i < due.size(); ++i) {
     RedisReply r = conn_->GetReply();
     if (r == nullptr) return false;
     if (r->type == REDIS_REPLY_INTEGER && r->integer == 1) {
+      retired.push_back(i);
       stats_->auto_retired.Add();
       LOG(kInfo, "trim.retired",
           "symbol=" << *due[i] << " idle_ms=" << idle_ms
@@ -164,6 +164,29 @@ bool TrimJob::RetireIdle(const std::vector<std::string>& members, std::string_vi
     } else if (r->type == REDIS_REPLY_ERROR) {
       LOG_RATE(kWarn, "trim.retire_failed", "symbol=" << *due[i] << " error=\"" << r->str << "\"");
     }
+  }
+  // Out of the known symbols first, then into the retired set: in between the symbol is in
+  // neither (the rollover leaves it, as it should), never in both, which Census would read as
+  // "traded again". Then the watermark once more: a trade flushed since the script (its FLUSH
+  // found the stamp void, and its store's add may have come before the SREM) puts the symbol
+  // back; one flushed after this read is added back by its store.
+  for (size_t i : retired) {
+    conn_->Append({"SREM", keys_.Symbols(), *due[i]});
+    conn_->Append({"SADD", keys_.RetiredSymbols(), *due[i]});
+    conn_->Append({"GET", keys_.Watermark(*due[i])});
+  }
+  std::vector<size_t> traded;
+  for (size_t i : retired) {
+    RedisReply srem = conn_->GetReply();
+    RedisReply sadd = srem ? conn_->GetReply() : nullptr;
+    RedisReply wm = sadd ? conn_->GetReply() : nullptr;
+    if (wm == nullptr) return false;
+    const std::string now_wm = wm->type == REDIS_REPLY_STRING ? std::string(wm->str, wm->len) : "";
+    if (now_wm != due_wm[i]) traded.push_back(i);
+  }
+  for (size_t i : traded) {
+    RedisReply r = conn_->Command({"SADD", keys_.Symbols(), *due[i]});
+    if (r == nullptr) return false;
   }
   return true;
 }

@@ -61,7 +61,7 @@ void StreamAndPersist(Stack* stack, const std::vector<std::string>& symbols,
   kt::RedisClient rc = stack->redis.Connect();
   REQUIRE(WaitUntil(
       [&] {
-        return rc.Integer({"SCARD", "kline:pending"}) == 0 &&
+        return rc.NothingPending() &&
                rc.Integer({"SCARD", "kline:late"}) == 0;
       },
       seconds(60)));

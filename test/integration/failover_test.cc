@@ -465,7 +465,7 @@ TEST_CASE(
 
   // MySQL: once nothing is pending, every closed candle in Redis has its row, equal.
   kt::RedisClient rc = stack.redis.Connect();
-  REQUIRE(WaitFor([&] { return rc.Integer({"SCARD", "kline:pending"}) == 0; }, seconds(60)));
+  REQUIRE(WaitFor([&] { return rc.NothingPending(); }, seconds(60)));
   size_t compared = 0;
   for (const std::string& sym : symbols) {
     for (const auto& [iv, len] : kIntervals) {

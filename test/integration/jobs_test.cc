@@ -210,10 +210,14 @@ TEST_CASE("jobs lease: one holder at a time; renewals keep it; release hands ove
   klined::Lease b(Opts(redis), "kline", 1000, &sb);
   REQUIRE(a.Poll());
   CHECK_FALSE(b.Poll());
-  CHECK(a.epoch() == 1);
-  CHECK(a.token().ends_with(":1"));
+  // The epoch is Redis's clock in ms at the first acquisition (then +1 at least each time).
+  const long long redis_ms = c.Integer(
+      {"EVAL", "local t = redis.call('TIME') return t[1] * 1000 + math.floor(t[2] / 1000)", "0"});
+  CHECK(a.epoch() <= redis_ms);
+  CHECK(a.epoch() > redis_ms - 5000);
+  CHECK(a.token().ends_with(":" + std::to_string(a.epoch())));
   CHECK(c.Get("kline:lease") == a.token());
-  CHECK(c.Get("kline:lease:epoch") == "1");
+  CHECK(c.Get("kline:lease:epoch{kline:lease}") == std::to_string(a.epoch()));
   CHECK(sa.held.Get() == 1);
   CHECK(sb.held.Get() == 0);
   // Three ttls of renewals: a keeps it throughout, b never gets it.
@@ -234,7 +238,7 @@ TEST_CASE("jobs lease: one holder at a time; renewals keep it; release hands ove
   }
   REQUIRE(b.Holding());
   CHECK(std::chrono::steady_clock::now() - released < milliseconds(400));
-  CHECK(b.epoch() == 2);
+  CHECK(b.epoch() > a.epoch());
   CHECK(sb.takeovers.Get() == 1);
   // A stale release by the old holder changes nothing.
   a.Release();
@@ -263,7 +267,7 @@ TEST_CASE("jobs lease: a standby takes over within 2 x ttl of the holder's last 
   CHECK(a_stopped_first);
   CHECK(took.count() >= ttl - 100);  // not before the key could expire
   CHECK(took.count() <= 2 * ttl);
-  CHECK(b.epoch() == a.epoch() + 1);
+  CHECK(b.epoch() > a.epoch());
   // The old holder, polling again, finds its deadline passed and does not get it back.
   CHECK_FALSE(a.Poll());
   CHECK(b.Poll());
@@ -286,8 +290,9 @@ TEST_CASE("jobs lease: a holder whose renewals are delayed reports not-holding b
   MESSAGE("key still alive for " << pttl << " ms after the holder stopped");
   CHECK(pttl >= a.margin_ms() - 100);
   // Resumed: it notices, hands back the stale key and re-acquires normally (new epoch).
+  const int64_t first = a.epoch();
   CHECK(a.Poll());
-  CHECK(a.epoch() == 2);
+  CHECK(a.epoch() > first);
   CHECK(a.token() != token);
 }
 
@@ -318,8 +323,42 @@ TEST_CASE("jobs lease: the shortest ttl (300 ms) is held for seconds without fla
                   << stats.renew_failures.Get());
   CHECK(holding == samples);
   CHECK(stats.takeovers.Get() == 1);
-  CHECK(a.epoch() == 1);
   a.Release();
+}
+
+TEST_CASE("jobs lease: epochs keep increasing when Redis loses the epoch key") {
+  // A newer epoch must outrank every older one wherever one was recorded: symbols' fences
+  // (B:fence) and MySQL's kline_fence outlive a Redis that lost its data (or, on a cluster,
+  // the node of the lease's slot). A counter that restarted at 1 would fence every later
+  // holder out of MySQL for good.
+  kt::RedisServer redis;
+  auto c = redis.Connect();
+  klined::LeaseStats sa, sb;
+  klined::Lease a(Opts(redis), "kline", 1000, &sa);
+  klined::Lease b(Opts(redis), "kline", 1000, &sb);
+  const auto acquire = [](klined::Lease& l) {  // the retry is due within 250 ms
+    const auto until = std::chrono::steady_clock::now() + milliseconds(2000);
+    while (!l.Poll() && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(milliseconds(5));
+    }
+    return l.Holding();
+  };
+  REQUIRE(acquire(a));
+  const int64_t first = a.epoch();
+  a.Release();
+  REQUIRE(acquire(b));
+  const int64_t second = b.epoch();
+  CHECK(second > first);
+  b.Release();
+  c.Command({"FLUSHALL"});
+  REQUIRE(acquire(a));
+  CHECK(a.epoch() > second);
+  a.Release();
+  // A recorded epoch ahead of the clock: the next is one more (never equal, never behind).
+  c.Command({"SET", "kline:lease:epoch{kline:lease}", std::to_string(a.epoch() + 1000000)});
+  REQUIRE(acquire(b));
+  CHECK(b.epoch() == a.epoch() + 1000001);
+  b.Release();
 }
 
 // ---- rollover ----------------------------------------------------------------------------
@@ -368,9 +407,18 @@ TEST_CASE("jobs rollover: idle symbols get gapless empty candles, pending, idemp
   // A stale run (an older `now`) changes nothing either.
   CHECK(job.RunOnce(kT0 + 64000).symbols_rolled == 0);
   CHECK(Snapshot(c, "IDLE") == before);
-  // Fenced with a token that is not the lease's value: refused, nothing written.
-  CHECK_FALSE(job.RunOnce(kT0 + 200000, "someone:1:x:9").complete);
+  // Fenced: a newer lease holder (epoch 9) wrote the symbol; a run under epoch 8 is refused
+  // and writes nothing; one under epoch 9 goes on.
+  c.Command({"SET", "kline:{IDLE}:fence", "9"});
+  CHECK_FALSE(job.RunOnce(kT0 + 200000, "8").complete);
   CHECK(Snapshot(c, "IDLE") == before);
+  CHECK(c.Get("kline:{IDLE}:fence") == "9");
+  CHECK(job.RunOnce(kT0 + 200000, "9").complete);
+  CHECK(Snapshot(c, "IDLE") != before);
+  // Garbage in the fence never fences everyone out: replaced by the caller's epoch.
+  c.Command({"SET", "kline:{IDLE}:fence", "not-a-number"});
+  CHECK(job.RunOnce(kT0 + 201000, "10").complete);
+  CHECK(c.Get("kline:{IDLE}:fence") == "10");
 }
 
 TEST_CASE("jobs rollover: hundreds of symbols in chunks and long pipelines, each exact") {
@@ -662,7 +710,7 @@ TEST_CASE("jobs timer loop: rolls idle symbols at real 1s boundaries; hand-over 
   }
   REQUIRE(a.active());
   // The hand-off carries the lease's token and fencing epoch (persistence fences with them).
-  CHECK(a_epoch.load() == 1);
+  CHECK(a_epoch.load() > 0);
   CHECK(a_token == c.Get("kline:lease"));
   b.Start();
   // After a boundary, within the grace period (rollover_grace_ms): the current candle is in
@@ -720,8 +768,8 @@ TEST_CASE("jobs timer loop: rolls idle symbols at real 1s boundaries; hand-over 
   MESSAGE("hand-over after Stop: " << took.count() << " ms");
   CHECK(took.count() < 500);
   while (b_on.load() == 0) std::this_thread::sleep_for(milliseconds(1));  // set just after
-  CHECK(b_epoch.load() == 2);
-  CHECK(b_token.ends_with(":2"));
+  CHECK(b_epoch.load() > a_epoch.load());
+  CHECK(b_token.ends_with(":" + std::to_string(b_epoch.load())));
   rolled("LOOP", loop_trades, SleepToNextSecond());  // b runs the rollover now
   CHECK(b.lease_stats().held.Get() == 1);
   b.Stop();

@@ -73,7 +73,7 @@ TEST_CASE("recompute: a corrupted hour in MySQL and Redis comes back equal to th
   auto settled = [&] {
     return WaitUntil(
         [&] {
-          return rc.Integer({"SCARD", "kline:pending"}) == 0 &&
+          return rc.NothingPending() &&
                  rc.Integer({"SCARD", "kline:late"}) == 0;
         },
         seconds(60));

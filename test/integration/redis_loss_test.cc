@@ -75,7 +75,7 @@ TEST_CASE("redis loss: klinectl restore-redis rebuilds history from MySQL, idemp
   // Every closed candle persisted (nothing pending), then the loss.
   REQUIRE(WaitUntil(
       [&] {
-        return rc.Integer({"SCARD", "kline:pending"}) == 0 &&
+        return rc.NothingPending() &&
                rc.Integer({"SCARD", "kline:late"}) == 0 &&
                rc.Integer({"EXISTS", "kline:{BTCUSDT}:1m:hist"}) == 1;
       },
@@ -151,7 +151,7 @@ TEST_CASE("redis loss: FLUSHALL under load: the dataset marker notices, history 
   kt::RedisClient rc = stack.redis.Connect();
   REQUIRE(WaitUntil(
       [&] {
-        return rc.Integer({"SCARD", "kline:pending"}) == 0 &&
+        return rc.NothingPending() &&
                rc.Integer({"EXISTS", "kline:dataset"}) == 1;
       },
       seconds(30)));
@@ -181,7 +181,7 @@ TEST_CASE("redis loss: FLUSHALL under load: the dataset marker notices, history 
   REQUIRE_MESSAGE(WaitUntil(
                       [&] {
                         return rc.Integer({"EXISTS", "kline:dataset"}) == 1 &&
-                               rc.Integer({"SCARD", "kline:pending"}) == 0;
+                               rc.NothingPending();
                       },
                       seconds(30)),
                   klined->OutputTail());
@@ -198,7 +198,7 @@ TEST_CASE("redis loss: FLUSHALL under load: the dataset marker notices, history 
   CAPTURE(rec.out);
   CAPTURE(rec.err);
   CHECK(rec.code == 0);
-  REQUIRE(WaitUntil([&] { return rc.Integer({"SCARD", "kline:pending"}) == 0; }, seconds(30)));
+  REQUIRE(WaitUntil([&] { return rc.NothingPending(); }, seconds(30)));
   stack.CheckCandles(trades, symbols);
   stack.CheckMysql(trades, symbols);
   const std::string m = stack.Metrics();
@@ -252,7 +252,7 @@ TEST_CASE("redis loss: while klined is down, restore-redis brings back history, 
           seconds(60)));
     }
   }
-  REQUIRE(WaitUntil([&] { return rc.Integer({"SCARD", "kline:pending"}) == 0; }, seconds(30)));
+  REQUIRE(WaitUntil([&] { return rc.NothingPending(); }, seconds(30)));
   StopCleanly(*klined);
   REQUIRE(rc.Integer({"EXISTS", "kline:lease"}) == 0);  // handed over at exit
   rc.Command({"FLUSHALL"});
@@ -273,7 +273,7 @@ TEST_CASE("redis loss: while klined is down, restore-redis brings back history, 
   REQUIRE_MESSAGE(WaitUntil([&] { return rc.Integer({"EXISTS", "kline:dataset"}) == 1; },
                             seconds(30)),
                   again->OutputTail());
-  REQUIRE(WaitUntil([&] { return rc.Integer({"SCARD", "kline:pending"}) == 0; }, seconds(30)));
+  REQUIRE(WaitUntil([&] { return rc.NothingPending(); }, seconds(30)));
   stack.CheckCandles(trades, symbols);
   stack.CheckMysql(trades, symbols);
   StopCleanly(*again);
@@ -294,7 +294,7 @@ TEST_CASE("redis loss: one symbol's keys vanish: its shard writes back memory an
   kt::RedisClient rc = stack.redis.Connect();
   REQUIRE(WaitUntil(
       [&] {
-        return rc.Integer({"SCARD", "kline:pending"}) == 0 &&
+        return rc.NothingPending() &&
                rc.Integer({"EXISTS", "kline:dataset"}) == 1;
       },
       seconds(30)));
@@ -314,7 +314,7 @@ TEST_CASE("redis loss: one symbol's keys vanish: its shard writes back memory an
       [&] {
         return rc.Integer({"EXISTS", "kline:restore"}) == 0 &&
                rc.Integer({"ZCARD", "kline:{BTCUSDT}:1m:hist"}) > 5 &&
-               rc.Integer({"SCARD", "kline:pending"}) == 0;
+               rc.NothingPending();
       },
       seconds(30)));
   stack.CheckCandles(trades, symbols);

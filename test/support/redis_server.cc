@@ -1,6 +1,8 @@
 #include "redis_server.h"
 
+#include <cstdlib>
 #include <stdexcept>
+#include <string_view>
 #include <thread>
 
 namespace klined::test {
@@ -60,13 +62,49 @@ long long RedisClient::Integer(const std::vector<std::string>& argv) {
   return r->integer;
 }
 
+bool RedisClient::NothingPending(const std::string& prefix) {
+  return Integer({"SCARD", prefix + ":pending"}) == 0 &&
+         Strings({"KEYS", prefix + ":{*}:pending"}).empty();
+}
+
 RedisServer::RedisServer(RedisOptions options) : options_(std::move(options)) {
+  const char* env = std::getenv("KLINED_TEST_ONE_NODE_CLUSTER");
+  if (env != nullptr && std::string_view(env) == "1" && !options_.cluster_node) {
+    options_.one_node_cluster = true;
+  }
+  if (options_.one_node_cluster) options_.cluster_node = true;
   // A free port can be taken between FreePort() and bind; try a few.
   for (int attempt = 0; attempt < 5; ++attempt) {
     port_ = FreePort();
-    if (TryStart()) return;
+    if (TryStart()) {
+      if (options_.one_node_cluster) ServeEverySlot();
+      return;
+    }
   }
   throw std::runtime_error("redis-server did not start:\n" + proc_->OutputTail());
+}
+
+void RedisServer::ServeEverySlot() {
+  RedisClient c(host_, port_);
+  auto info0 = c.Command({"CLUSTER", "INFO"});
+  if (info0->type == REDIS_REPLY_STRING &&
+      std::string_view(info0->str, info0->len).find("cluster_slots_assigned:16384") ==
+          std::string_view::npos) {
+    auto r = c.Command({"CLUSTER", "ADDSLOTSRANGE", "0", "16383"});
+    if (r->type == REDIS_REPLY_ERROR) {
+      throw std::runtime_error(std::string("ADDSLOTSRANGE: ") + r->str);
+    }
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto info = c.Command({"CLUSTER", "INFO"});
+    if (info->type == REDIS_REPLY_STRING &&
+        std::string_view(info->str, info->len).find("cluster_state:ok") != std::string_view::npos) {
+      return;
+    }
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+  throw std::runtime_error("one-node cluster: not cluster_state:ok within 15 s");
 }
 
 void RedisServer::WriteConfig() {
@@ -119,6 +157,7 @@ void RedisServer::Start() {
     throw std::runtime_error("redis-server did not restart on port " + std::to_string(port_) +
                              ":\n" + proc_->OutputTail());
   }
+  if (options_.one_node_cluster) ServeEverySlot();  // (nodes.conf kept them: waits for ok)
 }
 
 void RedisServer::Stop() {

@@ -33,6 +33,10 @@ class RedisClient {
   std::vector<std::string> Strings(const std::vector<std::string>& argv);
   // Runs a command whose reply is an integer.
   long long Integer(const std::vector<std::string>& argv);
+  // No candle waits for MySQL: no symbol's B:pending hash exists, nor its index entry.
+  // (The index alone is a hint: the persistence worker takes a symbol out of it and puts it
+  // back when a write landed meanwhile, so it may read empty for a moment while entries wait.)
+  bool NothingPending(const std::string& prefix = "kline");
 
  private:
   struct Free {
@@ -49,6 +53,12 @@ struct RedisOptions {
   std::vector<std::string> extra_config;
   // A Redis Cluster node (cluster-enabled, its own bus port; see RedisCluster).
   bool cluster_node = false;
+  // A one-node cluster: a cluster node that serves every slot. It answers like one Redis,
+  // except that it refuses a script call, MULTI or multi-key command touching more than one
+  // slot: what klined must never send (its cluster mode could not route it). With the
+  // environment variable KLINED_TEST_ONE_NODE_CLUSTER=1 every server that is not a cluster
+  // node is one (make test-one-slot runs the write-path suites that way).
+  bool one_node_cluster = false;
 };
 
 class RedisServer {
@@ -79,6 +89,8 @@ class RedisServer {
  private:
   void WriteConfig();
   bool TryStart();
+  // One-node cluster: every slot to this node, then wait for cluster_state:ok.
+  void ServeEverySlot();
 
   RedisOptions options_;
   TempDir dir_{"klined-redis"};

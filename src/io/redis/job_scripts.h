@@ -2,24 +2,52 @@
 //
 // DESIGN
 // Same rules as lua_scripts.h: no arithmetic on prices or volumes (Lua numbers are doubles),
-// only open-time comparisons and textual JSON. The lease scripts touch PREFIX:lease and
-// PREFIX:lease:epoch only. ROLLOVER and TRIM touch one symbol's keys (its {SYMBOL} slot) plus
-// the global PREFIX:pending index and, when given a fencing token, read PREFIX:lease: a job
-// run by an instance that lost the lease (e.g. it was paused between its own lease check
-// and the write) then changes nothing.
+// only open-time comparisons and textual JSON. The lease scripts touch PREFIX:lease and its
+// epoch key (one slot). Every other script touches one symbol's keys only (its {SYMBOL} slot;
+// Redis Cluster refuses anything else: RedisConn::AddScript): the global index sets (PREFIX:pending
+// and the like) are written by the caller after the call's reply (see KeyLayout). A job
+// call carries the lease holder's fencing epoch and is refused when the symbol has seen a
+// newer one (kFence): a job run by an instance that lost the lease (e.g. it was paused
+// between its own lease check and the write) then changes nothing a newer holder wrote.
 #pragma once
 
 namespace klined::lua {
 
-// LEASE_ACQUIRE. KEYS: lease, epoch. ARGV: token stem "<host>:<pid>:<random>", ttl ms.
-// SET NX PX; on success INCR the fencing epoch and store "<stem>:<epoch>" as the value (same
-// TTL). Returns {token, epoch}, or false if someone holds the lease.
+// LEASE_ACQUIRE. KEYS: lease, epoch (one slot: see KeyLayout::LeaseEpoch). ARGV: token stem
+// "<host>:<pid>:<random>", ttl ms.
+// SET NX PX; on success the fencing epoch becomes the larger of the last one + 1 and Redis's
+// clock in ms, and "<stem>:<epoch>" the value (same TTL). The clock keeps epochs increasing
+// when the epoch key is lost (a dataset loss, a cluster node that lost the lease's slot) while
+// symbols' fences (kFence) and MySQL's kline_fence remember higher ones. Returns {token,
+// epoch}, or false if someone holds the lease.
 inline constexpr const char kLeaseAcquire[] = R"LUA(
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end
-local epoch = redis.call('INCR', KEYS[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local last = redis.pcall('GET', KEYS[2])
+last = type(last) == 'string' and tonumber(last) or 0
+local epoch = string.format('%d', math.max(now, last + 1))
+redis.call('SET', KEYS[2], epoch)
 local token = ARGV[1] .. ':' .. epoch
 redis.call('SET', KEYS[1], token, 'PX', ARGV[2])
-return {token, epoch}
+return {token, tonumber(epoch)}
+)LUA";
+
+// The fencing prelude of the job scripts (prepended). fenced_out(key, epoch): key is the
+// symbol's B:fence, epoch the caller's (a decimal string; '' = unfenced, for tests and tools
+// without a lease). True when the symbol has seen a newer epoch: the call must change nothing.
+// Otherwise B:fence is raised to epoch (an unreadable value is replaced: stored garbage must
+// not fence every holder out forever).
+inline constexpr const char kFence[] = R"LUA(
+local function fenced_out(key, epoch)
+  if epoch == '' then return false end
+  local e = tonumber(epoch)
+  local seen = redis.pcall('GET', key)
+  seen = type(seen) == 'string' and tonumber(seen) or nil
+  if seen and e < seen then return true end
+  if seen ~= e then redis.call('SET', key, epoch) end
+  return false
+end
 )LUA";
 
 // LEASE_RENEW. KEYS: lease. ARGV: token, ttl ms. Compare-and-extend: 1 if the lease is ours
@@ -35,8 +63,9 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 return redis.call('DEL', KEYS[1])
 )LUA";
 
-// ROLLOVER (prepend kCommon): closes one symbol's stale current candles, planned in C++.
-// KEYS: none. ARGV: prefix, symbol, fencing token ("" = unfenced), interval count, then per
+// ROLLOVER (prepend kCommon, kFence): closes one symbol's stale current candles,
+// planned in C++.
+// KEYS: none. ARGV: prefix, symbol, fencing epoch ("" = unfenced), interval count, then per
 //   interval: name, expected current JSON (exactly as read), new current JSON (x=false),
 //   closed count, then per closed candle (oldest first: the old current, then the empty
 //   fillers): open time, JSON (x=true).
@@ -50,11 +79,12 @@ return redis.call('DEL', KEYS[1])
 // the empty fillers after it, oldest first; not one history already held as is) and each
 // rolled interval's new current: a reader following the channel sees every bucket.
 // Returns {intervals rolled, closed candles written, conflicts, intervals left because their
-// history (or the pending hash) holds another type}, or {-1} if fenced out.
+// history (or the pending hash) holds another type}, or {-1} if fenced out. (The caller adds
+// the symbol to PREFIX:pending when it wrote closed candles.)
 inline constexpr const char kRollover[] = R"LUA(
-local prefix, sym, token = ARGV[1], ARGV[2], ARGV[3]
-if token ~= '' and redis.call('GET', prefix .. ':lease') ~= token then return {-1} end
+local prefix, sym = ARGV[1], ARGV[2]
 local base = prefix .. ':{' .. sym .. '}'
+if fenced_out(base .. ':fence', ARGV[3]) then return {-1} end
 local function bulk(cmd, key, list)  -- unpack() has a stack limit: 1000 arguments at a time
   for s = 1, #list, 1000 do redis.call(cmd, key, unpack(list, s, math.min(s + 999, #list))) end
 end
@@ -116,13 +146,13 @@ if #mset > 0 then
   redis.call('MSET', unpack(mset))
 end
 if #pend > 0 then bulk('HSET', base .. ':pending', pend) end
-if written > 0 then redis.pcall('SADD', prefix .. ':pending', sym) end
 if #events > 0 then redis.call('SPUBLISH', base .. ':events', table.concat(events, '\n')) end
 return {rolled, written, conflicts, bad}
 )LUA";
 
-// ROLLOVER_STEP (prepend kCommon): the common case of a rollover, one bucket step, without a
-// prior read. KEYS: none. ARGV: prefix, symbol, fencing token ("" = unfenced), interval
+// ROLLOVER_STEP (prepend kCommon, kFence): the common case of a rollover, one
+// bucket step, without a prior read. KEYS: none. ARGV: prefix, symbol, fencing epoch ("" =
+// unfenced), interval
 // count, the JSON of an empty current candle after its "c" member (`,"v":"0",...,"x":false}`,
 // the same for every interval), then per interval: name, open time of the bucket before
 // now's, open time of now's bucket, close time of now's bucket.
@@ -140,10 +170,11 @@ return {rolled, written, conflicts, bad}
 // Publishes on B:events each rolled interval's closed candle and its new current.
 // Returns {intervals rolled, 0-based indexes of intervals needing ROLLOVER...}, or {-1}; an
 // interval whose history key holds another type is reported as -(its 1-based index) and left.
+// (The caller adds the symbol to PREFIX:pending when it rolled an interval.)
 inline constexpr const char kRolloverStep[] = R"LUA(
-local prefix, sym, token = ARGV[1], ARGV[2], ARGV[3]
-if token ~= '' and redis.call('GET', prefix .. ':lease') ~= token then return {-1} end
+local prefix, sym = ARGV[1], ARGV[2]
 local base = prefix .. ':{' .. sym .. '}:'
+if fenced_out(base .. 'fence', ARGV[3]) then return {-1} end
 local n, tail = tonumber(ARGV[4]), ARGV[5]
 local find, sub, byte = string.find, string.sub, string.byte
 local keys = {}
@@ -206,14 +237,13 @@ if #mset > 0 then
   mset[#mset + 1] = ''
   redis.call('MSET', unpack(mset))
   redis.call('HSET', base .. 'pending', unpack(pend))
-  redis.pcall('SADD', prefix .. ':pending', sym)
   redis.call('SPUBLISH', base .. 'events', table.concat(events, '\n'))
 end
 return result
 )LUA";
 
-// TRIM (prepend kCommon): bounds one symbol's history keys.
-// KEYS: none. ARGV: prefix, symbol, fencing token ("" = unfenced), limit, max candles examined
+// TRIM (prepend kCommon, kFence): bounds one symbol's history keys.
+// KEYS: none. ARGV: prefix, symbol, fencing epoch ("" = unfenced), limit, max candles examined
 //   per interval, interval names...
 // Keeps the `limit` newest members of each B:INTERVAL:hist. Of the older ones, removes those
 // whose "INTERVAL|open_time" is not in B:pending (MySQL has them); an unpersisted one stays.
@@ -221,9 +251,9 @@ return result
 // a late trade at or before it is resolved in MySQL). Returns the number removed, or -1 if
 // fenced out.
 inline constexpr const char kTrim[] = R"LUA(
-local prefix, sym, token = ARGV[1], ARGV[2], ARGV[3]
-if token ~= '' and redis.call('GET', prefix .. ':lease') ~= token then return -1 end
+local prefix, sym = ARGV[1], ARGV[2]
 local base = prefix .. ':{' .. sym .. '}'
+if fenced_out(base .. ':fence', ARGV[3]) then return -1 end
 local limit, max_scan = tonumber(ARGV[4]), tonumber(ARGV[5])
 local pending_key, trimmed_key = base .. ':pending', base .. ':trimmed'
 local any_pending = redis.call('EXISTS', pending_key) == 1
@@ -278,18 +308,18 @@ end
 
 // RESTORE_HISTORY: fills the holes of one (symbol, interval) history with candles read from
 // MySQL (klinectl restore-redis and derive, and the persistence worker after a dataset loss).
-// KEYS: history, trimmed hash, current candle. ARGV: lease key, token ('' = unfenced),
+// KEYS: history, trimmed hash, current candle, B:fence. ARGV: fencing epoch ('' = unfenced),
 // interval, dry ("1"/"0"), then (open_time, closed candle JSON) pairs, ascending. A candle
 // goes in only where the history has none at its open time (Redis wins: a late trade's update
 // may not be persisted yet), above the interval's trim mark (trimmed on purpose) and before the
 // current candle's open time (that bucket is still open). Nothing is marked pending: the
 // candles are in MySQL already. Returns {written, already present, outside}, or -1 if fenced.
-// Used as std::string(kHistoryWindow) + kRestoreHistory.
+// Used as kHistoryWindow + kFence + kRestoreHistory.
 inline constexpr const char kRestoreHistory[] = R"LUA(
-if ARGV[2] ~= '' and redis.call('GET', ARGV[1]) ~= ARGV[2] then return -1 end
-local trimmed, cur_open = history_window(KEYS[2], ARGV[3], KEYS[3])
+if fenced_out(KEYS[4], ARGV[1]) then return -1 end
+local trimmed, cur_open = history_window(KEYS[2], ARGV[2], KEYS[3])
 local written, present, outside = 0, 0, 0
-for i = 5, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   local open = tonumber(ARGV[i])
   if open <= trimmed or (cur_open and open >= cur_open) then
     outside = outside + 1
@@ -297,7 +327,7 @@ for i = 5, #ARGV, 2 do
     present = present + 1
   else
     written = written + 1
-    if ARGV[4] == '0' then redis.call('ZADD', KEYS[1], ARGV[i], ARGV[i + 1]) end
+    if ARGV[3] == '0' then redis.call('ZADD', KEYS[1], ARGV[i], ARGV[i + 1]) end
   end
 end
 return {written, present, outside}

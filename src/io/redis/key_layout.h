@@ -59,6 +59,8 @@ class KeyLayout {
   std::string Late(std::string_view symbol) const { return Of(symbol, "late"); }
   // PREFIX:{SYMBOL}:trimmed: hash INTERVAL -> newest open time trimmed from history.
   std::string Trimmed(std::string_view symbol) const { return Of(symbol, "trimmed"); }
+  // PREFIX:{SYMBOL}:fence: the newest lease epoch a timer job wrote the symbol under.
+  std::string Fence(std::string_view symbol) const { return Of(symbol, "fence"); }
   // PREFIX:{SYMBOL}:quarantine: pending entries set aside for a person.
   std::string Quarantine(std::string_view symbol) const { return Of(symbol, "quarantine"); }
   // PREFIX:{SYMBOL}:events: the shard channel FLUSH and ROLLOVER publish written candles on.
@@ -79,7 +81,8 @@ class KeyLayout {
     return std::string(ticker_prefix_).append(":{").append(symbol).append("}");
   }
 
-  // Global keys.
+  // Global keys: each in a slot of its own, written by plain commands (never inside a
+  // symbol's script), so they route to one node of a cluster.
   // PREFIX:symbols: every symbol with an applied trade (set).
   std::string Symbols() const { return prefix_ + ":symbols"; }
   // PREFIX:pending / PREFIX:late / PREFIX:quarantine: symbols with such entries (sets).
@@ -88,9 +91,11 @@ class KeyLayout {
   std::string QuarantineSymbols() const { return prefix_ + ":quarantine"; }
   // PREFIX:retired: symbols retired with klinectl retire (a trade since brings one back).
   std::string RetiredSymbols() const { return prefix_ + ":retired"; }
-  // PREFIX:lease and PREFIX:lease:epoch: the timer jobs' lease and its fencing counter.
+  // PREFIX:lease and PREFIX:lease:epoch{PREFIX:lease}: the timer jobs' lease and its fencing
+  // epoch, in the lease's slot (the hash tag is the lease key's whole name) so that one
+  // script sets both.
   std::string Lease() const { return prefix_ + ":lease"; }
-  std::string LeaseEpoch() const { return prefix_ + ":lease:epoch"; }
+  std::string LeaseEpoch() const { return prefix_ + ":lease:epoch{" + prefix_ + ":lease}"; }
   // PREFIX:dataset: the persistence worker's marker of the dataset it restored or found;
   // gone means Redis lost its data (or is new): history is restored from MySQL.
   std::string Dataset() const { return prefix_ + ":dataset"; }

@@ -452,6 +452,10 @@ struct KlineStore::Job : FlushJob {
   std::vector<std::string> detail;         // per series: the corrupt key, or the error reply
   // Per series: the call carries the ticker state (its TickerWindow::BeginPersist token).
   std::vector<std::optional<uint64_t>> ticker_tokens;
+  std::vector<std::string> add_first;  // symbols for PREFIX:symbols before the calls
+  bool added_first = false;            // ... and that add was answered
+  std::vector<bool> mysql_late;        // per series: the call carries MySQL-late records
+  std::vector<int> index;              // per series: FLUSH's index flags (lua_scripts.h)
 };
 
 std::unique_ptr<FlushJob> KlineStore::PrepareFlush(std::span<SymbolSeries* const> series) {
@@ -471,8 +475,14 @@ std::unique_ptr<FlushJob> KlineStore::PrepareFlush(std::span<SymbolSeries* const
   job->spans.assign(series.size(), {0, 0});
   job->carries.resize(series.size());
   job->ticker_tokens.assign(series.size(), std::nullopt);
+  job->mysql_late.assign(series.size(), false);
+  job->index.assign(series.size(), 0);
   for (size_t k = 0; k < series.size(); ++k) {
     if (job->left_out[k].series != nullptr) continue;  // not begun: nothing to commit or abort
+    if (!indexed_.contains(std::string(series[k]->symbol().view()))) {
+      job->add_first.emplace_back(series[k]->symbol().view());
+    }
+    job->mysql_late[k] = !mysql_late_[k].empty();
     job->tickets[k] = series[k]->BeginFlush();
     job->stamps[k] = FormatMarks(series[k]->flush_marks());
     const size_t begin = job->payload.size();
@@ -500,8 +510,65 @@ std::unique_ptr<FlushJob> KlineStore::PrepareFlush(std::span<SymbolSeries* const
 
 void KlineStore::ExecuteFlush(FlushJob* base) {
   Job* job = static_cast<Job*>(base);
-  WriteCalls(job);
+  if (AddBeforeWrite(job)) {
+    WriteCalls(job);
+    AddAfterWrite(job);
+  }
   if (job->confirm && wait_replicas_ > 0) ConfirmReplicas(job);
+}
+
+bool KlineStore::AddBeforeWrite(Job* job) {
+  if (job->add_first.empty()) return true;
+  if (!write_conn_->EnsureConnected()) {
+    job->error = write_conn_->error();
+    return false;
+  }
+  args_.assign({"SADD"});
+  const std::string key = keys_.Symbols();
+  args_.push_back(key);
+  args_.insert(args_.end(), job->add_first.begin(), job->add_first.end());
+  write_conn_->Append(args_);
+  RedisReply r = write_conn_->GetReply();
+  if (r == nullptr) {
+    job->error = write_conn_->error();
+    return false;
+  }
+  if (r->type == REDIS_REPLY_ERROR) {  // (WRONGTYPE: an operator's to fix; the writes go on)
+    LOG_RATE(kError, "store.index_failed",
+             "key=" << key << " error=\"" << ReplyStr(r.get()) << "\"");
+  }
+  job->added_first = true;
+  return true;
+}
+
+void KlineStore::AddAfterWrite(Job* job) {
+  const std::string keys[3] = {keys_.Symbols(), keys_.PendingSymbols(), keys_.LateSymbols()};
+  for (size_t k = 0; k < job->series.size(); ++k) {
+    if (job->results[k] != Job::Result::kOk) continue;
+    const std::string_view sym = job->series[k]->symbol().view();
+    if (job->index[k] & 2) unsent_index_[0].emplace(sym);
+    if (job->index[k] & 1) unsent_index_[1].emplace(sym);
+    if (job->mysql_late[k]) unsent_index_[2].emplace(sym);
+  }
+  if (!write_conn_->connected()) return;  // sent with the next flush
+  size_t sent = 0;
+  for (size_t i = 0; i < 3; ++i) {
+    if (unsent_index_[i].empty()) continue;
+    args_.assign({"SADD", keys[i]});
+    args_.insert(args_.end(), unsent_index_[i].begin(), unsent_index_[i].end());
+    write_conn_->Append(args_);
+    ++sent;
+  }
+  for (size_t i = 0; i < 3 && sent > 0; ++i) {
+    if (unsent_index_[i].empty()) continue;
+    RedisReply r = write_conn_->GetReply();
+    if (r == nullptr) return;  // these and the ones after stay for the next flush
+    if (r->type == REDIS_REPLY_ERROR) {
+      LOG_RATE(kError, "store.index_failed",
+               "key=" << keys[i] << " error=\"" << ReplyStr(r.get()) << "\"");
+    }
+    unsent_index_[i].clear();
+  }
 }
 
 void KlineStore::ConfirmReplicas(Job* job) {
@@ -582,7 +649,8 @@ void KlineStore::WriteCalls(Job* job) {
         case 1:
           job->results[k] = Job::Result::kOk;
           job->granted[k] = r->element[0]->integer == 2;
-          for (size_t u = 1; u < r->elements; ++u) {
+          if (r->elements > 1) job->index[k] = static_cast<int>(r->element[1]->integer);
+          for (size_t u = 2; u < r->elements; ++u) {
             job->reached[k].push_back(r->element[u]->integer == 1);
           }
           break;
@@ -630,6 +698,9 @@ void KlineStore::RequestRestore(std::string_view symbol) {
 FlushReport KlineStore::FinishFlush(FlushJob* base) {
   Job* job = static_cast<Job*>(base);
   FlushReport report;
+  if (job->added_first) {
+    for (std::string& sym : job->add_first) indexed_.insert(std::move(sym));
+  }
   for (size_t k = 0; k < job->series.size(); ++k) {
     SymbolSeries* s = job->series[k];
     if (job->left_out[k].series != nullptr) {
@@ -690,6 +761,11 @@ FlushReport KlineStore::FinishFlush(FlushJob* base) {
 bool KlineStore::Load(std::span<SymbolSeries* const> series, std::vector<LoadStatus>* status) {
   status->assign(series.size(), LoadStatus::kLoaded);
   if (series.empty()) return true;
+  // Loaded again (a reload after a refused write, a rebalance): added to PREFIX:symbols again
+  // before its next write, whatever became of the index meanwhile.
+  for (const SymbolSeries* s : series) {
+    indexed_.erase(std::string(s->symbol().view()));
+  }
   if (!conn_->EnsureConnected()) return false;
   std::vector<RedisReply> replies, ticker_states;
   for (int attempt = 0; attempt < 2; ++attempt) {

@@ -20,6 +20,13 @@
 // resolved in the flush: one pipelined read of the stored candles they touch, exact merge in
 // C++, and compare-and-set inside the symbol's FLUSH call, atomic with its watermark; a
 // symbol whose stored candle changed in between stays dirty and is retried by the next flush.
+// The global index sets live outside the symbol's slot, so FLUSH never writes them: the store
+// adds a symbol to PREFIX:symbols before its first write since it was loaded (membership
+// before data: a crash in between leaves a known symbol without candles, which every reader
+// handles, never candles nobody rolls over), and after a reply, from what the call reports,
+// to PREFIX:symbols (B:ws was void: retire, among others), PREFIX:pending and PREFIX:late. An
+// add whose reply is lost is retried with the next flush; one lost with a crash is found by
+// the persistence worker's index sweep (PersistWorker).
 #pragma once
 
 #include <cstdint>
@@ -31,6 +38,8 @@
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <absl/container/flat_hash_set.h>
 
 #include "io/redis/key_layout.h"
 #include "io/redis/redis_conn.h"
@@ -93,6 +102,11 @@ class KlineStore final : public SeriesStore {
   // ExecuteFlush's writes, then its confirmation.
   void WriteCalls(Job* job);
   void ConfirmReplicas(Job* job);
+  // Before the calls: SADD PREFIX:symbols of the series not added since loaded. False if the
+  // connection failed (then no call is sent).
+  bool AddBeforeWrite(Job* job);
+  // After the replies: the index adds they ask for, and any left by an earlier flush.
+  void AddAfterWrite(Job* job);
   // Reads and merges every series' late trades. False if the connection failed; a series
   // whose stored candle does not parse gets (*corrupt)[k] set to why (it is left out).
   bool PlanLate(std::span<SymbolSeries* const> series, FlushReport* report,
@@ -154,6 +168,11 @@ class KlineStore final : public SeriesStore {
   StoreStats stats_;
   std::vector<std::vector<LateUpdate>> late_plans_;  // per series of the current flush
   std::vector<std::vector<MysqlLate>> mysql_late_;   // per series of the current flush
+  // Shard thread: the symbols added to PREFIX:symbols since they were loaded.
+  absl::flat_hash_set<std::string> indexed_;
+  // Flusher thread: index adds (PREFIX:symbols, :pending, :late) whose reply a dropped
+  // connection lost, sent again with the next flush. Bounded by the shard's symbols.
+  absl::flat_hash_set<std::string> unsent_index_[3];
   // Scratch reused across calls: the arguments of one command (hiredis copies on Append).
   // A deque, so the views in args_ stay valid while strings are added.
   std::deque<std::string> strings_;

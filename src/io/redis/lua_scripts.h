@@ -1,8 +1,10 @@
 // The Lua scripts klined runs in Redis.
 //
 // DESIGN
-// Every script touches the keys of one symbol only (all carry the {SYMBOL} hash tag) plus
-// the global symbol index sets, so a call is atomic per symbol. Lua numbers are doubles:
+// Every script touches the keys of one symbol only (all carry the {SYMBOL} hash tag, so they
+// share one Redis Cluster slot), so a call is atomic per symbol. The global index sets
+// (PREFIX:symbols, PREFIX:pending, PREFIX:late) live in other slots: the callers write them
+// after a call's reply, from what it reports. Lua numbers are doubles:
 // the scripts never do arithmetic on prices or volumes. They compare open times (integers
 // below 2^53), compare trade ids as decimal strings, and rewrite candle JSON textually
 // (the x flag, and o/h/l/c of empty candles when a close is re-carried). All exact
@@ -21,8 +23,10 @@
 //                     sets it to "" (see FLUSH_FAST)
 //   B:tks             the 24h ticker's persisted state (binary, TickerWindow::AppendState)
 //   B:pending         hash "INTERVAL|open_time" -> candle JSON not yet confirmed in MySQL
-//   PREFIX:symbols    every symbol with an applied trade
-//   PREFIX:pending    symbols whose B:pending is non-empty
+//   B:fence           the highest lease epoch a timer job wrote the symbol under (job_scripts.h)
+//   PREFIX:symbols    every symbol with an applied trade (written by the shard's store)
+//   PREFIX:pending    symbols whose B:pending is non-empty (written by the writers after the
+//                     call, removed by the persistence worker; a hint the worker re-checks)
 //   B:events          shard pub/sub channel (SPUBLISH): every call that changes candles
 //                     publishes their JSONs, one per line (current x=false, closed x=true),
 //                     for the market-data API's WebSocket streams and L1 cache
@@ -110,7 +114,7 @@ end
 )LUA";
 
 // FLUSH: a shard writes one symbol's state, atomically.
-// KEYS: none (computed from ARGV, all in the symbol's slot, plus the global index sets).
+// KEYS: none (computed from ARGV, all in the symbol's slot).
 // ARGV: prefix, symbol, watermark, base stamp, new stamp,
 //   interval count, then per interval: name, current open time, current JSON (x=false),
 //     closed count, closed JSONs (x=true, oldest first, contiguous);
@@ -132,11 +136,15 @@ end
 // nothing at all is written and {0} is returned (the shard re-reads and retries).
 // Stored garbage never raises a Lua error (which would leave the writes before it in place):
 // every key the call writes with a typed command is checked first, and a key of another type
-// returns {-2, key} with nothing written. Otherwise returns {1, r1, r2, ...} where rk = 1 if
-// late update k re-carried its close all the way into the current candle, or {2} when it
-// granted the write stamp: B:ws holds the one given, because every current candle stored is
-// now the one the call sent (no late update, no interval where storage was newer or older);
-// otherwise it sets B:ws to "" (void).
+// returns {-2, key} with nothing written. Otherwise returns {1, index, r1, r2, ...} where
+// rk = 1 if late update k re-carried its close all the way into the current candle, or
+// {2, index} when it granted the write stamp: B:ws holds the one given, because every current
+// candle stored is now the one the call sent (no late update, no interval where storage was
+// newer or older); otherwise it sets B:ws to "" (void). `index` tells the caller which global
+// index sets to add the symbol to: +1 PREFIX:pending (the call added MySQL work to
+// B:pending), +2 PREFIX:symbols (B:ws was void: a rollover, a tool or retire wrote since, or
+// the symbol is new; the caller adds a symbol it has not added since it loaded it anyway).
+// A MySQL-late record is for PREFIX:late, which the caller knows of.
 // Never undoes a rollover: if storage's current candle is newer than the shard's, the
 // shard's candle goes to history and its close is re-carried.
 // Publishes on B:events the candles it changed of the intervals B:watch names (nothing when
@@ -179,6 +187,7 @@ local cur_keys = {}
 for k, a in ipairs(currents) do cur_keys[k] = base .. ':' .. ARGV[a] end
 cur_keys[n + 1] = base .. ':wmp'
 cur_keys[n + 2] = base .. ':watch'
+cur_keys[n + 3] = base .. ':ws'
 local stored = redis.call('MGET', unpack(cur_keys))
 if (stored[n + 1] or '') ~= base_stamp then return {-1} end
 -- The events table for what an API instance follows (see B:watch), else nil: not published.
@@ -276,7 +285,7 @@ mset[#mset + 1] = base .. ':ws'
 mset[#mset + 1] = granted and grant or ''
 redis.call('MSET', unpack(mset))
 
-local result = {granted and 2 or 1}
+local result = {granted and 2 or 1, 0}
 for k, l in ipairs(lates) do
   local ev = followed(l.iv)
   put_hist(base, l.iv, l.t, l.json, ev)
@@ -285,7 +294,7 @@ for k, l in ipairs(lates) do
     last_t = open_time(ARGV[e])
     put_hist(base, l.iv, last_t, ARGV[e], ev)
   end
-  result[k + 1] = recarry_after(base, l.iv, last_t, close_of(l.json), ev) and 1 or 0
+  result[k + 2] = recarry_after(base, l.iv, last_t, close_of(l.json), ev) and 1 or 0
 end
 
 for r = mysql_at, mysql_at + 2 * nmysql - 1, 2 do
@@ -295,11 +304,7 @@ if ticker_key ~= '' then
   redis.call('SET', ticker_key, ticker_json)
   if followed('ticker') then events[#events + 1] = ticker_json end
 end
--- The global index sets are shared by every symbol: a wrong type there is an operator's to
--- fix; it must not fail this symbol's write (which is complete at this point).
-if nmysql > 0 then redis.pcall('SADD', prefix .. ':late', sym) end
-redis.pcall('SADD', prefix .. ':symbols', sym)
-if wrote_pending then redis.pcall('SADD', prefix .. ':pending', sym) end
+result[2] = (wrote_pending and 1 or 0) + (((stored[n + 3] or '') == '') and 2 or 0)
 if #events > 0 then redis.call('SPUBLISH', base .. ':events', table.concat(events, '\n')) end
 return result
 )LUA";
@@ -318,8 +323,8 @@ return result
 // symbol's index since (a rollover, a late re-carry, a tool), so the shard sends FLUSH. Both
 // hold: storage's current candles are the shard's previous ones, every one of which its trades
 // since changed, so all are written, and published where B:watch names them, and B:ws takes
-// the new write stamp. PREFIX:symbols already holds the symbol (FLUSH added it; retire voids
-// B:ws). Returns {2}.
+// the new write stamp. PREFIX:symbols already holds the symbol (the caller added it after
+// a FLUSH; retire voids B:ws). Returns {2}.
 inline constexpr const char kFlushFast[] = R"LUA(
 local got = redis.call('MGET', KEYS[1], KEYS[2], KEYS[3])
 if (got[1] or '') ~= ARGV[1] then return {-1} end

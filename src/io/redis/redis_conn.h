@@ -50,7 +50,8 @@ class RedisConn {
   RedisConn(const RedisConn&) = delete;
   RedisConn& operator=(const RedisConn&) = delete;
 
-  // Registers a script before first use; returns its handle for Sha().
+  // Registers a script before first use; returns its handle for Sha(). A body without a
+  // shebang gets "#!lua" (see AddScript's comment: Redis Cluster's one-slot rule).
   size_t AddScript(std::string body);
   std::string_view Sha(size_t script) const { return scripts_[script].sha; }
 

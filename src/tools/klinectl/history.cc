@@ -41,7 +41,7 @@ struct Session {
                    o.mysql.port, db.error().c_str());
       return false;
     }
-    script = redis.AddScript(std::string(lua::kHistoryWindow) + lua::kRestoreHistory);
+    script = redis.AddScript(std::string(lua::kHistoryWindow) + lua::kFence + lua::kRestoreHistory);
     if (!redis.EnsureConnected()) {
       std::fprintf(stderr, "klinectl: cannot connect to Redis at %s: %s\n", o.redis.address.c_str(),
                    redis.error().c_str());
@@ -59,17 +59,19 @@ struct Session {
   void AppendRestore(const RestoreOptions& o, const std::string& sym, Interval iv,
                      std::span<const Candle> candles) {
     strings_.clear();
-    strings_.reserve(3 + 2 * candles.size());
+    strings_.reserve(4 + 2 * candles.size());
     strings_.push_back(o.keys.History(sym, iv));
     strings_.push_back(o.keys.Trimmed(sym));
     strings_.push_back(o.keys.Current(sym, iv));
+    strings_.push_back(o.keys.Fence(sym));
     for (const Candle& c : candles) {
       strings_.push_back(std::to_string(c.open_time));
       strings_.push_back(CandleJson(c, sym, /*closed=*/true));
     }
-    args_.assign({"EVALSHA", redis.Sha(script), "3", strings_[0], strings_[1], strings_[2], "", "",
-                  IntervalName(iv), o.dry_run ? "1" : "0"});
-    for (size_t i = 3; i < strings_.size(); ++i) args_.push_back(strings_[i]);
+    // Unfenced (epoch ""): klinectl holds no lease.
+    args_.assign({"EVALSHA", redis.Sha(script), "4", strings_[0], strings_[1], strings_[2],
+                  strings_[3], "", IntervalName(iv), o.dry_run ? "1" : "0"});
+    for (size_t i = 4; i < strings_.size(); ++i) args_.push_back(strings_[i]);
     redis.Append(args_);
     ++calls_;
   }

@@ -628,16 +628,28 @@ int Retire(const Options& o) {
       std::printf("would retire %s\n", sym.c_str());
       continue;
     }
-    // Atomic move: the rollover never sees the symbol in neither set nor in both.
-    // The shard's write stamp is voided with it: its next flush is a FLUSH, which adds a
-    // symbol that trades again back (FLUSH_FAST does not).
-    if (!redis.Command({"MULTI"}) || !redis.Command({"SREM", keys.Symbols(), sym}) ||
-        !redis.Command({"SADD", keys.RetiredSymbols(), sym}) ||
-        !redis.Command({"SET", keys.WriteStamp(sym), ""})) {
+    // The two sets live in other slots than the symbol (and each other), so no one call moves
+    // it; the order makes it safe. The shard's write stamp is voided first: its next flush is
+    // a FLUSH, which finds the stamp void and has its store add a symbol that trades again
+    // back (FLUSH_FAST does not). Then out of the known symbols, into the retired set (in
+    // between it is in neither, never in both, which the census reads as "traded again"),
+    // and a trade flushed meanwhile (its add may have come before the SREM) puts it back.
+    const auto wm_now = [&] {
+      Reply wm = redis.Command({"GET", keys.Watermark(sym)});
+      if (!wm) Die(redis.error());
+      return wm->type == REDIS_REPLY_STRING ? std::string(wm->str, wm->len) : std::string();
+    };
+    const std::string wm = wm_now();
+    if (!redis.Command({"SET", keys.WriteStamp(sym), ""}) ||
+        !redis.Command({"SREM", keys.Symbols(), sym}) ||
+        !redis.Command({"SADD", keys.RetiredSymbols(), sym})) {
       Die(redis.error());
     }
-    Reply done = redis.Command({"EXEC"});
-    if (!done || done->type != REDIS_REPLY_ARRAY) Die(redis.error());
+    if (wm_now() != wm) {
+      if (!redis.Command({"SADD", keys.Symbols(), sym})) Die(redis.error());
+      std::printf("%s traded while being retired: left active\n", sym.c_str());
+      continue;
+    }
     std::printf("retired %s\n", sym.c_str());
   }
   return code;

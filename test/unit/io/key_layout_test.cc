@@ -31,7 +31,9 @@ TEST_CASE("key layout: the contract's names") {
   CHECK(k.LateSymbols() == "kline:late");
   CHECK(k.QuarantineSymbols() == "kline:quarantine");
   CHECK(k.Lease() == "kline:lease");
-  CHECK(k.LeaseEpoch() == "kline:lease:epoch");
+  CHECK(k.LeaseEpoch() == "kline:lease:epoch{kline:lease}");
+  // LEASE_ACQUIRE sets both in one call: one slot.
+  CHECK(cluster::KeySlot(k.LeaseEpoch()) == cluster::KeySlot(k.Lease()));
   CHECK(k.Durable() == "kline:durable");
 }
 
@@ -40,7 +42,8 @@ TEST_CASE("key layout: a symbol's keys share its slot") {
   const uint16_t slot = cluster::KeySlot("ETHUSDT");
   for (const std::string& key :
        {k.Current("ETHUSDT", Interval::k5m), k.History("ETHUSDT", Interval::k1d),
-        k.Watermark("ETHUSDT"), k.Pending("ETHUSDT"), k.Events("ETHUSDT"), k.Ticker("ETHUSDT")}) {
+        k.Watermark("ETHUSDT"), k.Pending("ETHUSDT"), k.Events("ETHUSDT"), k.Ticker("ETHUSDT"),
+        k.Fence("ETHUSDT"), k.WriteStamp("ETHUSDT"), k.Late("ETHUSDT"), k.Marks("ETHUSDT")}) {
     CAPTURE(key);
     CHECK(cluster::KeySlot(key) == slot);
   }
