@@ -59,6 +59,19 @@ TEST_CASE("cluster: CRC16 and key slots match Redis") {
   CHECK(KeySlot("kl:{BTCUSDT}:1m") == KeySlot("BTCUSDT"));
 }
 
+TEST_CASE("cluster: TagForSlot gives a tag of every slot") {
+  for (int slot : {0, 1, 5061, 12182, 16383}) {
+    CAPTURE(slot);
+    const std::string tag = TagForSlot(static_cast<uint16_t>(slot));
+    CHECK(KeySlot("klined:wait{" + tag + "}") == slot);
+  }
+  int covered = 0;
+  for (int slot = 0; slot < kSlots; slot += 97) {
+    covered += KeySlot("{" + TagForSlot(static_cast<uint16_t>(slot)) + "}") == slot;
+  }
+  CHECK(covered == (kSlots + 96) / 97);
+}
+
 TEST_CASE("cluster: hash tags are the first non-empty {...}") {
   CHECK(HashTag("kl:{BTCUSDT}:1m") == "BTCUSDT");
   CHECK(HashTag("foo{}{bar}") == "foo{}{bar}");  // the first {...} is empty: the whole key

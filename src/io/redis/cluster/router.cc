@@ -222,6 +222,7 @@ void Router::Execute(std::span<const Call> calls, std::vector<RedisReply>* repli
         if (p.asking) conn->Append({"ASKING"});
         conn->AppendFormatted(calls[p.call].resp);
       }
+      Owe(addresses[n]);  // from the first byte sent, the calls may run there
       if (conn->FlushWrites())
         conns[n] = conn;
       else
@@ -311,6 +312,85 @@ void Router::Execute(std::span<const Call> calls, std::vector<RedisReply>* repli
     }
     pending.swap(next);
   }
+}
+
+void Router::Owe(const std::string& address) {
+  if (std::find(owed_.begin(), owed_.end(), address) == owed_.end()) owed_.push_back(address);
+}
+
+void Router::Forgive(const std::string& address) { std::erase(owed_, address); }
+
+bool Router::WaitReplicas(int replicas, int64_t timeout_ms) {
+  if (owed_.empty() || replicas <= 0) {
+    owed_.clear();
+    return true;
+  }
+  topology_->MaybeRefresh();
+  SyncMap();
+  const std::string want = std::to_string(replicas);
+  const std::string timeout = std::to_string(std::max<int64_t>(timeout_ms, 1));
+  // Write every owed node's marker and WAIT, then read them all.
+  std::vector<RedisConn*> conns(owed_.size(), nullptr);
+  bool ok = true;
+  for (size_t n = 0; n < owed_.size(); ++n) {
+    int slot = -1;
+    for (int s = 0; s < kSlots && slot < 0; ++s) {
+      const int node = map_.NodeOf(static_cast<uint16_t>(s));
+      if (node >= 0 && map_.primaries()[node].address == owed_[n]) slot = s;
+    }
+    if (slot < 0) {
+      error_ = owed_[n] + ": serves no slot any more; its writes' durability is unknown";
+      ok = false;
+      continue;
+    }
+    RedisConn* conn = Node(owed_[n]);
+    if (!conn->connected()) {
+      ok = false;
+      continue;
+    }
+    const std::string marker =
+        topology_->options().marker_stem + "{" + TagForSlot(static_cast<uint16_t>(slot)) + "}";
+    conn->Append({"SET", marker, "1", "PX", "60000"});
+    conn->Append({"WAIT", want, timeout});
+    if (conn->FlushWrites()) {
+      conns[n] = conn;
+    } else {
+      error_ = owed_[n] + ": " + conn->error();
+      ok = false;
+    }
+  }
+  std::vector<std::string> still_owed;
+  for (size_t n = 0; n < owed_.size(); ++n) {
+    RedisConn* conn = conns[n];
+    bool done = false;
+    if (conn != nullptr) {
+      RedisReply set = conn->GetReply();
+      RedisReply wait = set == nullptr ? nullptr : conn->GetReply();
+      if (set == nullptr || wait == nullptr) {
+        error_ = owed_[n] + ": " + conn->error();
+        topology_->RequestRefresh();
+      } else if (set->type != REDIS_REPLY_STATUS) {
+        error_ = owed_[n] + ": marker write: " +
+                 (set->type == REDIS_REPLY_ERROR ? std::string(ErrorText(set.get())) : "?");
+        if (set->type == REDIS_REPLY_ERROR) topology_->RequestRefresh();  // MOVED, mostly
+      } else if (wait->type != REDIS_REPLY_INTEGER) {
+        error_ = owed_[n] + ": WAIT: " +
+                 (wait->type == REDIS_REPLY_ERROR ? std::string(ErrorText(wait.get())) : "?");
+      } else if (wait->integer < replicas) {
+        topology_->stats().wait_timeouts.fetch_add(1, std::memory_order_relaxed);
+        error_ = owed_[n] + ": " + std::to_string(wait->integer) + " of " + want +
+                 " replicas within " + timeout + " ms";
+      } else {
+        done = true;
+      }
+    }
+    if (!done) {
+      ok = false;
+      still_owed.push_back(owed_[n]);
+    }
+  }
+  owed_.swap(still_owed);
+  return ok;
 }
 
 }  // namespace klined::cluster

@@ -48,6 +48,8 @@ struct TopologyOptions {
   RedisOptions node;               // password, user, timeouts (address ignored)
   int64_t min_refresh_gap_ms = 200;
   int64_t periodic_refresh_ms = 30000;
+  // Key stem of the marker WaitReplicas writes (PREFIX:wait{tag}, expires after 60 s).
+  std::string marker_stem = "klined:wait";
 };
 
 // Counters summed into klined_redis_cluster_*_total (any thread reads).
@@ -59,6 +61,7 @@ struct RouterStats {
   std::atomic<uint64_t> noscript{0};
   std::atomic<uint64_t> refreshes{0};
   std::atomic<uint64_t> refresh_failures{0};
+  std::atomic<uint64_t> wait_timeouts{0};  // WaitReplicas found a node short of replicas
 };
 
 class Topology {
@@ -125,6 +128,21 @@ class Router {
   // One call.
   RedisReply Command(uint16_t slot, std::initializer_list<std::string_view> argv);
 
+  // Durable writes (redis.wait_replicas): true once every node this router sent calls to
+  // since the last successful wait has `replicas` replicas holding them, within
+  // `timeout_ms` (one WAIT per node, all nodes at once). WAIT covers the writes of the
+  // connection it is sent on, and a call whose reply was lost ran, if at all, on a
+  // connection that is gone: so each node first gets a marker write (SET of
+  // marker_stem{tag} in a slot the node serves, PX 60000), whose replication offset is
+  // past every earlier write on that node. False leaves the nodes owed (and error() names
+  // one): the caller holds what depends on them and waits again. A node that no longer
+  // serves any slot (failed over) stays owed: whether its writes reached the promoted
+  // replica is unknown, so the caller must re-check them, then call Forgive().
+  bool WaitReplicas(int replicas, int64_t timeout_ms);
+  // Nodes written since the last successful WaitReplicas.
+  const std::vector<std::string>& owed() const { return owed_; }
+  void Forgive(const std::string& address);
+
   // The connection that serves `address` (created on first use), for node-wide commands.
   RedisConn* Node(const std::string& address);
   // The current map (refreshed from the topology when its version moved).
@@ -141,6 +159,7 @@ class Router {
 
   void SyncMap();
   std::string AddressOf(uint16_t slot);
+  void Owe(const std::string& address);
 
   Topology* topology_;
   int max_redirects_;
@@ -151,6 +170,7 @@ class Router {
   std::vector<std::pair<std::string, std::unique_ptr<RedisConn>>> conns_;
   std::vector<std::string> scripts_;
   std::vector<std::string> script_shas_;
+  std::vector<std::string> owed_;  // nodes written since the last successful WaitReplicas
   std::string error_;
 };
 

@@ -114,6 +114,13 @@ Redirect ParseRedirect(std::string_view error) {
   return r;
 }
 
+std::string TagForSlot(uint16_t slot) {
+  for (uint64_t i = 0;; ++i) {
+    std::string tag = std::to_string(i);
+    if (Crc16(tag) % kSlots == slot % kSlots) return tag;
+  }
+}
+
 std::string ResolveEndpoint(std::string_view address, std::string_view replied_from) {
   if (address.empty() || address[0] != ':') return std::string(address);
   return std::string(HostOf(replied_from)).append(address);

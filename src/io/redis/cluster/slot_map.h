@@ -29,6 +29,9 @@ uint16_t Crc16(std::string_view data);
 // The part of a key that is hashed: its hash tag if it has a non-empty one, else the key.
 std::string_view HashTag(std::string_view key);
 uint16_t KeySlot(std::string_view key);
+// The shortest decimal string whose slot is `slot` (a hash tag for a key the router writes
+// on a node of its choosing; found by search, ~16k CRCs on average).
+std::string TagForSlot(uint16_t slot);
 
 // An error reply that redirects or defers a command.
 struct Redirect {
