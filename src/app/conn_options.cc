@@ -14,6 +14,23 @@ RedisOptions RedisOptionsFrom(const Config& c, int command_timeout_ms) {
   return o;
 }
 
+cluster::TopologyOptions TopologyOptionsFrom(const Config& c, int command_timeout_ms) {
+  cluster::TopologyOptions o;
+  o.cluster = c.redis.cluster;
+  o.node = RedisOptionsFrom(c, command_timeout_ms);
+  std::string_view rest = c.redis.address;
+  while (!rest.empty()) {
+    const size_t comma = o.cluster ? rest.find(',') : std::string_view::npos;
+    std::string_view seed = rest.substr(0, comma);
+    while (!seed.empty() && seed.front() == ' ') seed.remove_prefix(1);
+    while (!seed.empty() && seed.back() == ' ') seed.remove_suffix(1);
+    if (!seed.empty()) o.seeds.emplace_back(seed);
+    rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+  }
+  o.marker_stem = c.redis.key_prefix + ":wait";
+  return o;
+}
+
 MysqlOptions MysqlOptionsFrom(const Config& c) {
   MysqlOptions o;
   o.host = c.mysql.host;

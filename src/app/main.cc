@@ -316,6 +316,16 @@ bool Reload(const std::string& config_path, Config* config,
   return true;
 }
 
+// A shard's store, routed through the process's topology.
+std::unique_ptr<SeriesStore> MakeShardStore(cluster::Topology* topology, const Config& config,
+                                            const SeriesLayout* layout) {
+  auto store = std::make_unique<KlineStore>(topology, config.redis.key_prefix, layout,
+                                            config.redis.ticker_prefix);
+  store->SetReplicaWait(static_cast<int>(config.redis.wait_replicas),
+                        static_cast<int>(config.redis.wait_timeout_ms));
+  return store;
+}
+
 int Run(const std::string& config_path, Config config) {
   InstallSignals();
   const int64_t drain_timeout_ms = config.drain_timeout_ms;
@@ -331,9 +341,12 @@ int Run(const std::string& config_path, Config config) {
                        : config.shards > 0  ? static_cast<size_t>(config.shards)
                                             : std::max(1u, std::thread::hardware_concurrency());
   const RedisOptions redis = RedisOptionsFrom(config, 5000);
-  RedisOptions shard_redis = redis;
-  shard_redis.wait_replicas = static_cast<int>(config.redis.wait_replicas);
-  shard_redis.wait_timeout_ms = static_cast<int>(config.redis.wait_timeout_ms);
+  // Every shard store routes through one topology (one Redis, or the cluster's primaries).
+  cluster::Topology topology(TopologyOptionsFrom(config, 5000));
+  if (!topology.Refresh()) {
+    LOG(kWarn, "redis.topology_failed",
+        "error=\"" << topology.error() << "\" detail=\"routing retries on the next call\"");
+  }
 
   std::vector<std::unique_ptr<Shard>> shards;
   std::vector<TradeSink*> shard_ptrs;
@@ -345,8 +358,7 @@ int Run(const std::string& config_path, Config config) {
     so.idle_release_ms = config.limits.idle_release_ms;
     shards.push_back(std::make_unique<Shard>(
         i, &layout, so,
-        KlineStore::Create(shard_redis, config.redis.key_prefix, &layout,
-                           config.redis.ticker_prefix)));
+        MakeShardStore(&topology, config, &layout)));
     shard_ptrs.push_back(shards.back().get());
     shard_views.push_back(shards.back().get());
   }

@@ -49,8 +49,7 @@ TEST_CASE("jobs poison: rollover and trim skip what they cannot read and go on w
   auto c = redis.Connect();
   klined::RedisOptions o;
   o.address = redis.address();
-  klined::RedisConn writer(o);
-  klined::KlineStore store(&writer, "kline", &kLayout);
+  klined::KlineStore store(o, "kline", &kLayout);
   for (const char* sym : {"OK1", "BADHIST", "BADCUR", "OK2"}) {
     klined::SymbolSeries s(&kLayout, klined::Symbol(sym));
     REQUIRE(s.Apply(MakeTrade(sym, 1, kT0 + 1000)).outcome ==

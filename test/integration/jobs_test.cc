@@ -177,7 +177,7 @@ std::map<std::string, std::vector<std::string>> Snapshot(kt::RedisClient& c,
 // A shard's view of one symbol: a SymbolSeries flushed through the real KlineStore.
 struct Shard {
   Shard(const kt::RedisServer& redis, const klined::SeriesLayout* layout, std::string sym)
-      : conn(Opts(redis)), store(&conn, "kline", layout), series(layout, klined::Symbol(sym)) {}
+      : store(Opts(redis), "kline", layout), series(layout, klined::Symbol(sym)) {}
   void Apply(const klined::Trade& t) {
     REQUIRE(series.Apply(t).outcome == klined::SymbolSeries::Outcome::kApplied);
   }
@@ -189,7 +189,6 @@ struct Shard {
     }
     REQUIRE_FALSE(series.dirty());
   }
-  klined::RedisConn conn;
   klined::KlineStore store;
   klined::SymbolSeries series;
 };
@@ -426,8 +425,7 @@ TEST_CASE("jobs rollover: hundreds of symbols in chunks and long pipelines, each
   // each with its own close: every one rolled, none mixed up with another.
   kt::RedisServer redis;
   auto c = redis.Connect();
-  klined::RedisConn flush_conn(Opts(redis));
-  klined::KlineStore store(&flush_conn, "kline", &kLayout);
+  klined::KlineStore store(Opts(redis), "kline", &kLayout);
   constexpr int kSymbols = 300;
   std::vector<std::unique_ptr<klined::SymbolSeries>> series;
   std::vector<klined::SymbolSeries*> ptrs;
@@ -798,7 +796,7 @@ TEST_CASE("jobs rollover throughput: 10k symbols x 15 intervals (KLINED_ROLLOVER
                            : 0);
   {
     klined::RedisConn conn(Opts(redis));
-    klined::KlineStore store(&conn, "kline", &layout);
+    klined::KlineStore store(Opts(redis), "kline", &layout);
     std::vector<std::unique_ptr<klined::SymbolSeries>> series;
     std::vector<klined::SymbolSeries*> ptrs;
     for (int k = 0; k < n; ++k) {

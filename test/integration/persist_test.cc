@@ -90,12 +90,11 @@ klined::RedisOptions RedisAt(const kt::RedisServer& redis) {
 // The shard's write path: a SymbolSeries flushed by the real KlineStore (FLUSH script).
 struct Shard {
   klined::SeriesLayout layout{{Interval::k1m, Interval::k5m}, {}};
-  klined::RedisConn conn;
   klined::KlineStore store;
   klined::SymbolSeries series;
 
   explicit Shard(const kt::RedisServer& redis, const std::string& sym = kSym)
-      : conn(RedisAt(redis)), store(&conn, "kline", &layout), series(&layout, klined::Symbol(sym)) {
+      : store(RedisAt(redis), "kline", &layout), series(&layout, klined::Symbol(sym)) {
     std::vector<std::optional<Candle>> none(layout.intervals.size());
     series.Restore({}, none);
   }
@@ -103,7 +102,6 @@ struct Shard {
     REQUIRE(series.Apply(t).outcome == klined::SymbolSeries::Outcome::kApplied);
   }
   void Flush() {
-    REQUIRE(conn.EnsureConnected());
     klined::SymbolSeries* s = &series;
     auto report = store.Flush({&s, 1});
     REQUIRE(report.ok);

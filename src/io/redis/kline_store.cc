@@ -50,21 +50,42 @@ std::string Printable(std::string_view v) {
 
 }  // namespace
 
-KlineStore::KlineStore(RedisConn* conn, std::string key_prefix, const SeriesLayout* layout,
-                       RedisConn* write_conn, std::string ticker_prefix)
-    : conn_(conn),
-      write_conn_(write_conn != nullptr ? write_conn : conn),
+namespace {
+cluster::TopologyOptions SingleNode(const RedisOptions& options, std::string_view prefix) {
+  cluster::TopologyOptions o;
+  o.seeds = {options.address};
+  o.node = options;
+  o.marker_stem = std::string(prefix) + ":wait";
+  return o;
+}
+}  // namespace
+
+KlineStore::KlineStore(cluster::Topology* topology, std::string key_prefix,
+                       const SeriesLayout* layout, std::string ticker_prefix)
+    : KlineStore(nullptr, topology, std::move(key_prefix), layout, std::move(ticker_prefix)) {}
+
+KlineStore::KlineStore(const RedisOptions& options, std::string key_prefix,
+                       const SeriesLayout* layout, std::string ticker_prefix)
+    : KlineStore(std::make_unique<cluster::Topology>(SingleNode(options, key_prefix)), nullptr,
+                 std::move(key_prefix), layout, std::move(ticker_prefix)) {
+  SetReplicaWait(options.wait_replicas, options.wait_timeout_ms);
+}
+
+KlineStore::KlineStore(std::unique_ptr<cluster::Topology> own, cluster::Topology* topology,
+                       std::string key_prefix, const SeriesLayout* layout,
+                       std::string ticker_prefix)
+    : own_topology_(std::move(own)),
+      reader_(own_topology_ ? own_topology_.get() : topology),
+      writer_(own_topology_ ? own_topology_.get() : topology),
       keys_(std::move(key_prefix), std::move(ticker_prefix)),
       layout_(layout) {
   for (size_t i = 0; i < layout_->intervals.size(); ++i) {
     if (layout_->intervals[i] == Interval::k1m) one_minute_slot_ = static_cast<int>(i);
   }
-  flush_script_ = conn_->AddScript(std::string(lua::kCommon) + lua::kFlush);
-  fast_script_ = conn_->AddScript(lua::kFlushFast);
-  load_script_ = conn_->AddScript(lua::kLoad);
-  if (write_conn_ != conn_) {
-    write_conn_->AddScript(std::string(lua::kCommon) + lua::kFlush);
-    write_conn_->AddScript(lua::kFlushFast);
+  for (cluster::Router* r : {&reader_, &writer_}) {
+    flush_script_ = r->AddScript(std::string(lua::kCommon) + lua::kFlush);
+    fast_script_ = r->AddScript(lua::kFlushFast);
+    load_script_ = r->AddScript(lua::kLoad);
   }
   std::random_device rd;
   char buf[20];
@@ -72,47 +93,25 @@ KlineStore::KlineStore(RedisConn* conn, std::string key_prefix, const SeriesLayo
   nonce_ = buf;
 }
 
-std::string KlineStore::StampValue(uint64_t token) const {
-  return nonce_ + ":" + std::to_string(token);
+uint16_t KlineStore::SlotOf(std::string_view sym) const {
+  return cluster::KeySlot(keys_.Watermark(sym));
 }
 
-namespace {
-class OwningKlineStore final : public SeriesStore {
- public:
-  OwningKlineStore(RedisOptions options, std::string prefix, const SeriesLayout* layout,
-                   std::string ticker_prefix)
-      : conn_(options),
-        write_conn_(options),
-        store_(&conn_, std::move(prefix), layout, &write_conn_, std::move(ticker_prefix)) {
-    store_.SetReplicaWait(options.wait_replicas, options.wait_timeout_ms);
-  }
-  bool Load(std::span<SymbolSeries* const> series, std::vector<LoadStatus>* status) override {
-    return store_.Load(series, status);
-  }
-  std::unique_ptr<FlushJob> PrepareFlush(std::span<SymbolSeries* const> series) override {
-    return store_.PrepareFlush(series);
-  }
-  void ExecuteFlush(FlushJob* job) override { store_.ExecuteFlush(job); }
-  bool WaitsForReplicas() const override { return store_.WaitsForReplicas(); }
-  FlushReport FinishFlush(FlushJob* job) override { return store_.FinishFlush(job); }
-  void RequestRestore(std::string_view symbol) override { store_.RequestRestore(symbol); }
-  std::string LastError() const override { return store_.LastError(); }
-  uint64_t Errors() const override { return store_.Errors(); }
-  uint64_t Reconnects() const override { return store_.Reconnects(); }
-  const StoreStats& stats() const override { return store_.stats(); }
+void KlineStore::Read(std::string_view sym, std::initializer_list<std::string_view> argv) {
+  reads_.push_back({SlotOf(sym), cluster::Encode(argv)});
+}
 
- private:
-  RedisConn conn_;        // shard thread
-  RedisConn write_conn_;  // flusher thread
-  KlineStore store_;
-};
-}  // namespace
+bool KlineStore::RunReads(std::vector<RedisReply>* replies) {
+  reader_.Execute(reads_, replies);
+  reads_.clear();
+  for (const RedisReply& r : *replies) {
+    if (r == nullptr) return false;
+  }
+  return true;
+}
 
-std::unique_ptr<SeriesStore> KlineStore::Create(RedisOptions options, std::string key_prefix,
-                                                const SeriesLayout* layout,
-                                                std::string ticker_prefix) {
-  return std::make_unique<OwningKlineStore>(std::move(options), std::move(key_prefix), layout,
-                                            std::move(ticker_prefix));
+std::string KlineStore::StampValue(uint64_t token) const {
+  return nonce_ + ":" + std::to_string(token);
 }
 
 std::string_view KlineStore::Keep(std::string s) {
@@ -176,7 +175,7 @@ bool KlineStore::EncodeFastCommand(SymbolSeries& s, std::string_view stamp, std:
   }
   const size_t n = with.size();
   args_.insert(args_.end(),
-               {"EVALSHA", conn_->Sha(fast_script_), Keep(ToDec(static_cast<int64_t>(6 + n)))});
+               {"EVALSHA", reader_.Sha(fast_script_), Keep(ToDec(static_cast<int64_t>(6 + n)))});
   // KEYS
   args_.push_back(Keep(keys_.Marks(sym)));
   args_.push_back(Keep(keys_.WriteStamp(sym)));
@@ -210,7 +209,7 @@ bool KlineStore::EncodeFlushCommand(SymbolSeries& s, std::string_view stamp, std
   strings_.clear();
   args_.clear();
   const std::string_view sym = s.symbol().view();
-  args_.insert(args_.end(), {"EVALSHA", conn_->Sha(flush_script_), "0", keys_.prefix(), sym});
+  args_.insert(args_.end(), {"EVALSHA", reader_.Sha(flush_script_), "0", keys_.prefix(), sym});
   args_.push_back(Keep(ToDec(s.watermark())));
   args_.push_back(s.storage_stamp());
   args_.push_back(stamp);
@@ -280,20 +279,17 @@ bool KlineStore::PlanLate(std::span<SymbolSeries* const> series, FlushReport* re
       const Interval iv = series[k]->interval(u.slot);
       const std::string hist = keys_.History(sym, iv);
       const std::string open_s = ToDec(u.open);
-      conn_->Append({"ZRANGEBYSCORE", hist, open_s, open_s});
-      conn_->Append({"ZRANGE", hist, "0", "0", "WITHSCORES"});
-      conn_->Append({"GET", keys_.Current(sym, iv)});
-      conn_->Append({"HGET", trimmed, IntervalName(iv)});
+      Read(sym, {"ZRANGEBYSCORE", hist, open_s, open_s});
+      Read(sym, {"ZRANGE", hist, "0", "0", "WITHSCORES"});
+      Read(sym, {"GET", keys_.Current(sym, iv)});
+      Read(sym, {"HGET", trimmed, IntervalName(iv)});
       ++reads;
     }
   }
   if (reads == 0) return true;  // no series has late trades
   // Every reply first: a repair below sends commands of its own.
   std::vector<RedisReply> got;
-  for (size_t n = 0; n < 4 * reads; ++n) {
-    got.push_back(conn_->GetReply());
-    if (got.back() == nullptr) return false;
-  }
+  if (!RunReads(&got)) return false;
   size_t next_reply = 0;
   std::vector<std::pair<size_t, LateUpdate*>> unreadable;  // stored members that do not parse
   for (size_t k = 0; k < series.size(); ++k) {
@@ -440,11 +436,11 @@ struct KlineStore::Job : FlushJob {
   std::vector<uint64_t> tokens;                  // per series: the write stamp it offers
   std::vector<bool> fast;                        // per series: the call is FLUSH_FAST
   std::vector<bool> granted;                     // per series: the write stamp is storage's
-  std::vector<std::pair<size_t, size_t>> spans;  // per series: its call's payload bytes
   std::vector<FlushReport::Corrupt> left_out;    // per series: why it was not encoded
   // Per series: (slot, close) of each late update, in the order the script reports them.
   std::vector<std::vector<std::pair<uint32_t, Decimal>>> carries;
-  std::string payload;  // every FLUSH call, RESP-encoded
+  std::vector<cluster::Call> calls;  // the FLUSH calls, RESP-encoded
+  std::vector<size_t> call_series;   // per call: its series
   FlushReport plan;     // late-trade counts from planning
   // Written by ExecuteFlush.
   std::vector<Result> results;
@@ -462,17 +458,17 @@ std::unique_ptr<FlushJob> KlineStore::PrepareFlush(std::span<SymbolSeries* const
   auto job = std::make_unique<Job>();
   job->left_out.assign(series.size(), {});
   if (!series.empty()) {
-    if (!conn_->EnsureConnected()) return nullptr;
+    if (!reader_.EnsureConnected()) return nullptr;
     if (!PlanLate(series, &job->plan, &job->left_out)) return nullptr;
   }
   job->series.assign(series.begin(), series.end());
-  job->payload.reserve(series.size() * 4096);
+  job->calls.reserve(series.size());
+  job->call_series.reserve(series.size());
   job->tickets.resize(series.size());
   job->stamps.resize(series.size());
   job->tokens.assign(series.size(), 0);
   job->fast.assign(series.size(), false);
   job->granted.assign(series.size(), false);
-  job->spans.assign(series.size(), {0, 0});
   job->carries.resize(series.size());
   job->ticker_tokens.assign(series.size(), std::nullopt);
   job->mysql_late.assign(series.size(), false);
@@ -485,7 +481,9 @@ std::unique_ptr<FlushJob> KlineStore::PrepareFlush(std::span<SymbolSeries* const
     job->mysql_late[k] = !mysql_late_[k].empty();
     job->tickets[k] = series[k]->BeginFlush();
     job->stamps[k] = FormatMarks(series[k]->flush_marks());
-    const size_t begin = job->payload.size();
+    job->calls.push_back({SlotOf(series[k]->symbol().view()), {}});
+    job->call_series.push_back(k);
+    std::string* payload = &job->calls.back().resp;
     uint64_t token = 0;
     SymbolSeries& s = *series[k];
     job->tokens[k] = ++next_token_;
@@ -495,11 +493,10 @@ std::unique_ptr<FlushJob> KlineStore::PrepareFlush(std::span<SymbolSeries* const
                    s.closed_count() == 0 && job->stamps[k] != s.storage_stamp();
     const bool with_state =
         job->fast[k] ? EncodeFastCommand(s, job->stamps[k], StampValue(job->tokens[k]),
-                                         &job->payload, &token)
+                                         payload, &token)
                      : EncodeFlushCommand(s, job->stamps[k], StampValue(job->tokens[k]),
-                                          late_plans_[k], mysql_late_[k], &job->payload, &token);
+                                          late_plans_[k], mysql_late_[k], payload, &token);
     if (with_state) job->ticker_tokens[k] = token;
-    job->spans[k] = {begin, job->payload.size()};
     for (const LateUpdate& u : late_plans_[k]) job->carries[k].emplace_back(u.slot, u.candle.close);
   }
   job->results.assign(series.size(), Job::Result::kUnanswered);
@@ -519,18 +516,15 @@ void KlineStore::ExecuteFlush(FlushJob* base) {
 
 bool KlineStore::AddBeforeWrite(Job* job) {
   if (job->add_first.empty()) return true;
-  if (!write_conn_->EnsureConnected()) {
-    job->error = write_conn_->error();
-    return false;
-  }
-  args_.assign({"SADD"});
   const std::string key = keys_.Symbols();
-  args_.push_back(key);
+  args_.assign({"SADD", key});
   args_.insert(args_.end(), job->add_first.begin(), job->add_first.end());
-  write_conn_->Append(args_);
-  RedisReply r = write_conn_->GetReply();
+  const cluster::Call call{cluster::KeySlot(key), cluster::Encode(args_)};
+  std::vector<RedisReply> replies;
+  writer_.Execute(std::span<const cluster::Call>(&call, 1), &replies);
+  const RedisReply& r = replies.front();
   if (r == nullptr) {
-    job->error = write_conn_->error();
+    job->error = writer_.error();
     return false;
   }
   if (r->type == REDIS_REPLY_ERROR) {  // (WRONGTYPE: an operator's to fix; the writes go on)
@@ -550,147 +544,100 @@ void KlineStore::AddAfterWrite(Job* job) {
     if (job->index[k] & 1) unsent_index_[1].emplace(sym);
     if (job->mysql_late[k]) unsent_index_[2].emplace(sym);
   }
-  if (!write_conn_->connected()) return;  // sent with the next flush
-  size_t sent = 0;
+  std::vector<cluster::Call> calls;
+  std::vector<size_t> sets;  // per call: its index set
   for (size_t i = 0; i < 3; ++i) {
     if (unsent_index_[i].empty()) continue;
     args_.assign({"SADD", keys[i]});
     args_.insert(args_.end(), unsent_index_[i].begin(), unsent_index_[i].end());
-    write_conn_->Append(args_);
-    ++sent;
+    calls.push_back({cluster::KeySlot(keys[i]), cluster::Encode(args_)});
+    sets.push_back(i);
   }
-  for (size_t i = 0; i < 3 && sent > 0; ++i) {
-    if (unsent_index_[i].empty()) continue;
-    RedisReply r = write_conn_->GetReply();
-    if (r == nullptr) return;  // these and the ones after stay for the next flush
+  if (calls.empty()) return;
+  std::vector<RedisReply> replies;
+  writer_.Execute(calls, &replies);
+  for (size_t c = 0; c < calls.size(); ++c) {
+    const RedisReply& r = replies[c];
+    if (r == nullptr) continue;  // stays for the next flush
     if (r->type == REDIS_REPLY_ERROR) {
       LOG_RATE(kError, "store.index_failed",
-               "key=" << keys[i] << " error=\"" << ReplyStr(r.get()) << "\"");
+               "key=" << keys[sets[c]] << " error=\"" << ReplyStr(r.get()) << "\"");
     }
-    unsent_index_[i].clear();
+    unsent_index_[sets[c]].clear();
   }
 }
 
 void KlineStore::ConfirmReplicas(Job* job) {
-  job->durable = false;
-  if (!write_conn_->EnsureConnected()) {
-    if (job->error.empty()) job->error = write_conn_->error();
-    return;
-  }
-  const std::string durable_key = keys_.Durable();
-  const std::string replicas = std::to_string(wait_replicas_);
-  const std::string timeout = std::to_string(wait_timeout_ms_);
-  write_conn_->Append({"INCR", durable_key});
-  write_conn_->Append({"WAIT", replicas, timeout});
-  RedisReply incr = write_conn_->GetReply();
-  RedisReply wait = incr == nullptr ? nullptr : write_conn_->GetReply();
-  if (wait == nullptr) {
-    if (job->error.empty()) job->error = write_conn_->error();
-    return;
-  }
-  if (wait->type != REDIS_REPLY_INTEGER) {
-    if (job->error.empty()) {
-      job->error = "WAIT: " + (wait->type == REDIS_REPLY_ERROR ? std::string(wait->str, wait->len)
-                                                               : std::string("unexpected reply"));
-    }
-    return;
-  }
-  job->replicas = wait->integer;
-  job->durable = wait->integer >= wait_replicas_;
+  job->durable = writer_.WaitReplicas(wait_replicas_, wait_timeout_ms_);
+  job->replicas = job->durable ? wait_replicas_ : -1;
+  if (!job->durable && job->error.empty()) job->error = "WAIT: " + writer_.error();
 }
 
 void KlineStore::WriteCalls(Job* job) {
-  std::vector<size_t> calls;  // the series whose calls this attempt sends
-  for (size_t k = 0; k < job->series.size(); ++k) {
-    if (job->left_out[k].series == nullptr) calls.push_back(k);
-  }
-  std::string resend;
-  for (int attempt = 0; attempt < 2 && !calls.empty(); ++attempt) {
-    if (!write_conn_->EnsureConnected()) {
-      job->error = write_conn_->error();
-      return;
+  // The router resends what NOSCRIPT answered (after loading the scripts on that node) and
+  // what a redirect moved; a call answered otherwise ran (or was refused) and is not resent.
+  std::vector<RedisReply> replies;
+  writer_.Execute(job->calls, &replies);
+  for (size_t c = 0; c < job->calls.size(); ++c) {
+    const size_t k = job->call_series[c];
+    const RedisReply& r = replies[c];
+    if (r == nullptr) {  // its node's connection dropped: the call stays unknown
+      if (job->error.empty()) job->error = writer_.error();
+      continue;
     }
-    if (attempt == 0) {
-      write_conn_->AppendFormatted(job->payload);
-    } else {
-      resend.clear();
-      for (size_t k : calls) {
-        resend.append(job->payload, job->spans[k].first,
-                      job->spans[k].second - job->spans[k].first);
-      }
-      write_conn_->AppendFormatted(resend);
+    if (r->type == REDIS_REPLY_ERROR) {
+      job->results[k] = Job::Result::kError;
+      job->detail[k].assign(r->str, r->len);
+      if (job->error.empty()) job->error = "FLUSH script: " + job->detail[k];
+      continue;
     }
-    std::vector<size_t> noscript;
-    for (size_t k : calls) {
-      RedisReply r = write_conn_->GetReply();
-      if (r == nullptr) {  // connection dropped: the calls not answered stay unknown
-        job->error = write_conn_->error();
-        return;
-      }
-      if (IsNoScript(r.get())) {
-        noscript.push_back(k);  // not run: only these are sent again
-        continue;
-      }
-      if (r->type == REDIS_REPLY_ERROR) {
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+        r->element[0]->type != REDIS_REPLY_INTEGER) {
+      job->results[k] = Job::Result::kError;
+      job->detail[k] = "unexpected FLUSH reply";
+      if (job->error.empty()) job->error = job->detail[k];
+      continue;
+    }
+    switch (r->element[0]->integer) {
+      case 2:  // and the write stamp granted
+      case 1:
+        job->results[k] = Job::Result::kOk;
+        job->granted[k] = r->element[0]->integer == 2;
+        if (r->elements > 1) job->index[k] = static_cast<int>(r->element[1]->integer);
+        for (size_t u = 2; u < r->elements; ++u) {
+          job->reached[k].push_back(r->element[u]->integer == 1);
+        }
+        break;
+      case -3:
+        job->results[k] = Job::Result::kFastMissed;  // another writer since: sent as FLUSH
+        break;
+      case 0:
+        job->results[k] = Job::Result::kConflict;  // a stored candle changed since planning
+        break;
+      case -1:
+        job->results[k] = Job::Result::kRefused;  // storage moved since this shard matched it
+        break;
+      case -2:
+        job->results[k] = Job::Result::kCorrupt;
+        if (r->elements > 1 && r->element[1]->type == REDIS_REPLY_STRING) {
+          job->detail[k].assign(r->element[1]->str, r->element[1]->len);
+        }
+        break;
+      default:
         job->results[k] = Job::Result::kError;
-        job->detail[k].assign(r->str, r->len);
-        if (job->error.empty()) job->error = "FLUSH script: " + job->detail[k];
-        continue;
-      }
-      if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
-          r->element[0]->type != REDIS_REPLY_INTEGER) {
-        job->results[k] = Job::Result::kError;
-        job->detail[k] = "unexpected FLUSH reply";
-        if (job->error.empty()) job->error = job->detail[k];
-        continue;
-      }
-      switch (r->element[0]->integer) {
-        case 2:  // and the write stamp granted
-        case 1:
-          job->results[k] = Job::Result::kOk;
-          job->granted[k] = r->element[0]->integer == 2;
-          if (r->elements > 1) job->index[k] = static_cast<int>(r->element[1]->integer);
-          for (size_t u = 2; u < r->elements; ++u) {
-            job->reached[k].push_back(r->element[u]->integer == 1);
-          }
-          break;
-        case -3:
-          job->results[k] = Job::Result::kFastMissed;  // another writer since: sent as FLUSH
-          break;
-        case 0:
-          job->results[k] = Job::Result::kConflict;  // a stored candle changed since planning
-          break;
-        case -1:
-          job->results[k] = Job::Result::kRefused;  // storage moved since this shard matched it
-          break;
-        case -2:
-          job->results[k] = Job::Result::kCorrupt;
-          if (r->elements > 1 && r->element[1]->type == REDIS_REPLY_STRING) {
-            job->detail[k].assign(r->element[1]->str, r->element[1]->len);
-          }
-          break;
-        default:
-          job->results[k] = Job::Result::kError;
-          job->detail[k] = "unexpected FLUSH result";
-          break;
-      }
-    }
-    calls.swap(noscript);
-    // Redis lost its scripts (restart, SCRIPT FLUSH): load them and send what NOSCRIPT
-    // answered again. The calls answered otherwise ran (or were refused) and are not resent.
-    if (!calls.empty() && !write_conn_->ReloadScripts()) {
-      job->error = write_conn_->error();
-      return;
+        job->detail[k] = "unexpected FLUSH result";
+        break;
     }
   }
 }
 
 void KlineStore::RequestRestore(std::string_view symbol) {
-  RedisReply r = conn_->Command({"SADD", keys_.RestoreSymbols(), symbol});
+  const std::string key = keys_.RestoreSymbols();
+  RedisReply r = reader_.Command(cluster::KeySlot(key), {"SADD", key, symbol});
   if (r == nullptr || r->type == REDIS_REPLY_ERROR) {
     LOG_RATE(kError, "store.restore_request_failed",
              "symbol=" << symbol << " error=\""
-                       << (r == nullptr ? conn_->error() : std::string(r->str, r->len))
+                       << (r == nullptr ? reader_.error() : std::string(r->str, r->len))
                        << "\" detail=\"its history comes back with klinectl restore-redis\"");
   }
 }
@@ -766,36 +713,24 @@ bool KlineStore::Load(std::span<SymbolSeries* const> series, std::vector<LoadSta
   for (const SymbolSeries* s : series) {
     indexed_.erase(std::string(s->symbol().view()));
   }
-  if (!conn_->EnsureConnected()) return false;
+  if (!reader_.EnsureConnected()) return false;
+  for (const SymbolSeries* s : series) {
+    const std::string_view sym = s->symbol().view();
+    args_.clear();
+    args_.insert(args_.end(), {"EVALSHA", reader_.Sha(load_script_), "0", keys_.prefix(), sym});
+    for (size_t i = 0; i < s->interval_count(); ++i) args_.push_back(IntervalName(s->interval(i)));
+    reads_.push_back({SlotOf(sym), cluster::Encode(args_)});
+    // The ticker state (~20 KiB) by a plain GET: through the script it would be copied into
+    // a Lua string and out again, which was most of Redis's work in a restart.
+    Read(sym, {"GET", keys_.TickerState(sym)});
+  }
+  std::vector<RedisReply> got;  // per series: its LOAD reply, then its ticker state
+  if (!RunReads(&got)) return false;
   std::vector<RedisReply> replies, ticker_states;
-  for (int attempt = 0; attempt < 2; ++attempt) {
-    for (const SymbolSeries* s : series) {
-      args_.clear();
-      args_.insert(args_.end(),
-                   {"EVALSHA", conn_->Sha(load_script_), "0", keys_.prefix(), s->symbol().view()});
-      for (size_t i = 0; i < s->interval_count(); ++i)
-        args_.push_back(IntervalName(s->interval(i)));
-      conn_->Append(args_);
-      // The ticker state (~20 KiB) by a plain GET: through the script it would be copied into
-      // a Lua string and out again, which was most of Redis's work in a restart.
-      conn_->Append({"GET", keys_.TickerState(s->symbol().view())});
-    }
-    replies.clear();
-    ticker_states.clear();
-    bool noscript = false;
-    for (size_t k = 0; k < series.size(); ++k) {
-      RedisReply r = conn_->GetReply();
-      RedisReply t = r ? conn_->GetReply() : nullptr;
-      if (r == nullptr || t == nullptr) return false;
-      noscript |= IsNoScript(r.get());
-      replies.push_back(std::move(r));
-      ticker_states.push_back(std::move(t));
-    }
-    if (!noscript) break;
-    if (attempt == 1 || !conn_->ReloadScripts()) {
-      if (conn_->connected()) conn_->Disconnect("LOAD: NOSCRIPT after reloading the scripts");
-      return false;
-    }
+  for (size_t k = 0; k < series.size(); ++k) {
+    if (IsNoScript(got[2 * k].get())) return false;  // still, after the router reloaded
+    replies.push_back(std::move(got[2 * k]));
+    ticker_states.push_back(std::move(got[2 * k + 1]));
   }
   std::vector<SymbolSeries*> loaded;
   std::vector<std::string_view> states;  // per loaded series: its B:tks (views into replies)
@@ -805,7 +740,10 @@ bool KlineStore::Load(std::span<SymbolSeries* const> series, std::vector<LoadSta
     const redisReply* r = replies[k].get();
     const size_t n = s->interval_count();
     if (r->type != REDIS_REPLY_ARRAY || r->elements != n + 2) {
-      conn_->Disconnect("unexpected LOAD reply");
+      LOG_RATE(kError, "store.load_failed",
+               "symbol=" << s->symbol().view() << " error=\"unexpected LOAD reply\" detail=\""
+                         << (r->type == REDIS_REPLY_ERROR ? Printable(ReplyStr(r)) : "")
+                         << "\"");
       return false;
     }
     const std::string_view sym = s->symbol().view();
@@ -899,12 +837,12 @@ bool KlineStore::RepairCurrent(std::string_view sym, size_t slot, size_t finer_s
   // series' first candle. (Not the finer current's bucket: a rollover cannot roll an
   // unreadable candle, so the finer series may be ahead.)
   const Interval iv = layout_->intervals[slot];
-  conn_->Append({"ZRANGE", keys_.History(sym, iv), "-1", "-1", "WITHSCORES"});
-  conn_->Append(
-      {"ZRANGE", keys_.History(sym, layout_->intervals[finer_slot]), "0", "0", "WITHSCORES"});
-  RedisReply last = conn_->GetReply();
-  RedisReply first_fine = conn_->GetReply();
-  if (!last || !first_fine) return false;
+  Read(sym, {"ZRANGE", keys_.History(sym, iv), "-1", "-1", "WITHSCORES"});
+  Read(sym, {"ZRANGE", keys_.History(sym, layout_->intervals[finer_slot]), "0", "0", "WITHSCORES"});
+  std::vector<RedisReply> got;
+  if (!RunReads(&got)) return false;
+  const RedisReply& last = got[0];
+  const RedisReply& first_fine = got[1];
   int64_t open = 0;
   if (last->type == REDIS_REPLY_ARRAY && last->elements == 2 &&
       ParseInt(ReplyStr(last->element[1]), &open)) {
@@ -942,13 +880,14 @@ bool KlineStore::RebuildFromFiner(std::string_view sym, Interval iv, int64_t ope
   const int64_t end = with_current ? finer_current->open_time : next;  // history covers [open, end)
   const std::string hist = keys_.History(sym, fine);
   const std::string from = ToDec(open);
-  conn_->Append({"ZRANGEBYSCORE", hist, from, "(" + ToDec(end)});
-  conn_->Append({"ZRANGEBYSCORE", hist, "-inf", "(" + from, "LIMIT", "0", "1"});
-  conn_->Append({"HGET", keys_.Trimmed(sym), IntervalName(fine)});
-  RedisReply members = conn_->GetReply();
-  RedisReply before = conn_->GetReply();
-  RedisReply trimmed = conn_->GetReply();
-  if (!members || !before || !trimmed) return false;
+  Read(sym, {"ZRANGEBYSCORE", hist, from, "(" + ToDec(end)});
+  Read(sym, {"ZRANGEBYSCORE", hist, "-inf", "(" + from, "LIMIT", "0", "1"});
+  Read(sym, {"HGET", keys_.Trimmed(sym), IntervalName(fine)});
+  std::vector<RedisReply> got;
+  if (!RunReads(&got)) return false;
+  const RedisReply& members = got[0];
+  const RedisReply& before = got[1];
+  const RedisReply& trimmed = got[2];
   if (members->type != REDIS_REPLY_ARRAY || before->type != REDIS_REPLY_ARRAY) return true;
   std::vector<Candle> parts;
   for (size_t e = 0; e < members->elements; ++e) {
@@ -1009,14 +948,15 @@ bool KlineStore::RebuildTickers(std::span<SymbolSeries* const> series,
       }
     }
     const std::string from = restored[k] ? ToDec(ticker->end() * 60000) : day_ago;
-    conn_->Append(
-        {"ZRANGEBYSCORE", keys_.History(s->symbol().view(), Interval::k1m), from, "+inf"});
+    Read(s->symbol().view(),
+         {"ZRANGEBYSCORE", keys_.History(s->symbol().view(), Interval::k1m), from, "+inf"});
   }
+  std::vector<RedisReply> got;
+  if (!RunReads(&got)) return false;
   std::vector<Candle> candles;
   for (size_t k = 0; k < series.size(); ++k) {
     SymbolSeries* s = series[k];
-    RedisReply r = conn_->GetReply();
-    if (r == nullptr) return false;
+    const RedisReply& r = got[k];
     candles.clear();
     if (r->type == REDIS_REPLY_ARRAY) {
       for (size_t e = 0; e < r->elements; ++e) {

@@ -1,8 +1,11 @@
 // Reads and writes one shard's symbols in Redis: flush, first-sight load, late trades.
 //
 // DESIGN
-// Each shard has its own store with two connections: `conn` for the shard thread (loads,
-// late-trade reads) and `write_conn` for its flusher thread. A flush is one EVALSHA of the
+// Each shard has its own store with two routers (src/io/redis/cluster/, one connection per
+// Redis node each): one for the shard thread (loads, late-trade reads), one for its flusher
+// thread. Every call touches one symbol's slot (or one index key), so a single Redis and a
+// Redis Cluster take the same path: the router splits a flush by node, follows redirects and
+// reloads scripts per node. A flush is one EVALSHA of the
 // FLUSH script per dirty symbol, encoded on the shard thread into one RESP buffer
 // (PrepareFlush), written and answered on the flusher thread (ExecuteFlush) while the shard
 // keeps applying trades, and committed back on the shard thread (FinishFlush): a handful of
@@ -41,6 +44,7 @@
 
 #include <absl/container/flat_hash_set.h>
 
+#include "io/redis/cluster/router.h"
 #include "io/redis/key_layout.h"
 #include "io/redis/redis_conn.h"
 #include "klined/series.h"
@@ -50,13 +54,13 @@ namespace klined {
 
 class KlineStore final : public SeriesStore {
  public:
-  // write_conn defaults to conn (then every call must come from one thread).
-  KlineStore(RedisConn* conn, std::string key_prefix, const SeriesLayout* layout,
-             RedisConn* write_conn = nullptr, std::string ticker_prefix = "ticker");
-  // A store with a connection of its own: what each shard gets.
-  static std::unique_ptr<SeriesStore> Create(RedisOptions options, std::string key_prefix,
-                                             const SeriesLayout* layout,
-                                             std::string ticker_prefix = "ticker");
+  // Routes through `topology`, shared by every store and job of the process.
+  KlineStore(cluster::Topology* topology, std::string key_prefix, const SeriesLayout* layout,
+             std::string ticker_prefix = "ticker");
+  // A single Redis at options.address, with a topology of its own (tests, tools); takes
+  // options.wait_replicas and wait_timeout_ms.
+  KlineStore(const RedisOptions& options, std::string key_prefix, const SeriesLayout* layout,
+             std::string ticker_prefix = "ticker");
 
   std::unique_ptr<FlushJob> PrepareFlush(std::span<SymbolSeries* const> series) override;
   void ExecuteFlush(FlushJob* job) override;
@@ -65,19 +69,16 @@ class KlineStore final : public SeriesStore {
   bool Load(std::span<SymbolSeries* const> series, std::vector<LoadStatus>* status) override;
   // SADD PREFIX:restore SYMBOL on the shard thread's connection.
   void RequestRestore(std::string_view symbol) override;
-  std::string LastError() const override { return conn_->error(); }
-  uint64_t Errors() const override {
-    return conn_->errors() + (write_conn_ != conn_ ? write_conn_->errors() : 0);
+  std::string LastError() const override {
+    return reader_.error().empty() ? writer_.error() : reader_.error();
   }
-  uint64_t Reconnects() const override {
-    return conn_->reconnects() + (write_conn_ != conn_ ? write_conn_->reconnects() : 0);
-  }
+  uint64_t Errors() const override { return reader_.errors() + writer_.errors(); }
+  uint64_t Reconnects() const override { return reader_.reconnects() + writer_.reconnects(); }
   const StoreStats& stats() const override { return stats_; }
   bool WaitsForReplicas() const override { return wait_replicas_ > 0; }
-  // A flush with job->confirm ends with INCR PREFIX:durable (so the connection has a write of
-  // its own to wait for, even when the flush changed nothing or follows a reconnect: the
-  // replication stream is ordered, so its acknowledgement covers every earlier write) and
-  // WAIT replicas timeout_ms.
+  // A flush with job->confirm ends with the flusher's router waiting until `replicas` replicas
+  // of every node it wrote since its last successful wait hold those writes
+  // (Router::WaitReplicas: a marker write and WAIT per node, all nodes at once).
   void SetReplicaWait(int replicas, int timeout_ms) {
     wait_replicas_ = replicas;
     wait_timeout_ms_ = timeout_ms;
@@ -99,6 +100,15 @@ class KlineStore final : public SeriesStore {
     std::string trade_json;
   };
   struct Job;
+  KlineStore(std::unique_ptr<cluster::Topology> own, cluster::Topology* topology,
+             std::string key_prefix, const SeriesLayout* layout, std::string ticker_prefix);
+  // The slot of every key of `sym`.
+  uint16_t SlotOf(std::string_view sym) const;
+  // The shard thread's pipelined reads: Read appends one command in `sym`'s slot, RunReads
+  // sends them all and fills *replies in order; false (replies incomplete) if a node's
+  // connection failed.
+  void Read(std::string_view sym, std::initializer_list<std::string_view> argv);
+  bool RunReads(std::vector<RedisReply>* replies);
   // ExecuteFlush's writes, then its confirmation.
   void WriteCalls(Job* job);
   void ConfirmReplicas(Job* job);
@@ -153,8 +163,10 @@ class KlineStore final : public SeriesStore {
   void NoteCorrupt(CorruptKind kind, std::string_view symbol, std::string_view key,
                    std::string_view value, bool repaired);
 
-  RedisConn* conn_;
-  RedisConn* write_conn_;
+  std::unique_ptr<cluster::Topology> own_topology_;  // the single-Redis constructor's
+  cluster::Router reader_;                           // shard thread
+  cluster::Router writer_;                           // flusher thread
+  std::vector<cluster::Call> reads_;                 // Read's, until RunReads
   KeyLayout keys_;
   const SeriesLayout* layout_;
   int wait_replicas_ = 0;

@@ -183,7 +183,32 @@ RedisReply Router::Command(uint16_t slot, std::initializer_list<std::string_view
   return std::move(replies.front());
 }
 
+void Router::Tally() {
+  uint64_t errors = 0;
+  uint64_t reconnects = 0;
+  for (const auto& [address, conn] : conns_) {
+    errors += conn->errors();
+    reconnects += conn->reconnects();
+  }
+  errors_.Set(errors);
+  reconnects_.Set(reconnects);
+}
+
+bool Router::EnsureConnected() {
+  SyncMap();
+  bool ok = !map_.primaries().empty();
+  for (const cluster::Node& n : map_.primaries()) ok &= Node(n.address)->connected();
+  if (map_.primaries().empty()) error_ = "no Redis node known";
+  Tally();
+  return ok;
+}
+
 void Router::Execute(std::span<const Call> calls, std::vector<RedisReply>* replies) {
+  ExecuteRounds(calls, replies);
+  Tally();
+}
+
+void Router::ExecuteRounds(std::span<const Call> calls, std::vector<RedisReply>* replies) {
   replies->clear();
   replies->resize(calls.size());
   if (calls.empty()) return;
@@ -390,6 +415,7 @@ bool Router::WaitReplicas(int replicas, int64_t timeout_ms) {
     }
   }
   owed_.swap(still_owed);
+  Tally();
   return ok;
 }
 

@@ -48,8 +48,9 @@ struct TopologyOptions {
   RedisOptions node;               // password, user, timeouts (address ignored)
   int64_t min_refresh_gap_ms = 200;
   int64_t periodic_refresh_ms = 30000;
-  // Key stem of the marker WaitReplicas writes (PREFIX:wait{tag}, expires after 60 s).
-  std::string marker_stem = "klined:wait";
+  // Key stem of the marker WaitReplicas writes (stem{tag}, expires after 60 s); klined sets
+  // PREFIX:wait (redis.key_prefix), so the marker lives with the rest of its keys.
+  std::string marker_stem = "kline:wait";
 };
 
 // Counters summed into klined_redis_cluster_*_total (any thread reads).
@@ -143,6 +144,14 @@ class Router {
   const std::vector<std::string>& owed() const { return owed_; }
   void Forgive(const std::string& address);
 
+  // Connects to every primary of the current map (scripts loaded, so Sha() is known). False
+  // if one of them cannot be reached now (error() says which).
+  bool EnsureConnected();
+  // Any thread (metrics): the node connections' failed calls and reconnects, summed after
+  // each Execute, WaitReplicas and EnsureConnected.
+  uint64_t errors() const { return errors_.Get(); }
+  uint64_t reconnects() const { return reconnects_.Get(); }
+
   // The connection that serves `address` (created on first use), for node-wide commands.
   RedisConn* Node(const std::string& address);
   // The current map (refreshed from the topology when its version moved).
@@ -160,6 +169,9 @@ class Router {
   void SyncMap();
   std::string AddressOf(uint16_t slot);
   void Owe(const std::string& address);
+  void ExecuteRounds(std::span<const Call> calls, std::vector<RedisReply>* replies);
+  // Sums the node connections' counters into errors_ and reconnects_.
+  void Tally();
 
   Topology* topology_;
   int max_redirects_;
@@ -172,6 +184,8 @@ class Router {
   std::vector<std::string> script_shas_;
   std::vector<std::string> owed_;  // nodes written since the last successful WaitReplicas
   std::string error_;
+  OwnedCounter errors_;
+  OwnedCounter reconnects_;
 };
 
 }  // namespace klined::cluster
