@@ -134,12 +134,7 @@ void CheckStored(RedisCluster& cluster, Book& book) {
 
 }  // namespace
 
-// Skipped until fixed (open in issue 14): 59 of the 60 symbols' calls land and read back
-// right, but CS0USDT's FLUSH (slot 8813) is answered "Script attempted to access a non local
-// key in a cluster node" on every flush, so the router sends that call to a node that does
-// not serve its slot. Run it with -tc='cluster store: flushes*' --no-skip.
-TEST_CASE("cluster store: flushes spread over three primaries, each symbol exact on its own" *
-          doctest::skip(true)) {
+TEST_CASE("cluster store: flushes spread over three primaries, each symbol exact on its own") {
   RedisCluster cluster;
   Topology topology(Options(cluster));
   REQUIRE(topology.Refresh());

@@ -209,7 +209,10 @@ bool KlineStore::EncodeFlushCommand(SymbolSeries& s, std::string_view stamp, std
   strings_.clear();
   args_.clear();
   const std::string_view sym = s.symbol().view();
-  args_.insert(args_.end(), {"EVALSHA", reader_.Sha(flush_script_), "0", keys_.prefix(), sym});
+  // One declared key (the script reads ARGV only): Redis then answers MOVED or ASK for the
+  // symbol's slot instead of running the script on a node that no longer serves it.
+  args_.insert(args_.end(), {"EVALSHA", reader_.Sha(flush_script_), "1",
+                             Keep(keys_.Watermark(sym)), keys_.prefix(), sym});
   args_.push_back(Keep(ToDec(s.watermark())));
   args_.push_back(s.storage_stamp());
   args_.push_back(stamp);
@@ -717,7 +720,8 @@ bool KlineStore::Load(std::span<SymbolSeries* const> series, std::vector<LoadSta
   for (const SymbolSeries* s : series) {
     const std::string_view sym = s->symbol().view();
     args_.clear();
-    args_.insert(args_.end(), {"EVALSHA", reader_.Sha(load_script_), "0", keys_.prefix(), sym});
+    const std::string wm = keys_.Watermark(sym);  // declared, as FLUSH's
+    args_.insert(args_.end(), {"EVALSHA", reader_.Sha(load_script_), "1", wm, keys_.prefix(), sym});
     for (size_t i = 0; i < s->interval_count(); ++i) args_.push_back(IntervalName(s->interval(i)));
     reads_.push_back({SlotOf(sym), cluster::Encode(args_)});
     // The ticker state (~20 KiB) by a plain GET: through the script it would be copied into
