@@ -414,7 +414,7 @@ int Run(const std::string& config_path, Config config) {
   for (auto& s : shards) s->Start();
   // Rollover, persistence and trimming run only while this instance holds the lease.
   if (config.roles.jobs) {
-    jobs = std::make_unique<TimerJobs>(config, &layout);
+    jobs = std::make_unique<TimerJobs>(config, &layout, &topology);
     jobs->Start();
     metrics.AddCollectable(jobs->Collector());
   }

@@ -24,8 +24,10 @@ PersistOptions PersistFrom(const Config& c) {
   return o;
 }
 
-TimerLoopOptions LoopFrom(const Config& c, const SeriesLayout* layout) {
+TimerLoopOptions LoopFrom(const Config& c, const SeriesLayout* layout,
+                          cluster::Topology* topology) {
   TimerLoopOptions o;
+  o.topology = topology;
   o.redis = RedisFrom(c);
   o.key_prefix = c.redis.key_prefix;
   o.layout = layout;
@@ -139,9 +141,10 @@ class JobsCollector : public prometheus::Collectable {
 
 }  // namespace
 
-TimerJobs::TimerJobs(const Config& config, const SeriesLayout* layout)
+TimerJobs::TimerJobs(const Config& config, const SeriesLayout* layout,
+                     cluster::Topology* topology)
     : persist_(PersistFrom(config)),
-      loop_(LoopFrom(config, layout),
+      loop_(LoopFrom(config, layout, topology),
             [this](bool active, const std::string& token, int64_t epoch) {
               persist_.SetActive(active, token, epoch);
             }),

@@ -17,8 +17,8 @@ namespace klined {
 
 class TimerJobs {
  public:
-  // layout must outlive this object.
-  TimerJobs(const Config& config, const SeriesLayout* layout);
+  // layout and topology (the process's Redis routing) must outlive this object.
+  TimerJobs(const Config& config, const SeriesLayout* layout, cluster::Topology* topology);
   ~TimerJobs();
   TimerJobs(const TimerJobs&) = delete;
   TimerJobs& operator=(const TimerJobs&) = delete;

@@ -13,11 +13,13 @@
 namespace klined {
 namespace {
 
-RedisOptions LeaseConnOptions(RedisOptions o, int64_t ttl_ms) {
-  // A call must not outlive the renewal period by much: the deadline keeps running meanwhile.
-  const int64_t bound = std::max<int64_t>(ttl_ms / 3, 50);
-  o.command_timeout_ms = static_cast<int>(std::min<int64_t>(o.command_timeout_ms, bound));
-  o.connect_timeout_ms = static_cast<int>(std::min<int64_t>(o.connect_timeout_ms, bound));
+// A call must not outlive the renewal period by much: the deadline keeps running meanwhile.
+int64_t CallBoundMs(int64_t ttl_ms) { return std::max<int64_t>(ttl_ms / 3, 50); }
+
+cluster::TopologyOptions LeaseTopologyOptions(cluster::TopologyOptions o, int64_t ttl_ms) {
+  const int64_t bound = CallBoundMs(ttl_ms);
+  o.node.command_timeout_ms = static_cast<int>(std::min<int64_t>(o.node.command_timeout_ms, bound));
+  o.node.connect_timeout_ms = static_cast<int>(std::min<int64_t>(o.node.connect_timeout_ms, bound));
   return o;
 }
 
@@ -48,16 +50,30 @@ int64_t Lease::NowMs() {
   return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
 }
 
-Lease::Lease(RedisOptions options, std::string key_prefix, int64_t ttl_ms, LeaseStats* stats)
-    : conn_(LeaseConnOptions(std::move(options), ttl_ms)),
+Lease::Lease(cluster::TopologyOptions options, std::string key_prefix, int64_t ttl_ms,
+             LeaseStats* stats)
+    : topology_(LeaseTopologyOptions(std::move(options), ttl_ms)),
+      router_(&topology_, /*max_redirects=*/5, /*retry_budget_ms=*/CallBoundMs(ttl_ms)),
       keys_(std::move(key_prefix), ""),
+      slot_(cluster::KeySlot(keys_.Lease())),
       stem_(MakeStem()),
       ttl_ms_(ttl_ms),
       margin_ms_(MarginMs(ttl_ms)),
       stats_(stats) {
-  acquire_script_ = conn_.AddScript(lua::kLeaseAcquire);
-  renew_script_ = conn_.AddScript(lua::kLeaseRenew);
-  release_script_ = conn_.AddScript(lua::kLeaseRelease);
+  acquire_script_ = router_.AddScript(lua::kLeaseAcquire);
+  renew_script_ = router_.AddScript(lua::kLeaseRenew);
+  release_script_ = router_.AddScript(lua::kLeaseRelease);
+}
+
+bool Lease::Connected() {
+  // Connects (scripts loaded, so their SHAs are known) to the nodes not yet connected; a
+  // node down that does not serve the lease slot does not stop the lease.
+  router_.EnsureConnected();
+  return !router_.Sha(release_script_).empty();
+}
+
+RedisReply Lease::Call(std::initializer_list<std::string_view> argv) {
+  return router_.Command(slot_, argv);  // NOSCRIPT, MOVED, ASK: handled by the router
 }
 
 Lease::~Lease() { stats_->held.Set(0); }
@@ -97,66 +113,53 @@ bool Lease::TryAcquire() {
   // A standby retries often enough that a released lease is taken at once (<= 250 ms) and an
   // expired one well within the 2 x ttl takeover bound.
   next_poll_ms_ = start + std::clamp<int64_t>(ttl_ms_ / 4, 10, 250);
-  if (!conn_.EnsureConnected()) return false;
+  if (!Connected()) return false;
   const std::string ttl = std::to_string(ttl_ms_);
   const std::string epoch_key = keys_.LeaseEpoch();
-  for (int attempt = 0; attempt < 2; ++attempt) {
-    RedisReply r =
-        conn_.Command({"EVALSHA", conn_.Sha(acquire_script_), "2", key(), epoch_key, stem_, ttl});
-    if (r == nullptr) return false;
-    if (IsNoScript(r.get())) {
-      if (!conn_.ReloadScripts()) return false;
-      continue;
-    }
-    if (r->type == REDIS_REPLY_NIL) return false;  // held by someone else
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-        r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_INTEGER) {
-      LOG_RATE(kWarn, "lease.acquire_failed", "reply_type=" << r->type);
-      return false;
-    }
-    token_.assign(r->element[0]->str, r->element[0]->len);
-    epoch_ = r->element[1]->integer;
-    SetDeadline(start + ttl_ms_ - margin_ms_);
-    next_poll_ms_ = start + ttl_ms_ / 3;
-    stats_->held.Set(1);
-    stats_->takeovers.Add();
-    LOG(kInfo, "lease.acquired",
-        "token=" << token_ << " epoch=" << epoch_ << " ttl_ms=" << ttl_ms_);
-    return true;
+  RedisReply r = Call({"EVALSHA", router_.Sha(acquire_script_), "2", key(), epoch_key, stem_, ttl});
+  if (r == nullptr) return false;
+  if (r->type == REDIS_REPLY_NIL) return false;  // held by someone else
+  if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+      r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_INTEGER) {
+    LOG_RATE(kWarn, "lease.acquire_failed",
+             "reply_type=" << r->type
+                           << (r->type == REDIS_REPLY_ERROR ? " error=\"" + std::string(r->str) + "\""
+                                                            : std::string()));
+    return false;
   }
-  return false;
+  token_.assign(r->element[0]->str, r->element[0]->len);
+  epoch_ = r->element[1]->integer;
+  SetDeadline(start + ttl_ms_ - margin_ms_);
+  next_poll_ms_ = start + ttl_ms_ / 3;
+  stats_->held.Set(1);
+  stats_->takeovers.Add();
+  LOG(kInfo, "lease.acquired", "token=" << token_ << " epoch=" << epoch_ << " ttl_ms=" << ttl_ms_);
+  return true;
 }
 
 bool Lease::TryRenew() {
   const int64_t start = NowMs();
   // On failure retry soon: the deadline, not the retry, decides when we stop holding.
   next_poll_ms_ = start + std::max<int64_t>(std::min<int64_t>(ttl_ms_ / 10, 100), 10);
-  if (conn_.EnsureConnected()) {
-    const std::string ttl = std::to_string(ttl_ms_);
-    for (int attempt = 0; attempt < 2; ++attempt) {
-      RedisReply r = conn_.Command({"EVALSHA", conn_.Sha(renew_script_), "1", key(), token_, ttl});
-      if (r == nullptr) break;
-      if (IsNoScript(r.get())) {
-        if (!conn_.ReloadScripts()) break;
-        continue;
-      }
-      if (r->type == REDIS_REPLY_INTEGER && r->integer == 1) {
-        SetDeadline(start + ttl_ms_ - margin_ms_);
-        next_poll_ms_ = start + ttl_ms_ / 3;
-        return true;
-      }
-      if (r->type == REDIS_REPLY_INTEGER) {
-        stats_->renew_failures.Add();
-        Lose("taken over or expired");
-        next_poll_ms_ = 0;
-        return false;
-      }
-      break;
-    }
+  const std::string ttl = std::to_string(ttl_ms_);
+  RedisReply r = nullptr;
+  if (Connected()) r = Call({"EVALSHA", router_.Sha(renew_script_), "1", key(), token_, ttl});
+  if (r != nullptr && r->type == REDIS_REPLY_INTEGER && r->integer == 1) {
+    SetDeadline(start + ttl_ms_ - margin_ms_);
+    next_poll_ms_ = start + ttl_ms_ / 3;
+    return true;
+  }
+  if (r != nullptr && r->type == REDIS_REPLY_INTEGER) {
+    stats_->renew_failures.Add();
+    Lose("taken over or expired");
+    next_poll_ms_ = 0;
+    return false;
   }
   stats_->renew_failures.Add();
+  const std::string why = r != nullptr && r->type == REDIS_REPLY_ERROR ? std::string(r->str)
+                                                                        : router_.error();
   LOG_RATE(kWarn, "lease.renew_failed",
-           "error=\"" << conn_.error() << "\" ms_left=" << (deadline_ms_ - NowMs()));
+           "error=\"" << why << "\" ms_left=" << (deadline_ms_ - NowMs()));
   if (NowMs() >= deadline_ms_) Lose("renewals failed until the deadline");
   return false;
 }
@@ -172,11 +175,8 @@ void Lease::Release() {
   token_.clear();
   SetDeadline(0);
   stats_->held.Set(0);
-  if (!conn_.EnsureConnected()) return;
-  RedisReply r = conn_.Command({"EVALSHA", conn_.Sha(release_script_), "1", key(), token});
-  if (r != nullptr && IsNoScript(r.get()) && conn_.ReloadScripts()) {
-    r = conn_.Command({"EVALSHA", conn_.Sha(release_script_), "1", key(), token});
-  }
+  if (!Connected()) return;
+  RedisReply r = Call({"EVALSHA", router_.Sha(release_script_), "1", key(), token});
   const bool deleted = r != nullptr && r->type == REDIS_REPLY_INTEGER && r->integer == 1;
   LOG(kInfo, "lease.released", "token=" << token << " deleted=" << deleted);
 }

@@ -20,8 +20,9 @@
 // renewal, and within 250 ms of a release.
 //
 // Threads: one thread (the timer thread) calls everything except the stats, which the
-// metrics scraper reads. The lease has its own RedisConn, with a command timeout of ttl/3 so a
-// stuck Redis cannot hold the thread past the deadline by much.
+// metrics scraper reads. The lease has a topology and router of its own (the lease key's
+// slot may move between nodes of a cluster), with command timeouts and a redirect/retry
+// budget of ttl/3 so a stuck Redis cannot hold the thread past the deadline by much.
 #pragma once
 
 #include <atomic>
@@ -30,7 +31,7 @@
 
 #include "base/counter.h"
 #include "io/redis/key_layout.h"
-#include "io/redis/redis_conn.h"
+#include "io/redis/cluster/router.h"
 
 namespace klined {
 
@@ -42,8 +43,13 @@ struct LeaseStats {
 
 class Lease {
  public:
-  // key_prefix is redis.key_prefix; ttl_ms is lease.ttl_ms (config bound: >= 300).
-  Lease(RedisOptions options, std::string key_prefix, int64_t ttl_ms, LeaseStats* stats);
+  // key_prefix is redis.key_prefix; ttl_ms is lease.ttl_ms (config bound: >= 300). options:
+  // the process's Redis (one node or the cluster's seeds); timeouts are cut to ttl/3.
+  Lease(cluster::TopologyOptions options, std::string key_prefix, int64_t ttl_ms,
+        LeaseStats* stats);
+  // On one Redis.
+  Lease(const RedisOptions& options, std::string key_prefix, int64_t ttl_ms, LeaseStats* stats)
+      : Lease(cluster::SingleNode(options, key_prefix + ":wait"), key_prefix, ttl_ms, stats) {}
   ~Lease();  // does not release: call Release() (a crash releases by expiry)
   Lease(const Lease&) = delete;
   Lease& operator=(const Lease&) = delete;
@@ -83,8 +89,15 @@ class Lease {
   void Lose(const char* why);
   void SetDeadline(int64_t ms);
 
-  RedisConn conn_;
+  // True once the scripts' SHAs are known (a node was reached).
+  bool Connected();
+  // One EVALSHA of a lease script on the lease key's node.
+  RedisReply Call(std::initializer_list<std::string_view> argv);
+
+  cluster::Topology topology_;
+  cluster::Router router_;
   KeyLayout keys_;
+  uint16_t slot_;
   std::string stem_;  // "<hostname>:<pid>:<random>"
   int64_t ttl_ms_;
   int64_t margin_ms_;

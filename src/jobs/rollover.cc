@@ -22,15 +22,15 @@ std::string ToDec(int64_t v) {
   return std::string(buf, end);
 }
 
-// How one reply of a rollover pipeline reads: Redis lost its scripts (NOSCRIPT), the
-// script's answer (an array whose first element is an integer), an error reply for this one
-// symbol (counted and logged; the rest of the pipeline is read on), or anything else, after
-// which the connection has been dropped.
-enum class ScriptReply { kAnswer, kNoScript, kError, kBroken };
+// How one reply of a rollover pipeline reads: the script's answer (an array whose first
+// element is an integer), an error reply for this one symbol (counted and logged; the rest
+// of the pipeline is read on), or anything else, after which the batch is dropped. (NOSCRIPT
+// never reaches here: the router loads the scripts on that node again and resends.)
+enum class ScriptReply { kAnswer, kError, kBroken };
 
-ScriptReply ReadScriptReply(RedisConn* conn, const redisReply* r, std::string_view script,
-                            std::string_view symbol, RolloverResult* result) {
-  if (IsNoScript(r)) return ScriptReply::kNoScript;
+ScriptReply ReadScriptReply(cluster::Batch* batch, cluster::Router* router, const redisReply* r,
+                            std::string_view script, std::string_view symbol,
+                            RolloverResult* result) {
   if (r->type == REDIS_REPLY_ERROR) {
     ++result->errors;
     LOG_RATE(kError, "rollover.symbol_failed",
@@ -39,7 +39,8 @@ ScriptReply ReadScriptReply(RedisConn* conn, const redisReply* r, std::string_vi
   }
   if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
       r->element[0]->type != REDIS_REPLY_INTEGER) {
-    conn->Disconnect(std::string(script) + " script: unexpected reply");
+    router->NoteError(std::string(script) + " script: unexpected reply");
+    batch->Drop();
     return ScriptReply::kBroken;
   }
   return ScriptReply::kAnswer;
@@ -80,23 +81,32 @@ bool PlanRollover(std::string_view stored_json, std::string_view symbol, Interva
   return true;
 }
 
-RolloverJob::RolloverJob(RedisConn* conn, std::string key_prefix, const SeriesLayout* layout,
-                         RolloverStats* stats)
-    : conn_(conn), keys_(std::move(key_prefix), ""), layout_(layout), stats_(stats) {
-  script_ = conn_->AddScript(std::string(lua::kCommon) + lua::kFence + lua::kRollover);
-  step_script_ = conn_->AddScript(std::string(lua::kCommon) + lua::kFence + lua::kRolloverStep);
+RolloverJob::RolloverJob(cluster::Router* router, std::string key_prefix,
+                         const SeriesLayout* layout, RolloverStats* stats)
+    : router_(router),
+      batch_(router),
+      keys_(std::move(key_prefix), ""),
+      layout_(layout),
+      stats_(stats) {
+  script_ = router_->AddScript(std::string(lua::kCommon) + lua::kFence + lua::kRollover);
+  step_script_ = router_->AddScript(std::string(lua::kCommon) + lua::kFence + lua::kRolloverStep);
+}
+
+uint16_t RolloverJob::SlotOf(std::string_view sym) const {
+  return cluster::KeySlot(keys_.Base(sym));
 }
 
 void RolloverJob::AddPending() {
-  if (unindexed_.empty() || !conn_->connected()) return;
+  batch_.Drop();  // what a failed chunk left unread
+  if (unindexed_.empty()) return;
   std::sort(unindexed_.begin(), unindexed_.end());  // (left by failed adds: no repeats)
   unindexed_.erase(std::unique(unindexed_.begin(), unindexed_.end()), unindexed_.end());
   args_.assign({"SADD"});
   const std::string key = keys_.PendingSymbols();
   args_.push_back(key);
   args_.insert(args_.end(), unindexed_.begin(), unindexed_.end());
-  conn_->Append(args_);
-  RedisReply r = conn_->GetReply();
+  batch_.Append(cluster::KeySlot(key), args_);
+  RedisReply r = batch_.Next();
   if (r == nullptr) return;
   if (r->type == REDIS_REPLY_ERROR) {
     LOG_RATE(kError, "rollover.index_failed", "key=" << key << " error=\"" << r->str << "\"");
@@ -148,65 +158,59 @@ bool RolloverJob::StepChunk(const std::vector<std::string>& symbols, int64_t now
       return false;
     }
   }
-  for (int attempt = 0; attempt < 2; ++attempt) {
-    size_t appended = 0;
-    for (const std::string& sym : symbols) {
-      args_.clear();
-      args_.insert(args_.end(), {"EVALSHA", conn_->Sha(step_script_), "0", keys_.prefix(), sym,
-                                 fence, count, tail});
-      for (size_t i = 0; i < n_iv; ++i) {
-        args_.insert(args_.end(), {IntervalName(ivs[i]), prev[i], now[i], close_time[i]});
-      }
-      conn_->Append(args_);
-      // Let Redis start on the pipeline while the rest of the chunk is encoded.
-      if (++appended % 64 == 0 && !conn_->FlushWrites()) return false;
+  // Each call declares the symbol's watermark key (the script reads ARGV only): a node that
+  // no longer serves the slot answers MOVED or ASK instead of running it.
+  std::string wm;
+  for (const std::string& sym : symbols) {
+    args_.clear();
+    wm = keys_.Watermark(sym);
+    args_.insert(args_.end(), {"EVALSHA", router_->Sha(step_script_), "1", wm, keys_.prefix(), sym,
+                               fence, count, tail});
+    for (size_t i = 0; i < n_iv; ++i) {
+      args_.insert(args_.end(), {IntervalName(ivs[i]), prev[i], now[i], close_time[i]});
     }
-    bool noscript = false;
-    bool fenced = false;
-    planned->clear();
-    for (const std::string& sym : symbols) {
-      RedisReply r = conn_->GetReply();
-      if (r == nullptr) return false;
-      const ScriptReply how = ReadScriptReply(conn_, r.get(), "ROLLOVER_STEP", sym, result);
-      if (how == ScriptReply::kBroken) return false;
-      if (how == ScriptReply::kError) continue;
-      if (how == ScriptReply::kNoScript) {
-        noscript = true;
-        continue;
-      }
-      const int64_t rolled = r->element[0]->integer;
-      if (rolled < 0) {
-        fenced = true;
-        continue;
-      }
-      result->candles_closed += static_cast<uint64_t>(rolled);
-      if (rolled > 0) {
-        ++result->symbols_rolled;
-        unindexed_.push_back(sym);
-      }
-      bool plan = false;
-      for (size_t e = 1; e < r->elements; ++e) {
-        const long long k = r->element[e]->integer;
-        if (k >= 0) {
-          plan = true;
-          continue;
-        }
-        ++result->bad_keys;  // a history or pending key of another type: left as it was
-        LOG_RATE(kError, "rollover.bad_key",
-                 "symbol=" << sym << " interval=" << IntervalName(ivs[static_cast<size_t>(-k - 1)])
-                           << " detail=\"a history or pending key holds another type\"");
-      }
-      if (plan) planned->push_back(sym);
-    }
-    if (fenced) {
-      LOG_RATE(kWarn, "rollover.fenced", "epoch=" << fence);
+    batch_.Append(SlotOf(sym), args_);
+  }
+  bool fenced = false;
+  for (const std::string& sym : symbols) {
+    RedisReply r = batch_.Next();
+    if (r == nullptr) {
+      batch_.Drop();
       return false;
     }
-    if (!noscript) return true;
-    // Redis lost its scripts (restart, SCRIPT FLUSH): nothing of this attempt was written.
-    if (!conn_->ReloadScripts()) return false;
+    const ScriptReply how =
+        ReadScriptReply(&batch_, router_, r.get(), "ROLLOVER_STEP", sym, result);
+    if (how == ScriptReply::kBroken) return false;
+    if (how == ScriptReply::kError) continue;
+    const int64_t rolled = r->element[0]->integer;
+    if (rolled < 0) {
+      fenced = true;
+      continue;
+    }
+    result->candles_closed += static_cast<uint64_t>(rolled);
+    if (rolled > 0) {
+      ++result->symbols_rolled;
+      unindexed_.push_back(sym);
+    }
+    bool plan = false;
+    for (size_t e = 1; e < r->elements; ++e) {
+      const long long k = r->element[e]->integer;
+      if (k >= 0) {
+        plan = true;
+        continue;
+      }
+      ++result->bad_keys;  // a history or pending key of another type: left as it was
+      LOG_RATE(kError, "rollover.bad_key",
+               "symbol=" << sym << " interval=" << IntervalName(ivs[static_cast<size_t>(-k - 1)])
+                         << " detail=\"a history or pending key holds another type\"");
+    }
+    if (plan) planned->push_back(sym);
   }
-  return false;
+  if (fenced) {
+    LOG_RATE(kWarn, "rollover.fenced", "epoch=" << fence);
+    return false;
+  }
+  return true;
 }
 
 bool RolloverJob::RollChunk(const std::vector<std::string>& symbols, int64_t now_ms,
@@ -230,14 +234,14 @@ bool RolloverJob::RollChunk(const std::vector<std::string>& symbols, int64_t now
         keys_.CurrentInto(sym, layout_->intervals[i], &keys[i]);
         args_.push_back(keys[i]);
       }
-      conn_->Append(args_);
+      batch_.Append(SlotOf(sym), args_);
     }
     reads.clear();
     for (size_t k = 0; k < pending.size(); ++k) {
-      RedisReply r = conn_->GetReply();
-      if (r == nullptr) return false;
-      if (r->type != REDIS_REPLY_ARRAY || r->elements != n_iv) {
-        conn_->Disconnect("rollover: unexpected MGET reply");
+      RedisReply r = batch_.Next();
+      if (r == nullptr || r->type != REDIS_REPLY_ARRAY || r->elements != n_iv) {
+        if (r != nullptr) router_->NoteError("rollover: unexpected MGET reply");
+        batch_.Drop();
         return false;
       }
       reads.push_back(std::move(r));
@@ -248,8 +252,9 @@ bool RolloverJob::RollChunk(const std::vector<std::string>& symbols, int64_t now
       const std::string& sym = symbols[pending[k]];
       args_.clear();
       nums_.clear();
-      args_.insert(args_.end(),
-                   {"EVALSHA", conn_->Sha(script_), "0", keys_.prefix(), sym, fence, ""});
+      nums_.push_back(keys_.Watermark(sym));  // declared, as ROLLOVER_STEP's
+      args_.insert(args_.end(), {"EVALSHA", router_->Sha(script_), "1", nums_.back(),
+                                 keys_.prefix(), sym, fence, ""});
       size_t n_roll = 0;
       for (size_t i = 0; i < n_iv; ++i) {
         const redisReply* e = reads[k]->element[i];
@@ -281,32 +286,31 @@ bool RolloverJob::RollChunk(const std::vector<std::string>& symbols, int64_t now
       }
       if (n_roll == 0) continue;
       nums_.push_back(ToDec(static_cast<int64_t>(n_roll)));
-      args_[6] = nums_.back();
-      conn_->Append(args_);  // hiredis copies the arguments
+      args_[7] = nums_.back();
+      batch_.Append(SlotOf(sym), args_);  // encoded (copied) here
       sent.push_back(k);
     }
     // 3. Replies: count, and collect conflicting symbols for a re-read.
     retry.clear();
-    bool noscript = false;
     left = 0;
     for (size_t k : sent) {
-      RedisReply r = conn_->GetReply();
-      if (r == nullptr) return false;
+      RedisReply r = batch_.Next();
+      if (r == nullptr) {
+        batch_.Drop();
+        return false;
+      }
       const ScriptReply how =
-          ReadScriptReply(conn_, r.get(), "ROLLOVER", symbols[pending[k]], result);
+          ReadScriptReply(&batch_, router_, r.get(), "ROLLOVER", symbols[pending[k]], result);
       if (how == ScriptReply::kBroken) return false;
       if (how == ScriptReply::kError) continue;
-      if (how == ScriptReply::kNoScript) {
-        noscript = true;
-        retry.push_back(pending[k]);
-        continue;
-      }
       if (r->element[0]->integer < 0) {
         LOG_RATE(kWarn, "rollover.fenced", "epoch=" << fence);
+        batch_.Drop();
         return false;
       }
       if (r->elements != 4) {
-        conn_->Disconnect("ROLLOVER script: unexpected reply");
+        router_->NoteError("ROLLOVER script: unexpected reply");
+        batch_.Drop();
         return false;
       }
       const int64_t rolled = r->element[0]->integer;
@@ -330,7 +334,6 @@ bool RolloverJob::RollChunk(const std::vector<std::string>& symbols, int64_t now
         retry.push_back(pending[k]);
       }
     }
-    if (noscript && !conn_->ReloadScripts()) return false;
     pending.swap(retry);
   }
   result->unresolved += left;
@@ -345,9 +348,11 @@ RolloverResult RolloverJob::RunOnce(int64_t now_ms, std::string_view fence,
   const std::string count = ToDec(static_cast<int64_t>(chunk_));
   std::string cursor = "0";
   std::vector<std::string> chunk, planned, window;
-  bool ok = conn_->EnsureConnected();
+  // Every primary if it can (a node down leaves its symbols' calls failing, not the run).
+  router_->EnsureConnected();
+  bool ok = !router_->Sha(script_).empty() && !router_->Sha(step_script_).empty();
   while (ok) {
-    if (!conn_->SscanStep(symbols_key, &cursor, count, &chunk)) {
+    if (!cluster::SscanStep(router_, symbols_key, &cursor, count, &chunk)) {
       ok = false;
       break;
     }
@@ -384,7 +389,7 @@ RolloverResult RolloverJob::RunOnce(int64_t now_ms, std::string_view fence,
   } else {
     stats_->failures.Add();
     LOG_RATE(kWarn, "rollover.incomplete",
-             "error=\"" << conn_->error() << "\" symbols=" << result.symbols);
+             "error=\"" << router_->error() << "\" symbols=" << result.symbols);
   }
   return result;
 }

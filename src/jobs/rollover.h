@@ -2,7 +2,8 @@
 // symbols get their gapless empty candles whether or not trades flow.
 //
 // DESIGN
-// Runs on the timer thread of the lease holder, over the jobs' own RedisConn. A run walks
+// Runs on the timer thread of the lease holder, over the jobs' own cluster::Router (one Redis or
+// the cluster's primaries; a symbol's calls go to the node serving its slot). A run walks
 // PREFIX:symbols with SSCAN in chunks. Per chunk, two paths:
 //  - Step (the common case, every boundary): one pipelined EVALSHA of ROLLOVER_STEP per
 //    symbol, no prior read. For each interval whose stored current candle is exactly one
@@ -32,7 +33,7 @@
 
 #include "base/counter.h"
 #include "io/redis/key_layout.h"
-#include "io/redis/redis_conn.h"
+#include "io/redis/cluster/router.h"
 #include "klined/series.h"
 
 namespace klined {
@@ -85,8 +86,8 @@ struct RolloverResult {
 
 class RolloverJob {
  public:
-  // conn: the timer thread's connection (not owned). layout: the configured intervals.
-  RolloverJob(RedisConn* conn, std::string key_prefix, const SeriesLayout* layout,
+  // router: the timer thread's (not owned). layout: the configured intervals.
+  RolloverJob(cluster::Router* router, std::string key_prefix, const SeriesLayout* layout,
               RolloverStats* stats);
 
   // Rolls every known symbol to the bucket of now_ms (wall clock, ms UTC). `fence` is the
@@ -118,7 +119,10 @@ class RolloverJob {
   // for the next chunk or run if the connection fails.
   void AddPending();
 
-  RedisConn* conn_;
+  uint16_t SlotOf(std::string_view sym) const;
+
+  cluster::Router* router_;
+  cluster::Batch batch_;
   KeyLayout keys_;
   const SeriesLayout* layout_;
   RolloverStats* stats_;

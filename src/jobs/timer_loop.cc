@@ -30,14 +30,25 @@ int64_t TimerLoop::NextBoundary(const SeriesLayout& layout, int64_t now_ms) {
   return next;
 }
 
+namespace {
+cluster::TopologyOptions RedisOf(const TimerLoopOptions& o) {
+  return o.topology != nullptr ? o.topology->options()
+                               : cluster::SingleNode(o.redis, o.key_prefix + ":wait");
+}
+}  // namespace
+
 TimerLoop::TimerLoop(TimerLoopOptions options, OnActive on_active)
     : options_(std::move(options)),
       grace_ms_(options_.rollover_grace_ms),
       on_active_(std::move(on_active)),
-      lease_(options_.redis, options_.key_prefix, options_.lease_ttl_ms, &lease_stats_),
-      conn_(options_.redis),
-      rollover_(&conn_, options_.key_prefix, options_.layout, &rollover_stats_),
-      trim_(&conn_, options_.key_prefix, options_.layout, options_.history_limit, &trim_stats_) {
+      lease_(RedisOf(options_), options_.key_prefix, options_.lease_ttl_ms, &lease_stats_),
+      own_topology_(options_.topology != nullptr
+                        ? nullptr
+                        : std::make_unique<cluster::Topology>(RedisOf(options_))),
+      router_(options_.topology != nullptr ? options_.topology : own_topology_.get()),
+      rollover_(&router_, options_.key_prefix, options_.layout, &rollover_stats_),
+      trim_(&router_, options_.key_prefix, options_.layout, options_.history_limit,
+            &trim_stats_) {
   trim_.set_retire_idle_after_ms(options_.retire_idle_after_ms);
 }
 

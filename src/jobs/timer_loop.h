@@ -2,8 +2,8 @@
 // every bucket boundary and the trim every ~10 s.
 //
 // DESIGN
-// One thread owns the Lease (its own RedisConn) and the jobs' RedisConn; nothing else touches
-// them. Each turn: Poll() the lease (acquire or renew as due); when Holding() changes, call
+// One thread owns the Lease (its own topology and router) and the jobs' Router (on the
+// process's topology: one Redis or the cluster's primaries); nothing else touches them. Each turn: Poll() the lease (acquire or renew as due); when Holding() changes, call
 // on_active(holding) (the app wires it to PersistWorker::SetActive, so MySQL persistence
 // follows the lease too). While holding, Holding() is checked right before each job and
 // before each chunk of a job (the check also renews the lease when due, so a long rollover
@@ -27,7 +27,7 @@
 #include <string>
 #include <thread>
 
-#include "io/redis/redis_conn.h"
+#include "io/redis/cluster/router.h"
 #include "jobs/lease.h"
 #include "jobs/rollover.h"
 #include "jobs/trim.h"
@@ -36,6 +36,8 @@
 namespace klined {
 
 struct TimerLoopOptions {
+  // The process's topology (not owned; outlives the loop). Null: the one Redis of `redis`.
+  cluster::Topology* topology = nullptr;
   RedisOptions redis;
   std::string key_prefix = "kline";
   const SeriesLayout* layout = nullptr;  // outlives the loop
@@ -97,7 +99,8 @@ class TimerLoop {
   RolloverStats rollover_stats_;
   TrimStats trim_stats_;
   Lease lease_;
-  RedisConn conn_;
+  std::unique_ptr<cluster::Topology> own_topology_;  // when options.topology is null
+  cluster::Router router_;
   RolloverJob rollover_;
   TrimJob trim_;
   std::atomic<bool> active_{false};

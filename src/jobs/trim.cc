@@ -32,16 +32,19 @@ return 1
 
 }  // namespace
 
-TrimJob::TrimJob(RedisConn* conn, std::string key_prefix, const SeriesLayout* layout,
+TrimJob::TrimJob(cluster::Router* router, std::string key_prefix, const SeriesLayout* layout,
                  int64_t history_limit, TrimStats* stats)
-    : conn_(conn),
+    : router_(router),
+      batch_(router),
       keys_(std::move(key_prefix), ""),
       layout_(layout),
       limit_(history_limit),
       stats_(stats) {
-  script_ = conn_->AddScript(std::string(lua::kCommon) + lua::kFence + lua::kTrim);
-  retire_script_ = conn_->AddScript(std::string(lua::kFence) + kRetireIdle);
+  script_ = router_->AddScript(std::string(lua::kCommon) + lua::kFence + lua::kTrim);
+  retire_script_ = router_->AddScript(std::string(lua::kFence) + kRetireIdle);
 }
+
+uint16_t TrimJob::SlotOf(std::string_view sym) const { return cluster::KeySlot(keys_.Base(sym)); }
 
 TrimResult TrimJob::RunOnce(std::string_view fence, const std::function<bool()>& may_continue) {
   TrimResult result;
@@ -54,8 +57,10 @@ TrimResult TrimJob::RunOnce(std::string_view fence, const std::function<bool()>&
   std::vector<std::string> members;
   const int64_t idle_ms = retire_idle_ms_.load(std::memory_order_relaxed);
   if (idle_ms <= 0) idle_.clear();
-  bool ok = conn_->EnsureConnected();
+  router_->EnsureConnected();  // as the rollover's
+  bool ok = !router_->Sha(script_).empty() && !router_->Sha(retire_script_).empty();
   bool interrupted = false;
+  std::string wm;
   while (ok) {
     if (may_continue && !may_continue()) {
       ok = false;
@@ -63,49 +68,38 @@ TrimResult TrimJob::RunOnce(std::string_view fence, const std::function<bool()>&
       break;
     }
     members.clear();
-    if (!conn_->SscanStep(symbols_key, &cursor, count, &members)) {
+    if (!cluster::SscanStep(router_, symbols_key, &cursor, count, &members)) {
       ok = false;
       break;
     }
-    bool noscript = false;
-    for (int attempt = 0; attempt < 2 && ok; ++attempt) {
-      for (const std::string& symbol : members) {
-        args.clear();
-        args.insert(args.end(), {"EVALSHA", conn_->Sha(script_), "0", keys_.prefix(), symbol, fence,
-                                 limit, kMaxScan});
-        for (Interval iv : layout_->intervals) args.push_back(IntervalName(iv));
-        conn_->Append(args);
-      }
-      noscript = false;
-      for (size_t k = 0; k < members.size(); ++k) {
-        RedisReply t = conn_->GetReply();
-        if (t == nullptr) {
-          ok = false;
-          break;
-        }
-        if (IsNoScript(t.get())) {
-          noscript = true;
-        } else if (t->type == REDIS_REPLY_ERROR) {
-          // This symbol only (a key of another type): counted, logged, the pass goes on.
-          stats_->skipped.Add();
-          LOG_RATE(kError, "trim.symbol_failed",
-                   "symbol=" << members[k] << " error=\"" << t->str << "\"");
-        } else if (t->type != REDIS_REPLY_INTEGER) {
-          conn_->Disconnect("TRIM script: unexpected reply");
-          ok = false;
-          break;
-        } else if (t->integer < 0) {
-          LOG_RATE(kWarn, "trim.fenced", "epoch=" << fence);
-          ok = false;
-        } else {
-          result.removed += static_cast<uint64_t>(t->integer);
-        }
-      }
-      if (!ok) break;
-      if (!noscript) break;
-      if (!conn_->ReloadScripts()) ok = false;  // then the whole chunk again (idempotent)
+    for (const std::string& symbol : members) {
+      args.clear();
+      wm = keys_.Watermark(symbol);  // declared (the script reads ARGV): MOVED, not a wrong node
+      args.insert(args.end(), {"EVALSHA", router_->Sha(script_), "1", wm, keys_.prefix(), symbol,
+                               fence, limit, kMaxScan});
+      for (Interval iv : layout_->intervals) args.push_back(IntervalName(iv));
+      batch_.Append(SlotOf(symbol), args);
     }
-    if (noscript) ok = false;
+    for (size_t k = 0; k < members.size() && ok; ++k) {
+      RedisReply t = batch_.Next();
+      if (t == nullptr) {
+        ok = false;
+      } else if (t->type == REDIS_REPLY_ERROR) {
+        // This symbol only (a key of another type): counted, logged, the pass goes on.
+        stats_->skipped.Add();
+        LOG_RATE(kError, "trim.symbol_failed",
+                 "symbol=" << members[k] << " error=\"" << t->str << "\"");
+      } else if (t->type != REDIS_REPLY_INTEGER) {
+        router_->NoteError("TRIM script: unexpected reply");
+        ok = false;
+      } else if (t->integer < 0) {
+        LOG_RATE(kWarn, "trim.fenced", "epoch=" << fence);
+        ok = false;
+      } else {
+        result.removed += static_cast<uint64_t>(t->integer);
+      }
+    }
+    if (!ok) batch_.Drop();
     // limits.retire_idle_after rides on the pass's own scan of the symbols.
     if (ok && idle_ms > 0) ok = RetireIdle(members, fence, idle_ms);
     if (!ok) break;
@@ -113,28 +107,34 @@ TrimResult TrimJob::RunOnce(std::string_view fence, const std::function<bool()>&
     cursor_ = cursor;  // this chunk is done: an interrupted pass resumes after it
     if (cursor == "0") break;
   }
+  batch_.Drop();  // what a failed step left unread
   result.complete = ok;
   result.interrupted = interrupted;
   stats_->removed.Add(result.removed);
   if (ok) {
     stats_->runs.Add();
     stats_->last_run_ms.Set(static_cast<uint64_t>(MonotonicMs() - start));
-    if (!Census()) LOG_RATE(kWarn, "trim.census_failed", "error=\"" << conn_->error() << "\"");
+    if (!Census()) {
+      batch_.Drop();
+      LOG_RATE(kWarn, "trim.census_failed", "error=\"" << router_->error() << "\"");
+    }
   } else if (!interrupted) {
     stats_->failures.Add();
-    LOG_RATE(kWarn, "trim.incomplete", "error=\"" << conn_->error() << "\"");
+    LOG_RATE(kWarn, "trim.incomplete", "error=\"" << router_->error() << "\"");
   }
   return result;
 }
 
 bool TrimJob::RetireIdle(const std::vector<std::string>& members, std::string_view fence,
                          int64_t idle_ms) {
-  for (const std::string& sym : members) conn_->Append({"GET", keys_.Watermark(sym)});
+  for (const std::string& sym : members) {
+    batch_.Append(SlotOf(sym), {"GET", keys_.Watermark(sym)});
+  }
   std::vector<std::string> due_wm;
   std::vector<const std::string*> due;
   const int64_t now = MonotonicMs();
   for (const std::string& sym : members) {
-    RedisReply wm = conn_->GetReply();
+    RedisReply wm = batch_.Next();
     if (wm == nullptr) return false;
     const std::string value = wm->type == REDIS_REPLY_STRING ? std::string(wm->str, wm->len) : "";
     auto [it, fresh] = idle_.try_emplace(sym, value, now);
@@ -146,12 +146,13 @@ bool TrimJob::RetireIdle(const std::vector<std::string>& members, std::string_vi
     }
   }
   for (size_t i = 0; i < due.size(); ++i) {
-    conn_->Append({"EVALSHA", conn_->Sha(retire_script_), "3", keys_.Watermark(*due[i]),
+    batch_.Append(SlotOf(*due[i]),
+                  {"EVALSHA", router_->Sha(retire_script_), "3", keys_.Watermark(*due[i]),
                    keys_.WriteStamp(*due[i]), keys_.Fence(*due[i]), due_wm[i], fence});
   }
   std::vector<size_t> retired;  // indexes into due
   for (size_t i = 0; i < due.size(); ++i) {
-    RedisReply r = conn_->GetReply();
+    RedisReply r = batch_.Next();
     if (r == nullptr) return false;
     if (r->type == REDIS_REPLY_INTEGER && r->integer == 1) {
       retired.push_back(i);
@@ -169,32 +170,42 @@ bool TrimJob::RetireIdle(const std::vector<std::string>& members, std::string_vi
   // neither (the rollover leaves it, as it should), never in both, which Census would read as
   // "traded again". Then the watermark once more: a trade flushed since the script (its FLUSH
   // found the stamp void, and its store's add may have come before the SREM) puts the symbol
-  // back; one flushed after this read is added back by its store.
-  for (size_t i : retired) {
-    conn_->Append({"SREM", keys_.Symbols(), *due[i]});
-    conn_->Append({"SADD", keys_.RetiredSymbols(), *due[i]});
-    conn_->Append({"GET", keys_.Watermark(*due[i])});
+  // back; one flushed after this read is added back by its store. The keys may live on
+  // different nodes, so each step's replies are read before the next step is sent.
+  if (retired.empty()) return true;
+  const std::string symbols_key = keys_.Symbols();
+  const std::string retired_key = keys_.RetiredSymbols();
+  std::vector<std::string_view> args = {"SREM", symbols_key};
+  for (size_t i : retired) args.push_back(*due[i]);
+  batch_.Append(cluster::KeySlot(symbols_key), args);
+  if (batch_.Next() == nullptr) return false;
+  args = {"SADD", retired_key};
+  for (size_t i : retired) args.push_back(*due[i]);
+  batch_.Append(cluster::KeySlot(retired_key), args);
+  for (size_t i : retired) batch_.Append(SlotOf(*due[i]), {"GET", keys_.Watermark(*due[i])});
+  if (batch_.Next() == nullptr) {
+    batch_.Drop();
+    return false;
   }
-  std::vector<size_t> traded;
+  args = {"SADD", symbols_key};
   for (size_t i : retired) {
-    RedisReply srem = conn_->GetReply();
-    RedisReply sadd = srem ? conn_->GetReply() : nullptr;
-    RedisReply wm = sadd ? conn_->GetReply() : nullptr;
-    if (wm == nullptr) return false;
+    RedisReply wm = batch_.Next();
+    if (wm == nullptr) {
+      batch_.Drop();
+      return false;
+    }
     const std::string now_wm = wm->type == REDIS_REPLY_STRING ? std::string(wm->str, wm->len) : "";
-    if (now_wm != due_wm[i]) traded.push_back(i);
+    if (now_wm != due_wm[i]) args.push_back(*due[i]);  // traded since: active again
   }
-  for (size_t i : traded) {
-    RedisReply r = conn_->Command({"SADD", keys_.Symbols(), *due[i]});
-    if (r == nullptr) return false;
-  }
-  return true;
+  if (args.size() == 2) return true;
+  batch_.Append(cluster::KeySlot(symbols_key), args);
+  return batch_.Next() != nullptr;
 }
 
 bool TrimJob::Census() {
   const std::string symbols_key = keys_.Symbols();
   const std::string retired_key = keys_.RetiredSymbols();
-  RedisReply active = conn_->Command({"SCARD", symbols_key});
+  RedisReply active = router_->Command(cluster::KeySlot(symbols_key), {"SCARD", symbols_key});
   if (active == nullptr || active->type != REDIS_REPLY_INTEGER) return false;
   stats_->active_symbols.Set(static_cast<uint64_t>(active->integer));
   std::string cursor = "0";
@@ -203,12 +214,12 @@ bool TrimJob::Census() {
   std::vector<std::string_view> args;
   do {
     members.clear();
-    if (!conn_->SscanStep(retired_key, &cursor, "500", &members)) return false;
+    if (!cluster::SscanStep(router_, retired_key, &cursor, "500", &members)) return false;
     if (members.empty()) continue;
     args.assign({"SMISMEMBER", symbols_key});
     args.insert(args.end(), members.begin(), members.end());
-    conn_->Append(args);
-    RedisReply in = conn_->GetReply();
+    batch_.Append(cluster::KeySlot(symbols_key), args);
+    RedisReply in = batch_.Next();
     if (in == nullptr || in->type != REDIS_REPLY_ARRAY || in->elements != members.size()) {
       return false;
     }
@@ -221,8 +232,8 @@ bool TrimJob::Census() {
       }
     }
     if (args.size() > 2) {
-      conn_->Append(args);
-      if (conn_->GetReply() == nullptr) return false;
+      batch_.Append(cluster::KeySlot(retired_key), args);
+      if (batch_.Next() == nullptr) return false;
     }
   } while (cursor != "0");
   stats_->retired_symbols.Set(retired);

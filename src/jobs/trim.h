@@ -2,7 +2,7 @@
 // candle MySQL does not have yet.
 //
 // DESIGN
-// Runs on the timer thread of the lease holder (every ~10 s), over the jobs' RedisConn: SSCAN
+// Runs on the timer thread of the lease holder (every ~10 s), over the jobs' Router: SSCAN
 // of PREFIX:symbols in chunks, one pipelined EVALSHA of TRIM per symbol. The script keeps the
 // `limit` newest members of each B:INTERVAL:hist and, of the older ones, removes only those
 // whose "INTERVAL|open_time" field is absent from B:pending (the persistence worker deletes a
@@ -21,7 +21,7 @@
 
 #include "base/counter.h"
 #include "io/redis/key_layout.h"
-#include "io/redis/redis_conn.h"
+#include "io/redis/cluster/router.h"
 #include "klined/series.h"
 
 namespace klined {
@@ -47,8 +47,8 @@ struct TrimResult {
 
 class TrimJob {
  public:
-  // conn: the timer thread's connection (not owned). history_limit: redis.history_limit.
-  TrimJob(RedisConn* conn, std::string key_prefix, const SeriesLayout* layout,
+  // router: the timer thread's (not owned). history_limit: redis.history_limit.
+  TrimJob(cluster::Router* router, std::string key_prefix, const SeriesLayout* layout,
           int64_t history_limit, TrimStats* stats);
 
   // Trims every known symbol's history keys. fence as in RolloverJob::RunOnce. may_continue
@@ -76,7 +76,10 @@ class TrimJob {
   // limits.retire_idle_after. False on a Redis error.
   bool RetireIdle(const std::vector<std::string>& members, std::string_view fence, int64_t idle_ms);
 
-  RedisConn* conn_;
+  uint16_t SlotOf(std::string_view sym) const;
+
+  cluster::Router* router_;
+  cluster::Batch batch_;
   KeyLayout keys_;
   const SeriesLayout* layout_;
   std::atomic<int64_t> limit_;

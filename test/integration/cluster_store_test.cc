@@ -3,17 +3,24 @@
 // primary of its slot and equal the independent computation, whatever node a flush's calls
 // were spread over; a slot moved between flushes (MOVED) and a script cache flushed on one
 // node (NOSCRIPT) change nothing in what is stored; with wait_replicas 1 a flush counts only
-// once every node it wrote has a replica holding the writes.
+// once every node it wrote has a replica holding the writes; the timer jobs (rollover,
+// trim, lease) routed the same way leave every symbol's series equal to the independent
+// computation rolled forward, on whatever node serves it.
 #include <doctest/doctest.h>
 
+#include <chrono>
 #include <map>
 #include <memory>
+#include <thread>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "io/redis/cluster/router.h"
 #include "io/redis/kline_store.h"
+#include "jobs/lease.h"
+#include "jobs/rollover.h"
+#include "jobs/trim.h"
 #include "klined/series.h"
 #include "redis_cluster.h"
 #include "stack.h"
@@ -220,4 +227,110 @@ TEST_CASE("cluster store: wait_replicas 1 makes a flush durable on every node it
       CHECK(c.Get(key) == std::to_string(klined_it::LastIds(book.trades)[sym]));
     }
   }
+}
+
+TEST_CASE("cluster store: rollover, trim and the lease route over three primaries") {
+  RedisCluster cluster;
+  Topology topology(Options(cluster));
+  REQUIRE(topology.Refresh());
+  Book book(60, 40);
+  klined::KlineStore store(&topology, "kline", &book.layout);
+  {
+    std::vector<klined::SymbolSeries*> all = book.All();
+    REQUIRE(store.LoadAll(all));
+  }
+  book.Apply(0, 40);
+  FlushAll(store, book);
+  int64_t last_trade = 0;
+  for (const RefTrade& t : book.trades) last_trade = std::max(last_trade, t.time_ms);
+
+  // The jobs' router sees a slot moved behind its back (MOVED for its calls).
+  klined::cluster::Router router(&topology);
+  const uint16_t slot = KeySlot("kline:{" + book.symbols[1] + "}");
+  RedisServer* to = nullptr;
+  for (int s = 0; s < klined::cluster::kSlots && to == nullptr; s += 97) {
+    if (&cluster.PrimaryOf(s) != &cluster.PrimaryOf(slot)) to = &cluster.PrimaryOf(s);
+  }
+  REQUIRE(to != nullptr);
+  REQUIRE(router.EnsureConnected());
+  cluster.MoveSlot(slot, *to);
+
+  klined::RolloverStats stats;
+  klined::RolloverJob rollover(&router, "kline", &book.layout, &stats);
+  // One minute on (the step path for series one bucket behind), then ten (the planned path).
+  const int64_t now1 = last_trade + 60000;
+  const int64_t now2 = last_trade + 11 * 60000;
+  const klined::RolloverResult r1 = rollover.RunOnce(now1);
+  CHECK(r1.complete);
+  CHECK(r1.symbols == 60);
+  CHECK(r1.errors == 0);
+  const klined::RolloverResult r2 = rollover.RunOnce(now2);
+  CHECK(r2.complete);
+  CHECK(r2.symbols_rolled == 60);
+  CHECK(r2.errors == 0);
+  CHECK(rollover.RunOnce(now2).symbols_rolled == 0);  // idempotent
+
+  std::set<std::string> primaries_used;
+  for (const std::string& sym : book.symbols) {
+    CAPTURE(sym);
+    const std::string base = "kline:{" + sym + "}";
+    RedisServer& owner = cluster.PrimaryOf(KeySlot(base));
+    primaries_used.insert(owner.address());
+    auto c = owner.Connect();
+    for (const auto& [iv, len] : {std::pair<std::string, int64_t>{"1m", 60000}, {"5m", 300000}}) {
+      CAPTURE(iv);
+      const auto [hist, current] = Expected(book.trades, sym, iv, len, now2 - now2 % len);
+      CHECK(c.Strings({"ZRANGE", base + ":" + iv + ":hist", "0", "-1"}) == hist);
+      CHECK(c.Get(base + ":" + iv).value_or("") == current);
+    }
+  }
+  CHECK(primaries_used.size() == 3);
+  {
+    const std::string index = "kline:pending";
+    auto c = cluster.PrimaryOf(KeySlot(index)).Connect();
+    const std::vector<std::string> members = c.Strings({"SMEMBERS", index});
+    CHECK(std::set<std::string>(members.begin(), members.end()) ==
+          std::set<std::string>(book.symbols.begin(), book.symbols.end()));
+  }
+
+  // Trim: with every candle persisted (the pending hashes gone), each history keeps its limit.
+  for (const std::string& sym : book.symbols) {
+    const std::string key = "kline:{" + sym + "}:pending";
+    cluster.PrimaryOf(KeySlot(key)).Connect().Command({"DEL", key});
+  }
+  klined::TrimStats trim_stats;
+  klined::TrimJob trim(&router, "kline", &book.layout, /*history_limit=*/2, &trim_stats);
+  const klined::TrimResult t = trim.RunOnce("");
+  CHECK(t.complete);
+  CHECK(t.symbols == 60);
+  CHECK(t.removed > 0);
+  for (const std::string& sym : book.symbols) {
+    const std::string key = "kline:{" + sym + "}:1m:hist";
+    CHECK(cluster.PrimaryOf(KeySlot(key)).Connect().Integer({"ZCARD", key}) == 2);
+  }
+  CHECK(trim_stats.active_symbols.Get() == 60);
+
+  // The lease: one holder at a time; after its slot moves, a release hands it over at once.
+  klined::LeaseStats sa, sb;
+  klined::Lease a(Options(cluster), "kline", 1000, &sa);
+  klined::Lease b(Options(cluster), "kline", 1000, &sb);
+  REQUIRE(a.Poll());
+  CHECK_FALSE(b.Poll());
+  const uint16_t lease_slot = KeySlot("kline:lease");
+  RedisServer* lease_to = nullptr;
+  for (int s = 0; s < klined::cluster::kSlots && lease_to == nullptr; s += 97) {
+    if (&cluster.PrimaryOf(s) != &cluster.PrimaryOf(lease_slot)) lease_to = &cluster.PrimaryOf(s);
+  }
+  REQUIRE(lease_to != nullptr);
+  cluster.MoveSlot(lease_slot, *lease_to);
+  a.Release();
+  bool taken = false;
+  for (int i = 0; i < 40 && !taken; ++i) {
+    taken = b.Poll();
+    if (!taken) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  CHECK(taken);
+  CHECK(b.epoch() > a.epoch());
+  CHECK(lease_to->Connect().Get("kline:lease").value_or("") == b.token());
+  b.Release();
 }

@@ -14,6 +14,7 @@
 #include "jobs/trim.h"
 #include "klined/series.h"
 #include "redis_server.h"
+#include "routed.h"
 
 namespace kt = klined::test;
 
@@ -61,9 +62,9 @@ TEST_CASE("jobs poison: rollover and trim skip what they cannot read and go on w
   c.Command({"SET", Base("BADHIST") + ":1m:hist", "oops"});
   c.Command({"SET", Base("BADCUR") + ":5m", "garbage"});
 
-  klined::RedisConn conn(o);
+  klined::test::Routed conn(o);
   klined::RolloverStats stats;
-  klined::RolloverJob job(&conn, "kline", &kLayout, &stats);
+  klined::RolloverJob job(&conn.router, "kline", &kLayout, &stats);
   // One minute later (the step path) and twenty minutes later (the planned path).
   for (int64_t now : {kT0 + 61000, kT0 + 20 * 60000 + 1000}) {
     CAPTURE(now);
@@ -85,7 +86,7 @@ TEST_CASE("jobs poison: rollover and trim skip what they cannot read and go on w
   CHECK(stats.failures.Get() == 0);
 
   klined::TrimStats trim_stats;
-  klined::TrimJob trim(&conn, "kline", &kLayout, /*history_limit=*/1, &trim_stats);
+  klined::TrimJob trim(&conn.router, "kline", &kLayout, /*history_limit=*/1, &trim_stats);
   const klined::TrimResult t = trim.RunOnce("");
   CHECK(t.complete);
   CHECK(trim_stats.skipped.Get() == 1);  // BADHIST

@@ -27,6 +27,7 @@
 #include "klined/candle.h"
 #include "klined/series.h"
 #include "redis_server.h"
+#include "routed.h"
 
 namespace kt = klined::test;
 using std::chrono::milliseconds;
@@ -373,9 +374,9 @@ TEST_CASE("jobs rollover: idle symbols get gapless empty candles, pending, idemp
   shard.Apply(MakeTrade("IDLE", 8, kT0 + 59600, 101));
   shard.Flush();
 
-  klined::RedisConn conn(Opts(redis));
+  klined::test::Routed conn(Opts(redis));
   klined::RolloverStats stats;
-  klined::RolloverJob job(&conn, "kline", &kLayout, &stats);
+  klined::RolloverJob job(&conn.router, "kline", &kLayout, &stats);
   // Several steps across 1s boundaries and two minute boundaries.
   for (int64_t now : {kT0 + 59900, kT0 + 61200, kT0 + 64000, kT0 + 125001}) {
     const klined::RolloverResult r = job.RunOnce(now);
@@ -439,9 +440,9 @@ TEST_CASE("jobs rollover: hundreds of symbols in chunks and long pipelines, each
     ptrs.push_back(series.back().get());
   }
   REQUIRE(store.Flush(std::span<klined::SymbolSeries* const>(ptrs)).ok);
-  klined::RedisConn conn(Opts(redis));
+  klined::test::Routed conn(Opts(redis));
   klined::RolloverStats stats;
-  klined::RolloverJob job(&conn, "kline", &kLayout, &stats);
+  klined::RolloverJob job(&conn.router, "kline", &kLayout, &stats);
   job.set_chunk(128);
   const int64_t now = kT0 + 60500;  // one step for 1s (at +59 s) and for 1m
   const klined::RolloverResult r = job.RunOnce(now);
@@ -460,9 +461,9 @@ TEST_CASE("jobs rollover: a shard flush after a rollover neither loses trades no
   kt::RedisServer redis;
   auto c = redis.Connect();
   Shard shard(redis, &kLayout, "RACE");
-  klined::RedisConn conn(Opts(redis));
+  klined::test::Routed conn(Opts(redis));
   klined::RolloverStats stats;
-  klined::RolloverJob job(&conn, "kline", &kLayout, &stats);
+  klined::RolloverJob job(&conn.router, "kline", &kLayout, &stats);
   std::vector<RefTrade> ref;
   auto trade = [&](int64_t id, int64_t t, int64_t p) {
     ref.push_back({id, t, p});
@@ -506,9 +507,9 @@ TEST_CASE("jobs rollover: concurrent shard flushes (with late trades) and rollov
   std::map<std::string, std::vector<RefTrade>> ref;
   std::atomic<int64_t> sim_now{kT0 + 1000};
   std::atomic<bool> done{false};
-  klined::RedisConn conn(Opts(redis));
+  klined::test::Routed conn(Opts(redis));
   klined::RolloverStats stats;
-  klined::RolloverJob job(&conn, "kline", &kLayout, &stats);
+  klined::RolloverJob job(&conn.router, "kline", &kLayout, &stats);
   uint64_t runs = 0;
   std::thread timer([&] {
     while (!done.load()) {
@@ -563,9 +564,9 @@ TEST_CASE("jobs rollover: a long gap is filled over several runs, gapless and co
   Shard shard(redis, &kLayout, "LONG");
   shard.Apply(MakeTrade("LONG", 1, kT0 + 5, 9));
   shard.Flush();
-  klined::RedisConn conn(Opts(redis));
+  klined::test::Routed conn(Opts(redis));
   klined::RolloverStats stats;
-  klined::RolloverJob job(&conn, "kline", &kLayout, &stats);
+  klined::RolloverJob job(&conn.router, "kline", &kLayout, &stats);
   const int64_t now = kT0 + 2500 * 1000 + 1;  // 2,500 1s buckets later
   klined::RolloverResult r = job.RunOnce(now);
   CHECK(r.complete);
@@ -591,9 +592,9 @@ TEST_CASE("jobs trim: keeps exactly the limit once persisted, never an unpersist
   Shard shard(redis, &kLayout, "TRIM");
   shard.Apply(MakeTrade("TRIM", 1, kT0 + 10, 42));
   shard.Flush();
-  klined::RedisConn conn(Opts(redis));
+  klined::test::Routed conn(Opts(redis));
   klined::RolloverStats rstats;
-  klined::RolloverJob rollover(&conn, "kline", &kLayout, &rstats);
+  klined::RolloverJob rollover(&conn.router, "kline", &kLayout, &rstats);
   REQUIRE(rollover.RunOnce(kT0 + 30000).complete);  // 30 closed 1s candles, all pending
   REQUIRE(Hist(c, "TRIM", "1s").size() == 30);
   const std::string pending = Base("TRIM") + ":pending";
@@ -603,7 +604,7 @@ TEST_CASE("jobs trim: keeps exactly the limit once persisted, never an unpersist
     }
   };
   klined::TrimStats stats;
-  klined::TrimJob trim(&conn, "kline", &kLayout, 10, &stats);
+  klined::TrimJob trim(&conn.router, "kline", &kLayout, 10, &stats);
   // Nothing persisted: nothing trimmed.
   klined::TrimResult r = trim.RunOnce();
   REQUIRE(r.complete);
@@ -649,9 +650,9 @@ TEST_CASE("jobs trim: keeps exactly the limit once persisted, never an unpersist
 TEST_CASE("jobs trim: an interrupted pass resumes where it stopped") {
   kt::RedisServer redis;
   auto c = redis.Connect();
-  klined::RedisConn conn(Opts(redis));
+  klined::test::Routed conn(Opts(redis));
   klined::RolloverStats rstats;
-  klined::RolloverJob rollover(&conn, "kline", &kLayout, &rstats);
+  klined::RolloverJob rollover(&conn.router, "kline", &kLayout, &rstats);
   std::vector<std::unique_ptr<Shard>> shards;
   for (int k = 0; k < 40; ++k) {
     const std::string sym = "S" + std::to_string(k);
@@ -662,7 +663,7 @@ TEST_CASE("jobs trim: an interrupted pass resumes where it stopped") {
   REQUIRE(rollover.RunOnce(kT0 + 5000).complete);  // 5 closed 1s candles each
   for (int k = 0; k < 40; ++k) c.Command({"DEL", Base("S" + std::to_string(k)) + ":pending"});
   klined::TrimStats stats;
-  klined::TrimJob trim(&conn, "kline", &kLayout, 1, &stats);
+  klined::TrimJob trim(&conn.router, "kline", &kLayout, 1, &stats);
   trim.set_chunk(4);
   // Allow two chunks per call: the pass needs several calls, and covers every symbol once.
   int calls = 0;
@@ -827,9 +828,9 @@ TEST_CASE("jobs rollover throughput: 10k symbols x 15 intervals (KLINED_ROLLOVER
       }
     }
   }
-  klined::RedisConn conn(Opts(redis));
+  klined::test::Routed conn(Opts(redis));
   klined::RolloverStats stats;
-  klined::RolloverJob job(&conn, "kline", &layout, &stats);
+  klined::RolloverJob job(&conn.router, "kline", &layout, &stats);
   c.Command({"CONFIG", "RESETSTAT"});
   // CPU time too (the client thread's and the server's): the machine may be shared.
   auto redis_cpu_ms = [&] {

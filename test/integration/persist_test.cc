@@ -38,6 +38,7 @@
 #include "klined/trade_decoder.h"
 #include "mariadb_server.h"
 #include "redis_server.h"
+#include "routed.h"
 #include "temp_dir.h"
 
 namespace kt = klined::test;
@@ -423,9 +424,9 @@ TEST_CASE("persist: a corrupt pending entry is repaired from history or quaranti
   CHECK(report.deleted == 6);  // 4 good fields and the 2 repaired ones
 
   // Nothing of BTCUSDT is pending any more: trimming keeps exactly the limit.
-  klined::RedisConn conn(RedisAt(s.redis));
+  klined::test::Routed conn(RedisAt(s.redis));
   klined::TrimStats trim_stats;
-  klined::TrimJob trim(&conn, "kline", &shard.layout, 1, &trim_stats);
+  klined::TrimJob trim(&conn.router, "kline", &shard.layout, 1, &trim_stats);
   const klined::TrimResult t = trim.RunOnce();
   CHECK(t.complete);
   CHECK(r.Integer({"ZCARD", hist}) == 1);

@@ -50,23 +50,13 @@ std::string Printable(std::string_view v) {
 
 }  // namespace
 
-namespace {
-cluster::TopologyOptions SingleNode(const RedisOptions& options, std::string_view prefix) {
-  cluster::TopologyOptions o;
-  o.seeds = {options.address};
-  o.node = options;
-  o.marker_stem = std::string(prefix) + ":wait";
-  return o;
-}
-}  // namespace
-
 KlineStore::KlineStore(cluster::Topology* topology, std::string key_prefix,
                        const SeriesLayout* layout, std::string ticker_prefix)
     : KlineStore(nullptr, topology, std::move(key_prefix), layout, std::move(ticker_prefix)) {}
 
 KlineStore::KlineStore(const RedisOptions& options, std::string key_prefix,
                        const SeriesLayout* layout, std::string ticker_prefix)
-    : KlineStore(std::make_unique<cluster::Topology>(SingleNode(options, key_prefix)), nullptr,
+    : KlineStore(std::make_unique<cluster::Topology>(cluster::SingleNode(options, key_prefix + ":wait")), nullptr,
                  std::move(key_prefix), layout, std::move(ticker_prefix)) {
   SetReplicaWait(options.wait_replicas, options.wait_timeout_ms);
 }

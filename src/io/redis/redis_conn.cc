@@ -131,9 +131,16 @@ bool RedisConn::SscanStep(std::string_view key, std::string* cursor, std::string
                           std::vector<std::string>* members) {
   RedisReply r = Command({"SSCAN", key, *cursor, "COUNT", count});
   if (r == nullptr) return false;
+  if (!ReadSscanReply(r.get(), cursor, members)) {
+    Disconnect("unexpected SSCAN reply for " + std::string(key));
+    return false;
+  }
+  return true;
+}
+
+bool ReadSscanReply(const redisReply* r, std::string* cursor, std::vector<std::string>* members) {
   if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
       r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY) {
-    Disconnect("unexpected SSCAN reply for " + std::string(key));
     return false;
   }
   cursor->assign(r->element[0]->str, r->element[0]->len);

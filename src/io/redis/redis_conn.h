@@ -111,5 +111,8 @@ class RedisConn {
 
 // True if the reply is an error starting with "NOSCRIPT".
 bool IsNoScript(const redisReply* r);
+// Reads an SSCAN reply: the next cursor into *cursor, the members appended to *members.
+// False for any other shape.
+bool ReadSscanReply(const redisReply* r, std::string* cursor, std::vector<std::string>* members);
 
 }  // namespace klined

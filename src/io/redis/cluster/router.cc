@@ -419,4 +419,42 @@ bool Router::WaitReplicas(int replicas, int64_t timeout_ms) {
   return ok;
 }
 
+// ---- helpers -----------------------------------------------------------------------------
+
+TopologyOptions SingleNode(RedisOptions node, std::string marker_stem) {
+  TopologyOptions o;
+  o.seeds = {node.address};
+  o.node = std::move(node);
+  o.marker_stem = std::move(marker_stem);
+  return o;
+}
+
+RedisReply Batch::Next() {
+  if (next_ == replies_.size()) {
+    replies_.clear();
+    next_ = 0;
+    if (calls_.empty()) return nullptr;
+    router_->Execute(calls_, &replies_);
+    calls_.clear();
+  }
+  return std::move(replies_[next_++]);
+}
+
+void Batch::Drop() {
+  calls_.clear();
+  replies_.clear();
+  next_ = 0;
+}
+
+bool SscanStep(Router* router, std::string_view key, std::string* cursor, std::string_view count,
+               std::vector<std::string>* members) {
+  RedisReply r = router->Command(KeySlot(key), {"SSCAN", key, *cursor, "COUNT", count});
+  if (r == nullptr) return false;
+  if (!ReadSscanReply(r.get(), cursor, members)) {
+    router->NoteError("unexpected SSCAN reply for " + std::string(key));
+    return false;
+  }
+  return true;
+}
+
 }  // namespace klined::cluster

@@ -158,6 +158,8 @@ class Router {
   const SlotMap& map();
   // The last connection error, for logs.
   const std::string& error() const { return error_; }
+  // Records a caller's protocol surprise (an unexpected reply) for error().
+  void NoteError(std::string_view why) { error_.assign(why); }
 
  private:
   struct Pending {
@@ -187,5 +189,41 @@ class Router {
   OwnedCounter errors_;
   OwnedCounter reconnects_;
 };
+
+// A single Redis: one seed (node.address), no CLUSTER command sent.
+TopologyOptions SingleNode(RedisOptions node, std::string marker_stem);
+
+// The append-then-read shape of a RedisConn pipeline over a Router, for jobs written that
+// way: calls are collected with their slots and run together (split by node, the nodes
+// working at once) when the first of their replies is asked for; replies come back in append
+// order. Calls appended while replies are unread run after those are read. Calls to
+// different nodes run in no set order: a caller that needs one write to land before another
+// reads the first's reply before appending the second. A null reply: that call's node
+// connection failed (whether it ran is unknown).
+class Batch {
+ public:
+  explicit Batch(Router* router) : router_(router) {}
+
+  void Append(uint16_t slot, std::span<const std::string_view> argv) {
+    calls_.push_back({slot, Encode(argv)});
+  }
+  void Append(uint16_t slot, std::initializer_list<std::string_view> argv) {
+    Append(slot, std::span<const std::string_view>(argv.begin(), argv.size()));
+  }
+  // The next reply (null, too, when nothing was appended).
+  RedisReply Next();
+  // Forgets the replies not yet read and the calls not yet run (after a surprise).
+  void Drop();
+
+ private:
+  Router* router_;
+  std::vector<Call> calls_;
+  std::vector<RedisReply> replies_;
+  size_t next_ = 0;
+};
+
+// One SSCAN step over a set, routed by the key's slot, as RedisConn::SscanStep.
+bool SscanStep(Router* router, std::string_view key, std::string* cursor, std::string_view count,
+               std::vector<std::string>* members);
 
 }  // namespace klined::cluster
