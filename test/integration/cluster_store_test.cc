@@ -139,6 +139,23 @@ void CheckStored(RedisCluster& cluster, Book& book) {
         std::set<std::string>(book.symbols.begin(), book.symbols.end()));
 }
 
+// A primary other than the one serving `slot` (where a test moves the slot to).
+RedisServer& OtherPrimary(RedisCluster& cluster, uint16_t slot) {
+  for (int s = 0; s < klined::cluster::kSlots; s += 97) {
+    if (&cluster.PrimaryOf(s) != &cluster.PrimaryOf(slot)) return cluster.PrimaryOf(s);
+  }
+  FAIL("one primary serves every slot");
+  return cluster.PrimaryOf(slot);
+}
+
+// A store over the cluster with the book loaded and its trades up to `upto` flushed.
+void LoadAndFlush(klined::KlineStore& store, Book& book, int upto) {
+  std::vector<klined::SymbolSeries*> all = book.All();
+  REQUIRE(store.LoadAll(all));
+  book.Apply(0, upto);
+  FlushAll(store, book);
+}
+
 }  // namespace
 
 TEST_CASE("cluster store: flushes spread over three primaries, each symbol exact on its own") {
@@ -147,24 +164,12 @@ TEST_CASE("cluster store: flushes spread over three primaries, each symbol exact
   REQUIRE(topology.Refresh());
   Book book(60, 40);
   klined::KlineStore store(&topology, "kline", &book.layout);
-  {
-    std::vector<klined::SymbolSeries*> all = book.All();
-    REQUIRE(store.LoadAll(all));
-  }
-  book.Apply(0, 15);
-  FlushAll(store, book);
+  LoadAndFlush(store, book, 15);
 
   // A busy symbol's slot moves to another primary behind the store's back: its next calls
   // are answered MOVED and resent where the slot lives now.
   const uint16_t slot = KeySlot("kline:{" + book.symbols[0] + "}");
-  RedisServer& from = cluster.PrimaryOf(slot);
-  RedisServer* to = nullptr;
-  for (int s = 0; s < klined::cluster::kSlots && to == nullptr; s += 97) {
-    RedisServer& p = cluster.PrimaryOf(s);
-    if (&p != &from) to = &p;
-  }
-  REQUIRE(to != nullptr);
-  cluster.MoveSlot(slot, *to);
+  cluster.MoveSlot(slot, OtherPrimary(cluster, slot));
   const uint64_t moved_before = topology.stats().moved.load();
   book.Apply(15, 30);
   FlushAll(store, book);
@@ -235,25 +240,15 @@ TEST_CASE("cluster store: rollover, trim and the lease route over three primarie
   REQUIRE(topology.Refresh());
   Book book(60, 40);
   klined::KlineStore store(&topology, "kline", &book.layout);
-  {
-    std::vector<klined::SymbolSeries*> all = book.All();
-    REQUIRE(store.LoadAll(all));
-  }
-  book.Apply(0, 40);
-  FlushAll(store, book);
+  LoadAndFlush(store, book, 40);
   int64_t last_trade = 0;
   for (const RefTrade& t : book.trades) last_trade = std::max(last_trade, t.time_ms);
 
   // The jobs' router sees a slot moved behind its back (MOVED for its calls).
   klined::cluster::Router router(&topology);
   const uint16_t slot = KeySlot("kline:{" + book.symbols[1] + "}");
-  RedisServer* to = nullptr;
-  for (int s = 0; s < klined::cluster::kSlots && to == nullptr; s += 97) {
-    if (&cluster.PrimaryOf(s) != &cluster.PrimaryOf(slot)) to = &cluster.PrimaryOf(s);
-  }
-  REQUIRE(to != nullptr);
   REQUIRE(router.EnsureConnected());
-  cluster.MoveSlot(slot, *to);
+  cluster.MoveSlot(slot, OtherPrimary(cluster, slot));
 
   klined::RolloverStats stats;
   klined::RolloverJob rollover(&router, "kline", &book.layout, &stats);
@@ -317,11 +312,7 @@ TEST_CASE("cluster store: rollover, trim and the lease route over three primarie
   REQUIRE(a.Poll());
   CHECK_FALSE(b.Poll());
   const uint16_t lease_slot = KeySlot("kline:lease");
-  RedisServer* lease_to = nullptr;
-  for (int s = 0; s < klined::cluster::kSlots && lease_to == nullptr; s += 97) {
-    if (&cluster.PrimaryOf(s) != &cluster.PrimaryOf(lease_slot)) lease_to = &cluster.PrimaryOf(s);
-  }
-  REQUIRE(lease_to != nullptr);
+  RedisServer* lease_to = &OtherPrimary(cluster, lease_slot);
   cluster.MoveSlot(lease_slot, *lease_to);
   a.Release();
   bool taken = false;
