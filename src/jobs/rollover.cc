@@ -92,10 +92,6 @@ RolloverJob::RolloverJob(cluster::Router* router, std::string key_prefix,
   step_script_ = router_->AddScript(std::string(lua::kCommon) + lua::kFence + lua::kRolloverStep);
 }
 
-uint16_t RolloverJob::SlotOf(std::string_view sym) const {
-  return cluster::KeySlot(keys_.Base(sym));
-}
-
 void RolloverJob::AddPending() {
   batch_.Drop();  // what a failed chunk left unread
   if (unindexed_.empty()) return;
@@ -169,7 +165,7 @@ bool RolloverJob::StepChunk(const std::vector<std::string>& symbols, int64_t now
     for (size_t i = 0; i < n_iv; ++i) {
       args_.insert(args_.end(), {IntervalName(ivs[i]), prev[i], now[i], close_time[i]});
     }
-    batch_.Append(SlotOf(sym), args_);
+    batch_.Append(keys_.Slot(sym), args_);
   }
   bool fenced = false;
   for (const std::string& sym : symbols) {
@@ -234,7 +230,7 @@ bool RolloverJob::RollChunk(const std::vector<std::string>& symbols, int64_t now
         keys_.CurrentInto(sym, layout_->intervals[i], &keys[i]);
         args_.push_back(keys[i]);
       }
-      batch_.Append(SlotOf(sym), args_);
+      batch_.Append(keys_.Slot(sym), args_);
     }
     reads.clear();
     for (size_t k = 0; k < pending.size(); ++k) {
@@ -287,7 +283,7 @@ bool RolloverJob::RollChunk(const std::vector<std::string>& symbols, int64_t now
       if (n_roll == 0) continue;
       nums_.push_back(ToDec(static_cast<int64_t>(n_roll)));
       args_[7] = nums_.back();
-      batch_.Append(SlotOf(sym), args_);  // encoded (copied) here
+      batch_.Append(keys_.Slot(sym), args_);  // encoded (copied) here
       sent.push_back(k);
     }
     // 3. Replies: count, and collect conflicting symbols for a re-read.

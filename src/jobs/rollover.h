@@ -119,7 +119,6 @@ class RolloverJob {
   // for the next chunk or run if the connection fails.
   void AddPending();
 
-  uint16_t SlotOf(std::string_view sym) const;
 
   cluster::Router* router_;
   cluster::Batch batch_;

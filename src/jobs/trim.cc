@@ -44,8 +44,6 @@ TrimJob::TrimJob(cluster::Router* router, std::string key_prefix, const SeriesLa
   retire_script_ = router_->AddScript(std::string(lua::kFence) + kRetireIdle);
 }
 
-uint16_t TrimJob::SlotOf(std::string_view sym) const { return cluster::KeySlot(keys_.Base(sym)); }
-
 TrimResult TrimJob::RunOnce(std::string_view fence, const std::function<bool()>& may_continue) {
   TrimResult result;
   const int64_t start = MonotonicMs();
@@ -78,7 +76,7 @@ TrimResult TrimJob::RunOnce(std::string_view fence, const std::function<bool()>&
       args.insert(args.end(), {"EVALSHA", router_->Sha(script_), "1", wm, keys_.prefix(), symbol,
                                fence, limit, kMaxScan});
       for (Interval iv : layout_->intervals) args.push_back(IntervalName(iv));
-      batch_.Append(SlotOf(symbol), args);
+      batch_.Append(keys_.Slot(symbol), args);
     }
     for (size_t k = 0; k < members.size() && ok; ++k) {
       RedisReply t = batch_.Next();
@@ -128,7 +126,7 @@ TrimResult TrimJob::RunOnce(std::string_view fence, const std::function<bool()>&
 bool TrimJob::RetireIdle(const std::vector<std::string>& members, std::string_view fence,
                          int64_t idle_ms) {
   for (const std::string& sym : members) {
-    batch_.Append(SlotOf(sym), {"GET", keys_.Watermark(sym)});
+    batch_.Append(keys_.Slot(sym), {"GET", keys_.Watermark(sym)});
   }
   std::vector<std::string> due_wm;
   std::vector<const std::string*> due;
@@ -146,7 +144,7 @@ bool TrimJob::RetireIdle(const std::vector<std::string>& members, std::string_vi
     }
   }
   for (size_t i = 0; i < due.size(); ++i) {
-    batch_.Append(SlotOf(*due[i]),
+    batch_.Append(keys_.Slot(*due[i]),
                   {"EVALSHA", router_->Sha(retire_script_), "3", keys_.Watermark(*due[i]),
                    keys_.WriteStamp(*due[i]), keys_.Fence(*due[i]), due_wm[i], fence});
   }
@@ -182,7 +180,7 @@ bool TrimJob::RetireIdle(const std::vector<std::string>& members, std::string_vi
   args = {"SADD", retired_key};
   for (size_t i : retired) args.push_back(*due[i]);
   batch_.Append(cluster::KeySlot(retired_key), args);
-  for (size_t i : retired) batch_.Append(SlotOf(*due[i]), {"GET", keys_.Watermark(*due[i])});
+  for (size_t i : retired) batch_.Append(keys_.Slot(*due[i]), {"GET", keys_.Watermark(*due[i])});
   if (batch_.Next() == nullptr) {
     batch_.Drop();
     return false;

@@ -114,8 +114,18 @@ void FlushAll(klined::KlineStore& store, Book& book) {
   FAIL("still dirty after 10 flushes: " << store.LastError());
 }
 
-// What a plain client on each symbol's primary reads, against the reference.
-void CheckStored(RedisCluster& cluster, Book& book) {
+// The members of a global index set, read from the primary serving it, are the book's symbols.
+void CheckIndex(RedisCluster& cluster, Book& book, const std::string& index) {
+  CAPTURE(index);
+  auto c = cluster.PrimaryOf(KeySlot(index)).Connect();
+  const std::vector<std::string> members = c.Strings({"SMEMBERS", index});
+  CHECK(std::set<std::string>(members.begin(), members.end()) ==
+        std::set<std::string>(book.symbols.begin(), book.symbols.end()));
+}
+
+// What a plain client on each symbol's primary reads, against the reference (rolled on to
+// the bucket of `now` when not 0).
+void CheckStored(RedisCluster& cluster, Book& book, int64_t now = 0) {
   std::set<std::string> primaries_used;
   for (const std::string& sym : book.symbols) {
     CAPTURE(sym);
@@ -125,18 +135,14 @@ void CheckStored(RedisCluster& cluster, Book& book) {
     auto c = owner.Connect();
     for (const auto& [iv, len] : {std::pair<std::string, int64_t>{"1m", 60000}, {"5m", 300000}}) {
       CAPTURE(iv);
-      const auto [hist, current] = Expected(book.trades, sym, iv, len);
+      const auto [hist, current] = Expected(book.trades, sym, iv, len, now - now % len);
       CHECK(c.Strings({"ZRANGE", base + ":" + iv + ":hist", "0", "-1"}) == hist);
       CHECK(c.Get(base + ":" + iv).value_or("") == current);
     }
     CHECK(c.Get(base + ":wm") == std::to_string(klined_it::LastIds(book.trades)[sym]));
   }
   CHECK(primaries_used.size() == 3);  // the symbols spread over every primary
-  const std::string index = "kline:symbols";
-  auto c = cluster.PrimaryOf(KeySlot(index)).Connect();
-  const std::vector<std::string> members = c.Strings({"SMEMBERS", index});
-  CHECK(std::set<std::string>(members.begin(), members.end()) ==
-        std::set<std::string>(book.symbols.begin(), book.symbols.end()));
+  CheckIndex(cluster, book, "kline:symbols");
 }
 
 // A primary other than the one serving `slot` (where a test moves the slot to).
@@ -265,28 +271,8 @@ TEST_CASE("cluster store: rollover, trim and the lease route over three primarie
   CHECK(r2.errors == 0);
   CHECK(rollover.RunOnce(now2).symbols_rolled == 0);  // idempotent
 
-  std::set<std::string> primaries_used;
-  for (const std::string& sym : book.symbols) {
-    CAPTURE(sym);
-    const std::string base = "kline:{" + sym + "}";
-    RedisServer& owner = cluster.PrimaryOf(KeySlot(base));
-    primaries_used.insert(owner.address());
-    auto c = owner.Connect();
-    for (const auto& [iv, len] : {std::pair<std::string, int64_t>{"1m", 60000}, {"5m", 300000}}) {
-      CAPTURE(iv);
-      const auto [hist, current] = Expected(book.trades, sym, iv, len, now2 - now2 % len);
-      CHECK(c.Strings({"ZRANGE", base + ":" + iv + ":hist", "0", "-1"}) == hist);
-      CHECK(c.Get(base + ":" + iv).value_or("") == current);
-    }
-  }
-  CHECK(primaries_used.size() == 3);
-  {
-    const std::string index = "kline:pending";
-    auto c = cluster.PrimaryOf(KeySlot(index)).Connect();
-    const std::vector<std::string> members = c.Strings({"SMEMBERS", index});
-    CHECK(std::set<std::string>(members.begin(), members.end()) ==
-          std::set<std::string>(book.symbols.begin(), book.symbols.end()));
-  }
+  CheckStored(cluster, book, now2);
+  CheckIndex(cluster, book, "kline:pending");
 
   // Trim: with every candle persisted (the pending hashes gone), each history keeps its limit.
   for (const std::string& sym : book.symbols) {

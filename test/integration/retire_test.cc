@@ -43,13 +43,23 @@ TEST_CASE("retire: a retired symbol stops rolling, keeps its candles, and a trad
   REQUIRE(WaitUntil([&] { return open_of("kline:{BTCUSDT}:1s") >= btc_open + 3000; }, seconds(10)));
   CHECK(open_of("kline:{OLDUSDT}:1s") == old_open);
   CHECK(rc.Integer({"ZCARD", "kline:{OLDUSDT}:1m:hist"}) == old_hist);
-  REQUIRE(WaitUntil(
-      [&] {
-        const std::string m = stack.Metrics();
-        return MetricValue(m, "klined_symbols_retired") == 1 &&
-               MetricValue(m, "klined_symbols_active") == 1;
-      },
-      seconds(20)));
+  // The census follows each complete trim pass (every 10 s, the first 5 s after the lease).
+  std::string census;
+  REQUIRE_MESSAGE(
+      WaitUntil(
+          [&] {
+            const std::string m = stack.Metrics();
+            census =
+                "retired=" + std::to_string(MetricValue(m, "klined_symbols_retired")) +
+                " active=" + std::to_string(MetricValue(m, "klined_symbols_active")) +
+                " trim_failures=" + std::to_string(MetricValue(m, "klined_trim_failures_total")) +
+                " takeovers=" + std::to_string(MetricValue(m, "klined_lease_takeovers_total"));
+            return MetricValue(m, "klined_symbols_retired") == 1 &&
+                   MetricValue(m, "klined_symbols_active") == 1;
+          },
+          seconds(30)),
+      census << "\n"
+             << klined->OutputTail());
 
   // A trade brings it back: active again, counted so, candles as if never retired.
   // In the buckets of the symbol's last trade: the shard's write stamp would let FLUSH_FAST

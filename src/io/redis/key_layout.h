@@ -10,6 +10,7 @@
 #include <string>
 #include <string_view>
 
+#include "io/redis/cluster/slot_map.h"
 #include "klined/interval.h"
 
 namespace klined {
@@ -29,6 +30,10 @@ class KeyLayout {
     k.append(prefix_).append(":{").append(symbol).append("}");
     return k;
   }
+  // The cluster slot of every key of the symbol (its hash tag). A script call on the symbol
+  // declares Watermark(symbol) in KEYS, so a node that no longer serves the slot answers
+  // MOVED or ASK instead of running it.
+  uint16_t Slot(std::string_view symbol) const { return cluster::KeySlot(Base(symbol)); }
   // PREFIX:{SYMBOL}:INTERVAL: the current candle (string).
   std::string Current(std::string_view symbol, Interval iv) const {
     std::string k;

@@ -83,12 +83,8 @@ KlineStore::KlineStore(std::unique_ptr<cluster::Topology> own, cluster::Topology
   nonce_ = buf;
 }
 
-uint16_t KlineStore::SlotOf(std::string_view sym) const {
-  return cluster::KeySlot(keys_.Watermark(sym));
-}
-
 void KlineStore::Read(std::string_view sym, std::initializer_list<std::string_view> argv) {
-  reads_.push_back({SlotOf(sym), cluster::Encode(argv)});
+  reads_.push_back({keys_.Slot(sym), cluster::Encode(argv)});
 }
 
 bool KlineStore::RunReads(std::vector<RedisReply>* replies) {
@@ -474,7 +470,7 @@ std::unique_ptr<FlushJob> KlineStore::PrepareFlush(std::span<SymbolSeries* const
     job->mysql_late[k] = !mysql_late_[k].empty();
     job->tickets[k] = series[k]->BeginFlush();
     job->stamps[k] = FormatMarks(series[k]->flush_marks());
-    job->calls.push_back({SlotOf(series[k]->symbol().view()), {}});
+    job->calls.push_back({keys_.Slot(series[k]->symbol().view()), {}});
     job->call_series.push_back(k);
     std::string* payload = &job->calls.back().resp;
     uint64_t token = 0;
@@ -713,7 +709,7 @@ bool KlineStore::Load(std::span<SymbolSeries* const> series, std::vector<LoadSta
     const std::string wm = keys_.Watermark(sym);  // declared, as FLUSH's
     args_.insert(args_.end(), {"EVALSHA", reader_.Sha(load_script_), "1", wm, keys_.prefix(), sym});
     for (size_t i = 0; i < s->interval_count(); ++i) args_.push_back(IntervalName(s->interval(i)));
-    reads_.push_back({SlotOf(sym), cluster::Encode(args_)});
+    reads_.push_back({keys_.Slot(sym), cluster::Encode(args_)});
     // The ticker state (~20 KiB) by a plain GET: through the script it would be copied into
     // a Lua string and out again, which was most of Redis's work in a restart.
     Read(sym, {"GET", keys_.TickerState(sym)});

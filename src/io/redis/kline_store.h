@@ -102,8 +102,6 @@ class KlineStore final : public SeriesStore {
   struct Job;
   KlineStore(std::unique_ptr<cluster::Topology> own, cluster::Topology* topology,
              std::string key_prefix, const SeriesLayout* layout, std::string ticker_prefix);
-  // The slot of every key of `sym`.
-  uint16_t SlotOf(std::string_view sym) const;
   // The shard thread's pipelined reads: Read appends one command in `sym`'s slot, RunReads
   // sends them all and fills *replies in order; false (replies incomplete) if a node's
   // connection failed.

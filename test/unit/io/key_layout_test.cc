@@ -47,6 +47,7 @@ TEST_CASE("key layout: a symbol's keys share its slot") {
     CAPTURE(key);
     CHECK(cluster::KeySlot(key) == slot);
   }
+  CHECK(k.Slot("ETHUSDT") == slot);  // what every routed call on the symbol uses
 }
 
 TEST_CASE("key layout: the symbol of an events channel") {
