@@ -204,16 +204,20 @@ struct PersistWorker::Entry {
 
 PersistWorker::PersistWorker(PersistOptions options)
     : options_(std::move(options)),
-      redis_(options_.redis),
+      own_topology_(options_.topology != nullptr
+                        ? nullptr
+                        : std::make_unique<cluster::Topology>(cluster::SingleNode(
+                              options_.redis, options_.key_prefix + ":wait"))),
+      router_(options_.topology != nullptr ? options_.topology : own_topology_.get()),
       mysql_(options_.mysql),
       table_(&mysql_, options_.batch_rows, options_.tz),
       keys_(options_.key_prefix, ""),
       interval_ms_(options_.persist_interval_ms) {
-  pending_script_ = redis_.AddScript(std::string(lua::kFence) + kPendingDone);
-  quarantine_script_ = redis_.AddScript(std::string(lua::kFence) + kQuarantine);
-  late_script_ = redis_.AddScript(std::string(lua::kCommon) + lua::kFence + kLateDone);
+  pending_script_ = router_.AddScript(std::string(lua::kFence) + kPendingDone);
+  quarantine_script_ = router_.AddScript(std::string(lua::kFence) + kQuarantine);
+  late_script_ = router_.AddScript(std::string(lua::kCommon) + lua::kFence + kLateDone);
   restore_script_ =
-      redis_.AddScript(std::string(lua::kHistoryWindow) + lua::kFence + lua::kRestoreHistory);
+      router_.AddScript(std::string(lua::kHistoryWindow) + lua::kFence + lua::kRestoreHistory);
 }
 
 PersistWorker::~PersistWorker() { Stop(); }
@@ -285,7 +289,7 @@ void PersistWorker::Loop() {
 }
 
 bool PersistWorker::FailRedis(PersistRunReport* report) {
-  report->error = "redis: " + redis_.error();
+  report->error = "redis: " + router_.error();
   return false;
 }
 
@@ -304,7 +308,7 @@ bool PersistWorker::Fenced(PersistRunReport* report) {
 }
 
 bool PersistWorker::Connect(PersistRunReport* report) {
-  if (!redis_.EnsureConnected()) return FailRedis(report);
+  if (!router_.EnsureConnected()) return FailRedis(report);
   if (!mysql_.EnsureConnected()) return FailMysql(report);
   if (!schema_ready_) {
     if (!table_.EnsureSchema()) return FailMysql(report);
@@ -348,7 +352,7 @@ PersistRunReport PersistWorker::RunOnce() {
     stats_.failures.Add();
     LOG_RATE(kWarn, "persist.failed",
              "error=\"" << report.error << "\" upserted=" << report.upserted << " mysql_errors="
-                        << mysql_.errors() << " redis_errors=" << redis_.errors());
+                        << mysql_.errors() << " redis_errors=" << router_.errors());
   }
   return report;
 }
@@ -359,7 +363,7 @@ bool PersistWorker::ScanSet(const std::string& key, std::vector<std::string>* me
   std::string cursor = "0";
   const std::string count = std::to_string(kScanCount);
   do {
-    if (!redis_.SscanStep(key, &cursor, count, members)) return FailRedis(report);
+    if (!cluster::SscanStep(&router_, key, &cursor, count, members)) return FailRedis(report);
   } while (cursor != "0");
   // SSCAN may return a member twice.
   std::sort(members->begin(), members->end());
@@ -372,49 +376,46 @@ bool PersistWorker::EvalAll(const std::vector<std::vector<std::string_view>>& ca
                             std::vector<std::array<long long, 2>>* flags) {
   results->assign(calls.size(), 0);
   if (flags != nullptr) flags->assign(calls.size(), {0, 0});
-  for (int attempt = 0; attempt < 2; ++attempt) {
-    for (const auto& argv : calls) redis_.Append(std::span<const std::string_view>(argv));
-    bool noscript = false;
-    for (size_t i = 0; i < calls.size(); ++i) {
-      RedisReply r = redis_.GetReply();
-      if (r == nullptr) return FailRedis(report);
-      if (IsNoScript(r.get())) {
-        noscript = true;
-      } else if (r->type == REDIS_REPLY_ERROR) {
-        // This call only (a key of another type, say): its symbol's entries stay for the next
-        // run; the rest of the pipeline is read on (returning here left its replies unread).
-        (*results)[i] = kScriptFailed;
-        stats_.script_errors.Add();
-        LOG_RATE(kError, "persist.script_failed",
-                 "key=" << (calls[i].size() > 3 ? calls[i][3] : std::string_view()) << " error=\""
-                        << View(r.get()) << "\"");
-      } else if (r->type == REDIS_REPLY_INTEGER) {
-        (*results)[i] = r->integer;
-      } else if (r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
-                 r->element[0]->type == REDIS_REPLY_INTEGER) {
-        (*results)[i] = r->element[0]->integer;  // {result, flags...}
-        for (size_t e = 1; flags != nullptr && e < r->elements && e <= 2; ++e) {
-          if (r->element[e]->type == REDIS_REPLY_INTEGER)
-            (*flags)[i][e - 1] = r->element[e]->integer;
-        }
+  for (const auto& argv : calls) {
+    batch_.Append(cluster::KeySlot(argv[3]), std::span<const std::string_view>(argv));
+  }
+  for (size_t i = 0; i < calls.size(); ++i) {
+    RedisReply r = batch_.Next();
+    if (r == nullptr) {
+      batch_.Drop();
+      return FailRedis(report);
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+      // This call only (a key of another type, say): its symbol's entries stay for the next
+      // run; the other replies are read on.
+      (*results)[i] = kScriptFailed;
+      stats_.script_errors.Add();
+      LOG_RATE(kError, "persist.script_failed",
+               "key=" << calls[i][3] << " error=\"" << View(r.get()) << "\"");
+    } else if (r->type == REDIS_REPLY_INTEGER) {
+      (*results)[i] = r->integer;
+    } else if (r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+               r->element[0]->type == REDIS_REPLY_INTEGER) {
+      (*results)[i] = r->element[0]->integer;  // {result, flags...}
+      for (size_t e = 1; flags != nullptr && e < r->elements && e <= 2; ++e) {
+        if (r->element[e]->type == REDIS_REPLY_INTEGER) (*flags)[i][e - 1] = r->element[e]->integer;
       }
     }
-    if (!noscript) return true;
-    if (!redis_.ReloadScripts()) return FailRedis(report);
-    // The SHA is a hash of the body: it did not change, so the argv views are still right.
   }
-  report->error = "redis: NOSCRIPT after reloading the scripts";
-  return false;
+  return true;
 }
 
 template <class Keys>
 bool PersistWorker::ReadHashes(const Keys& keys, std::vector<RedisReply>* replies,
                                PersistRunReport* report) {
-  for (const auto& key : keys) redis_.Append({"HGETALL", key});
+  for (const auto& key : keys) batch_.Append(cluster::KeySlot(key), {"HGETALL", key});
   replies->clear();
   for (size_t i = 0; i < std::size(keys); ++i) {
-    RedisReply r = redis_.GetReply();
-    if (r == nullptr) return FailRedis(report);
+    RedisReply r = batch_.Next();
+    if (r == nullptr) {
+      batch_.Drop();
+      return FailRedis(report);
+    }
     replies->push_back(std::move(r));
   }
   return true;
@@ -470,7 +471,7 @@ bool PersistWorker::PersistPending(const std::vector<std::string>& symbols,
         continue;
       }
       call_of[k] = calls.size();
-      calls.push_back({"EVALSHA", redis_.Sha(pending_script_), "2", keys[k],
+      calls.push_back({"EVALSHA", router_.Sha(pending_script_), "2", keys[k],
                        keys.emplace_back(keys_.Fence(symbol)), run_fence_});
       is_quarantine.push_back(false);
       call_symbol.push_back(begin + k);
@@ -507,7 +508,7 @@ bool PersistWorker::PersistPending(const std::vector<std::string>& symbols,
         const std::string& hist =
             keys.emplace_back(keys_.History(symbols[begin + sus.symbol], sus.iv));
         const std::string& score = keys.emplace_back(std::to_string(sus.open));
-        redis_.Append({"ZRANGEBYSCORE", hist, score, score, "LIMIT", "0", "2"});
+        batch_.Append(cluster::KeySlot(hist), {"ZRANGEBYSCORE", hist, score, score, "LIMIT", "0", "2"});
       }
       hist_replies.clear();
       for (const Suspect& sus : suspects) {
@@ -515,8 +516,11 @@ bool PersistWorker::PersistPending(const std::vector<std::string>& symbols,
           hist_replies.emplace_back();
           continue;
         }
-        RedisReply h = redis_.GetReply();
-        if (h == nullptr) return FailRedis(report);
+        RedisReply h = batch_.Next();
+        if (h == nullptr) {
+          batch_.Drop();
+          return FailRedis(report);
+        }
         hist_replies.push_back(std::move(h));
       }
       for (size_t i = 0; i < suspects.size(); ++i) {
@@ -551,7 +555,7 @@ bool PersistWorker::PersistPending(const std::vector<std::string>& symbols,
                            << "\" history=\"" << repair << "\" json=\"" << Clip(sus.json)
                            << "\" detail=\"moved to " << keys_.Quarantine(symbol) << "\"");
         const std::string& qkey = keys.emplace_back(keys_.Quarantine(symbol));
-        calls.push_back({"EVALSHA", redis_.Sha(quarantine_script_), "3", keys[sus.symbol], qkey,
+        calls.push_back({"EVALSHA", router_.Sha(quarantine_script_), "3", keys[sus.symbol], qkey,
                          keys.emplace_back(keys_.Fence(symbol)), run_fence_, sus.field, sus.json});
         is_quarantine.push_back(true);
         call_symbol.push_back(begin + sus.symbol);
@@ -611,13 +615,14 @@ bool PersistWorker::RestoreStep(PersistRunReport* report) {
   const std::string marker = keys_.Dataset();
   if (restoring_ && restore_epoch_ != run_epoch_) restoring_ = false;  // a new grant: anew
   if (!restoring_) {
-    RedisReply r = redis_.Command({"EXISTS", marker});
+    RedisReply r = router_.Command(cluster::KeySlot(marker), {"EXISTS", marker});
     if (r == nullptr) return FailRedis(report);
     restore_symbols_.clear();
     restore_dataset_ = !(r->type == REDIS_REPLY_INTEGER && r->integer == 1);
     if (!restore_dataset_) {
       // The dataset is there; single symbols a shard found gone may wait in PREFIX:restore.
-      RedisReply asked = redis_.Command({"SMEMBERS", keys_.RestoreSymbols()});
+      const std::string asked_key = keys_.RestoreSymbols();
+      RedisReply asked = router_.Command(cluster::KeySlot(asked_key), {"SMEMBERS", asked_key});
       if (asked == nullptr) return FailRedis(report);
       for (size_t i = 0; asked->type == REDIS_REPLY_ARRAY && i < asked->elements; ++i) {
         restore_symbols_.emplace_back(asked->element[i]->str, asked->element[i]->len);
@@ -666,7 +671,7 @@ bool PersistWorker::RestoreStep(PersistRunReport* report) {
           std::min(restore_gap_from_, NextBucketOpen(iv, candles.back().open_time, options_.tz));
       std::vector<std::string_view>& argv = calls.emplace_back();
       argv = {"EVALSHA",
-              redis_.Sha(restore_script_),
+              router_.Sha(restore_script_),
               "4",
               strings.emplace_back(keys_.History(sym, iv)),
               strings.emplace_back(keys_.Trimmed(sym)),
@@ -689,16 +694,20 @@ bool PersistWorker::RestoreStep(PersistRunReport* report) {
     }
     if (written > 0) {
       // Back among the known symbols (the rollover and the API find it), unless retired.
-      RedisReply retired = redis_.Command({"SISMEMBER", keys_.RetiredSymbols(), sym});
+      const std::string retired_key = keys_.RetiredSymbols();
+      RedisReply retired =
+          router_.Command(cluster::KeySlot(retired_key), {"SISMEMBER", retired_key, sym});
       if (retired == nullptr) return FailRedis(report);
-      if (retired->type != REDIS_REPLY_INTEGER || retired->integer != 1) {
-        if (redis_.Command({"SADD", keys_.Symbols(), sym}) == nullptr) return FailRedis(report);
+      if ((retired->type != REDIS_REPLY_INTEGER || retired->integer != 1) &&
+          !AddTo(keys_.Symbols(), {sym})) {
+        return FailRedis(report);
       }
     }
     restore_written_ += written;
     stats_.restored_candles.Add(written);
     // Done with it (a request a shard made meanwhile is done too: the holes are filled).
-    if (redis_.Command({"SREM", keys_.RestoreSymbols(), sym}) == nullptr) {
+    const std::string restore_key = keys_.RestoreSymbols();
+    if (router_.Command(cluster::KeySlot(restore_key), {"SREM", restore_key, sym}) == nullptr) {
       return FailRedis(report);
     }
   }
@@ -707,7 +716,9 @@ bool PersistWorker::RestoreStep(PersistRunReport* report) {
   if (restore_dataset_) {
     const std::string value =
         "epoch:" + std::to_string(run_epoch_) + ":" + std::to_string(WallMs());
-    if (redis_.Command({"SET", marker, value}) == nullptr) return FailRedis(report);
+    if (router_.Command(cluster::KeySlot(marker), {"SET", marker, value}) == nullptr) {
+      return FailRedis(report);
+    }
   }
   restoring_ = false;
   if (restore_dataset_ && restore_written_ == 0) {
@@ -760,7 +771,7 @@ bool PersistWorker::DrainLate(const std::vector<std::string>& symbols, PersistRu
       std::vector<std::string_view>& argv = calls.emplace_back();
       call_symbol.push_back(begin + k);
       argv = {"EVALSHA",
-              redis_.Sha(late_script_),
+              router_.Sha(late_script_),
               "2",
               late_keys[k],
               strings.emplace_back(keys_.Fence(symbol)),
@@ -862,8 +873,8 @@ bool PersistWorker::AddTo(const std::string& set_key, const std::vector<std::str
   if (symbols.empty()) return true;
   std::vector<std::string_view> args = {"SADD", set_key};
   args.insert(args.end(), symbols.begin(), symbols.end());
-  redis_.Append(args);
-  RedisReply r = redis_.GetReply();
+  batch_.Append(cluster::KeySlot(set_key), args);
+  RedisReply r = batch_.Next();
   if (r == nullptr) return false;
   if (r->type == REDIS_REPLY_ERROR) {  // an operator's to fix: logged, the run goes on
     LOG_RATE(kError, "persist.index_failed",
@@ -877,19 +888,25 @@ bool PersistWorker::DropEmpty(const std::string& set_key, const std::vector<std:
   if (symbols.empty()) return true;
   // 1. SREM. 2. EXISTS of each hash. 3. SADD back the ones a writer filled meanwhile: a
   // writer's entry that step 2 missed landed after it, and so its add after its write comes
-  // after step 1 and stands.
+  // after step 1 and stands. The set and the hashes may live on different nodes: step 1's
+  // reply is read before step 2 is sent.
   std::vector<std::string_view> args = {"SREM", set_key};
   args.insert(args.end(), symbols.begin(), symbols.end());
-  redis_.Append(args);
+  batch_.Append(cluster::KeySlot(set_key), args);
+  if (batch_.Next() == nullptr) return false;
   std::vector<std::string> hashes;
   hashes.reserve(symbols.size());
-  for (const std::string& sym : symbols)
-    redis_.Append({"EXISTS", hashes.emplace_back(hash_of(sym))});
-  if (redis_.GetReply() == nullptr) return false;
+  for (const std::string& sym : symbols) {
+    const std::string& hash = hashes.emplace_back(hash_of(sym));
+    batch_.Append(cluster::KeySlot(hash), {"EXISTS", hash});
+  }
   std::vector<std::string> refilled;
   for (const std::string& sym : symbols) {
-    RedisReply r = redis_.GetReply();
-    if (r == nullptr) return false;
+    RedisReply r = batch_.Next();
+    if (r == nullptr) {
+      batch_.Drop();
+      return false;
+    }
     if (r->type == REDIS_REPLY_INTEGER && r->integer == 1) refilled.push_back(sym);
   }
   return AddTo(set_key, refilled);
@@ -904,15 +921,18 @@ bool PersistWorker::SweepIndexes(PersistRunReport* report) {
   if (!ScanSet(keys_.Symbols(), &symbols, report)) return false;
   for (size_t begin = 0; begin < symbols.size(); begin += kScanCount) {
     const size_t end = std::min(symbols.size(), begin + kScanCount);
-    std::vector<std::string> hashes;
     for (size_t i = begin; i < end; ++i) {
-      redis_.Append({"EXISTS", hashes.emplace_back(keys_.Pending(symbols[i]))});
-      redis_.Append({"EXISTS", hashes.emplace_back(keys_.Late(symbols[i]))});
+      const uint16_t slot = keys_.Slot(symbols[i]);
+      batch_.Append(slot, {"EXISTS", keys_.Pending(symbols[i])});
+      batch_.Append(slot, {"EXISTS", keys_.Late(symbols[i])});
     }
     for (size_t i = begin; i < end; ++i) {
-      RedisReply p = redis_.GetReply();
-      RedisReply l = p ? redis_.GetReply() : nullptr;
-      if (l == nullptr) return FailRedis(report);
+      RedisReply p = batch_.Next();
+      RedisReply l = p ? batch_.Next() : nullptr;
+      if (l == nullptr) {
+        batch_.Drop();
+        return FailRedis(report);
+      }
       if (p->type == REDIS_REPLY_INTEGER && p->integer == 1) pending.push_back(symbols[i]);
       if (l->type == REDIS_REPLY_INTEGER && l->integer == 1) late.push_back(symbols[i]);
     }

@@ -6,8 +6,9 @@
 // PREFIX:pending, atomically with the history write. So a crash or a failover can lose
 // nothing: whatever is pending stays pending until a worker has seen MySQL commit it.
 //
-// One PersistWorker per process, with a thread of its own and its own RedisConn and
-// MysqlConn: blocking MySQL calls never run on a shard. While active (the timer loop holds
+// One PersistWorker per process, with a thread of its own, its own router on the process's
+// topology (one Redis, or a cluster's primaries: every call goes to the node serving its
+// key's slot) and its own MysqlConn: blocking MySQL calls never run on a shard. While active (the timer loop holds
 // the lease and calls SetActive from its thread), every mysql.persist_interval_ms it runs
 // RunOnce():
 //   1. SSCAN PREFIX:pending; per chunk of symbols, pipelined HGETALL B:pending;
@@ -74,6 +75,7 @@
 #include "base/counter.h"
 #include "io/mysql/kline_table.h"
 #include "io/mysql/mysql_conn.h"
+#include "io/redis/cluster/router.h"
 #include "io/redis/key_layout.h"
 #include "io/redis/redis_conn.h"
 #include "klined/interval.h"
@@ -82,6 +84,8 @@
 namespace klined {
 
 struct PersistOptions {
+  // The process's topology (not owned; outlives the worker). Null: the one Redis of `redis`.
+  cluster::Topology* topology = nullptr;
   RedisOptions redis;
   std::string key_prefix = "kline";
   MysqlOptions mysql;
@@ -168,8 +172,9 @@ class PersistWorker {
   bool DrainLate(const std::vector<std::string>& symbols, PersistRunReport* report);
   // The dataset marker check and, after a loss, the next symbols of the history restore.
   bool RestoreStep(PersistRunReport* report);
-  // Sends pipelined EVALSHA calls (argv per call) and reads the replies; reloads the scripts
-  // and resends once on NOSCRIPT (the calls are idempotent).
+  // Sends the EVALSHA calls (argv per call, KEYS[1] in the symbol's slot), each to the node
+  // serving it, all at once, and reads the replies (NOSCRIPT: the router loads the script on
+  // that node and resends; the calls are idempotent).
   // results[i]: call i's integer reply (0 if it was not an integer).
   // flags (optional)[i]: the next two integers of an array reply ({result, flag, flag}).
   bool EvalAll(const std::vector<std::vector<std::string_view>>& calls,
@@ -185,7 +190,7 @@ class PersistWorker {
   // PREFIX:pending / PREFIX:late (a writer that died between its write and its add left them
   // out). At the start of each active period and every 10 minutes.
   bool SweepIndexes(PersistRunReport* report);
-  // HGETALL of every key, pipelined; *replies gets one reply per key, in order.
+  // HGETALL of every key, routed and pipelined; *replies gets one reply per key, in order.
   template <class Keys>
   bool ReadHashes(const Keys& keys, std::vector<RedisReply>* replies, PersistRunReport* report);
   bool FailRedis(PersistRunReport* report);
@@ -193,7 +198,9 @@ class PersistWorker {
   bool Fenced(PersistRunReport* report);
 
   PersistOptions options_;
-  RedisConn redis_;
+  std::unique_ptr<cluster::Topology> own_topology_;  // when options.topology is null
+  cluster::Router router_;
+  cluster::Batch batch_{&router_};
   MysqlConn mysql_;
   KlineTable table_;
   TradeDecoder decoder_;

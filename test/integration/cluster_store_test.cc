@@ -5,7 +5,9 @@
 // node (NOSCRIPT) change nothing in what is stored; with wait_replicas 1 a flush counts only
 // once every node it wrote has a replica holding the writes; the timer jobs (rollover,
 // trim, lease) routed the same way leave every symbol's series equal to the independent
-// computation rolled forward, on whatever node serves it.
+// computation rolled forward, on whatever node serves it; the persistence worker routed the
+// same way brings every closed candle of every primary into MySQL exactly and empties the
+// pending hashes and index, a slot moved under it (MOVED) included.
 #include <doctest/doctest.h>
 
 #include <chrono>
@@ -16,12 +18,17 @@
 #include <string>
 #include <vector>
 
+#include "io/mysql/kline_table.h"
+#include "io/mysql/mysql_conn.h"
 #include "io/redis/cluster/router.h"
 #include "io/redis/kline_store.h"
 #include "jobs/lease.h"
+#include "jobs/persist.h"
 #include "jobs/rollover.h"
 #include "jobs/trim.h"
+#include "klined/candle.h"
 #include "klined/series.h"
+#include "mariadb_server.h"
 #include "redis_cluster.h"
 #include "stack.h"
 
@@ -310,4 +317,68 @@ TEST_CASE("cluster store: rollover, trim and the lease route over three primarie
   CHECK(b.epoch() > a.epoch());
   CHECK(lease_to->Connect().Get("kline:lease").value_or("") == b.token());
   b.Release();
+}
+
+TEST_CASE("cluster store: persistence routes over three primaries") {
+  RedisCluster cluster;
+  klined::test::MariaDbServer db;
+  Topology topology(Options(cluster));
+  REQUIRE(topology.Refresh());
+  Book book(60, 40);
+  klined::PersistOptions po;
+  po.topology = &topology;
+  po.key_prefix = "kline";
+  po.mysql.host = db.host();
+  po.mysql.port = db.port();
+  po.mysql.user = db.user();
+  po.mysql.password = db.password();
+  po.mysql.database = db.database();
+  klined::PersistWorker worker(po);
+  REQUIRE_MESSAGE(worker.RunOnce().ok, "nothing pending yet");  // its router has the map
+
+  // A slot moved behind the worker's back (MOVED for its calls), then candles closed on
+  // every primary: by the flushes, and by a rollover ten minutes on.
+  const uint16_t slot = KeySlot("kline:{" + book.symbols[1] + "}");
+  cluster.MoveSlot(slot, OtherPrimary(cluster, slot));
+  klined::KlineStore store(&topology, "kline", &book.layout);
+  LoadAndFlush(store, book, 40);
+  int64_t last_trade = 0;
+  for (const RefTrade& t : book.trades) last_trade = std::max(last_trade, t.time_ms);
+  const int64_t now = last_trade + 10 * 60000;
+  klined::cluster::Router router(&topology);
+  klined::RolloverStats stats;
+  klined::RolloverJob rollover(&router, "kline", &book.layout, &stats);
+  REQUIRE(rollover.RunOnce(now).complete);
+  CheckStored(cluster, book, now);
+  CheckIndex(cluster, book, "kline:pending");
+
+  const klined::PersistRunReport report = worker.RunOnce();
+  REQUIRE_MESSAGE(report.ok, report.error);
+  CHECK(report.deleted == report.upserted);
+  CHECK(worker.stats().script_errors.Get() == 0);
+  klined::MysqlConn conn(po.mysql);
+  REQUIRE(conn.EnsureConnected());
+  klined::KlineTable table(&conn, 500, {});
+  uint64_t rows = 0;
+  for (const std::string& sym : book.symbols) {
+    CAPTURE(sym);
+    const std::string base = "kline:{" + sym + "}";
+    auto c = cluster.PrimaryOf(KeySlot(base)).Connect();
+    CHECK(c.Integer({"EXISTS", base + ":pending"}) == 0);
+    for (const auto& [iv, len] : {std::pair<klined::Interval, int64_t>{klined::Interval::k1m, 60000},
+                                  {klined::Interval::k5m, 300000}}) {
+      const std::string name(klined::IntervalName(iv));
+      CAPTURE(name);
+      std::vector<klined::Candle> candles;
+      REQUIRE(table.ReadRange(sym, iv, INT64_MIN, INT64_MAX, 10000, /*newest_first=*/false,
+                              &candles));
+      std::vector<std::string> stored;
+      for (const klined::Candle& k : candles) stored.push_back(klined::CandleJson(k, sym, true));
+      CHECK(stored == Expected(book.trades, sym, name, len, now - now % len).first);
+      rows += candles.size();
+    }
+  }
+  CHECK(rows == report.upserted);
+  auto index = cluster.PrimaryOf(KeySlot("kline:pending")).Connect();
+  CHECK(index.Integer({"SCARD", "kline:pending"}) == 0);
 }
