@@ -5,7 +5,7 @@ TSAN_BUILD ?= build-tsan
 FUZZ_BUILD ?= build-fuzz
 MESON_OPTS ?=
 
-.PHONY: all deps build test test-one-slot unit asan tsan fuzz chaos bench demo format clean
+.PHONY: all deps build test test-one-slot test-cluster unit asan tsan fuzz chaos bench demo format clean
 
 all: build
 
@@ -32,6 +32,14 @@ unit: build
 test-one-slot: deps build
 	env KLINED_BUILD=$(BUILD) KLINED_TEST_ONE_NODE_CLUSTER=1 $(BUILD)/test/integration_tests \
 	  --no-colors -tc='pipeline*,jobs*,persist*,exactly once*,poison*,retire*,redis loss*,recompute*,derive*,failover*,tools*'
+
+# The end-to-end cases whose checks read through the stack's Redis() with the real binary on a
+# Redis Cluster of three primaries and three replicas (redis.cluster: true, roles ingest and
+# jobs): the pipeline, ticker and failover cases that do not stop or proxy one Redis (~4 min).
+CLUSTER_CASES = pipeline: Redis equals*,pipeline: live*,pipeline: kill -9*,pipeline: one symbol*,pipeline: the 24h*,pipeline: a ticker*,failover: idle*,failover: kill -9*,failover: SIGTERM hands*,failover: MySQL down*
+test-cluster: deps build
+	env KLINED_BUILD=$(BUILD) KLINED_TEST_CLUSTER=1 $(BUILD)/test/integration_tests \
+	  --no-colors -tc='$(CLUSTER_CASES)'
 
 # Unit and integration tests under AddressSanitizer + UndefinedBehaviorSanitizer.
 asan: deps

@@ -444,7 +444,9 @@ const std::vector<KeySpec>& Keys() {
                        kRestart, "messages taken per consume call"));
 
     k.push_back(StringKey("redis.address", KLINED_FIELD(redis.address), "127.0.0.1:6379",
-                          kRedisAddress, kRestart, "host:port, or unix:/path/to/socket"));
+                          kRedisAddress, kRestart,
+                          "host:port, or unix:/path/to/socket; with redis.cluster a "
+                          "comma-separated seed list of host:port"));
     k.push_back([] {
       KeySpec key = StringKey("redis.user", KLINED_FIELD(redis.user), "", kAnyString, kRestart,
                               "ACL user: AUTH user password; empty = AUTH password (the default "
@@ -464,7 +466,8 @@ const std::vector<KeySpec>& Keys() {
                        60000, kRestart, "connect timeout"));
     k.push_back(EnumKey("redis.cluster", KLINED_FIELD(redis.cluster), false,
                         {{"false", false}, {"true", true}}, kRestart,
-                        "Redis Cluster (redis.address a seed list); not supported yet"));
+                        "Redis Cluster (redis.address a seed list): every call routed to the "
+                        "primary serving its slot; needs roles without api"));
     k.push_back(IntKey("redis.wait_replicas", KLINED_FIELD(redis.wait_replicas), 0, 0, 64, kRestart,
                        "replicas that must acknowledge a flush (WAIT) before the Kafka offsets "
                        "behind it are committed; 0 = none"));
@@ -752,11 +755,15 @@ class Loader {
 
   // Rules that span keys. Reported at the key the file set (the later one when both).
   std::optional<ConfigError> CrossCheck(const Config& config) const {
-    if (config.redis.cluster) {
+    if (!config.redis.cluster && config.redis.address.find(',') != std::string::npos) {
+      return Error(MarkOf("redis.address"), "redis.address",
+                   "a comma-separated seed list needs redis.cluster: true");
+    }
+    if (config.redis.cluster && config.roles.api) {
       return Error(MarkOf("redis.cluster"), "redis.cluster",
-                   "true is not supported yet: klined's scripts still write global index keys "
-                   "from per-symbol calls (one Redis, or a primary with replicas and "
-                   "redis.wait_replicas, is supported)");
+                   "true needs roles without api: the market-data API does not route over a "
+                   "cluster yet (ingest and jobs do; run the API on an instance of its own "
+                   "against one Redis, or leave it off)");
     }
     if (!config.kafka.dead_letter_topic.empty() &&
         config.kafka.dead_letter_topic == config.kafka.topic) {

@@ -98,8 +98,21 @@ std::optional<std::string> CheckRedisAddress(std::string_view s) {
     if (s.size() < 7 || s[5] != '/') return Quote(s) + " is not unix:/absolute/path";
     return std::nullopt;
   }
-  if (auto problem = CheckHostPort(s, 1)) return *problem + " or unix:/path";
-  return std::nullopt;
+  if (s.find(',') == s.npos) {
+    if (auto problem = CheckHostPort(s, 1)) return *problem + " or unix:/path";
+    return std::nullopt;
+  }
+  // A cluster's seed list (redis.cluster: true; CrossCheck refuses a list without it).
+  for (size_t start = 0;;) {
+    const size_t comma = s.find(',', start);
+    std::string_view item = s.substr(start, comma == s.npos ? s.npos : comma - start);
+    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+    if (item.empty()) return Quote(s) + " has an empty seed in its comma-separated list";
+    if (auto problem = CheckHostPort(item, 1)) return *problem + " (in a seed list)";
+    if (comma == s.npos) return std::nullopt;
+    start = comma + 1;
+  }
 }
 
 // Port 0 is allowed: the kernel picks one (integration tests).

@@ -36,7 +36,9 @@ inline constexpr StringRule kNonEmpty{"non-empty string", CheckNonEmpty};
 inline constexpr StringRule kTopic{"Kafka topic name", CheckTopic};
 inline constexpr StringRule kOptionalTopic{"Kafka topic name or empty", CheckOptionalTopic};
 inline constexpr StringRule kBrokers{"host:port list, comma-separated", CheckBrokers};
-inline constexpr StringRule kRedisAddress{"host:port or unix:/path", CheckRedisAddress};
+inline constexpr StringRule kRedisAddress{
+    "host:port, unix:/path, or (redis.cluster) a comma-separated host:port seed list",
+    CheckRedisAddress};
 inline constexpr StringRule kListen{"host:port", CheckListen};
 inline constexpr StringRule kKeyPrefix{"key prefix without braces", CheckKeyPrefix};
 inline constexpr StringRule kDatabase{"database name", CheckDatabaseName};

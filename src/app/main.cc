@@ -39,6 +39,7 @@
 #include "api/api_server.h"
 #include "app/allocator.h"
 #include "app/api_metrics.h"
+#include "app/cluster_metrics.h"
 #include "app/config.h"
 #include "app/conn_options.h"
 #include "app/metrics.h"
@@ -124,6 +125,10 @@ void ApplyLogConfig(const Config& c) {
 // ---- startup probes: each returns "" when the dependency answered, else why not -------------
 
 std::string ProbeRedis(const Config& c) {
+  if (c.redis.cluster) {  // a seed answers CLUSTER SHARDS
+    cluster::Topology topology(TopologyOptionsFrom(c, kProbeTimeoutMs));
+    return topology.Refresh() ? std::string() : topology.error();
+  }
   RedisConn conn(RedisOptionsFrom(c, kProbeTimeoutMs));
   if (!conn.EnsureConnected()) return conn.error();
   RedisReply r = conn.Command({"PING"});
@@ -388,6 +393,9 @@ int Run(const std::string& config_path, Config config) {
     return 1;
   }
   LOG(kInfo, "metrics.listening", "listen=" << config.metrics.listen << " port=" << metrics.port());
+  // (topology is declared before metrics: it outlives the exposer's threads.)
+  std::shared_ptr<prometheus::Collectable> cluster_collector = MakeClusterCollector(&topology);
+  metrics.AddCollectable(cluster_collector);
 
   notifier.Status("starting: probing redis, mysql, kafka");
   if (!WaitForDependencies(config, &notifier, &metrics)) {

@@ -11,8 +11,9 @@ namespace {
 
 RedisOptions RedisFrom(const Config& c) { return RedisOptionsFrom(c, 5000); }
 
-PersistOptions PersistFrom(const Config& c) {
+PersistOptions PersistFrom(const Config& c, cluster::Topology* topology) {
   PersistOptions o;
+  o.topology = topology;
   o.redis = RedisFrom(c);
   o.key_prefix = c.redis.key_prefix;
   o.mysql = MysqlOptionsFrom(c);
@@ -143,7 +144,7 @@ class JobsCollector : public prometheus::Collectable {
 
 TimerJobs::TimerJobs(const Config& config, const SeriesLayout* layout,
                      cluster::Topology* topology)
-    : persist_(PersistFrom(config)),
+    : persist_(PersistFrom(config, topology)),
       loop_(LoopFrom(config, layout, topology),
             [this](bool active, const std::string& token, int64_t epoch) {
               persist_.SetActive(active, token, epoch);

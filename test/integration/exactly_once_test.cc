@@ -89,7 +89,7 @@ TEST_CASE(
   kt::Producer producer(stack.broker.bootstrap());
   Produce(&producer, all);
   REQUIRE_MESSAGE(stack.WaitForWatermarks(LastIds(all), seconds(60)), klined->OutputTail());
-  kt::RedisClient side = stack.redis.Connect();
+  kt::RedisClient side = stack.Redis();
   for (int round = 1; round <= 2; ++round) {
     CAPTURE(round);
     std::vector<RefTrade> late;
@@ -171,7 +171,7 @@ TEST_CASE("exactly once: two instances write one symbol split over two partition
   // Both instances converge: wait until neither holds a refused write back.
   REQUIRE(WaitUntil(
       [&] {
-        kt::RedisClient rc = stack.redis.Connect();
+        kt::RedisClient rc = stack.Redis();
         auto cur = rc.Get("kline:{SPLIT}:1h");
         auto want = Expected(all, "SPLIT", "1h", 3600000,
                              cur ? std::stoll(cur->substr(5, cur->find(',') - 5)) : 0);

@@ -85,7 +85,7 @@ void CheckInMysql(Stack* stack, const std::string& sym, const std::string& iv,
 // Every 1s candle of `sym` in Redis is gapless up to a current candle within 1.5 s of now,
 // and every closed one equals its MySQL row. Returns the number of closed candles.
 size_t CheckGaplessAndPersisted(Stack* stack, const std::string& sym) {
-  kt::RedisClient rc = stack->redis.Connect();
+  kt::RedisClient rc = stack->Redis();
   const auto hist = rc.Strings({"ZRANGE", "kline:{" + sym + "}:1s:hist", "0", "-1"});
   const auto cur = rc.Get("kline:{" + sym + "}:1s");
   REQUIRE(cur.has_value());
@@ -150,7 +150,7 @@ TEST_CASE("failover: kill -9 of the lease holder; the standby takes over within 
   // The survivor keeps the series gapless and persisted: once it has rolled several
   // boundaries on its own (its current 1s candles 3 s past the takeover).
   const int64_t took_over = NowMs();
-  kt::RedisClient survivor = stack.redis.Connect();
+  kt::RedisClient survivor = stack.Redis();
   REQUIRE(WaitFor(
       [&] {
         for (const std::string sym : {"BTCUSDT", "ETHUSDT"}) {
@@ -165,7 +165,7 @@ TEST_CASE("failover: kill -9 of the lease holder; the standby takes over within 
     CheckGaplessAndPersisted(&stack, sym);
   }
   // And the trades were counted exactly once: the 1m candles equal the reference.
-  kt::RedisClient rc = stack.redis.Connect();
+  kt::RedisClient rc = stack.Redis();
   for (const std::string sym : {"BTCUSDT", "ETHUSDT"}) {
     int64_t n = 0;
     for (const auto& h : rc.Strings({"ZRANGE", "kline:{" + sym + "}:1m:hist", "0", "-1"})) {
@@ -239,7 +239,7 @@ TEST_CASE("failover: MySQL down for a while under load; everything reaches it af
   REQUIRE(stack.WaitForWatermarks(LastIds(trades), seconds(30)));
   CHECK(MetricValue(stack.Metrics(), "klined_persist_failures_total") > 0);
   // Nothing unpersisted was trimmed: all closed 1s candles are still in Redis (limit is 3).
-  kt::RedisClient rc = stack.redis.Connect();
+  kt::RedisClient rc = stack.Redis();
   CHECK(rc.Integer({"ZCARD", "kline:{BTCUSDT}:1s:hist"}) > 3);
   stack.mysql.Start();
   REQUIRE(WaitFor(
@@ -327,7 +327,7 @@ TEST_CASE("failover: SIGTERM while Redis is stopped under trades: exits within t
       WaitFor([&] { return MetricValue(stack.Metrics(), "klined_ready") == 1; }, seconds(30)),
       again->OutputTail());
   CHECK_MESSAGE(stack.WaitForWatermarks(LastIds(trades), seconds(60)), again->OutputTail());
-  kt::RedisClient rc = stack.redis.Connect();
+  kt::RedisClient rc = stack.Redis();
   for (const auto& [sym, want] : want_n) {
     int64_t n = std::stoll(Field(*rc.Get("kline:{" + sym + "}:1m"), "n"));
     for (const auto& h : rc.Strings({"ZRANGE", "kline:{" + sym + "}:1m:hist", "0", "-1"})) {
@@ -464,7 +464,7 @@ TEST_CASE(
   stack.CheckCandles(trades, symbols);
 
   // MySQL: once nothing is pending, every closed candle in Redis has its row, equal.
-  kt::RedisClient rc = stack.redis.Connect();
+  kt::RedisClient rc = stack.Redis();
   REQUIRE(WaitFor([&] { return rc.NothingPending(); }, seconds(60)));
   size_t compared = 0;
   for (const std::string& sym : symbols) {

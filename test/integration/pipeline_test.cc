@@ -119,7 +119,7 @@ TEST_CASE("pipeline: kill -9 mid-stream, restart, resend everything: no loss, no
     producer.Produce("trades", trades[i].symbol, TradeJson(trades[i]));
   producer.Flush();
   // Let part of it reach Redis, then kill without any chance to flush or commit.
-  kt::RedisClient rc = stack.redis.Connect();
+  kt::RedisClient rc = stack.Redis();
   for (int i = 0; i < 300 && !rc.Get("kline:{" + symbols[0] + "}:wm").has_value(); ++i) {
     std::this_thread::sleep_for(milliseconds(50));
   }
@@ -187,7 +187,7 @@ TEST_CASE(
 
   // A bucket trimmed from Redis: the trade goes to B:late for the MySQL worker, atomically
   // with the watermark; the other intervals still take it in Redis.
-  kt::RedisClient rc = stack.redis.Connect();
+  kt::RedisClient rc = stack.Redis();
   const std::string first_open = std::to_string(m0 - 3 * 60000);
   rc.Command({"ZREMRANGEBYSCORE", "kline:{BTCUSDT}:1m:hist", first_open, first_open});
   rc.Command({"HSET", "kline:{BTCUSDT}:trimmed", "1m", first_open});
@@ -398,7 +398,7 @@ TEST_CASE("pipeline: the 24h ticker equals an independent computation and surviv
   for (const RefTrade& t : trades) producer.Produce("trades", t.symbol, TradeJson(t));
   producer.Flush();
   REQUIRE_MESSAGE(stack.WaitForWatermarks(LastIds(trades), seconds(60)), klined->OutputTail());
-  kt::RedisClient rc = stack.redis.Connect();
+  kt::RedisClient rc = stack.Redis();
   auto ticker = rc.Get("ticker:{BTCUSDT}");
   REQUIRE(ticker.has_value());
   CheckTicker(*ticker, trades);
@@ -444,7 +444,7 @@ TEST_CASE("pipeline: a ticker restored from its persisted state takes the minute
   kt::Producer producer(stack.broker.bootstrap());
   Produce(&producer, first);
   REQUIRE_MESSAGE(stack.WaitForWatermarks(LastIds(first), seconds(60)), klined->OutputTail());
-  kt::RedisClient rc = stack.redis.Connect();
+  kt::RedisClient rc = stack.Redis();
   REQUIRE(WaitUntil([&] { return rc.Get("kline:{TICK}:tks").has_value(); }, seconds(10)));
   const auto state = rc.Get("kline:{TICK}:tks");
   Produce(&producer, later);
@@ -473,7 +473,7 @@ TEST_CASE("pipeline: a ticker state that does not restore is counted and rebuilt
   kt::Producer producer(stack.broker.bootstrap());
   Produce(&producer, trades);
   REQUIRE_MESSAGE(stack.WaitForWatermarks(LastIds(trades), seconds(60)), klined->OutputTail());
-  kt::RedisClient rc = stack.redis.Connect();
+  kt::RedisClient rc = stack.Redis();
   for (const std::string& sym : names) {
     REQUIRE(WaitUntil([&] { return rc.Get("kline:{" + sym + "}:tks").has_value(); }, seconds(10)));
   }

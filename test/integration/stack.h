@@ -7,7 +7,9 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
+#include <memory>
 #include <optional>
 #include <random>
 #include <set>
@@ -18,6 +20,7 @@
 #include "http_get.h"
 #include "kafka_broker.h"
 #include "mariadb_server.h"
+#include "redis_cluster.h"
 #include "redis_server.h"
 #include "subprocess.h"
 #include "temp_dir.h"
@@ -159,6 +162,12 @@ struct Stack {
 
   kt::TempDir dir{"klined-pipeline"};
   kt::RedisServer redis;
+  // KLINED_TEST_CLUSTER=1 (make test-cluster; a sample in make test): klined runs against a Redis Cluster of three
+  // primaries and three replicas (redis.cluster: true, the seed list; roles ingest and jobs
+  // unless the test sets roles) instead of `redis`. The stack's own checks read through
+  // Redis(), which follows the cluster's redirects; a case that reads `redis` directly is not
+  // one of the cluster run's.
+  std::unique_ptr<kt::RedisCluster> cluster = ClusterFromEnv();
   kt::MariaDbServer mysql;
   kt::KafkaBroker broker{kt::KafkaBrokerOptions{1, {{"trades", 4}, {"trades-dlq", 1}}}};
   std::string config_tail;
@@ -181,7 +190,10 @@ struct Stack {
         "\"\n  topic: trades\n  group: klined-it\n  dead_letter_topic: trades-dlq\n"
         "  properties:\n    session.timeout.ms: \"6000\"\n    heartbeat.interval.ms: \"500\"\n"
         "redis:\n  address: \"" +
-        (redis_address.empty() ? redis.address() : redis_address) + "\"\n" + redis_extra +
+        (cluster         ? cluster->Seeds()
+         : redis_address.empty() ? redis.address()
+                                 : redis_address) +
+        "\"\n" + (cluster ? "  cluster: true\n" : "") + redis_extra +
         "mysql:\n  host: 127.0.0.1\n  port: " + std::to_string(mysql.port()) +
         "\n  user: " + mysql.user() + "\n  password: \"" + mysql.password() +
         "\"\n  database: " + mysql.database() + "\n" +
@@ -195,6 +207,7 @@ struct Stack {
     if (config_tail.find("shards:") == std::string::npos) y += "shards: 2\n";
     // Every instance serves the API on a port of its own (any free one unless a test sets it).
     if (config_tail.find("api:") == std::string::npos) y += "api:\n  listen: \"127.0.0.1:0\"\n";
+    if (cluster && config_tail.find("roles:") == std::string::npos) y += "roles: [ingest, jobs]\n";
     return y + config_tail;
   }
 
@@ -225,9 +238,27 @@ struct Stack {
     return StartKlinedWith(name, config);
   }
 
+  // klined on a Redis Cluster from now on, whatever the environment (rewrites the config).
+  void UseCluster() {
+    if (!cluster) cluster = std::make_unique<kt::RedisCluster>(3, 1);
+    kt::WriteFile(config, ConfigYaml(metrics_port));
+  }
+
+  static std::unique_ptr<kt::RedisCluster> ClusterFromEnv() {
+    const char* env = std::getenv("KLINED_TEST_CLUSTER");
+    if (env == nullptr || std::string(env) != "1") return nullptr;
+    return std::make_unique<kt::RedisCluster>(3, 1);
+  }
+
+  // A client of the Redis klined writes: `redis`, or a node of the cluster (following its
+  // redirects, so any key reads through it).
+  kt::RedisClient Redis() {
+    return cluster ? cluster->nodes().front()->Connect() : redis.Connect();
+  }
+
   // Waits until every symbol's watermark reached its last trade id.
   bool WaitForWatermarks(const std::map<std::string, int64_t>& last_id, seconds timeout) {
-    kt::RedisClient rc = redis.Connect();
+    kt::RedisClient rc = Redis();
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     while (std::chrono::steady_clock::now() < deadline) {
       bool all = true;
@@ -248,7 +279,7 @@ struct Stack {
   // Redis (or `server`, e.g. a promoted replica) equals the independent computation.
   void CheckCandles(const std::vector<RefTrade>& trades, const std::vector<std::string>& symbols,
                     const kt::RedisServer* server = nullptr) {
-    kt::RedisClient rc = (server != nullptr ? *server : redis).Connect();
+    kt::RedisClient rc = server != nullptr ? server->Connect() : Redis();
     for (const std::string& sym : symbols) {
       for (const auto& [iv, len] : kIntervals) {
         const std::string base = "kline:{" + sym + "}:" + iv;
@@ -310,7 +341,7 @@ struct Stack {
   // Every symbol's MySQL rows, each interval, equal the independent computation's closed
   // candles (those before the current one in Redis).
   void CheckMysql(const std::vector<RefTrade>& trades, const std::vector<std::string>& symbols) {
-    kt::RedisClient rc = redis.Connect();
+    kt::RedisClient rc = Redis();
     for (const std::string& sym : symbols) {
       for (const auto& [iv, len] : kIntervals) {
         CAPTURE(sym);

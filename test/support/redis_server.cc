@@ -7,18 +7,22 @@
 
 namespace klined::test {
 
-RedisClient::RedisClient(const std::string& host, int port, milliseconds timeout) {
+RedisClient::RedisClient(const std::string& host, int port, milliseconds timeout)
+    : ctx_(Open(host, port, timeout)), timeout_(timeout) {}
+
+RedisClient::Ctx RedisClient::Open(const std::string& host, int port, milliseconds timeout) {
   timeval tv{static_cast<time_t>(timeout.count() / 1000),
              static_cast<suseconds_t>((timeout.count() % 1000) * 1000)};
-  ctx_.reset(redisConnectWithTimeout(host.c_str(), port, tv));
-  if (!ctx_ || ctx_->err) {
+  Ctx c(redisConnectWithTimeout(host.c_str(), port, tv));
+  if (!c || c->err) {
     throw std::runtime_error("redis connect " + host + ":" + std::to_string(port) + ": " +
-                             (ctx_ ? ctx_->errstr : "out of memory"));
+                             (c ? c->errstr : "out of memory"));
   }
-  redisSetTimeout(ctx_.get(), tv);
+  redisSetTimeout(c.get(), tv);
+  return c;
 }
 
-RedisReplyPtr RedisClient::Command(const std::vector<std::string>& argv) {
+RedisReplyPtr RedisClient::Send(redisContext* c, const std::vector<std::string>& argv) {
   std::vector<const char*> args;
   std::vector<size_t> lens;
   for (const auto& a : argv) {
@@ -26,12 +30,32 @@ RedisReplyPtr RedisClient::Command(const std::vector<std::string>& argv) {
     lens.push_back(a.size());
   }
   auto* r = static_cast<redisReply*>(
-      redisCommandArgv(ctx_.get(), static_cast<int>(args.size()), args.data(), lens.data()));
+      redisCommandArgv(c, static_cast<int>(args.size()), args.data(), lens.data()));
   if (r == nullptr) {
     throw std::runtime_error(std::string("redis command ") + (argv.empty() ? "" : argv[0]) + ": " +
-                             ctx_->errstr);
+                             c->errstr);
   }
   return RedisReplyPtr(r);
+}
+
+RedisReplyPtr RedisClient::Command(const std::vector<std::string>& argv) {
+  RedisReplyPtr r = Send(ctx_.get(), argv);
+  for (int hop = 0; hop < 5 && r->type == REDIS_REPLY_ERROR; ++hop) {
+    const std::string_view e(r->str, r->len);
+    const bool moved = e.starts_with("MOVED ");
+    if (!moved && !e.starts_with("ASK ")) break;
+    const std::string target(e.substr(e.rfind(' ') + 1));  // "MOVED slot host:port"
+    const size_t colon = target.rfind(':');
+    Ctx other = Open(target.substr(0, colon), std::stoi(target.substr(colon + 1)), timeout_);
+    if (moved) {
+      ctx_ = std::move(other);
+      r = Send(ctx_.get(), argv);
+    } else {
+      Send(other.get(), {"ASKING"});
+      r = Send(other.get(), argv);
+    }
+  }
+  return r;
 }
 
 std::optional<std::string> RedisClient::Get(const std::string& key) {

@@ -25,7 +25,9 @@ class RedisClient {
   RedisClient(const std::string& host, int port, milliseconds timeout = milliseconds(5000));
   redisContext* get() const { return ctx_.get(); }
 
-  // Binary-safe: every argument is sent as one bulk string.
+  // Binary-safe: every argument is sent as one bulk string. Against a Redis Cluster node a
+  // MOVED or ASK reply is followed (MOVED: the client connects to the named node for good;
+  // ASK: ASKING and the command there, once), so a test reads any key through any node.
   RedisReplyPtr Command(const std::vector<std::string>& argv);
   // GET; nullopt for a missing key.
   std::optional<std::string> Get(const std::string& key);
@@ -42,7 +44,11 @@ class RedisClient {
   struct Free {
     void operator()(redisContext* c) const { redisFree(c); }
   };
-  std::unique_ptr<redisContext, Free> ctx_;
+  using Ctx = std::unique_ptr<redisContext, Free>;
+  static Ctx Open(const std::string& host, int port, milliseconds timeout);
+  static RedisReplyPtr Send(redisContext* c, const std::vector<std::string>& argv);
+  Ctx ctx_;
+  milliseconds timeout_;
 };
 
 struct RedisOptions {

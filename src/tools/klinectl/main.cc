@@ -188,6 +188,10 @@ Options ParseArgs(int argc, char** argv) {
     if (const auto* e = std::get_if<klined::ConfigError>(&loaded)) Die(e->message);
     o.cfg = std::get<klined::Config>(std::move(loaded));
     const klined::Config& c = *o.cfg;
+    if (c.redis.cluster) {
+      Die("redis.cluster: true: klinectl does not route over a Redis Cluster yet (give --redis "
+          "a node to read, or use a config without it)");
+    }
     if (!given.contains("redis")) o.redis = c.redis.address;
     if (!given.contains("redis-user")) o.redis_user = c.redis.user;
     if (!given.contains("redis-password")) o.redis_password = c.redis.password;

@@ -243,7 +243,7 @@ api:
   CHECK(c.api.cache_page_ttl_ms == 5000);
   CHECK(c.api.watch_ttl_ms == 9000);
   // Every key was set to something other than its default, except redis.cluster (true is
-  // refused until cluster mode lands: see the next test).
+  // refused with the api role until the API routes: see the next test).
   CHECK(ChangedKeys(c, Config()).size() == ConfigKeys().size() - 1);
 }
 
@@ -312,6 +312,15 @@ TEST_CASE("config: errors name the key and the position") {
           "t.yaml:2:11: metrics.listen: \"0.0.0.0:70000\" has port 70000, outside 0..65535");
     CHECK(ErrorOf("redis:\n  address: \"localhost\"\n") ==
           "t.yaml:2:12: redis.address: \"localhost\" is not host:port or unix:/path");
+    CHECK(ErrorOf("redis:\n  address: \"a:1,b:2\"\n") ==
+          "t.yaml:2:12: redis.address: a comma-separated seed list needs redis.cluster: true");
+    CHECK(ErrorOf("roles: [ingest]\nredis:\n  cluster: true\n  address: \"a:1,,b:2\"\n") ==
+          "t.yaml:4:12: redis.address: \"a:1,,b:2\" has an empty seed in its comma-separated "
+          "list");
+    CHECK(ErrorOf("roles: [ingest]\nredis:\n  cluster: true\n  address: \"a:1, b\"\n") ==
+          "t.yaml:4:12: redis.address: \"b\" is not host:port (in a seed list)");
+    CHECK(Load("roles: [ingest]\nredis:\n  cluster: true\n  address: \"a:1, b:2\"\n")
+              .redis.address == "a:1, b:2");
     CHECK(ErrorOf("redis:\n  key_prefix: \"k{x}\"\n") ==
           "t.yaml:2:15: redis.key_prefix: \"k{x}\" must not contain braces or whitespace (the "
           "hash tag is {SYMBOL})");
@@ -351,11 +360,14 @@ TEST_CASE("config: errors name the key and the position") {
           "disabled|preferred|required|verify_ca|verify_identity");
     CHECK(Load("mysql:\n  ssl_mode: verify_identity\n").mysql.ssl_mode ==
           MysqlSslMode::kVerifyIdentity);
-    // The contract's redis.cluster key exists; cluster mode itself is refused until it lands.
+    // Cluster mode routes ingest and jobs; the API does not yet, so it needs roles without api.
     CHECK_FALSE(Load("redis:\n  cluster: false\n").redis.cluster);
-    CHECK(ErrorOf("redis:\n  cluster: true\n").rfind("t.yaml:2:12: redis.cluster: true is not "
-                                                      "supported yet",
+    CHECK(ErrorOf("redis:\n  cluster: true\n").rfind("t.yaml:2:12: redis.cluster: true needs "
+                                                      "roles without api",
                                                       0) == 0);
+    CHECK(ErrorOf("roles: [api]\nredis:\n  cluster: true\n").rfind("t.yaml:3:12: redis.cluster",
+                                                                    0) == 0);
+    CHECK(Load("roles: [ingest, jobs]\nredis:\n  cluster: true\n").redis.cluster);
     CHECK(ErrorOf("redis:\n  cluster: yes\n") ==
           "t.yaml:2:12: redis.cluster: \"yes\" is not one of false|true");
     CHECK(ErrorOf("redis:\n  wait_timeout_ms: 5000\n") ==
