@@ -655,6 +655,7 @@ bool PersistWorker::RestoreStep(PersistRunReport* report) {
   std::deque<std::string> strings;  // stable addresses for the argv views
   std::vector<std::vector<std::string_view>> calls;
   std::vector<long long> results;
+  const size_t declared_count = keys_.ScriptKeyCount(options_.intervals.size());
   for (; restore_next_ < end && MonotonicMs() - step_start < kStepMs; ++restore_next_) {
     const std::string& sym = restore_symbols_[restore_next_];
     strings.clear();
@@ -672,14 +673,13 @@ bool PersistWorker::RestoreStep(PersistRunReport* report) {
       std::vector<std::string_view>& argv = calls.emplace_back();
       argv = {"EVALSHA",
               router_.Sha(restore_script_),
-              "4",
+              strings.emplace_back(std::to_string(4 + declared_count)),
               strings.emplace_back(keys_.History(sym, iv)),
               strings.emplace_back(keys_.Trimmed(sym)),
               strings.emplace_back(keys_.Current(sym, iv)),
-              strings.emplace_back(keys_.Fence(sym)),
-              run_fence_,
-              IntervalName(iv),
-              "0"};
+              strings.emplace_back(keys_.Fence(sym))};
+      DeclareKeys(sym, &strings, &argv);  // (it also writes B:pending and B:ws)
+      argv.insert(argv.end(), {run_fence_, IntervalName(iv), "0"});
       for (const Candle& c : candles) {
         argv.push_back(strings.emplace_back(std::to_string(c.open_time)));
         argv.push_back(strings.emplace_back(CandleJson(c, sym, /*closed=*/true)));
@@ -749,6 +749,7 @@ bool PersistWorker::DrainLate(const std::vector<std::string>& symbols, PersistRu
   const std::string set_key = keys_.LateSymbols();
   std::vector<size_t> call_symbol;  // per call: its symbol's index in symbols
   std::vector<std::string> emptied, pending;
+  const size_t declared_count = keys_.ScriptKeyCount(options_.intervals.size());
   for (size_t begin = 0; begin < symbols.size(); begin += kLateChunkSymbols) {
     const size_t end = std::min(symbols.size(), begin + kLateChunkSymbols);
     strings.clear();
@@ -770,13 +771,13 @@ bool PersistWorker::DrainLate(const std::vector<std::string>& symbols, PersistRu
       if (!IsPairs(r)) continue;
       std::vector<std::string_view>& argv = calls.emplace_back();
       call_symbol.push_back(begin + k);
-      argv = {"EVALSHA",
-              router_.Sha(late_script_),
-              "2",
-              late_keys[k],
-              strings.emplace_back(keys_.Fence(symbol)),
-              base,
-              run_fence_};
+      // KEYS[1..2] as the script reads them, then every key it may touch (the history and
+      // current candles it re-carries, B:pending, B:ws): see KeyLayout::ScriptKeys.
+      argv = {"EVALSHA", router_.Sha(late_script_),
+              strings.emplace_back(std::to_string(2 + declared_count)), late_keys[k],
+              strings.emplace_back(keys_.Fence(symbol))};
+      DeclareKeys(symbol, &strings, &argv);
+      argv.insert(argv.end(), {base, run_fence_});
       for (size_t e = 0; e + 1 < r->elements; e += 2) {
         const redisReply* f = r->element[e];
         const redisReply* v = r->element[e + 1];
@@ -867,6 +868,13 @@ bool PersistWorker::DrainLate(const std::vector<std::string>& symbols, PersistRu
     if (mysql_failed) return FailMysql(report);
   }
   return true;
+}
+
+void PersistWorker::DeclareKeys(const std::string& symbol, std::deque<std::string>* strings,
+                                std::vector<std::string_view>* argv) const {
+  keys_.ScriptKeys(symbol, options_.intervals, [&](std::string key) {
+    argv->push_back(strings->emplace_back(std::move(key)));
+  });
 }
 
 bool PersistWorker::AddTo(const std::string& set_key, const std::vector<std::string>& symbols) {

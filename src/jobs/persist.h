@@ -65,6 +65,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -180,6 +181,10 @@ class PersistWorker {
   bool EvalAll(const std::vector<std::vector<std::string_view>>& calls,
                std::vector<long long>* results, PersistRunReport* report,
                std::vector<std::array<long long, 2>>* flags = nullptr);
+  // Appends every key a script on `symbol` may touch (KeyLayout::ScriptKeys, the configured
+  // intervals) to *argv, the strings kept in *strings.
+  void DeclareKeys(const std::string& symbol, std::deque<std::string>* strings,
+                   std::vector<std::string_view>* argv) const;
   // SADD set_key symbols... (none: nothing sent). False if the connection failed.
   bool AddTo(const std::string& set_key, const std::vector<std::string>& symbols);
   // Takes symbols whose hash (hash_of) a call found empty out of set_key, race-free against

@@ -92,6 +92,15 @@ RolloverJob::RolloverJob(cluster::Router* router, std::string key_prefix,
   step_script_ = router_->AddScript(std::string(lua::kCommon) + lua::kFence + lua::kRolloverStep);
 }
 
+void RolloverJob::DeclareKeys(std::string_view sym) {
+  nums_.push_back(ToDec(static_cast<int64_t>(keys_.ScriptKeyCount(layout_->intervals.size()))));
+  args_.push_back(nums_.back());
+  keys_.ScriptKeys(sym, layout_->intervals, [this](std::string key) {
+    nums_.push_back(std::move(key));
+    args_.push_back(nums_.back());
+  });
+}
+
 void RolloverJob::AddPending() {
   batch_.Drop();  // what a failed chunk left unread
   if (unindexed_.empty()) return;
@@ -154,14 +163,14 @@ bool RolloverJob::StepChunk(const std::vector<std::string>& symbols, int64_t now
       return false;
     }
   }
-  // Each call declares the symbol's watermark key (the script reads ARGV only): a node that
-  // no longer serves the slot answers MOVED or ASK instead of running it.
-  std::string wm;
+  // Each call declares every key it may touch (the script reads ARGV only): see
+  // KeyLayout::ScriptKeys.
   for (const std::string& sym : symbols) {
     args_.clear();
-    wm = keys_.Watermark(sym);
-    args_.insert(args_.end(), {"EVALSHA", router_->Sha(step_script_), "1", wm, keys_.prefix(), sym,
-                               fence, count, tail});
+    nums_.clear();
+    args_.insert(args_.end(), {"EVALSHA", router_->Sha(step_script_)});
+    DeclareKeys(sym);
+    args_.insert(args_.end(), {keys_.prefix(), sym, fence, count, tail});
     for (size_t i = 0; i < n_iv; ++i) {
       args_.insert(args_.end(), {IntervalName(ivs[i]), prev[i], now[i], close_time[i]});
     }
@@ -248,9 +257,10 @@ bool RolloverJob::RollChunk(const std::vector<std::string>& symbols, int64_t now
       const std::string& sym = symbols[pending[k]];
       args_.clear();
       nums_.clear();
-      nums_.push_back(keys_.Watermark(sym));  // declared, as ROLLOVER_STEP's
-      args_.insert(args_.end(), {"EVALSHA", router_->Sha(script_), "1", nums_.back(),
-                                 keys_.prefix(), sym, fence, ""});
+      args_.insert(args_.end(), {"EVALSHA", router_->Sha(script_)});
+      DeclareKeys(sym);  // as ROLLOVER_STEP's
+      args_.insert(args_.end(), {keys_.prefix(), sym, fence, ""});
+      const size_t count_at = args_.size() - 1;  // the "" above: the count, once known
       size_t n_roll = 0;
       for (size_t i = 0; i < n_iv; ++i) {
         const redisReply* e = reads[k]->element[i];
@@ -282,7 +292,7 @@ bool RolloverJob::RollChunk(const std::vector<std::string>& symbols, int64_t now
       }
       if (n_roll == 0) continue;
       nums_.push_back(ToDec(static_cast<int64_t>(n_roll)));
-      args_[7] = nums_.back();
+      args_[count_at] = nums_.back();
       batch_.Append(keys_.Slot(sym), args_);  // encoded (copied) here
       sent.push_back(k);
     }

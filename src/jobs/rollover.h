@@ -131,6 +131,9 @@ class RolloverJob {
   size_t chunk_ = 1000;
   std::vector<std::string_view> args_;
   std::deque<std::string> nums_;  // decimal strings args_ points into (stable addresses)
+  // Appends numkeys and every key a script on `sym` may touch (KeyLayout::ScriptKeys) to
+  // args_, the strings kept in nums_.
+  void DeclareKeys(std::string_view sym);
 };
 
 }  // namespace klined

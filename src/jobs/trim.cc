@@ -58,7 +58,7 @@ TrimResult TrimJob::RunOnce(std::string_view fence, const std::function<bool()>&
   router_->EnsureConnected();  // as the rollover's
   bool ok = !router_->Sha(script_).empty() && !router_->Sha(retire_script_).empty();
   bool interrupted = false;
-  std::string wm;
+  std::vector<std::string> declared;
   while (ok) {
     if (may_continue && !may_continue()) {
       ok = false;
@@ -72,9 +72,14 @@ TrimResult TrimJob::RunOnce(std::string_view fence, const std::function<bool()>&
     }
     for (const std::string& symbol : members) {
       args.clear();
-      wm = keys_.Watermark(symbol);  // declared (the script reads ARGV): MOVED, not a wrong node
-      args.insert(args.end(), {"EVALSHA", router_->Sha(script_), "1", wm, keys_.prefix(), symbol,
-                               fence, limit, kMaxScan});
+      declared.clear();
+      // Every key it may touch declared (the script reads ARGV): see KeyLayout::ScriptKeys.
+      declared.push_back(std::to_string(keys_.ScriptKeyCount(layout_->intervals.size())));
+      keys_.ScriptKeys(symbol, layout_->intervals,
+                       [&declared](std::string key) { declared.push_back(std::move(key)); });
+      args.insert(args.end(), {"EVALSHA", router_->Sha(script_)});
+      args.insert(args.end(), declared.begin(), declared.end());
+      args.insert(args.end(), {keys_.prefix(), symbol, fence, limit, kMaxScan});
       for (Interval iv : layout_->intervals) args.push_back(IntervalName(iv));
       batch_.Append(keys_.Slot(symbol), args);
     }

@@ -382,3 +382,42 @@ TEST_CASE("cluster store: persistence routes over three primaries") {
   auto index = cluster.PrimaryOf(KeySlot("kline:pending")).Connect();
   CHECK(index.Integer({"SCARD", "kline:pending"}) == 0);
 }
+
+TEST_CASE("cluster store: a migration that outlasts the retry budget fails the flush, never errors") {
+  // A symbol's slot caught half moved (two of its keys on the target) for longer than the
+  // router retries TRYAGAIN: its flush must come back failed (left dirty, retried), not as
+  // an error reply of the symbol, which the shard counts toward quarantining it and
+  // dead-lettering its trades.
+  RedisCluster cluster;
+  Topology topology(Options(cluster));
+  REQUIRE(topology.Refresh());
+  Book book(6, 40);
+  klined::KlineStore store(&topology, "kline", &book.layout);
+  LoadAndFlush(store, book, 20);
+  const std::string sym = book.symbols[0];
+  const std::string base = "kline:{" + sym + "}";
+  const uint16_t slot = KeySlot(base);
+  RedisServer& source = cluster.PrimaryOf(slot);
+  RedisServer& target = OtherPrimary(cluster, slot);
+  cluster.MoveSlot(slot, target, [&] {
+    auto src = source.Connect();
+    for (const std::string& key : {base + ":wm", base + ":wmp"}) {
+      auto r = src.Command({"MIGRATE", target.host(), std::to_string(target.port()), key, "0",
+                            "5000"});
+      REQUIRE(r->type == REDIS_REPLY_STATUS);
+    }
+    book.Apply(20, 30);
+    std::vector<klined::SymbolSeries*> dirty;
+    for (auto& s : book.series) {
+      if (s->dirty()) dirty.push_back(s.get());
+    }
+    const klined::FlushReport report = store.Flush(dirty);
+    CAPTURE(report.error);
+    CHECK_FALSE(report.ok);
+    CHECK(report.errored.empty());
+    CHECK(report.failed >= 1);
+  });
+  book.Apply(30, 40);
+  FlushAll(store, book);
+  CheckStored(cluster, book);
+}

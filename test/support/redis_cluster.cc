@@ -116,7 +116,8 @@ RedisServer& RedisCluster::PrimaryOf(int slot) {
   throw std::runtime_error("no primary serves slot " + std::to_string(slot));
 }
 
-void RedisCluster::MoveSlot(int slot, RedisServer& target, const std::function<void()>& between) {
+void RedisCluster::MoveSlot(int slot, RedisServer& target, const std::function<void()>& between,
+                            int keys_per_migrate, milliseconds pause) {
   RedisServer& source = PrimaryOf(slot);
   const std::string source_id = IdOf(source);
   const std::string target_id = IdOf(target);
@@ -130,12 +131,14 @@ void RedisCluster::MoveSlot(int slot, RedisServer& target, const std::function<v
   ok(src.Command({"CLUSTER", "SETSLOT", s, "MIGRATING", target_id}), "SETSLOT MIGRATING");
   if (between) between();
   for (;;) {
-    const std::vector<std::string> keys = src.Strings({"CLUSTER", "GETKEYSINSLOT", s, "100"});
+    const std::vector<std::string> keys =
+        src.Strings({"CLUSTER", "GETKEYSINSLOT", s, std::to_string(keys_per_migrate)});
     if (keys.empty()) break;
     std::vector<std::string> migrate = {
         "MIGRATE", target.host(), std::to_string(target.port()), "", "0", "5000", "KEYS"};
     migrate.insert(migrate.end(), keys.begin(), keys.end());
     ok(src.Command(migrate), "MIGRATE");
+    if (pause.count() > 0) std::this_thread::sleep_for(pause);
   }
   ok(dst.Command({"CLUSTER", "SETSLOT", s, "NODE", target_id}), "SETSLOT NODE (target)");
   ok(src.Command({"CLUSTER", "SETSLOT", s, "NODE", target_id}), "SETSLOT NODE (source)");

@@ -29,8 +29,11 @@ class RedisCluster {
   // Moves one slot with its keys to `target` the way redis-cli --cluster reshard does:
   // SETSLOT IMPORTING/MIGRATING, MIGRATE of every key, SETSLOT NODE on both. `between` runs
   // after MIGRATING is set and before any key moves (ASK is then answered for keys that are
-  // not on the source).
-  void MoveSlot(int slot, RedisServer& target, const std::function<void()>& between = {});
+  // not on the source). Keys move `keys_per_migrate` at a time (redis-cli's
+  // --cluster-pipeline, 10 by default there), `pause` after each MIGRATE: a symbol's keys
+  // then sit on both nodes for a while, as in a reshard under load.
+  void MoveSlot(int slot, RedisServer& target, const std::function<void()>& between = {},
+                int keys_per_migrate = 100, milliseconds pause = milliseconds(0));
   // Waits until every live node reports cluster_state:ok (throws after `timeout`).
   void WaitHealthy(milliseconds timeout = milliseconds(20000));
 

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cassert>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -30,10 +31,33 @@ class KeyLayout {
     k.append(prefix_).append(":{").append(symbol).append("}");
     return k;
   }
-  // The cluster slot of every key of the symbol (its hash tag). A script call on the symbol
-  // declares Watermark(symbol) in KEYS, so a node that no longer serves the slot answers
-  // MOVED or ASK instead of running it.
+  // The cluster slot of every key of the symbol (its hash tag).
   uint16_t Slot(std::string_view symbol) const { return cluster::KeySlot(Base(symbol)); }
+
+  // Every key a script call on the symbol may touch (its current candles and histories of
+  // `intervals`, its bookkeeping keys, its ticker when this layout names one), the
+  // watermark first, for the call's KEYS. Declared, they make a cluster node check them all
+  // before the script runs: a node that no longer serves the slot answers MOVED; during a
+  // migration of the slot (its keys move a few at a time) a node holding only some of them
+  // answers TRYAGAIN (ASK once the source holds none), so a script never runs with half the
+  // symbol's keys, reading a key still on the other node as missing. The events channel is
+  // not a key (SPUBLISH routes by its slot, the same one).
+  size_t ScriptKeyCount(size_t intervals) const {
+    return kScriptBookkeeping + (ticker_prefix_.empty() ? 0 : 1) + 2 * intervals;
+  }
+  template <class Add>
+  void ScriptKeys(std::string_view symbol, std::span<const Interval> intervals, Add&& add) const {
+    for (std::string_view suffix :
+         {"wm", "wmp", "ws", "tks", "pending", "late", "trimmed", "fence", "quarantine", "watch",
+          "watchers"}) {
+      add(Of(symbol, suffix));
+    }
+    if (!ticker_prefix_.empty()) add(Ticker(symbol));
+    for (Interval iv : intervals) {
+      add(Current(symbol, iv));
+      add(History(symbol, iv));
+    }
+  }
   // PREFIX:{SYMBOL}:INTERVAL: the current candle (string).
   std::string Current(std::string_view symbol, Interval iv) const {
     std::string k;
@@ -114,6 +138,8 @@ class KeyLayout {
   std::string Of(std::string_view symbol, std::string_view suffix) const {
     return Base(symbol).append(":").append(suffix);
   }
+
+  static constexpr size_t kScriptBookkeeping = 11;  // the suffixes in ScriptKeys
 
   std::string prefix_;
   std::string ticker_prefix_;

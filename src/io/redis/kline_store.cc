@@ -105,6 +105,11 @@ std::string_view KlineStore::Keep(std::string s) {
   return strings_.back();
 }
 
+void KlineStore::DeclareKeys(std::string_view sym) {
+  args_.push_back(Keep(ToDec(static_cast<int64_t>(keys_.ScriptKeyCount(layout_->intervals.size())))));
+  keys_.ScriptKeys(sym, layout_->intervals, [this](std::string key) { args_.push_back(Keep(std::move(key))); });
+}
+
 void KlineStore::NoteCorrupt(CorruptKind kind, std::string_view symbol, std::string_view key,
                              std::string_view value, bool repaired) {
   stats_.corrupt[static_cast<size_t>(kind)].Add();
@@ -195,10 +200,10 @@ bool KlineStore::EncodeFlushCommand(SymbolSeries& s, std::string_view stamp, std
   strings_.clear();
   args_.clear();
   const std::string_view sym = s.symbol().view();
-  // One declared key (the script reads ARGV only): Redis then answers MOVED or ASK for the
-  // symbol's slot instead of running the script on a node that no longer serves it.
-  args_.insert(args_.end(), {"EVALSHA", reader_.Sha(flush_script_), "1",
-                             Keep(keys_.Watermark(sym)), keys_.prefix(), sym});
+  // Every key it may touch declared (the script reads ARGV only): see KeyLayout::ScriptKeys.
+  args_.insert(args_.end(), {"EVALSHA", reader_.Sha(flush_script_)});
+  DeclareKeys(sym);
+  args_.insert(args_.end(), {keys_.prefix(), sym});
   args_.push_back(Keep(ToDec(s.watermark())));
   args_.push_back(s.storage_stamp());
   args_.push_back(stamp);
@@ -574,6 +579,15 @@ void KlineStore::WriteCalls(Job* job) {
       if (job->error.empty()) job->error = writer_.error();
       continue;
     }
+    if (r->type == REDIS_REPLY_ERROR &&
+        cluster::ParseRedirect({r->str, r->len}).kind != cluster::Redirect::Kind::kNone) {
+      // A redirect or TRYAGAIN / CLUSTERDOWN the router ran out of rounds or time for (a slow
+      // migration, a cluster without a majority): the script did not run. Like a lost
+      // connection, the series stays dirty and the flush is retried; it is no error of the
+      // symbol's (those count toward quarantining it).
+      if (job->error.empty()) job->error.assign(r->str, r->len);
+      continue;
+    }
     if (r->type == REDIS_REPLY_ERROR) {
       job->results[k] = Job::Result::kError;
       job->detail[k].assign(r->str, r->len);
@@ -706,8 +720,10 @@ bool KlineStore::Load(std::span<SymbolSeries* const> series, std::vector<LoadSta
   for (const SymbolSeries* s : series) {
     const std::string_view sym = s->symbol().view();
     args_.clear();
-    const std::string wm = keys_.Watermark(sym);  // declared, as FLUSH's
-    args_.insert(args_.end(), {"EVALSHA", reader_.Sha(load_script_), "1", wm, keys_.prefix(), sym});
+    strings_.clear();
+    args_.insert(args_.end(), {"EVALSHA", reader_.Sha(load_script_)});
+    DeclareKeys(sym);  // as FLUSH's
+    args_.insert(args_.end(), {keys_.prefix(), sym});
     for (size_t i = 0; i < s->interval_count(); ++i) args_.push_back(IntervalName(s->interval(i)));
     reads_.push_back({keys_.Slot(sym), cluster::Encode(args_)});
     // The ticker state (~20 KiB) by a plain GET: through the script it would be copied into

@@ -157,6 +157,8 @@ class KlineStore final : public SeriesStore {
   // A write stamp's value in B:ws: this store's nonce and the token.
   std::string StampValue(uint64_t token) const;
   std::string_view Keep(std::string s);
+  // Appends numkeys and every key a script on `sym` may touch (KeyLayout::ScriptKeys) to args_.
+  void DeclareKeys(std::string_view sym);
   // Counts and logs an unreadable stored value (rate-limited): what, where, what became of it.
   void NoteCorrupt(CorruptKind kind, std::string_view symbol, std::string_view key,
                    std::string_view value, bool repaired);
