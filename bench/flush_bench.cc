@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "bench_util.h"
+#include "io/redis/key_layout.h"
 #include "io/redis/lua_scripts.h"
 #include "redis_server.h"
 
@@ -99,7 +100,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "flush_bench: the SPUBLISH line of FLUSH changed; update the bench\n");
     return 1;
   }
-  // Without the publish: no SPUBLISH, and no read of the watch it consults.
+  // Without the publish: no SPUBLISH, and the watch it consults read from a key that never
+  // exists (nil: nothing followed; erasing the line would leave a hole in the MGET's keys,
+  // which Lua's unpack stops at or passes as nil).
   quiet.erase(at, publish_line.size());
   const std::string watch_line = "cur_keys[n + 2] = base .. ':watch'\n";
   const size_t wat = quiet.find(watch_line);
@@ -107,7 +110,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "flush_bench: FLUSH's read of B:watch changed; update the bench\n");
     return 1;
   }
-  quiet.erase(wat, watch_line.size());
+  quiet.replace(wat, watch_line.size(), "cur_keys[n + 2] = base .. ':nowatch'\n");
   auto load = [&](const std::string& body) {
     redisReply* r = Command(c, {"SCRIPT", "LOAD", body});
     std::string sha(r->str, r->len);
@@ -132,7 +135,12 @@ int main(int argc, char** argv) {
   const long long t = 1732147200000;
   // [version][symbol]
   std::vector<std::vector<std::string>> pub_calls[2], quiet_calls[2], mset_calls[2], empty_calls[2],
-      cas_calls[2], fast_calls[2];
+      cas_calls[2], fast_calls[2], declared_calls[2];
+  // klined's FLUSH declares every key a symbol's script may touch (KeyLayout::ScriptKeys, 15
+  // intervals: 42 keys); the other FLUSH variants here declare none, for the cost of that.
+  const klined::KeyLayout layout("kline", "ticker");
+  std::vector<klined::Interval> intervals;
+  for (const char* iv : kIntervals) intervals.push_back(*klined::ParseInterval(iv));
   for (int v = 0; v < 2; ++v) {
     for (int s = 0; s < symbols; ++s) {
       const std::string sym = "SYM" + std::to_string(s) + "USDT";
@@ -167,6 +175,11 @@ int main(int argc, char** argv) {
       for (const char* iv : kIntervals) f.push_back(CandleJson(sym, iv, t, v));
       f.insert(f.end(), {"", "", b + ":events"});
       fast_calls[v].push_back(std::move(f));
+      std::vector<std::string> d = {"EVALSHA", sha_publish,
+                                    std::to_string(layout.ScriptKeyCount(intervals.size()))};
+      layout.ScriptKeys(sym, intervals, [&d](std::string key) { d.push_back(std::move(key)); });
+      d.insert(d.end(), args.begin(), args.end());
+      declared_calls[v].push_back(std::move(d));
       std::vector<std::string> p = {"EVALSHA", sha_publish, "0"}, q = {"EVALSHA", sha_quiet, "0"};
       p.insert(p.end(), args.begin(), args.end());
       q.insert(q.end(), args.begin(), args.end());
@@ -197,7 +210,8 @@ int main(int argc, char** argv) {
   };
   const std::vector<std::vector<std::string>> mset_only[2] = {mset_calls[1], mset_calls[1]};
   const auto pub = batch(pub_calls), qu = batch(quiet_calls), ms = batch(mset_only),
-             em = batch(empty_calls), ca = batch(cas_calls), fa = batch(fast_calls);
+             em = batch(empty_calls), ca = batch(cas_calls), fa = batch(fast_calls),
+             de = batch(declared_calls);
   per_round = per_symbol * symbols;
 
   // Redis time per call of a variant: the change of its command's usec / calls over a round.
@@ -256,13 +270,14 @@ int main(int argc, char** argv) {
         }
       });
     }
-    std::vector<double> p, q, m, e, k, f, cpu_p, cpu_m, cpu_e, cpu_k, cpu_f;
+    std::vector<double> p, q, m, e, k, f, d, cpu_p, cpu_m, cpu_e, cpu_k, cpu_f, cpu_d;
     const bool floors = &sc == &scenarios.front();
     for (int r = 0; r < rounds; ++r) {
       p.push_back(measure(pub, "evalsha", &cpu_p));
       q.push_back(measure(qu, "evalsha"));
       m.push_back(measure(ms, "mset", &cpu_m));
       f.push_back(measure(fa, "evalsha", &cpu_f));
+      d.push_back(measure(de, "evalsha", &cpu_d));
       if (floors) {
         e.push_back(measure(em, "evalsha", &cpu_e));
         k.push_back(measure(ca, "evalsha", &cpu_k));
@@ -274,7 +289,7 @@ int main(int argc, char** argv) {
     };
     const double mp = median(p), mq = median(q), mm = median(m);
     std::printf(
-        "  %s: FLUSH %.2f us/call, without publishing (no SPUBLISH, no watch read) %.2f us/call "
+        "  %s: FLUSH %.2f us/call, without publishing (no SPUBLISH, watch read from an absent key) %.2f us/call "
         "(publish cost %+.1f%%), MSET floor %.2f us/call; FLUSH/MSET %.2fx (medians of %d "
         "rounds)\n",
         sc.name, mp, mq, 100 * (mp - mq) / mq, mm, mp / mm, rounds);
@@ -287,6 +302,12 @@ int main(int argc, char** argv) {
         "    FLUSH_FAST (storage holds the shard's last write): %.2f us/call (%.2fx MSET, %.2f "
         "of FLUSH); server CPU %.2f us (%.2fx MSET, %.2f of FLUSH)\n",
         mf, mf / mm, mf / mp, cf, cf / cm, cf / cp);
+    const double md = median(d), cd = median(cpu_d);
+    std::printf(
+        "    FLUSH declaring its %zu keys (as klined sends it): %.2f us/call (%+.1f%% of FLUSH "
+        "declaring none); server CPU %.2f us (%+.1f%%)\n",
+        layout.ScriptKeyCount(intervals.size()), md, 100 * (md - mp) / mp, cd,
+        100 * (cd - cp) / cp);
     if (floors) {
       const double me = median(e), mk = median(k), ce = median(cpu_e), ck = median(cpu_k);
       std::printf(

@@ -81,11 +81,11 @@ elif [ "$UNIT_ONLY" = 0 ]; then
     # mode could not route): a few cases that run every script (make test-one-slot: all).
     echo "== integration tests, Redis as a one-node cluster (a sample)"
     suite one-slot env KLINED_TEST_ONE_NODE_CLUSTER=1 "$BUILD/test/integration_tests" --no-colors \
-      -tc='jobs rollover: idle*,persist: late trades*,retire: a retired*,pipeline: late trades*' ||
+      -tc='jobs rollover: idle*,persist: late trades*,pipeline: late trades*' ||
       failed=1
     echo "== integration tests, klined on a 3+3 Redis Cluster (a sample; make test-cluster: all)"
     suite cluster env KLINED_TEST_CLUSTER=1 "$BUILD/test/integration_tests" --no-colors \
-      -tc='pipeline: Redis equals*,failover: kill -9 of the lease holder*' || failed=1
+      -tc='pipeline: Redis equals*' || failed=1
   fi
 fi
 

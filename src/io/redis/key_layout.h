@@ -131,8 +131,6 @@ class KeyLayout {
   // PREFIX:restore: symbols whose state a shard found gone (their history is restored from
   // MySQL by the persistence worker, which then removes them).
   std::string RestoreSymbols() const { return prefix_ + ":restore"; }
-  // PREFIX:durable: bumped by the flushers before WAIT (redis.wait_replicas).
-  std::string Durable() const { return prefix_ + ":durable"; }
 
  private:
   std::string Of(std::string_view symbol, std::string_view suffix) const {

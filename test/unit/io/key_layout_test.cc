@@ -34,7 +34,6 @@ TEST_CASE("key layout: the contract's names") {
   CHECK(k.LeaseEpoch() == "kline:lease:epoch{kline:lease}");
   // LEASE_ACQUIRE sets both in one call: one slot.
   CHECK(cluster::KeySlot(k.LeaseEpoch()) == cluster::KeySlot(k.Lease()));
-  CHECK(k.Durable() == "kline:durable");
 }
 
 TEST_CASE("key layout: a symbol's keys share its slot") {
