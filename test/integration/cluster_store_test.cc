@@ -81,6 +81,13 @@ struct Book {
       series.push_back(std::make_unique<klined::SymbolSeries>(&layout, klined::Symbol(sym)));
     }
   }
+  std::vector<klined::SymbolSeries*> Dirty() {
+    std::vector<klined::SymbolSeries*> out;
+    for (auto& s : series) {
+      if (s->dirty()) out.push_back(s.get());
+    }
+    return out;
+  }
   std::vector<klined::SymbolSeries*> All() {
     std::vector<klined::SymbolSeries*> out;
     for (auto& s : series) out.push_back(s.get());
@@ -104,10 +111,7 @@ struct Book {
 // Flushes until nothing is dirty; every report ok.
 void FlushAll(klined::KlineStore& store, Book& book) {
   for (int round = 0; round < 10; ++round) {
-    std::vector<klined::SymbolSeries*> dirty;
-    for (auto& s : book.series) {
-      if (s->dirty()) dirty.push_back(s.get());
-    }
+    const std::vector<klined::SymbolSeries*> dirty = book.Dirty();
     if (dirty.empty()) return;
     const klined::FlushReport report = store.Flush(dirty);
     CAPTURE(store.LastError());
@@ -407,10 +411,7 @@ TEST_CASE("cluster store: a migration that outlasts the retry budget fails the f
       REQUIRE(r->type == REDIS_REPLY_STATUS);
     }
     book.Apply(20, 30);
-    std::vector<klined::SymbolSeries*> dirty;
-    for (auto& s : book.series) {
-      if (s->dirty()) dirty.push_back(s.get());
-    }
+    const std::vector<klined::SymbolSeries*> dirty = book.Dirty();
     const klined::FlushReport report = store.Flush(dirty);
     CAPTURE(report.error);
     CHECK_FALSE(report.ok);
