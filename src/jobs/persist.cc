@@ -208,7 +208,8 @@ PersistWorker::PersistWorker(PersistOptions options)
                         ? nullptr
                         : std::make_unique<cluster::Topology>(cluster::SingleNode(
                               options_.redis, options_.key_prefix + ":wait"))),
-      router_(options_.topology != nullptr ? options_.topology : own_topology_.get()),
+      topology_(options_.topology != nullptr ? options_.topology : own_topology_.get()),
+      router_(topology_),
       mysql_(options_.mysql),
       table_(&mysql_, options_.batch_rows, options_.tz),
       keys_(options_.key_prefix, ""),
@@ -610,15 +611,49 @@ bool PersistWorker::PersistPending(const std::vector<std::string>& symbols,
   return true;
 }
 
+std::vector<std::pair<std::string, int>> PersistWorker::DatasetMarkers() {
+  std::vector<std::pair<std::string, int>> out;
+  if (!topology_->cluster()) {
+    out.emplace_back(keys_.Dataset(), 0);
+    return out;
+  }
+  // One per primary, in the lowest slot it serves: each node's own data loss shows.
+  const cluster::SlotMap& map = router_.map();
+  std::vector<bool> seen(map.primaries().size(), false);
+  for (int s = 0; s < cluster::kSlots; ++s) {
+    const int node = map.NodeOf(static_cast<uint16_t>(s));
+    if (node < 0 || seen[static_cast<size_t>(node)]) continue;
+    seen[static_cast<size_t>(node)] = true;
+    auto [it, fresh] = marker_tags_.try_emplace(s);
+    if (fresh) it->second = cluster::TagForSlot(static_cast<uint16_t>(s));
+    out.emplace_back(keys_.Dataset() + "{" + it->second + "}", node);
+  }
+  return out;
+}
+
 bool PersistWorker::RestoreStep(PersistRunReport* report) {
   if (options_.intervals.empty()) return true;
-  const std::string marker = keys_.Dataset();
   if (restoring_ && restore_epoch_ != run_epoch_) restoring_ = false;  // a new grant: anew
   if (!restoring_) {
-    RedisReply r = router_.Command(cluster::KeySlot(marker), {"EXISTS", marker});
-    if (r == nullptr) return FailRedis(report);
+    const std::vector<std::pair<std::string, int>> markers = DatasetMarkers();
+    for (const auto& [marker, node] : markers) {
+      batch_.Append(cluster::KeySlot(marker), {"EXISTS", marker});
+    }
+    restore_markers_.clear();
+    std::vector<int> lost_nodes;
+    for (const auto& [marker, node] : markers) {
+      RedisReply r = batch_.Next();
+      if (r == nullptr) {
+        batch_.Drop();
+        return FailRedis(report);
+      }
+      if (r->type != REDIS_REPLY_INTEGER || r->integer != 1) {
+        restore_markers_.push_back(marker);
+        lost_nodes.push_back(node);
+      }
+    }
     restore_symbols_.clear();
-    restore_dataset_ = !(r->type == REDIS_REPLY_INTEGER && r->integer == 1);
+    restore_dataset_ = !restore_markers_.empty();
     if (!restore_dataset_) {
       // The dataset is there; single symbols a shard found gone may wait in PREFIX:restore.
       const std::string asked_key = keys_.RestoreSymbols();
@@ -631,6 +666,13 @@ bool PersistWorker::RestoreStep(PersistRunReport* report) {
       std::sort(restore_symbols_.begin(), restore_symbols_.end());
     } else if (!table_.Symbols(&restore_symbols_)) {
       return FailMysql(report);
+    } else if (topology_->cluster()) {
+      // Only the symbols of the nodes whose marker is gone.
+      const cluster::SlotMap& map = router_.map();
+      std::erase_if(restore_symbols_, [&](const std::string& sym) {
+        return std::find(lost_nodes.begin(), lost_nodes.end(), map.NodeOf(keys_.Slot(sym))) ==
+               lost_nodes.end();
+      });
     }
     restoring_ = true;
     restore_next_ = 0;
@@ -639,7 +681,8 @@ bool PersistWorker::RestoreStep(PersistRunReport* report) {
     restore_epoch_ = run_epoch_;
     if (restore_dataset_) {
       LOG(kWarn, "persist.dataset_missing",
-          "marker=" << marker << " symbols=" << restore_symbols_.size()
+          "marker=" << restore_markers_.front() << " markers_missing=" << restore_markers_.size()
+                    << " symbols=" << restore_symbols_.size()
                     << " detail=\"Redis holds no dataset marker: a new Redis, or one that lost "
                        "its data; restoring every symbol's history from MySQL where Redis has "
                        "none\"");
@@ -712,12 +755,14 @@ bool PersistWorker::RestoreStep(PersistRunReport* report) {
     }
   }
   if (restore_next_ < restore_symbols_.size()) return true;
-  // Done. The dataset's marker goes back first: if that fails, the next run retries it.
+  // Done. The dataset's markers go back first: if that fails, the next run retries it.
   if (restore_dataset_) {
     const std::string value =
         "epoch:" + std::to_string(run_epoch_) + ":" + std::to_string(WallMs());
-    if (router_.Command(cluster::KeySlot(marker), {"SET", marker, value}) == nullptr) {
-      return FailRedis(report);
+    for (const std::string& marker : restore_markers_) {
+      if (router_.Command(cluster::KeySlot(marker), {"SET", marker, value}) == nullptr) {
+        return FailRedis(report);
+      }
     }
   }
   restoring_ = false;

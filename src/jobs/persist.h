@@ -39,9 +39,10 @@
 // the symbol from PREFIX:late when B:late is empty. A crash between COMMIT and the delete
 // re-runs the record: kline_late_applied turns it into a duplicate, counted once.
 //
-// Redis data loss: Redis keeps a marker of the dataset, PREFIX:dataset. Each run checks it
-// after its persistence work; gone (FLUSHALL, a restart without persistence, a failover to an
-// empty node, or a new Redis) starts a restore: every symbol of the kline table gets the
+// Redis data loss: Redis keeps a marker of the dataset, PREFIX:dataset (on a cluster one per
+// primary, PREFIX:dataset{tag}, restoring only the symbols whose slot that node serves). Each
+// run checks it after its persistence work; gone (FLUSHALL, a restart without persistence, a
+// failover to an empty node, or a new Redis) starts a restore: every symbol of the kline table gets the
 // newest redis.history_limit closed candles of each interval back into its history
 // (RESTORE_HISTORY: holes only, never the open bucket, never below the trim mark, nothing
 // pending) and into PREFIX:symbols, in steps of 250 ms, one per run, the runs back to back
@@ -67,6 +68,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -173,6 +175,11 @@ class PersistWorker {
   bool DrainLate(const std::vector<std::string>& symbols, PersistRunReport* report);
   // The dataset marker check and, after a loss, the next symbols of the history restore.
   bool RestoreStep(PersistRunReport* report);
+  // The dataset markers and the index of the primary each lives on: PREFIX:dataset on one
+  // Redis; on a cluster PREFIX:dataset{tag} per primary, tag in the lowest slot it serves (a
+  // node that lost its data alone shows; after a reshard a node's lowest slot may change and
+  // its new marker is missing: a restore that finds everything in place only sets it).
+  std::vector<std::pair<std::string, int>> DatasetMarkers();
   // Sends the EVALSHA calls (argv per call, KEYS[1] in the symbol's slot), each to the node
   // serving it, all at once, and reads the replies (NOSCRIPT: the router loads the script on
   // that node and resends; the calls are idempotent).
@@ -204,6 +211,7 @@ class PersistWorker {
 
   PersistOptions options_;
   std::unique_ptr<cluster::Topology> own_topology_;  // when options.topology is null
+  cluster::Topology* topology_;
   cluster::Router router_;
   cluster::Batch batch_{&router_};
   MysqlConn mysql_;
@@ -222,7 +230,9 @@ class PersistWorker {
   // The dataset restore in progress (worker thread): symbols from MySQL, the next one, what
   // was written so far, and the epoch it runs under (a new grant starts it again).
   bool restoring_ = false;
-  bool restore_dataset_ = false;  // the whole dataset (marker gone), else PREFIX:restore's
+  bool restore_dataset_ = false;  // a dataset marker gone (its nodes' symbols), else PREFIX:restore's
+  std::vector<std::string> restore_markers_;  // the markers found gone, set again when done
+  std::map<int, std::string> marker_tags_;    // slot -> TagForSlot (a search: kept)
   std::vector<std::string> restore_symbols_;
   size_t restore_next_ = 0;
   uint64_t restore_written_ = 0;

@@ -11,6 +11,7 @@
 #include <doctest/doctest.h>
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <thread>
@@ -421,4 +422,85 @@ TEST_CASE("cluster store: a migration that outlasts the retry budget fails the f
   book.Apply(30, 40);
   FlushAll(store, book);
   CheckStored(cluster, book);
+}
+
+TEST_CASE("cluster store: a primary that loses its data alone gets its symbols' history back") {
+  // The dataset marker is per primary on a cluster: FLUSHALL on one primary (a restart
+  // without persistence, say) is noticed by the persistence worker, which restores from
+  // MySQL the history of that node's symbols only; the other primaries' stay as they were.
+  RedisCluster cluster;
+  klined::test::MariaDbServer db;
+  Topology topology(Options(cluster));
+  REQUIRE(topology.Refresh());
+  Book book(30, 40);
+  klined::KlineStore store(&topology, "kline", &book.layout);
+  LoadAndFlush(store, book, 40);
+  int64_t last_trade = 0;
+  for (const RefTrade& t : book.trades) last_trade = std::max(last_trade, t.time_ms);
+  const int64_t now = last_trade + 10 * 60000;
+  klined::cluster::Router router(&topology);
+  klined::RolloverStats stats;
+  klined::RolloverJob rollover(&router, "kline", &book.layout, &stats);
+  REQUIRE(rollover.RunOnce(now).complete);
+
+  klined::PersistOptions po;
+  po.topology = &topology;
+  po.key_prefix = "kline";
+  po.mysql.host = db.host();
+  po.mysql.port = db.port();
+  po.mysql.user = db.user();
+  po.mysql.password = db.password();
+  po.mysql.database = db.database();
+  po.intervals = book.layout.intervals;
+  klined::PersistWorker worker(po);
+  const auto run_until = [&](const std::function<bool()>& done) {
+    for (int i = 0; i < 40 && !done(); ++i) {
+      const klined::PersistRunReport r = worker.RunOnce();
+      REQUIRE_MESSAGE(r.ok, r.error);
+    }
+    return done();
+  };
+  const auto markers = [&] {
+    int n = 0;
+    for (int p = 0; p < 3; ++p) {
+      RedisServer& node = cluster.PrimaryOf(p * 5462);
+      n += static_cast<int>(node.Connect().Strings({"KEYS", "kline:dataset{*}"}).size());
+    }
+    return n;
+  };
+  // First runs: everything persisted, one marker per primary, nothing restored (all there).
+  int runs = 0;
+  run_until([&] { return ++runs > 3; });
+  CHECK(markers() == 3);
+  CHECK(worker.stats().restored_candles.Get() == 0);
+  CHECK(worker.stats().dataset_losses.Get() == 0);
+
+  RedisServer& lost = cluster.PrimaryOf(KeySlot("kline:{" + book.symbols[0] + "}"));
+  size_t lost_candles = 0;
+  std::vector<std::string> on_lost;
+  for (const std::string& sym : book.symbols) {
+    if (&cluster.PrimaryOf(KeySlot("kline:{" + sym + "}")) != &lost) continue;
+    on_lost.push_back(sym);
+    for (const auto& [iv, len] : {std::pair<std::string, int64_t>{"1m", 60000}, {"5m", 300000}}) {
+      lost_candles += Expected(book.trades, sym, iv, len, now - now % len).first.size();
+    }
+  }
+  REQUIRE(!on_lost.empty());
+  REQUIRE(on_lost.size() < book.symbols.size());
+  REQUIRE(lost.Connect().Command({"FLUSHALL"})->type == REDIS_REPLY_STATUS);
+
+  run_until([&] { return worker.stats().restored_candles.Get() > 0 && markers() == 3; });
+  CHECK(markers() == 3);
+  CHECK(worker.stats().dataset_losses.Get() == 1);
+  CHECK(worker.stats().restored_candles.Get() == lost_candles);  // that node's symbols only
+  for (const std::string& sym : book.symbols) {
+    CAPTURE(sym);
+    const std::string base = "kline:{" + sym + "}";
+    auto c = cluster.PrimaryOf(KeySlot(base)).Connect();
+    for (const auto& [iv, len] : {std::pair<std::string, int64_t>{"1m", 60000}, {"5m", 300000}}) {
+      CAPTURE(iv);
+      CHECK(c.Strings({"ZRANGE", base + ":" + iv + ":hist", "0", "-1"}) ==
+            Expected(book.trades, sym, iv, len, now - now % len).first);
+    }
+  }
 }
