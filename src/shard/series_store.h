@@ -83,6 +83,11 @@ struct FlushJob {
   bool confirm = false;
   bool durable = true;
   int64_t replicas = -1;
+  // With confirm: a node written since the last good wait failed over (it serves no slot any
+  // more), so whether its writes reached the promoted replica is unknown. The shard reloads
+  // every series it holds (re-applying the trades it holds, which are not committed) before
+  // its next flush confirms again.
+  bool failed_over = false;
 };
 
 enum class LoadStatus : uint8_t {

@@ -524,6 +524,29 @@ void Shard::FinishFlush(FlushJob* job) {
       }
     }
   }
+  if (job->confirm && job->failed_over) {
+    // A node it wrote failed over before its replicas confirmed: the promoted replica may
+    // lack those writes. Every series is read again (a reload re-applies the trades this
+    // shard holds beyond what storage has; those are not committed) before the next flush
+    // writes and confirms.
+    absl::flat_hash_set<const SymbolSeries*> queued(reload_pending_.begin(),
+                                                    reload_pending_.end());
+    size_t added = 0;
+    for (const auto& [symbol, s] : series_) {
+      if (queued.insert(s.get()).second) {
+        reload_pending_.push_back(s.get());
+        ++added;
+      }
+    }
+    stats_.replica_wait_timeouts.Add();
+    LOG(kWarn, "shard.failed_over",
+        "shard=" << index_ << " reloading=" << added << " error=\"" << job->error
+                 << "\" detail=\"a Redis node written since the last replica wait failed over; "
+                    "every symbol is read again from the promoted node and the held trades "
+                    "re-applied, offsets held until the replicas confirm\"");
+    unconfirmed_ = true;
+    return;
+  }
   if (job->confirm) {
     // Some writes may have landed, whatever the outcome: until a wait confirms them, the next
     // flush confirms again.

@@ -81,3 +81,69 @@ TEST_CASE("cluster reshard: busy symbols' slots move under load; Redis and MySQL
         0);
   StopCleanly(*klined);
 }
+
+TEST_CASE("cluster failover: a primary SIGKILLed under load with wait_replicas 1 loses nothing") {
+  // Its replica is promoted (cluster-node-timeout 1 s here); klined's calls for that node's
+  // slots fail, then go to the new primary; what it wrote there before the kill and was
+  // committed is on the replica (WAIT), what was not is re-read from Kafka.
+  Stack stack(false, "", "  wait_replicas: 1\n  wait_timeout_ms: 500\n");
+  stack.UseCluster();
+  std::vector<std::string> symbols;
+  for (int i = 0; i < 12; ++i) symbols.push_back("FO" + std::to_string(i) + "USDT");
+  std::vector<RefTrade> trades = MakeTrades(symbols, 300, 4051);
+  std::stable_sort(trades.begin(), trades.end(),
+                   [](const RefTrade& a, const RefTrade& b) { return a.time_ms < b.time_ms; });
+  auto klined = stack.StartKlined("klined");
+  kt::Producer producer(stack.broker.bootstrap());
+  const size_t half = trades.size() / 2;
+  Produce(&producer, std::vector<RefTrade>(trades.begin(), trades.begin() + half));
+  std::map<std::string, int64_t> first_ids;
+  for (size_t i = 0; i < half; ++i) first_ids[trades[i].symbol] = trades[i].id;
+  REQUIRE_MESSAGE(stack.WaitForWatermarks(first_ids, seconds(60)), klined->OutputTail());
+
+  std::thread feeder([&] {
+    for (size_t at = half; at < trades.size(); at += 30) {
+      const size_t end = std::min(trades.size(), at + 30);
+      Produce(&producer, std::vector<RefTrade>(trades.begin() + at, trades.begin() + end));
+      std::this_thread::sleep_for(milliseconds(50));
+    }
+  });
+  std::this_thread::sleep_for(milliseconds(300));
+  kt::RedisServer& victim = stack.cluster->PrimaryOf(KeySlot(symbols[0]));
+  victim.process().Kill();
+  feeder.join();
+  stack.cluster->WaitHealthy();  // the replica promoted
+  CHECK(&stack.cluster->PrimaryOf(KeySlot(symbols[0])) != &victim);
+  // The victim comes back as the promoted node's replica: with wait_replicas 1 that node's
+  // writes can be confirmed again (until then its offsets are held, as they must be).
+  victim.process().Wait(milliseconds(5000));
+  victim.Start();
+  stack.cluster->WaitHealthy();
+
+  REQUIRE_MESSAGE(stack.WaitForWatermarks(LastIds(trades), seconds(60)), klined->OutputTail());
+  stack.CheckCandles(trades, symbols);
+  REQUIRE(WaitUntil(
+      [&] {
+        for (auto& node : stack.cluster->nodes()) {
+          if (node.get() != &victim && !node->Connect().NothingPending()) return false;
+        }
+        return true;
+      },
+      seconds(30)));
+  stack.CheckMysql(trades, symbols);
+  // klined goes on: every offset is committed in the end (the waits on the dead node are
+  // settled), and it stops cleanly.
+  REQUIRE_MESSAGE(WaitUntil(
+                      [&] {
+                        int64_t committed = 0, end = 0;
+                        for (const auto& [c, e] : kt::CommittedAndEnd(stack.broker.bootstrap(),
+                                                                      "klined-it", "trades", 4)) {
+                          committed += std::max<int64_t>(c, 0);
+                          end += e;
+                        }
+                        return committed == end;
+                      },
+                      seconds(30)),
+                  klined->OutputTail());
+  StopCleanly(*klined);
+}

@@ -250,10 +250,15 @@ struct Stack {
     return std::make_unique<kt::RedisCluster>(3, 1);
   }
 
-  // A client of the Redis klined writes: `redis`, or a node of the cluster (following its
-  // redirects, so any key reads through it).
+  // A client of the Redis klined writes: `redis`, or a live node of the cluster (following
+  // its redirects, so any key reads through it).
   kt::RedisClient Redis() {
-    return cluster ? cluster->nodes().front()->Connect() : redis.Connect();
+    if (!cluster) return redis.Connect();
+    for (auto& node : cluster->nodes()) {
+      if (node->running() && node->process().Running()) return node->Connect();
+    }
+    FAIL("no live node in the cluster");
+    return redis.Connect();
   }
 
   // Waits until every symbol's watermark reached its last trade id.

@@ -67,7 +67,7 @@ std::string RedisCluster::Seeds() const {
 void RedisCluster::WaitHealthy(milliseconds timeout) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   for (auto& n : nodes_) {
-    if (!n->running()) continue;
+    if (!n->running() || !n->process().Running()) continue;  // stopped, or killed
     for (;;) {
       std::string info;
       try {
@@ -91,7 +91,7 @@ std::string RedisCluster::IdOf(RedisServer& node) {
 
 RedisServer& RedisCluster::PrimaryOf(int slot) {
   for (auto& n : nodes_) {
-    if (!n->running()) continue;
+    if (!n->running() || !n->process().Running()) continue;
     RedisClient c = n->Connect();
     RedisReplyPtr shards = c.Command({"CLUSTER", "SHARDS"});
     for (size_t s = 0; s < shards->elements; ++s) {

@@ -34,7 +34,8 @@ class RedisCluster {
   // then sit on both nodes for a while, as in a reshard under load.
   void MoveSlot(int slot, RedisServer& target, const std::function<void()>& between = {},
                 int keys_per_migrate = 100, milliseconds pause = milliseconds(0));
-  // Waits until every live node reports cluster_state:ok (throws after `timeout`).
+  // Waits until every live node (a killed one is not) reports cluster_state:ok (throws after
+  // `timeout`).
   void WaitHealthy(milliseconds timeout = milliseconds(20000));
 
  private:

@@ -565,6 +565,14 @@ void KlineStore::ConfirmReplicas(Job* job) {
   job->durable = writer_.WaitReplicas(wait_replicas_, wait_timeout_ms_);
   job->replicas = job->durable ? wait_replicas_ : -1;
   if (!job->durable && job->error.empty()) job->error = "WAIT: " + writer_.error();
+  if (!job->durable) {
+    const std::vector<std::string> gone = writer_.ForgiveGone();
+    if (!gone.empty()) {
+      job->failed_over = true;
+      job->error = "WAIT: " + gone.front() + " serves no slot any more (failed over): its " +
+                   "writes since the last wait are re-checked";
+    }
+  }
 }
 
 void KlineStore::WriteCalls(Job* job) {

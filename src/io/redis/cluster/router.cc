@@ -345,6 +345,26 @@ void Router::Owe(const std::string& address) {
 
 void Router::Forgive(const std::string& address) { std::erase(owed_, address); }
 
+std::vector<std::string> Router::ForgiveGone() {
+  SyncMap();
+  std::vector<bool> serving(map_.primaries().size(), false);
+  for (int s = 0; s < kSlots; ++s) {
+    const int node = map_.NodeOf(static_cast<uint16_t>(s));
+    if (node >= 0) serving[static_cast<size_t>(node)] = true;
+  }
+  std::vector<std::string> gone;
+  for (const std::string& address : owed_) {
+    const int node = map_.Find(address);
+    if (node < 0 || !serving[static_cast<size_t>(node)]) gone.push_back(address);
+  }
+  if (gone.empty()) return gone;
+  for (const std::string& address : gone) std::erase(owed_, address);
+  for (size_t n = 0; n < serving.size(); ++n) {
+    if (serving[n]) Owe(map_.primaries()[n].address);
+  }
+  return gone;
+}
+
 bool Router::WaitReplicas(int replicas, int64_t timeout_ms) {
   if (owed_.empty() || replicas <= 0) {
     owed_.clear();

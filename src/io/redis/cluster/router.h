@@ -143,6 +143,11 @@ class Router {
   // Nodes written since the last successful WaitReplicas.
   const std::vector<std::string>& owed() const { return owed_; }
   void Forgive(const std::string& address);
+  // The owed nodes that serve no slot in the current map (failed over, removed), taken out
+  // of owed(); every primary of the map is owed instead (what the caller re-writes after
+  // re-checking lands there, and what was there already needs its replicas too). Empty:
+  // nothing changed.
+  std::vector<std::string> ForgiveGone();
 
   // Connects to every primary of the current map (scripts loaded, so Sha() is known). False
   // if one of them cannot be reached now (error() says which).
