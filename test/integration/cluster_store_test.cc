@@ -7,7 +7,8 @@
 // trim, lease) routed the same way leave every symbol's series equal to the independent
 // computation rolled forward, on whatever node serves it; the persistence worker routed the
 // same way brings every closed candle of every primary into MySQL exactly and empties the
-// pending hashes and index, a slot moved under it (MOVED) included.
+// pending hashes and index, a slot moved under it (MOVED) included; a cluster without a
+// majority (CLUSTERDOWN) fails flushes, never as errors of the symbols, and loses nothing.
 #include <doctest/doctest.h>
 
 #include <chrono>
@@ -503,4 +504,58 @@ TEST_CASE("cluster store: a primary that loses its data alone gets its symbols' 
             Expected(book.trades, sym, iv, len, now - now % len).first);
     }
   }
+}
+
+TEST_CASE("cluster store: without a majority (CLUSTERDOWN) a flush fails, then all lands") {
+  // Two of the three primaries paused past the node timeout: the third can reach no majority
+  // and answers CLUSTERDOWN. A flush of its symbols then comes back failed (the series stay
+  // dirty), never as errors of the symbols; once the others resume, everything lands. (Only
+  // its symbols: a call to a paused node would run when it resumes, its reply lost, which
+  // the shard's reload handles and this test's plain flush loop does not.)
+  RedisCluster cluster;
+  Topology topology(Options(cluster));
+  REQUIRE(topology.Refresh());
+  Book book(30, 40);
+  klined::KlineStore store(&topology, "kline", &book.layout);
+  LoadAndFlush(store, book, 20);
+  RedisServer& alive = cluster.PrimaryOf(0);
+  RedisServer& b = cluster.PrimaryOf(5462);
+  RedisServer& c = cluster.PrimaryOf(10924);
+  REQUIRE(&b != &alive);
+  REQUIRE(&c != &alive);
+  std::set<std::string> on_alive;
+  for (const std::string& sym : book.symbols) {
+    if (&cluster.PrimaryOf(KeySlot("kline:{" + sym + "}")) == &alive) on_alive.insert(sym);
+  }
+  REQUIRE(!on_alive.empty());
+  b.process().Pause();
+  c.process().Pause();
+  const auto state_fail = [&] {
+    const auto r = alive.Connect().Command({"CLUSTER", "INFO"});
+    const std::string info(r->str, r->len);
+    return info.find("cluster_state:fail") != std::string::npos;
+  };
+  bool down = false;
+  for (int i = 0; i < 100 && !down; ++i) {
+    down = state_fail();
+    if (!down) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  CHECK(down);
+  book.Apply(20, 30);
+  std::vector<klined::SymbolSeries*> dirty;
+  for (klined::SymbolSeries* s : book.Dirty()) {
+    if (on_alive.contains(std::string(s->symbol().view()))) dirty.push_back(s);
+  }
+  const klined::FlushReport report = store.Flush(dirty);
+  CAPTURE(report.error);
+  CHECK_FALSE(report.ok);
+  CHECK(report.written == 0);
+  CHECK(report.errored.empty());
+  CHECK(topology.stats().clusterdown.load() > 0);
+  b.process().Resume();
+  c.process().Resume();
+  cluster.WaitHealthy();
+  book.Apply(30, 40);
+  FlushAll(store, book);
+  CheckStored(cluster, book);
 }
