@@ -289,7 +289,8 @@ int main(int argc, char** argv) {
     };
     const double mp = median(p), mq = median(q), mm = median(m);
     std::printf(
-        "  %s: FLUSH %.2f us/call, without publishing (no SPUBLISH, watch read from an absent key) %.2f us/call "
+        "  %s: FLUSH %.2f us/call, without publishing (no SPUBLISH, watch read from an absent key) "
+        "%.2f us/call "
         "(publish cost %+.1f%%), MSET floor %.2f us/call; FLUSH/MSET %.2fx (medians of %d "
         "rounds)\n",
         sc.name, mp, mq, 100 * (mp - mq) / mq, mm, mp / mm, rounds);

@@ -142,8 +142,7 @@ class JobsCollector : public prometheus::Collectable {
 
 }  // namespace
 
-TimerJobs::TimerJobs(const Config& config, const SeriesLayout* layout,
-                     cluster::Topology* topology)
+TimerJobs::TimerJobs(const Config& config, const SeriesLayout* layout, cluster::Topology* topology)
     : persist_(PersistFrom(config, topology)),
       loop_(LoopFrom(config, layout, topology),
             [this](bool active, const std::string& token, int64_t epoch) {

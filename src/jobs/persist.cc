@@ -206,8 +206,8 @@ PersistWorker::PersistWorker(PersistOptions options)
     : options_(std::move(options)),
       own_topology_(options_.topology != nullptr
                         ? nullptr
-                        : std::make_unique<cluster::Topology>(cluster::SingleNode(
-                              options_.redis, options_.key_prefix + ":wait"))),
+                        : std::make_unique<cluster::Topology>(
+                              cluster::SingleNode(options_.redis, options_.key_prefix + ":wait"))),
       topology_(options_.topology != nullptr ? options_.topology : own_topology_.get()),
       router_(topology_),
       mysql_(options_.mysql),
@@ -509,7 +509,8 @@ bool PersistWorker::PersistPending(const std::vector<std::string>& symbols,
         const std::string& hist =
             keys.emplace_back(keys_.History(symbols[begin + sus.symbol], sus.iv));
         const std::string& score = keys.emplace_back(std::to_string(sus.open));
-        batch_.Append(cluster::KeySlot(hist), {"ZRANGEBYSCORE", hist, score, score, "LIMIT", "0", "2"});
+        batch_.Append(cluster::KeySlot(hist),
+                      {"ZRANGEBYSCORE", hist, score, score, "LIMIT", "0", "2"});
       }
       hist_replies.clear();
       for (const Suspect& sus : suspects) {
@@ -618,15 +619,12 @@ std::vector<std::pair<std::string, int>> PersistWorker::DatasetMarkers() {
     return out;
   }
   // One per primary, in the lowest slot it serves: each node's own data loss shows.
-  const cluster::SlotMap& map = router_.map();
-  std::vector<bool> seen(map.primaries().size(), false);
-  for (int s = 0; s < cluster::kSlots; ++s) {
-    const int node = map.NodeOf(static_cast<uint16_t>(s));
-    if (node < 0 || seen[static_cast<size_t>(node)]) continue;
-    seen[static_cast<size_t>(node)] = true;
-    auto [it, fresh] = marker_tags_.try_emplace(s);
-    if (fresh) it->second = cluster::TagForSlot(static_cast<uint16_t>(s));
-    out.emplace_back(keys_.Dataset() + "{" + it->second + "}", node);
+  const std::vector<int> first = router_.map().FirstSlots();
+  for (size_t node = 0; node < first.size(); ++node) {
+    if (first[node] < 0) continue;
+    auto [it, fresh] = marker_tags_.try_emplace(first[node]);
+    if (fresh) it->second = cluster::TagForSlot(static_cast<uint16_t>(first[node]));
+    out.emplace_back(keys_.Dataset() + "{" + it->second + "}", static_cast<int>(node));
   }
   return out;
 }
@@ -721,7 +719,8 @@ bool PersistWorker::RestoreStep(PersistRunReport* report) {
               strings.emplace_back(keys_.Trimmed(sym)),
               strings.emplace_back(keys_.Current(sym, iv)),
               strings.emplace_back(keys_.Fence(sym))};
-      DeclareKeys(sym, &strings, &argv);  // (it also writes B:pending and B:ws)
+      keys_.AppendScriptKeys(sym, options_.intervals, &strings,
+                             &argv);  // (it also writes B:pending and B:ws)
       argv.insert(argv.end(), {run_fence_, IntervalName(iv), "0"});
       for (const Candle& c : candles) {
         argv.push_back(strings.emplace_back(std::to_string(c.open_time)));
@@ -821,7 +820,7 @@ bool PersistWorker::DrainLate(const std::vector<std::string>& symbols, PersistRu
       argv = {"EVALSHA", router_.Sha(late_script_),
               strings.emplace_back(std::to_string(2 + declared_count)), late_keys[k],
               strings.emplace_back(keys_.Fence(symbol))};
-      DeclareKeys(symbol, &strings, &argv);
+      keys_.AppendScriptKeys(symbol, options_.intervals, &strings, &argv);
       argv.insert(argv.end(), {base, run_fence_});
       for (size_t e = 0; e + 1 < r->elements; e += 2) {
         const redisReply* f = r->element[e];
@@ -913,13 +912,6 @@ bool PersistWorker::DrainLate(const std::vector<std::string>& symbols, PersistRu
     if (mysql_failed) return FailMysql(report);
   }
   return true;
-}
-
-void PersistWorker::DeclareKeys(const std::string& symbol, std::deque<std::string>* strings,
-                                std::vector<std::string_view>* argv) const {
-  keys_.ScriptKeys(symbol, options_.intervals, [&](std::string key) {
-    argv->push_back(strings->emplace_back(std::move(key)));
-  });
 }
 
 bool PersistWorker::AddTo(const std::string& set_key, const std::vector<std::string>& symbols) {

@@ -8,9 +8,9 @@
 //
 // One PersistWorker per process, with a thread of its own, its own router on the process's
 // topology (one Redis, or a cluster's primaries: every call goes to the node serving its
-// key's slot) and its own MysqlConn: blocking MySQL calls never run on a shard. While active (the timer loop holds
-// the lease and calls SetActive from its thread), every mysql.persist_interval_ms it runs
-// RunOnce():
+// key's slot) and its own MysqlConn: blocking MySQL calls never run on a shard. While active (the
+// timer loop holds the lease and calls SetActive from its thread), every mysql.persist_interval_ms
+// it runs RunOnce():
 //   1. SSCAN PREFIX:pending; per chunk of symbols, pipelined HGETALL B:pending;
 //   2. parse every candle JSON, upsert them all (multi-row, batch_rows per transaction);
 //   3. only after MySQL committed: per symbol one Lua call that HDELs each field only if it
@@ -42,8 +42,8 @@
 // Redis data loss: Redis keeps a marker of the dataset, PREFIX:dataset (on a cluster one per
 // primary, PREFIX:dataset{tag}, restoring only the symbols whose slot that node serves). Each
 // run checks it after its persistence work; gone (FLUSHALL, a restart without persistence, a
-// failover to an empty node, or a new Redis) starts a restore: every symbol of the kline table gets the
-// newest redis.history_limit closed candles of each interval back into its history
+// failover to an empty node, or a new Redis) starts a restore: every symbol of the kline table gets
+// the newest redis.history_limit closed candles of each interval back into its history
 // (RESTORE_HISTORY: holes only, never the open bucket, never below the trim mark, nothing
 // pending) and into PREFIX:symbols, in steps of 250 ms, one per run, the runs back to back
 // while it lasts (each persisting first); then the marker is set again. Shards write
@@ -66,7 +66,6 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -188,10 +187,6 @@ class PersistWorker {
   bool EvalAll(const std::vector<std::vector<std::string_view>>& calls,
                std::vector<long long>* results, PersistRunReport* report,
                std::vector<std::array<long long, 2>>* flags = nullptr);
-  // Appends every key a script on `symbol` may touch (KeyLayout::ScriptKeys, the configured
-  // intervals) to *argv, the strings kept in *strings.
-  void DeclareKeys(const std::string& symbol, std::deque<std::string>* strings,
-                   std::vector<std::string_view>* argv) const;
   // SADD set_key symbols... (none: nothing sent). False if the connection failed.
   bool AddTo(const std::string& set_key, const std::vector<std::string>& symbols);
   // Takes symbols whose hash (hash_of) a call found empty out of set_key, race-free against
@@ -230,7 +225,8 @@ class PersistWorker {
   // The dataset restore in progress (worker thread): symbols from MySQL, the next one, what
   // was written so far, and the epoch it runs under (a new grant starts it again).
   bool restoring_ = false;
-  bool restore_dataset_ = false;  // a dataset marker gone (its nodes' symbols), else PREFIX:restore's
+  bool restore_dataset_ =
+      false;  // a dataset marker gone (its nodes' symbols), else PREFIX:restore's
   std::vector<std::string> restore_markers_;  // the markers found gone, set again when done
   std::map<int, std::string> marker_tags_;    // slot -> TagForSlot (a search: kept)
   std::vector<std::string> restore_symbols_;

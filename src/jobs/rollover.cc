@@ -95,10 +95,7 @@ RolloverJob::RolloverJob(cluster::Router* router, std::string key_prefix,
 void RolloverJob::DeclareKeys(std::string_view sym) {
   nums_.push_back(ToDec(static_cast<int64_t>(keys_.ScriptKeyCount(layout_->intervals.size()))));
   args_.push_back(nums_.back());
-  keys_.ScriptKeys(sym, layout_->intervals, [this](std::string key) {
-    nums_.push_back(std::move(key));
-    args_.push_back(nums_.back());
-  });
+  keys_.AppendScriptKeys(sym, layout_->intervals, &nums_, &args_);
 }
 
 void RolloverJob::AddPending() {

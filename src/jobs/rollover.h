@@ -119,7 +119,6 @@ class RolloverJob {
   // for the next chunk or run if the connection fails.
   void AddPending();
 
-
   cluster::Router* router_;
   cluster::Batch batch_;
   KeyLayout keys_;

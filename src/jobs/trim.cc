@@ -2,6 +2,7 @@
 #include "base/clock.h"
 
 #include <chrono>
+#include <deque>
 #include <vector>
 
 #include "base/log.h"
@@ -58,7 +59,8 @@ TrimResult TrimJob::RunOnce(std::string_view fence, const std::function<bool()>&
   router_->EnsureConnected();  // as the rollover's
   bool ok = !router_->Sha(script_).empty() && !router_->Sha(retire_script_).empty();
   bool interrupted = false;
-  std::vector<std::string> declared;
+  std::deque<std::string> declared;  // the declared keys args points into
+  const std::string key_count = std::to_string(keys_.ScriptKeyCount(layout_->intervals.size()));
   while (ok) {
     if (may_continue && !may_continue()) {
       ok = false;
@@ -74,11 +76,8 @@ TrimResult TrimJob::RunOnce(std::string_view fence, const std::function<bool()>&
       args.clear();
       declared.clear();
       // Every key it may touch declared (the script reads ARGV): see KeyLayout::ScriptKeys.
-      declared.push_back(std::to_string(keys_.ScriptKeyCount(layout_->intervals.size())));
-      keys_.ScriptKeys(symbol, layout_->intervals,
-                       [&declared](std::string key) { declared.push_back(std::move(key)); });
-      args.insert(args.end(), {"EVALSHA", router_->Sha(script_)});
-      args.insert(args.end(), declared.begin(), declared.end());
+      args.insert(args.end(), {"EVALSHA", router_->Sha(script_), key_count});
+      keys_.AppendScriptKeys(symbol, layout_->intervals, &declared, &args);
       args.insert(args.end(), {keys_.prefix(), symbol, fence, limit, kMaxScan});
       for (Interval iv : layout_->intervals) args.push_back(IntervalName(iv));
       batch_.Append(keys_.Slot(symbol), args);

@@ -76,7 +76,6 @@ class TrimJob {
   // limits.retire_idle_after. False on a Redis error.
   bool RetireIdle(const std::vector<std::string>& members, std::string_view fence, int64_t idle_ms);
 
-
   cluster::Router* router_;
   cluster::Batch batch_;
   KeyLayout keys_;

@@ -529,8 +529,7 @@ void Shard::FinishFlush(FlushJob* job) {
     // lack those writes. Every series is read again (a reload re-applies the trades this
     // shard holds beyond what storage has; those are not committed) before the next flush
     // writes and confirms.
-    absl::flat_hash_set<const SymbolSeries*> queued(reload_pending_.begin(),
-                                                    reload_pending_.end());
+    absl::flat_hash_set<const SymbolSeries*> queued(reload_pending_.begin(), reload_pending_.end());
     size_t added = 0;
     for (const auto& [symbol, s] : series_) {
       if (queued.insert(s.get()).second) {

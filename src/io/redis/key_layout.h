@@ -7,9 +7,11 @@
 #pragma once
 
 #include <cassert>
+#include <deque>
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "io/redis/cluster/slot_map.h"
 #include "klined/interval.h"
@@ -47,9 +49,8 @@ class KeyLayout {
   }
   template <class Add>
   void ScriptKeys(std::string_view symbol, std::span<const Interval> intervals, Add&& add) const {
-    for (std::string_view suffix :
-         {"wm", "wmp", "ws", "tks", "pending", "late", "trimmed", "fence", "quarantine", "watch",
-          "watchers"}) {
+    for (std::string_view suffix : {"wm", "wmp", "ws", "tks", "pending", "late", "trimmed", "fence",
+                                    "quarantine", "watch", "watchers"}) {
       add(Of(symbol, suffix));
     }
     if (!ticker_prefix_.empty()) add(Ticker(symbol));
@@ -57,6 +58,13 @@ class KeyLayout {
       add(Current(symbol, iv));
       add(History(symbol, iv));
     }
+  }
+  // The same appended to a command's argv, the strings kept in *strings (stable addresses).
+  void AppendScriptKeys(std::string_view symbol, std::span<const Interval> intervals,
+                        std::deque<std::string>* strings,
+                        std::vector<std::string_view>* argv) const {
+    ScriptKeys(symbol, intervals,
+               [&](std::string key) { argv->push_back(strings->emplace_back(std::move(key))); });
   }
   // PREFIX:{SYMBOL}:INTERVAL: the current candle (string).
   std::string Current(std::string_view symbol, Interval iv) const {

@@ -106,8 +106,9 @@ std::string_view KlineStore::Keep(std::string s) {
 }
 
 void KlineStore::DeclareKeys(std::string_view sym) {
-  args_.push_back(Keep(ToDec(static_cast<int64_t>(keys_.ScriptKeyCount(layout_->intervals.size())))));
-  keys_.ScriptKeys(sym, layout_->intervals, [this](std::string key) { args_.push_back(Keep(std::move(key))); });
+  args_.push_back(
+      Keep(ToDec(static_cast<int64_t>(keys_.ScriptKeyCount(layout_->intervals.size())))));
+  keys_.AppendScriptKeys(sym, layout_->intervals, &strings_, &args_);
 }
 
 void KlineStore::NoteCorrupt(CorruptKind kind, std::string_view symbol, std::string_view key,

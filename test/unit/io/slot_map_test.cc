@@ -148,6 +148,11 @@ TEST_CASE("cluster: the slot map from CLUSTER SHARDS") {
   CHECK(moved.NodeOf(1) == 0);
   CHECK(moved.Find("127.0.0.1:7009") == 3);
   CHECK(moved.Find("127.0.0.1:9999") == -1);
+  CHECK(map->FirstSlots() == std::vector<int>{0, 5461, 10923});
+  CHECK(moved.FirstSlots() == std::vector<int>{1, 5461, 10923, 0});
+  // A primary that lost every slot (to a MOVED) serves none.
+  for (int s = 5461; s <= 10922; ++s) moved.Move(static_cast<uint16_t>(s), "127.0.0.1:7002");
+  CHECK(moved.FirstSlots() == std::vector<int>{1, -1, 5461, 0});
 }
 
 TEST_CASE("cluster: shards without an online primary leave their slots uncovered") {

@@ -347,20 +347,16 @@ void Router::Forgive(const std::string& address) { std::erase(owed_, address); }
 
 std::vector<std::string> Router::ForgiveGone() {
   SyncMap();
-  std::vector<bool> serving(map_.primaries().size(), false);
-  for (int s = 0; s < kSlots; ++s) {
-    const int node = map_.NodeOf(static_cast<uint16_t>(s));
-    if (node >= 0) serving[static_cast<size_t>(node)] = true;
-  }
+  const std::vector<int> first = map_.FirstSlots();
   std::vector<std::string> gone;
   for (const std::string& address : owed_) {
     const int node = map_.Find(address);
-    if (node < 0 || !serving[static_cast<size_t>(node)]) gone.push_back(address);
+    if (node < 0 || first[static_cast<size_t>(node)] < 0) gone.push_back(address);
   }
   if (gone.empty()) return gone;
   for (const std::string& address : gone) std::erase(owed_, address);
-  for (size_t n = 0; n < serving.size(); ++n) {
-    if (serving[n]) Owe(map_.primaries()[n].address);
+  for (size_t n = 0; n < first.size(); ++n) {
+    if (first[n] >= 0) Owe(map_.primaries()[n].address);
   }
   return gone;
 }
@@ -377,12 +373,10 @@ bool Router::WaitReplicas(int replicas, int64_t timeout_ms) {
   // Write every owed node's marker and WAIT, then read them all.
   std::vector<RedisConn*> conns(owed_.size(), nullptr);
   bool ok = true;
+  const std::vector<int> first = map_.FirstSlots();
   for (size_t n = 0; n < owed_.size(); ++n) {
-    int slot = -1;
-    for (int s = 0; s < kSlots && slot < 0; ++s) {
-      const int node = map_.NodeOf(static_cast<uint16_t>(s));
-      if (node >= 0 && map_.primaries()[node].address == owed_[n]) slot = s;
-    }
+    const int node = map_.Find(owed_[n]);
+    const int slot = node < 0 ? -1 : first[static_cast<size_t>(node)];
     if (slot < 0) {
       error_ = owed_[n] + ": serves no slot any more; its writes' durability is unknown";
       ok = false;

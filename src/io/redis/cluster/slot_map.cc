@@ -184,6 +184,15 @@ int SlotMap::uncovered() const {
   return static_cast<int>(std::count(owner_.begin(), owner_.end(), int16_t{-1}));
 }
 
+std::vector<int> SlotMap::FirstSlots() const {
+  std::vector<int> first(primaries_.size(), -1);
+  for (int s = kSlots - 1; s >= 0; --s) {
+    if (owner_[static_cast<size_t>(s)] >= 0)
+      first[static_cast<size_t>(owner_[static_cast<size_t>(s)])] = s;
+  }
+  return first;
+}
+
 int SlotMap::Find(std::string_view address) const {
   for (size_t i = 0; i < primaries_.size(); ++i) {
     if (primaries_[i].address == address) return static_cast<int>(i);

@@ -73,6 +73,9 @@ class SlotMap {
   const std::vector<Node>& primaries() const { return primaries_; }
   // Slots with no primary.
   int uncovered() const;
+  // Per primary (index into primaries()): the lowest slot it serves, -1 if none (a node left
+  // in the map that failed over or lost its slots).
+  std::vector<int> FirstSlots() const;
   // After MOVED: the slot is served by `address` (a primary added if it is new). Returns its
   // index.
   int Move(uint16_t slot, std::string_view address);
