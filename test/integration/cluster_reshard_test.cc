@@ -18,58 +18,68 @@ using klined::cluster::KeySlot;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 
+namespace {
+
+// `n` symbols STEM0USDT... and their trades in time order: every symbol busy at once (each
+// symbol's ids stay in order).
+std::vector<RefTrade> BusyTrades(const std::string& stem, int n, int per_symbol, uint64_t seed,
+                                 std::vector<std::string>* symbols) {
+  for (int i = 0; i < n; ++i) symbols->push_back(stem + std::to_string(i) + "USDT");
+  std::vector<RefTrade> trades = MakeTrades(*symbols, per_symbol, seed);
+  std::stable_sort(trades.begin(), trades.end(),
+                   [](const RefTrade& a, const RefTrade& b) { return a.time_ms < b.time_ms; });
+  return trades;
+}
+
+// Produces trades [0, upto) and waits until Redis has them.
+void ProduceFirst(Stack& stack, kt::Producer& producer, const std::vector<RefTrade>& trades,
+                  size_t upto, kt::Subprocess& klined) {
+  Produce(&producer, std::vector<RefTrade>(trades.begin(), trades.begin() + upto));
+  std::map<std::string, int64_t> first_ids;
+  for (size_t i = 0; i < upto; ++i) first_ids[trades[i].symbol] = trades[i].id;
+  REQUIRE_MESSAGE(stack.WaitForWatermarks(first_ids, seconds(60)), klined.OutputTail());
+}
+
+// Produces trades [from, end) in batches of `batch`, `pause` apart (a feeder thread's body).
+void Feed(kt::Producer& producer, const std::vector<RefTrade>& trades, size_t from, size_t batch,
+          milliseconds pause) {
+  for (size_t at = from; at < trades.size(); at += batch) {
+    const size_t end = std::min(trades.size(), at + batch);
+    Produce(&producer, std::vector<RefTrade>(trades.begin() + at, trades.begin() + end));
+    std::this_thread::sleep_for(pause);
+  }
+}
+
+}  // namespace
+
 TEST_CASE("cluster reshard: busy symbols' slots move under load; Redis and MySQL stay exact") {
   Stack stack;
   stack.UseCluster();
   std::vector<std::string> symbols;
-  for (int i = 0; i < 12; ++i) symbols.push_back("RS" + std::to_string(i) + "USDT");
-  std::vector<RefTrade> trades = MakeTrades(symbols, 400, 2029);
-  // Every symbol busy at once: the trades in time order (each symbol's ids stay in order).
-  std::stable_sort(trades.begin(), trades.end(),
-                   [](const RefTrade& a, const RefTrade& b) { return a.time_ms < b.time_ms; });
+  const std::vector<RefTrade> trades = BusyTrades("RS", 12, 400, 2029, &symbols);
   auto klined = stack.StartKlined("klined");
   kt::Producer producer(stack.broker.bootstrap());
-  Produce(&producer, std::vector<RefTrade>(trades.begin(), trades.begin() + 400));
-  std::map<std::string, int64_t> first_ids;
-  for (size_t i = 0; i < 400; ++i) first_ids[trades[i].symbol] = trades[i].id;
-  REQUIRE_MESSAGE(stack.WaitForWatermarks(first_ids, seconds(60)), klined->OutputTail());
+  ProduceFirst(stack, producer, trades, 400, *klined);
 
   // The rest flows in small batches while four symbols' slots move, two keys per MIGRATE.
   std::atomic<bool> done{false};
   std::thread feeder([&] {
-    for (size_t at = 400; at < trades.size(); at += 40) {
-      const size_t end = std::min(trades.size(), at + 40);
-      Produce(&producer, std::vector<RefTrade>(trades.begin() + at, trades.begin() + end));
-      std::this_thread::sleep_for(milliseconds(60));
-    }
+    Feed(producer, trades, 400, 40, milliseconds(60));
     done = true;
   });
   for (int i = 0; i < 4; ++i) {
     const uint16_t slot = KeySlot(symbols[i]);
-    kt::RedisServer& from = stack.cluster->PrimaryOf(slot);
-    kt::RedisServer* to = nullptr;
-    for (int s = 0; s < 16384 && to == nullptr; s += 97) {
-      if (&stack.cluster->PrimaryOf(s) != &from) to = &stack.cluster->PrimaryOf(s);
-    }
-    REQUIRE(to != nullptr);
+    kt::RedisServer& to = stack.cluster->OtherPrimary(slot);
     CAPTURE(symbols[i]);
-    stack.cluster->MoveSlot(slot, *to, {}, 2, milliseconds(120));
-    CHECK(&stack.cluster->PrimaryOf(slot) == to);
+    stack.cluster->MoveSlot(slot, to, {}, 2, milliseconds(120));
+    CHECK(&stack.cluster->PrimaryOf(slot) == &to);
   }
   feeder.join();
   CHECK(done);
 
   REQUIRE_MESSAGE(stack.WaitForWatermarks(LastIds(trades), seconds(60)), klined->OutputTail());
   stack.CheckCandles(trades, symbols);
-  // Nothing waits for MySQL on any node (KEYS sees one node's keys).
-  REQUIRE(WaitUntil(
-      [&] {
-        for (auto& node : stack.cluster->nodes()) {
-          if (!node->Connect().NothingPending()) return false;
-        }
-        return true;
-      },
-      seconds(30)));
+  REQUIRE(WaitUntil([&] { return stack.NothingPending(); }, seconds(30)));
   stack.CheckMysql(trades, symbols);
   const std::string m = stack.Metrics();
   CHECK(MetricValue(m, "klined_redis_cluster_moved_total") > 0);
@@ -89,25 +99,13 @@ TEST_CASE("cluster failover: a primary SIGKILLed under load with wait_replicas 1
   Stack stack(false, "", "  wait_replicas: 1\n  wait_timeout_ms: 500\n");
   stack.UseCluster();
   std::vector<std::string> symbols;
-  for (int i = 0; i < 12; ++i) symbols.push_back("FO" + std::to_string(i) + "USDT");
-  std::vector<RefTrade> trades = MakeTrades(symbols, 300, 4051);
-  std::stable_sort(trades.begin(), trades.end(),
-                   [](const RefTrade& a, const RefTrade& b) { return a.time_ms < b.time_ms; });
+  const std::vector<RefTrade> trades = BusyTrades("FO", 12, 300, 4051, &symbols);
   auto klined = stack.StartKlined("klined");
   kt::Producer producer(stack.broker.bootstrap());
   const size_t half = trades.size() / 2;
-  Produce(&producer, std::vector<RefTrade>(trades.begin(), trades.begin() + half));
-  std::map<std::string, int64_t> first_ids;
-  for (size_t i = 0; i < half; ++i) first_ids[trades[i].symbol] = trades[i].id;
-  REQUIRE_MESSAGE(stack.WaitForWatermarks(first_ids, seconds(60)), klined->OutputTail());
+  ProduceFirst(stack, producer, trades, half, *klined);
 
-  std::thread feeder([&] {
-    for (size_t at = half; at < trades.size(); at += 30) {
-      const size_t end = std::min(trades.size(), at + 30);
-      Produce(&producer, std::vector<RefTrade>(trades.begin() + at, trades.begin() + end));
-      std::this_thread::sleep_for(milliseconds(50));
-    }
-  });
+  std::thread feeder([&] { Feed(producer, trades, half, 30, milliseconds(50)); });
   std::this_thread::sleep_for(milliseconds(300));
   kt::RedisServer& victim = stack.cluster->PrimaryOf(KeySlot(symbols[0]));
   victim.process().Kill();
@@ -122,28 +120,11 @@ TEST_CASE("cluster failover: a primary SIGKILLed under load with wait_replicas 1
 
   REQUIRE_MESSAGE(stack.WaitForWatermarks(LastIds(trades), seconds(60)), klined->OutputTail());
   stack.CheckCandles(trades, symbols);
-  REQUIRE(WaitUntil(
-      [&] {
-        for (auto& node : stack.cluster->nodes()) {
-          if (node.get() != &victim && !node->Connect().NothingPending()) return false;
-        }
-        return true;
-      },
-      seconds(30)));
+  REQUIRE(WaitUntil([&] { return stack.NothingPending(); }, seconds(30)));
   stack.CheckMysql(trades, symbols);
   // klined goes on: every offset is committed in the end (the waits on the dead node are
   // settled), and it stops cleanly.
-  REQUIRE_MESSAGE(WaitUntil(
-                      [&] {
-                        int64_t committed = 0, end = 0;
-                        for (const auto& [c, e] : kt::CommittedAndEnd(stack.broker.bootstrap(),
-                                                                      "klined-it", "trades", 4)) {
-                          committed += std::max<int64_t>(c, 0);
-                          end += e;
-                        }
-                        return committed == end;
-                      },
-                      seconds(30)),
+  REQUIRE_MESSAGE(WaitUntil([&] { return stack.AllCommitted(); }, seconds(30)),
                   klined->OutputTail());
   StopCleanly(*klined);
 }

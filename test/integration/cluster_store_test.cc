@@ -15,9 +15,9 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <thread>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "io/mysql/kline_table.h"
@@ -82,6 +82,12 @@ struct Book {
     for (const std::string& sym : symbols) {
       series.push_back(std::make_unique<klined::SymbolSeries>(&layout, klined::Symbol(sym)));
     }
+  }
+  // The time of the book's newest trade.
+  int64_t LastTrade() const {
+    int64_t last = 0;
+    for (const RefTrade& t : trades) last = std::max(last, t.time_ms);
+    return last;
   }
   std::vector<klined::SymbolSeries*> Dirty() {
     std::vector<klined::SymbolSeries*> out;
@@ -158,13 +164,28 @@ void CheckStored(RedisCluster& cluster, Book& book, int64_t now = 0) {
   CheckIndex(cluster, book, "kline:symbols");
 }
 
-// A primary other than the one serving `slot` (where a test moves the slot to).
-RedisServer& OtherPrimary(RedisCluster& cluster, uint16_t slot) {
-  for (int s = 0; s < klined::cluster::kSlots; s += 97) {
-    if (&cluster.PrimaryOf(s) != &cluster.PrimaryOf(slot)) return cluster.PrimaryOf(s);
-  }
-  FAIL("one primary serves every slot");
-  return cluster.PrimaryOf(slot);
+// A rollover over the cluster ten minutes after the book's last trade (every candle closes,
+// into history and pending); returns that `now`.
+int64_t RollTenMinutesOn(Topology& topology, Book& book) {
+  const int64_t now = book.LastTrade() + 10 * 60000;
+  klined::cluster::Router router(&topology);
+  klined::RolloverStats stats;
+  klined::RolloverJob rollover(&router, "kline", &book.layout, &stats);
+  REQUIRE(rollover.RunOnce(now).complete);
+  return now;
+}
+
+// The persistence worker's options: routed over the cluster, into `db`.
+klined::PersistOptions PersistOn(Topology& topology, const klined::test::MariaDbServer& db) {
+  klined::PersistOptions po;
+  po.topology = &topology;
+  po.key_prefix = "kline";
+  po.mysql.host = db.host();
+  po.mysql.port = db.port();
+  po.mysql.user = db.user();
+  po.mysql.password = db.password();
+  po.mysql.database = db.database();
+  return po;
 }
 
 // A store over the cluster with the book loaded and its trades up to `upto` flushed.
@@ -188,7 +209,7 @@ TEST_CASE("cluster store: flushes spread over three primaries, each symbol exact
   // A busy symbol's slot moves to another primary behind the store's back: its next calls
   // are answered MOVED and resent where the slot lives now.
   const uint16_t slot = KeySlot("kline:{" + book.symbols[0] + "}");
-  cluster.MoveSlot(slot, OtherPrimary(cluster, slot));
+  cluster.MoveSlot(slot, cluster.OtherPrimary(slot));
   const uint64_t moved_before = topology.stats().moved.load();
   book.Apply(15, 30);
   FlushAll(store, book);
@@ -260,14 +281,13 @@ TEST_CASE("cluster store: rollover, trim and the lease route over three primarie
   Book book(60, 40);
   klined::KlineStore store(&topology, "kline", &book.layout);
   LoadAndFlush(store, book, 40);
-  int64_t last_trade = 0;
-  for (const RefTrade& t : book.trades) last_trade = std::max(last_trade, t.time_ms);
+  const int64_t last_trade = book.LastTrade();
 
   // The jobs' router sees a slot moved behind its back (MOVED for its calls).
   klined::cluster::Router router(&topology);
   const uint16_t slot = KeySlot("kline:{" + book.symbols[1] + "}");
   REQUIRE(router.EnsureConnected());
-  cluster.MoveSlot(slot, OtherPrimary(cluster, slot));
+  cluster.MoveSlot(slot, cluster.OtherPrimary(slot));
 
   klined::RolloverStats stats;
   klined::RolloverJob rollover(&router, "kline", &book.layout, &stats);
@@ -311,7 +331,7 @@ TEST_CASE("cluster store: rollover, trim and the lease route over three primarie
   REQUIRE(a.Poll());
   CHECK_FALSE(b.Poll());
   const uint16_t lease_slot = KeySlot("kline:lease");
-  RedisServer* lease_to = &OtherPrimary(cluster, lease_slot);
+  RedisServer* lease_to = &cluster.OtherPrimary(lease_slot);
   cluster.MoveSlot(lease_slot, *lease_to);
   a.Release();
   bool taken = false;
@@ -331,30 +351,17 @@ TEST_CASE("cluster store: persistence routes over three primaries") {
   Topology topology(Options(cluster));
   REQUIRE(topology.Refresh());
   Book book(60, 40);
-  klined::PersistOptions po;
-  po.topology = &topology;
-  po.key_prefix = "kline";
-  po.mysql.host = db.host();
-  po.mysql.port = db.port();
-  po.mysql.user = db.user();
-  po.mysql.password = db.password();
-  po.mysql.database = db.database();
+  klined::PersistOptions po = PersistOn(topology, db);
   klined::PersistWorker worker(po);
   REQUIRE_MESSAGE(worker.RunOnce().ok, "nothing pending yet");  // its router has the map
 
   // A slot moved behind the worker's back (MOVED for its calls), then candles closed on
   // every primary: by the flushes, and by a rollover ten minutes on.
   const uint16_t slot = KeySlot("kline:{" + book.symbols[1] + "}");
-  cluster.MoveSlot(slot, OtherPrimary(cluster, slot));
+  cluster.MoveSlot(slot, cluster.OtherPrimary(slot));
   klined::KlineStore store(&topology, "kline", &book.layout);
   LoadAndFlush(store, book, 40);
-  int64_t last_trade = 0;
-  for (const RefTrade& t : book.trades) last_trade = std::max(last_trade, t.time_ms);
-  const int64_t now = last_trade + 10 * 60000;
-  klined::cluster::Router router(&topology);
-  klined::RolloverStats stats;
-  klined::RolloverJob rollover(&router, "kline", &book.layout, &stats);
-  REQUIRE(rollover.RunOnce(now).complete);
+  const int64_t now = RollTenMinutesOn(topology, book);
   CheckStored(cluster, book, now);
   CheckIndex(cluster, book, "kline:pending");
 
@@ -371,13 +378,14 @@ TEST_CASE("cluster store: persistence routes over three primaries") {
     const std::string base = "kline:{" + sym + "}";
     auto c = cluster.PrimaryOf(KeySlot(base)).Connect();
     CHECK(c.Integer({"EXISTS", base + ":pending"}) == 0);
-    for (const auto& [iv, len] : {std::pair<klined::Interval, int64_t>{klined::Interval::k1m, 60000},
-                                  {klined::Interval::k5m, 300000}}) {
+    for (const auto& [iv, len] :
+         {std::pair<klined::Interval, int64_t>{klined::Interval::k1m, 60000},
+          {klined::Interval::k5m, 300000}}) {
       const std::string name(klined::IntervalName(iv));
       CAPTURE(name);
       std::vector<klined::Candle> candles;
-      REQUIRE(table.ReadRange(sym, iv, INT64_MIN, INT64_MAX, 10000, /*newest_first=*/false,
-                              &candles));
+      REQUIRE(
+          table.ReadRange(sym, iv, INT64_MIN, INT64_MAX, 10000, /*newest_first=*/false, &candles));
       std::vector<std::string> stored;
       for (const klined::Candle& k : candles) stored.push_back(klined::CandleJson(k, sym, true));
       CHECK(stored == Expected(book.trades, sym, name, len, now - now % len).first);
@@ -389,7 +397,8 @@ TEST_CASE("cluster store: persistence routes over three primaries") {
   CHECK(index.Integer({"SCARD", "kline:pending"}) == 0);
 }
 
-TEST_CASE("cluster store: a migration that outlasts the retry budget fails the flush, never errors") {
+TEST_CASE(
+    "cluster store: a migration that outlasts the retry budget fails the flush, never errors") {
   // A symbol's slot caught half moved (two of its keys on the target) for longer than the
   // router retries TRYAGAIN: its flush must come back failed (left dirty, retried), not as
   // an error reply of the symbol, which the shard counts toward quarantining it and
@@ -404,12 +413,12 @@ TEST_CASE("cluster store: a migration that outlasts the retry budget fails the f
   const std::string base = "kline:{" + sym + "}";
   const uint16_t slot = KeySlot(base);
   RedisServer& source = cluster.PrimaryOf(slot);
-  RedisServer& target = OtherPrimary(cluster, slot);
+  RedisServer& target = cluster.OtherPrimary(slot);
   cluster.MoveSlot(slot, target, [&] {
     auto src = source.Connect();
     for (const std::string& key : {base + ":wm", base + ":wmp"}) {
-      auto r = src.Command({"MIGRATE", target.host(), std::to_string(target.port()), key, "0",
-                            "5000"});
+      auto r =
+          src.Command({"MIGRATE", target.host(), std::to_string(target.port()), key, "0", "5000"});
       REQUIRE(r->type == REDIS_REPLY_STATUS);
     }
     book.Apply(20, 30);
@@ -436,22 +445,9 @@ TEST_CASE("cluster store: a primary that loses its data alone gets its symbols' 
   Book book(30, 40);
   klined::KlineStore store(&topology, "kline", &book.layout);
   LoadAndFlush(store, book, 40);
-  int64_t last_trade = 0;
-  for (const RefTrade& t : book.trades) last_trade = std::max(last_trade, t.time_ms);
-  const int64_t now = last_trade + 10 * 60000;
-  klined::cluster::Router router(&topology);
-  klined::RolloverStats stats;
-  klined::RolloverJob rollover(&router, "kline", &book.layout, &stats);
-  REQUIRE(rollover.RunOnce(now).complete);
+  const int64_t now = RollTenMinutesOn(topology, book);
 
-  klined::PersistOptions po;
-  po.topology = &topology;
-  po.key_prefix = "kline";
-  po.mysql.host = db.host();
-  po.mysql.port = db.port();
-  po.mysql.user = db.user();
-  po.mysql.password = db.password();
-  po.mysql.database = db.database();
+  klined::PersistOptions po = PersistOn(topology, db);
   po.intervals = book.layout.intervals;
   klined::PersistWorker worker(po);
   const auto run_until = [&](const std::function<bool()>& done) {

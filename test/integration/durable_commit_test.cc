@@ -11,23 +11,6 @@ using std::chrono::seconds;
 
 namespace {
 
-// (committed, end) summed over the partitions of the test topic.
-std::pair<int64_t, int64_t> CommittedTotal(Stack& stack) {
-  int64_t committed = 0;
-  int64_t end = 0;
-  for (const auto& [c, e] :
-       kt::CommittedAndEnd(stack.broker.bootstrap(), "klined-it", "trades", 4)) {
-    committed += std::max<int64_t>(c, 0);
-    end += e;
-  }
-  return {committed, end};
-}
-
-bool AllCommitted(Stack& stack) {
-  const auto [committed, end] = CommittedTotal(stack);
-  return committed == end;
-}
-
 bool ReplicaInSync(kt::RedisServer& replica) {
   kt::RedisClient rc = replica.Connect();
   kt::RedisReplyPtr r = rc.Command({"INFO", "replication"});
@@ -49,9 +32,9 @@ TEST_CASE("durable commits: offsets wait for the replica; a SIGKILLed primary lo
   kt::Producer producer(stack.broker.bootstrap());
   Produce(&producer, trades);
   REQUIRE(stack.WaitForWatermarks(LastIds(trades), seconds(30)));
-  REQUIRE_MESSAGE(WaitUntil([&] { return AllCommitted(stack); }, seconds(30)),
+  REQUIRE_MESSAGE(WaitUntil([&] { return stack.AllCommitted(); }, seconds(30)),
                   klined->OutputTail());
-  const int64_t committed_before = CommittedTotal(stack).first;
+  const int64_t committed_before = stack.CommittedTotal().first;
 
   // The replica stops acknowledging: new trades reach the primary, their offsets must not
   // be committed.
@@ -67,14 +50,14 @@ TEST_CASE("durable commits: offsets wait for the replica; a SIGKILLed primary lo
   trades.insert(trades.end(), more.begin(), more.end());
   REQUIRE(stack.WaitForWatermarks(LastIds(trades), seconds(30)));
   std::this_thread::sleep_for(milliseconds(1500));  // several flush intervals and wait timeouts
-  CHECK(CommittedTotal(stack).first == committed_before);
+  CHECK(stack.CommittedTotal().first == committed_before);
   CHECK(MetricValue(stack.Metrics(), "klined_redis_replica_wait_timeouts_total") >= 1);
 
   // Back: the wait succeeds and the commits catch up.
   replica.process().Resume();
-  REQUIRE_MESSAGE(WaitUntil([&] { return AllCommitted(stack); }, seconds(30)),
+  REQUIRE_MESSAGE(WaitUntil([&] { return stack.AllCommitted(); }, seconds(30)),
                   klined->OutputTail());
-  CHECK(CommittedTotal(stack).first > committed_before);
+  CHECK(stack.CommittedTotal().first > committed_before);
 
   // The primary dies right after the commit; the replica is promoted and has everything.
   stack.redis.process().Kill();

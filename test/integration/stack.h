@@ -162,9 +162,9 @@ struct Stack {
 
   kt::TempDir dir{"klined-pipeline"};
   kt::RedisServer redis;
-  // KLINED_TEST_CLUSTER=1 (make test-cluster; a sample in make test): klined runs against a Redis Cluster of three
-  // primaries and three replicas (redis.cluster: true, the seed list; roles ingest and jobs
-  // unless the test sets roles) instead of `redis`. The stack's own checks read through
+  // KLINED_TEST_CLUSTER=1 (make test-cluster; a sample in make test): klined runs against a Redis
+  // Cluster of three primaries and three replicas (redis.cluster: true, the seed list; roles ingest
+  // and jobs unless the test sets roles) instead of `redis`. The stack's own checks read through
   // Redis(), which follows the cluster's redirects; a case that reads `redis` directly is not
   // one of the cluster run's.
   std::unique_ptr<kt::RedisCluster> cluster = ClusterFromEnv();
@@ -190,7 +190,7 @@ struct Stack {
         "\"\n  topic: trades\n  group: klined-it\n  dead_letter_topic: trades-dlq\n"
         "  properties:\n    session.timeout.ms: \"6000\"\n    heartbeat.interval.ms: \"500\"\n"
         "redis:\n  address: \"" +
-        (cluster         ? cluster->Seeds()
+        (cluster                 ? cluster->Seeds()
          : redis_address.empty() ? redis.address()
                                  : redis_address) +
         "\"\n" + (cluster ? "  cluster: true\n" : "") + redis_extra +
@@ -259,6 +259,33 @@ struct Stack {
     }
     FAIL("no live node in the cluster");
     return redis.Connect();
+  }
+
+  // (committed, end) of the test topic's consumer group, summed over its partitions.
+  std::pair<int64_t, int64_t> CommittedTotal() const {
+    int64_t committed = 0;
+    int64_t end = 0;
+    for (const auto& [c, e] : kt::CommittedAndEnd(broker.bootstrap(), "klined-it", "trades", 4)) {
+      committed += std::max<int64_t>(c, 0);
+      end += e;
+    }
+    return {committed, end};
+  }
+  bool AllCommitted() const {
+    const auto [committed, end] = CommittedTotal();
+    return committed == end;
+  }
+
+  // No candle waits for MySQL in the Redis klined writes (every live node of the cluster:
+  // KEYS sees one node's keys).
+  bool NothingPending() {
+    if (!cluster) return redis.Connect().NothingPending();
+    for (auto& node : cluster->nodes()) {
+      if (node->running() && node->process().Running() && !node->Connect().NothingPending()) {
+        return false;
+      }
+    }
+    return true;
   }
 
   // Waits until every symbol's watermark reached its last trade id.

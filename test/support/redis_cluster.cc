@@ -84,6 +84,14 @@ void RedisCluster::WaitHealthy(milliseconds timeout) {
   }
 }
 
+RedisServer& RedisCluster::OtherPrimary(int slot) {
+  RedisServer& owner = PrimaryOf(slot);
+  for (int s = 0; s < 16384; s += 97) {
+    if (&PrimaryOf(s) != &owner) return PrimaryOf(s);
+  }
+  throw std::runtime_error("one primary serves every slot");
+}
+
 std::string RedisCluster::IdOf(RedisServer& node) {
   RedisClient c = node.Connect();
   return Text(c.Command({"CLUSTER", "MYID"}).get());

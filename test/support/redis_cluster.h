@@ -24,6 +24,8 @@ class RedisCluster {
   std::string Seeds() const;
   // The node serving `slot` now (asks CLUSTER SHARDS of a live node).
   RedisServer& PrimaryOf(int slot);
+  // A primary other than the one serving `slot` (where a test moves the slot to).
+  RedisServer& OtherPrimary(int slot);
   // The node id of a node.
   std::string IdOf(RedisServer& node);
   // Moves one slot with its keys to `target` the way redis-cli --cluster reshard does:

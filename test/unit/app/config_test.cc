@@ -319,8 +319,9 @@ TEST_CASE("config: errors name the key and the position") {
           "list");
     CHECK(ErrorOf("roles: [ingest]\nredis:\n  cluster: true\n  address: \"a:1, b\"\n") ==
           "t.yaml:4:12: redis.address: \"b\" is not host:port (in a seed list)");
-    CHECK(Load("roles: [ingest]\nredis:\n  cluster: true\n  address: \"a:1, b:2\"\n")
-              .redis.address == "a:1, b:2");
+    CHECK(
+        Load("roles: [ingest]\nredis:\n  cluster: true\n  address: \"a:1, b:2\"\n").redis.address ==
+        "a:1, b:2");
     CHECK(ErrorOf("redis:\n  key_prefix: \"k{x}\"\n") ==
           "t.yaml:2:15: redis.key_prefix: \"k{x}\" must not contain braces or whitespace (the "
           "hash tag is {SYMBOL})");
@@ -362,11 +363,13 @@ TEST_CASE("config: errors name the key and the position") {
           MysqlSslMode::kVerifyIdentity);
     // Cluster mode routes ingest and jobs; the API does not yet, so it needs roles without api.
     CHECK_FALSE(Load("redis:\n  cluster: false\n").redis.cluster);
-    CHECK(ErrorOf("redis:\n  cluster: true\n").rfind("t.yaml:2:12: redis.cluster: true needs "
-                                                      "roles without api",
-                                                      0) == 0);
-    CHECK(ErrorOf("roles: [api]\nredis:\n  cluster: true\n").rfind("t.yaml:3:12: redis.cluster",
-                                                                    0) == 0);
+    CHECK(ErrorOf("redis:\n  cluster: true\n")
+              .rfind("t.yaml:2:12: redis.cluster: true needs "
+                     "roles without api",
+                     0) == 0);
+    CHECK(
+        ErrorOf("roles: [api]\nredis:\n  cluster: true\n").rfind("t.yaml:3:12: redis.cluster", 0) ==
+        0);
     CHECK(Load("roles: [ingest, jobs]\nredis:\n  cluster: true\n").redis.cluster);
     CHECK(ErrorOf("redis:\n  cluster: yes\n") ==
           "t.yaml:2:12: redis.cluster: \"yes\" is not one of false|true");
