@@ -26,17 +26,17 @@ test: deps
 unit: build
 	$(BUILD)/test/unit_tests
 
-# The write path's, jobs' and tools' integration cases with every Redis a one-node cluster
+# The write path's, jobs', tools' and API's integration cases with every Redis a one-node cluster
 # (cluster-enabled, serving every slot): any script call, MULTI or multi-key command that
 # touches more than one slot is refused, as a real cluster would (~8 min).
 test-one-slot: deps build
 	env KLINED_BUILD=$(BUILD) KLINED_TEST_ONE_NODE_CLUSTER=1 $(BUILD)/test/integration_tests \
-	  --no-colors -tc='pipeline*,jobs*,persist*,exactly once*,poison*,retire*,redis loss*,recompute*,derive*,failover*,tools*'
+	  --no-colors -tc='pipeline*,jobs*,persist*,exactly once*,poison*,retire*,redis loss*,recompute*,derive*,failover*,tools*,api*,web*'
 
 # The end-to-end cases whose checks read through the stack's Redis() with the real binary on a
-# Redis Cluster of three primaries and three replicas (redis.cluster: true, roles ingest and
-# jobs): the pipeline, ticker and failover cases that do not stop or proxy one Redis (~4 min).
-CLUSTER_CASES = pipeline: Redis equals*,pipeline: live*,pipeline: kill -9*,pipeline: one symbol*,pipeline: the 24h*,pipeline: a ticker*,failover: idle*,failover: kill -9*,failover: SIGTERM hands*,failover: MySQL down*
+# Redis Cluster of three primaries and three replicas (redis.cluster: true): the pipeline,
+# ticker, failover and market-data API cases that do not stop or proxy one Redis (~6 min).
+CLUSTER_CASES = pipeline: Redis equals*,pipeline: live*,pipeline: kill -9*,pipeline: one symbol*,pipeline: the 24h*,pipeline: a ticker*,failover: idle*,failover: kill -9*,failover: SIGTERM hands*,failover: MySQL down*,api: klines rows*,api: klines/latest*,api: every bad*,api ws: kline events*,api cache*,web*
 test-cluster: deps build
 	env KLINED_BUILD=$(BUILD) KLINED_TEST_CLUSTER=1 $(BUILD)/test/integration_tests \
 	  --no-colors -tc='$(CLUSTER_CASES)'

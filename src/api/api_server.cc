@@ -50,12 +50,13 @@ bool SplitListen(const std::string& listen, std::string* host, uint16_t* port) {
 }  // namespace
 
 struct ApiServer::Loop : EventSink {
-  Loop(size_t index, const ApiServerOptions& o, const SymbolDirectory* symbols, EventHub* hub,
-       CandleCache* cache, const WsOptions* ws_options, std::atomic<int64_t>* connections)
+  Loop(size_t index, const ApiServerOptions& o, cluster::Topology* topology,
+       const SymbolDirectory* symbols, EventHub* hub, CandleCache* cache,
+       const WsOptions* ws_options, std::atomic<int64_t>* connections)
       : index(index),
         router(hub, index),
         ws{&router, symbols, ws_options, &ws_stats, connections},
-        reader(o.redis, o.mysql, o.keys, o.handler.time_zone),
+        reader(topology, o.mysql, o.keys, o.handler.time_zone),
         handler(o.handler, symbols, &reader, cache),
         idle_timeout(std::chrono::milliseconds(o.idle_timeout_ms)) {}
 
@@ -100,9 +101,10 @@ struct ApiServer::Loop : EventSink {
 
 class ApiServer::Impl {
  public:
-  Impl(const ApiServerOptions& o) : options(o) {}
+  Impl(const ApiServerOptions& o, cluster::Topology* topology) : options(o), topology(topology) {}
 
   const ApiServerOptions& options;
+  cluster::Topology* topology;
   SymbolDirectory symbols;
   WsOptions ws_options;
   // Before the loops: a session leaving at shutdown tells the hub (Unwant).
@@ -297,7 +299,7 @@ void ApiServer::Impl::Accept() {
 
 void ApiServer::Impl::Refresh() {
   NameThisThread("api-sym");
-  MarketReader reader(options.redis, options.mysql, options.keys, options.handler.time_zone);
+  MarketReader reader(topology, options.mysql, options.keys, options.handler.time_zone);
   std::vector<std::string> symbols;
   std::unique_lock<std::mutex> lock(stop_mu);
   while (!stopping) {
@@ -317,24 +319,31 @@ void ApiServer::Impl::Refresh() {
   }
 }
 
-ApiServer::ApiServer(ApiServerOptions options) : options_(std::move(options)) {}
+ApiServer::ApiServer(ApiServerOptions options)
+    : options_(std::move(options)),
+      topology_(std::make_unique<cluster::Topology>(options_.topology)) {}
 
 ApiServer::~ApiServer() { Stop(); }
 
 bool ApiServer::Start(std::string* error) {
-  impl_ = std::make_unique<Impl>(options_);
+  impl_ = std::make_unique<Impl>(options_, topology_.get());
+  if (!topology_->Refresh()) {
+    LOG(kWarn, "api.topology_failed",
+        "error=\"" << topology_->error() << "\" detail=\"routing retries on the next call\"");
+  }
   Impl& im = *impl_;
   const size_t n = static_cast<size_t>(std::max(1, options_.threads));
   im.ws_options = options_.ws;
   im.ws_options.intervals = options_.handler.intervals;
-  im.hub = std::make_unique<EventHub>(options_.redis, options_.keys, options_.watch_ttl_ms);
+  im.hub = std::make_unique<EventHub>(topology_.get(), options_.keys, options_.watch_ttl_ms);
   if (options_.cache.max_bytes > 0) {
     im.cache_subscriptions = std::make_unique<HubSubscriptions>(im.hub.get(), n);
     im.cache = std::make_unique<CandleCache>(options_.cache, im.cache_subscriptions.get());
   }
   for (size_t i = 0; i < n; ++i) {
-    im.loops.push_back(std::make_unique<Loop>(i, options_, &im.symbols, im.hub.get(),
-                                              im.cache.get(), &im.ws_options, &im.open));
+    im.loops.push_back(std::make_unique<Loop>(i, options_, topology_.get(), &im.symbols,
+                                              im.hub.get(), im.cache.get(), &im.ws_options,
+                                              &im.open));
     im.hub->AddSink(im.loops.back().get());
   }
   if (im.cache) im.hub->AddSink(im.cache.get());  // sink n
@@ -441,6 +450,7 @@ ApiSnapshot ApiServer::Snapshot() const {
   s.pubsub_events = h.events.Get();
   s.pubsub_bad = h.bad_messages.Get();
   s.pubsub_reconnects = h.reconnects.Get();
+  s.pubsub_moved = h.moved.Get();
   s.pubsub_symbols = h.subscribed.load(std::memory_order_relaxed);
   s.watch_writes = h.watch_writes.Get();
   if (im.cache) {

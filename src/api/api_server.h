@@ -43,7 +43,7 @@
 #include "api/symbol_directory.h"
 #include "api/ws_session.h"
 #include "io/mysql/mysql_conn.h"
-#include "io/redis/redis_conn.h"
+#include "io/redis/cluster/router.h"
 
 namespace klined::api {
 
@@ -53,7 +53,9 @@ struct ApiServerOptions {
   int64_t max_connections = 10000;
   int64_t idle_timeout_ms = 60000;
   int64_t symbols_refresh_ms = 1000;
-  RedisOptions redis;
+  // Redis, or the cluster's primaries: the API's own topology (its readers' connections have
+  // a short command timeout), shared by every loop's reader and the hub.
+  cluster::TopologyOptions topology;
   MysqlOptions mysql;
   KeyLayout keys{"kline", "ticker"};
   HandlerOptions handler;
@@ -81,6 +83,7 @@ struct ApiSnapshot {
   std::array<uint64_t, kWsCloseCount> ws_closed{};
   // pub/sub
   uint64_t pubsub_messages = 0, pubsub_events = 0, pubsub_bad = 0, pubsub_reconnects = 0;
+  uint64_t pubsub_moved = 0;
   uint64_t pubsub_symbols = 0, watch_writes = 0;
   // the L1 cache
   uint64_t cache_hits = 0, cache_misses = 0, cache_page_hits = 0, cache_page_misses = 0;
@@ -106,12 +109,15 @@ class ApiServer {
   void SetWeightPerMinute(int64_t w);
 
   ApiSnapshot Snapshot() const;
+  // The API's routing (its counters join klined_redis_cluster_*); lives as long as the server.
+  cluster::Topology* topology() { return topology_.get(); }
 
   struct Loop;  // api_server.cc
 
  private:
   class Impl;
   ApiServerOptions options_;
+  std::unique_ptr<cluster::Topology> topology_;
   std::unique_ptr<Impl> impl_;
   int port_ = 0;
   bool stopped_ = false;

@@ -55,11 +55,11 @@ bool EventHub::Wanted::WantedBy(size_t sink) const {
   return false;
 }
 
-EventHub::EventHub(RedisOptions redis, KeyLayout keys, int64_t watch_ttl_ms)
-    : redis_(std::move(redis)), keys_(std::move(keys)), watch_ttl_ms_(watch_ttl_ms) {
+EventHub::EventHub(cluster::Topology* topology, KeyLayout keys, int64_t watch_ttl_ms)
+    : topology_(topology), keys_(std::move(keys)), watch_ttl_ms_(watch_ttl_ms) {
   wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  cmd_ = std::make_unique<RedisConn>(redis_);
-  watch_script_ = cmd_->AddScript(lua::kWatch);
+  router_ = std::make_unique<cluster::Router>(topology_);
+  watch_script_ = router_->AddScript(lua::kWatch);
   std::random_device rd;
   char id[40];
   std::snprintf(id, sizeof id, "%08x%08x-%d", rd(), rd(), static_cast<int>(getpid()));
@@ -108,52 +108,58 @@ void EventHub::Unwant(size_t sink, const std::string& symbol, const std::string&
   Wake();
 }
 
-bool EventHub::Connect() {
-  const timeval connect_tv{redis_.connect_timeout_ms / 1000,
-                           static_cast<suseconds_t>(redis_.connect_timeout_ms % 1000 * 1000)};
+EventHub::Sub* EventHub::SubAt(const std::string& address) {
+  for (Sub& sub : subs_) {
+    if (sub.address == address) return &sub;
+  }
+  const RedisOptions& o = topology_->options().node;
+  const timeval connect_tv{o.connect_timeout_ms / 1000,
+                           static_cast<suseconds_t>(o.connect_timeout_ms % 1000 * 1000)};
   const timeval command_tv{2, 0};
   redisContext* c = nullptr;
-  if (redis_.address.rfind("unix:", 0) == 0) {
-    c = redisConnectUnixWithTimeout(redis_.address.substr(5).c_str(), connect_tv);
+  if (address.rfind("unix:", 0) == 0) {
+    c = redisConnectUnixWithTimeout(address.substr(5).c_str(), connect_tv);
   } else {
-    const size_t colon = redis_.address.rfind(':');
-    c = redisConnectWithTimeout(redis_.address.substr(0, colon).c_str(),
-                                std::atoi(redis_.address.c_str() + colon + 1), connect_tv);
+    const size_t colon = address.rfind(':');
+    c = redisConnectWithTimeout(address.substr(0, colon).c_str(),
+                                std::atoi(address.c_str() + colon + 1), connect_tv);
   }
   if (c == nullptr || c->err) {
     LOG_RATE(kWarn, "api.subscriber_connect_failed",
-             "address=" << redis_.address << " error=\"" << (c ? c->errstr : "oom") << "\"");
+             "address=" << address << " error=\"" << (c ? c->errstr : "oom") << "\"");
     if (c) redisFree(c);
-    return false;
+    return nullptr;
   }
   // AUTH below waits at most this; the subscription itself is polled, never blocked on.
   redisSetTimeout(c, command_tv);
-  if (!redis_.password.empty()) {
+  if (!o.password.empty()) {
     auto* r = static_cast<redisReply*>(
-        redis_.user.empty()
-            ? redisCommand(c, "AUTH %b", redis_.password.data(), redis_.password.size())
-            : redisCommand(c, "AUTH %b %b", redis_.user.data(), redis_.user.size(),
-                           redis_.password.data(), redis_.password.size()));
+        o.user.empty() ? redisCommand(c, "AUTH %b", o.password.data(), o.password.size())
+                       : redisCommand(c, "AUTH %b %b", o.user.data(), o.user.size(),
+                                      o.password.data(), o.password.size()));
     const bool ok = r != nullptr && r->type != REDIS_REPLY_ERROR;
     if (r) freeReplyObject(r);
     if (!ok) {
-      LOG_RATE(kWarn, "api.subscriber_auth_failed", "address=" << redis_.address);
+      LOG_RATE(kWarn, "api.subscriber_auth_failed", "address=" << address);
       redisFree(c);
-      return false;
+      return nullptr;
     }
   }
-  ctx_ = c;
-  return true;
+  subs_.push_back(Sub{address, c});
+  return &subs_.back();
 }
 
 void EventHub::Disconnect() {
-  if (ctx_ != nullptr) redisFree(Ctx(ctx_));
-  ctx_ = nullptr;
+  for (Sub& sub : subs_) redisFree(Ctx(sub.ctx));
+  subs_.clear();
+  sub_of_.clear();
+  connected_ = false;
 }
 
-void EventHub::Drop() {
+void EventHub::Drop(int64_t delay_ms) {
   Disconnect();
-  cmd_->Disconnect("subscriber dropped");
+  moved_ = false;
+  reconnect_at_ms_ = MonotonicMs() + delay_ms;
   // Everything is subscribed and watched again on the next connection, and every wanter told
   // once more.
   for (auto& [symbol, w] : wanted_) {
@@ -176,7 +182,7 @@ bool EventHub::SyncWatches(bool refresh) {
     for (const auto& [symbol, w] : wanted_) watch_dirty_.insert(symbol);
   }
   if (watch_dirty_.empty() && unwatched_.empty()) return true;
-  if (!cmd_->EnsureConnected()) return false;
+  if (!router_->ScriptsLoaded()) return false;
   const std::string ttl = std::to_string(watch_ttl_ms_);
   std::vector<std::pair<std::string, std::string>> sent;  // (symbol, watch)
   for (const std::string& symbol : unwatched_) {
@@ -187,25 +193,29 @@ bool EventHub::SyncWatches(bool refresh) {
     auto it = wanted_.find(symbol);
     if (it != wanted_.end()) sent.emplace_back(symbol, it->second.Watch());
   }
+  std::vector<cluster::Call> calls;
+  calls.reserve(sent.size());
   for (const auto& [symbol, watch] : sent) {
-    const std::string base = keys_.Base(symbol);
-    cmd_->Append({"EVALSHA", cmd_->Sha(watch_script_), "0", base, instance_, watch, ttl});
+    calls.push_back(
+        {keys_.Slot(symbol),
+         cluster::Encode({"EVALSHA", router_->Sha(watch_script_), "2", keys_.Watchers(symbol),
+                          keys_.Watch(symbol), instance_, watch, ttl})});
   }
-  if (!cmd_->FlushWrites()) return false;
-  for (const auto& [symbol, watch] : sent) {
-    RedisReply r = cmd_->GetReply();
+  std::vector<RedisReply> replies;
+  router_->Execute(calls, &replies);
+  for (size_t i = 0; i < sent.size(); ++i) {
+    const std::string& symbol = sent[i].first;
+    const RedisReply& r = replies[i];
     if (!r || r->type == REDIS_REPLY_ERROR) {
       LOG_RATE(kWarn, "api.watch_failed",
                "symbol=" << symbol << " error=\""
-                         << (r ? std::string_view(r->str, r->len) : std::string_view(cmd_->error()))
-                         << "\"");
-      if (r && std::string_view(r->str, r->len).rfind("NOSCRIPT", 0) == 0) cmd_->ReloadScripts();
+                         << (r ? Str(r.get()) : std::string_view(router_->error())) << "\"");
       return false;
     }
     stats_.watch_writes.Add();
     auto it = wanted_.find(symbol);
     if (it == wanted_.end()) continue;
-    it->second.acked = watch;
+    it->second.acked = sent[i].second;
     NotifyReady(symbol);
   }
   watch_dirty_.clear();
@@ -231,24 +241,67 @@ void EventHub::NotifyReady(const std::string& symbol) {
   }
 }
 
-bool EventHub::SendCommand(const char* verb, const std::vector<std::string>& symbols) {
-  if (symbols.empty()) return true;
-  std::vector<std::string> channels;
-  channels.reserve(symbols.size());
-  std::vector<const char*> argv{verb};
-  std::vector<size_t> lens{std::strlen(verb)};
-  for (const std::string& s : symbols) {
-    channels.push_back(keys_.Events(s));
-    argv.push_back(channels.back().data());
-    lens.push_back(channels.back().size());
-  }
-  if (redisAppendCommandArgv(Ctx(ctx_), static_cast<int>(argv.size()), argv.data(), lens.data()) !=
-      REDIS_OK) {
-    return false;
+bool EventHub::Send(Sub* sub, const char* verb,
+                    const std::vector<std::vector<std::string>>& groups) {
+  for (const std::vector<std::string>& channels : groups) {
+    std::vector<const char*> argv{verb};
+    std::vector<size_t> lens{std::strlen(verb)};
+    for (const std::string& c : channels) {
+      argv.push_back(c.data());
+      lens.push_back(c.size());
+    }
+    if (redisAppendCommandArgv(Ctx(sub->ctx), static_cast<int>(argv.size()), argv.data(),
+                               lens.data()) != REDIS_OK) {
+      return false;
+    }
   }
   int done = 0;
   while (!done) {
-    if (redisBufferWrite(Ctx(ctx_), &done) != REDIS_OK) return false;
+    if (redisBufferWrite(Ctx(sub->ctx), &done) != REDIS_OK) return false;
+  }
+  return true;
+}
+
+bool EventHub::Subscribe(const std::vector<std::string>& symbols) {
+  if (symbols.empty()) return true;
+  // Per node, per slot: a cluster node takes one slot's channels per SSUBSCRIBE (and so does a
+  // cluster-enabled Redis used as one), one Redis any; one rule for both.
+  const cluster::SlotMap& map = router_->map();
+  std::map<size_t, std::map<uint16_t, std::vector<std::string>>> by_node;
+  for (const std::string& symbol : symbols) {
+    const uint16_t slot = keys_.Slot(symbol);
+    const int node = map.NodeOf(slot);
+    if (node < 0) {
+      topology_->RequestRefresh();
+      LOG_RATE(kWarn, "api.subscriber_uncovered",
+               "symbol=" << symbol << " slot=" << slot << " detail=\"no primary serves it\"");
+      return false;
+    }
+    Sub* sub = SubAt(map.primaries()[node].address);
+    if (sub == nullptr) return false;
+    const size_t index = static_cast<size_t>(sub - subs_.data());
+    sub_of_[symbol] = index;
+    by_node[index][slot].push_back(keys_.Events(symbol));
+  }
+  for (auto& [index, slots] : by_node) {
+    std::vector<std::vector<std::string>> groups;
+    for (auto& [slot, channels] : slots) groups.push_back(std::move(channels));
+    if (!Send(&subs_[index], "SSUBSCRIBE", groups)) return false;
+  }
+  return true;
+}
+
+bool EventHub::Unsubscribe(const std::vector<std::string>& symbols) {
+  std::map<size_t, std::vector<std::vector<std::string>>> by_node;
+  for (const std::string& symbol : symbols) {
+    auto it = sub_of_.find(symbol);
+    if (it == sub_of_.end()) continue;
+    ++unsubscribing_[symbol];
+    by_node[it->second].push_back({keys_.Events(symbol)});
+    sub_of_.erase(it);
+  }
+  for (auto& [index, groups] : by_node) {
+    if (!Send(&subs_[index], "SUNSUBSCRIBE", groups)) return false;
   }
   return true;
 }
@@ -298,8 +351,22 @@ void EventHub::ApplyChanges(std::vector<std::string>* subscribe,
 }
 
 void EventHub::OnUnsubscribed(std::string_view channel) {
-  auto it = unsubscribing_.find(std::string(keys_.SymbolOfEvents(channel)));
-  if (it != unsubscribing_.end() && --it->second == 0) unsubscribing_.erase(it);
+  const std::string symbol(keys_.SymbolOfEvents(channel));
+  auto it = unsubscribing_.find(symbol);
+  if (it != unsubscribing_.end()) {
+    if (--it->second == 0) unsubscribing_.erase(it);
+    return;
+  }
+  // Not asked for: the node no longer serves the channel's slot.
+  if (wanted_.contains(symbol)) OnMoved("a node ended the subscription of " + symbol);
+}
+
+void EventHub::OnMoved(std::string_view why) {
+  stats_.moved.Add();
+  LOG_RATE(kWarn, "api.subscriber_moved",
+           "detail=\"" << why << "; subscribing everything again on a refreshed topology\"");
+  topology_->RequestRefresh();
+  moved_ = true;
 }
 
 void EventHub::OnSubscribed(std::string_view channel) {
@@ -366,37 +433,80 @@ void EventHub::OnMessage(std::string_view channel, std::string_view payload) {
   }
 }
 
+bool EventHub::ReadSub(Sub* sub) {
+  if (redisBufferRead(Ctx(sub->ctx)) != REDIS_OK) {
+    LOG_RATE(kWarn, "api.subscriber_lost",
+             "address=" << sub->address << " error=\"" << Ctx(sub->ctx)->errstr << "\"");
+    return false;
+  }
+  void* reply = nullptr;
+  while (redisGetReplyFromReader(Ctx(sub->ctx), &reply) == REDIS_OK && reply != nullptr) {
+    auto* r = static_cast<redisReply*>(reply);
+    const std::string_view kind = PushKind(r);
+    if (kind == "smessage" && r->element[2]->type == REDIS_REPLY_STRING) {
+      OnMessage(Str(r->element[1]), Str(r->element[2]));
+    } else if (kind == "ssubscribe") {
+      OnSubscribed(Str(r->element[1]));
+    } else if (kind == "sunsubscribe") {
+      OnUnsubscribed(Str(r->element[1]));
+    } else if (r->type == REDIS_REPLY_ERROR) {
+      const std::string_view error = Str(r);
+      // MOVED, ASK, TRYAGAIN, CLUSTERDOWN: the slot is elsewhere or on its way.
+      if (cluster::ParseRedirect(error).kind != cluster::Redirect::Kind::kNone) {
+        OnMoved(error);
+      } else {
+        LOG_RATE(kWarn, "api.subscriber_error", "error=\"" << error << "\"");
+      }
+    }
+    freeReplyObject(r);
+    reply = nullptr;
+  }
+  return true;
+}
+
 void EventHub::Run() {
   NameThisThread("api-sub");
   int backoff_ms = 100;
   bool connected_once = false;
+  // Waits for the wake eventfd, or `ms`.
+  auto nap = [this](int64_t ms) {
+    pollfd pfd{wake_fd_, POLLIN, 0};
+    if (wake_fd_ < 0 || poll(&pfd, 1, static_cast<int>(ms)) <= 0) {
+      if (wake_fd_ < 0) std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+      return;
+    }
+    uint64_t n = 0;
+    [[maybe_unused]] const ssize_t got = read(wake_fd_, &n, sizeof n);
+  };
   while (true) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (stopping_) return;
     }
-    if (ctx_ == nullptr) {
-      if (!Connect()) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(backoff_ms));
+    if (!connected_) {
+      if (const int64_t wait = reconnect_at_ms_ - MonotonicMs(); wait > 0) {
+        nap(std::min<int64_t>(wait, kPollMs));
+        continue;
+      }
+      topology_->MaybeRefresh();
+      std::vector<std::string> all;
+      for (const auto& [symbol, w] : wanted_) all.push_back(symbol);
+      if (!Subscribe(all)) {
+        Disconnect();
+        nap(backoff_ms);
         backoff_ms = std::min(backoff_ms * 2, kMaxBackoffMs);
         continue;
       }
       backoff_ms = 100;
       if (connected_once) stats_.reconnects.Add();
       connected_once = true;
-      std::vector<std::string> all;
-      for (const auto& [symbol, w] : wanted_) all.push_back(symbol);
-      if (!SendCommand("SSUBSCRIBE", all)) {
-        Drop();
-        continue;
-      }
+      connected_ = true;
     }
     std::vector<std::string> subscribe, unsubscribe;
     ApplyChanges(&subscribe, &unsubscribe);
-    for (const std::string& symbol : unsubscribe) ++unsubscribing_[symbol];
-    if (!SendCommand("SSUBSCRIBE", subscribe) || !SendCommand("SUNSUBSCRIBE", unsubscribe)) {
-      LOG_RATE(kWarn, "api.subscriber_lost", "error=\"" << Ctx(ctx_)->errstr << "\"");
-      Drop();
+    if (!Subscribe(subscribe) || !Unsubscribe(unsubscribe)) {
+      LOG_RATE(kWarn, "api.subscriber_lost", "detail=\"a subscription could not be sent\"");
+      Drop(backoff_ms);
       continue;
     }
     // The watches (what FLUSH publishes), after the subscriptions went out; refreshed every
@@ -406,40 +516,32 @@ void EventHub::Run() {
     const bool refresh = now_ms >= next_refresh_ms_;
     if (refresh) next_refresh_ms_ = now_ms + std::max<int64_t>(watch_ttl_ms_ / 3, 1);
     if (!SyncWatches(refresh)) {
-      LOG_RATE(kWarn, "api.watch_lost", "error=\"" << cmd_->error() << "\"");
-      Drop();
+      LOG_RATE(kWarn, "api.watch_lost", "error=\"" << router_->error() << "\"");
+      Drop(backoff_ms);
       continue;
     }
-    pollfd pfd[2] = {{Ctx(ctx_)->fd, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
-    const int ready = poll(pfd, wake_fd_ >= 0 ? 2 : 1, kPollMs);
+    std::vector<pollfd> pfd;
+    pfd.reserve(subs_.size() + 1);
+    for (const Sub& sub : subs_) pfd.push_back({Ctx(sub.ctx)->fd, POLLIN, 0});
+    if (wake_fd_ >= 0) pfd.push_back({wake_fd_, POLLIN, 0});
+    if (pfd.empty()) {
+      nap(kPollMs);
+      continue;
+    }
+    const int ready = poll(pfd.data(), pfd.size(), kPollMs);
     if (ready <= 0) continue;
-    if (wake_fd_ >= 0 && (pfd[1].revents & POLLIN)) {
+    if (wake_fd_ >= 0 && (pfd.back().revents & POLLIN)) {
       uint64_t n = 0;
       [[maybe_unused]] const ssize_t got = read(wake_fd_, &n, sizeof n);
     }
-    if (!(pfd[0].revents & (POLLIN | POLLERR | POLLHUP))) continue;
-    if (redisBufferRead(Ctx(ctx_)) != REDIS_OK) {
-      LOG_RATE(kWarn, "api.subscriber_lost", "error=\"" << Ctx(ctx_)->errstr << "\"");
-      Drop();
-      continue;
+    bool lost = false;
+    for (size_t i = 0; i < subs_.size() && !lost; ++i) {
+      if (pfd[i].revents & (POLLIN | POLLERR | POLLHUP)) lost = !ReadSub(&subs_[i]);
     }
-    void* reply = nullptr;
-    while (ctx_ != nullptr && redisGetReplyFromReader(Ctx(ctx_), &reply) == REDIS_OK &&
-           reply != nullptr) {
-      auto* r = static_cast<redisReply*>(reply);
-      const std::string_view kind = PushKind(r);
-      if (kind == "smessage" && r->element[2]->type == REDIS_REPLY_STRING) {
-        OnMessage(Str(r->element[1]), Str(r->element[2]));
-      } else if (kind == "ssubscribe") {
-        OnSubscribed(Str(r->element[1]));
-      } else if (kind == "sunsubscribe") {
-        OnUnsubscribed(Str(r->element[1]));
-      } else if (r->type == REDIS_REPLY_ERROR) {
-        LOG_RATE(kWarn, "api.subscriber_error",
-                 "error=\"" << std::string_view(r->str, r->len) << "\"");
-      }
-      freeReplyObject(r);
-      reply = nullptr;
+    if (lost) {
+      Drop();
+    } else if (moved_) {
+      Drop(kPollMs);  // the refresh has its gap; the slot's new owner is asked after it
     }
   }
 }

@@ -10,14 +10,20 @@
 // serialized once (plain and /stream-wrapped) into one immutable SymbolEvents that every
 // interested loop receives through its EventSink (the sink only posts to its loop).
 //
-// The subscriber speaks hiredis in push mode over its own socket; Want and Unwant wake it
-// (an eventfd beside the socket in its poll), so a subscription goes out at once. What goes
-// out is the net change of the queued (un)subscriptions: SUBSCRIBE, UNSUBSCRIBE, SUBSCRIBE of
-// one symbol in a row leaves it subscribed.
+// The subscriber speaks hiredis in push mode, one socket per Redis node that serves a wanted
+// symbol (one for a single Redis; in a cluster, the primary of each symbol's slot, by the
+// API's topology), one SSUBSCRIBE per slot, which a cluster node requires; Want and Unwant
+// wake it (an eventfd beside the sockets in its poll), so a subscription goes out at once. What goes out is the net change
+// of the queued (un)subscriptions: SUBSCRIBE, UNSUBSCRIBE, SUBSCRIBE of one symbol in a row
+// leaves it subscribed. When a slot moves (a reshard, a failover) its node ends the
+// subscriptions of its channels (an `sunsubscribe` the hub did not ask for) or refuses one
+// (MOVED): the hub treats that as a lost connection (below) on a refreshed topology, so every
+// symbol is subscribed again where it lives now.
 // Wants are per kind (an interval's name, or "ticker"): FLUSH publishes only the kinds some
 // instance follows (B:watch, lua_scripts.h), so the hub writes what this instance follows of
 // each symbol with WATCH on a command connection of its own, again every ttl/3 (a part not
-// refreshed for api.watch_ttl_ms, an instance that died, drops out). A sink hears
+// refreshed for api.watch_ttl_ms, an instance that died, drops out); the watches are routed
+// by the symbol's slot (cluster::Router), their two keys declared. A sink hears
 // Subscribed(symbol, kind) once Redis confirmed the subscription *and* acknowledged a watch
 // naming the kind: from then on every change of it is sure to arrive (the L1 cache reads an
 // entry only after that). Connection loss: every sink hears Lost, the hub reconnects
@@ -39,8 +45,8 @@
 #include <vector>
 
 #include "base/counter.h"
+#include "io/redis/cluster/router.h"
 #include "io/redis/key_layout.h"
-#include "io/redis/redis_conn.h"
 #include "klined/candle.h"
 #include "klined/interval.h"
 
@@ -101,13 +107,15 @@ struct HubStats {
   OwnedCounter events;                  // stream events built from them
   OwnedCounter bad_messages;            // messages or candle lines that did not parse (skipped)
   OwnedCounter reconnects;              // subscriber connections re-established
+  OwnedCounter moved;                   // subscriptions a node ended or refused (slot moved)
   OwnedCounter watch_writes;            // WATCH calls that succeeded (changes and refreshes)
   std::atomic<uint64_t> subscribed{0};  // symbols subscribed now
 };
 
 class EventHub {
  public:
-  EventHub(RedisOptions redis, KeyLayout keys, int64_t watch_ttl_ms = 30000);
+  // `topology` (one Redis, or the cluster's primaries) outlives the hub.
+  EventHub(cluster::Topology* topology, KeyLayout keys, int64_t watch_ttl_ms = 30000);
   ~EventHub();
   EventHub(const EventHub&) = delete;
   EventHub& operator=(const EventHub&) = delete;
@@ -131,25 +139,42 @@ class EventHub {
     std::string kind;
     bool want;
   };
+  // One subscriber connection: to the node at `address`.
+  struct Sub {
+    std::string address;
+    void* ctx = nullptr;  // redisContext*
+  };
   void Run();
-  bool Connect();
+  // Reads what one subscriber connection has; false when it failed.
+  bool ReadSub(Sub* sub);
+  // The subscriber connection to `address` (connected on first use), or null.
+  Sub* SubAt(const std::string& address);
   void Disconnect();
   // Applies the queued changes; fills the symbols to (un)subscribe on Redis (the net change).
   void ApplyChanges(std::vector<std::string>* subscribe, std::vector<std::string>* unsubscribe);
-  bool SendCommand(const char* verb, const std::vector<std::string>& symbols);
+  // SSUBSCRIBE each symbol's channel on its node; false when a node cannot be reached.
+  bool Subscribe(const std::vector<std::string>& symbols);
+  // SUNSUBSCRIBE each on the node it was subscribed on.
+  bool Unsubscribe(const std::vector<std::string>& symbols);
+  // Sends `verb` with every channel of each group (one command per group) and flushes.
+  bool Send(Sub* sub, const char* verb, const std::vector<std::vector<std::string>>& groups);
   void OnMessage(std::string_view channel, std::string_view payload);
   void OnSubscribed(std::string_view channel);
   void OnUnsubscribed(std::string_view channel);
+  // A node ended or refused a subscription: the slot moved, so every subscription is made
+  // again on a refreshed topology (after this round's replies are read).
+  void OnMoved(std::string_view why);
   // Writes the watch of every symbol whose kinds changed (all of them when `refresh`), and
   // "" for those no longer wanted; false when Redis did not take them all.
   bool SyncWatches(bool refresh);
   // Subscribed to every sink waiting for a kind of `symbol` that is now sure to arrive.
   void NotifyReady(const std::string& symbol);
-  // Disconnect, and tell every sink (Lost); nothing is confirmed any more.
-  void Drop();
+  // Disconnect, and tell every sink (Lost); nothing is confirmed any more. The subscriptions
+  // are made again after `delay_ms`.
+  void Drop(int64_t delay_ms = 0);
   void Wake();
 
-  RedisOptions redis_;
+  cluster::Topology* topology_;
   KeyLayout keys_;
   std::vector<EventSink*> sinks_;
   HubStats stats_;
@@ -172,7 +197,7 @@ class EventHub {
   std::unordered_map<std::string, Wanted> wanted_;
   std::set<std::string> watch_dirty_;  // symbols whose watch must be written
   std::set<std::string> unwatched_;    // symbols no longer wanted: their part goes
-  std::unique_ptr<RedisConn> cmd_;     // WATCH calls
+  std::unique_ptr<cluster::Router> router_;  // WATCH calls, the subscribers' map
   size_t watch_script_ = 0;
   std::string instance_;  // this instance's part of B:watchers
   int64_t watch_ttl_ms_;
@@ -180,8 +205,14 @@ class EventHub {
   // SUNSUBSCRIBEs sent whose reply has not come back, per symbol: a subscription confirmed
   // before them may be undone by them, so it confirms nothing.
   std::unordered_map<std::string, uint32_t> unsubscribing_;
-  int wake_fd_ = -1;     // eventfd: Want/Unwant/Stop end the hub's poll
-  void* ctx_ = nullptr;  // redisContext*
+  int wake_fd_ = -1;  // eventfd: Want/Unwant/Stop end the hub's poll
+  // The subscriber connections (none while disconnected), and where each subscribed symbol's
+  // SSUBSCRIBE went (index into subs_).
+  std::vector<Sub> subs_;
+  std::unordered_map<std::string, size_t> sub_of_;
+  bool connected_ = false;  // subscribed everything wanted since the last Drop
+  bool moved_ = false;      // OnMoved this round: Drop once the replies are read
+  int64_t reconnect_at_ms_ = 0;
   std::thread thread_;
   bool started_ = false;
 };

@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "base/log.h"
+#include "io/redis/lua_scripts.h"
 
 namespace klined::api {
 namespace {
@@ -25,10 +26,16 @@ bool ParseScore(const redisReply* r, int64_t* out) {
 
 std::string Int(int64_t v) { return std::to_string(v); }
 
+// A reply waits on at most this much backing off from TRYAGAIN / CLUSTERDOWN (then 503): a
+// client retries sooner than a writer must.
+constexpr int64_t kRetryBudgetMs = 1000;
+
 }  // namespace
 
-MarketReader::MarketReader(RedisOptions redis, MysqlOptions mysql, KeyLayout keys, UtcOffset tz)
-    : redis_(std::move(redis)),
+MarketReader::MarketReader(cluster::Topology* topology, MysqlOptions mysql, KeyLayout keys,
+                           UtcOffset tz)
+    : router_(topology, 5, kRetryBudgetMs),
+      read_range_(router_.AddScript(lua::kReadRange)),
       mysql_(std::move(mysql)),
       table_(&mysql_, 1, tz),
       keys_(std::move(keys)) {}
@@ -63,34 +70,24 @@ ReadStatus MarketReader::ReadRedisPart(const RangeQuery& q, RedisPart* out) {
   const std::string limit_s = Int(static_cast<int64_t>(q.limit));
 
   stats_.redis_reads.Add();
-  if (!redis_.EnsureConnected()) {
+  if (!router_.ScriptsLoaded()) {
     stats_.redis_failures.Add();
     return ReadStatus::kRedisDown;
   }
-  redis_.Append({"MULTI"});
-  redis_.Append({"GET", current_key});
-  redis_.Append({"ZRANGE", hist_key, "0", "0", "WITHSCORES"});
-  if (oldest) {
-    redis_.Append({"ZRANGEBYSCORE", hist_key, lo_s, hi_s, "LIMIT", "0", limit_s});
-  } else {
-    redis_.Append({"ZREVRANGEBYSCORE", hist_key, hi_s, lo_s, "LIMIT", "0", limit_s});
-  }
-  redis_.Append({"EXEC"});
-  RedisReply exec;
-  for (int i = 0; i < 5; ++i) {
-    RedisReply r = redis_.GetReply();
-    if (r == nullptr) {
-      stats_.redis_failures.Add();
-      return ReadStatus::kRedisDown;
-    }
-    if (i == 4) exec = std::move(r);
-  }
-  // A wrong-type key makes its command's slot an error reply; EXEC itself fails only when the
-  // transaction was refused (e.g. a read-only replica, OOM).
-  if (exec->type != REDIS_REPLY_ARRAY || exec->elements != 3) {
+  RedisReply exec =
+      router_.Command(keys_.Slot(q.symbol), {"EVALSHA", router_.Sha(read_range_), "2", current_key,
+                                             hist_key, oldest ? "1" : "0", lo_s, hi_s, limit_s});
+  // A wrong-type key makes its read's element an error reply; the call itself fails when
+  // Redis is unreachable, or refused it (a redirect past the retry budget, a replica).
+  if (exec == nullptr || exec->type != REDIS_REPLY_ARRAY || exec->elements != 3) {
     stats_.redis_failures.Add();
-    LOG_RATE(kWarn, "api.redis_failed",
-             "symbol=" << q.symbol << " detail=\"EXEC did not return the three replies\"");
+    LOG_RATE(
+        kWarn, "api.redis_failed",
+        "symbol=" << q.symbol << " error=\""
+                  << (exec == nullptr                   ? std::string_view(router_.error())
+                      : exec->type == REDIS_REPLY_ERROR ? Str(exec.get())
+                                                        : std::string_view("not three replies"))
+                  << "\"");
     return ReadStatus::kRedisDown;
   }
   const redisReply* cur_r = exec->element[0];
@@ -141,34 +138,35 @@ ReadStatus MarketReader::Klines(const RangeQuery& q, std::vector<Candle>* out) {
       part.range_members, [](const Candle& c) { return c.open_time; }, fetch, out);
 }
 
-ReadStatus MarketReader::GetAll(std::span<const std::string> keys,
+ReadStatus MarketReader::GetAll(std::span<const std::string> symbols,
+                                const std::function<std::string(const std::string&)>& key_of,
                                 const std::function<void(size_t, const redisReply*)>& on_reply) {
-  if (keys.empty()) return ReadStatus::kOk;
+  if (symbols.empty()) return ReadStatus::kOk;
   stats_.redis_reads.Add();
-  if (!redis_.EnsureConnected()) {
-    stats_.redis_failures.Add();
-    return ReadStatus::kRedisDown;
+  std::vector<cluster::Call> calls;
+  calls.reserve(symbols.size());
+  for (const std::string& s : symbols) {
+    calls.push_back({keys_.Slot(s), cluster::Encode({"GET", key_of(s)})});
   }
-  for (const std::string& k : keys) redis_.Append({"GET", k});
-  for (size_t i = 0; i < keys.size(); ++i) {
-    RedisReply r = redis_.GetReply();
+  std::vector<RedisReply> replies;
+  router_.Execute(calls, &replies);
+  for (const RedisReply& r : replies) {
     if (r == nullptr) {
       stats_.redis_failures.Add();
+      LOG_RATE(kWarn, "api.redis_failed", "error=\"" << router_.error() << "\"");
       return ReadStatus::kRedisDown;
     }
-    on_reply(i, r.get());
   }
+  for (size_t i = 0; i < replies.size(); ++i) on_reply(i, replies[i].get());
   return ReadStatus::kOk;
 }
 
 ReadStatus MarketReader::Latest(Interval iv, std::span<const std::string> symbols,
                                 std::vector<std::pair<std::string_view, Candle>>* out) {
   out->clear();
-  std::vector<std::string> keys;
-  keys.reserve(symbols.size());
-  for (const std::string& s : symbols) keys.push_back(keys_.Current(s, iv));
   out->reserve(symbols.size());
-  const ReadStatus st = GetAll(keys, [&](size_t i, const redisReply* r) {
+  const auto key_of = [&](const std::string& s) { return keys_.Current(s, iv); };
+  const ReadStatus st = GetAll(symbols, key_of, [&](size_t i, const redisReply* r) {
     Candle c;
     if (IsString(r) && ParseStored(Str(r), iv, &c)) out->emplace_back(symbols[i], c);
   });
@@ -179,10 +177,8 @@ ReadStatus MarketReader::Latest(Interval iv, std::span<const std::string> symbol
 ReadStatus MarketReader::Tickers(std::span<const std::string> symbols,
                                  std::vector<std::string>* out) {
   out->assign(symbols.size(), std::string());
-  std::vector<std::string> keys;
-  keys.reserve(symbols.size());
-  for (const std::string& s : symbols) keys.push_back(keys_.Ticker(s));
-  return GetAll(keys, [&](size_t i, const redisReply* r) {
+  const auto key_of = [&](const std::string& s) { return keys_.Ticker(s); };
+  return GetAll(symbols, key_of, [&](size_t i, const redisReply* r) {
     if (IsString(r)) (*out)[i].assign(r->str, r->len);
   });
 }
@@ -190,14 +186,10 @@ ReadStatus MarketReader::Tickers(std::span<const std::string> symbols,
 ReadStatus MarketReader::Symbols(std::vector<std::string>* out) {
   out->clear();
   stats_.redis_reads.Add();
-  if (!redis_.EnsureConnected()) {
-    stats_.redis_failures.Add();
-    return ReadStatus::kRedisDown;
-  }
   const std::string key = keys_.Symbols();
   std::string cursor = "0";
   do {
-    if (!redis_.SscanStep(key, &cursor, "1000", out)) {
+    if (!cluster::SscanStep(&router_, key, &cursor, "1000", out)) {
       stats_.redis_failures.Add();
       out->clear();
       return ReadStatus::kRedisDown;

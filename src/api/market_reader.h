@@ -2,18 +2,20 @@
 // Redis/MySQL seam, every symbol's current candle, tickers, the known-symbol set.
 //
 // DESIGN
-// One MarketReader per API thread (it owns a blocking hiredis and a MySQL connection; calls
-// block that thread for one Redis round trip, plus one MySQL range read when the range is
-// older than Redis holds). It never touches shard memory: any instance answers for any
-// symbol.
+// One MarketReader per API thread (it owns a blocking cluster::Router, one hiredis
+// connection per Redis node it reads, and a MySQL connection; calls block that thread for one
+// Redis round trip, plus one MySQL range read when the range is older than Redis holds). One
+// code path for one Redis and for a cluster: every read is routed by the symbol's slot. It never
+// touches shard memory: any instance answers for any symbol.
 //
 // The seam. Redis holds a symbol's current candle and, in the history sorted set, a gapless
 // run of closed candles ending just before it; trimming removes only the oldest members and
 // only after MySQL has them. So with h0 = the oldest history score (or the current candle's
 // open time when history is empty), every candle before h0 is in MySQL and every candle from
-// h0 on is in Redis. One MULTI/EXEC reads the current candle, h0 and the range's members in a
-// single snapshot (a rollover or trim cannot fall between them; all keys share the symbol's
-// slot, so this holds in a cluster too); MySQL is asked only for open times < h0. Rows never
+// h0 on is in Redis. One read-only script (lua::kReadRange, both keys declared, in the symbol's
+// slot) reads the current candle, h0 and the range's members in a single snapshot (a rollover
+// or trim cannot fall between them), in a cluster as on one Redis: a MULTI would abort on a
+// redirect, a script is redirected whole; MySQL is asked only for open times < h0. Rows never
 // repeat and never skip at the seam.
 //
 // Binance's range rules (GET /api/v3/klines): startTime given = the oldest `limit` candles
@@ -33,8 +35,8 @@
 #include "base/counter.h"
 #include "io/mysql/kline_table.h"
 #include "io/mysql/mysql_conn.h"
+#include "io/redis/cluster/router.h"
 #include "io/redis/key_layout.h"
-#include "io/redis/redis_conn.h"
 #include "klined/candle.h"
 #include "klined/interval.h"
 
@@ -69,11 +71,12 @@ class CacheSource {
 
 class MarketReader : public CacheSource {
  public:
-  MarketReader(RedisOptions redis, MysqlOptions mysql, KeyLayout keys, UtcOffset tz);
+  // `topology` (one Redis or the cluster's primaries) outlives the reader.
+  MarketReader(cluster::Topology* topology, MysqlOptions mysql, KeyLayout keys, UtcOffset tz);
 
   // Candles of the range, ascending (see DESIGN). kOk with *out filled, else why not.
   ReadStatus Klines(const RangeQuery& q, std::vector<Candle>* out);
-  // The Redis side of q in one MULTI/EXEC (q's limit bounds the history members read).
+  // The Redis side of q in one script call (q's limit bounds the history members read).
   ReadStatus ReadRedisPart(const RangeQuery& q, RedisPart* out) override;
   // MySQL's candles of open times [lo, hi]: the oldest `limit`, or the newest when
   // newest_first; ascending either way.
@@ -97,11 +100,14 @@ class MarketReader : public CacheSource {
  private:
   // A candle member or current value; false (counted, logged) when it does not parse.
   bool ParseStored(std::string_view json, Interval iv, Candle* out);
-  // GET of every key in one pipeline; on_reply(index, reply) for each, in order.
-  ReadStatus GetAll(std::span<const std::string> keys,
+  // GET of every key of the symbols, in one pipeline per node (the nodes at once);
+  // on_reply(index, reply) for each, in order.
+  ReadStatus GetAll(std::span<const std::string> symbols,
+                    const std::function<std::string(const std::string&)>& key_of,
                     const std::function<void(size_t, const redisReply*)>& on_reply);
 
-  RedisConn redis_;
+  cluster::Router router_;
+  size_t read_range_ = 0;  // lua::kReadRange
   MysqlConn mysql_;
   KlineTable table_;
   KeyLayout keys_;

@@ -106,6 +106,10 @@ class ApiCollector : public prometheus::Collectable {
     add("klined_api_pubsub_reconnects_total",
         "Subscriber connections re-established (messages published meanwhile are not seen)", C,
         double(s.pubsub_reconnects));
+    add("klined_api_pubsub_moved_total",
+        "Subscriptions a Redis Cluster node ended or refused because the slot moved (a reshard, "
+        "a failover): every symbol subscribed again on the refreshed topology",
+        C, double(s.pubsub_moved));
     add("klined_api_pubsub_symbols", "Symbols this instance is subscribed to", G,
         double(s.pubsub_symbols));
     add("klined_api_watch_writes_total",

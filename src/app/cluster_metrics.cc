@@ -7,47 +7,55 @@ namespace {
 
 class ClusterCollector : public prometheus::Collectable {
  public:
-  explicit ClusterCollector(cluster::Topology* topology) : topology_(topology) {}
+  explicit ClusterCollector(std::vector<cluster::Topology*> topologies)
+      : topologies_(std::move(topologies)) {}
 
   std::vector<prometheus::MetricFamily> Collect() const override {
-    const cluster::RouterStats& s = topology_->stats();
     std::vector<prometheus::MetricFamily> out;
-    const auto add = [&out](const char* name, const char* help, const std::atomic<uint64_t>& v) {
-      AddSample(&out, name, help, prometheus::MetricType::Counter,
-                double(v.load(std::memory_order_relaxed)));
+    // Each counter summed over the topologies.
+    const auto add = [&](const char* name, const char* help,
+                         std::atomic<uint64_t> cluster::RouterStats::*field) {
+      uint64_t sum = 0;
+      for (cluster::Topology* t : topologies_) {
+        sum += (t->stats().*field).load(std::memory_order_relaxed);
+      }
+      AddSample(&out, name, help, prometheus::MetricType::Counter, double(sum));
     };
+    using S = cluster::RouterStats;
     add("klined_redis_cluster_moved_total",
-        "MOVED replies: the call was resent to the node named and the slot map refreshed", s.moved);
+        "MOVED replies: the call was resent to the node named and the slot map refreshed",
+        &S::moved);
     add("klined_redis_cluster_ask_total",
-        "ASK replies (a slot being migrated): the call was resent once with ASKING", s.ask);
+        "ASK replies (a slot being migrated): the call was resent once with ASKING", &S::ask);
     add("klined_redis_cluster_tryagain_total",
         "TRYAGAIN replies (keys of a slot split by a migration): retried after a back-off",
-        s.tryagain);
+        &S::tryagain);
     add("klined_redis_cluster_clusterdown_total",
         "CLUSTERDOWN replies (no majority, or a slot unserved): retried after a back-off",
-        s.clusterdown);
+        &S::clusterdown);
     add("klined_redis_cluster_noscript_total",
         "NOSCRIPT replies (a node without klined's scripts, e.g. a promoted replica): loaded "
         "there and resent",
-        s.noscript);
+        &S::noscript);
     add("klined_redis_cluster_refreshes_total", "Slot map refreshes from CLUSTER SHARDS",
-        s.refreshes);
+        &S::refreshes);
     add("klined_redis_cluster_refresh_failures_total",
-        "Slot map refreshes no node answered (the old map stays in use)", s.refresh_failures);
+        "Slot map refreshes no node answered (the old map stays in use)", &S::refresh_failures);
     add("klined_redis_cluster_wait_timeouts_total",
         "Durable-commit waits (redis.wait_replicas) that found a node short of replicas",
-        s.wait_timeouts);
+        &S::wait_timeouts);
     return out;
   }
 
  private:
-  cluster::Topology* topology_;
+  std::vector<cluster::Topology*> topologies_;
 };
 
 }  // namespace
 
-std::shared_ptr<prometheus::Collectable> MakeClusterCollector(cluster::Topology* topology) {
-  return std::make_shared<ClusterCollector>(topology);
+std::shared_ptr<prometheus::Collectable> MakeClusterCollector(
+    std::vector<cluster::Topology*> topologies) {
+  return std::make_shared<ClusterCollector>(std::move(topologies));
 }
 
 }  // namespace klined

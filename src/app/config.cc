@@ -467,7 +467,7 @@ const std::vector<KeySpec>& Keys() {
     k.push_back(EnumKey("redis.cluster", KLINED_FIELD(redis.cluster), false,
                         {{"false", false}, {"true", true}}, kRestart,
                         "Redis Cluster (redis.address a seed list): every call routed to the "
-                        "primary serving its slot; needs roles without api"));
+                        "primary serving its slot"));
     k.push_back(IntKey("redis.wait_replicas", KLINED_FIELD(redis.wait_replicas), 0, 0, 64, kRestart,
                        "replicas that must acknowledge a flush (WAIT) before the Kafka offsets "
                        "behind it are committed; 0 = none"));
@@ -758,12 +758,6 @@ class Loader {
     if (!config.redis.cluster && config.redis.address.find(',') != std::string::npos) {
       return Error(MarkOf("redis.address"), "redis.address",
                    "a comma-separated seed list needs redis.cluster: true");
-    }
-    if (config.redis.cluster && config.roles.api) {
-      return Error(MarkOf("redis.cluster"), "redis.cluster",
-                   "true needs roles without api: the market-data API does not route over a "
-                   "cluster yet (ingest and jobs do; run the API on an instance of its own "
-                   "against one Redis, or leave it off)");
     }
     if (!config.kafka.dead_letter_topic.empty() &&
         config.kafka.dead_letter_topic == config.kafka.topic) {

@@ -67,7 +67,7 @@ api::ApiServerOptions ApiOptionsFrom(const Config& c) {
   o.idle_timeout_ms = c.api.idle_timeout_ms;
   o.symbols_refresh_ms = c.api.symbols_refresh_ms;
   // A reply waits on at most one Redis round trip: a short timeout answers 503 quickly.
-  o.redis = RedisOptionsFrom(c, 2000);
+  o.topology = TopologyOptionsFrom(c, 2000);
   o.mysql = MysqlOptionsFrom(c);
   o.mysql.read_timeout_s = o.mysql.write_timeout_s =
       static_cast<int>((c.api.mysql_timeout_ms + 999) / 1000);

@@ -393,9 +393,7 @@ int Run(const std::string& config_path, Config config) {
     return 1;
   }
   LOG(kInfo, "metrics.listening", "listen=" << config.metrics.listen << " port=" << metrics.port());
-  // (topology is declared before metrics: it outlives the exposer's threads.)
-  std::shared_ptr<prometheus::Collectable> cluster_collector = MakeClusterCollector(&topology);
-  metrics.AddCollectable(cluster_collector);
+  std::shared_ptr<prometheus::Collectable> cluster_collector;
 
   notifier.Status("starting: probing redis, mysql, kafka");
   if (!WaitForDependencies(config, &notifier, &metrics)) {
@@ -415,6 +413,11 @@ int Run(const std::string& config_path, Config config) {
         "listen=" << config.api.listen << " port=" << api->port()
                   << " threads=" << config.api.threads);
   }
+  // (topology and api are declared before metrics: they outlive the exposer's threads.)
+  std::vector<cluster::Topology*> topologies{&topology};
+  if (api) topologies.push_back(api->topology());
+  cluster_collector = MakeClusterCollector(std::move(topologies));
+  metrics.AddCollectable(cluster_collector);
   if (config.roles.ingest && !consumer.Start(&error)) {
     LOG(kError, "kafka.failed", "error=\"" << Quoted(error) << "\"");
     return 1;

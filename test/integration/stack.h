@@ -163,8 +163,8 @@ struct Stack {
   kt::TempDir dir{"klined-pipeline"};
   kt::RedisServer redis;
   // KLINED_TEST_CLUSTER=1 (make test-cluster; a sample in make test): klined runs against a Redis
-  // Cluster of three primaries and three replicas (redis.cluster: true, the seed list; roles ingest
-  // and jobs unless the test sets roles) instead of `redis`. The stack's own checks read through
+  // Cluster of three primaries and three replicas (redis.cluster: true, the seed list) instead of
+  // `redis`. The stack's own checks read through
   // Redis(), which follows the cluster's redirects; a case that reads `redis` directly is not
   // one of the cluster run's.
   std::unique_ptr<kt::RedisCluster> cluster = ClusterFromEnv();
@@ -207,7 +207,6 @@ struct Stack {
     if (config_tail.find("shards:") == std::string::npos) y += "shards: 2\n";
     // Every instance serves the API on a port of its own (any free one unless a test sets it).
     if (config_tail.find("api:") == std::string::npos) y += "api:\n  listen: \"127.0.0.1:0\"\n";
-    if (cluster && config_tail.find("roles:") == std::string::npos) y += "roles: [ingest, jobs]\n";
     return y + config_tail;
   }
 
@@ -276,14 +275,24 @@ struct Stack {
     return committed == end;
   }
 
-  // No candle waits for MySQL in the Redis klined writes (every live node of the cluster:
-  // KEYS sees one node's keys).
-  bool NothingPending() {
-    if (!cluster) return redis.Connect().NothingPending();
+  // A client of each Redis klined writes: `redis`, or every live node of the cluster (for
+  // what one node answers of its own: KEYS, CLIENT KILL).
+  std::vector<kt::RedisClient> Nodes() {
+    std::vector<kt::RedisClient> out;
+    if (!cluster) {
+      out.push_back(redis.Connect());
+      return out;
+    }
     for (auto& node : cluster->nodes()) {
-      if (node->running() && node->process().Running() && !node->Connect().NothingPending()) {
-        return false;
-      }
+      if (node->running() && node->process().Running()) out.push_back(node->Connect());
+    }
+    return out;
+  }
+
+  // No candle waits for MySQL in the Redis klined writes (on every node).
+  bool NothingPending() {
+    for (kt::RedisClient& rc : Nodes()) {
+      if (!rc.NothingPending()) return false;
     }
     return true;
   }

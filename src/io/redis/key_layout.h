@@ -88,6 +88,8 @@ class KeyLayout {
   std::string WriteStamp(std::string_view symbol) const { return Of(symbol, "ws"); }
   // PREFIX:{SYMBOL}:watch: what API instances follow of the symbol.
   std::string Watch(std::string_view symbol) const { return Of(symbol, "watch"); }
+  // B:watchers: each API instance's part of B:watch (hash instance -> "expiry_ms|kinds").
+  std::string Watchers(std::string_view symbol) const { return Of(symbol, "watchers"); }
   // PREFIX:{SYMBOL}:tks: the 24h ticker's persisted state.
   std::string TickerState(std::string_view symbol) const { return Of(symbol, "tks"); }
   // PREFIX:{SYMBOL}:pending: hash "INTERVAL|open_time" -> candle JSON not yet in MySQL.

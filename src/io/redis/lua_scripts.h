@@ -383,16 +383,33 @@ end
 return v
 )LUA";
 
+// READ_RANGE: the market-data API's snapshot of one (symbol, interval) range (MarketReader).
+// Read only. KEYS: the current candle, the history set. ARGV: "1" = the oldest `limit` from
+// lo (else the newest down from hi), lo, hi ("-inf" / "+inf" or a score), limit. Returns
+// {current or nil, history's first member WITHSCORES, the range's members}; a read of a
+// wrong-type key is that element's error reply (the others still come back).
+inline constexpr const char kReadRange[] = R"LUA(#!lua flags=no-writes
+local cur = redis.pcall('GET', KEYS[1])
+local first = redis.pcall('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+local range
+if ARGV[1] == '1' then
+  range = redis.pcall('ZRANGEBYSCORE', KEYS[2], ARGV[2], ARGV[3], 'LIMIT', 0, ARGV[4])
+else
+  range = redis.pcall('ZREVRANGEBYSCORE', KEYS[2], ARGV[3], ARGV[2], 'LIMIT', 0, ARGV[4])
+end
+return {cur, first, range}
+)LUA";
+
 // WATCH: an API instance says what it follows of one symbol (the market-data API's EventHub).
-// KEYS: none (B:watch, B:watchers). ARGV: base B, instance id, kinds (",1m,ticker,"; "" = none),
-// ttl_ms. Sets the instance's part with expiry now + ttl, drops expired parts (an instance that
-// died), and writes B:watch = the union of the live parts, expiring with the last of them
-// (both keys go when none is left). Returns the number of kinds followed.
+// KEYS: B:watchers, B:watch. ARGV: instance id, kinds (",1m,ticker,"; "" = none), ttl_ms. Sets the
+// instance's part with expiry now + ttl, drops expired parts (an instance that died), and writes
+// B:watch = the union of the live parts, expiring with the last of them (both keys go when none is
+// left). Returns the number of kinds followed.
 inline constexpr const char kWatch[] = R"LUA(
-local base, inst, kinds, ttl = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local inst, kinds, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local wk, key = base .. ':watchers', base .. ':watch'
+local wk, key = KEYS[1], KEYS[2]
 if kinds == '' then
   redis.call('HDEL', wk, inst)
 else

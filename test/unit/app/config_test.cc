@@ -361,15 +361,10 @@ TEST_CASE("config: errors name the key and the position") {
           "disabled|preferred|required|verify_ca|verify_identity");
     CHECK(Load("mysql:\n  ssl_mode: verify_identity\n").mysql.ssl_mode ==
           MysqlSslMode::kVerifyIdentity);
-    // Cluster mode routes ingest and jobs; the API does not yet, so it needs roles without api.
+    // Cluster mode routes every role: ingest, jobs and the API.
     CHECK_FALSE(Load("redis:\n  cluster: false\n").redis.cluster);
-    CHECK(ErrorOf("redis:\n  cluster: true\n")
-              .rfind("t.yaml:2:12: redis.cluster: true needs "
-                     "roles without api",
-                     0) == 0);
-    CHECK(
-        ErrorOf("roles: [api]\nredis:\n  cluster: true\n").rfind("t.yaml:3:12: redis.cluster", 0) ==
-        0);
+    CHECK(Load("redis:\n  cluster: true\n").redis.cluster);
+    CHECK(Load("roles: [api]\nredis:\n  cluster: true\n").redis.cluster);
     CHECK(Load("roles: [ingest, jobs]\nredis:\n  cluster: true\n").redis.cluster);
     CHECK(ErrorOf("redis:\n  cluster: yes\n") ==
           "t.yaml:2:12: redis.cluster: \"yes\" is not one of false|true");

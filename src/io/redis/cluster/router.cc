@@ -203,6 +203,19 @@ bool Router::EnsureConnected() {
   return ok;
 }
 
+bool Router::ScriptsLoaded() {
+  for (const std::string& sha : script_shas_) {
+    if (sha.empty()) {
+      EnsureConnected();
+      break;
+    }
+  }
+  for (const std::string& sha : script_shas_) {
+    if (sha.empty()) return false;
+  }
+  return true;
+}
+
 void Router::Execute(std::span<const Call> calls, std::vector<RedisReply>* replies) {
   ExecuteRounds(calls, replies);
   Tally();

@@ -152,6 +152,9 @@ class Router {
   // Connects to every primary of the current map (scripts loaded, so Sha() is known). False
   // if one of them cannot be reached now (error() says which).
   bool EnsureConnected();
+  // EnsureConnected, then whether every script's SHA is known (some node has loaded them):
+  // what a caller checks before its first EVALSHA. A node down does not make it false.
+  bool ScriptsLoaded();
   // Any thread (metrics): the node connections' failed calls and reconnects, summed after
   // each Execute, WaitReplicas and EnsureConnected.
   uint64_t errors() const { return errors_.Get(); }
