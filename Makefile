@@ -5,7 +5,7 @@ TSAN_BUILD ?= build-tsan
 FUZZ_BUILD ?= build-fuzz
 MESON_OPTS ?=
 
-.PHONY: all deps build test test-one-slot test-cluster unit asan tsan fuzz chaos bench demo format clean
+.PHONY: all deps build test test-one-slot test-cluster unit asan tsan fuzz chaos chaos-cluster bench demo format clean
 
 all: build
 
@@ -35,8 +35,9 @@ test-one-slot: deps build
 
 # The end-to-end cases whose checks read through the stack's Redis() with the real binary on a
 # Redis Cluster of three primaries and three replicas (redis.cluster: true): the pipeline,
-# ticker, failover and market-data API cases that do not stop or proxy one Redis (~6 min).
-CLUSTER_CASES = pipeline: Redis equals*,pipeline: live*,pipeline: kill -9*,pipeline: one symbol*,pipeline: the 24h*,pipeline: a ticker*,failover: idle*,failover: kill -9*,failover: SIGTERM hands*,failover: MySQL down*,api: klines rows*,api: klines/latest*,api: every bad*,api ws: kline events*,api cache*,web*
+# ticker, failover, market-data API and klinectl cases that do not stop or proxy one Redis
+# (~8 min).
+CLUSTER_CASES = pipeline: Redis equals*,pipeline: live*,pipeline: kill -9*,pipeline: one symbol*,pipeline: the 24h*,pipeline: a ticker*,failover: idle*,failover: kill -9*,failover: SIGTERM hands*,failover: MySQL down*,api: klines rows*,api: klines/latest*,api: every bad*,api ws: kline events*,api cache*,web*,recompute*,derive*,retire*
 test-cluster: deps build
 	env KLINED_BUILD=$(BUILD) KLINED_TEST_CLUSTER=1 $(BUILD)/test/integration_tests \
 	  --no-colors -tc='$(CLUSTER_CASES)'
@@ -58,6 +59,14 @@ fuzz: deps
 # Redis and MySQL compared with the independent computation. CHAOS_SEED repeats a run.
 chaos: deps build
 	env KLINED_BUILD=$(BUILD) KLINED_CHAOS_SECONDS=$${CHAOS_SECONDS:-600} \
+	  $${CHAOS_SEED:+KLINED_CHAOS_SEED=$$CHAOS_SEED} \
+	  $(BUILD)/test/integration_tests --no-colors -tc='chaos*'
+
+# The chaos soak on a Redis Cluster of three primaries and three replicas (wait_replicas 1):
+# the Redis faults are a primary killed (its replica promoted), two primaries paused past the
+# node timeout (CLUSTERDOWN) and a busy symbol's slot moved under load.
+chaos-cluster: deps build
+	env KLINED_BUILD=$(BUILD) KLINED_CHAOS_SECONDS=$${CHAOS_SECONDS:-600} KLINED_CHAOS_CLUSTER=1 \
 	  $${CHAOS_SEED:+KLINED_CHAOS_SEED=$$CHAOS_SEED} \
 	  $(BUILD)/test/integration_tests --no-colors -tc='chaos*'
 

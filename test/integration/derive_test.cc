@@ -58,11 +58,10 @@ void StreamAndPersist(Stack* stack, const std::vector<std::string>& symbols,
   kt::Producer producer(stack->broker.bootstrap());
   Produce(&producer, trades);
   REQUIRE(stack->WaitForWatermarks(LastIds(trades), seconds(60)));
-  kt::RedisClient rc = stack->redis.Connect();
+  kt::RedisClient rc = stack->Redis();
   REQUIRE(WaitUntil(
       [&] {
-        return rc.NothingPending() &&
-               rc.Integer({"SCARD", "kline:late"}) == 0;
+        return stack->NothingPending() && rc.Integer({"SCARD", "kline:late"}) == 0;
       },
       seconds(60)));
   for (const std::string& sym : symbols) {
@@ -96,7 +95,7 @@ TEST_CASE("derive: 2h, 4h and 3d from stored candles equal the independent compu
   // The source candles just before the open 2h bucket: the 1h one and the 1m one.
   const int64_t open2h = now - now % k2h;
   StreamAndPersist(&stack, symbols, trades, {{"1h", open2h - 3600000}, {"1m", open2h - 60000}});
-  kt::RedisClient rc = stack.redis.Connect();
+  kt::RedisClient rc = stack.Redis();
   const Stack::Ran dry = stack.Klinectl({"derive", "--interval", "2h", "--dry-run"}, "derive-dry");
   CAPTURE(dry.out);
   CAPTURE(dry.err);
@@ -184,7 +183,7 @@ TEST_CASE("derive: the candles a klined with 2h, 4h and 3d from the start wrote,
   StreamAndPersist(&stack, symbols, trades, last_closed);
   // Stopped: no rollover writes these intervals while they are gone and derived back.
   StopCleanly(*klined);
-  kt::RedisClient rc = stack.redis.Connect();
+  kt::RedisClient rc = stack.Redis();
   std::map<std::string, std::vector<std::string>> mysql_had, redis_had;
   for (const std::string& sym : symbols) {
     for (const auto& [iv, len] : derived) {

@@ -5,6 +5,8 @@
 // takes over within 2 x lease.ttl_ms of the holder's death.
 #include "stack.h"
 
+#include "io/redis/cluster/slot_map.h"
+
 #include <algorithm>
 #include <array>
 #include <cstdlib>
@@ -343,6 +345,11 @@ TEST_CASE("failover: SIGTERM while Redis is stopped under trades: exits within t
 // are killed with SIGKILL or SIGTERM and restarted, and Redis is restarted or stopped for a
 // while. At the end every candle in Redis must equal the independent computation (each trade
 // once) and every closed candle must be in MySQL exactly as in Redis.
+// KLINED_CHAOS_CLUSTER=1 (make chaos-cluster): the same on a Redis Cluster of three primaries
+// and three replicas with redis.wait_replicas 1, its faults a primary killed with SIGKILL
+// (its replica promoted, the old primary back as a replica), two primaries paused past the
+// node timeout (CLUSTERDOWN on the third) and a busy symbol's slot moved, keys a few at a
+// time (MOVED, ASK, TRYAGAIN).
 TEST_CASE(
     "chaos: kill -9, SIGTERM, Redis restarts and outages under load; nothing lost or doubled" *
     doctest::skip(std::getenv("KLINED_CHAOS_SECONDS") == nullptr)) {
@@ -350,9 +357,14 @@ TEST_CASE(
   const uint64_t seed = std::getenv("KLINED_CHAOS_SEED")
                             ? std::strtoull(std::getenv("KLINED_CHAOS_SEED"), nullptr, 10)
                             : static_cast<uint64_t>(NowMs());
-  MESSAGE("chaos: " << chaos_seconds << " s, KLINED_CHAOS_SEED=" << seed);
+  const char* cluster_env = std::getenv("KLINED_CHAOS_CLUSTER");
+  const bool on_cluster = cluster_env != nullptr && std::string(cluster_env) == "1";
+  MESSAGE("chaos: " << chaos_seconds << " s, KLINED_CHAOS_SEED=" << seed
+                    << std::string(on_cluster ? ", on a 3+3 Redis Cluster" : ""));
   std::mt19937_64 rng(seed);
-  Stack stack(/*redis_aof=*/true);
+  Stack stack(/*redis_aof=*/true, "",
+              on_cluster ? "  wait_replicas: 1\n  wait_timeout_ms: 500\n" : "");
+  if (on_cluster) stack.UseCluster();
   const std::vector<std::string> symbols = {"BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT",
                                             "ADAUSDT", "DOTUSDT", "LTCUSDT", "BNBUSDT"};
   // Rounds of trades: each symbol's trades of a round in id order (ids rise with time, as in a
@@ -383,6 +395,42 @@ TEST_CASE(
     i.proc = stack.StartKlinedWith(i.name + "-" + std::to_string(i.starts++), i.config);
   };
   for (Instance& i : inst) restart(i);
+
+  // Cluster faults: the primaries now (one per third of the slots, as created; a slot moved
+  // by a fault stays with its symbol).
+  constexpr std::array<int, 3> kThirds = {0, 5461, 10923};
+  auto primaries = [&] {
+    std::vector<kt::RedisServer*> out;
+    for (int slot : kThirds) out.push_back(&stack.cluster->PrimaryOf(slot));
+    return out;
+  };
+  auto kill_primary = [&] {
+    const int third = kThirds[rng() % 3];
+    kt::RedisServer& victim = stack.cluster->PrimaryOf(third);
+    victim.process().Kill();
+    victim.process().Wait(milliseconds(5000));
+    // Its replica promoted (a restart before that would bring back an empty primary).
+    REQUIRE(WaitFor([&] { return &stack.cluster->PrimaryOf(third) != &victim; }, seconds(20)));
+    stack.cluster->WaitHealthy();
+    std::this_thread::sleep_for(milliseconds(rng() % 1000));
+    victim.Start();  // back as the promoted node's replica
+    stack.cluster->WaitHealthy();
+    stack.cluster->WaitSynced();
+  };
+  auto no_majority = [&] {
+    std::vector<kt::RedisServer*> p = primaries();
+    std::shuffle(p.begin(), p.end(), rng);
+    p[0]->process().Pause();
+    p[1]->process().Pause();
+    std::this_thread::sleep_for(milliseconds(2000 + rng() % 1500));  // node timeout 1 s
+    p[0]->process().Resume();
+    p[1]->process().Resume();
+    stack.cluster->WaitHealthy();
+  };
+  auto move_slot = [&] {
+    const uint16_t slot = klined::cluster::KeySlot(symbols[rng() % symbols.size()]);
+    stack.cluster->MoveSlot(slot, stack.cluster->OtherPrimary(slot), {}, 2, milliseconds(30));
+  };
 
   kt::Producer producer(stack.broker.bootstrap());
   std::map<std::string, int> events;
@@ -421,14 +469,24 @@ TEST_CASE(
         break;
       }
       case 3:
-        stack.redis.Restart();
-        ++events["Redis restart"];
+        if (on_cluster) {
+          kill_primary();
+          ++events["primary kill -9, failover, back as a replica"];
+        } else {
+          stack.redis.Restart();
+          ++events["Redis restart"];
+        }
         break;
       case 4:
-        stack.redis.Stop();
-        std::this_thread::sleep_for(milliseconds(500 + rng() % 2000));
-        stack.redis.Start();
-        ++events["Redis down for a while"];
+        if (on_cluster) {
+          no_majority();
+          ++events["two primaries paused (CLUSTERDOWN)"];
+        } else {
+          stack.redis.Stop();
+          std::this_thread::sleep_for(milliseconds(500 + rng() % 2000));
+          stack.redis.Start();
+          ++events["Redis down for a while"];
+        }
         break;
       case 5:
       case 6:
@@ -442,6 +500,12 @@ TEST_CASE(
       case 7:
         producer.Produce("trades", "BTCUSDT", "{\"e\":\"trade\",\"s\":");
         ++events["malformed message"];
+        break;
+      case 8:
+        if (on_cluster) {
+          move_slot();
+          ++events["slot moved under load"];
+        }
         break;
       default:
         break;
@@ -465,7 +529,7 @@ TEST_CASE(
 
   // MySQL: once nothing is pending, every closed candle in Redis has its row, equal.
   kt::RedisClient rc = stack.Redis();
-  REQUIRE(WaitFor([&] { return rc.NothingPending(); }, seconds(60)));
+  REQUIRE(WaitFor([&] { return stack.NothingPending(); }, seconds(60)));
   size_t compared = 0;
   for (const std::string& sym : symbols) {
     for (const auto& [iv, len] : kIntervals) {

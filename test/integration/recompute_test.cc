@@ -69,12 +69,11 @@ TEST_CASE("recompute: a corrupted hour in MySQL and Redis comes back equal to th
   REQUIRE(WaitUntil(
       [&] { return MetricValue(stack.Metrics(), "klined_trades_out_of_order_total") == 1; },
       seconds(30)));
-  kt::RedisClient rc = stack.redis.Connect();
+  kt::RedisClient rc = stack.Redis();
   auto settled = [&] {
     return WaitUntil(
         [&] {
-          return rc.NothingPending() &&
-                 rc.Integer({"SCARD", "kline:late"}) == 0;
+          return stack.NothingPending() && rc.Integer({"SCARD", "kline:late"}) == 0;
         },
         seconds(60));
   };

@@ -17,7 +17,7 @@ TEST_CASE("retire: a retired symbol stops rolling, keeps its candles, and a trad
   kt::Producer producer(stack.broker.bootstrap());
   Produce(&producer, trades);
   REQUIRE(stack.WaitForWatermarks(LastIds(trades), seconds(30)));
-  kt::RedisClient rc = stack.redis.Connect();
+  kt::RedisClient rc = stack.Redis();
 
   const Stack::Ran dry = stack.Klinectl({"retire", "OLDUSDT", "--dry-run"}, "retire-dry");
   CHECK(dry.code == 0);
@@ -111,7 +111,7 @@ TEST_CASE("retire: limits.retire_idle_after retires an idle symbol, not a tradin
   kt::Producer producer(stack.broker.bootstrap());
   Produce(&producer, trades);
   REQUIRE(stack.WaitForWatermarks(LastIds(trades), seconds(30)));
-  kt::RedisClient rc = stack.redis.Connect();
+  kt::RedisClient rc = stack.Redis();
   int64_t id = 5000;
   const auto deadline = std::chrono::steady_clock::now() + seconds(40);
   bool retired = false;

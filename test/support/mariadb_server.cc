@@ -76,7 +76,11 @@ const std::filesystem::path& TemplateDatadir() {
         "mariadb-install-db",
         {"--no-defaults", "--datadir=" + data.string(), "--auth-root-authentication-method=normal",
          "--skip-test-db", "--user=root", "--innodb-log-file-size=4M",
-         "--innodb-flush-method=nosync", "--innodb-buffer-pool-size=16M"},
+         "--innodb-flush-method=nosync", "--innodb-buffer-pool-size=16M",
+         // Its temporary tables in its own directory: with TMPDIR shared by test processes
+         // running at once, one bootstrap's temporary table was once gone before it removed it
+         // ("Can't find file: '$TMPDIR/#sql-temptable-...MAI'"), failing the install.
+         "--tmpdir=" + dir.path().string()},
         SubprocessOptions{.log_dir = dir.path(), .name = "install-db", .env = {}, .cwd = {}});
     auto st = install.Wait(std::chrono::seconds(120));
     if (!st || !st->Exited() || st->Code() != 0) {

@@ -40,9 +40,13 @@ RedisCluster::RedisCluster(int primaries, int replicas) {
     throw std::runtime_error("redis-cli --cluster create failed:\n" + create.OutputTail());
   }
   WaitHealthy();
-  // Replicas in sync (a failover test needs the writes on the replica).
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  WaitSynced();  // a failover test needs the writes on the replica
+}
+
+void RedisCluster::WaitSynced(milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
   for (auto& n : nodes_) {
+    if (!n->running() || !n->process().Running()) continue;  // stopped, or killed
     for (;;) {
       RedisClient c = n->Connect();
       const std::string info = Text(c.Command({"INFO", "replication"}).get());

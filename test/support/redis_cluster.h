@@ -39,6 +39,9 @@ class RedisCluster {
   // Waits until every live node (a killed one is not) reports cluster_state:ok (throws after
   // `timeout`).
   void WaitHealthy(milliseconds timeout = milliseconds(20000));
+  // Waits until every live replica's link to its primary is up (throws after `timeout`): a
+  // replica restarted after a kill has its full sync behind it.
+  void WaitSynced(milliseconds timeout = milliseconds(20000));
 
  private:
   std::vector<std::unique_ptr<RedisServer>> nodes_;

@@ -26,6 +26,7 @@
 #include "io/redis/job_scripts.h"
 #include "klined/candle.h"
 #include "tools/klinectl/history_util.h"
+#include "tools/klinectl/routed_redis.h"
 #include "tools/klinectl/stage.h"
 
 namespace klined::klinectl {
@@ -43,7 +44,7 @@ struct Session {
     }
     script = redis.AddScript(std::string(lua::kHistoryWindow) + lua::kFence + lua::kRestoreHistory);
     if (!redis.EnsureConnected()) {
-      std::fprintf(stderr, "klinectl: cannot connect to Redis at %s: %s\n", o.redis.address.c_str(),
+      std::fprintf(stderr, "klinectl: cannot connect to Redis at %s: %s\n", redis.address().c_str(),
                    redis.error().c_str());
       return false;
     }
@@ -111,7 +112,7 @@ struct Session {
   }
 
   MysqlConn db;
-  RedisConn redis;
+  RoutedRedis redis;
   size_t script = 0;
   std::vector<std::string> symbols;
   uint64_t present = 0;  // candles Redis already held at that open time

@@ -8,14 +8,14 @@
 #include <vector>
 
 #include "io/mysql/mysql_conn.h"
+#include "io/redis/cluster/router.h"
 #include "io/redis/key_layout.h"
-#include "io/redis/redis_conn.h"
 #include "klined/interval.h"
 
 namespace klined::klinectl {
 
 struct RestoreOptions {
-  RedisOptions redis;
+  cluster::TopologyOptions redis;  // one Redis, or a cluster's seeds
   MysqlOptions mysql;
   KeyLayout keys{"kline", "ticker"};
   std::vector<Interval> intervals;

@@ -18,6 +18,7 @@
 #include "tools/klinectl/history.h"
 #include "tools/klinectl/history_util.h"
 #include "tools/klinectl/recompute.h"
+#include "tools/klinectl/routed_redis.h"
 
 #include <algorithm>
 #include <charconv>
@@ -76,7 +77,10 @@ Options:
   --config FILE           klined's config file (e.g. /etc/klined/klined.yaml): Redis address,
                           user, password, key prefixes and the MySQL connection come from it
                           (with its KLINED_* environment overrides); the flags below override
-  --redis ADDR            host:port or unix:/path (default 127.0.0.1:6379)
+  --redis ADDR            host:port or unix:/path (default 127.0.0.1:6379); with --cluster a
+                          comma-separated seed list
+  --cluster               ADDR is a Redis Cluster (as redis.cluster: true in the config): every
+                          command goes to the primary serving its key's slot
   --redis-user USER       Redis ACL user (AUTH USER PW), or $KLINED_REDIS_USER
   --redis-password PW     or $KLINED_REDIS_PASSWORD
   --prefix P              redis.key_prefix (default kline)
@@ -102,6 +106,7 @@ struct Options {
   std::optional<klined::Interval> derive_interval, derive_source;  // derive --interval/--source
   int64_t from_ms = INT64_MIN, to_ms = INT64_MAX;                  // derive --from/--to
   std::string redis = "127.0.0.1:6379";
+  bool redis_cluster = false;  // `redis` is a Redis Cluster's seed list (--cluster, the config)
   std::string redis_user;
   std::string redis_password;
   std::string prefix = "kline";
@@ -131,6 +136,8 @@ Options ParseArgs(int argc, char** argv) {
     } else if (arg == "--redis") {
       o.redis = next();
       given.insert("redis");
+    } else if (arg == "--cluster") {
+      o.redis_cluster = true;
     } else if (arg == "--redis-user") {
       o.redis_user = next();
       given.insert("redis-user");
@@ -188,10 +195,7 @@ Options ParseArgs(int argc, char** argv) {
     if (const auto* e = std::get_if<klined::ConfigError>(&loaded)) Die(e->message);
     o.cfg = std::get<klined::Config>(std::move(loaded));
     const klined::Config& c = *o.cfg;
-    if (c.redis.cluster) {
-      Die("redis.cluster: true: klinectl does not route over a Redis Cluster yet (give --redis "
-          "a node to read, or use a config without it)");
-    }
+    o.redis_cluster |= c.redis.cluster;
     if (!given.contains("redis")) o.redis = c.redis.address;
     if (!given.contains("redis-user")) o.redis_user = c.redis.user;
     if (!given.contains("redis-password")) o.redis_password = c.redis.password;
@@ -209,16 +213,45 @@ Options ParseArgs(int argc, char** argv) {
 
 using Reply = klined::RedisReply;
 
-// klined's own connection (RedisConn: AUTH, timeouts), with klinectl's error reporting.
+// The Redis klinectl talks to: one Redis, or a cluster's seeds (every command routed by its
+// key, RoutedRedis); AUTH and timeouts as klined's.
+klined::cluster::TopologyOptions TopologyOf(const Options& o) {
+  std::string_view rest = o.redis;
+  while (!rest.empty()) {
+    const size_t comma = rest.find(',');
+    const std::string seed(rest.substr(0, comma));
+    if (seed.rfind("unix:", 0) != 0) {
+      const auto colon = seed.rfind(':');
+      if (colon == std::string::npos) Die("--redis: expected host:port or unix:/path");
+      const int port = std::atoi(seed.c_str() + colon + 1);
+      if (port <= 0 || port > 65535) Die("--redis: bad port in '" + seed + "'");
+    }
+    rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+  }
+  if (!o.redis_cluster && o.redis.find(',') != std::string::npos) {
+    Die("--redis: a comma-separated seed list needs --cluster (or redis.cluster in the config)");
+  }
+  klined::Config c = o.cfg ? *o.cfg : klined::Config{};
+  c.redis.address = o.redis;  // the flags, merged over the config in ParseArgs
+  c.redis.cluster = o.redis_cluster;
+  c.redis.user = o.redis_user;
+  c.redis.password = o.redis_password;
+  c.redis.connect_timeout_ms = 5000;
+  return klined::TopologyOptionsFrom(c, 5000);
+}
+
+// klined's own routing (RoutedRedis over cluster::Router), with klinectl's error reporting.
 class Redis {
  public:
   // ok() false with error() set when the connection failed.
-  explicit Redis(const Options& o) : address_(o.redis), conn_(ConnOptions(o)) {
+  explicit Redis(const Options& o) : conn_(TopologyOf(o)) {
     if (!conn_.EnsureConnected()) {
-      const std::string& why = conn_.error();
-      constexpr std::string_view kAuth = "AUTH failed: ";  // RedisConn quotes Redis's reply
-      error_ = why.rfind(kAuth, 0) == 0 ? "Redis AUTH: " + why.substr(kAuth.size())
-                                        : "cannot connect to Redis at " + address_ + ": " + why;
+      // The router names the node: "host:port: why"; RedisConn quotes Redis's AUTH reply.
+      std::string why = conn_.error();
+      constexpr std::string_view kAuth = "AUTH failed: ";
+      const size_t auth = why.find(kAuth);
+      error_ = auth != std::string::npos ? "Redis AUTH: " + why.substr(auth + kAuth.size())
+                                         : "cannot connect to Redis at " + why;
     }
   }
   bool ok() const { return error_.empty(); }
@@ -228,7 +261,7 @@ class Redis {
   Reply Command(std::initializer_list<std::string_view> argv) {
     Reply r = conn_.Command(argv);
     if (r == nullptr) {
-      error_ = "Redis " + address_ + ": " + conn_.error();
+      error_ = "Redis " + conn_.error();
       return nullptr;
     }
     if (r->type == REDIS_REPLY_ERROR) {
@@ -239,24 +272,7 @@ class Redis {
   }
 
  private:
-  static klined::RedisOptions ConnOptions(const Options& o) {
-    if (o.redis.rfind("unix:", 0) != 0) {
-      const auto colon = o.redis.rfind(':');
-      if (colon == std::string::npos) Die("--redis: expected host:port or unix:/path");
-      const int port = std::atoi(o.redis.c_str() + colon + 1);
-      if (port <= 0 || port > 65535) Die("--redis: bad port in '" + o.redis + "'");
-    }
-    klined::RedisOptions r;
-    r.address = o.redis;
-    r.user = o.redis_user;
-    r.password = o.redis_password;
-    r.connect_timeout_ms = 5000;
-    r.command_timeout_ms = 5000;
-    return r;
-  }
-
-  std::string address_;
-  klined::RedisConn conn_;
+  klined::klinectl::RoutedRedis conn_;
   std::string error_;
 };
 
@@ -587,10 +603,7 @@ klined::klinectl::RestoreOptions HistoryOptions(const Options& o) {
   const klined::Config defaults;
   const klined::Config& c = o.cfg ? *o.cfg : defaults;
   klined::klinectl::RestoreOptions r;
-  r.redis = klined::RedisOptionsFrom(c, 5000);
-  r.redis.address = o.redis;  // the flags, merged over the config in ParseArgs
-  r.redis.user = o.redis_user;
-  r.redis.password = o.redis_password;
+  r.redis = TopologyOf(o);
   r.mysql = klined::MysqlOptionsFrom(c);
   if (o.mysql_flag || !o.cfg) {
     const MysqlSpec m = ParseMysqlSpec(o.mysql);

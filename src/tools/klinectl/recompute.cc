@@ -53,6 +53,7 @@
 #include "io/redis/job_scripts.h"
 #include "klined/candle.h"
 #include "tools/klinectl/history_util.h"
+#include "tools/klinectl/routed_redis.h"
 
 namespace klined::klinectl {
 namespace {
@@ -345,7 +346,7 @@ class Recomputer {
     script_ = redis_.AddScript(std::string(lua::kHistoryWindow) + kRecompute);
     if (!redis_.EnsureConnected()) {
       std::fprintf(stderr, "klinectl: cannot connect to Redis at %s: %s\n",
-                   b.redis.address.c_str(), redis_.error().c_str());
+                   redis_.address().c_str(), redis_.error().c_str());
       return 2;
     }
     std::string error;
@@ -776,7 +777,7 @@ class Recomputer {
 
   const RecomputeOptions& o_;
   MysqlConn db_;
-  RedisConn redis_;
+  RoutedRedis redis_;
   KlineTable table_;
   TopicReader kafka_;
   size_t script_ = 0;
