@@ -28,6 +28,7 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <random>
 #include <sstream>
 #include <string>
@@ -39,6 +40,7 @@
 #include "http_get.h"
 #include "kafka_broker.h"
 #include "mariadb_server.h"
+#include "redis_cluster.h"
 #include "redis_server.h"
 #include "subprocess.h"
 #include "temp_dir.h"
@@ -59,6 +61,7 @@ struct Options {
   int latency_seconds = 15;
   int span_seconds = 120;  // trade-time span of the pre-filled trades (candle churn)
   bool baseline = true;
+  int cluster = 0;  // > 0: a Redis Cluster of that many primaries (no replicas), not one Redis
 };
 
 double Secs(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
@@ -266,24 +269,27 @@ std::string Scrape(int port) { return "\n" + kt::HttpGet(port, "/metrics"); }
 // Of klined's flush calls (metrics: a Scrape), how many went as FLUSH_FAST and how many of
 // those found the write stamp void, the symbols refused; then Redis's own time in klined's
 // Lua calls (FLUSH, the first-sight loads, rollover) from INFO commandstats, all of it with
-// dump_cmdstats. `when` follows "Redis EVALSHA" (" so far").
-void PrintFlushStats(const std::string& metrics, redisContext* rc, const char* when,
-                     bool dump_cmdstats) {
+// dump_cmdstats, of each Redis node. `when` follows "Redis EVALSHA" (" so far").
+void PrintFlushStats(const std::string& metrics, const std::vector<redisContext*>& nodes,
+                     const char* when, bool dump_cmdstats) {
   std::printf(
       "of the flush calls: FLUSH_FAST %.0f, FLUSH_FAST that found the write stamp void "
       "%.0f; symbols refused (reloaded) %.0f\n",
       kt::MetricSum(metrics, "klined_flush_fast_total"),
       kt::MetricSum(metrics, "klined_flush_fast_missed_total"),
       kt::MetricSum(metrics, "klined_writes_refused_total"));
-  auto* info = static_cast<redisReply*>(redisCommand(rc, "INFO commandstats"));
-  if (info == nullptr) return;
-  const std::string s = info->type == REDIS_REPLY_STRING ? std::string(info->str, info->len) : "";
-  freeReplyObject(info);
-  if (dump_cmdstats) std::printf("%s\n", s.c_str());
-  const size_t at = s.find("cmdstat_evalsha:");
-  if (at != std::string::npos) {
-    std::printf("Redis EVALSHA%s: %s\n", when,
-                s.substr(at + 16, s.find('\r', at) - at - 16).c_str());
+  for (size_t n = 0; n < nodes.size(); ++n) {
+    auto* info = static_cast<redisReply*>(redisCommand(nodes[n], "INFO commandstats"));
+    if (info == nullptr) continue;
+    const std::string s = info->type == REDIS_REPLY_STRING ? std::string(info->str, info->len) : "";
+    freeReplyObject(info);
+    if (dump_cmdstats) std::printf("%s\n", s.c_str());
+    const size_t at = s.find("cmdstat_evalsha:");
+    if (at != std::string::npos) {
+      std::printf("Redis EVALSHA%s%s: %s\n", when,
+                  nodes.size() > 1 ? (" (primary " + std::to_string(n) + ")").c_str() : "",
+                  s.substr(at + 16, s.find('\r', at) - at - 16).c_str());
+    }
   }
 }
 
@@ -304,21 +310,44 @@ std::string ExtraYaml(const char* env, const std::string& indent, bool quote = f
   return out;
 }
 
-bool AllInRedis(redisContext* rc, const std::vector<int64_t>& last_ids) {
-  for (size_t i = 0; i < last_ids.size(); ++i) {
-    if (last_ids[i] == 0) continue;
-    redisAppendCommand(rc, "GET kline:{%s}:wm", SymbolName(static_cast<int>(i)).c_str());
+// Every node is asked for every watermark; on a cluster the nodes that do not serve a
+// symbol's slot answer MOVED (an error, ignored) and the one that does answers.
+bool AllInRedis(const std::vector<redisContext*>& nodes, const std::vector<int64_t>& last_ids) {
+  std::vector<char> done(last_ids.size(), 0);
+  for (redisContext* rc : nodes) {
+    for (size_t i = 0; i < last_ids.size(); ++i) {
+      if (last_ids[i] == 0) continue;
+      redisAppendCommand(rc, "GET kline:{%s}:wm", SymbolName(static_cast<int>(i)).c_str());
+    }
+    for (size_t i = 0; i < last_ids.size(); ++i) {
+      if (last_ids[i] == 0) continue;
+      void* r = nullptr;
+      redisGetReply(rc, &r);
+      auto* rr = static_cast<redisReply*>(r);
+      if (rr != nullptr && rr->type == REDIS_REPLY_STRING && std::atoll(rr->str) >= last_ids[i]) {
+        done[i] = 1;
+      }
+      if (rr != nullptr) freeReplyObject(rr);
+    }
   }
-  bool all = true;
   for (size_t i = 0; i < last_ids.size(); ++i) {
-    if (last_ids[i] == 0) continue;
-    void* r = nullptr;
-    redisGetReply(rc, &r);
-    auto* rr = static_cast<redisReply*>(r);
-    all &= rr != nullptr && rr->type == REDIS_REPLY_STRING && std::atoll(rr->str) >= last_ids[i];
-    if (rr != nullptr) freeReplyObject(rr);
+    if (last_ids[i] != 0 && !done[i]) return false;
   }
-  return all;
+  return true;
+}
+
+// A Redis server's CPU seconds so far (INFO cpu: used_cpu_sys + used_cpu_user).
+double RedisCpuSeconds(redisContext* rc) {
+  auto* info = static_cast<redisReply*>(redisCommand(rc, "INFO cpu"));
+  if (info == nullptr) return 0;
+  const std::string s = info->type == REDIS_REPLY_STRING ? std::string(info->str, info->len) : "";
+  freeReplyObject(info);
+  double sum = 0;
+  for (const char* f : {"used_cpu_sys:", "used_cpu_user:"}) {
+    const size_t at = s.find(f);
+    if (at != std::string::npos) sum += std::atof(s.c_str() + at + std::strlen(f));
+  }
+  return sum;
 }
 
 }  // namespace
@@ -344,6 +373,8 @@ int main(int argc, char** argv) {
       o.span_seconds = static_cast<int>(next());
     else if (a == "--skip-baseline")
       o.baseline = false;
+    else if (a == "--cluster")
+      o.cluster = static_cast<int>(next());
     else {
       std::fprintf(stderr, "unknown argument %s\n", a.c_str());
       return 2;
@@ -354,8 +385,28 @@ int main(int argc, char** argv) {
   std::printf("command: %s\nmachine: %u cores\n", cmdline.c_str(),
               std::thread::hardware_concurrency());
 
+  if (o.cluster > 0 && (o.latency_seconds > 0 || o.baseline)) {
+    std::fprintf(stderr,
+                 "--cluster measures the catch-up only: add --latency-seconds 0 "
+                 "--skip-baseline\n");
+    return 2;
+  }
   kt::TempDir dir("klined-bench");
-  kt::RedisServer redis;
+  // One Redis, or a cluster of o.cluster primaries (their CPU split is the figure).
+  std::unique_ptr<kt::RedisServer> single;
+  std::unique_ptr<kt::RedisCluster> cluster;
+  if (o.cluster > 0) {
+    cluster = std::make_unique<kt::RedisCluster>(o.cluster, 0);
+  } else {
+    single = std::make_unique<kt::RedisServer>();
+  }
+  std::vector<redisContext*> nodes;  // every primary (all the cluster's nodes are)
+  if (cluster) {
+    for (auto& n : cluster->nodes()) nodes.push_back(redisConnect("127.0.0.1", n->port()));
+  } else {
+    nodes.push_back(redisConnect("127.0.0.1", single->port()));
+  }
+  const std::string redis_address = cluster ? cluster->Seeds() : single->address();
   kt::MariaDbServer mysql;
   kt::KafkaBroker broker(kt::KafkaBrokerOptions{1, {{"trades", o.partitions}, {"lat", 8}}});
 
@@ -396,24 +447,25 @@ int main(int argc, char** argv) {
   const int metrics_port = kt::FreePort();
   const auto config = dir / "klined.yaml";
   kt::WriteFile(
-      config, "kafka:\n  brokers: \"" + broker.bootstrap() + "\"\n  group: bench\n" +
-                  ExtraYaml("KLINED_BENCH_KAFKA", "  ") +
-                  "  properties:\n    session.timeout.ms: \"6000\"\n"
-                  "    heartbeat.interval.ms: \"500\"\n" +
-                  ExtraYaml("KLINED_BENCH_KAFKA_PROPS", "    ", true) + "redis:\n  address: \"" +
-                  redis.address() + "\"\nmysql:\n  port: " + std::to_string(mysql.port()) +
-                  "\n  user: " + mysql.user() + "\n  password: \"" + mysql.password() +
-                  "\"\n  database: " + mysql.database() + "\nshards: " + std::to_string(o.shards) +
-                  "\n" + ExtraYaml("KLINED_BENCH_CONFIG", "") +
-                  "\napi:\n  listen: \"127.0.0.1:0\"\nmetrics:\n  listen: \"127.0.0.1:" +
-                  std::to_string(metrics_port) + "\"\nlog:\n  level: " +
-                  (std::getenv("KLINED_BENCH_LOG") ? std::getenv("KLINED_BENCH_LOG") : "warn") +
-                  "\n");
+      config,
+      "kafka:\n  brokers: \"" + broker.bootstrap() + "\"\n  group: bench\n" +
+          ExtraYaml("KLINED_BENCH_KAFKA", "  ") +
+          "  properties:\n    session.timeout.ms: \"6000\"\n"
+          "    heartbeat.interval.ms: \"500\"\n" +
+          ExtraYaml("KLINED_BENCH_KAFKA_PROPS", "    ", true) + "redis:\n  address: \"" +
+          redis_address + "\"\n" + (cluster ? "  cluster: true\n" : "") +
+          "mysql:\n  port: " + std::to_string(mysql.port()) + "\n  user: " + mysql.user() +
+          "\n  password: \"" + mysql.password() + "\"\n  database: " + mysql.database() +
+          "\nshards: " + std::to_string(o.shards) + "\n" + ExtraYaml("KLINED_BENCH_CONFIG", "") +
+          "\napi:\n  listen: \"127.0.0.1:0\"\nmetrics:\n  listen: \"127.0.0.1:" +
+          std::to_string(metrics_port) + "\"\nlog:\n  level: " +
+          (std::getenv("KLINED_BENCH_LOG") ? std::getenv("KLINED_BENCH_LOG") : "warn") + "\n");
   const char* build = std::getenv("KLINED_BUILD");
   kt::Subprocess klined(std::string(build ? build : "build") + "/src/app/klined",
                         {"--config", config.string()},
                         {.log_dir = dir.path(), .name = "klined", .env = {}, .cwd = {}});
-  redisContext* rc = redisConnect("127.0.0.1", redis.port());
+  std::vector<double> cpu_before;
+  for (redisContext* n : nodes) cpu_before.push_back(RedisCpuSeconds(n));
   Clock::time_point first{};
   while (Clock::now() < Clock::time_point::max()) {
     if (kt::MetricSum(Scrape(metrics_port), "klined_kafka_messages_total") > 0) {
@@ -435,7 +487,7 @@ int main(int argc, char** argv) {
          Clock::now() < deadline && klined.Running()) {
     std::this_thread::sleep_for(milliseconds(20));
   }
-  while (!AllInRedis(rc, gen.last_ids()) && Clock::now() < deadline) {
+  while (!AllInRedis(nodes, gen.last_ids()) && Clock::now() < deadline) {
     std::this_thread::sleep_for(milliseconds(5));
   }
   const double catchup = Secs(Clock::now() - first);
@@ -452,7 +504,21 @@ int main(int argc, char** argv) {
               o.trades / catchup, bare / catchup);
   std::printf("\nRedis calls per trade (catch-up): %.5f (%.0f flush calls for %.0f trades)\n",
               calls / applied, calls, applied);
-  PrintFlushStats(metrics, rc, "", std::getenv("KLINED_BENCH_CMDSTATS") != nullptr);
+  // Redis CPU over the catch-up (klined's start included), per node and per million trades.
+  double cpu_total = 0;
+  std::vector<double> cpu;
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    cpu.push_back(RedisCpuSeconds(nodes[i]) - cpu_before[i]);
+    cpu_total += cpu.back();
+  }
+  std::printf("Redis CPU over the catch-up: %.2f s in all, %.3f s per million trades\n", cpu_total,
+              cpu_total * 1e6 / static_cast<double>(o.trades));
+  for (size_t i = 0; i < nodes.size() && cluster; ++i) {
+    std::printf("  primary %zu: %.2f s, %.3f s per million trades, %.0f%% of the total\n", i,
+                cpu[i], cpu[i] * 1e6 / static_cast<double>(o.trades),
+                cpu_total > 0 ? 100 * cpu[i] / cpu_total : 0.0);
+  }
+  PrintFlushStats(metrics, nodes, "", std::getenv("KLINED_BENCH_CMDSTATS") != nullptr);
   std::printf("consumer waits for a free shard batch (back-pressure): %.0f\n",
               kt::MetricSum(metrics, "klined_backpressure_waits_total"));
   std::printf("klined memory after the catch-up: peak RSS %s, RSS %s\n",
@@ -475,7 +541,7 @@ int main(int argc, char** argv) {
     std::vector<std::vector<double>> lat_by_second(static_cast<size_t>(o.latency_seconds) + 1);
     const auto lat_start = Clock::now();
     std::thread sampler([&] {
-      redisContext* sc = redisConnect("127.0.0.1", redis.port());
+      redisContext* sc = redisConnect("127.0.0.1", single->port());
       std::array<int64_t, kSampled> seen{};
       while (true) {
         bool pending = false;
@@ -605,7 +671,7 @@ int main(int argc, char** argv) {
     }
     const std::string now = Scrape(metrics_port);
     std::printf("flush calls so far: %.0f\n", kt::MetricSum(now, "klined_flushed_symbols_total"));
-    PrintFlushStats(now, rc, " so far", false);
+    PrintFlushStats(now, nodes, " so far", false);
   }
   klined.Stop(seconds(30));
   rd_kafka_destroy(prod);
@@ -613,11 +679,11 @@ int main(int argc, char** argv) {
   // 4. (c) the replaced design, measured last on the same data (fresh consumer group).
   if (o.baseline) {
     const double per_trade =
-        PerTradeDesignRate(broker.bootstrap(), "trades", "127.0.0.1", redis.port(), seconds(10));
+        PerTradeDesignRate(broker.bootstrap(), "trades", "127.0.0.1", single->port(), seconds(10));
     std::printf("\n| design | trades/s | klined speed-up |\n|---|---|---|\n");
     std::printf("| one Lua call per trade per interval (15) | %.0f | %.0fx |\n", per_trade,
                 (o.trades / catchup) / per_trade);
   }
-  redisFree(rc);
+  for (redisContext* n : nodes) redisFree(n);
   return 0;
 }

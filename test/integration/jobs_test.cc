@@ -12,12 +12,14 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <optional>
 #include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "io/redis/cluster/slot_map.h"
 #include "io/redis/kline_store.h"
 #include "io/redis/redis_conn.h"
 #include "jobs/lease.h"
@@ -26,6 +28,7 @@
 #include "jobs/trim.h"
 #include "klined/candle.h"
 #include "klined/series.h"
+#include "redis_cluster.h"
 #include "redis_server.h"
 #include "routed.h"
 
@@ -779,8 +782,30 @@ TEST_CASE("jobs timer loop: rolls idle symbols at real 1s boundaries; hand-over 
 
 TEST_CASE("jobs rollover throughput: 10k symbols x 15 intervals (KLINED_ROLLOVER_BENCH=1)") {
   if (std::getenv("KLINED_ROLLOVER_BENCH") == nullptr) return;
-  kt::RedisServer redis;
-  auto c = redis.Connect();
+  // KLINED_ROLLOVER_CLUSTER=N: on a Redis Cluster of N primaries (no replicas), the job's
+  // per-node pipelines running at once; CPU summed over the nodes.
+  const int primaries = std::getenv("KLINED_ROLLOVER_CLUSTER")
+                            ? std::atoi(std::getenv("KLINED_ROLLOVER_CLUSTER"))
+                            : 0;
+  std::unique_ptr<kt::RedisServer> single;
+  std::unique_ptr<kt::RedisCluster> cluster;
+  std::vector<kt::RedisServer*> servers;
+  if (primaries > 0) {
+    cluster = std::make_unique<kt::RedisCluster>(primaries, 0);
+    for (auto& node : cluster->nodes()) servers.push_back(node.get());
+  } else {
+    single = std::make_unique<kt::RedisServer>();
+    servers.push_back(single.get());
+  }
+  klined::cluster::TopologyOptions topo =
+      klined::cluster::SingleNode(Opts(*servers[0]), "kline:wait");
+  if (cluster) {
+    topo.cluster = true;
+    topo.seeds.clear();
+    for (kt::RedisServer* s : servers) topo.seeds.push_back(s->address());
+  }
+  klined::cluster::Topology topology(topo);
+  REQUIRE(topology.Refresh());
   const klined::SeriesLayout layout{
       {Interval::k1m, Interval::k3m, Interval::k5m, Interval::k15m, Interval::k30m, Interval::k1h,
        Interval::k2h, Interval::k4h, Interval::k6h, Interval::k8h, Interval::k12h, Interval::k1d,
@@ -796,8 +821,9 @@ TEST_CASE("jobs rollover throughput: 10k symbols x 15 intervals (KLINED_ROLLOVER
                            ? std::atoll(std::getenv("KLINED_ROLLOVER_AFTER_MS"))
                            : 0);
   {
-    klined::RedisConn conn(Opts(redis));
-    klined::KlineStore store(Opts(redis), "kline", &layout);
+    klined::cluster::Router router(&topology);
+    klined::cluster::Batch batch(&router);
+    klined::KlineStore store(&topology, "kline", &layout);
     std::vector<std::unique_ptr<klined::SymbolSeries>> series;
     std::vector<klined::SymbolSeries*> ptrs;
     for (int k = 0; k < n; ++k) {
@@ -817,30 +843,35 @@ TEST_CASE("jobs rollover throughput: 10k symbols x 15 intervals (KLINED_ROLLOVER
       const std::string sym = "SYM" + std::to_string(k);
       for (Interval iv : layout.intervals) {
         const int64_t old = klined::BucketOpen(iv, boundary - 86400000LL * 100, {});
-        conn.Append({"ZADD", Base(sym) + ":" + std::string(klined::IntervalName(iv)) + ":hist",
-                     std::to_string(old),
-                     klined::CandleJson(klined::Candle::Empty(iv, old, {}, {}), sym, true)});
+        const std::string key = Base(sym) + ":" + std::string(klined::IntervalName(iv)) + ":hist";
+        batch.Append(klined::cluster::KeySlot(key),
+                     {"ZADD", key, std::to_string(old),
+                      klined::CandleJson(klined::Candle::Empty(iv, old, {}, {}), sym, true)});
       }
       if (k % 1000 == 999 || k == n - 1) {
         for (size_t r = 0; r < (k % 1000 + 1) * layout.intervals.size(); ++r) {
-          REQUIRE(conn.GetReply() != nullptr);
+          REQUIRE(batch.Next() != nullptr);
         }
       }
     }
   }
-  klined::test::Routed conn(Opts(redis));
+  klined::cluster::Router router(&topology);
   klined::RolloverStats stats;
-  klined::RolloverJob job(&conn.router, "kline", &layout, &stats);
-  c.Command({"CONFIG", "RESETSTAT"});
-  // CPU time too (the client thread's and the server's): the machine may be shared.
+  klined::RolloverJob job(&router, "kline", &layout, &stats);
+  for (kt::RedisServer* server : servers) server->Connect().Command({"CONFIG", "RESETSTAT"});
+  // CPU time too (the client thread's and the servers'): the machine may be shared.
   auto redis_cpu_ms = [&] {
-    auto info = c.Command({"INFO", "cpu"});
-    const std::string s(info->str, info->len);
-    auto field = [&](const char* name) {
-      const size_t at = s.find(name);
-      return at == std::string::npos ? 0.0 : std::atof(s.c_str() + at + std::strlen(name));
-    };
-    return 1000 * (field("used_cpu_user:") + field("used_cpu_sys:"));
+    double sum = 0;
+    for (kt::RedisServer* server : servers) {
+      auto info = server->Connect().Command({"INFO", "cpu"});
+      const std::string s(info->str, info->len);
+      auto field = [&](const char* name) {
+        const size_t at = s.find(name);
+        return at == std::string::npos ? 0.0 : std::atof(s.c_str() + at + std::strlen(name));
+      };
+      sum += 1000 * (field("used_cpu_user:") + field("used_cpu_sys:"));
+    }
+    return sum;
   };
   auto thread_cpu_ms = [] {
     rusage ru;
@@ -851,7 +882,7 @@ TEST_CASE("jobs rollover throughput: 10k symbols x 15 intervals (KLINED_ROLLOVER
   if (std::getenv("KLINED_ROLLOVER_PERF")) {  // profile the server during the run only
     const std::string cmd = "perf record -q -g -o " +
                             std::string(std::getenv("KLINED_ROLLOVER_PERF")) + " -p " +
-                            std::to_string(redis.process().pid()) + " >/dev/null 2>&1 &";
+                            std::to_string(servers[0]->process().pid()) + " >/dev/null 2>&1 &";
     REQUIRE(std::system(cmd.c_str()) == 0);
     std::this_thread::sleep_for(milliseconds(500));
   }
@@ -874,8 +905,9 @@ TEST_CASE("jobs rollover throughput: 10k symbols x 15 intervals (KLINED_ROLLOVER
                     << " candles closed) in " << ms << " ms");
   std::printf(
       "rollover: %d symbols x 15 intervals (%llu candles closed) in %.1f ms wall; cpu: "
-      "klined thread %.1f ms, redis-server %.1f ms\n",
-      n, static_cast<unsigned long long>(r.candles_closed), ms, client_ms, redis_ms);
+      "klined thread %.1f ms, redis-server %.1f ms (%zu server%s)\n",
+      n, static_cast<unsigned long long>(r.candles_closed), ms, client_ms, redis_ms, servers.size(),
+      servers.size() == 1 ? "" : "s, summed");
   // The full sweep (every interval of every symbol checked; nothing due now).
   const double redis1 = redis_cpu_ms();
   const auto t1 = std::chrono::steady_clock::now();
@@ -887,7 +919,7 @@ TEST_CASE("jobs rollover throughput: 10k symbols x 15 intervals (KLINED_ROLLOVER
   std::printf("full sweep with nothing due: %.1f ms wall; redis-server cpu %.1f ms\n", sweep_ms,
               redis_cpu_ms() - redis1);
   if (std::getenv("KLINED_ROLLOVER_STATS")) {
-    auto info = c.Command({"INFO", "commandstats"});
+    auto info = servers[0]->Connect().Command({"INFO", "commandstats"});
     std::printf("%s\n", info->str);
   }
 }
