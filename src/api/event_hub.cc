@@ -433,6 +433,11 @@ void EventHub::OnMessage(std::string_view channel, std::string_view payload) {
   }
 }
 
+void EventHub::DrainWake() {
+  uint64_t n = 0;
+  [[maybe_unused]] const ssize_t got = read(wake_fd_, &n, sizeof n);
+}
+
 bool EventHub::ReadSub(Sub* sub) {
   if (redisBufferRead(Ctx(sub->ctx)) != REDIS_OK) {
     LOG_RATE(kWarn, "api.subscriber_lost",
@@ -471,12 +476,11 @@ void EventHub::Run() {
   // Waits for the wake eventfd, or `ms`.
   auto nap = [this](int64_t ms) {
     pollfd pfd{wake_fd_, POLLIN, 0};
-    if (wake_fd_ < 0 || poll(&pfd, 1, static_cast<int>(ms)) <= 0) {
-      if (wake_fd_ < 0) std::this_thread::sleep_for(std::chrono::milliseconds(ms));
-      return;
+    if (wake_fd_ < 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+    } else if (poll(&pfd, 1, static_cast<int>(ms)) > 0) {
+      DrainWake();
     }
-    uint64_t n = 0;
-    [[maybe_unused]] const ssize_t got = read(wake_fd_, &n, sizeof n);
   };
   while (true) {
     {
@@ -530,10 +534,7 @@ void EventHub::Run() {
     }
     const int ready = poll(pfd.data(), pfd.size(), kPollMs);
     if (ready <= 0) continue;
-    if (wake_fd_ >= 0 && (pfd.back().revents & POLLIN)) {
-      uint64_t n = 0;
-      [[maybe_unused]] const ssize_t got = read(wake_fd_, &n, sizeof n);
-    }
+    if (wake_fd_ >= 0 && (pfd.back().revents & POLLIN)) DrainWake();
     bool lost = false;
     for (size_t i = 0; i < subs_.size() && !lost; ++i) {
       if (pfd[i].revents & (POLLIN | POLLERR | POLLHUP)) lost = !ReadSub(&subs_[i]);

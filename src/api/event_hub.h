@@ -13,19 +13,18 @@
 // The subscriber speaks hiredis in push mode, one socket per Redis node that serves a wanted
 // symbol (one for a single Redis; in a cluster, the primary of each symbol's slot, by the
 // API's topology), one SSUBSCRIBE per slot, which a cluster node requires; Want and Unwant
-// wake it (an eventfd beside the sockets in its poll), so a subscription goes out at once. What goes out is the net change
-// of the queued (un)subscriptions: SUBSCRIBE, UNSUBSCRIBE, SUBSCRIBE of one symbol in a row
-// leaves it subscribed. When a slot moves (a reshard, a failover) its node ends the
-// subscriptions of its channels (an `sunsubscribe` the hub did not ask for) or refuses one
-// (MOVED): the hub treats that as a lost connection (below) on a refreshed topology, so every
-// symbol is subscribed again where it lives now.
-// Wants are per kind (an interval's name, or "ticker"): FLUSH publishes only the kinds some
-// instance follows (B:watch, lua_scripts.h), so the hub writes what this instance follows of
-// each symbol with WATCH on a command connection of its own, again every ttl/3 (a part not
-// refreshed for api.watch_ttl_ms, an instance that died, drops out); the watches are routed
-// by the symbol's slot (cluster::Router), their two keys declared. A sink hears
-// Subscribed(symbol, kind) once Redis confirmed the subscription *and* acknowledged a watch
-// naming the kind: from then on every change of it is sure to arrive (the L1 cache reads an
+// wake it (an eventfd beside the sockets in its poll), so a subscription goes out at once.
+// What goes out is the net change of the queued (un)subscriptions: SUBSCRIBE, UNSUBSCRIBE,
+// SUBSCRIBE of one symbol in a row leaves it subscribed. When a slot moves (a reshard, a failover)
+// its node ends the subscriptions of its channels (an `sunsubscribe` the hub did not ask for) or
+// refuses one (MOVED): the hub treats that as a lost connection (below) on a refreshed topology, so
+// every symbol is subscribed again where it lives now. Wants are per kind (an interval's name, or
+// "ticker"): FLUSH publishes only the kinds some instance follows (B:watch, lua_scripts.h), so the
+// hub writes what this instance follows of each symbol with WATCH on a command connection of its
+// own, again every ttl/3 (a part not refreshed for api.watch_ttl_ms, an instance that died, drops
+// out); the watches are routed by the symbol's slot (cluster::Router), their two keys declared. A
+// sink hears Subscribed(symbol, kind) once Redis confirmed the subscription *and* acknowledged a
+// watch naming the kind: from then on every change of it is sure to arrive (the L1 cache reads an
 // entry only after that). Connection loss: every sink hears Lost, the hub reconnects
 // with backoff and subscribes again to everything wanted; messages published meanwhile are
 // not seen (the next flush or rollover of each symbol brings its candles again; the cache
@@ -164,6 +163,8 @@ class EventHub {
   // A node ended or refused a subscription: the slot moved, so every subscription is made
   // again on a refreshed topology (after this round's replies are read).
   void OnMoved(std::string_view why);
+  // Reads the wake eventfd empty (after a poll saw it readable).
+  void DrainWake();
   // Writes the watch of every symbol whose kinds changed (all of them when `refresh`), and
   // "" for those no longer wanted; false when Redis did not take them all.
   bool SyncWatches(bool refresh);

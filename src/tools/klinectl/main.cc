@@ -216,18 +216,6 @@ using Reply = klined::RedisReply;
 // The Redis klinectl talks to: one Redis, or a cluster's seeds (every command routed by its
 // key, RoutedRedis); AUTH and timeouts as klined's.
 klined::cluster::TopologyOptions TopologyOf(const Options& o) {
-  std::string_view rest = o.redis;
-  while (!rest.empty()) {
-    const size_t comma = rest.find(',');
-    const std::string seed(rest.substr(0, comma));
-    if (seed.rfind("unix:", 0) != 0) {
-      const auto colon = seed.rfind(':');
-      if (colon == std::string::npos) Die("--redis: expected host:port or unix:/path");
-      const int port = std::atoi(seed.c_str() + colon + 1);
-      if (port <= 0 || port > 65535) Die("--redis: bad port in '" + seed + "'");
-    }
-    rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
-  }
   if (!o.redis_cluster && o.redis.find(',') != std::string::npos) {
     Die("--redis: a comma-separated seed list needs --cluster (or redis.cluster in the config)");
   }
@@ -237,7 +225,15 @@ klined::cluster::TopologyOptions TopologyOf(const Options& o) {
   c.redis.user = o.redis_user;
   c.redis.password = o.redis_password;
   c.redis.connect_timeout_ms = 5000;
-  return klined::TopologyOptionsFrom(c, 5000);
+  klined::cluster::TopologyOptions t = klined::TopologyOptionsFrom(c, 5000);  // splits the seeds
+  for (const std::string& seed : t.seeds) {
+    if (seed.rfind("unix:", 0) == 0) continue;
+    const auto colon = seed.rfind(':');
+    if (colon == std::string::npos) Die("--redis: expected host:port or unix:/path");
+    const int port = std::atoi(seed.c_str() + colon + 1);
+    if (port <= 0 || port > 65535) Die("--redis: bad port in '" + seed + "'");
+  }
+  return t;
 }
 
 // klined's own routing (RoutedRedis over cluster::Router), with klinectl's error reporting.

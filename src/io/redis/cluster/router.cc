@@ -204,16 +204,13 @@ bool Router::EnsureConnected() {
 }
 
 bool Router::ScriptsLoaded() {
-  for (const std::string& sha : script_shas_) {
-    if (sha.empty()) {
-      EnsureConnected();
-      break;
-    }
-  }
-  for (const std::string& sha : script_shas_) {
-    if (sha.empty()) return false;
-  }
-  return true;
+  const auto known = [this] {
+    return std::none_of(script_shas_.begin(), script_shas_.end(),
+                        [](const std::string& sha) { return sha.empty(); });
+  };
+  if (known()) return true;
+  EnsureConnected();
+  return known();
 }
 
 void Router::Execute(std::span<const Call> calls, std::vector<RedisReply>* replies) {
